@@ -1,0 +1,48 @@
+# gigapath — the one place that says how to build, generate, test and demo.
+GO         ?= go
+CLANG      ?= clang-14
+BPF_CFLAGS ?= -O2 -g -Wall -Werror
+BIN        := bin/gigapath
+# Fuzz targets run by `make test` for a bounded time each.
+FUZZTIME   ?= 20s
+
+export CLANG BPF_CFLAGS
+
+.PHONY: all build generate lint test unit fuzz demo bench vmtest clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/gigapath
+
+# Regenerates the eBPF objects (needs clang and bpftool); the generated
+# *_bpfel.go/*.o are committed so `go build` needs neither.
+generate:
+	$(GO) generate ./ebpf/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The whole suite: unit tests, integration tests against the real kernel in
+# fresh namespaces (needs root), race detector, bounded fuzzing.
+test: lint build
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/^func //'); do \
+	  pkg=$$(dirname $$(grep -rl --include='*_test.go' "^func $$spec(" . | head -1)); \
+	  echo "fuzz $$pkg $$spec ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$spec\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+demo: build
+	./$(BIN) demo
+
+clean:
+	rm -rf bin
