@@ -1,0 +1,420 @@
+// Package pathpolicy applies per-path socket settings and records per-subflow
+// telemetry with a sockops BPF program attached to a cgroup v2, and counts
+// the kernel MPTCP scheduler's choices per path with a raw tracepoint and a
+// kprobe.
+//
+// MPTCP subflows are TCP sockets in their connection's cgroup, so a policy
+// keyed by local address reaches each subflow by the interface it leaves
+// through: congestion control, SO_MARK and SO_PRIORITY are set when the
+// subflow is established. Everything here loads under lockdown=integrity
+// (sockops, raw_tracepoint, kprobe).
+package pathpolicy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/gigapath/gigapath/ebpf/cgroup"
+)
+
+// Policy is what to apply to the subflows leaving from one local address.
+// Zero values leave the socket's setting alone.
+type Policy struct {
+	// Congestion is a TCP congestion control algorithm the kernel has
+	// (net.ipv4.tcp_available_congestion_control), e.g. "cubic", "bbr".
+	Congestion string
+	// Mark is set as SO_MARK (routing, firewall), when not 0.
+	Mark uint32
+	// Priority is set as SO_PRIORITY (queueing discipline band), when not 0.
+	Priority uint32
+}
+
+const (
+	flagCongestion = 1 << 0
+	flagMark       = 1 << 1
+	flagPriority   = 1 << 2
+)
+
+// Options configure Load.
+type Options struct {
+	// Cgroup is the cgroup v2 whose sockets are covered: absolute, or
+	// relative to the cgroup v2 mount. Empty means the root of the
+	// hierarchy, i.e. every socket of the machine.
+	Cgroup string
+	// NoSendShare skips the scheduler-choice counters.
+	NoSendShare bool
+}
+
+// PathPolicy is the loaded and attached program set. Close detaches it.
+type PathPolicy struct {
+	cgroup string
+	objs   pathpolicyObjects
+	link   link.Link
+
+	share      *sendshareObjects
+	shareLinks []link.Link
+	// shareSent reports whether the kprobe counting actual sends is attached.
+	shareSent bool
+	kprobeErr error
+}
+
+// Load loads the sockops program, attaches it to the cgroup and, unless
+// opts.NoSendShare, attaches the send-share counters too. Where the kernel
+// refuses a piece, the error names the program type and the kernel's reason.
+func Load(opts Options) (*PathPolicy, error) {
+	cg := opts.Cgroup
+	if cg == "" {
+		root, err := cgroup.Mount()
+		if err != nil {
+			return nil, err
+		}
+		cg = root
+	}
+	cg, err := cgroup.Resolve(cg)
+	if err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("pathpolicy: raise memlock limit: %w", err)
+	}
+	p := &PathPolicy{cgroup: cg}
+	if err := loadPathpolicyObjects(&p.objs, nil); err != nil {
+		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
+	}
+	p.link, err = link.AttachCgroup(link.CgroupOptions{
+		Path:    cg,
+		Attach:  ebpf.AttachCGroupSockOps,
+		Program: p.objs.GigapathSockops,
+	})
+	if err != nil {
+		p.objs.Close()
+		return nil, fmt.Errorf("pathpolicy: attach sockops program to cgroup %s: %w", cg, err)
+	}
+	if !opts.NoSendShare {
+		if err := p.loadShare(); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *PathPolicy) loadShare() error {
+	p.share = new(sendshareObjects)
+	if err := loadSendshareObjects(p.share, nil); err != nil {
+		p.share = nil
+		return fmt.Errorf("pathpolicy: load send-share programs: %w", err)
+	}
+	tp, err := link.AttachRawTracepoint(link.RawTracepointOptions{
+		Name:    "mptcp_subflow_get_send",
+		Program: p.share.GigapathGetSend,
+	})
+	if err != nil {
+		return fmt.Errorf("pathpolicy: attach raw tracepoint mptcp_subflow_get_send: %w", err)
+	}
+	p.shareLinks = append(p.shareLinks, tp)
+	// The kprobe is best effort: mptcp_sendmsg_frag is a static function
+	// that a kernel build may inline. Without it, SendShares reports only
+	// the tracepoint's counts.
+	kp, err := link.Kprobe("mptcp_sendmsg_frag", p.share.GigapathSendmsgFrag, nil)
+	p.kprobeErr = err
+	if err == nil {
+		p.shareLinks = append(p.shareLinks, kp)
+		p.shareSent = true
+	}
+	return nil
+}
+
+// Cgroup is the cgroup the sockops program is attached to.
+func (p *PathPolicy) Cgroup() string { return p.cgroup }
+
+// Close detaches and unloads everything. Sockets keep the settings already
+// applied to them.
+func (p *PathPolicy) Close() error {
+	var errs []error
+	for _, l := range p.shareLinks {
+		errs = append(errs, l.Close())
+	}
+	p.shareLinks = nil
+	if p.share != nil {
+		errs = append(errs, p.share.Close())
+		p.share = nil
+	}
+	if p.link != nil {
+		errs = append(errs, p.link.Close())
+		p.link = nil
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}
+
+// addrKey encodes addr the way the BPF side keys it.
+func addrKey(addr netip.Addr) (pathpolicyAddrKey, error) {
+	var k pathpolicyAddrKey
+	addr = addr.Unmap()
+	switch {
+	case addr.Is4():
+		k.Family = 2
+		b := addr.As4()
+		k.Addr[0] = ne32(b[:])
+	case addr.Is6():
+		k.Family = 10
+		b := addr.As16()
+		for i := range 4 {
+			k.Addr[i] = ne32(b[4*i:])
+		}
+	default:
+		return k, fmt.Errorf("address %v: want an IPv4 or IPv6 address", addr)
+	}
+	return k, nil
+}
+
+// ne32 reads 4 bytes in network order into a uint32 whose in-memory layout
+// (little-endian host) keeps those bytes in that order, as the kernel stores
+// addresses.
+func ne32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+func keyAddr(family uint32, a [4]uint32) netip.Addr {
+	put := func(dst []byte, v uint32) {
+		dst[0], dst[1], dst[2], dst[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+	}
+	switch family {
+	case 2:
+		var b [4]byte
+		put(b[:], a[0])
+		return netip.AddrFrom4(b)
+	case 10:
+		var b [16]byte
+		for i := range 4 {
+			put(b[4*i:], a[i])
+		}
+		return netip.AddrFrom16(b)
+	}
+	return netip.Addr{}
+}
+
+// AvailableCongestion lists the congestion control algorithms the kernel
+// has loaded (net.ipv4.tcp_available_congestion_control). A BPF program
+// cannot load a module, so only these can be set.
+func AvailableCongestion() ([]string, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil {
+		return nil, fmt.Errorf("read available congestion control algorithms: %w", err)
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// SetInterfacePolicy makes subflows established from addr from now on get
+// pol. Sockets already established keep their settings.
+func (p *PathPolicy) SetInterfacePolicy(addr netip.Addr, pol Policy) error {
+	k, err := addrKey(addr)
+	if err != nil {
+		return err
+	}
+	var v pathpolicyPolicy
+	if pol.Congestion != "" {
+		if len(pol.Congestion) > len(v.Congestion)-1 {
+			return fmt.Errorf("congestion %q: name longer than %d bytes", pol.Congestion, len(v.Congestion)-1)
+		}
+		avail, err := AvailableCongestion()
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, a := range avail {
+			found = found || a == pol.Congestion
+		}
+		if !found {
+			return fmt.Errorf("congestion %q is not available in this kernel (net.ipv4.tcp_available_congestion_control: %s); load its module (modprobe tcp_%s) first", pol.Congestion, strings.Join(avail, " "), pol.Congestion)
+		}
+		for i := range len(pol.Congestion) {
+			v.Congestion[i] = int8(pol.Congestion[i])
+		}
+		v.Flags |= flagCongestion
+	}
+	if pol.Mark != 0 {
+		v.Mark = pol.Mark
+		v.Flags |= flagMark
+	}
+	if pol.Priority != 0 {
+		v.Priority = pol.Priority
+		v.Flags |= flagPriority
+	}
+	if err := p.objs.Policies.Put(&k, &v); err != nil {
+		return fmt.Errorf("set policy for %v: %w", addr, err)
+	}
+	return nil
+}
+
+// DeleteInterfacePolicy removes the policy of addr; removing a missing one
+// is not an error.
+func (p *PathPolicy) DeleteInterfacePolicy(addr netip.Addr) error {
+	k, err := addrKey(addr)
+	if err != nil {
+		return err
+	}
+	if err := p.objs.Policies.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete policy for %v: %w", addr, err)
+	}
+	return nil
+}
+
+// Applied says which parts of a policy took effect on a socket.
+type Applied struct {
+	Congestion bool `json:"congestion,omitempty"`
+	Mark       bool `json:"mark,omitempty"`
+	Priority   bool `json:"priority,omitempty"`
+}
+
+// SubflowStats is the latest telemetry of one TCP socket (an MPTCP subflow
+// when MPTCP is true) in the cgroup, updated on every RTT sample,
+// retransmission and state change.
+type SubflowStats struct {
+	Cookie uint64         `json:"cookie"`
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+	MPTCP  bool           `json:"mptcp"`
+	// SRTT is the smoothed round-trip time (ss -ti "rtt").
+	SRTT   time.Duration `json:"srtt"`
+	MinRTT time.Duration `json:"min_rtt"`
+	// Retransmits is the total of retransmitted segments.
+	Retransmits uint32 `json:"retransmits"`
+	// DeliveryRate in bytes per second, from the latest rate sample
+	// (ss -ti "delivery_rate", which ss prints in bits per second).
+	DeliveryRate  uint64 `json:"delivery_rate"`
+	Cwnd          uint32 `json:"cwnd"`
+	BytesAcked    uint64 `json:"bytes_acked"`
+	BytesReceived uint64 `json:"bytes_received"`
+	// State is the TCP state number (1 = ESTABLISHED).
+	State   uint32  `json:"state"`
+	Applied Applied `json:"applied"`
+}
+
+func statsFrom(cookie uint64, s *pathpolicySubflowStats) SubflowStats {
+	out := SubflowStats{
+		Cookie:        cookie,
+		Local:         netip.AddrPortFrom(keyAddr(s.Local.Family, s.Local.Addr), uint16(s.LocalPort)),
+		Remote:        netip.AddrPortFrom(keyAddr(s.Local.Family, s.Remote), uint16(s.RemotePort)),
+		MPTCP:         s.IsMptcp != 0,
+		SRTT:          time.Duration(s.SrttUs8>>3) * time.Microsecond,
+		MinRTT:        time.Duration(s.RttMinUs) * time.Microsecond,
+		Retransmits:   s.TotalRetrans,
+		Cwnd:          s.SndCwnd,
+		BytesAcked:    s.BytesAcked,
+		BytesReceived: s.BytesReceived,
+		State:         s.State,
+		Applied: Applied{
+			Congestion: s.Applied&flagCongestion != 0,
+			Mark:       s.Applied&flagMark != 0,
+			Priority:   s.Applied&flagPriority != 0,
+		},
+	}
+	if s.RateIntervalUs != 0 {
+		// As tcp_get_info: rate = delivered * mss * USEC_PER_SEC / interval.
+		out.DeliveryRate = uint64(s.RateDelivered) * uint64(s.MssCache) * 1e6 / uint64(s.RateIntervalUs)
+	}
+	return out
+}
+
+// Telemetry returns the current per-socket statistics.
+func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
+	var (
+		cookie uint64
+		s      pathpolicySubflowStats
+		out    []SubflowStats
+	)
+	it := p.objs.Subflows.Iterate()
+	for it.Next(&cookie, &s) {
+		out = append(out, statsFrom(cookie, &s))
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read subflow telemetry: %w", err)
+	}
+	return out, nil
+}
+
+// PathShare counts the kernel scheduler's work for one local address.
+type PathShare struct {
+	Local netip.Addr `json:"local"`
+	// Considered counts how often the default scheduler looked at a
+	// subflow from this address (tracepoint mptcp_subflow_get_send).
+	Considered uint64 `json:"considered"`
+	// Free counts how often such a subflow could take more data then.
+	Free uint64 `json:"free"`
+	// Sent counts the fragments pushed on subflows from this address
+	// (kprobe mptcp_sendmsg_frag); 0 when the kprobe is not attached.
+	Sent uint64 `json:"sent"`
+}
+
+// ErrNoSendShare is returned by SendShares when Load ran with NoSendShare.
+var ErrNoSendShare = errors.New("pathpolicy: send-share counters not loaded")
+
+// SendShares returns the per-address counters since Load. CountsSends
+// reports whether Sent is being counted.
+func (p *PathPolicy) SendShares() ([]PathShare, error) {
+	if p.share == nil {
+		return nil, ErrNoSendShare
+	}
+	var (
+		k   sendshareAddrKey
+		v   sendshareShare
+		out []PathShare
+	)
+	it := p.share.Shares.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, PathShare{Local: keyAddr(k.Family, k.Addr), Considered: v.Considered, Free: v.Free, Sent: v.Sent})
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read send-share counters: %w", err)
+	}
+	return out, nil
+}
+
+// CountsSends reports whether the kprobe counting actual sends per path is
+// attached (see PathShare.Sent).
+func (p *PathPolicy) CountsSends() bool { return p.shareSent }
+
+// SendCountError says why actual sends are not counted (nil when they
+// are): kernels without kprobe events (CONFIG_KPROBE_EVENTS) or with
+// mptcp_sendmsg_frag inlined. The share then comes from the tracepoint.
+func (p *PathPolicy) SendCountError() error {
+	if p.share == nil {
+		return ErrNoSendShare
+	}
+	if p.kprobeErr != nil {
+		return fmt.Errorf("kprobe mptcp_sendmsg_frag: %w", p.kprobeErr)
+	}
+	return nil
+}
+
+// Shares turns counters into each address's share of the total, from Sent
+// when anything was sent, else from Free (the tracepoint's view).
+func Shares(counts []PathShare) map[netip.Addr]float64 {
+	var sent, free uint64
+	for _, c := range counts {
+		sent += c.Sent
+		free += c.Free
+	}
+	out := make(map[netip.Addr]float64, len(counts))
+	for _, c := range counts {
+		switch {
+		case sent > 0:
+			out[c.Local] = float64(c.Sent) / float64(sent)
+		case free > 0:
+			out[c.Local] = float64(c.Free) / float64(free)
+		default:
+			out[c.Local] = 0
+		}
+	}
+	return out
+}
