@@ -2,23 +2,30 @@
 
 /* Share of sends per path under the kernel's own MPTCP scheduler.
  *
- * - raw_tracepoint mptcp_subflow_get_send: the default scheduler fires it
- *   once for every subflow it considers on each decision. We count, per
- *   local address, how often a subflow was considered and how often it could
- *   take more data (send buffer not full) at that moment.
- * - kprobe mptcp_sendmsg_frag(sk, ssk, ...): called with the subflow the
- *   scheduler picked each time a fragment is pushed; we count those per
- *   local address. This is the "share of sends per path". The kprobe is
- *   optional: the function is static and may be inlined on some builds.
- * Both program types load under lockdown=integrity. */
+ * The default scheduler (mptcp_subflow_get_send) fires the tracepoint
+ * mptcp:mptcp_subflow_get_send once for every subflow it considers, in
+ * conn_list order, on each decision; the tracepoint does not say which
+ * subflow won. This raw tracepoint program re-does the scheduler's choice
+ * from what it sees: among active subflows the one with the smallest
+ * "linger time" (queued bytes / average pacing rate), backup subflows only
+ * when no other is active, and only if that subflow can take data. A
+ * decision is committed when the next one starts (the first subflow of a
+ * connection, or another connection), so the counters lag by one decision.
+ *
+ * Per local address it counts: considered (tracepoint hits), free (the
+ * subflow could take data then) and chosen (the reconstructed decision).
+ * raw_tracepoint programs load under lockdown=integrity. */
 #include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+#define GP_TCPF_ESTABLISHED (1 << 1)
+#define GP_TCPF_CLOSE_WAIT (1 << 8)
+
 struct share {
 	__u64 considered;
 	__u64 free;
-	__u64 sent;
+	__u64 chosen;
 };
 
 struct {
@@ -27,6 +34,22 @@ struct {
 	__type(key, struct addr_key);
 	__type(value, struct share);
 } shares SEC(".maps");
+
+/* The decision in progress on this CPU: [0] active, [1] backup mode. */
+struct decision {
+	__u64 msk;
+	__u64 linger[2];
+	struct addr_key best[2];
+	__u32 have[2];
+	__u32 free[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct decision);
+} current SEC(".maps");
 
 static __always_inline int key_of(struct sock *ssk, struct addr_key *k)
 {
@@ -55,36 +78,77 @@ static __always_inline struct share *entry(struct addr_key *k)
 	return bpf_map_lookup_elem(&shares, k);
 }
 
+static __always_inline void commit(struct decision *d)
+{
+	int mode = d->have[0] ? 0 : 1;
+	struct share *s;
+
+	if (d->msk && d->have[mode] && d->free[mode]) {
+		s = entry(&d->best[mode]);
+		if (s)
+			__sync_fetch_and_add(&s->chosen, 1);
+	}
+	__builtin_memset(d, 0, sizeof(*d));
+}
+
 SEC("raw_tracepoint/mptcp_subflow_get_send")
 int gigapath_get_send(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct mptcp_subflow_context *subflow = (void *)ctx->args[0];
+	struct mptcp_sock *msk;
+	struct decision *d;
 	struct addr_key k;
+	struct share *s;
 	struct sock *ssk;
-	struct share *s;
+	__u32 zero = 0, state;
+	__u64 pace, linger;
+	int mode, is_free, active;
 
+	d = bpf_map_lookup_elem(&current, &zero);
+	if (!d)
+		return 0;
 	ssk = BPF_CORE_READ(subflow, tcp_sock);
+	msk = (void *)BPF_CORE_READ(subflow, conn);
 	if (key_of(ssk, &k))
 		return 0;
-	s = entry(&k);
-	if (!s)
-		return 0;
-	__sync_fetch_and_add(&s->considered, 1);
-	if (BPF_CORE_READ(ssk, sk_wmem_queued) < BPF_CORE_READ(ssk, sk_sndbuf))
-		__sync_fetch_and_add(&s->free, 1);
-	return 0;
-}
 
-SEC("kprobe/mptcp_sendmsg_frag")
-int BPF_KPROBE(gigapath_sendmsg_frag, struct sock *sk, struct sock *ssk)
-{
-	struct addr_key k;
-	struct share *s;
+	/* A new decision starts with the connection's first subflow. */
+	if ((__u64)msk != d->msk ||
+	    (void *)BPF_CORE_READ(msk, conn_list.next) == (void *)&subflow->node) {
+		commit(d);
+		d->msk = (__u64)msk;
+	}
 
-	if (key_of(ssk, &k))
-		return 0;
+	is_free = BPF_CORE_READ(ssk, sk_wmem_queued) < BPF_CORE_READ(ssk, sk_sndbuf);
 	s = entry(&k);
-	if (s)
-		__sync_fetch_and_add(&s->sent, 1);
+	if (s) {
+		__sync_fetch_and_add(&s->considered, 1);
+		if (is_free)
+			__sync_fetch_and_add(&s->free, 1);
+	}
+
+	/* mptcp_subflow_active(): can send, and a join has completed. */
+	state = BPF_CORE_READ(ssk, __sk_common.skc_state);
+	active = (1 << state) & (GP_TCPF_ESTABLISHED | GP_TCPF_CLOSE_WAIT);
+	if (BPF_CORE_READ_BITFIELD_PROBED(subflow, request_join) &&
+	    !BPF_CORE_READ(subflow, fully_established))
+		active = 0;
+	if (!active)
+		return 0;
+
+	pace = BPF_CORE_READ(subflow, avg_pacing_rate);
+	if (!pace)
+		pace = BPF_CORE_READ(ssk, sk_pacing_rate);
+	if (!pace)
+		return 0;
+	linger = ((__u64)BPF_CORE_READ(ssk, sk_wmem_queued) << 32) / pace;
+	mode = (BPF_CORE_READ_BITFIELD_PROBED(subflow, backup) ||
+		BPF_CORE_READ_BITFIELD_PROBED(subflow, request_bkup)) ? 1 : 0;
+	if (!d->have[mode] || linger < d->linger[mode]) {
+		d->have[mode] = 1;
+		d->linger[mode] = linger;
+		d->best[mode] = k;
+		d->free[mode] = is_free;
+	}
 	return 0;
 }

@@ -61,9 +61,6 @@ type PathPolicy struct {
 
 	share      *sendshareObjects
 	shareLinks []link.Link
-	// shareSent reports whether the kprobe counting actual sends is attached.
-	shareSent bool
-	kprobeErr error
 }
 
 // Load loads the sockops program, attaches it to the cgroup and, unless
@@ -121,15 +118,6 @@ func (p *PathPolicy) loadShare() error {
 		return fmt.Errorf("pathpolicy: attach raw tracepoint mptcp_subflow_get_send: %w", err)
 	}
 	p.shareLinks = append(p.shareLinks, tp)
-	// The kprobe is best effort: mptcp_sendmsg_frag is a static function
-	// that a kernel build may inline. Without it, SendShares reports only
-	// the tracepoint's counts.
-	kp, err := link.Kprobe("mptcp_sendmsg_frag", p.share.GigapathSendmsgFrag, nil)
-	p.kprobeErr = err
-	if err == nil {
-		p.shareLinks = append(p.shareLinks, kp)
-		p.shareSent = true
-	}
 	return nil
 }
 
@@ -343,7 +331,7 @@ func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
 	return out, nil
 }
 
-// PathShare counts the kernel scheduler's work for one local address.
+// PathShare counts the kernel scheduler's decisions for one local address.
 type PathShare struct {
 	Local netip.Addr `json:"local"`
 	// Considered counts how often the default scheduler looked at a
@@ -351,16 +339,17 @@ type PathShare struct {
 	Considered uint64 `json:"considered"`
 	// Free counts how often such a subflow could take more data then.
 	Free uint64 `json:"free"`
-	// Sent counts the fragments pushed on subflows from this address
-	// (kprobe mptcp_sendmsg_frag); 0 when the kprobe is not attached.
-	Sent uint64 `json:"sent"`
+	// Chosen counts the decisions that picked a subflow from this address,
+	// reconstructed from the tracepoint as the default scheduler decides:
+	// the active subflow with the least queued time, a backup one only
+	// when no other is active.
+	Chosen uint64 `json:"chosen"`
 }
 
 // ErrNoSendShare is returned by SendShares when Load ran with NoSendShare.
 var ErrNoSendShare = errors.New("pathpolicy: send-share counters not loaded")
 
-// SendShares returns the per-address counters since Load. CountsSends
-// reports whether Sent is being counted.
+// SendShares returns the per-address counters since Load.
 func (p *PathPolicy) SendShares() ([]PathShare, error) {
 	if p.share == nil {
 		return nil, ErrNoSendShare
@@ -372,7 +361,7 @@ func (p *PathPolicy) SendShares() ([]PathShare, error) {
 	)
 	it := p.share.Shares.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, PathShare{Local: keyAddr(k.Family, k.Addr), Considered: v.Considered, Free: v.Free, Sent: v.Sent})
+		out = append(out, PathShare{Local: keyAddr(k.Family, k.Addr), Considered: v.Considered, Free: v.Free, Chosen: v.Chosen})
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("read send-share counters: %w", err)
@@ -380,40 +369,18 @@ func (p *PathPolicy) SendShares() ([]PathShare, error) {
 	return out, nil
 }
 
-// CountsSends reports whether the kprobe counting actual sends per path is
-// attached (see PathShare.Sent).
-func (p *PathPolicy) CountsSends() bool { return p.shareSent }
-
-// SendCountError says why actual sends are not counted (nil when they
-// are): kernels without kprobe events (CONFIG_KPROBE_EVENTS) or with
-// mptcp_sendmsg_frag inlined. The share then comes from the tracepoint.
-func (p *PathPolicy) SendCountError() error {
-	if p.share == nil {
-		return ErrNoSendShare
-	}
-	if p.kprobeErr != nil {
-		return fmt.Errorf("kprobe mptcp_sendmsg_frag: %w", p.kprobeErr)
-	}
-	return nil
-}
-
-// Shares turns counters into each address's share of the total, from Sent
-// when anything was sent, else from Free (the tracepoint's view).
+// Shares turns counters into each address's share of the scheduler's
+// choices ("share of sends per path").
 func Shares(counts []PathShare) map[netip.Addr]float64 {
-	var sent, free uint64
+	var total uint64
 	for _, c := range counts {
-		sent += c.Sent
-		free += c.Free
+		total += c.Chosen
 	}
 	out := make(map[netip.Addr]float64, len(counts))
 	for _, c := range counts {
-		switch {
-		case sent > 0:
-			out[c.Local] = float64(c.Sent) / float64(sent)
-		case free > 0:
-			out[c.Local] = float64(c.Free) / float64(free)
-		default:
-			out[c.Local] = 0
+		out[c.Local] = 0
+		if total > 0 {
+			out[c.Local] = float64(c.Chosen) / float64(total)
 		}
 	}
 	return out

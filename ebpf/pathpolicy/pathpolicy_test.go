@@ -58,16 +58,12 @@ func TestStatsFrom(t *testing.T) {
 
 func TestShares(t *testing.T) {
 	a, b := netip.MustParseAddr("10.0.1.1"), netip.MustParseAddr("10.0.2.1")
-	got := Shares([]PathShare{{Local: a, Free: 30, Sent: 3}, {Local: b, Free: 10, Sent: 1}})
+	got := Shares([]PathShare{{Local: a, Free: 1, Chosen: 3}, {Local: b, Free: 30, Chosen: 1}})
 	if got[a] != 0.75 || got[b] != 0.25 {
-		t.Errorf("by sent: %v", got)
+		t.Errorf("shares: %v", got)
 	}
-	got = Shares([]PathShare{{Local: a, Free: 10}, {Local: b, Free: 30}})
-	if got[a] != 0.25 || got[b] != 0.75 {
-		t.Errorf("by free: %v", got)
-	}
-	got = Shares([]PathShare{{Local: a}})
+	got = Shares([]PathShare{{Local: a, Considered: 10}})
 	if got[a] != 0 {
-		t.Errorf("nothing counted: %v", got)
+		t.Errorf("nothing chosen: %v", got)
 	}
 }

@@ -19,20 +19,29 @@ type sendshareAddrKey struct {
 	Addr   [4]uint32
 }
 
+type sendshareDecision struct {
+	_      structs.HostLayout
+	Msk    uint64
+	Linger [2]uint64
+	Best   [2]sendshareAddrKey
+	Have   [2]uint32
+	Free   [2]uint32
+}
+
 type sendshareShare struct {
 	_          structs.HostLayout
 	Considered uint64
 	Free       uint64
-	Sent       uint64
+	Chosen     uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sendshareMapShares               = "shares"
-	sendshareProgGigapathGetSend     = "gigapath_get_send"
-	sendshareProgGigapathSendmsgFrag = "gigapath_sendmsg_frag"
+	sendshareMapCurrent          = "current"
+	sendshareMapShares           = "shares"
+	sendshareProgGigapathGetSend = "gigapath_get_send"
 )
 
 // loadSendshare returns the embedded CollectionSpec for sendshare.
@@ -77,15 +86,15 @@ type sendshareSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareProgramSpecs struct {
-	GigapathGetSend     *ebpf.ProgramSpec `ebpf:"gigapath_get_send"`
-	GigapathSendmsgFrag *ebpf.ProgramSpec `ebpf:"gigapath_sendmsg_frag"`
+	GigapathGetSend *ebpf.ProgramSpec `ebpf:"gigapath_get_send"`
 }
 
 // sendshareMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareMapSpecs struct {
-	Shares *ebpf.MapSpec `ebpf:"shares"`
+	Current *ebpf.MapSpec `ebpf:"current"`
+	Shares  *ebpf.MapSpec `ebpf:"shares"`
 }
 
 // sendshareVariableSpecs contains global variables before they are loaded into the kernel.
@@ -114,11 +123,13 @@ func (o *sendshareObjects) Close() error {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendshareMaps struct {
-	Shares *ebpf.Map `ebpf:"shares"`
+	Current *ebpf.Map `ebpf:"current"`
+	Shares  *ebpf.Map `ebpf:"shares"`
 }
 
 func (m *sendshareMaps) Close() error {
 	return _SendshareClose(
+		m.Current,
 		m.Shares,
 	)
 }
@@ -133,14 +144,12 @@ type sendshareVariables struct {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendsharePrograms struct {
-	GigapathGetSend     *ebpf.Program `ebpf:"gigapath_get_send"`
-	GigapathSendmsgFrag *ebpf.Program `ebpf:"gigapath_sendmsg_frag"`
+	GigapathGetSend *ebpf.Program `ebpf:"gigapath_get_send"`
 }
 
 func (p *sendsharePrograms) Close() error {
 	return _SendshareClose(
 		p.GigapathGetSend,
-		p.GigapathSendmsgFrag,
 	)
 }
 
