@@ -1,0 +1,97 @@
+/* What gigapath's MPTCP schedulers need from the kernel beyond the host's
+ * vmlinux.h: the BPF scheduler API of the mptcp_net-next development tree
+ * ("export" branch). There, struct mptcp_sched_ops has
+ *   int  (*get_send)(struct mptcp_sock *msk);
+ *   int  (*get_retrans)(struct mptcp_sock *msk);
+ *   void (*init)(struct mptcp_sock *msk);
+ *   void (*release)(struct mptcp_sock *msk);
+ *   char name[MPTCP_SCHED_NAME_MAX];
+ * and a scheduler marks the subflows to send on with
+ * mptcp_subflow_set_scheduled(). Released kernels have the struct (so
+ * vmlinux.h describes it and CO-RE relocates against it) but not its
+ * struct_ops registration (BTF type bpf_struct_ops_mptcp_sched_ops), so
+ * loading fails there; the Go side checks for that type first.
+ *
+ * The kfuncs are declared weak so the object links everywhere. */
+#ifndef GIGAPATH_MPTCP_SCHED_H
+#define GIGAPATH_MPTCP_SCHED_H
+
+#include "common.h"
+
+#define GP_SCHED_SUBFLOWS_MAX 8
+
+extern struct mptcp_subflow_context *
+bpf_mptcp_subflow_ctx(const struct sock *sk) __ksym __weak;
+extern struct sock *
+bpf_mptcp_subflow_tcp_sock(const struct mptcp_subflow_context *subflow) __ksym __weak;
+extern void mptcp_subflow_set_scheduled(struct mptcp_subflow_context *subflow,
+					bool scheduled) __ksym __weak;
+extern bool mptcp_subflow_active(struct mptcp_subflow_context *subflow) __ksym __weak;
+extern bool bpf_sk_stream_memory_free(const struct sock *sk) __ksym __weak;
+
+/* Open-coded iterator over a connection's subflows. */
+struct bpf_iter_mptcp_subflow {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
+
+extern int bpf_iter_mptcp_subflow_new(struct bpf_iter_mptcp_subflow *it,
+				      struct sock *sk) __ksym __weak;
+extern struct mptcp_subflow_context *
+bpf_iter_mptcp_subflow_next(struct bpf_iter_mptcp_subflow *it) __ksym __weak;
+extern void bpf_iter_mptcp_subflow_destroy(struct bpf_iter_mptcp_subflow *it) __ksym __weak;
+
+/* libbpf's bpf_for_each (newer than the libbpf-dev headers used here):
+ * for (subflow in msk's subflows), the iterator destroyed on scope exit. */
+#define gp_for_each_subflow(cur, sk)                                           \
+	for (struct bpf_iter_mptcp_subflow ___it                               \
+		     __attribute__((cleanup(bpf_iter_mptcp_subflow_destroy))), \
+	     *___p __attribute__((unused)) =                                    \
+		     (bpf_iter_mptcp_subflow_new(&___it, (sk)),                 \
+		      (void)bpf_iter_mptcp_subflow_destroy, (void *)0);         \
+	     (((cur) = bpf_iter_mptcp_subflow_next(&___it)));)
+
+static __always_inline bool gp_is_backup(struct mptcp_subflow_context *subflow)
+{
+	return subflow->backup || subflow->request_bkup;
+}
+
+/* Usable for new data: active and with room in its send buffer. */
+static __always_inline bool gp_usable(struct mptcp_subflow_context *subflow)
+{
+	struct sock *ssk = bpf_mptcp_subflow_tcp_sock(subflow);
+
+	return ssk && mptcp_subflow_active(subflow) && bpf_sk_stream_memory_free(ssk);
+}
+
+static __always_inline int gp_schedule(struct mptcp_subflow_context *subflow)
+{
+	if (!subflow)
+		return -1;
+	mptcp_subflow_set_scheduled(subflow, true);
+	return 0;
+}
+
+/* Retransmissions: the first active non-backup subflow, else a backup one;
+ * the same rule as the kernel's default for MPTCP-level retransmits. */
+static __always_inline int gp_get_retrans(struct mptcp_sock *msk)
+{
+	struct mptcp_subflow_context *subflow, *pick = NULL, *backup = NULL;
+	int seen = 0;
+
+	gp_for_each_subflow(subflow, (struct sock *)msk) {
+		if (++seen > GP_SCHED_SUBFLOWS_MAX)
+			break;
+		if (!mptcp_subflow_active(subflow))
+			continue;
+		if (gp_is_backup(subflow)) {
+			if (!backup)
+				backup = subflow;
+			continue;
+		}
+		pick = subflow;
+		break;
+	}
+	return gp_schedule(pick ? pick : backup);
+}
+
+#endif

@@ -1,0 +1,50 @@
+//go:build ignore
+
+/* gp_first: everything on the first subflow that can take data, in the
+ * connection's subflow order (the initial subflow first). Single-path
+ * behaviour that still fails over. */
+#include "mptcp_sched.h"
+
+char __license[] SEC("license") = "GPL";
+
+SEC("struct_ops")
+void BPF_PROG(gp_first_init, struct mptcp_sock *msk)
+{
+}
+
+SEC("struct_ops")
+void BPF_PROG(gp_first_release, struct mptcp_sock *msk)
+{
+}
+
+SEC("struct_ops")
+int BPF_PROG(gp_first_get_send, struct mptcp_sock *msk)
+{
+	struct mptcp_subflow_context *subflow, *pick = NULL;
+	int seen = 0;
+
+	gp_for_each_subflow(subflow, (struct sock *)msk) {
+		if (++seen > GP_SCHED_SUBFLOWS_MAX)
+			break;
+		if (gp_usable(subflow)) {
+			pick = subflow;
+			break;
+		}
+	}
+	return gp_schedule(pick);
+}
+
+SEC("struct_ops")
+int BPF_PROG(gp_first_get_retrans, struct mptcp_sock *msk)
+{
+	return gp_get_retrans(msk);
+}
+
+SEC(".struct_ops.link")
+struct mptcp_sched_ops gp_first = {
+	.init = (void *)gp_first_init,
+	.release = (void *)gp_first_release,
+	.get_send = (void *)gp_first_get_send,
+	.get_retrans = (void *)gp_first_get_retrans,
+	.name = "gp_first",
+};
