@@ -199,11 +199,20 @@ func names() []string {
 	return n
 }
 
-// inNetNS runs fn on a thread switched into the network namespace at path
-// ("" = the caller's). The thread is not reused afterwards.
-func inNetNS(path string, fn func() error) error {
-	if path == "" {
+// inNetNS runs fn on a thread switched into the network namespace netns:
+// a name from `ip netns list` (resolved under /run/netns), an absolute path
+// to a namespace file, or "" for the caller's own. The thread is not reused
+// afterwards.
+func inNetNS(netns string, fn func() error) error {
+	if netns == "" {
 		return fn()
+	}
+	path := netns
+	if !strings.HasPrefix(path, "/") {
+		if strings.Contains(path, "/") || path == "." || path == ".." {
+			return fmt.Errorf("network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", netns)
+		}
+		path = "/run/netns/" + path
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -239,8 +248,8 @@ type KernelState struct {
 	Available []string
 }
 
-// State reads the scheduler sysctls of the network namespace at netnsPath
-// ("" = the caller's).
+// State reads the scheduler sysctls of the network namespace netns (a name
+// from `ip netns list`, a namespace file path, or "" for the caller's).
 func State(netnsPath string) (KernelState, error) {
 	var st KernelState
 	err := inNetNS(netnsPath, func() error {
@@ -259,8 +268,8 @@ func State(netnsPath string) (KernelState, error) {
 	return st, err
 }
 
-// Use sets net.mptcp.scheduler in the network namespace at netnsPath ("" =
-// the caller's). New MPTCP connections in that namespace use it. The name
+// Use sets net.mptcp.scheduler in the network namespace netns (as for
+// State). New MPTCP connections in that namespace use it. The name
 // must be registered with the kernel (see State().Available); a shipped
 // BPF scheduler is registered first if needed.
 func Use(netnsPath, name string) error {

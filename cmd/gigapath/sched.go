@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gigapath/gigapath/ebpf/sched"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "sched",
+		Usage: "list, select and unload MPTCP packet schedulers (kernel and BPF)",
+		Description: `The scheduler decides which subflow carries each piece of data. The kernel
+   has its own ("default"); gigapath ships BPF schedulers for kernels that can
+   register them (today only the mptcp_net-next development tree). The choice
+   is per network namespace (sysctl net.mptcp.scheduler), e.g. the namespace
+   the relay runs in:
+   gigapath sched list -j
+   gigapath --netns relay sched use gp_minrtt
+   gigapath sched unload gp_minrtt`,
+		Subcommands: []*cli.Command{
+			{
+				Name:   "list",
+				Usage:  "list the kernel's and gigapath's schedulers",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"}},
+				Action: schedList,
+			},
+			{
+				Name:      "use",
+				Usage:     "select a scheduler in a network namespace (registering a BPF one first)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "netns", Aliases: []string{"n"}, Usage: "network namespace `NAME` (default: the current one)"},
+					&cli.UintFlag{Name: "rtt-threshold", Usage: "gp_minrtt: use a path only if its RTT is within `PERCENT` of the fastest (default 150)"},
+				},
+				Action: schedUse,
+			},
+			{
+				Name:      "unload",
+				Usage:     "unregister one of gigapath's BPF schedulers",
+				ArgsUsage: "NAME",
+				Action:    schedUnload,
+			},
+		},
+	})
+}
+
+// schedEntry is one row of `sched list`.
+type schedEntry struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"` // kernel or bpf
+	Available  bool   `json:"available"`
+	Active     bool   `json:"active"`
+	Registered bool   `json:"registered,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func schedEntries(netns string) ([]schedEntry, error) {
+	st, err := sched.State(netns)
+	if err != nil {
+		return nil, err
+	}
+	ok, reason := sched.Available()
+	var out []schedEntry
+	for _, name := range st.Available {
+		if _, ours := sched.Lookup(name); ours {
+			continue
+		}
+		out = append(out, schedEntry{Name: name, Kind: "kernel", Available: true, Active: st.Active == name})
+	}
+	for _, s := range sched.Shipped() {
+		e := schedEntry{Name: s.Name, Kind: "bpf", Available: ok, Active: st.Active == s.Name,
+			Registered: slices.Contains(st.Available, s.Name)}
+		if !ok {
+			e.Reason = reason
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func schedList(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageErrorf("sched list: unexpected argument %q", c.Args().First())
+	}
+	entries, err := schedEntries(netnsName(c))
+	if err != nil {
+		return err
+	}
+	if jsonOutput(c) {
+		return printJSON(entries)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tKIND\tAVAILABLE\tACTIVE\tNOTE")
+	for _, e := range entries {
+		note := e.Reason
+		if e.Registered {
+			note = "registered"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, yesNo(e.Available), yesNo(e.Active), note)
+	}
+	return w.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func schedNames(netns string) string {
+	var names []string
+	if st, err := sched.State(netns); err == nil {
+		for _, n := range st.Available {
+			if _, ours := sched.Lookup(n); !ours {
+				names = append(names, n)
+			}
+		}
+	}
+	for _, s := range sched.Shipped() {
+		names = append(names, s.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func schedUse(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf("sched use: want one scheduler NAME (one of: %s)", schedNames(netnsName(c)))
+	}
+	name, netns := c.Args().First(), netnsName(c)
+	st, err := sched.State(netns)
+	if err != nil {
+		return err
+	}
+	if _, ours := sched.Lookup(name); !ours && !slices.Contains(st.Available, name) {
+		return usageErrorf("sched use: unknown scheduler %q (one of: %s)", name, schedNames(netns))
+	}
+	if c.IsSet("rtt-threshold") {
+		if name != "gp_minrtt" {
+			return usageErrorf("sched use: --rtt-threshold applies to gp_minrtt only, not %q", name)
+		}
+		if sched.Registered(name) {
+			return fmt.Errorf("sched use: gp_minrtt is already registered; `gigapath sched unload gp_minrtt` first to change its threshold")
+		}
+		if err := sched.RegisterOpts(name, sched.Options{RTTThresholdPercent: uint32(c.Uint("rtt-threshold"))}); err != nil {
+			return err
+		}
+	}
+	if err := sched.Use(netns, name); err != nil {
+		if errors.Is(err, sched.ErrUnsupported) {
+			return fmt.Errorf("sched use %s: %w", name, sched.ErrUnsupported)
+		}
+		return err
+	}
+	return nil
+}
+
+func schedUnload(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf("sched unload: want one BPF scheduler NAME")
+	}
+	name := c.Args().First()
+	if _, ours := sched.Lookup(name); !ours {
+		var names []string
+		for _, s := range sched.Shipped() {
+			names = append(names, s.Name)
+		}
+		return usageErrorf("sched unload: %q is not one of gigapath's BPF schedulers (%s)", name, strings.Join(names, ", "))
+	}
+	return sched.Unregister(name)
+}
