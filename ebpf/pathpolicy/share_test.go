@@ -1,9 +1,12 @@
 package pathpolicy
 
 import (
+	"math"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // shareDelta is b − a per local address.
@@ -69,5 +72,34 @@ func TestIntegrationSendShare(t *testing.T) {
 	}
 	if shA[lte] > shB[lte]-0.15 {
 		t.Fatalf("lte share %.3f → %.3f after shaping lte from 20 to 3 Mbit/s: want it to fall", shB[lte], shA[lte])
+	}
+
+	// The Prometheus collector exports the same numbers.
+	final, err := p.SendShares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Shares(final)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(p.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "gigapath_path_send_share_ratio" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	for a, w := range want {
+		if g, ok := got[a.String()]; !ok || math.Abs(g-w) > 1e-9 {
+			t.Errorf("metric gigapath_path_send_share_ratio{local=%q} = %v (present %v), want %v", a, g, ok, w)
+		}
 	}
 }
