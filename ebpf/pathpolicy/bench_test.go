@@ -135,24 +135,31 @@ func BenchmarkSockopsBulk(b *testing.B) {
 	for _, proto := range []string{"tcp", "mptcp"} {
 		mptcp := proto == "mptcp"
 		b.Run(proto+"/detached", func(b *testing.B) { transfer(b, mptcp, nil) })
-		b.Run(proto+"/attached", func(b *testing.B) {
-			p, err := Load(Options{Cgroup: tp.cgroup})
-			if err != nil {
-				b.Fatal(err)
+		for _, withPolicy := range []bool{false, true} {
+			name := proto + "/attached-telemetry"
+			if withPolicy {
+				name = proto + "/attached-policy"
 			}
-			defer p.Close()
-			if err := p.SetInterfacePolicy(netip.MustParseAddr(lteAddr), Policy{Congestion: cc}); err != nil {
-				b.Fatal(err)
-			}
-			if err := p.SetInterfacePolicy(netip.MustParseAddr(wifiAddr), Policy{Congestion: cc}); err != nil {
-				b.Fatal(err)
-			}
-			transfer(b, mptcp, func(b *testing.B) {
-				// The program must have seen the connection's subflows.
-				if stats, err := p.Telemetry(); err != nil || len(stats) == 0 {
-					b.Fatalf("sockops saw no subflow of the transfer (%v)", err)
+			b.Run(name, func(b *testing.B) {
+				p, err := Load(Options{Cgroup: tp.cgroup})
+				if err != nil {
+					b.Fatal(err)
 				}
+				defer p.Close()
+				if withPolicy {
+					for _, a := range []string{wifiAddr, lteAddr} {
+						if err := p.SetInterfacePolicy(netip.MustParseAddr(a), Policy{Congestion: cc}); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				transfer(b, mptcp, func(b *testing.B) {
+					// The program must have seen the connection's subflows.
+					if stats, err := p.Telemetry(); err != nil || len(stats) == 0 {
+						b.Fatalf("sockops saw no subflow of the transfer (%v)", err)
+					}
+				})
 			})
-		})
+		}
 	}
 }
