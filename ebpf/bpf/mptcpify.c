@@ -13,6 +13,9 @@
 char __license[] SEC("license") = "GPL";
 
 #define GP_CGROUP_LEVELS 16
+/* socket(2) passes the type with its flags (SOCK_CLOEXEC, SOCK_NONBLOCK) to
+ * the hook: compare the type bits only. */
+#define GP_SOCK_TYPE_MASK 0xf
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -55,7 +58,7 @@ static __always_inline bool in_scope(void)
 SEC("fmod_ret/update_socket_protocol")
 int BPF_PROG(mptcpify, int family, int type, int protocol)
 {
-	if ((family != AF_INET && family != AF_INET6) || type != SOCK_STREAM ||
+	if ((family != AF_INET && family != AF_INET6) || (type & GP_SOCK_TYPE_MASK) != SOCK_STREAM ||
 	    (protocol != 0 && protocol != GP_IPPROTO_TCP))
 		return protocol;
 	if (!in_scope())
