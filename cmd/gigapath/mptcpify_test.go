@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
@@ -116,5 +120,105 @@ func TestIntegrationMptcpifyAttachDetach(t *testing.T) {
 	}
 	if mptcpify.Pinned(mptcpify.DefaultPinDir) {
 		t.Fatal("still pinned after detach")
+	}
+}
+
+// targetPy: an MPTCP server on 127.0.0.1 that answers each connection with
+// "mptcp=N" where N is TCP_IS_MPTCP of that connection (1 = really MPTCP,
+// 0 = the peer spoke plain TCP).
+const targetPy = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(4)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.recv(16)
+    c.sendall(b"mptcp=%d" % c.getsockopt(socket.IPPROTO_TCP, 43))
+    c.close()
+`
+
+// socksClientPy: an MPTCP client through a SOCKS5 proxy to the target;
+// prints TCP_IS_MPTCP of its own connection to the proxy, what the target
+// says about the proxy's connection to it, and the protocol a plain socket
+// of this (unscoped) process gets.
+const socksClientPy = `
+import socket, struct, sys
+proxy, target = int(sys.argv[1]), int(sys.argv[2])
+c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+c.connect(("127.0.0.1", proxy))
+c.sendall(b"\x05\x01\x00"); assert c.recv(2) == b"\x05\x00"
+c.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack("!H", target))
+r = c.recv(10); assert r[1] == 0, r
+c.sendall(b"ping")
+answer = c.recv(32).decode()
+plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+print("client mptcp=%d target %s plain=%d" % (c.getsockopt(socket.IPPROTO_TCP, 43), answer, plain.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)))
+`
+
+// TestIntegrationMptcpifyMicrosocks: the issue's check. microsocks (which
+// never asks for MPTCP) run under `gigapath mptcpify run` listens with MPTCP
+// (ss -Mltn), an MPTCP client through it gets MPTCP on both legs, and
+// processes outside its cgroup keep plain TCP.
+func TestIntegrationMptcpifyMicrosocks(t *testing.T) {
+	needRootCLI(t)
+	if err := mptcpify.Supported(); err != nil {
+		t.Skip(err.Error())
+	}
+	if _, err := exec.LookPath("microsocks"); err != nil {
+		t.Skip("microsocks not installed (apt-get install microsocks)")
+	}
+	target := exec.Command("python3", "-c", targetPy)
+	tout, err := target.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	var targetPort string
+	if _, err := fmt.Fscanln(tout, &targetPort); err != nil {
+		t.Fatal(err)
+	}
+
+	port := strconv.Itoa(20000 + os.Getpid()%20000)
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"gigapath", "mptcpify", "run", "--", "microsocks", "-i", "127.0.0.1", "-p", port})
+	}()
+	root, _ := cgroup.Mount()
+	cg := filepath.Join(root, "gigapath-mptcpify-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() {
+		pids, _ := cgroup.Processes(cg)
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGTERM)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("mptcpify run did not return after its command was killed")
+		}
+	})
+
+	// The listener shows up as an MPTCP socket.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("ss", "-Mltn", "sport", "= :"+port).Output()
+		if strings.Contains(string(out), "127.0.0.1:"+port) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no MPTCP listener on 127.0.0.1:%s (ss -Mltn: %s)", port, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err := exec.Command("python3", "-c", socksClientPy, port, targetPort).CombinedOutput()
+	if err != nil {
+		t.Fatalf("client through microsocks: %v: %s", err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), "client mptcp=1 target mptcp=1 plain=6"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
