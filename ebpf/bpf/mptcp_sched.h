@@ -28,6 +28,7 @@ extern void mptcp_subflow_set_scheduled(struct mptcp_subflow_context *subflow,
 					bool scheduled) __ksym __weak;
 extern bool mptcp_subflow_active(struct mptcp_subflow_context *subflow) __ksym __weak;
 extern bool bpf_sk_stream_memory_free(const struct sock *sk) __ksym __weak;
+extern void mptcp_set_timeout(struct sock *sk) __ksym __weak;
 
 /* Open-coded iterator over a connection's subflows. */
 struct bpf_iter_mptcp_subflow {
@@ -61,6 +62,15 @@ static __always_inline bool gp_usable(struct mptcp_subflow_context *subflow)
 	struct sock *ssk = bpf_mptcp_subflow_tcp_sock(subflow);
 
 	return ssk && mptcp_subflow_active(subflow) && bpf_sk_stream_memory_free(ssk);
+}
+
+/* Called first in every get_send: the MPTCP-level retransmission timer
+ * follows the subflows' RTOs only if the scheduler refreshes it, as the
+ * kernel's default scheduler does on each pick; otherwise it stays at the
+ * minimum and MPTCP retransmits needlessly on slow paths. */
+static __always_inline void gp_begin(struct mptcp_sock *msk)
+{
+	mptcp_set_timeout((struct sock *)msk);
 }
 
 static __always_inline int gp_schedule(struct mptcp_subflow_context *subflow)

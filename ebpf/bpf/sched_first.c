@@ -23,6 +23,8 @@ int BPF_PROG(gp_first_get_send, struct mptcp_sock *msk)
 	struct mptcp_subflow_context *subflow, *pick = NULL;
 	int seen = 0;
 
+	gp_begin(msk);
+
 	gp_for_each_subflow(subflow, (struct sock *)msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;

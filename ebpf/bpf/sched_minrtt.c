@@ -47,6 +47,8 @@ int BPF_PROG(gp_minrtt_get_send, struct mptcp_sock *msk)
 	bool nonbackup_active = false;
 	int seen = 0;
 
+	gp_begin(msk);
+
 	gp_for_each_subflow(subflow, (struct sock *)msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;

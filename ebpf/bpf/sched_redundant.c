@@ -22,6 +22,8 @@ int BPF_PROG(gp_redundant_get_send, struct mptcp_sock *msk)
 	struct mptcp_subflow_context *subflow;
 	int seen = 0, n = 0;
 
+	gp_begin(msk);
+
 	gp_for_each_subflow(subflow, (struct sock *)msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;

@@ -36,6 +36,8 @@ int BPF_PROG(gp_rr_get_send, struct mptcp_sock *msk)
 	struct rr_state *st;
 	int seen = 0;
 
+	gp_begin(msk);
+
 	st = bpf_sk_storage_get(&gp_rr_state, msk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st)
 		return -1;
