@@ -52,6 +52,10 @@ func schedNS(t *testing.T) *testbed.NetNS {
 
 func nsSysctl(t *testing.T, ns *testbed.NetNS, key string) string {
 	t.Helper()
+	if _, err := os.Stat("/proc/sys/net/mptcp/scheduler"); os.IsNotExist(err) {
+		// Before Linux 6.3 only the built-in scheduler exists.
+		return "default"
+	}
 	out, err := ns.Run("sysctl", "-n", key)
 	if err != nil {
 		t.Fatal(err)

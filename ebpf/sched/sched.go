@@ -246,7 +246,15 @@ type KernelState struct {
 	// Available is net.mptcp.available_schedulers: every scheduler
 	// registered with the kernel (built-in and BPF).
 	Available []string
+	// Fixed is true on kernels without the net.mptcp.scheduler sysctl
+	// (before Linux 6.3): only the built-in scheduler runs there, reported
+	// as "default".
+	Fixed bool
 }
+
+// ErrNoSchedulerSysctl is wrapped when a scheduler other than "default" is
+// asked for on a kernel without net.mptcp.scheduler.
+var ErrNoSchedulerSysctl = errors.New("this kernel has no net.mptcp.scheduler sysctl (Linux 6.3 or newer): only its built-in scheduler runs")
 
 // State reads the scheduler sysctls of the network namespace netns (a name
 // from `ip netns list`, a namespace file path, or "" for the caller's).
@@ -254,6 +262,13 @@ func State(netnsPath string) (KernelState, error) {
 	var st KernelState
 	err := inNetNS(netnsPath, func() error {
 		a, err := os.ReadFile(sysctlScheduler)
+		if errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat("/proc/sys/net/mptcp"); err != nil {
+				return fmt.Errorf("read net.mptcp sysctls: %w (is MPTCP built into this kernel?)", err)
+			}
+			st = KernelState{Active: "default", Available: []string{"default"}, Fixed: true}
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read net.mptcp.scheduler: %w", err)
 		}
@@ -273,15 +288,25 @@ func State(netnsPath string) (KernelState, error) {
 // must be registered with the kernel (see State().Available); a shipped
 // BPF scheduler is registered first if needed.
 func Use(netnsPath, name string) error {
-	if s, ok := Lookup(name); ok && !Registered(s.Name) {
-		st, err := State(netnsPath)
-		if err != nil {
-			return err
+	_, ours := Lookup(name)
+	if ours {
+		if err := supported(); err != nil {
+			return fmt.Errorf("use scheduler %s: %w", name, err)
 		}
-		if !slices.Contains(st.Available, name) {
-			if err := Register(name); err != nil {
-				return err
-			}
+	}
+	st, err := State(netnsPath)
+	if err != nil {
+		return err
+	}
+	if st.Fixed {
+		if name == "default" {
+			return nil
+		}
+		return fmt.Errorf("use scheduler %s: %w", name, ErrNoSchedulerSysctl)
+	}
+	if ours && !Registered(name) && !slices.Contains(st.Available, name) {
+		if err := Register(name); err != nil {
+			return err
 		}
 	}
 	return inNetNS(netnsPath, func() error {

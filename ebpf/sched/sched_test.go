@@ -110,6 +110,22 @@ func TestIntegrationUseKernelScheduler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat("/proc/sys/net/mptcp/scheduler"); os.IsNotExist(err) {
+		// Before Linux 6.3: only the built-in scheduler.
+		if !st.Fixed || st.Active != "default" {
+			t.Fatalf("State() = %+v on a kernel without net.mptcp.scheduler", st)
+		}
+		if err := Use(ns.Path(), "default"); err != nil {
+			t.Fatal(err)
+		}
+		if err := Use(ns.Path(), "other"); !errors.Is(err, ErrNoSchedulerSysctl) {
+			t.Fatalf("Use(other) = %v, want %v", err, ErrNoSchedulerSysctl)
+		}
+		t.Skip("kernel has no net.mptcp.scheduler sysctl (Linux 6.3 or newer): only its built-in scheduler was checked")
+	}
+	if st.Fixed {
+		t.Fatalf("State().Fixed on a kernel with net.mptcp.scheduler")
+	}
 	if want := sysctlIn(t, ns, "net.mptcp.scheduler"); st.Active != want {
 		t.Fatalf("State().Active = %q, sysctl says %q", st.Active, want)
 	}
