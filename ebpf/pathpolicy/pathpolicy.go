@@ -1,13 +1,13 @@
 // Package pathpolicy applies per-path socket settings and records per-subflow
 // telemetry with a sockops BPF program attached to a cgroup v2, and counts
-// the kernel MPTCP scheduler's choices per path with a raw tracepoint and a
-// kprobe.
+// the kernel MPTCP scheduler's choices per path with a raw tracepoint on
+// mptcp:mptcp_subflow_get_send.
 //
 // MPTCP subflows are TCP sockets in their connection's cgroup, so a policy
 // keyed by local address reaches each subflow by the interface it leaves
 // through: congestion control, SO_MARK and SO_PRIORITY are set when the
 // subflow is established. Everything here loads under lockdown=integrity
-// (sockops, raw_tracepoint, kprobe).
+// (sockops, raw_tracepoint).
 package pathpolicy
 
 import (
@@ -65,7 +65,8 @@ type PathPolicy struct {
 
 // Load loads the sockops program, attaches it to the cgroup and, unless
 // opts.NoSendShare, attaches the send-share counters too. Where the kernel
-// refuses a piece, the error names the program type and the kernel's reason.
+// refuses a piece, the error names the program and the kernel's reason; a
+// caller that can live without the send share retries with NoSendShare.
 func Load(opts Options) (*PathPolicy, error) {
 	cg := opts.Cgroup
 	if cg == "" {
