@@ -1,0 +1,197 @@
+package pathmgr_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// needRoot skips tests that create namespaces when not root.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN) to create network namespaces")
+	}
+}
+
+// newNS makes a fresh namespace removed at the end of the test.
+func newNS(t *testing.T, role string) *testbed.NetNS {
+	t.Helper()
+	needRoot(t)
+	ns, err := testbed.NewNetNS(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ns
+}
+
+func dial(t *testing.T, ns *testbed.NetNS) *pathmgr.Client {
+	t.Helper()
+	c, err := pathmgr.Dial(&pathmgr.Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func run(t *testing.T, ns *testbed.NetNS, args ...string) string {
+	t.Helper()
+	out, err := ns.Run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestIntegrationEndpoints(t *testing.T) {
+	ns := newNS(t, "ep")
+	run(t, ns, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	run(t, ns, "ip", "link", "set", "d0", "up")
+	if err := ns.AddAddr("d0", "10.7.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.AddAddr("d0", "fd00:7::1/64"); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, ns)
+	ifx := strings.TrimSpace(run(t, ns, "cat", "/sys/class/net/d0/ifindex"))
+
+	// Added by the library, read by ip mptcp.
+	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 7, Addr: netip.MustParseAddr("10.7.0.1"), Flags: pathmgr.FlagSubflow | pathmgr.FlagBackup, IfIndex: atoi(t, ifx)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 9, Addr: netip.MustParseAddr("fd00:7::1"), Port: 10009, Flags: pathmgr.FlagSignal}); err != nil {
+		t.Fatal(err)
+	}
+	got := run(t, ns, "ip", "mptcp", "endpoint", "show")
+	for _, want := range []string{"10.7.0.1 id 7 subflow backup dev d0", "fd00:7::1 port 10009 id 9 signal"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("ip mptcp endpoint show = %q, want a line with %q", got, want)
+		}
+	}
+
+	// Added by ip mptcp, read by the library.
+	run(t, ns, "ip", "mptcp", "endpoint", "add", "10.7.0.2", "id", "12", "subflow", "fullmesh")
+	e, err := c.Endpoint(12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Addr != netip.MustParseAddr("10.7.0.2") || e.Flags != pathmgr.FlagSubflow|pathmgr.FlagFullmesh {
+		t.Errorf("Endpoint(12) = %+v, want 10.7.0.2 subflow fullmesh", e)
+	}
+	eps, err := c.Endpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 3 {
+		t.Fatalf("Endpoints() = %d endpoints %+v, want 3", len(eps), eps)
+	}
+	byID := map[uint8]pathmgr.Endpoint{}
+	for _, e := range eps {
+		byID[e.ID] = e
+	}
+	if e := byID[9]; e.Port != 10009 || e.Addr.String() != "fd00:7::1" {
+		t.Errorf("endpoint 9 = %+v, want fd00:7::1 port 10009", e)
+	}
+	if e := byID[7]; e.IfIndex != atoi(t, ifx) {
+		t.Errorf("endpoint 7 ifindex = %d, want %s", e.IfIndex, ifx)
+	}
+
+	// Change flags by id and by address.
+	if err := c.SetEndpointFlags(7, netip.Addr{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetEndpointFlags(0, netip.MustParseAddr("10.7.0.2"), pathmgr.FlagBackup); err != nil {
+		t.Fatal(err)
+	}
+	got = run(t, ns, "ip", "mptcp", "endpoint", "show")
+	if strings.Contains(got, "id 7 subflow backup") || !strings.Contains(got, "10.7.0.2 id 12 subflow backup") {
+		t.Errorf("after change: ip mptcp endpoint show = %q", got)
+	}
+
+	// Delete, get a missing one, flush.
+	if err := c.DeleteEndpoint(12, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Endpoint(12); !errors.Is(err, os.ErrNotExist) && !isKernelError(err) {
+		t.Errorf("Endpoint(12) after delete: err = %v, want a kernel refusal", err)
+	}
+	if got := run(t, ns, "ip", "mptcp", "endpoint", "show"); strings.Contains(got, "id 12") {
+		t.Errorf("endpoint 12 still present: %q", got)
+	}
+	if err := c.FlushEndpoints(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(run(t, ns, "ip", "mptcp", "endpoint", "show")); got != "" {
+		t.Errorf("after flush: %q, want nothing", got)
+	}
+
+	// A duplicate id is refused by the kernel with its own message.
+	run(t, ns, "ip", "mptcp", "endpoint", "add", "10.7.0.1", "id", "3", "subflow")
+	err = c.AddEndpoint(pathmgr.Endpoint{ID: 3, Addr: netip.MustParseAddr("10.7.0.9"), Flags: pathmgr.FlagSubflow})
+	var ke *pathmgr.Error
+	if !errors.As(err, &ke) {
+		t.Fatalf("duplicate id: err = %v, want *pathmgr.Error", err)
+	}
+	t.Logf("duplicate id refused: %v", err)
+}
+
+func isKernelError(err error) bool {
+	var ke *pathmgr.Error
+	return errors.As(err, &ke)
+}
+
+func TestIntegrationLimits(t *testing.T) {
+	ns := newNS(t, "lim")
+	c := dial(t, ns)
+	run(t, ns, "ip", "mptcp", "limits", "set", "subflow", "3", "add_addr_accepted", "2")
+	l, err := c.Limits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l != (pathmgr.Limits{Subflows: 3, AddAddrAccepted: 2}) {
+		t.Errorf("Limits() = %+v, want subflows 3 add_addr_accepted 2", l)
+	}
+	five := uint32(5)
+	if err := c.SetLimits(pathmgr.LimitsUpdate{Subflows: &five}); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, ns, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "add_addr_accepted 2 subflows 5") {
+		t.Errorf("ip mptcp limits show = %q, want add_addr_accepted 2 subflows 5", got)
+	}
+	nine := uint32(9)
+	if err := c.SetLimits(pathmgr.LimitsUpdate{AddAddrAccepted: &nine}); err == nil || !strings.Contains(err.Error(), "add_addr_accepted 9") {
+		t.Errorf("SetLimits(add_addr_accepted 9) err = %v, want a range error naming it", err)
+	}
+}
+
+func TestIntegrationNoSuchNetNS(t *testing.T) {
+	needRoot(t)
+	_, err := pathmgr.Dial(&pathmgr.Config{NetNS: "gp-does-not-exist"})
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "gp-does-not-exist") {
+		t.Errorf("Dial(missing netns) err = %v, want ErrNotExist naming it", err)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n := 0
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			t.Fatalf("not a number: %q", s)
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
