@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testbed builds throw-away network namespaces, veth links, shaping
 // and loss for integration tests, benchmarks and the demo. Everything it
 // makes has a unique name and is removed by Close, even when a test fails.

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package pathmgr
+
+import "context"
+
+// EventListener is unavailable outside Linux.
+type EventListener struct{}
+
+// ListenEvents returns an error: the MPTCP path manager is Linux only.
+func ListenEvents(*Config) (*EventListener, error)              { return nil, errOS }
+func (*EventListener) Receive(context.Context) ([]Event, error) { return nil, errOS }
+func (*EventListener) Close() error                             { return errOS }
