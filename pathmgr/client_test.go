@@ -1,0 +1,335 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/genetlink/genltest"
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nltest"
+	"golang.org/x/sys/unix"
+)
+
+const testFamilyID = 0x1c
+
+var testFamily = genetlink.Family{ID: testFamilyID, Version: familyVersion, Name: familyName,
+	Groups: []genetlink.MulticastGroup{{ID: 7, Name: groupEvents}}}
+
+// fakeClient returns a Client whose requests go to fn through a fake
+// mptcp_pm family.
+func fakeClient(t *testing.T, fn genltest.Func) *Client {
+	t.Helper()
+	c, err := initClient(genltest.Dial(genltest.ServeFamily(testFamily, fn)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func addrNest(attrs ...netlink.Attribute) netlink.Attribute {
+	return netlink.Attribute{Type: attrAddr | netlink.Nested, Data: nltest.MustMarshalAttributes(attrs)}
+}
+
+func remoteNest(attrs ...netlink.Attribute) netlink.Attribute {
+	return netlink.Attribute{Type: attrAddrRemote | netlink.Nested, Data: nltest.MustMarshalAttributes(attrs)}
+}
+
+func u8a(typ uint16, v uint8) netlink.Attribute {
+	return netlink.Attribute{Length: 5, Type: typ, Data: []byte{v}}
+}
+func u16a(typ uint16, v uint16) netlink.Attribute {
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint16(typ, v)
+	b, _ := ae.Encode()
+	return attrsOf(b)[0]
+}
+func u32a(typ uint16, v uint32) netlink.Attribute {
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(typ, v)
+	b, _ := ae.Encode()
+	return attrsOf(b)[0]
+}
+func bytesA(typ uint16, b []byte) netlink.Attribute { return netlink.Attribute{Type: typ, Data: b} }
+
+func attrsOf(b []byte) []netlink.Attribute {
+	attrs, err := netlink.UnmarshalAttributes(b)
+	if err != nil {
+		panic(err)
+	}
+	return attrs
+}
+
+// TestEncodeCommands checks the command number, header flags and attributes
+// of every request against what the kernel's policy expects.
+func TestEncodeCommands(t *testing.T) {
+	five, two := uint32(5), uint32(2)
+	tests := []struct {
+		name  string
+		call  func(c *Client) error
+		cmd   uint8
+		flags netlink.HeaderFlags
+		attrs []netlink.Attribute
+	}{
+		{
+			name: "endpoint add v4 with dev and flags",
+			call: func(c *Client) error {
+				return c.AddEndpoint(Endpoint{ID: 7, Addr: netip.MustParseAddr("10.0.2.2"), Flags: FlagSubflow | FlagBackup, IfIndex: 3})
+			},
+			cmd: cmdAddAddr, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{addrNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 2, 2}),
+				u8a(addrAttrID, 7), u32a(addrAttrFlags, flagSubflow|flagBackup), u32a(addrAttrIfIdx, 3))},
+		},
+		{
+			name: "endpoint add v6 with port",
+			call: func(c *Client) error {
+				return c.AddEndpoint(Endpoint{Addr: netip.MustParseAddr("fd00::1"), Port: 8080, Flags: FlagSignal})
+			},
+			cmd: cmdAddAddr, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{addrNest(u16a(addrAttrFamily, unix.AF_INET6),
+				bytesA(addrAttrAddr6, netip.MustParseAddr("fd00::1").AsSlice()), u16a(addrAttrPort, 8080), u32a(addrAttrFlags, flagSignal))},
+		},
+		{
+			name: "endpoint delete", call: func(c *Client) error { return c.DeleteEndpoint(4, netip.Addr{}) },
+			cmd: cmdDelAddr, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{addrNest(u8a(addrAttrID, 4))},
+		},
+		{
+			name: "endpoint flush", call: func(c *Client) error { return c.FlushEndpoints() },
+			cmd: cmdFlushAddrs, flags: netlink.Request | netlink.Acknowledge,
+		},
+		{
+			name: "endpoint change by id", call: func(c *Client) error { return c.SetEndpointFlags(4, netip.Addr{}, FlagBackup) },
+			cmd: cmdSetFlags, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{addrNest(u8a(addrAttrID, 4), u32a(addrAttrFlags, flagBackup))},
+		},
+		{
+			name: "limits set one", call: func(c *Client) error { return c.SetLimits(LimitsUpdate{Subflows: &five}) },
+			cmd: cmdSetLimits, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrSubflows, 5)},
+		},
+		{
+			name: "limits set both", call: func(c *Client) error { return c.SetLimits(LimitsUpdate{Subflows: &five, AddAddrAccepted: &two}) },
+			cmd: cmdSetLimits, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrRcvAddAddrs, 2), u32a(attrSubflows, 5)},
+		},
+		{
+			name: "announce",
+			call: func(c *Client) error {
+				return c.Announce(0xdeadbeef, Endpoint{ID: 5, Addr: netip.MustParseAddr("10.0.2.2"), Port: 9000})
+			},
+			cmd: cmdAnnounce, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrToken, 0xdeadbeef), addrNest(u16a(addrAttrFamily, unix.AF_INET),
+				bytesA(addrAttrAddr4, []byte{10, 0, 2, 2}), u8a(addrAttrID, 5), u16a(addrAttrPort, 9000), u32a(addrAttrFlags, flagSignal))},
+		},
+		{
+			name: "remove", call: func(c *Client) error { return c.Remove(42, 5) },
+			cmd: cmdRemove, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrToken, 42), u8a(attrLocID, 5)},
+		},
+		{
+			name: "subflow create",
+			call: func(c *Client) error {
+				return c.CreateSubflow(42, Endpoint{ID: 2, Addr: netip.MustParseAddr("10.0.2.1"), IfIndex: 4}, netip.MustParseAddrPort("10.0.1.2:443"))
+			},
+			cmd: cmdSubflowCreate, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrToken, 42),
+				addrNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 2, 1}), u8a(addrAttrID, 2), u32a(addrAttrIfIdx, 4)),
+				remoteNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 1, 2}), u16a(addrAttrPort, 443))},
+		},
+		{
+			name: "subflow destroy",
+			call: func(c *Client) error {
+				return c.DestroySubflow(42, Subflow{Local: netip.MustParseAddrPort("10.0.2.1:5000"), Remote: netip.MustParseAddrPort("10.0.1.2:443")})
+			},
+			cmd: cmdSubflowDestroy, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrToken, 42),
+				addrNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 2, 1}), u16a(addrAttrPort, 5000)),
+				remoteNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 1, 2}), u16a(addrAttrPort, 443))},
+		},
+		{
+			name: "subflow set backup",
+			call: func(c *Client) error {
+				return c.SetSubflowBackup(42, Subflow{Local: netip.MustParseAddrPort("10.0.2.1:0"), Remote: netip.MustParseAddrPort("10.0.1.2:443")}, true)
+			},
+			cmd: cmdSetFlags, flags: netlink.Request | netlink.Acknowledge,
+			attrs: []netlink.Attribute{u32a(attrToken, 42),
+				addrNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 2, 1}), u32a(addrAttrFlags, flagBackup)),
+				remoteNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 1, 2}), u16a(addrAttrPort, 443))},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			called := false
+			c := fakeClient(t, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+				if nreq.Header.Type == 0 {
+					// genltest polls again while the client waits for its
+					// acknowledgement; that is not a request.
+					return nil, nil
+				}
+				if called {
+					t.Error("more than one request sent")
+				}
+				called = true
+				if greq.Header.Command != tt.cmd || greq.Header.Version != familyVersion {
+					t.Errorf("header = %+v, want command %d version %d", greq.Header, tt.cmd, familyVersion)
+				}
+				if nreq.Header.Flags != tt.flags {
+					t.Errorf("flags = %v, want %v", nreq.Header.Flags, tt.flags)
+				}
+				got := attrsOf(greq.Data)
+				if diff := cmp.Diff(normalize(tt.attrs), normalize(got)); diff != "" {
+					t.Errorf("attributes (-want +got):\n%s", diff)
+				}
+				return nil, nil
+			})
+			if err := tt.call(c); err != nil {
+				t.Fatal(err)
+			}
+			if !called {
+				t.Fatal("no request sent")
+			}
+		})
+	}
+}
+
+// normalize makes nested attributes comparable (decoded children).
+func normalize(attrs []netlink.Attribute) []any {
+	var out []any
+	for _, a := range attrs {
+		if a.Type&netlink.Nested != 0 {
+			out = append(out, struct {
+				Type     uint16
+				Children []any
+			}{a.Type &^ netlink.Nested, normalize(attrsOf(a.Data))})
+			continue
+		}
+		a.Length = 0 // derived from Data; literals leave it out
+		out = append(out, a)
+	}
+	return out
+}
+
+func TestDecodeEndpointsAndLimits(t *testing.T) {
+	reply := func(attrs ...netlink.Attribute) genetlink.Message {
+		return genetlink.Message{Header: genetlink.Header{Command: cmdGetAddr}, Data: nltest.MustMarshalAttributes(attrs)}
+	}
+	c := fakeClient(t, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		switch greq.Header.Command {
+		case cmdGetAddr:
+			if nreq.Header.Flags&netlink.Dump == 0 {
+				t.Errorf("endpoint dump without the dump flag: %v", nreq.Header.Flags)
+			}
+			return []genetlink.Message{
+				reply(addrNest(u16a(addrAttrFamily, unix.AF_INET), u8a(addrAttrID, 1), bytesA(addrAttrAddr4, []byte{10, 0, 2, 2}),
+					u32a(addrAttrFlags, flagSubflow|flagBackup), u32a(addrAttrIfIdx, 3))),
+				reply(addrNest(u16a(addrAttrFamily, unix.AF_INET6), u8a(addrAttrID, 2), bytesA(addrAttrAddr6, netip.MustParseAddr("fd00::2").AsSlice()),
+					u16a(addrAttrPort, 1234), u32a(addrAttrFlags, flagSignal|flagImplicit|1<<20))),
+			}, nil
+		case cmdGetLimits:
+			return []genetlink.Message{{Data: nltest.MustMarshalAttributes([]netlink.Attribute{u32a(attrRcvAddAddrs, 3), u32a(attrSubflows, 5)})}}, nil
+		}
+		return nil, genltest.Error(int(unix.EOPNOTSUPP))
+	})
+	eps, err := c.Endpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Endpoint{
+		{ID: 1, Addr: netip.MustParseAddr("10.0.2.2"), Flags: FlagSubflow | FlagBackup, IfIndex: 3},
+		{ID: 2, Addr: netip.MustParseAddr("fd00::2"), Port: 1234, Flags: FlagSignal | FlagImplicit | 1<<20},
+	}
+	if diff := cmp.Diff(want, eps, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("Endpoints (-want +got):\n%s", diff)
+	}
+	if got := eps[1].Flags.Strings(); !cmp.Equal(got, []string{"signal", "implicit", "0x100000"}) {
+		t.Errorf("flag names = %v", got)
+	}
+	l, err := c.Limits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l != (Limits{Subflows: 5, AddAddrAccepted: 3}) {
+		t.Errorf("Limits = %+v", l)
+	}
+	err = c.FlushEndpoints()
+	if !errors.Is(err, ErrNotSupported) {
+		t.Errorf("EOPNOTSUPP: err = %v, want ErrNotSupported", err)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	for _, tt := range []struct {
+		errno  unix.Errno
+		target error
+	}{
+		{unix.ENOENT, os.ErrNotExist},
+		{unix.EPERM, os.ErrPermission},
+		{unix.EACCES, os.ErrPermission},
+		{unix.EOPNOTSUPP, ErrNotSupported},
+	} {
+		err := opError("subflow create", &netlink.OpError{Op: "receive", Err: tt.errno, Message: "invalid token"})
+		if !errors.Is(err, tt.target) || !errors.Is(err, tt.errno) {
+			t.Errorf("%v: errors.Is(%v) false", tt.errno, tt.target)
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Message != "invalid token" {
+			t.Errorf("%v: extack message lost: %v", tt.errno, err)
+		}
+		if got := err.Error(); got != "subflow create: invalid token ("+tt.errno.Error()+")" {
+			t.Errorf("Error() = %q", got)
+		}
+	}
+	if errors.Is(opError("x", &netlink.OpError{Err: unix.EINVAL}), os.ErrNotExist) {
+		t.Error("EINVAL matched os.ErrNotExist")
+	}
+}
+
+func TestInputValidation(t *testing.T) {
+	c := fakeClient(t, func(_ genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		if nreq.Header.Type == 0 {
+			return nil, nil
+		}
+		t.Error("invalid input reached the kernel")
+		return nil, nil
+	})
+	nine := uint32(9)
+	v4, v6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")
+	for name, err := range map[string]error{
+		"no address":        c.AddEndpoint(Endpoint{ID: 1}),
+		"delete id 0":       c.DeleteEndpoint(0, netip.Addr{}),
+		"limit too big":     c.SetLimits(LimitsUpdate{Subflows: &nine}),
+		"announce id 0":     c.Announce(1, Endpoint{Addr: v4}),
+		"families mismatch": c.CreateSubflow(1, Endpoint{Addr: v4}, netip.AddrPortFrom(v6, 80)),
+		"no remote port":    c.CreateSubflow(1, Endpoint{Addr: v4}, netip.AddrPortFrom(v4, 0)),
+		"destroy no port":   c.DestroySubflow(1, Subflow{Local: netip.AddrPortFrom(v4, 0), Remote: netip.AddrPortFrom(v4, 80)}),
+		"change nothing":    c.SetEndpointFlags(0, netip.Addr{}, FlagBackup),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestInitClientNoFamily(t *testing.T) {
+	conn := genltest.Dial(func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
+		return nil, genltest.Error(int(unix.ENOENT))
+	})
+	_, err := initClient(conn)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want os.ErrNotExist", err)
+	}
+	if want := "MPTCP path manager (generic netlink family mptcp_pm) not available"; !contains(err.Error(), want) {
+		t.Errorf("err = %q, want it to say %q", err, want)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
+}
