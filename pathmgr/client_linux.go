@@ -46,7 +46,7 @@ func resolveFamily(c *genetlink.Conn) (genetlink.Family, error) {
 	f, err := c.GetFamily(familyName)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return f, fmt.Errorf("pathmgr: MPTCP path manager (generic netlink family %s) not available: kernel without CONFIG_MPTCP, or MPTCP not loaded: %w", familyName, err)
+			return f, fmt.Errorf("pathmgr: MPTCP path manager (generic netlink family %s) not available: kernel without CONFIG_MPTCP or MPTCP disabled: %w", familyName, err)
 		}
 		return f, fmt.Errorf("pathmgr: resolve generic netlink family %s: %w", familyName, err)
 	}
