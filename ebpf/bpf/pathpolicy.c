@@ -157,8 +157,13 @@ static __always_inline void update(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct subflow_stats *s = bpf_map_lookup_elem(&subflows, &cookie);
 
-	if (s)
-		fill(skops, s);
+	if (!s)
+		return;
+	fill(skops, s);
+	/* RTT_CB runs (once per round trip) just before the kernel stores the
+	 * new srtt; kernels that pass it give it in args[1]. */
+	if (skops->op == BPF_SOCK_OPS_RTT_CB && skops->args[1])
+		s->srtt_us8 = skops->args[1];
 }
 
 SEC("sockops")

@@ -13,7 +13,9 @@
  * connection, or another connection), so the counters lag by one decision.
  *
  * Per local address it counts: considered (tracepoint hits), free (the
- * subflow could take data then) and chosen (the reconstructed decision).
+ * subflow could take data then), chosen (the reconstructed decision) and
+ * bytes (what the path's subflows actually sent, from tcp_sock.bytes_sent
+ * sampled at each hit).
  * raw_tracepoint programs load under lockdown=integrity. */
 #include "common.h"
 
@@ -26,6 +28,7 @@ struct share {
 	__u64 considered;
 	__u64 free;
 	__u64 chosen;
+	__u64 bytes; /* bytes sent (tcp_sock.bytes_sent deltas) */
 };
 
 struct {
@@ -34,6 +37,15 @@ struct {
 	__type(key, struct addr_key);
 	__type(value, struct share);
 } shares SEC(".maps");
+
+/* Last tcp_sock.bytes_sent seen per subflow socket; LRU so that closed
+ * subflows age out by themselves. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} last_sent SEC(".maps");
 
 /* The decision in progress on this CPU: [0] active, [1] backup mode. */
 struct decision {
@@ -122,9 +134,23 @@ int gigapath_get_send(struct bpf_raw_tracepoint_args *ctx)
 	is_free = BPF_CORE_READ(ssk, sk_wmem_queued) < BPF_CORE_READ(ssk, sk_sndbuf);
 	s = entry(&k);
 	if (s) {
+		__u64 key = (__u64)ssk, sent, *last;
+
 		__sync_fetch_and_add(&s->considered, 1);
 		if (is_free)
 			__sync_fetch_and_add(&s->free, 1);
+		/* Every subflow is seen on every decision, so its bytes_sent
+		 * is sampled often: the deltas add up to the bytes each path
+		 * carried. The first sample only sets the baseline. */
+		sent = BPF_CORE_READ((struct tcp_sock *)ssk, bytes_sent);
+		last = bpf_map_lookup_elem(&last_sent, &key);
+		if (last) {
+			if (sent > *last)
+				__sync_fetch_and_add(&s->bytes, sent - *last);
+			*last = sent;
+		} else {
+			bpf_map_update_elem(&last_sent, &key, &sent, BPF_ANY);
+		}
 	}
 
 	/* mptcp_subflow_active(): can send, and a join has completed. */

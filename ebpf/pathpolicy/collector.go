@@ -20,8 +20,11 @@ var (
 	descSent = prometheus.NewDesc("gigapath_path_sends_total",
 		"Decisions of the kernel's default MPTCP scheduler that picked a subflow from this local address.",
 		[]string{"local"}, nil)
+	descBytes = prometheus.NewDesc("gigapath_path_sent_bytes_total",
+		"Bytes sent by MPTCP subflows from this local address since load (retransmissions included).",
+		[]string{"local"}, nil)
 	descShare = prometheus.NewDesc("gigapath_path_send_share_ratio",
-		"Share of the kernel's default MPTCP scheduler decisions per local address since load (share of sends per path).",
+		"Share of the bytes MPTCP subflows sent, per local address, since load (share of sends per path).",
 		[]string{"local"}, nil)
 )
 
@@ -33,7 +36,7 @@ func (p *PathPolicy) Collector() *Collector { return &Collector{p: p} }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSRTT, descRetrans, descRate, descAcked, descSent, descShare} {
+	for _, d := range []*prometheus.Desc{descSRTT, descRetrans, descRate, descAcked, descSent, descBytes, descShare} {
 		ch <- d
 	}
 }
@@ -63,6 +66,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range counts {
 		l := s.Local.String()
 		ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(s.Chosen), l)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), l)
 		ch <- prometheus.MustNewConstMetric(descShare, prometheus.GaugeValue, shares[s.Local], l)
 	}
 }

@@ -345,6 +345,10 @@ type PathShare struct {
 	// the active subflow with the least queued time, a backup one only
 	// when no other is active.
 	Chosen uint64 `json:"chosen"`
+	// Bytes counts what subflows from this address sent (retransmissions
+	// included) since Load, sampled from each subflow's bytes_sent whenever
+	// the scheduler looks at it.
+	Bytes uint64 `json:"bytes"`
 }
 
 // ErrNoSendShare is returned by SendShares when Load ran with NoSendShare.
@@ -362,7 +366,7 @@ func (p *PathPolicy) SendShares() ([]PathShare, error) {
 	)
 	it := p.share.Shares.Iterate()
 	for it.Next(&k, &v) {
-		out = append(out, PathShare{Local: keyAddr(k.Family, k.Addr), Considered: v.Considered, Free: v.Free, Chosen: v.Chosen})
+		out = append(out, PathShare{Local: keyAddr(k.Family, k.Addr), Considered: v.Considered, Free: v.Free, Chosen: v.Chosen, Bytes: v.Bytes})
 	}
 	if err := it.Err(); err != nil {
 		return out, fmt.Errorf("read send-share counters: %w", err)
@@ -370,18 +374,24 @@ func (p *PathPolicy) SendShares() ([]PathShare, error) {
 	return out, nil
 }
 
-// Shares turns counters into each address's share of the scheduler's
-// choices ("share of sends per path").
+// Shares turns counters into each address's share of the bytes sent
+// ("share of sends per path"); when no bytes were counted, its share of
+// the scheduler's choices.
 func Shares(counts []PathShare) map[netip.Addr]float64 {
-	var total uint64
+	var bytes, chosen uint64
 	for _, c := range counts {
-		total += c.Chosen
+		bytes += c.Bytes
+		chosen += c.Chosen
 	}
 	out := make(map[netip.Addr]float64, len(counts))
 	for _, c := range counts {
-		out[c.Local] = 0
-		if total > 0 {
-			out[c.Local] = float64(c.Chosen) / float64(total)
+		switch {
+		case bytes > 0:
+			out[c.Local] = float64(c.Bytes) / float64(bytes)
+		case chosen > 0:
+			out[c.Local] = float64(c.Chosen) / float64(chosen)
+		default:
+			out[c.Local] = 0
 		}
 	}
 	return out

@@ -58,9 +58,13 @@ func TestStatsFrom(t *testing.T) {
 
 func TestShares(t *testing.T) {
 	a, b := netip.MustParseAddr("10.0.1.1"), netip.MustParseAddr("10.0.2.1")
-	got := Shares([]PathShare{{Local: a, Free: 1, Chosen: 3}, {Local: b, Free: 30, Chosen: 1}})
+	got := Shares([]PathShare{{Local: a, Chosen: 1, Bytes: 300}, {Local: b, Chosen: 30, Bytes: 100}})
 	if got[a] != 0.75 || got[b] != 0.25 {
-		t.Errorf("shares: %v", got)
+		t.Errorf("by bytes: %v", got)
+	}
+	got = Shares([]PathShare{{Local: a, Free: 1, Chosen: 3}, {Local: b, Free: 30, Chosen: 1}})
+	if got[a] != 0.75 || got[b] != 0.25 {
+		t.Errorf("by choices: %v", got)
 	}
 	got = Shares([]PathShare{{Local: a, Considered: 10}})
 	if got[a] != 0 {

@@ -33,6 +33,7 @@ type sendshareShare struct {
 	Considered uint64
 	Free       uint64
 	Chosen     uint64
+	Bytes      uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -40,6 +41,7 @@ type sendshareShare struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sendshareMapCurrent          = "current"
+	sendshareMapLastSent         = "last_sent"
 	sendshareMapShares           = "shares"
 	sendshareProgGigapathGetSend = "gigapath_get_send"
 )
@@ -93,8 +95,9 @@ type sendshareProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareMapSpecs struct {
-	Current *ebpf.MapSpec `ebpf:"current"`
-	Shares  *ebpf.MapSpec `ebpf:"shares"`
+	Current  *ebpf.MapSpec `ebpf:"current"`
+	LastSent *ebpf.MapSpec `ebpf:"last_sent"`
+	Shares   *ebpf.MapSpec `ebpf:"shares"`
 }
 
 // sendshareVariableSpecs contains global variables before they are loaded into the kernel.
@@ -123,13 +126,15 @@ func (o *sendshareObjects) Close() error {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendshareMaps struct {
-	Current *ebpf.Map `ebpf:"current"`
-	Shares  *ebpf.Map `ebpf:"shares"`
+	Current  *ebpf.Map `ebpf:"current"`
+	LastSent *ebpf.Map `ebpf:"last_sent"`
+	Shares   *ebpf.Map `ebpf:"shares"`
 }
 
 func (m *sendshareMaps) Close() error {
 	return _SendshareClose(
 		m.Current,
+		m.LastSent,
 		m.Shares,
 	)
 }
