@@ -48,27 +48,27 @@ var eventNames = map[EventType]string{
 	EventListenerClosed:  "listener_closed",
 }
 
-// String returns the lower-case name ("sub_established"), or "unknown(N)"
+// String returns the lower-case name ("sub_established"), or "event_N"
 // for a type this package does not know.
 func (t EventType) String() string {
 	if s, ok := eventNames[t]; ok {
 		return s
 	}
-	return "unknown(" + strconv.Itoa(int(t)) + ")"
+	return "event_" + strconv.Itoa(int(t))
 }
 
 // MarshalJSON encodes the type as its name.
 func (t EventType) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
 
-// ParseEventType is the inverse of String (names and "unknown(N)").
+// ParseEventType is the inverse of String (names and "event_N").
 func ParseEventType(s string) (EventType, bool) {
 	for t, n := range eventNames {
 		if n == s {
 			return t, true
 		}
 	}
-	if rest, ok := strings.CutPrefix(s, "unknown("); ok {
-		if n, err := strconv.ParseUint(strings.TrimSuffix(rest, ")"), 10, 8); err == nil {
+	if rest, ok := strings.CutPrefix(s, "event_"); ok {
+		if n, err := strconv.ParseUint(rest, 10, 8); err == nil {
 			return EventType(n), true
 		}
 	}
@@ -153,91 +153,78 @@ func (e Event) HasError() bool { return e.Has(AttrError) }
 func (e Event) hasSaddr() bool { return e.Has(AttrSourceAddr4) || e.Has(AttrSourceAddr6) }
 func (e Event) hasDaddr() bool { return e.Has(AttrDestAddr4) || e.Has(AttrDestAddr6) }
 
-// eventJSON is the JSON shape of an event: only the attributes it carries.
-type eventJSON struct {
-	Type        string  `json:"type"`
-	Token       *uint32 `json:"token,omitempty"`
-	Family      *uint16 `json:"family,omitempty"`
-	Saddr       *string `json:"saddr,omitempty"`
-	Daddr       *string `json:"daddr,omitempty"`
-	Sport       *uint16 `json:"sport,omitempty"`
-	Dport       *uint16 `json:"dport,omitempty"`
-	LocID       *uint8  `json:"loc_id,omitempty"`
-	RemID       *uint8  `json:"rem_id,omitempty"`
-	Backup      *bool   `json:"backup,omitempty"`
-	IfIdx       *int    `json:"if_idx,omitempty"`
-	ServerSide  *bool   `json:"server_side,omitempty"`
-	DenyJoinID0 *bool   `json:"deny_join_id0,omitempty"`
-	Flags       *uint16 `json:"flags,omitempty"`
-	Error       *uint8  `json:"error,omitempty"`
-	ErrorName   *string `json:"error_name,omitempty"`
-	Timeout     *uint32 `json:"timeout,omitempty"`
-	ResetReason *uint32 `json:"reset_reason,omitempty"`
-	ResetFlags  *uint32 `json:"reset_flags,omitempty"`
+// FamilyName is "inet" for AF_INET, "inet6" for AF_INET6 and the number
+// otherwise.
+func FamilyName(f uint16) string {
+	switch f {
+	case 2:
+		return "inet"
+	case 10:
+		return "inet6"
+	}
+	return strconv.Itoa(int(f))
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // MarshalJSON writes the event as one flat object with "type" and the
 // attributes the kernel sent, in snake_case as `ip mptcp monitor` names
-// them: token, family, saddr, daddr, sport, dport, loc_id, rem_id, backup,
-// if_idx, server_side, deny_join_id0, flags, error (+ error_name),
-// timeout, reset_reason, reset_flags.
+// them: token, family ("inet"/"inet6"), saddr, daddr, sport, dport, loc_id,
+// rem_id, backup, if_idx, server_side, deny_join_id0, flags, error (+
+// error_name), timeout, reset_reason, reset_flags. Keys are sorted.
 func (e Event) MarshalJSON() ([]byte, error) {
-	j := eventJSON{Type: e.Type.String()}
+	m := map[string]any{"type": e.Type.String()}
 	if e.Has(AttrToken) {
-		j.Token = ptr(e.Token)
+		m["token"] = e.Token
 	}
 	if e.Has(AttrFamily) {
-		j.Family = ptr(e.Family)
+		m["family"] = FamilyName(e.Family)
 	}
 	if e.hasSaddr() {
-		j.Saddr = ptr(e.Local.Addr().String())
+		m["saddr"] = e.Local.Addr().String()
 	}
 	if e.hasDaddr() {
-		j.Daddr = ptr(e.Remote.Addr().String())
+		m["daddr"] = e.Remote.Addr().String()
 	}
 	if e.Has(AttrSourcePort) {
-		j.Sport = ptr(e.Local.Port())
+		m["sport"] = e.Local.Port()
 	}
 	if e.Has(AttrDestPort) {
-		j.Dport = ptr(e.Remote.Port())
+		m["dport"] = e.Remote.Port()
 	}
 	if e.Has(AttrLocalID) {
-		j.LocID = ptr(e.LocalID)
+		m["loc_id"] = e.LocalID
 	}
 	if e.Has(AttrRemoteID) {
-		j.RemID = ptr(e.RemoteID)
+		m["rem_id"] = e.RemoteID
 	}
 	if e.Has(AttrBackup) {
-		j.Backup = ptr(e.Backup)
+		m["backup"] = e.Backup
 	}
 	if e.Has(AttrIfIndex) {
-		j.IfIdx = ptr(e.IfIndex)
+		m["if_idx"] = e.IfIndex
 	}
 	if e.Has(AttrServerSide) || e.ServerSide {
-		j.ServerSide = ptr(e.ServerSide)
+		m["server_side"] = e.ServerSide
 	}
 	if e.DenyJoinID0 {
-		j.DenyJoinID0 = ptr(true)
+		m["deny_join_id0"] = true
 	}
 	if e.Has(AttrFlags) {
-		j.Flags = ptr(e.Flags)
+		m["flags"] = e.Flags
 	}
 	if e.Has(AttrError) {
-		j.Error = ptr(e.Error)
-		j.ErrorName = ptr(syscall.Errno(e.Error).Error())
+		m["error"] = e.Error
+		m["error_name"] = syscall.Errno(e.Error).Error()
 	}
 	if e.Has(AttrTimeout) {
-		j.Timeout = ptr(e.Timeout)
+		m["timeout"] = e.Timeout
 	}
 	if e.Has(AttrResetReason) {
-		j.ResetReason = ptr(e.ResetReason)
+		m["reset_reason"] = e.ResetReason
 	}
 	if e.Has(AttrResetFlags) {
-		j.ResetFlags = ptr(e.ResetFlags)
+		m["reset_flags"] = e.ResetFlags
 	}
-	return json.Marshal(j)
+	return json.Marshal(m)
 }
 
 // String formats the event on one line, like `ip mptcp monitor`:
@@ -299,4 +286,12 @@ func b2i(v bool) int {
 		return 1
 	}
 	return 0
+}
+
+// receiveError maps a failed read: ENOBUFS means the kernel dropped events.
+func receiveError(err error) error {
+	if errors.Is(err, syscall.ENOBUFS) {
+		return fmt.Errorf("pathmgr: receive events: %w: %w", ErrEventsLost, err)
+	}
+	return fmt.Errorf("pathmgr: receive events: %w", err)
 }

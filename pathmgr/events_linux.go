@@ -70,10 +70,19 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 	return &EventListener{c: c, family: f}, nil
 }
 
-// Receive blocks until events arrive or ctx is done. On a receive-buffer
-// overflow it returns an error matching ErrEventsLost; the listener keeps
-// working and the next call receives newer events.
+// Receive blocks until events arrive or ctx is done, and returns them in
+// the order the kernel sent them. On a receive-buffer overflow it returns an
+// error matching ErrEventsLost (and unix.ENOBUFS); the listener keeps
+// working and the next call receives newer events. If a message cannot be
+// decoded, the events before it are returned together with the error.
+// Receive must not be called concurrently with itself.
 func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Clear a deadline left by an earlier cancellation that raced with a
+	// successful read.
+	_ = l.c.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() {
 		_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
 	})
@@ -82,16 +91,13 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 		msgs, _, err := l.c.Receive()
 		if err != nil {
 			if ctx.Err() != nil {
-				_ = l.c.SetReadDeadline(time.Time{})
 				return nil, ctx.Err()
 			}
-			if errors.Is(err, unix.ENOBUFS) {
-				return nil, fmt.Errorf("%w: %v", ErrEventsLost, err)
-			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue // a stale deadline from an earlier cancelled call
+				_ = l.c.SetReadDeadline(time.Time{})
+				continue
 			}
-			return nil, fmt.Errorf("pathmgr: receive events: %w", err)
+			return nil, receiveError(err)
 		}
 		events := make([]Event, 0, len(msgs))
 		for _, m := range msgs {
