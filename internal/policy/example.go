@@ -1,0 +1,95 @@
+package policy
+
+// example is the commented reference configuration printed by
+// `gigapath config example`. A test checks that it parses and that its
+// values are the documented defaults where it says so.
+const example = `# gigapath policy — reference configuration.
+# Every key is shown; commented values are the defaults.
+# Reference: docs/policy.md. Check a file with: gigapath config check FILE
+
+# Which end of MPTCP connections this node is: client | server.
+side: client
+
+# userspace: gigapath is the path manager (net.mptcp.path_manager=userspace);
+# kernel: the in-kernel PM, gigapath keeps its endpoints and limits.
+path_manager: userspace
+
+# aggregate | active-standby | handover | priority
+steering: aggregate
+
+# Optional MPTCP packet scheduler (kernel or BPF, see gigapath sched list).
+# scheduler: default
+
+# The interfaces MPTCP may use. Each has name (exact) or match (a glob).
+interfaces:
+  - name: wifi0
+    role: wifi            # wifi | lte | ethernet | other
+    # backup: false       # subflows marked backup (MP_PRIO); default true
+    #                     # for role lte under active-standby
+    # max_subflows: 1     # subflows per connection on this interface (1-8)
+    # congestion: cubic   # TCP congestion control of its subflows (eBPF sockops)
+    # mark: 0             # fwmark of its subflows
+  - name: lte0
+    role: lte
+  # - match: "eth*"
+  #   role: ethernet
+
+# Server side only: what to advertise to each connection (ADD_ADDR).
+# announce:
+#   - interface: lte0     # every address of this interface, or
+#   - address: 192.0.2.10 # one address
+#     port: 443           # optional; default: the connection's port
+
+# MPTCP limits per connection (the kernel allows at most 8 each).
+limits:
+  subflows: 4
+  add_addr_accepted: 4
+
+# managed: a routing table and a "from ADDR lookup TABLE" rule per
+# interface, so each subflow leaves by its own interface. off: leave
+# routing alone. Short form: "routing: off".
+routing:
+  mode: managed
+  table_base: 1000        # table of an interface = table_base + ifindex
+  rule_priority: 1000     # below the main table's rule (32766)
+
+# steering: priority — leave the first interface when its RTT or loss
+# crosses a threshold; come back when both are below the thresholds
+# lowered by hysteresis_percent for hold.
+priority:
+  rtt_ms: 200
+  loss_percent: 5
+  hysteresis_percent: 20
+  hold: 5s
+
+# steering: handover — open backup subflows when the primary is gone or
+# fails "failures" checks in a row (every interval); close them after the
+# primary has been healthy for hold.
+handover:
+  rtt_ms: 500
+  loss_percent: 20
+  interval: 1s
+  failures: 3
+  hold: 3s
+
+# Prometheus /metrics; "" disables. Keep it on loopback unless protected.
+metrics:
+  listen: 127.0.0.1:9477
+
+# Unix socket for gigapath status; "" disables.
+status_socket: /run/gigapath/status.sock
+
+log:
+  level: info             # debug | info | warn | error
+  format: text            # text | json
+
+# Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
+skip_link_local: true
+
+# The SOCKS5 relay's own section, decoded by the relay (docs/relay.md).
+# relay:
+#   listen: 127.0.0.1:1080
+`
+
+// Example returns the commented reference configuration. It parses as is.
+func Example() string { return example }

@@ -1,0 +1,634 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Error is one problem in a configuration file: where (line, key path) and
+// what (the bad value and what is valid).
+type Error struct {
+	Line int    // 1-based; 0 when unknown
+	Path string // key path, e.g. interfaces[1].role; "" for the whole file
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem Parse found, in file order. Parse returns it as
+// its error; use errors.As to get at the single problems.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads and parses the policy file at path. Errors are prefixed with
+// the file name.
+func Load(file string) (*Policy, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	p, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s:\n%w", file, err)
+	}
+	return p, nil
+}
+
+// Raw file structs: what the YAML may hold, decoded strictly. Pointers mark
+// "given or not" where a default applies.
+type rawFile struct {
+	Side          *string        `yaml:"side"`
+	PathManager   *string        `yaml:"path_manager"`
+	Steering      *string        `yaml:"steering"`
+	Scheduler     string         `yaml:"scheduler"`
+	Interfaces    []rawInterface `yaml:"interfaces"`
+	Announce      []rawAnnounce  `yaml:"announce"`
+	Limits        *rawLimits     `yaml:"limits"`
+	Routing       *rawRouting    `yaml:"routing"`
+	Priority      *rawPriority   `yaml:"priority"`
+	Handover      *rawHandover   `yaml:"handover"`
+	Metrics       *rawMetrics    `yaml:"metrics"`
+	StatusSocket  *string        `yaml:"status_socket"`
+	Log           *rawLog        `yaml:"log"`
+	SkipLinkLocal *bool          `yaml:"skip_link_local"`
+	Relay         yaml.Node      `yaml:"relay"`
+}
+
+type rawInterface struct {
+	Name        *string `yaml:"name"`
+	Match       *string `yaml:"match"`
+	Role        *string `yaml:"role"`
+	Backup      *bool   `yaml:"backup"`
+	MaxSubflows *int    `yaml:"max_subflows"`
+	Congestion  string  `yaml:"congestion"`
+	Mark        uint32  `yaml:"mark"`
+}
+
+type rawAnnounce struct {
+	Address   *string `yaml:"address"`
+	Interface *string `yaml:"interface"`
+	Port      uint16  `yaml:"port"`
+}
+
+type rawLimits struct {
+	Subflows        *int `yaml:"subflows"`
+	AddAddrAccepted *int `yaml:"add_addr_accepted"`
+}
+
+// rawRouting is either a scalar (`routing: off`) or a mapping
+// (`routing: {mode: managed, table_base: 2000}`).
+type rawRouting struct {
+	rawRoutingMap
+}
+
+type rawRoutingMap struct {
+	Mode         *string `yaml:"mode"`
+	TableBase    *uint32 `yaml:"table_base"`
+	RulePriority *uint32 `yaml:"rule_priority"`
+}
+
+func (r *rawRouting) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		r.Mode = &s
+		return nil
+	}
+	return n.Decode(&r.rawRoutingMap)
+}
+
+type rawPriority struct {
+	RTTMs             *int     `yaml:"rtt_ms"`
+	LossPercent       *float64 `yaml:"loss_percent"`
+	HysteresisPercent *float64 `yaml:"hysteresis_percent"`
+	Hold              *string  `yaml:"hold"`
+}
+
+type rawHandover struct {
+	RTTMs       *int     `yaml:"rtt_ms"`
+	LossPercent *float64 `yaml:"loss_percent"`
+	Interval    *string  `yaml:"interval"`
+	Failures    *int     `yaml:"failures"`
+	Hold        *string  `yaml:"hold"`
+}
+
+type rawMetrics struct {
+	Listen *string `yaml:"listen"`
+}
+
+type rawLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+var (
+	yamlNodeType   = reflect.TypeOf(yaml.Node{})
+	rawRoutingType = reflect.TypeOf(rawRouting{})
+	rawRoutingMapT = reflect.TypeOf(rawRoutingMap{})
+)
+
+// checker collects errors and knows where each key path is in the file.
+type checker struct {
+	nodes  map[string]*yaml.Node // key path -> value node
+	byLine map[int]string        // line -> key path of the scalar there
+	errs   Errors
+}
+
+func (c *checker) lineOf(p string) int {
+	for {
+		if n, ok := c.nodes[p]; ok {
+			return n.Line
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			return 0
+		}
+		p = p[:i]
+	}
+}
+
+func (c *checker) errorf(p, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Line: c.lineOf(p), Path: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+func join(p, k string) string {
+	if p == "" {
+		return k
+	}
+	return p + "." + k
+}
+
+// yamlKeys lists the keys a raw struct accepts, in declaration order.
+func yamlKeys(t reflect.Type) ([]string, map[string]reflect.Type) {
+	var keys []string
+	m := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Anonymous {
+			k, mm := yamlKeys(f.Type)
+			keys = append(keys, k...)
+			for a, b := range mm {
+				m[a] = b
+			}
+			continue
+		}
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		keys = append(keys, tag)
+		m[tag] = f.Type
+	}
+	return keys, m
+}
+
+// walk records the position of every key path and reports unknown keys with
+// their path and the valid ones.
+func (c *checker) walk(n *yaml.Node, t reflect.Type, p string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if p != "" {
+		c.nodes[p] = n
+	}
+	if n.Kind == yaml.ScalarNode {
+		c.byLine[n.Line] = p
+	}
+	switch {
+	case t == yamlNodeType:
+		return
+	case t == rawRoutingType:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		t = rawRoutingMapT
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		keys, fields := yamlKeys(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				c.errs = append(c.errs, &Error{Line: k.Line, Path: join(p, k.Value),
+					Msg: "unknown key; valid keys: " + strings.Join(keys, ", ")})
+				continue
+			}
+			c.walk(v, ft, join(p, k.Value))
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			c.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", p, i))
+		}
+	}
+}
+
+var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (.*)$")
+
+// describeType says in words what a Go type accepts.
+func describeType(t string) string {
+	switch {
+	case t == "int":
+		return "an integer"
+	case t == "uint16":
+		return "an integer from 0 to 65535"
+	case t == "uint32":
+		return "an integer from 0 to 4294967295"
+	case t == "bool":
+		return "true or false"
+	case t == "float64":
+		return "a number"
+	case t == "string":
+		return "a string"
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "policy."):
+		return "a mapping of keys"
+	}
+	return t
+}
+
+// typeErrors turns yaml's type errors into Errors with key paths.
+func (c *checker) typeErrors(te *yaml.TypeError) {
+	for _, s := range te.Errors {
+		m := typeErrRE.FindStringSubmatch(s)
+		if m == nil {
+			c.errs = append(c.errs, &Error{Msg: s})
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		c.errs = append(c.errs, &Error{Line: line, Path: c.byLine[line],
+			Msg: fmt.Sprintf("%q is not valid; want %s", m[3], describeType(m[4]))})
+	}
+}
+
+// Parse decodes and validates a policy. The error, if any, is of type
+// Errors and lists every problem found.
+func Parse(b []byte) (*Policy, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, Errors{{Msg: "the file is empty; see `gigapath config example`"}}
+	}
+	doc := root.Content[0]
+	c := &checker{nodes: map[string]*yaml.Node{}, byLine: map[int]string{}}
+	if doc.Kind != yaml.MappingNode {
+		return nil, Errors{{Line: doc.Line, Msg: "the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)"}}
+	}
+	c.walk(doc, reflect.TypeOf(rawFile{}), "")
+	if len(c.errs) > 0 {
+		return nil, c.errs
+	}
+	var raw rawFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			c.typeErrors(te)
+			return nil, c.errs
+		}
+		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, Errors{{Line: extra.Line, Msg: "more than one YAML document; put the whole policy in one"}}
+	}
+	p := c.validate(&raw)
+	if len(c.errs) > 0 {
+		sort.SliceStable(c.errs, func(i, j int) bool { return c.errs[i].Line < c.errs[j].Line })
+		return nil, c.errs
+	}
+	return p, nil
+}
+
+func oneOf[T ~string](c *checker, p string, v *string, def T, valid ...T) T {
+	if v == nil {
+		return def
+	}
+	for _, x := range valid {
+		if string(x) == *v {
+			return x
+		}
+	}
+	s := make([]string, len(valid))
+	for i, x := range valid {
+		s[i] = string(x)
+	}
+	c.errorf(p, "%q is not valid; use one of %s", *v, strings.Join(s, ", "))
+	return def
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9_]{1,15}$`)
+
+func validIfName(s string) bool {
+	return s != "" && len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n")
+}
+
+func (c *checker) duration(p string, v *string, def time.Duration) time.Duration {
+	if v == nil {
+		return def
+	}
+	d, err := time.ParseDuration(*v)
+	if err != nil || d <= 0 {
+		c.errorf(p, "%q is not valid; want a positive duration such as 500ms, 3s or 1m", *v)
+		return def
+	}
+	return d
+}
+
+func (c *checker) percent(p string, v *float64, def float64) float64 {
+	if v == nil {
+		return def
+	}
+	if *v < 0 || *v > 100 {
+		c.errorf(p, "%v is out of range; use 0 to 100", *v)
+		return def
+	}
+	return *v
+}
+
+func (c *checker) millis(p string, v *int, def time.Duration) time.Duration {
+	if v == nil {
+		return def
+	}
+	if *v <= 0 || *v > 600000 {
+		c.errorf(p, "%d is out of range; use 1 to 600000 (milliseconds)", *v)
+		return def
+	}
+	return time.Duration(*v) * time.Millisecond
+}
+
+func (c *checker) validate(r *rawFile) *Policy {
+	p := &Policy{
+		Side:        oneOf(c, "side", r.Side, SideClient, SideClient, SideServer),
+		PathManager: oneOf(c, "path_manager", r.PathManager, PMUserspace, PMUserspace, PMKernel),
+		Steering: oneOf(c, "steering", r.Steering, SteerAggregate,
+			SteerAggregate, SteerActiveStandby, SteerHandover, SteerPriority),
+		Scheduler:     r.Scheduler,
+		StatusSocket:  DefaultStatusSocket,
+		SkipLinkLocal: true,
+	}
+	if r.PathManager == nil {
+		c.errorf("path_manager", "missing; use one of userspace, kernel")
+	}
+	if r.Scheduler != "" && !nameRE.MatchString(r.Scheduler) {
+		c.errorf("scheduler", "%q is not a valid scheduler name; want 1-15 of a-z, 0-9, _ (see `gigapath sched list`)", r.Scheduler)
+	}
+	if r.SkipLinkLocal != nil {
+		p.SkipLinkLocal = *r.SkipLinkLocal
+	}
+
+	// interfaces
+	if len(r.Interfaces) == 0 {
+		c.errorf("interfaces", "missing; list at least one interface (name and role)")
+	}
+	seen := map[string]string{}
+	for i, ri := range r.Interfaces {
+		ip := fmt.Sprintf("interfaces[%d]", i)
+		it := Interface{MaxSubflows: DefaultMaxSubflows, Congestion: ri.Congestion, Mark: ri.Mark}
+		switch {
+		case ri.Name == nil && ri.Match == nil:
+			c.errorf(ip, `has neither name nor match; set name (an interface name such as "wlan0") or match (a glob such as "wwan*")`)
+		case ri.Name != nil && ri.Match != nil:
+			c.errorf(ip, "has both name and match; set only one")
+		case ri.Name != nil:
+			it.Name = *ri.Name
+			if !validIfName(it.Name) {
+				c.errorf(ip+".name", "%q is not a valid interface name; want 1-15 characters without '/', ':' or whitespace", it.Name)
+			}
+		default:
+			it.Match = *ri.Match
+			if _, err := path.Match(it.Match, ""); err != nil || it.Match == "" {
+				c.errorf(ip+".match", "%q is not a valid glob; use *, ? and [...] as in \"wlan*\"", it.Match)
+			}
+		}
+		if k := it.Key(); k != "" {
+			kp := ip + ".name"
+			if it.Name == "" {
+				kp = ip + ".match"
+			}
+			if prev, dup := seen[k]; dup {
+				c.errorf(kp, "%q is already used by %s; list each interface once", k, prev)
+			} else {
+				seen[k] = ip
+			}
+		}
+		if ri.Role == nil {
+			c.errorf(ip+".role", "missing; use one of wifi, lte, ethernet, other")
+		} else {
+			it.Role = oneOf(c, ip+".role", ri.Role, RoleOther, RoleWiFi, RoleLTE, RoleEthernet, RoleOther)
+		}
+		if ri.Backup != nil {
+			it.Backup = *ri.Backup
+		} else if p.Steering == SteerActiveStandby && it.Role == RoleLTE {
+			it.Backup = true
+		}
+		if ri.MaxSubflows != nil {
+			it.MaxSubflows = *ri.MaxSubflows
+			if it.MaxSubflows < 1 || it.MaxSubflows > MaxLimit {
+				c.errorf(ip+".max_subflows", "%d is out of range; use 1 to %d", it.MaxSubflows, MaxLimit)
+			}
+		}
+		if it.Congestion != "" && !nameRE.MatchString(it.Congestion) {
+			c.errorf(ip+".congestion", "%q is not a valid congestion control name; want 1-15 of a-z, 0-9, _ such as cubic or bbr (see sysctl net.ipv4.tcp_available_congestion_control)", it.Congestion)
+		}
+		p.Interfaces = append(p.Interfaces, it)
+	}
+	if p.Steering == SteerActiveStandby || p.Steering == SteerHandover {
+		var active, backup int
+		for _, it := range p.Interfaces {
+			if it.Backup {
+				backup++
+			} else {
+				active++
+			}
+		}
+		if len(p.Interfaces) > 0 && (active == 0 || backup == 0) {
+			c.errorf("steering", "%s needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby)", p.Steering)
+		}
+	}
+
+	// announce
+	if len(r.Announce) > 0 && p.Side != SideServer {
+		c.errorf("announce", "only valid with side: server (the client side does not advertise addresses)")
+	}
+	for i, ra := range r.Announce {
+		ap := fmt.Sprintf("announce[%d]", i)
+		a := Announce{Port: ra.Port}
+		switch {
+		case ra.Address == nil && ra.Interface == nil:
+			c.errorf(ap, "has neither address nor interface; set address (an IP address) or interface (a name from interfaces)")
+		case ra.Address != nil && ra.Interface != nil:
+			c.errorf(ap, "has both address and interface; set only one")
+		case ra.Address != nil:
+			addr, err := netip.ParseAddr(*ra.Address)
+			if err != nil || addr.Zone() != "" {
+				c.errorf(ap+".address", "%q is not an IP address; want e.g. 192.0.2.10 or 2001:db8::10", *ra.Address)
+			} else if addr.IsUnspecified() || addr.IsLoopback() || addr.IsMulticast() {
+				c.errorf(ap+".address", "%q cannot be announced; want a unicast address of this host", *ra.Address)
+			}
+			a.Address = addr.Unmap()
+		default:
+			a.Interface = *ra.Interface
+			if _, ok := p.InterfaceFor(a.Interface); !ok {
+				c.errorf(ap+".interface", "%q is not in interfaces; list it there first", a.Interface)
+			}
+		}
+		p.Announce = append(p.Announce, a)
+	}
+
+	// limits
+	p.Limits = Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr}
+	if r.Limits != nil {
+		for _, l := range []struct {
+			key string
+			v   *int
+			dst *int
+		}{{"subflows", r.Limits.Subflows, &p.Limits.Subflows}, {"add_addr_accepted", r.Limits.AddAddrAccepted, &p.Limits.AddAddrAccepted}} {
+			if l.v == nil {
+				continue
+			}
+			if *l.v < 0 || *l.v > MaxLimit {
+				c.errorf("limits."+l.key, "%d is out of range; use 0 to %d (the kernel's maximum)", *l.v, MaxLimit)
+				continue
+			}
+			*l.dst = *l.v
+		}
+	}
+
+	// routing
+	p.Routing = Routing{Mode: RoutingManaged, TableBase: DefaultTableBase, RulePriority: DefaultRulePriority}
+	if r.Routing != nil {
+		modePath := "routing"
+		if _, isMap := c.nodes["routing.mode"]; isMap {
+			modePath = "routing.mode"
+		}
+		p.Routing.Mode = oneOf(c, modePath, r.Routing.Mode, RoutingManaged, RoutingManaged, RoutingOff)
+		if v := r.Routing.TableBase; v != nil {
+			if *v < 256 || *v > 0xffffffff-0x10000 {
+				c.errorf("routing.table_base", "%d is out of range; use 256 to %d (tables 253-255 are the kernel's; the table of an interface is table_base + its index)", *v, uint32(0xffffffff-0x10000))
+			} else {
+				p.Routing.TableBase = *v
+			}
+		}
+		if v := r.Routing.RulePriority; v != nil {
+			if *v < 1 || *v > 32765 {
+				c.errorf("routing.rule_priority", "%d is out of range; use 1 to 32765 (below the main table's rule at 32766)", *v)
+			} else {
+				p.Routing.RulePriority = *v
+			}
+		}
+	}
+
+	// priority and handover
+	var rp rawPriority
+	if r.Priority != nil {
+		rp = *r.Priority
+	}
+	p.Priority = Priority{
+		RTT:               c.millis("priority.rtt_ms", rp.RTTMs, DefaultPriorityRTT),
+		LossPercent:       c.percent("priority.loss_percent", rp.LossPercent, DefaultPriorityLoss),
+		HysteresisPercent: c.percent("priority.hysteresis_percent", rp.HysteresisPercent, DefaultHysteresis),
+		Hold:              c.duration("priority.hold", rp.Hold, DefaultPriorityHold),
+	}
+	var rh rawHandover
+	if r.Handover != nil {
+		rh = *r.Handover
+	}
+	p.Handover = Handover{
+		RTT:         c.millis("handover.rtt_ms", rh.RTTMs, DefaultHandoverRTT),
+		LossPercent: c.percent("handover.loss_percent", rh.LossPercent, DefaultHandoverLoss),
+		Interval:    c.duration("handover.interval", rh.Interval, DefaultHandoverPeriod),
+		Failures:    DefaultHandoverFailures,
+		Hold:        c.duration("handover.hold", rh.Hold, DefaultHandoverHold),
+	}
+	if rh.Failures != nil {
+		if *rh.Failures < 1 || *rh.Failures > 100 {
+			c.errorf("handover.failures", "%d is out of range; use 1 to 100", *rh.Failures)
+		} else {
+			p.Handover.Failures = *rh.Failures
+		}
+	}
+
+	// observation
+	p.Metrics.Listen = DefaultMetricsListen
+	if r.Metrics != nil && r.Metrics.Listen != nil {
+		p.Metrics.Listen = *r.Metrics.Listen
+		if l := *r.Metrics.Listen; l != "" {
+			_, port, err := net.SplitHostPort(l)
+			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+				c.errorf("metrics.listen", "%q is not valid; want HOST:PORT such as 127.0.0.1:9477 or [::1]:9477, or \"\" to disable", l)
+			}
+		}
+	}
+	if r.StatusSocket != nil {
+		p.StatusSocket = *r.StatusSocket
+		if s := *r.StatusSocket; s != "" && !strings.HasPrefix(s, "/") {
+			c.errorf("status_socket", "%q is not valid; want an absolute path such as %s, or \"\" to disable", s, DefaultStatusSocket)
+		}
+	}
+	p.Log = Log{Level: "info", Format: "text"}
+	if r.Log != nil {
+		if r.Log.Level != "" {
+			p.Log.Level = string(oneOf(c, "log.level", &r.Log.Level, "info", "debug", "info", "warn", "error"))
+		}
+		if r.Log.Format != "" {
+			p.Log.Format = string(oneOf(c, "log.format", &r.Log.Format, "text", "text", "json"))
+		}
+	}
+
+	// relay: kept raw for the relay's own strict decoder
+	if r.Relay.Kind != 0 {
+		n := r.Relay
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = *n.Alias
+		}
+		if n.Kind != yaml.MappingNode {
+			if !(n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+				c.errorf("relay", "want a mapping of the relay's keys (see docs/relay.md)")
+			}
+		} else {
+			p.Relay = &n
+		}
+	}
+	return p
+}

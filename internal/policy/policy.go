@@ -1,0 +1,237 @@
+// Package policy turns gigapath's YAML configuration into a validated, typed
+// Policy, and computes what changed between two policies (for SIGHUP
+// reloads).
+//
+// Decoding is strict: an unknown key, a value of the wrong type or a value
+// outside its set is an error that names the key path (interfaces[1].role),
+// the line, the bad value and what is valid. Parse returns every problem it
+// finds, not only the first.
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Side says which end of MPTCP connections this node is.
+type Side string
+
+// Sides.
+const (
+	SideClient Side = "client"
+	SideServer Side = "server"
+)
+
+// PathManager selects the kernel's in-kernel PM or gigapath as userspace PM.
+type PathManager string
+
+// Path managers.
+const (
+	PMUserspace PathManager = "userspace"
+	PMKernel    PathManager = "kernel"
+)
+
+// Steering is how traffic is spread over the interfaces.
+type Steering string
+
+// Steering modes.
+const (
+	// SteerAggregate keeps a subflow on every interface, all active.
+	SteerAggregate Steering = "aggregate"
+	// SteerActiveStandby keeps every subflow established; interfaces marked
+	// backup (by default the lte role) carry traffic only when no active
+	// path is left.
+	SteerActiveStandby Steering = "active-standby"
+	// SteerHandover opens the backup interfaces' subflows only while the
+	// primary ones are gone or unhealthy (see Handover).
+	SteerHandover Steering = "handover"
+	// SteerPriority uses the first interface in order until its RTT or loss
+	// crosses the Priority thresholds, with hysteresis.
+	SteerPriority Steering = "priority"
+)
+
+// Role is what kind of link an interface is.
+type Role string
+
+// Roles.
+const (
+	RoleWiFi     Role = "wifi"
+	RoleLTE      Role = "lte"
+	RoleEthernet Role = "ethernet"
+	RoleOther    Role = "other"
+)
+
+// RoutingMode says whether gigapath manages per-interface tables and rules.
+type RoutingMode string
+
+// Routing modes.
+const (
+	RoutingManaged RoutingMode = "managed"
+	RoutingOff     RoutingMode = "off"
+)
+
+// Defaults applied by Parse where the file says nothing.
+const (
+	DefaultTableBase        = 1000
+	DefaultRulePriority     = 1000
+	DefaultMetricsListen    = "127.0.0.1:9477"
+	DefaultStatusSocket     = "/run/gigapath/status.sock"
+	DefaultLimitSubflows    = 4
+	DefaultLimitAddAddr     = 4
+	MaxLimit                = 8 // the kernel caps both MPTCP limits at 8
+	DefaultMaxSubflows      = 1
+	DefaultPriorityRTT      = 200 * time.Millisecond
+	DefaultPriorityLoss     = 5.0
+	DefaultHysteresis       = 20.0
+	DefaultPriorityHold     = 5 * time.Second
+	DefaultHandoverRTT      = 500 * time.Millisecond
+	DefaultHandoverLoss     = 20.0
+	DefaultHandoverHold     = 3 * time.Second
+	DefaultHandoverPeriod   = time.Second
+	DefaultHandoverFailures = 3
+)
+
+// Policy is a validated configuration. Build one with Parse or Load.
+type Policy struct {
+	Side        Side
+	PathManager PathManager
+	Steering    Steering
+	// Scheduler names an MPTCP packet scheduler (kernel or BPF) to select
+	// with net.mptcp.scheduler; empty keeps the kernel's.
+	Scheduler  string
+	Interfaces []Interface
+	// Announce lists what the server side advertises (ADD_ADDR).
+	Announce      []Announce
+	Limits        Limits
+	Routing       Routing
+	Priority      Priority
+	Handover      Handover
+	Metrics       Metrics
+	StatusSocket  string // empty disables the status socket
+	Log           Log
+	SkipLinkLocal bool
+	// Relay is the raw `relay:` mapping, nil when absent. The relay decodes
+	// it with its own strict struct; policy only checks it is a mapping.
+	Relay *yaml.Node
+}
+
+// Interface is one entry of `interfaces:`. Exactly one of Name and Match is
+// set.
+type Interface struct {
+	Name  string // exact interface name
+	Match string // glob (path.Match syntax), e.g. "wlan*"
+	Role  Role
+	// Backup marks the interface's subflows as backup (MP_PRIO). Defaults to
+	// true for the lte role under active-standby, false otherwise.
+	Backup      bool
+	MaxSubflows int    // subflows per connection on this interface (≥1)
+	Congestion  string // TCP congestion control for its subflows, "" = host default
+	Mark        uint32 // fwmark for its subflows, 0 = none
+}
+
+// Key is the name or the pattern that identifies the entry.
+func (i *Interface) Key() string {
+	if i.Name != "" {
+		return i.Name
+	}
+	return i.Match
+}
+
+// Matches reports whether the entry applies to the interface named ifname.
+func (i *Interface) Matches(ifname string) bool {
+	if i.Name != "" {
+		return i.Name == ifname
+	}
+	ok, _ := path.Match(i.Match, ifname)
+	return ok
+}
+
+// Announce is one address (or the addresses of one interface) to advertise.
+type Announce struct {
+	Address   netip.Addr // set, or
+	Interface string     // the interface whose addresses are advertised
+	Port      uint16     // 0 = the connection's port
+}
+
+// Limits are the MPTCP per-connection limits (net.mptcp limits).
+type Limits struct {
+	Subflows        int
+	AddAddrAccepted int
+}
+
+// Routing configures the per-interface tables and source rules.
+type Routing struct {
+	Mode         RoutingMode
+	TableBase    uint32 // table of an interface = TableBase + ifindex
+	RulePriority uint32 // priority of the `from ADDR lookup TABLE` rules
+}
+
+// Priority holds the thresholds of the priority steering mode: the primary
+// path is left when its RTT exceeds RTT or its loss exceeds LossPercent, and
+// taken back once both are below the thresholds lowered by
+// HysteresisPercent for at least Hold.
+type Priority struct {
+	RTT               time.Duration
+	LossPercent       float64
+	HysteresisPercent float64
+	Hold              time.Duration
+}
+
+// Handover holds the health checks of the handover mode: a primary path is
+// unhealthy after Failures consecutive checks (every Interval) with RTT above
+// RTT or loss above LossPercent; backup subflows are closed again once the
+// primary has been healthy for Hold.
+type Handover struct {
+	RTT         time.Duration
+	LossPercent float64
+	Interval    time.Duration
+	Failures    int
+	Hold        time.Duration
+}
+
+// Metrics configures the Prometheus endpoint. Empty Listen disables it.
+type Metrics struct {
+	Listen string
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string // debug, info, warn, error
+	Format string // text, json
+}
+
+// InterfaceFor returns the policy entry for the interface named ifname:
+// an exact name entry wins over patterns; among patterns, the first in file
+// order wins.
+func (p *Policy) InterfaceFor(ifname string) (*Interface, bool) {
+	for i := range p.Interfaces {
+		if p.Interfaces[i].Name != "" && p.Interfaces[i].Name == ifname {
+			return &p.Interfaces[i], true
+		}
+	}
+	for i := range p.Interfaces {
+		if p.Interfaces[i].Name == "" && p.Interfaces[i].Matches(ifname) {
+			return &p.Interfaces[i], true
+		}
+	}
+	return nil, false
+}
+
+// Summary is a one-line description, e.g. for `gigapath config check`.
+func (p *Policy) Summary() string {
+	var ifs []string
+	for _, i := range p.Interfaces {
+		s := i.Key() + " " + string(i.Role)
+		if i.Backup {
+			s += " backup"
+		}
+		ifs = append(ifs, s)
+	}
+	return fmt.Sprintf("side %s, path_manager %s, steering %s, routing %s, %d interfaces (%s)",
+		p.Side, p.PathManager, p.Steering, p.Routing.Mode, len(p.Interfaces), strings.Join(ifs, ", "))
+}
