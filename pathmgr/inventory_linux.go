@@ -1,0 +1,388 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Inventory lists the live MPTCP connections of one network namespace
+// from sock_diag (NETLINK_SOCK_DIAG), the interface `ss -M` uses. It
+// holds a sock_diag socket and an rtnetlink socket (to name the
+// interfaces subflows use) in that namespace. It is safe for concurrent
+// use.
+type Inventory struct {
+	mu   sync.Mutex
+	diag *netlink.Conn
+	rt   *rtnetlink.Conn
+}
+
+// OpenInventory opens an Inventory in the namespace cfg names (nil: the
+// current one). Tokens of subflows are only visible with CAP_NET_ADMIN:
+// without it, subflows cannot be matched to their connections.
+func OpenInventory(cfg *Config) (*Inventory, error) {
+	ns, err := cfg.netnsFile()
+	if err != nil {
+		return nil, err
+	}
+	nlcfg := &netlink.Config{}
+	if ns != nil {
+		defer ns.Close()
+		nlcfg.NetNS = int(ns.Fd())
+	}
+	diag, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nlcfg)
+	if err != nil {
+		return nil, fmt.Errorf("pathmgr: inventory: open sock_diag socket: %w", err)
+	}
+	rt, err := rtnetlink.Dial(nlcfg)
+	if err != nil {
+		diag.Close()
+		return nil, fmt.Errorf("pathmgr: inventory: open rtnetlink socket: %w", err)
+	}
+	return &Inventory{diag: diag, rt: rt}, nil
+}
+
+// Close releases the sockets.
+func (inv *Inventory) Close() error {
+	err := inv.diag.Close()
+	if err2 := inv.rt.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// Connections lists the namespace's MPTCP connections (IPv4 and IPv6),
+// each with its subflows, sorted by token. It is a snapshot: connections
+// come and go while it runs.
+func Connections(cfg *Config, opts ListOptions) ([]Connection, error) {
+	inv, err := OpenInventory(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer inv.Close()
+	return inv.Connections(opts)
+}
+
+// Connections lists the MPTCP connections, see the package-level Connections.
+func (inv *Inventory) Connections(opts ListOptions) ([]Connection, error) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	states := uint32(0xffffffff) &^ (1<<tcpTimeWait | 1<<tcpNewSynRecv | 1<<tcpListen)
+	mstates := states
+	if opts.ListenersToo {
+		mstates |= 1 << tcpListen
+	}
+	var msks, sfs []diagSock
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		m, err := inv.dump(fam, ipprotoMPTCP, mstates)
+		if err != nil {
+			return nil, err
+		}
+		msks = append(msks, m...)
+		s, err := inv.dump(fam, unix.IPPROTO_TCP, states)
+		if err != nil {
+			return nil, err
+		}
+		sfs = append(sfs, s...)
+	}
+	ifs, err := inv.interfaces()
+	if err != nil {
+		return nil, err
+	}
+	return groupConnections(msks, sfs, ifs), nil
+}
+
+// dump sends one inet_diag_req_v2 dump request and decodes the replies.
+func (inv *Inventory) dump(family uint8, proto int, states uint32) ([]diagSock, error) {
+	req := encodeDiagReq(family, proto, states)
+	msgs, err := inv.diag.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY), Flags: netlink.Request | netlink.Dump},
+		Data:   req,
+	})
+	if err != nil {
+		what := "TCP"
+		if proto == ipprotoMPTCP {
+			what = "MPTCP"
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("pathmgr: inventory: sock_diag has no MPTCP support (kernel without CONFIG_INET_MPTCP_DIAG, or mptcp_diag not loaded): %w", ErrNotSupported)
+			}
+		}
+		return nil, fmt.Errorf("pathmgr: inventory: dump %s sockets (family %d): %w", what, family, err)
+	}
+	out := make([]diagSock, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Header.Type != netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY) {
+			continue
+		}
+		s, err := decodeDiagMsg(m.Data)
+		if err != nil {
+			return nil, err
+		}
+		if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
+			continue // a plain TCP socket, not a subflow
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// encodeDiagReq builds struct inet_diag_req_v2 asking for INET_DIAG_INFO,
+// plus INET_DIAG_REQ_PROTOCOL for protocols above 255 (MPTCP).
+func encodeDiagReq(family uint8, proto int, states uint32) []byte {
+	b := make([]byte, sizeofInetDiagReqV2)
+	b[0] = family
+	if proto <= 0xff {
+		b[1] = uint8(proto)
+	}
+	b[2] = 1 << (inetDiagInfo - 1) // idiag_ext
+	binary.NativeEndian.PutUint32(b[4:8], states)
+	if proto > 0xff {
+		ae := netlink.NewAttributeEncoder()
+		ae.Uint32(inetDiagReqProtocol, uint32(proto))
+		attrs, _ := ae.Encode()
+		b = append(b, attrs...)
+	}
+	return b
+}
+
+// diagSock is one socket of a sock_diag reply.
+type diagSock struct {
+	family        uint8
+	state         TCPState
+	local, remote netip.AddrPort
+	ifIndex       int
+	inode         uint32
+	info          []byte // INET_DIAG_INFO payload
+	ulp           string // INET_ULP_INFO_NAME
+	sf            subflowULP
+	hasULPMPTCP   bool
+}
+
+// subflowULP is the content of INET_ULP_INFO_MPTCP.
+type subflowULP struct {
+	tokenRem, tokenLoc uint32
+	flags              uint32
+	idRem, idLoc       uint8
+}
+
+// decodeDiagMsg parses struct inet_diag_msg and its attributes. It never
+// panics on short or malformed input.
+func decodeDiagMsg(b []byte) (diagSock, error) {
+	var s diagSock
+	if len(b) < sizeofInetDiagMsg {
+		return s, fmt.Errorf("pathmgr: inventory: sock_diag message of %d bytes, want at least %d", len(b), sizeofInetDiagMsg)
+	}
+	s.family = b[0]
+	s.state = TCPState(b[1])
+	sport := binary.BigEndian.Uint16(b[4:6])
+	dport := binary.BigEndian.Uint16(b[6:8])
+	var src, dst netip.Addr
+	switch s.family {
+	case unix.AF_INET:
+		src = netip.AddrFrom4([4]byte(b[8:12]))
+		dst = netip.AddrFrom4([4]byte(b[24:28]))
+	case unix.AF_INET6:
+		src = netip.AddrFrom16([16]byte(b[8:24]))
+		dst = netip.AddrFrom16([16]byte(b[24:40]))
+	default:
+		return s, fmt.Errorf("pathmgr: inventory: sock_diag message of unknown family %d", s.family)
+	}
+	s.local = netip.AddrPortFrom(src, sport)
+	s.remote = netip.AddrPortFrom(dst, dport)
+	s.ifIndex = int(binary.NativeEndian.Uint32(b[40:44]))
+	s.inode = binary.NativeEndian.Uint32(b[68:72])
+	if len(b) == sizeofInetDiagMsg {
+		return s, nil
+	}
+	ad, err := netlink.NewAttributeDecoder(b[sizeofInetDiagMsg:])
+	if err != nil {
+		return s, fmt.Errorf("pathmgr: inventory: sock_diag attributes: %w", err)
+	}
+	for ad.Next() {
+		switch ad.Type() {
+		case inetDiagInfo:
+			s.info = ad.Bytes()
+		case inetDiagULPInfo:
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					switch nad.Type() {
+					case inetULPInfoName:
+						s.ulp = nad.String()
+					case inetULPInfoMPTCP:
+						s.hasULPMPTCP = true
+						nad.Nested(func(m *netlink.AttributeDecoder) error {
+							for m.Next() {
+								switch m.Type() {
+								case mptcpSubflowAttrTokenRem:
+									s.sf.tokenRem = m.Uint32()
+								case mptcpSubflowAttrTokenLoc:
+									s.sf.tokenLoc = m.Uint32()
+								case mptcpSubflowAttrFlags:
+									s.sf.flags = m.Uint32()
+								case mptcpSubflowAttrIDRem:
+									s.sf.idRem = m.Uint8()
+								case mptcpSubflowAttrIDLoc:
+									s.sf.idLoc = m.Uint8()
+								}
+							}
+							return nil
+						})
+					}
+				}
+				return nil
+			})
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return s, fmt.Errorf("pathmgr: inventory: sock_diag attributes of %v: %w", s.local, err)
+	}
+	return s, nil
+}
+
+// decodeMPTCPInfo reads struct mptcp_info; fields past the end of b (an
+// older kernel) stay zero.
+func decodeMPTCPInfo(b []byte) *MPTCPInfo {
+	var full [sizeofMPTCPInfo]byte
+	copy(full[:], b)
+	p := full[:]
+	ne := binary.NativeEndian
+	return &MPTCPInfo{
+		Subflows: p[0], AddAddrSignal: p[1], AddAddrAccepted: p[2],
+		SubflowsMax: p[3], AddAddrSignalMax: p[4], AddAddrAcceptedMax: p[5],
+		Flags:         ne.Uint32(p[8:]),
+		Token:         ne.Uint32(p[12:]),
+		WriteSeq:      ne.Uint64(p[16:]),
+		SndUna:        ne.Uint64(p[24:]),
+		RcvNxt:        ne.Uint64(p[32:]),
+		LocalAddrUsed: p[40], LocalAddrMax: p[41], CsumEnabled: p[42] != 0,
+		Retransmits:   ne.Uint32(p[44:]),
+		BytesRetrans:  ne.Uint64(p[48:]),
+		BytesSent:     ne.Uint64(p[56:]),
+		BytesReceived: ne.Uint64(p[64:]),
+		BytesAcked:    ne.Uint64(p[72:]),
+		SubflowsTotal: p[80],
+		LastDataSent:  ne.Uint32(p[84:]),
+		LastDataRecv:  ne.Uint32(p[88:]),
+		LastAckRecv:   ne.Uint32(p[92:]),
+	}
+}
+
+// decodeTCPInfo reads struct tcp_info into x/sys/unix's layout; a shorter
+// payload (older kernel) leaves the later fields zero, a longer one (newer
+// kernel) is cut.
+func decodeTCPInfo(b []byte) unix.TCPInfo {
+	var ti unix.TCPInfo
+	dst := unsafe.Slice((*byte)(unsafe.Pointer(&ti)), unsafe.Sizeof(ti))
+	copy(dst, b)
+	return ti
+}
+
+// interfaces maps the namespace's addresses to interface index and name.
+type ifaceMap struct {
+	byAddr map[netip.Addr]int
+	names  map[int]string
+}
+
+func (inv *Inventory) interfaces() (ifaceMap, error) {
+	m := ifaceMap{byAddr: map[netip.Addr]int{}, names: map[int]string{}}
+	links, err := inv.rt.Link.List()
+	if err != nil {
+		return m, fmt.Errorf("pathmgr: inventory: list interfaces: %w", err)
+	}
+	for _, l := range links {
+		if l.Attributes != nil {
+			m.names[int(l.Index)] = l.Attributes.Name
+		}
+	}
+	addrs, err := inv.rt.Address.List()
+	if err != nil {
+		return m, fmt.Errorf("pathmgr: inventory: list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.Attributes == nil {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(a.Attributes.Address); ok {
+			m.byAddr[ip.Unmap()] = int(a.Index)
+		}
+	}
+	return m, nil
+}
+
+// groupConnections puts each subflow under the connection with its local
+// token and resolves interfaces.
+func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
+	conns := make([]Connection, 0, len(msks))
+	byToken := map[uint32]int{}
+	for _, m := range msks {
+		c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode, Subflows: []SubflowInfo{}}
+		if len(m.info) > 0 {
+			c.Info = decodeMPTCPInfo(m.info)
+			c.Token = c.Info.Token
+		}
+		if c.Token != 0 {
+			byToken[c.Token] = len(conns)
+		}
+		conns = append(conns, c)
+	}
+	for _, s := range sfs {
+		i, ok := byToken[s.sf.tokenLoc]
+		if !ok || s.sf.tokenLoc == 0 {
+			continue // a subflow of a connection that closed meanwhile, or no CAP_NET_ADMIN
+		}
+		sf := SubflowInfo{
+			Local: s.local, Remote: s.remote, State: s.state,
+			LocalID: s.sf.idLoc, RemoteID: s.sf.idRem,
+			Backup:       s.sf.flags&mptcpSubflowFlagBkupLoc != 0,
+			BackupRemote: s.sf.flags&mptcpSubflowFlagBkupRem != 0,
+			Flags:        s.sf.flags, TokenLocal: s.sf.tokenLoc, TokenRemote: s.sf.tokenRem,
+			IfIndex: s.ifIndex,
+		}
+		if sf.IfIndex == 0 {
+			sf.IfIndex = ifs.byAddr[s.local.Addr().Unmap()]
+		}
+		sf.IfName = ifs.names[sf.IfIndex]
+		if len(s.info) > 0 {
+			ti := decodeTCPInfo(s.info)
+			sf.RTT = time.Duration(ti.Rtt) * time.Microsecond
+			sf.RTTVar = time.Duration(ti.Rttvar) * time.Microsecond
+			sf.Retrans = ti.Total_retrans
+			sf.BytesAcked = ti.Bytes_acked
+			sf.BytesReceived = ti.Bytes_received
+			sf.BytesSent = ti.Bytes_sent
+			sf.BytesRetrans = ti.Bytes_retrans
+			sf.DeliveryRate = ti.Delivery_rate
+			sf.Cwnd = ti.Snd_cwnd
+			sf.MSS = ti.Snd_mss
+		}
+		conns[i].Subflows = append(conns[i].Subflows, sf)
+	}
+	for i := range conns {
+		sort.Slice(conns[i].Subflows, func(a, b int) bool {
+			x, y := conns[i].Subflows[a], conns[i].Subflows[b]
+			if x.LocalID != y.LocalID {
+				return x.LocalID < y.LocalID
+			}
+			return x.Local.Compare(y.Local) < 0
+		})
+	}
+	sort.SliceStable(conns, func(a, b int) bool {
+		if conns[a].Token != conns[b].Token {
+			return conns[a].Token < conns[b].Token
+		}
+		return conns[a].Local.Compare(conns[b].Local) < 0
+	})
+	return conns
+}
