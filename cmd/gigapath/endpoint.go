@@ -1,0 +1,539 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"github.com/urfave/cli/v2"
+
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "endpoint",
+		Usage: "in-kernel path manager endpoints (like ip mptcp endpoint)",
+		Description: `Endpoints are the local addresses the in-kernel path manager uses for
+   extra subflows (subflow), announces to the peer (signal), or keeps as
+   backup. Syntax as in iproute2:
+   gigapath endpoint add 10.0.2.2 dev lte0 id 7 subflow backup
+   gigapath endpoint change id 7 nobackup
+   gigapath -j endpoint show
+   gigapath --netns cli endpoint del id 7
+   gigapath endpoint flush`,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "add",
+				Usage:     "add an endpoint",
+				ArgsUsage: "ADDR [port P] [dev IF] [id N] [signal|subflow|backup|fullmesh|laminar]...",
+				Description: `Examples:
+   gigapath endpoint add 10.0.2.2 dev lte0 id 7 subflow backup
+   gigapath endpoint add 10.0.1.1 port 10100 signal
+   gigapath endpoint add fd00:2::2 dev lte0 subflow fullmesh`,
+				Action: endpointAdd,
+			},
+			{
+				Name:      "del",
+				Aliases:   []string{"delete"},
+				Usage:     "delete an endpoint by id (id 0, the initial subflow's address, needs ADDR)",
+				ArgsUsage: "id N [ADDR]",
+				Description: `Examples:
+   gigapath endpoint del id 7
+   gigapath endpoint del id 0 10.0.1.1`,
+				Action: endpointDel,
+			},
+			{
+				Name:      "change",
+				Usage:     "change the backup/fullmesh flags of an endpoint, found by id or address; other flags are kept",
+				ArgsUsage: "id N|ADDR [backup|nobackup|fullmesh|nofullmesh]...",
+				Description: `Only the flags named change (unlike ip mptcp endpoint change, which
+   clears fullmesh when you set backup). A backup change is sent to the peers
+   of existing connections (MP_PRIO). Examples:
+   gigapath endpoint change id 7 backup
+   gigapath endpoint change 10.0.2.2 nobackup fullmesh`,
+				Action: endpointChange,
+			},
+			{
+				Name:      "show",
+				Usage:     "list endpoints, or one by id",
+				ArgsUsage: "[id N]",
+				Description: `Examples:
+   gigapath endpoint show
+   gigapath endpoint show id 7 -j
+   JSON: [{"id":7,"address":"10.0.2.2","port":0,"dev":"lte0","flags":["subflow","backup"]}]`,
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"}},
+				Action: endpointShow,
+			},
+			{
+				Name:  "flush",
+				Usage: "delete every endpoint",
+				Description: `Example:
+   gigapath --netns cli endpoint flush`,
+				Action: endpointFlush,
+			},
+		},
+	})
+}
+
+// pmArgs walks positional, iproute2-style arguments. cmd names the
+// command in error messages ("endpoint add").
+type pmArgs struct {
+	cmd  string
+	args []string
+	i    int
+	json bool
+}
+
+// newPMArgs takes the arguments of c, pulling out -j/--json given after the
+// keywords (the flag package stops at the first positional argument).
+func newPMArgs(cmd string, args []string) *pmArgs {
+	p := &pmArgs{cmd: cmd}
+	for _, a := range args {
+		if a == "-j" || a == "--json" || a == "-json" {
+			p.json = true
+			continue
+		}
+		p.args = append(p.args, a)
+	}
+	return p
+}
+
+func (p *pmArgs) more() bool { return p.i < len(p.args) }
+
+func (p *pmArgs) next() string {
+	s := p.args[p.i]
+	p.i++
+	return s
+}
+
+// value returns the argument following keyword kw.
+func (p *pmArgs) value(kw, what string) (string, error) {
+	if !p.more() {
+		return "", usageErrorf("%s: %q needs a value: %s %s", p.cmd, kw, kw, what)
+	}
+	return p.next(), nil
+}
+
+func (p *pmArgs) unknown(tok, valid string) error {
+	return usageErrorf("%s: unknown argument %q (valid: %s)", p.cmd, tok, valid)
+}
+
+func (p *pmArgs) parseAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, usageErrorf("%s: bad address %q: want an IPv4 or IPv6 address such as 10.0.2.2 or fd00::2", p.cmd, s)
+	}
+	return a.Unmap(), nil
+}
+
+func (p *pmArgs) parseID(s string, min int) (uint8, error) {
+	n, err := strconv.ParseUint(s, 10, 8)
+	if err != nil || int(n) < min {
+		return 0, usageErrorf("%s: bad id %q: want %d..255", p.cmd, s, min)
+	}
+	return uint8(n), nil
+}
+
+func (p *pmArgs) parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, usageErrorf("%s: bad port %q: want 1..65535", p.cmd, s)
+	}
+	return uint16(n), nil
+}
+
+// parseToken accepts a connection token in decimal (as ss, ip monitor and
+// pm_nl_ctl print it) or in hex with 0x.
+func (p *pmArgs) parseToken(s string) (uint32, error) {
+	base, digits := 10, s
+	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		base, digits = 16, h
+	}
+	n, err := strconv.ParseUint(digits, base, 32)
+	if err != nil {
+		return 0, usageErrorf("%s: bad token %q: want a 32-bit connection token, decimal (3482749567) or hex (0xcf96a37f)", p.cmd, s)
+	}
+	return uint32(n), nil
+}
+
+// endpointFlagWords are the flags a user may give to endpoint add
+// (implicit is set by the kernel only).
+const endpointFlagWords = "signal, subflow, backup, fullmesh, laminar"
+
+// endpointAddArgs is the parsed form of `endpoint add`.
+type endpointAddArgs struct {
+	ep  pathmgr.Endpoint
+	dev string
+}
+
+func parseEndpointAdd(args []string) (endpointAddArgs, error) {
+	p := newPMArgs("endpoint add", args)
+	const valid = "ADDR, port P, dev IF, id N, " + endpointFlagWords
+	var r endpointAddArgs
+	for p.more() {
+		tok := p.next()
+		var err error
+		switch tok {
+		case "port":
+			var v string
+			if v, err = p.value(tok, "1..65535"); err == nil {
+				r.ep.Port, err = p.parsePort(v)
+			}
+		case "dev":
+			r.dev, err = p.value(tok, "INTERFACE")
+		case "id":
+			var v string
+			if v, err = p.value(tok, "1..255"); err == nil {
+				r.ep.ID, err = p.parseID(v, 1)
+			}
+		default:
+			if f, ok := pathmgr.ParseEndpointFlag(tok); ok && f != pathmgr.FlagImplicit {
+				r.ep.Flags |= f
+				continue
+			}
+			if r.ep.Addr.IsValid() || !looksLikeAddr(tok) {
+				return r, p.unknown(tok, valid)
+			}
+			r.ep.Addr, err = p.parseAddr(tok)
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	if !r.ep.Addr.IsValid() {
+		return r, usageErrorf("endpoint add: missing the address: gigapath endpoint add ADDR [port P] [dev IF] [id N] [%s]...", strings.ReplaceAll(endpointFlagWords, ", ", "|"))
+	}
+	return r, nil
+}
+
+// looksLikeAddr tells an address attempt (to be reported as a bad address)
+// from an unknown keyword.
+func looksLikeAddr(s string) bool {
+	return strings.ContainsAny(s, ".:") || (s != "" && s[0] >= '0' && s[0] <= '9')
+}
+
+func endpointAdd(c *cli.Context) error {
+	r, err := parseEndpointAdd(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	if r.dev != "" {
+		if r.ep.IfIndex, err = ifIndex(netnsName(c), r.dev); err != nil {
+			return err
+		}
+	}
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	return pm.AddEndpoint(r.ep)
+}
+
+// endpointDelArgs is the parsed form of `endpoint del`.
+type endpointDelArgs struct {
+	id   uint8
+	addr netip.Addr
+}
+
+func parseEndpointDel(args []string) (endpointDelArgs, error) {
+	p := newPMArgs("endpoint del", args)
+	var r endpointDelArgs
+	hasID := false
+	for p.more() {
+		tok := p.next()
+		var err error
+		switch {
+		case tok == "id":
+			var v string
+			if v, err = p.value(tok, "0..255"); err == nil {
+				r.id, err = p.parseID(v, 0)
+				hasID = true
+			}
+		case !r.addr.IsValid() && looksLikeAddr(tok):
+			r.addr, err = p.parseAddr(tok)
+		default:
+			return r, p.unknown(tok, "id N, ADDR")
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	if !hasID {
+		return r, usageErrorf("endpoint del: missing the id: gigapath endpoint del id N [ADDR] (ids from `gigapath endpoint show`)")
+	}
+	if r.id == 0 && !r.addr.IsValid() {
+		return r, usageErrorf("endpoint del: id 0 (the initial subflow's address) needs the address too: gigapath endpoint del id 0 ADDR")
+	}
+	return r, nil
+}
+
+func endpointDel(c *cli.Context) error {
+	r, err := parseEndpointDel(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	return pm.DeleteEndpoint(r.id, r.addr)
+}
+
+// endpointChangeArgs is the parsed form of `endpoint change`: the
+// endpoint (by id or address) and the flags to set and to clear.
+type endpointChangeArgs struct {
+	id         uint8
+	addr       netip.Addr
+	set, clear pathmgr.EndpointFlags
+}
+
+func parseEndpointChange(args []string) (endpointChangeArgs, error) {
+	p := newPMArgs("endpoint change", args)
+	const valid = "id N, ADDR, backup, nobackup, fullmesh, nofullmesh"
+	var r endpointChangeArgs
+	for p.more() {
+		tok := p.next()
+		var err error
+		switch tok {
+		case "id":
+			var v string
+			if v, err = p.value(tok, "1..255"); err == nil {
+				r.id, err = p.parseID(v, 1)
+			}
+		case "backup":
+			r.set, r.clear = r.set|pathmgr.FlagBackup, r.clear&^pathmgr.FlagBackup
+		case "nobackup":
+			r.set, r.clear = r.set&^pathmgr.FlagBackup, r.clear|pathmgr.FlagBackup
+		case "fullmesh":
+			r.set, r.clear = r.set|pathmgr.FlagFullmesh, r.clear&^pathmgr.FlagFullmesh
+		case "nofullmesh":
+			r.set, r.clear = r.set&^pathmgr.FlagFullmesh, r.clear|pathmgr.FlagFullmesh
+		default:
+			if r.addr.IsValid() || !looksLikeAddr(tok) {
+				return r, p.unknown(tok, valid)
+			}
+			r.addr, err = p.parseAddr(tok)
+		}
+		if err != nil {
+			return r, err
+		}
+	}
+	if r.id == 0 && !r.addr.IsValid() {
+		return r, usageErrorf("endpoint change: say which endpoint: gigapath endpoint change id N|ADDR [backup|nobackup|fullmesh|nofullmesh]")
+	}
+	if r.set == 0 && r.clear == 0 {
+		return r, usageErrorf("endpoint change: nothing to change: give backup, nobackup, fullmesh or nofullmesh")
+	}
+	return r, nil
+}
+
+func endpointChange(c *cli.Context) error {
+	r, err := parseEndpointChange(c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	// The kernel sets backup and fullmesh together from the request, so
+	// start from the endpoint's current flags to keep the ones not named.
+	cur, err := findEndpoint(pm, r.id, r.addr)
+	if err != nil {
+		return err
+	}
+	flags := (cur.Flags | r.set) &^ r.clear
+	return pm.SetEndpointFlags(r.id, r.addr, flags)
+}
+
+func findEndpoint(pm *pathmgr.Client, id uint8, addr netip.Addr) (pathmgr.Endpoint, error) {
+	if id != 0 {
+		e, err := pm.Endpoint(id)
+		if err != nil {
+			return e, fmt.Errorf("endpoint id %d: %w", id, err)
+		}
+		return e, nil
+	}
+	eps, err := pm.Endpoints()
+	if err != nil {
+		return pathmgr.Endpoint{}, err
+	}
+	for _, e := range eps {
+		if e.Addr == addr {
+			return e, nil
+		}
+	}
+	return pathmgr.Endpoint{}, fmt.Errorf("endpoint change: no endpoint with address %s (see `gigapath endpoint show`): %w", addr, os.ErrNotExist)
+}
+
+// endpointJSON is one element of `endpoint show -j`.
+type endpointJSON struct {
+	ID      uint8    `json:"id"`
+	Address string   `json:"address"`
+	Port    uint16   `json:"port"`
+	Dev     string   `json:"dev"`
+	IfIndex int      `json:"if_idx,omitempty"`
+	Flags   []string `json:"flags"`
+}
+
+func endpointShow(c *cli.Context) error {
+	p := newPMArgs("endpoint show", c.Args().Slice())
+	var id uint8
+	for p.more() {
+		tok := p.next()
+		if tok != "id" {
+			return p.unknown(tok, "id N")
+		}
+		v, err := p.value(tok, "1..255")
+		if err != nil {
+			return err
+		}
+		if id, err = p.parseID(v, 1); err != nil {
+			return err
+		}
+	}
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	var eps []pathmgr.Endpoint
+	if id != 0 {
+		e, err := pm.Endpoint(id)
+		if err != nil {
+			return err
+		}
+		eps = []pathmgr.Endpoint{e}
+	} else if eps, err = pm.Endpoints(); err != nil {
+		return err
+	}
+	names := ifNames(netnsName(c))
+	if p.json || jsonOutput(c) {
+		out := make([]endpointJSON, 0, len(eps))
+		for _, e := range eps {
+			out = append(out, endpointJSON{ID: e.ID, Address: e.Addr.String(), Port: e.Port,
+				Dev: names[e.IfIndex], IfIndex: e.IfIndex, Flags: e.Flags.Strings()})
+		}
+		return printJSON(out)
+	}
+	for _, e := range eps {
+		fmt.Println(formatEndpoint(e, names))
+	}
+	return nil
+}
+
+// formatEndpoint prints an endpoint as `ip mptcp endpoint show` does:
+// "10.0.2.2 port 5 id 7 subflow backup dev lte0".
+func formatEndpoint(e pathmgr.Endpoint, names map[int]string) string {
+	var b strings.Builder
+	b.WriteString(e.Addr.String())
+	if e.Port != 0 {
+		fmt.Fprintf(&b, " port %d", e.Port)
+	}
+	fmt.Fprintf(&b, " id %d", e.ID)
+	if e.Flags != 0 {
+		b.WriteString(" " + e.Flags.String())
+	}
+	if e.IfIndex != 0 {
+		if n, ok := names[e.IfIndex]; ok {
+			b.WriteString(" dev " + n)
+		} else {
+			fmt.Fprintf(&b, " dev if%d", e.IfIndex)
+		}
+	}
+	return b.String()
+}
+
+func endpointFlush(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageErrorf("endpoint flush: unexpected argument %q (flush takes none)", c.Args().First())
+	}
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	return pm.FlushEndpoints()
+}
+
+// pmDial opens a path-manager client in the namespace of --netns.
+func pmDial(c *cli.Context) (*pathmgr.Client, error) {
+	return pathmgr.Dial(&pathmgr.Config{NetNS: netnsName(c)})
+}
+
+// rtnlDial opens an rtnetlink socket in the namespace netns names (a name
+// under /run/netns or an absolute path), or the current one.
+func rtnlDial(netns string) (*rtnetlink.Conn, error) {
+	cfg := &netlink.Config{}
+	if netns != "" {
+		p := netns
+		if !strings.HasPrefix(p, "/") {
+			p = "/run/netns/" + p
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("network namespace %q: %w", netns, err)
+		}
+		defer f.Close()
+		cfg.NetNS = int(f.Fd())
+	}
+	return rtnetlink.Dial(cfg)
+}
+
+// ifNames maps interface indexes to names in the namespace (best effort:
+// an empty map if the links cannot be listed).
+func ifNames(netns string) map[int]string {
+	names := map[int]string{}
+	conn, err := rtnlDial(netns)
+	if err != nil {
+		return names
+	}
+	defer conn.Close()
+	links, err := conn.Link.List()
+	if err != nil {
+		return names
+	}
+	for _, l := range links {
+		if l.Attributes != nil {
+			names[int(l.Index)] = l.Attributes.Name
+		}
+	}
+	return names
+}
+
+// ifIndex resolves an interface name in the namespace; an unknown name is
+// a usage error listing the interfaces that exist.
+func ifIndex(netns, name string) (int, error) {
+	conn, err := rtnlDial(netns)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	links, err := conn.Link.List()
+	if err != nil {
+		return 0, fmt.Errorf("list interfaces: %w", err)
+	}
+	var have []string
+	for _, l := range links {
+		if l.Attributes == nil {
+			continue
+		}
+		if l.Attributes.Name == name {
+			return int(l.Index), nil
+		}
+		have = append(have, l.Attributes.Name)
+	}
+	where := "this namespace"
+	if netns != "" {
+		where = "namespace " + netns
+	}
+	return 0, usageErrorf("dev %q: no such interface in %s (have: %s)", name, where, strings.Join(have, ", "))
+}
