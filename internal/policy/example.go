@@ -4,49 +4,51 @@ package policy
 // `gigapath config example`. A test checks that it parses and that its
 // values are the documented defaults where it says so.
 const example = `# gigapath policy — reference configuration.
-# Every key is shown; commented values are the defaults.
+# Every key is shown with its default. A '#' directly before a key marks
+# an optional setting: delete the '#' to use it.
 # Reference: docs/policy.md. Check a file with: gigapath config check FILE
 
 # Which end of MPTCP connections this node is: client | server.
 side: client
 
-# userspace: gigapath is the path manager (net.mptcp.path_manager=userspace);
-# kernel: the in-kernel PM, gigapath keeps its endpoints and limits.
+# Which path manager: "userspace" (gigapath itself, net.mptcp.path_manager
+# userspace) or "kernel" (the in-kernel PM; gigapath keeps its endpoints
+# and limits).
 path_manager: userspace
 
 # aggregate | active-standby | handover | priority
 steering: aggregate
 
 # Optional MPTCP packet scheduler (kernel or BPF, see gigapath sched list).
-# scheduler: default
+#scheduler: default
 
 # The interfaces MPTCP may use. Each has name (exact) or match (a glob).
 interfaces:
   - name: wifi0
     role: wifi            # wifi | lte | ethernet | other
-    # backup: false       # subflows marked backup (MP_PRIO); default true
-    #                     # for role lte under active-standby
-    # max_subflows: 1     # subflows per connection on this interface (1-8)
-    # congestion: cubic   # TCP congestion control of its subflows (eBPF sockops)
-    # mark: 0             # fwmark of its subflows
+    #backup: false        # subflows marked backup (MP_PRIO); default: true
+                          # for role lte under active-standby, else false
+    #max_subflows: 1      # subflows per connection on this interface (1-8)
+    #congestion: cubic    # TCP congestion control of its subflows (eBPF sockops)
+    #mark: 0              # fwmark of its subflows (0: none)
   - name: lte0
     role: lte
-  # - match: "eth*"
-  #   role: ethernet
+  #- match: "eth*"        # a glob instead of a name
+  #  role: ethernet
 
 # Server side only: what to advertise to each connection (ADD_ADDR).
-# announce:
-#   - interface: lte0     # every address of this interface, or
-#   - address: 192.0.2.10 # one address
-#     port: 443           # optional; default: the connection's port
+#announce:
+#  - interface: lte0      # every address of this interface, or
+#  - address: 192.0.2.10  # one address
+#    port: 443            # optional; default: the connection's port
 
 # MPTCP limits per connection (the kernel allows at most 8 each).
 limits:
   subflows: 4
   add_addr_accepted: 4
 
-# managed: a routing table and a "from ADDR lookup TABLE" rule per
-# interface, so each subflow leaves by its own interface. off: leave
+# Mode "managed": a routing table and a "from ADDR lookup TABLE" rule per
+# interface, so each subflow leaves by its own interface; "off": leave
 # routing alone. Short form: "routing: off".
 routing:
   mode: managed
@@ -87,8 +89,8 @@ log:
 skip_link_local: true
 
 # The SOCKS5 relay's own section, decoded by the relay (docs/relay.md).
-# relay:
-#   listen: 127.0.0.1:1080
+#relay:
+#  listen: 127.0.0.1:1080
 `
 
 // Example returns the commented reference configuration. It parses as is.

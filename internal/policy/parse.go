@@ -314,17 +314,16 @@ func Parse(b []byte) (*Policy, error) {
 		return nil, Errors{{Line: doc.Line, Msg: "the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)"}}
 	}
 	c.walk(doc, reflect.TypeOf(rawFile{}), "")
-	if len(c.errs) > 0 {
-		return nil, c.errs
-	}
 	var raw rawFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+	// With unknown keys already reported, decode leniently to find the
+	// other problems too; otherwise strictly, as a second guard.
+	dec.KnownFields(len(c.errs) == 0)
 	if err := dec.Decode(&raw); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			c.typeErrors(te)
-			return nil, c.errs
+			return nil, c.sorted()
 		}
 		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
@@ -334,10 +333,21 @@ func Parse(b []byte) (*Policy, error) {
 	}
 	p := c.validate(&raw)
 	if len(c.errs) > 0 {
-		sort.SliceStable(c.errs, func(i, j int) bool { return c.errs[i].Line < c.errs[j].Line })
-		return nil, c.errs
+		return nil, c.sorted()
 	}
 	return p, nil
+}
+
+// sorted returns the errors in file order (errors without a line last).
+func (c *checker) sorted() Errors {
+	sort.SliceStable(c.errs, func(i, j int) bool {
+		li, lj := c.errs[i].Line, c.errs[j].Line
+		if li == 0 || lj == 0 {
+			return li != 0 && lj == 0
+		}
+		return li < lj
+	})
+	return c.errs
 }
 
 func oneOf[T ~string](c *checker, p string, v *string, def T, valid ...T) T {

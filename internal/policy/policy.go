@@ -98,40 +98,40 @@ const (
 
 // Policy is a validated configuration. Build one with Parse or Load.
 type Policy struct {
-	Side        Side
-	PathManager PathManager
-	Steering    Steering
+	Side        Side        `json:"side"`
+	PathManager PathManager `json:"path_manager"`
+	Steering    Steering    `json:"steering"`
 	// Scheduler names an MPTCP packet scheduler (kernel or BPF) to select
 	// with net.mptcp.scheduler; empty keeps the kernel's.
-	Scheduler  string
-	Interfaces []Interface
+	Scheduler  string      `json:"scheduler"`
+	Interfaces []Interface `json:"interfaces"`
 	// Announce lists what the server side advertises (ADD_ADDR).
-	Announce      []Announce
-	Limits        Limits
-	Routing       Routing
-	Priority      Priority
-	Handover      Handover
-	Metrics       Metrics
-	StatusSocket  string // empty disables the status socket
-	Log           Log
-	SkipLinkLocal bool
+	Announce      []Announce `json:"announce"`
+	Limits        Limits     `json:"limits"`
+	Routing       Routing    `json:"routing"`
+	Priority      Priority   `json:"priority"`
+	Handover      Handover   `json:"handover"`
+	Metrics       Metrics    `json:"metrics"`
+	StatusSocket  string     `json:"status_socket"` // empty disables the status socket
+	Log           Log        `json:"log"`
+	SkipLinkLocal bool       `json:"skip_link_local"`
 	// Relay is the raw `relay:` mapping, nil when absent. The relay decodes
 	// it with its own strict struct; policy only checks it is a mapping.
-	Relay *yaml.Node
+	Relay *yaml.Node `json:"-"`
 }
 
 // Interface is one entry of `interfaces:`. Exactly one of Name and Match is
 // set.
 type Interface struct {
-	Name  string // exact interface name
-	Match string // glob (path.Match syntax), e.g. "wlan*"
-	Role  Role
+	Name  string `json:"name,omitempty"`  // exact interface name
+	Match string `json:"match,omitempty"` // glob (path.Match syntax), e.g. "wlan*"
+	Role  Role   `json:"role"`
 	// Backup marks the interface's subflows as backup (MP_PRIO). Defaults to
 	// true for the lte role under active-standby, false otherwise.
-	Backup      bool
-	MaxSubflows int    // subflows per connection on this interface (≥1)
-	Congestion  string // TCP congestion control for its subflows, "" = host default
-	Mark        uint32 // fwmark for its subflows, 0 = none
+	Backup      bool   `json:"backup"`
+	MaxSubflows int    `json:"max_subflows"`         // subflows per connection on this interface (≥1)
+	Congestion  string `json:"congestion,omitempty"` // TCP congestion control for its subflows, "" = host default
+	Mark        uint32 `json:"mark,omitempty"`       // fwmark for its subflows, 0 = none
 }
 
 // Key is the name or the pattern that identifies the entry.
@@ -153,22 +153,22 @@ func (i *Interface) Matches(ifname string) bool {
 
 // Announce is one address (or the addresses of one interface) to advertise.
 type Announce struct {
-	Address   netip.Addr // set, or
-	Interface string     // the interface whose addresses are advertised
-	Port      uint16     // 0 = the connection's port
+	Address   netip.Addr `json:"address,omitzero"`    // set, or
+	Interface string     `json:"interface,omitempty"` // the interface whose addresses are advertised
+	Port      uint16     `json:"port,omitempty"`      // 0 = the connection's port
 }
 
 // Limits are the MPTCP per-connection limits (net.mptcp limits).
 type Limits struct {
-	Subflows        int
-	AddAddrAccepted int
+	Subflows        int `json:"subflows"`
+	AddAddrAccepted int `json:"add_addr_accepted"`
 }
 
 // Routing configures the per-interface tables and source rules.
 type Routing struct {
-	Mode         RoutingMode
-	TableBase    uint32 // table of an interface = TableBase + ifindex
-	RulePriority uint32 // priority of the `from ADDR lookup TABLE` rules
+	Mode         RoutingMode `json:"mode"`
+	TableBase    uint32      `json:"table_base"`    // table of an interface = TableBase + ifindex
+	RulePriority uint32      `json:"rule_priority"` // priority of the `from ADDR lookup TABLE` rules
 }
 
 // Priority holds the thresholds of the priority steering mode: the primary
@@ -176,10 +176,10 @@ type Routing struct {
 // taken back once both are below the thresholds lowered by
 // HysteresisPercent for at least Hold.
 type Priority struct {
-	RTT               time.Duration
-	LossPercent       float64
-	HysteresisPercent float64
-	Hold              time.Duration
+	RTT               time.Duration `json:"rtt"`
+	LossPercent       float64       `json:"loss_percent"`
+	HysteresisPercent float64       `json:"hysteresis_percent"`
+	Hold              time.Duration `json:"hold"`
 }
 
 // Handover holds the health checks of the handover mode: a primary path is
@@ -187,22 +187,22 @@ type Priority struct {
 // RTT or loss above LossPercent; backup subflows are closed again once the
 // primary has been healthy for Hold.
 type Handover struct {
-	RTT         time.Duration
-	LossPercent float64
-	Interval    time.Duration
-	Failures    int
-	Hold        time.Duration
+	RTT         time.Duration `json:"rtt"`
+	LossPercent float64       `json:"loss_percent"`
+	Interval    time.Duration `json:"interval"`
+	Failures    int           `json:"failures"`
+	Hold        time.Duration `json:"hold"`
 }
 
 // Metrics configures the Prometheus endpoint. Empty Listen disables it.
 type Metrics struct {
-	Listen string
+	Listen string `json:"listen"`
 }
 
 // Log configures logging.
 type Log struct {
-	Level  string // debug, info, warn, error
-	Format string // text, json
+	Level  string `json:"level"`  // debug, info, warn, error
+	Format string `json:"format"` // text, json
 }
 
 // InterfaceFor returns the policy entry for the interface named ifname:
@@ -232,6 +232,10 @@ func (p *Policy) Summary() string {
 		}
 		ifs = append(ifs, s)
 	}
-	return fmt.Sprintf("side %s, path_manager %s, steering %s, routing %s, %d interfaces (%s)",
-		p.Side, p.PathManager, p.Steering, p.Routing.Mode, len(p.Interfaces), strings.Join(ifs, ", "))
+	noun := "interfaces"
+	if len(ifs) == 1 {
+		noun = "interface"
+	}
+	return fmt.Sprintf("side %s, path_manager %s, steering %s, routing %s, %d %s (%s)",
+		p.Side, p.PathManager, p.Steering, p.Routing.Mode, len(ifs), noun, strings.Join(ifs, ", "))
 }

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gigapathBinary builds the real command into the test's temporary
+// directory (the build cache makes the second build cheap).
+func gigapathBinary(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("the go tool is not in PATH, the binary cannot be built")
+	}
+	bin := filepath.Join(t.TempDir(), "gigapath")
+	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	return bin
+}
+
+func runBinary(t *testing.T, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigExampleChecksOK(t *testing.T) {
+	bin := gigapathBinary(t)
+	code, example, stderr := runBinary(t, bin, "config", "example")
+	if code != 0 || !strings.Contains(example, "interfaces:") {
+		t.Fatalf("config example: exit %d, stderr %q, output %q", code, stderr, example)
+	}
+	f := writeFile(t, "example.yaml", example)
+	code, out, stderr := runBinary(t, bin, "config", "check", f)
+	want := "ok: " + f + ": side client, path_manager userspace, steering aggregate, routing managed, 2 interfaces (wifi0 wifi, lte0 lte)\n"
+	if code != 0 || out != want {
+		t.Errorf("config check of the example: exit %d, stdout %q, stderr %q; want 0 and %q", code, out, stderr, want)
+	}
+	code, out, _ = runBinary(t, bin, "-j", "config", "check", f)
+	var v struct {
+		OK     bool `json:"ok"`
+		Policy struct {
+			Interfaces []struct {
+				Name, Role string
+			} `json:"interfaces"`
+		} `json:"policy"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || !v.OK || len(v.Policy.Interfaces) != 2 || v.Policy.Interfaces[1].Role != "lte" {
+		t.Errorf("config check -j: exit %d, %v, %+v\n%s", code, err, v, out)
+	}
+}
+
+// TestConfigCheckExitCodes runs the built binary on each bad-config class
+// of the issue: exit 2 and a message naming the problem.
+func TestConfigCheckExitCodes(t *testing.T) {
+	bin := gigapathBinary(t)
+	const ifs = "interfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"
+	for _, tt := range []struct {
+		name, config, want string
+	}{
+		{"unknown key", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
+			"line 2: steerin: unknown key; valid keys: side, path_manager, steering,"},
+		{"bad role", "path_manager: userspace\ninterfaces:\n  - name: lte0\n    role: 4g\n",
+			`line 4: interfaces[0].role: "4g" is not valid; use one of wifi, lte, ethernet, other`},
+		{"missing interface name", "path_manager: userspace\ninterfaces:\n  - role: lte\n",
+			"line 3: interfaces[0]: has neither name nor match; set name"},
+		{"bad address", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 192.0.2.300\n",
+			`line 9: announce[0].address: "192.0.2.300" is not an IP address`},
+		{"bad steering", "path_manager: userspace\nsteering: turbo\n" + ifs,
+			`line 2: steering: "turbo" is not valid; use one of aggregate, active-standby, handover, priority`},
+		{"limits above 8", "path_manager: userspace\nlimits: {subflows: 16}\n" + ifs,
+			"line 2: limits.subflows: 16 is out of range; use 0 to 8"},
+		{"duplicate interface", "path_manager: userspace\n" + ifs + "  - name: lte0\n    role: lte\n",
+			`line 7: interfaces[2].name: "lte0" is already used by interfaces[1]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := writeFile(t, "bad.yaml", tt.config)
+			code, out, stderr := runBinary(t, bin, "config", "check", f)
+			if code != 2 || out != "" || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, f) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and a message naming %s and containing %q", code, out, stderr, f, tt.want)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "none.yaml")
+		code, _, stderr := runBinary(t, bin, "config", "check", missing)
+		if code != 2 || !strings.Contains(stderr, "no such file") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+	t.Run("no file", func(t *testing.T) {
+		code, _, stderr := runBinary(t, bin, "config", "check")
+		if code != 2 || !strings.Contains(stderr, "want exactly one FILE") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+}

@@ -1,0 +1,372 @@
+package policy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+)
+
+const minimal = `path_manager: userspace        # or: kernel
+steering: aggregate            # or: active-standby, handover, priority
+interfaces:
+  - name: wifi0
+    role: wifi                 # wifi | lte | ethernet | other
+  - name: lte0
+    role: lte
+`
+
+func mustParse(t *testing.T, s string) *Policy {
+	t.Helper()
+	p, err := Parse([]byte(s))
+	if err != nil {
+		t.Fatalf("Parse:\n%s\nerror:\n%v", s, err)
+	}
+	return p
+}
+
+func TestParseMinimal(t *testing.T) {
+	p := mustParse(t, minimal)
+	want := &Policy{
+		Side:        SideClient,
+		PathManager: PMUserspace,
+		Steering:    SteerAggregate,
+		Interfaces: []Interface{
+			{Name: "wifi0", Role: RoleWiFi, MaxSubflows: 1},
+			{Name: "lte0", Role: RoleLTE, MaxSubflows: 1},
+		},
+		Limits:  Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
+		Routing: Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
+		Priority: Priority{RTT: 200 * time.Millisecond, LossPercent: 5,
+			HysteresisPercent: 20, Hold: 5 * time.Second},
+		Handover: Handover{RTT: 500 * time.Millisecond, LossPercent: 20,
+			Interval: time.Second, Failures: 3, Hold: 3 * time.Second},
+		Metrics:       Metrics{Listen: "127.0.0.1:9477"},
+		StatusSocket:  "/run/gigapath/status.sock",
+		Log:           Log{Level: "info", Format: "text"},
+		SkipLinkLocal: true,
+	}
+	if d := cmp.Diff(want, p); d != "" {
+		t.Errorf("minimal policy (-want +got):\n%s", d)
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	p := mustParse(t, `
+side: server
+path_manager: kernel
+steering: active-standby
+scheduler: redundant
+interfaces:
+  - name: eth0
+    role: ethernet
+    max_subflows: 2
+    congestion: bbr
+    mark: 0x10
+  - match: "wwan*"
+    role: lte
+announce:
+  - interface: eth0
+  - address: "2001:db8::10"
+    port: 8443
+limits: {subflows: 8, add_addr_accepted: 0}
+routing:
+  mode: managed
+  table_base: 5000
+  rule_priority: 200
+metrics: {listen: ""}
+status_socket: ""
+log: {level: debug, format: json}
+skip_link_local: false
+relay:
+  listen: 127.0.0.1:1080
+  anything: [1, 2]
+`)
+	if p.Side != SideServer || p.PathManager != PMKernel || p.Steering != SteerActiveStandby || p.Scheduler != "redundant" {
+		t.Errorf("top level: %+v", p)
+	}
+	if d := cmp.Diff([]Interface{
+		{Name: "eth0", Role: RoleEthernet, MaxSubflows: 2, Congestion: "bbr", Mark: 0x10},
+		{Match: "wwan*", Role: RoleLTE, MaxSubflows: 1, Backup: true}, // lte is backup under active-standby
+	}, p.Interfaces); d != "" {
+		t.Errorf("interfaces (-want +got):\n%s", d)
+	}
+	if len(p.Announce) != 2 || p.Announce[0].Interface != "eth0" || p.Announce[1].Address.String() != "2001:db8::10" || p.Announce[1].Port != 8443 {
+		t.Errorf("announce: %+v", p.Announce)
+	}
+	if p.Limits != (Limits{8, 0}) || p.Routing != (Routing{RoutingManaged, 5000, 200}) {
+		t.Errorf("limits %+v routing %+v", p.Limits, p.Routing)
+	}
+	if p.Metrics.Listen != "" || p.StatusSocket != "" || p.Log != (Log{"debug", "json"}) || p.SkipLinkLocal {
+		t.Errorf("observation: %+v %q %+v %v", p.Metrics, p.StatusSocket, p.Log, p.SkipLinkLocal)
+	}
+	// The relay section stays raw for the relay's own strict decoder.
+	if p.Relay == nil {
+		t.Fatal("relay section lost")
+	}
+	var relay struct {
+		Listen   string `yaml:"listen"`
+		Anything []int  `yaml:"anything"`
+	}
+	if err := p.Relay.Decode(&relay); err != nil || relay.Listen != "127.0.0.1:1080" || len(relay.Anything) != 2 {
+		t.Errorf("relay decode: %+v, %v", relay, err)
+	}
+}
+
+func TestRoutingShortForm(t *testing.T) {
+	p := mustParse(t, "routing: off\n"+minimal)
+	if p.Routing.Mode != RoutingOff || p.Routing.TableBase != DefaultTableBase {
+		t.Errorf("routing: off gave %+v", p.Routing)
+	}
+}
+
+// TestParseErrors covers every bad-config class of the issue and more: the
+// message must name the line, the key path, the bad value and what is valid.
+func TestParseErrors(t *testing.T) {
+	const ifs = "interfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"
+	tests := []struct {
+		name, in string
+		want     []string
+	}{
+		{"unknown key at top", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
+			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
+		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
+			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
+				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark`}},
+		{"bad role", "path_manager: userspace\n" + strings.Replace(ifs, "role: lte", "role: 4g", 1),
+			[]string{`line 6: interfaces[1].role: "4g" is not valid; use one of wifi, lte, ethernet, other`}},
+		{"missing interface name", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n  - role: lte\n",
+			[]string{`line 5: interfaces[1]: has neither name nor match; set name (an interface name such as "wlan0") or match (a glob such as "wwan*")`}},
+		{"name and match", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    match: wl*\n    role: wifi\n",
+			[]string{`line 3: interfaces[0]: has both name and match; set only one`}},
+		{"bad interface name", "path_manager: userspace\ninterfaces:\n  - name: a/very/long/interface\n    role: wifi\n",
+			[]string{`line 3: interfaces[0].name: "a/very/long/interface" is not a valid interface name; want 1-15 characters without '/', ':' or whitespace`}},
+		{"bad glob", "path_manager: userspace\ninterfaces:\n  - match: \"wl[\"\n    role: wifi\n",
+			[]string{`line 3: interfaces[0].match: "wl[" is not a valid glob; use *, ? and [...] as in "wlan*"`}},
+		{"duplicate interface", "path_manager: userspace\n" + ifs + "  - name: wifi0\n    role: other\n",
+			[]string{`line 7: interfaces[2].name: "wifi0" is already used by interfaces[0]; list each interface once`}},
+		{"bad address", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 10.0.0.300\n",
+			[]string{`line 9: announce[0].address: "10.0.0.300" is not an IP address; want e.g. 192.0.2.10 or 2001:db8::10`}},
+		{"loopback announce", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 127.0.0.1\n",
+			[]string{`line 9: announce[0].address: "127.0.0.1" cannot be announced; want a unicast address of this host`}},
+		{"announce unknown interface", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - interface: eth9\n",
+			[]string{`line 9: announce[0].interface: "eth9" is not in interfaces; list it there first`}},
+		{"announce on client", "path_manager: userspace\n" + ifs + "announce:\n  - interface: lte0\n",
+			[]string{`line 8: announce: only valid with side: server (the client side does not advertise addresses)`}},
+		{"bad port", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - interface: lte0\n    port: 70000\n",
+			[]string{`line 10: announce[0].port: "70000" is not valid; want an integer from 0 to 65535`}},
+		{"bad steering", "path_manager: userspace\nsteering: fastest\n" + ifs,
+			[]string{`line 2: steering: "fastest" is not valid; use one of aggregate, active-standby, handover, priority`}},
+		{"bad path manager", "path_manager: mptcpd\n" + ifs,
+			[]string{`line 1: path_manager: "mptcpd" is not valid; use one of userspace, kernel`}},
+		{"missing path manager", ifs,
+			[]string{`path_manager: missing; use one of userspace, kernel`}},
+		{"bad side", "side: both\npath_manager: userspace\n" + ifs,
+			[]string{`line 1: side: "both" is not valid; use one of client, server`}},
+		{"limits above 8", "path_manager: userspace\nlimits:\n  subflows: 9\n  add_addr_accepted: 12\n" + ifs,
+			[]string{`line 3: limits.subflows: 9 is out of range; use 0 to 8 (the kernel's maximum)`,
+				`line 4: limits.add_addr_accepted: 12 is out of range; use 0 to 8 (the kernel's maximum)`}},
+		{"limits not a number", "path_manager: userspace\nlimits: {subflows: many}\n" + ifs,
+			[]string{`line 2: limits.subflows: "many" is not valid; want an integer`}},
+		{"no interfaces", "path_manager: userspace\n",
+			[]string{`interfaces: missing; list at least one interface (name and role)`}},
+		{"active-standby without backup", "path_manager: userspace\nsteering: active-standby\ninterfaces:\n  - name: wifi0\n    role: wifi\n",
+			[]string{`line 2: steering: active-standby needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby)`}},
+		{"bad routing mode", "path_manager: userspace\nrouting: auto\n" + ifs,
+			[]string{`line 2: routing: "auto" is not valid; use one of managed, off`}},
+		{"bad routing table", "path_manager: userspace\nrouting:\n  mode: managed\n  table_base: 254\n" + ifs,
+			[]string{`line 4: routing.table_base: 254 is out of range; use 256 to 4294901759 (tables 253-255 are the kernel's; the table of an interface is table_base + its index)`}},
+		{"bad rule priority", "path_manager: userspace\nrouting: {rule_priority: 32766}\n" + ifs,
+			[]string{`line 2: routing.rule_priority: 32766 is out of range; use 1 to 32765 (below the main table's rule at 32766)`}},
+		{"bad duration", "path_manager: userspace\npriority:\n  hold: soon\n" + ifs,
+			[]string{`line 3: priority.hold: "soon" is not valid; want a positive duration such as 500ms, 3s or 1m`}},
+		{"bad percent", "path_manager: userspace\nhandover: {loss_percent: 150}\n" + ifs,
+			[]string{`line 2: handover.loss_percent: 150 is out of range; use 0 to 100`}},
+		{"bad metrics listen", "path_manager: userspace\nmetrics: {listen: localhost}\n" + ifs,
+			[]string{`line 2: metrics.listen: "localhost" is not valid; want HOST:PORT such as 127.0.0.1:9477 or [::1]:9477, or "" to disable`}},
+		{"relative status socket", "path_manager: userspace\nstatus_socket: gp.sock\n" + ifs,
+			[]string{`line 2: status_socket: "gp.sock" is not valid; want an absolute path such as /run/gigapath/status.sock, or "" to disable`}},
+		{"bad log format", "path_manager: userspace\nlog: {format: xml}\n" + ifs,
+			[]string{`line 2: log.format: "xml" is not valid; use one of text, json`}},
+		{"bad congestion", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    congestion: \"Reno!\"\n",
+			[]string{`line 5: interfaces[0].congestion: "Reno!" is not a valid congestion control name; want 1-15 of a-z, 0-9, _ such as cubic or bbr (see sysctl net.ipv4.tcp_available_congestion_control)`}},
+		{"relay not a mapping", "path_manager: userspace\nrelay: yes\n" + ifs,
+			[]string{`line 2: relay: want a mapping of the relay's keys (see docs/relay.md)`}},
+		{"top level list", "- a\n- b\n",
+			[]string{`line 1: the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)`}},
+		{"empty", "", []string{"the file is empty; see `gigapath config example`"}},
+		{"syntax", "path_manager: [\n", []string{"line 1: did not find expected node content"}},
+		{"duplicate key", "path_manager: userspace\npath_manager: kernel\n" + ifs,
+			[]string{`line 2: mapping key "path_manager" already defined at line 1`}},
+		{"several problems at once", "path_manager: userspace\nsteering: fast\nbogus: 1\ninterfaces:\n  - name: wifi0\n    role: 5g\n",
+			[]string{`line 2: steering: "fast" is not valid; use one of aggregate, active-standby, handover, priority`,
+				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
+				`line 6: interfaces[0].role: "5g" is not valid; use one of wifi, lte, ethernet, other`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse([]byte(tt.in))
+			if err == nil {
+				t.Fatalf("Parse accepted bad config:\n%s\ngot %+v", tt.in, p)
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error %T is not policy.Errors: %v", err, err)
+			}
+			var got []string
+			for _, e := range es {
+				got = append(got, e.Error())
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("errors (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestExampleParses(t *testing.T) {
+	p := mustParse(t, Example())
+	// The example shows the defaults: it must mean the same as the minimal
+	// form plus its two interfaces.
+	if d := cmp.Diff(mustParse(t, minimal), p); d != "" {
+		t.Errorf("example differs from the defaults (-minimal +example):\n%s", d)
+	}
+	// Its optional settings ('#' directly before a key, or '#' and two
+	// spaces for a continuation line) are valid too once uncommented.
+	var uncommented []string
+	n := 0
+	for _, l := range strings.Split(Example(), "\n") {
+		trim := strings.TrimLeft(l, " ")
+		if strings.HasPrefix(trim, "#") && len(trim) > 1 && (trim[1] != ' ' || strings.HasPrefix(trim, "#  ")) {
+			l = l[:len(l)-len(trim)] + trim[1:]
+			n++
+		}
+		uncommented = append(uncommented, l)
+	}
+	if n < 10 {
+		t.Fatalf("found only %d optional lines in the example", n)
+	}
+	text := strings.Replace(strings.Join(uncommented, "\n"), "side: client", "side: server", 1)
+	full, err := Parse([]byte(text))
+	if err != nil {
+		t.Fatalf("example with its commented keys turned on does not parse:\n%s\n%v", text, err)
+	}
+	if full.Scheduler != "default" || len(full.Interfaces) != 3 || len(full.Announce) != 2 || full.Relay == nil {
+		t.Errorf("uncommented example: scheduler %q, %d interfaces, %d announce, relay %v", full.Scheduler, len(full.Interfaces), len(full.Announce), full.Relay)
+	}
+}
+
+func TestInterfaceFor(t *testing.T) {
+	p := mustParse(t, `path_manager: userspace
+interfaces:
+  - match: "wl*"
+    role: wifi
+  - name: wlan1
+    role: other
+  - match: "*"
+    role: lte
+`)
+	for _, tt := range []struct {
+		ifname string
+		role   Role
+	}{{"wlan0", RoleWiFi}, {"wlan1", RoleOther}, {"rmnet0", RoleLTE}} {
+		i, ok := p.InterfaceFor(tt.ifname)
+		if !ok || i.Role != tt.role {
+			t.Errorf("InterfaceFor(%q) = %+v, %v; want role %s", tt.ifname, i, ok, tt.role)
+		}
+	}
+	p = mustParse(t, minimal)
+	if i, ok := p.InterfaceFor("eth0"); ok {
+		t.Errorf("InterfaceFor(eth0) = %+v, want none", i)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	old := mustParse(t, minimal)
+	if d := old.Diff(mustParse(t, minimal)); !d.Empty() {
+		t.Errorf("same policy: diff %+v", d)
+	}
+	nw := mustParse(t, `path_manager: kernel
+steering: active-standby
+limits: {subflows: 2}
+routing: {table_base: 2000}
+relay: {listen: ":1080"}
+interfaces:
+  - name: wifi0
+    role: wifi
+  - name: lte0
+    role: lte
+    max_subflows: 2
+  - name: eth0
+    role: ethernet
+`)
+	d := Compare(old, nw)
+	want := Diff{
+		Added:              []Interface{{Name: "eth0", Role: RoleEthernet, MaxSubflows: 1}},
+		Changed:            []InterfaceChange{{Old: old.Interfaces[1], New: nw.Interfaces[1]}},
+		PathManagerChanged: true,
+		SteeringChanged:    true,
+		LimitsChanged:      true,
+		RoutingChanged:     true,
+		RelayChanged:       true,
+		NeedsRestart:       []string{"path_manager"},
+	}
+	if diff := cmp.Diff(want, d, cmp.Comparer(func(a, b *yaml.Node) bool { return a == b })); diff != "" {
+		t.Errorf("diff (-want +got):\n%s", diff)
+	}
+	back := Compare(nw, old)
+	if len(back.Removed) != 1 || back.Removed[0].Name != "eth0" || len(back.Added) != 0 {
+		t.Errorf("reverse diff: added %v removed %v", back.Added, back.Removed)
+	}
+	if all := Compare(nil, old); len(all.Added) != 2 {
+		t.Errorf("diff from nothing: %+v", all)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "gigapath.yaml")
+	if err := os.WriteFile(f, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte("path_manager: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(f)
+	if err == nil || !strings.HasPrefix(err.Error(), f+":\nline 1: path_manager:") {
+		t.Errorf("Load error does not name the file and line: %v", err)
+	}
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Errorf("Load error is not Errors with 2 problems: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want ErrNotExist", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(Example()))
+	f.Add([]byte("routing: off\nrelay: {a: b}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := Parse(b)
+		if err == nil && (p == nil || len(p.Interfaces) == 0) {
+			t.Fatalf("accepted a policy without interfaces: %q", b)
+		}
+		if err != nil {
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error is not a non-empty Errors: %v", err)
+			}
+		}
+	})
+}
