@@ -36,7 +36,7 @@ func ownCgroup(b *testing.B) string {
 // BenchmarkSockopsBulk: a bulk transfer between namespaces over veth, plain
 // TCP over one link and MPTCP over two, each with the sockops program
 // detached and attached (a policy that asks for the congestion control the
-// namespace uses anyway, telemetry on every RTT sample), side by side. Reports
+// namespace uses anyway, telemetry refreshed every round trip, send-share tracepoint), side by side. Reports
 // throughput (MB/s) and CPU seconds per GB moved (both ends in this
 // process).
 func BenchmarkSockopsBulk(b *testing.B) {

@@ -266,7 +266,7 @@ type Applied struct {
 }
 
 // SubflowStats is the latest telemetry of one TCP socket (an MPTCP subflow
-// when MPTCP is true) in the cgroup, updated on every RTT sample,
+// when MPTCP is true) in the cgroup, updated once per round trip (RTT_CB),
 // retransmission and state change.
 type SubflowStats struct {
 	Cookie uint64         `json:"cookie"`
