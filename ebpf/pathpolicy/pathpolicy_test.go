@@ -4,6 +4,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/gigapath/gigapath/ebpf/cgroup"
+	"github.com/gigapath/gigapath/internal/testbed"
 )
 
 func TestAddrKeyRoundTrip(t *testing.T) {
@@ -69,5 +72,30 @@ func TestShares(t *testing.T) {
 	got = Shares([]PathShare{{Local: a, Considered: 10}})
 	if got[a] != 0 {
 		t.Errorf("nothing chosen: %v", got)
+	}
+}
+
+// Supported agrees with what Load does on this kernel.
+func TestIntegrationSupported(t *testing.T) {
+	needRoot(t)
+	policy, share := Supported()
+	root, err := cgroup.Create(testbed.UniqueName("gigapath-test-support-"))
+	if err != nil {
+		t.Skip(err.Error())
+	}
+	t.Cleanup(func() { cgroup.Remove(root) })
+	p, err := Load(Options{Cgroup: root, NoSendShare: true})
+	if (err == nil) != (policy == nil) {
+		t.Fatalf("Supported() policy error %v, Load error %v", policy, err)
+	}
+	if err == nil {
+		p.Close()
+	}
+	p, err = Load(Options{Cgroup: root})
+	if policy == nil && (err == nil) != (share == nil) {
+		t.Fatalf("Supported() send-share error %v, Load error %v", share, err)
+	}
+	if err == nil {
+		p.Close()
 	}
 }
