@@ -39,12 +39,12 @@ func TestIntegrationMptcpifyRefused(t *testing.T) {
 		{"mptcpify", "run", "--", "true"},
 		{"mptcpify", "attach", "--cgroup", "gigapath-never-created"},
 	} {
-		code, _, errs := runCaptured(t, args...)
+		code, _, errs := ebpfCLIRun(t, args...)
 		if code != 1 || !strings.Contains(errs, serr.Error()) {
 			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", args, code, errs, serr)
 		}
 	}
-	code, out, errs := runCaptured(t, "-j", "mptcpify", "status")
+	code, out, errs := ebpfCLIRun(t, "-j", "mptcpify", "status")
 	var st mptcpifyState
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("status: exit %d %s %s", code, out, errs)
@@ -61,7 +61,7 @@ func TestMptcpifyUsage(t *testing.T) {
 		{"mptcpify", "run", "--", "/no/such/command"},
 		{"mptcpify", "attach"},
 	} {
-		if code, _, errs := runCaptured(t, args...); code != 2 {
+		if code, _, errs := ebpfCLIRun(t, args...); code != 2 {
 			t.Errorf("%v: exit %d (%s), want 2", args, code, errs)
 		}
 	}
@@ -75,7 +75,7 @@ func TestIntegrationMptcpifyRun(t *testing.T) {
 	if err := mptcpify.Supported(); err != nil {
 		t.Skip(err.Error())
 	}
-	code, out, errs := runCaptured(t, "mptcpify", "run", "--", "python3", "-c", protoScript)
+	code, out, errs := ebpfCLIRun(t, "mptcpify", "run", "--", "python3", "-c", protoScript)
 	if code != 0 || strings.TrimSpace(out) != "262" {
 		t.Fatalf("mptcpify run python3: exit %d, stdout %q, stderr %q; want 262", code, out, errs)
 	}
@@ -86,7 +86,7 @@ func TestIntegrationMptcpifyRun(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "gigapath-mptcpify-"+strconv.Itoa(os.Getpid()))); !os.IsNotExist(err) {
 		t.Fatalf("run left its cgroup behind: %v", err)
 	}
-	code, _, _ = runCaptured(t, "mptcpify", "run", "--", "sh", "-c", "exit 3")
+	code, _, _ = ebpfCLIRun(t, "mptcpify", "run", "--", "sh", "-c", "exit 3")
 	if code != 3 {
 		t.Fatalf("mptcpify run sh -c 'exit 3': exit %d, want 3", code)
 	}
@@ -106,16 +106,16 @@ func TestIntegrationMptcpifyAttachDetach(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cgroup.Remove(cg) })
-	if code, _, errs := runCaptured(t, "mptcpify", "attach", "--cgroup", cg); code != 0 {
+	if code, _, errs := ebpfCLIRun(t, "mptcpify", "attach", "--cgroup", cg); code != 0 {
 		t.Fatalf("attach: exit %d: %s", code, errs)
 	}
-	t.Cleanup(func() { runCaptured(t, "mptcpify", "detach") })
-	code, out, _ := runCaptured(t, "mptcpify", "status", "-j")
+	t.Cleanup(func() { ebpfCLIRun(t, "mptcpify", "detach") })
+	code, out, _ := ebpfCLIRun(t, "mptcpify", "status", "-j")
 	var st mptcpifyState
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || !st.Attached || len(st.Cgroups) != 1 || st.Cgroups[0].Path != cg {
 		t.Fatalf("status after attach: exit %d %s", code, out)
 	}
-	if code, _, errs := runCaptured(t, "mptcpify", "detach"); code != 0 {
+	if code, _, errs := ebpfCLIRun(t, "mptcpify", "detach"); code != 0 {
 		t.Fatalf("detach: exit %d: %s", code, errs)
 	}
 	if mptcpify.Pinned(mptcpify.DefaultPinDir) {

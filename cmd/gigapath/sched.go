@@ -104,12 +104,12 @@ func schedList(c *cli.Context) error {
 		if e.Registered {
 			note = "registered"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, yesNo(e.Available), yesNo(e.Active), note)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, schedYesNo(e.Available), schedYesNo(e.Active), note)
 	}
 	return w.Flush()
 }
 
-func yesNo(b bool) string {
+func schedYesNo(b bool) string {
 	if b {
 		return "yes"
 	}

@@ -12,14 +12,14 @@ import (
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
-var stdioMu sync.Mutex
+var ebpfStdioMu sync.Mutex
 
-// runCaptured runs the CLI in-process and returns its exit code, standard
+// ebpfCLIRun runs the CLI in-process and returns its exit code, standard
 // output and standard error.
-func runCaptured(t *testing.T, args ...string) (int, string, string) {
+func ebpfCLIRun(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	stdioMu.Lock()
-	defer stdioMu.Unlock()
+	ebpfStdioMu.Lock()
+	defer ebpfStdioMu.Unlock()
 	oldOut, oldErr := os.Stdout, os.Stderr
 	ro, wo, _ := os.Pipe()
 	re, we, _ := os.Pipe()
@@ -65,7 +65,7 @@ func nsSysctl(t *testing.T, ns *testbed.NetNS, key string) string {
 
 func TestIntegrationSchedListJSON(t *testing.T) {
 	ns := schedNS(t)
-	code, out, errs := runCaptured(t, "--netns", ns.Name, "sched", "list", "-j")
+	code, out, errs := ebpfCLIRun(t, "--netns", ns.Name, "sched", "list", "-j")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -105,20 +105,20 @@ func TestIntegrationSchedListJSON(t *testing.T) {
 
 func TestIntegrationSchedUse(t *testing.T) {
 	ns := schedNS(t)
-	if code, _, errs := runCaptured(t, "sched", "use", "--netns", ns.Name, "default"); code != 0 {
+	if code, _, errs := ebpfCLIRun(t, "sched", "use", "--netns", ns.Name, "default"); code != 0 {
 		t.Fatalf("sched use default: exit %d: %s", code, errs)
 	}
 	if got := nsSysctl(t, ns, "net.mptcp.scheduler"); got != "default" {
 		t.Fatalf("net.mptcp.scheduler = %q", got)
 	}
-	code, _, errs := runCaptured(t, "--netns", ns.Name, "sched", "use", "nosuch")
+	code, _, errs := ebpfCLIRun(t, "--netns", ns.Name, "sched", "use", "nosuch")
 	if code != 2 || !strings.Contains(errs, `unknown scheduler "nosuch"`) || !strings.Contains(errs, "gp_minrtt") {
 		t.Fatalf("sched use nosuch: exit %d: %s; want 2 and the valid names", code, errs)
 	}
 	if ok, _ := sched.Available(); ok {
 		return
 	}
-	code, _, errs = runCaptured(t, "--netns", ns.Name, "sched", "use", "gp_minrtt")
+	code, _, errs = ebpfCLIRun(t, "--netns", ns.Name, "sched", "use", "gp_minrtt")
 	want := "BTF type bpf_struct_ops_mptcp_sched_ops not found: this kernel has no BPF MPTCP schedulers (only the mptcp_net-next development tree has them)"
 	if code != 1 || !strings.Contains(errs, want) {
 		t.Fatalf("sched use gp_minrtt: exit %d: %q; want 1 and %q", code, errs, want)
@@ -126,7 +126,7 @@ func TestIntegrationSchedUse(t *testing.T) {
 	if got := nsSysctl(t, ns, "net.mptcp.scheduler"); got != "default" {
 		t.Fatalf("net.mptcp.scheduler = %q after a refused use", got)
 	}
-	code, _, errs = runCaptured(t, "sched", "unload", "gp_rr")
+	code, _, errs = ebpfCLIRun(t, "sched", "unload", "gp_rr")
 	if code != 1 || !strings.Contains(errs, "not registered") {
 		t.Fatalf("sched unload gp_rr: exit %d: %s", code, errs)
 	}
