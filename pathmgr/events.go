@@ -83,7 +83,8 @@ func ParseEventType(s string) (EventType, bool) {
 //   - created, established: Token, Family, Local, Remote, LocalID, RemoteID,
 //     ServerSide, DenyJoinID0 (and IfIndex, Backup of the initial subflow).
 //   - closed: Token.
-//   - announced: Token, RemoteID, Remote (address and port announced by the peer).
+//   - announced: Token, RemoteID, Remote (the address the peer announced,
+//     and a port: the announced one or the connection's).
 //   - removed: Token, RemoteID.
 //   - sub_established, sub_closed, sub_priority: Token, Family, LocalID,
 //     RemoteID, Local, Remote, Backup, IfIndex, Error; sub_closed may carry

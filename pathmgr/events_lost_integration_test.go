@@ -1,0 +1,114 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+	"golang.org/x/sys/unix"
+)
+
+// TestIntegrationEventsLost overflows a listener's receive buffer with a
+// burst of real events (MPTCP listeners opened and closed in a fresh
+// namespace) and checks that Receive reports ErrEventsLost, then keeps
+// delivering newer events.
+func TestIntegrationEventsLost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN) to create network namespaces")
+	}
+	ns, err := testbed.NewNetNS("lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The smallest buffer the kernel allows (a few KiB): a few dozen events fill it.
+	if err := l.c.SetReadBuffer(1); err != nil {
+		t.Fatal(err)
+	}
+	listenClose := func(port int) error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(port)))
+		if err != nil {
+			return err
+		}
+		return ln.Close()
+	}
+	if err := ns.Do(func() error {
+		for i := range 200 {
+			if err := listenClose(20000 + i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var lost bool
+	for !lost {
+		_, err := l.Receive(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrEventsLost):
+			if !errors.Is(err, unix.ENOBUFS) {
+				t.Errorf("lost-events error %v does not unwrap to ENOBUFS", err)
+			}
+			lost = true
+		default:
+			t.Fatalf("Receive: %v; want ErrEventsLost after a burst of 400 events into a tiny buffer", err)
+		}
+	}
+
+	// Still usable: newer events arrive. The kernel drops everything while
+	// the socket is congested (until its queue is read empty), so keep
+	// making marker events until one gets through.
+	if err := l.c.SetReadBuffer(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	markerCtx, stopMarkers := context.WithCancel(ctx)
+	markersDone := make(chan struct{})
+	defer func() { stopMarkers(); <-markersDone }()
+	go func() {
+		defer close(markersDone)
+		for i := 0; markerCtx.Err() == nil; i++ {
+			ns.Do(func() error { return listenClose(30000 + i%100) })
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	for {
+		evs, err := l.Receive(ctx)
+		if err != nil && !errors.Is(err, ErrEventsLost) {
+			t.Fatalf("Receive after the loss: %v", err)
+		}
+		for _, e := range evs {
+			if e.Type == EventListenerClosed && e.Local.Port() >= 30000 {
+				return
+			}
+		}
+	}
+}
+
+func itoa(n int) string {
+	b := []byte{}
+	for {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+		if n == 0 {
+			return string(b)
+		}
+	}
+}
