@@ -102,7 +102,10 @@ func mptcpifyRun(c *cli.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	defer func() {
+		signal.Stop(sigs) // no delivery after this returns
+		close(sigs)       // ends the forwarding goroutine
+	}()
 	err = cmd.Start()
 	dir.Close()
 	if err != nil {
