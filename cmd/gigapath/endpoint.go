@@ -147,8 +147,10 @@ func (p *pmArgs) parsePort(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-// parseToken accepts a connection token in decimal (as ss, ip monitor and
-// pm_nl_ctl print it) or in hex with 0x.
+// parseToken accepts a connection token in decimal (as gigapath monitor
+// and pm_nl_ctl print it) or in hex with 0x (ss -Mi prints "token:81ec9513",
+// hex without the prefix: a bare hex token is refused rather than guessed,
+// since one made of digits only would read as a different decimal number).
 func (p *pmArgs) parseToken(s string) (uint32, error) {
 	base, digits := 10, s
 	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
@@ -156,7 +158,10 @@ func (p *pmArgs) parseToken(s string) (uint32, error) {
 	}
 	n, err := strconv.ParseUint(digits, base, 32)
 	if err != nil {
-		return 0, usageErrorf("%s: bad token %q: want a 32-bit connection token, decimal (3482749567) or hex (0xcf96a37f)", p.cmd, s)
+		if _, herr := strconv.ParseUint(s, 16, 32); herr == nil {
+			return 0, usageErrorf("%s: bad token %q: hex tokens (as ss -Mi prints them) need 0x: 0x%s", p.cmd, s, s)
+		}
+		return 0, usageErrorf("%s: bad token %q: want a 32-bit connection token, decimal (2179765523) or hex with 0x (0x81ec9513)", p.cmd, s)
 	}
 	return uint32(n), nil
 }

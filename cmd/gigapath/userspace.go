@@ -9,8 +9,8 @@ import (
 )
 
 // Commands of the userspace path manager. They act on one MPTCP connection,
-// named by its token (from `gigapath monitor`, `gigapath conn list` or
-// `ss -Mi`), in a namespace whose net.mptcp.path_manager is "userspace".
+// named by its token (from `gigapath monitor`, `gigapath conn list`, or
+// `ss -Mi` in hex), in a namespace whose net.mptcp.path_manager is "userspace".
 
 func init() {
 	register(&cli.Command{
@@ -19,7 +19,8 @@ func init() {
 		ArgsUsage: "ADDR id N token T [dev IF] [port P]",
 		Description: `The address gets local id N (1..255) in that connection. With a port the
    kernel also listens there for the peer's joins. Tokens are decimal, as
-   printed by ss and gigapath monitor, or hex with 0x. Examples:
+   gigapath monitor prints them, or hex with 0x (ss -Mi prints
+   "token:81ec9513": write 0x81ec9513). Examples:
    gigapath announce 10.0.2.2 id 2 token 3482749567
    gigapath --netns cli announce 10.0.2.2 id 2 token 0xcf96a37f dev lte0 port 10100`,
 		Action: announceCmd,
@@ -191,7 +192,7 @@ func parseUserspace(cmd string, args []string, allowed ...string) (userspaceArgs
 
 func needToken(cmd string, r userspaceArgs, usage string) error {
 	if !r.hasToken {
-		return usageErrorf("%s: missing the connection token: gigapath %s (tokens: gigapath monitor, gigapath conn list, ss -Mi)", cmd, usage)
+		return usageErrorf("%s: missing the connection token: gigapath %s (tokens: gigapath monitor, gigapath conn list, or ss -Mi in hex as 0x...)", cmd, usage)
 	}
 	return nil
 }
