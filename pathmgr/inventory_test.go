@@ -1,0 +1,147 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"net/netip"
+	"testing"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// diagMsg builds an inet_diag_msg for a subflow with tcp_info and the
+// MPTCP ULP nest, as tcp_diag and mptcp's subflow_get_info put them.
+func diagMsg(t *testing.T, local, remote netip.AddrPort, ifindex uint32, ti *unix.TCPInfo, ulp func(*netlink.AttributeEncoder)) []byte {
+	t.Helper()
+	b := make([]byte, sizeofInetDiagMsg)
+	b[0] = unix.AF_INET
+	if local.Addr().Is6() {
+		b[0] = unix.AF_INET6
+	}
+	b[1] = tcpEstablished
+	binary.BigEndian.PutUint16(b[4:], local.Port())
+	binary.BigEndian.PutUint16(b[6:], remote.Port())
+	copy(b[8:24], local.Addr().AsSlice())
+	copy(b[24:40], remote.Addr().AsSlice())
+	binary.NativeEndian.PutUint32(b[40:], ifindex)
+	binary.NativeEndian.PutUint32(b[68:], 4242)
+	ae := netlink.NewAttributeEncoder()
+	if ti != nil {
+		ae.Bytes(inetDiagInfo, unsafe.Slice((*byte)(unsafe.Pointer(ti)), unsafe.Sizeof(*ti)))
+	}
+	if ulp != nil {
+		ae.Nested(inetDiagULPInfo, func(n *netlink.AttributeEncoder) error {
+			n.String(inetULPInfoName, "mptcp")
+			n.Nested(inetULPInfoMPTCP, func(m *netlink.AttributeEncoder) error { ulp(m); return nil })
+			return nil
+		})
+	}
+	attrs, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, attrs...)
+}
+
+func TestDecodeDiagMsgSubflow(t *testing.T) {
+	l, r := netip.MustParseAddrPort("10.0.2.1:40001"), netip.MustParseAddrPort("10.0.1.2:80")
+	ti := &unix.TCPInfo{Rtt: 1500, Rttvar: 200, Total_retrans: 3, Bytes_acked: 1000, Bytes_received: 2000, Delivery_rate: 12345, Snd_mss: 1448}
+	b := diagMsg(t, l, r, 0, ti, func(m *netlink.AttributeEncoder) {
+		m.Uint32(mptcpSubflowAttrTokenRem, 0xaaaa)
+		m.Uint32(mptcpSubflowAttrTokenLoc, 0xbbbb)
+		m.Uint32(mptcpSubflowAttrFlags, mptcpSubflowFlagJoinLoc|mptcpSubflowFlagBkupLoc|mptcpSubflowFlagFullyEstablished)
+		m.Uint8(mptcpSubflowAttrIDRem, 0)
+		m.Uint8(mptcpSubflowAttrIDLoc, 2)
+	})
+	s, err := decodeDiagMsg(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.local != l || s.remote != r || s.ulp != "mptcp" || s.sf.tokenLoc != 0xbbbb || s.sf.tokenRem != 0xaaaa || s.sf.idLoc != 2 || s.inode != 4242 {
+		t.Fatalf("decodeDiagMsg = %+v", s)
+	}
+	msk := diagSock{local: netip.MustParseAddrPort("10.0.1.1:40000"), remote: r, state: tcpEstablished,
+		info: mptcpInfoBytes(0xbbbb)}
+	ifs := ifaceMap{byAddr: map[netip.Addr]int{l.Addr(): 3}, names: map[int]string{3: "lte0"}}
+	conns := groupConnections([]diagSock{msk}, []diagSock{s, {sf: subflowULP{tokenLoc: 0xcccc}}}, ifs)
+	if len(conns) != 1 || conns[0].Token != 0xbbbb || len(conns[0].Subflows) != 1 {
+		t.Fatalf("groupConnections = %+v, want one connection 0xbbbb with one subflow (the other belongs to no connection)", conns)
+	}
+	sf := conns[0].Subflows[0]
+	if sf.IfName != "lte0" || sf.IfIndex != 3 || !sf.Backup || sf.BackupRemote || !sf.Join() || sf.RTT.Microseconds() != 1500 ||
+		sf.Retrans != 3 || sf.BytesAcked != 1000 || sf.BytesReceived != 2000 || sf.DeliveryRate != 12345 || sf.LocalID != 2 {
+		t.Errorf("subflow = %+v", sf)
+	}
+	b2, err := json.Marshal(conns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b2, &m)
+	for _, k := range []string{"token", "local", "remote", "state", "subflows", "info"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("connection JSON %s lacks %q", b2, k)
+		}
+	}
+	sfj := m["subflows"].([]any)[0].(map[string]any)
+	for k, v := range map[string]any{"local": "10.0.2.1:40001", "dev": "lte0", "backup": true, "rtt_us": 1500.0, "bytes_acked": 1000.0, "loc_id": 2.0} {
+		if sfj[k] != v {
+			t.Errorf("subflow JSON %q = %v, want %v", k, sfj[k], v)
+		}
+	}
+}
+
+func mptcpInfoBytes(token uint32) []byte {
+	b := make([]byte, sizeofMPTCPInfo)
+	b[0], b[3] = 1, 4 // subflows, subflows_max
+	binary.NativeEndian.PutUint32(b[12:], token)
+	binary.NativeEndian.PutUint64(b[72:], 99) // bytes_acked
+	b[80] = 2                                 // subflows_total
+	return b
+}
+
+func TestDecodeMPTCPInfoOffsetsAndShortKernels(t *testing.T) {
+	i := decodeMPTCPInfo(mptcpInfoBytes(0x1234))
+	if i.Subflows != 1 || i.SubflowsMax != 4 || i.Token != 0x1234 || i.BytesAcked != 99 || i.SubflowsTotal != 2 {
+		t.Errorf("decodeMPTCPInfo = %+v", i)
+	}
+	// A 5.x kernel sends only the first 48 bytes.
+	i = decodeMPTCPInfo(mptcpInfoBytes(0x1234)[:48])
+	if i.Token != 0x1234 || i.BytesAcked != 0 {
+		t.Errorf("short mptcp_info = %+v", i)
+	}
+}
+
+func TestDecodeDiagMsgMalformed(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"short":          make([]byte, 10),
+		"unknown family": append([]byte{99}, make([]byte, sizeofInetDiagMsg-1)...),
+	} {
+		if _, err := decodeDiagMsg(b); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	// Garbage attributes must not panic.
+	b := make([]byte, sizeofInetDiagMsg+7)
+	b[0] = unix.AF_INET
+	b[sizeofInetDiagMsg] = 200
+	decodeDiagMsg(b)
+}
+
+func TestEncodeDiagReqMPTCP(t *testing.T) {
+	b := encodeDiagReq(unix.AF_INET6, ipprotoMPTCP, 1<<tcpEstablished)
+	if len(b) != sizeofInetDiagReqV2+8 || b[0] != unix.AF_INET6 || b[1] != 0 || b[2] != 1<<(inetDiagInfo-1) {
+		t.Fatalf("request header % x", b[:8])
+	}
+	ad, err := netlink.NewAttributeDecoder(b[sizeofInetDiagReqV2:])
+	if err != nil || !ad.Next() || ad.Type() != inetDiagReqProtocol || ad.Uint32() != 262 {
+		t.Errorf("INET_DIAG_REQ_PROTOCOL attribute missing or wrong: % x", b[sizeofInetDiagReqV2:])
+	}
+	if b := encodeDiagReq(unix.AF_INET, unix.IPPROTO_TCP, 0); len(b) != sizeofInetDiagReqV2 || b[1] != unix.IPPROTO_TCP {
+		t.Errorf("TCP request = % x", b)
+	}
+}
