@@ -1,0 +1,357 @@
+package routing_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+type topo struct {
+	cli, srv *testbed.NetNS
+	wifi     int // ifindex of wifi0 in cli
+	lte      int // ifindex of lte0 in cli
+}
+
+func must(t *testing.T, ns *testbed.NetNS, args ...string) string {
+	t.Helper()
+	out, err := ns.Run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// newTopo builds a client with wifi0 (10.81.1.2) and lte0 (10.81.2.2) to a
+// server whose service address 10.81.9.1 answers a source only on the
+// interface that leads back to it (strict reverse-path filter), the way a
+// proxy answers only on the receiving interface. The client's main table
+// routes everything by wifi.
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN)")
+	}
+	cli, err := testbed.NewNetNS("rtc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	srv, err := testbed.NewNetNS("rts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	for _, p := range [][2]string{{"wifi0", "wifi0p"}, {"lte0", "lte0p"}} {
+		if err := testbed.Veth(cli, p[0], srv, p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range [][3]string{
+		{"cli", "wifi0", "10.81.1.2/24"}, {"cli", "lte0", "10.81.2.2/24"},
+		{"cli", "wifi0", "2001:db8:81:1::2/64"}, {"cli", "lte0", "2001:db8:81:2::2/64"},
+		{"srv", "wifi0p", "10.81.1.1/24"}, {"srv", "lte0p", "10.81.2.1/24"},
+		{"srv", "wifi0p", "2001:db8:81:1::1/64"}, {"srv", "lte0p", "2001:db8:81:2::1/64"},
+		{"srv", "lo", "10.81.9.1/32"}, {"srv", "lo", "2001:db8:81:9::1/128"},
+	} {
+		ns := cli
+		if a[0] == "srv" {
+			ns = srv
+		}
+		if err := ns.AddAddr(a[1], a[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.wifi0p.rp_filter", "net.ipv4.conf.lte0p.rp_filter"} {
+		if err := srv.Sysctl(k, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(t, cli, "ip", "route", "add", "default", "via", "10.81.1.1", "dev", "wifi0")
+	must(t, cli, "ip", "-6", "route", "add", "default", "via", "2001:db8:81:1::1", "dev", "wifi0")
+	// Let IPv6 DAD finish (link-local addresses included) so that the
+	// before/after dumps compare a settled state.
+	for _, ns := range []*testbed.NetNS{cli, srv} {
+		deadline := time.Now().Add(15 * time.Second)
+		for must(t, ns, "ip", "-6", "addr", "show", "tentative") != "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("IPv6 addresses in %s still tentative after 15s", ns.Name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	tp := &topo{cli: cli, srv: srv}
+	err = cli.Do(func() error {
+		w, err := net.InterfaceByName("wifi0")
+		if err != nil {
+			return err
+		}
+		l, err := net.InterfaceByName("lte0")
+		if err != nil {
+			return err
+		}
+		tp.wifi, tp.lte = w.Index, l.Index
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+// dump is the namespace's whole rule and route state, as ip shows it.
+func dump(t *testing.T, ns *testbed.NetNS) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-4", "rule", "show"}, {"ip", "-6", "rule", "show"},
+		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+	} {
+		fmt.Fprintf(&b, "## %s\n%s", strings.Join(args, " "), must(t, ns, args...))
+	}
+	return b.String()
+}
+
+func lteWifiPaths(tp *topo) (routing.Path, routing.Path) {
+	lte := routing.Path{Index: tp.lte, Name: "lte0",
+		Addrs:    []netip.Prefix{netip.MustParsePrefix("10.81.2.2/24"), netip.MustParsePrefix("2001:db8:81:2::2/64")},
+		Gateway4: netip.MustParseAddr("10.81.2.1"), Gateway6: netip.MustParseAddr("2001:db8:81:2::1")}
+	wifi := routing.Path{Index: tp.wifi, Name: "wifi0",
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.81.1.2/24")}} // on-link default route
+	return lte, wifi
+}
+
+// tcpFrom connects from local to the server's service address and checks
+// an echo, inside the client namespace.
+func tcpFrom(tp *topo, local string) error {
+	return tp.cli.Do(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", "10.81.9.1:5001")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "ping\n" {
+			return fmt.Errorf("echo returned %q", line)
+		}
+		return nil
+	})
+}
+
+func echoServer(t *testing.T, tp *topo) {
+	t.Helper()
+	var ln net.Listener
+	if err := tp.srv.Do(func() (err error) { ln, err = net.Listen("tcp", "10.81.9.1:5001"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte(line))
+			}()
+		}
+	}()
+}
+
+func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
+	tp := newTopo(t)
+	echoServer(t, tp)
+	// Rules and routes made by hand, also in "our" table: never touched.
+	must(t, tp.cli, "ip", "rule", "add", "from", "10.81.1.2", "lookup", "500", "pref", "900")
+	must(t, tp.cli, "ip", "rule", "add", "from", "10.81.2.2", "lookup", fmt.Sprint(1000+tp.lte), "pref", "1000")
+	must(t, tp.cli, "ip", "route", "add", "10.99.0.0/16", "dev", "lte0", "table", fmt.Sprint(1000+tp.lte))
+	before := dump(t, tp.cli)
+
+	// Negative control: without managed routing, a connection from the lte
+	// address leaves by wifi and the server does not answer it.
+	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev wifi0") {
+		t.Fatalf("before Ensure, route get should say wifi0: %s", out)
+	}
+	if err := tcpFrom(tp, "10.81.2.2"); err == nil {
+		t.Fatal("a connection from the lte address succeeded without managed routing: the topology does not test anything")
+	}
+
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	lte, wifi := lteWifiPaths(tp)
+	for i := 0; i < 2; i++ { // idempotent
+		if err := m.Ensure(lte); err != nil {
+			t.Fatalf("Ensure(lte) #%d: %v", i, err)
+		}
+		if err := m.Ensure(wifi); err != nil {
+			t.Fatalf("Ensure(wifi) #%d: %v", i, err)
+		}
+	}
+	lt, wt := 1000+tp.lte, 1000+tp.wifi
+
+	rules := must(t, tp.cli, "ip", "-4", "rule", "show")
+	wantRules := fmt.Sprintf(`0:	from all lookup local
+900:	from 10.81.1.2 lookup 500
+1000:	from 10.81.2.2 lookup %[1]d
+1000:	from 10.81.2.2 lookup %[1]d proto 201
+1000:	from 10.81.1.2 lookup %[2]d proto 201
+32766:	from all lookup main
+32767:	from all lookup default
+`, lt, wt)
+	if rules != wantRules {
+		t.Errorf("ip -4 rule show:\n%s\nwant:\n%s", rules, wantRules)
+	}
+	rules6 := must(t, tp.cli, "ip", "-6", "rule", "show")
+	wantRules6 := fmt.Sprintf("0:\tfrom all lookup local\n1000:\tfrom 2001:db8:81:2::2 lookup %d proto 201\n32766:\tfrom all lookup main\n", lt)
+	if rules6 != wantRules6 {
+		t.Errorf("ip -6 rule show:\n%s\nwant:\n%s", rules6, wantRules6)
+	}
+	if got, want := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)), fmt.Sprintf(
+		"default via 10.81.2.1 dev lte0 proto 201 \n10.81.2.0/24 dev lte0 proto 201 scope link src 10.81.2.2 \n10.99.0.0/16 dev lte0 scope link \n"); got != want {
+		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", lt, got, want)
+	}
+	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "2001:db8:81:2::/64 dev lte0 proto 201") ||
+		!strings.Contains(got, "default via 2001:db8:81:2::1 dev lte0 proto 201") {
+		t.Errorf("ip -6 route show table %d:\n%s", lt, got)
+	}
+	if got, want := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(wt)),
+		"default dev wifi0 proto 201 scope link \n10.81.1.0/24 dev wifi0 proto 201 scope link src 10.81.1.2 \n"; got != want {
+		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", wt, got, want)
+	}
+
+	// The kernel now sends what comes from lte by lte, IPv4 and IPv6, and
+	// a real connection from the lte address works.
+	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev lte0") {
+		t.Errorf("route get from the lte address: %s", out)
+	}
+	if out := must(t, tp.cli, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:2::2"); !strings.Contains(out, "dev lte0") {
+		t.Errorf("route get from the lte IPv6 address: %s", out)
+	}
+	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.1.2"); !strings.Contains(out, "dev wifi0") {
+		t.Errorf("route get from the wifi address: %s", out)
+	}
+	if err := tcpFrom(tp, "10.81.2.2"); err != nil {
+		t.Errorf("TCP from the lte address with managed routing: %v", err)
+	}
+	if err := tcpFrom(tp, "10.81.1.2"); err != nil {
+		t.Errorf("TCP from the wifi address: %v", err)
+	}
+
+	// An address going away takes its rule with it; a gateway change
+	// replaces the default route.
+	lte2 := lte
+	lte2.Addrs = lte.Addrs[:1]
+	lte2.Gateway4 = netip.Addr{}
+	if err := m.Ensure(lte2); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(t, tp.cli, "ip", "-6", "rule", "show"); strings.Contains(got, "proto 201") {
+		t.Errorf("IPv6 rule left after its address went:\n%s", got)
+	}
+	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); got != "" {
+		t.Errorf("IPv6 routes left in table %d:\n%s", lt, got)
+	}
+	if got := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "default dev lte0 proto 201 scope link") {
+		t.Errorf("on-link default route not in table %d:\n%s", lt, got)
+	}
+
+	// Cleanup: exactly the state from before, hand-made rules included.
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if after := dump(t, tp.cli); after != before {
+		t.Errorf("Cleanup left a different state.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func TestIntegrationCleanupAfterRestart(t *testing.T) {
+	tp := newTopo(t)
+	before := dump(t, tp.cli)
+	lte, wifi := lteWifiPaths(tp)
+	cfg := routing.Config{NetNS: "/run/netns/" + tp.cli.Name, TableBase: 3000, RulePriority: 500}
+	m1, err := routing.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m1.Ensure(lte); err != nil {
+		t.Fatal(err)
+	}
+	if err := m1.Ensure(wifi); err != nil {
+		t.Fatal(err)
+	}
+	m1.Close() // the daemon dies without cleaning up
+
+	m2, err := routing.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	rules, routes, err := m2.Owned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 rules (lte v4+v6, wifi v4); routes: lte v4 subnet+default, v6
+	// subnet+default, wifi subnet+default.
+	if len(rules) != 3 || len(routes) != 6 {
+		t.Errorf("a new Manager sees %d rules and %d routes left by the old one, want 3 and 6: %v %v", len(rules), len(routes), rules, routes)
+	}
+	for _, r := range rules {
+		if r.Priority != 500 || (r.Table != uint32(3000+tp.lte) && r.Table != uint32(3000+tp.wifi)) {
+			t.Errorf("unexpected rule %v", r)
+		}
+	}
+	// Remove one interface, then clean up the rest.
+	if err := m2.Remove(tp.wifi); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(t, tp.cli, "ip", "-4", "rule", "show"); strings.Contains(got, "10.81.1.2") {
+		t.Errorf("wifi rule left after Remove:\n%s", got)
+	}
+	if err := m2.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if after := dump(t, tp.cli); after != before {
+		t.Errorf("Cleanup after restart left a different state.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func TestIntegrationEnsureErrorsNameTheRoute(t *testing.T) {
+	tp := newTopo(t)
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	defer m.Cleanup()
+	// A gateway that no route reaches: the kernel refuses, the error says
+	// which route, which interface and why.
+	err = m.Ensure(routing.Path{Index: tp.lte, Name: "lte0",
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.81.2.2/24")}, Gateway4: netip.MustParseAddr("192.0.2.1")})
+	if err == nil {
+		t.Fatal("a default route via an unreachable gateway was accepted")
+	}
+	if s := err.Error(); !strings.Contains(s, "default via 192.0.2.1") || !strings.Contains(s, "for lte0") {
+		t.Errorf("error does not name the route and interface: %v", err)
+	}
+	t.Logf("kernel refusal: %v", err)
+}
