@@ -180,8 +180,14 @@ func (c *Client) Endpoints() ([]Endpoint, error) {
 }
 
 // ConnectionAddrs dumps the local addresses a userspace-PM connection
-// knows (GET_ADDR with a token, Linux 6.7 and later).
+// knows: those announced and those used by subflows it created (GET_ADDR
+// with a token, Linux 6.7 and later). Older kernels ignore the token and
+// would dump the in-kernel PM's endpoints instead, so on them this returns
+// an error matching ErrNotSupported without asking the kernel.
 func (c *Client) ConnectionAddrs(token uint32) ([]Endpoint, error) {
+	if rel, ok := kernelAtLeast(6, 7); !ok {
+		return nil, fmt.Errorf("pathmgr: connection addresses: dumping a userspace-PM connection's addresses needs Linux 6.7 or later; this kernel is %s: %w", rel, ErrNotSupported)
+	}
 	msgs, err := c.execute("connection addresses", cmdGetAddr, netlink.Dump, func(ae *netlink.AttributeEncoder) {
 		ae.Uint32(attrToken, token)
 	})
@@ -392,4 +398,26 @@ func checkPair(op string, local netip.Addr, remote netip.AddrPort) error {
 		return fmt.Errorf("pathmgr: %s: local %s and remote %s are of different address families", op, local, remote.Addr())
 	}
 	return nil
+}
+
+// kernelRelease is the running kernel's release string; a variable so that
+// tests can pretend to be another kernel.
+var kernelRelease = func() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// kernelAtLeast reports whether the running kernel is at least major.minor,
+// and its release. An unreadable release counts as new enough: the kernel
+// then answers for itself.
+func kernelAtLeast(major, minor int) (string, bool) {
+	rel := kernelRelease()
+	var maj, min int
+	if n, _ := fmt.Sscanf(rel, "%d.%d", &maj, &min); n != 2 {
+		return rel, true
+	}
+	return rel, maj > major || (maj == major && min >= minor)
 }

@@ -29,3 +29,5 @@ func (*Client) Remove(uint32, uint8) error                              { return
 func (*Client) CreateSubflow(uint32, Endpoint, netip.AddrPort) error    { return errOS }
 func (*Client) DestroySubflow(uint32, Subflow) error                    { return errOS }
 func (*Client) SetSubflowBackup(uint32, Subflow, bool) error            { return errOS }
+func (*Client) ConnectionAddrs(uint32) ([]Endpoint, error)              { return nil, errOS }
+func (*Client) FamilyVersion() uint8                                    { return 0 }

@@ -333,3 +333,43 @@ func TestInitClientNoFamily(t *testing.T) {
 func contains(s, sub string) bool {
 	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
 }
+
+func TestConnectionAddrs(t *testing.T) {
+	defer func(f func() string) { kernelRelease = f }(kernelRelease)
+	kernelRelease = func() string { return "6.18.0-gigapath" }
+	c := fakeClient(t, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		if greq.Header.Command != cmdGetAddr || nreq.Header.Flags&netlink.Dump == 0 {
+			t.Errorf("request %+v flags %v, want a GET_ADDR dump", greq.Header, nreq.Header.Flags)
+		}
+		if diff := cmp.Diff(normalize([]netlink.Attribute{u32a(attrToken, 0xcf96a37f)}), normalize(attrsOf(greq.Data))); diff != "" {
+			t.Errorf("attributes (-want +got):\n%s", diff)
+		}
+		return []genetlink.Message{{Data: nltest.MustMarshalAttributes([]netlink.Attribute{
+			addrNest(u16a(addrAttrFamily, unix.AF_INET), u8a(addrAttrID, 5), bytesA(addrAttrAddr4, []byte{10, 9, 2, 3}), u32a(addrAttrFlags, flagSignal), u32a(addrAttrIfIdx, 4)),
+		})}}, nil
+	})
+	eps, err := c.ConnectionAddrs(0xcf96a37f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Endpoint{{ID: 5, Addr: netip.MustParseAddr("10.9.2.3"), Flags: FlagSignal, IfIndex: 4}}
+	if diff := cmp.Diff(want, eps, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("ConnectionAddrs (-want +got):\n%s", diff)
+	}
+
+	kernelRelease = func() string { return "6.6.30-amd64" }
+	_, err = c.ConnectionAddrs(1)
+	if !errors.Is(err, ErrNotSupported) || !contains(err.Error(), "6.7") || !contains(err.Error(), "6.6.30-amd64") {
+		t.Errorf("on 6.6: err = %v, want ErrNotSupported naming 6.7 and the release", err)
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	defer func(f func() string) { kernelRelease = f }(kernelRelease)
+	for rel, want := range map[string]bool{"6.7.0": true, "6.18.1-x": true, "7.0": true, "6.6.99": false, "5.19.0": false, "garbage": true} {
+		kernelRelease = func() string { return rel }
+		if _, got := kernelAtLeast(6, 7); got != want {
+			t.Errorf("%s >= 6.7: %v, want %v", rel, got, want)
+		}
+	}
+}

@@ -1,7 +1,10 @@
+//go:build linux
+
 package pathmgr_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -194,4 +197,82 @@ func atoi(t *testing.T, s string) int {
 		n = n*10 + int(r-'0')
 	}
 	return n
+}
+
+// TestIntegrationConnectionAddrs: the local addresses of a userspace-PM
+// connection, as the kernel dumps them, are the ones announced and the ones
+// its created subflows use; a token that is no connection is refused.
+func TestIntegrationConnectionAddrs(t *testing.T) {
+	p := newPair(t, "userspace")
+	const port = 10410
+	p.serve(t, port)
+	cliEv := events(t, p.cli)
+	c := dial(t, p.cli)
+	p.dial(t, port)
+	token := waitEvent(t, cliEv, pathmgr.EventEstablished, nil).Token
+
+	if _, ok := kernelAtLeast(t, 6, 7); !ok {
+		_, err := c.ConnectionAddrs(token)
+		if !errors.Is(err, pathmgr.ErrNotSupported) {
+			t.Fatalf("ConnectionAddrs before 6.7: err = %v, want ErrNotSupported", err)
+		}
+		t.Skip("dumping a userspace-PM connection's addresses needs Linux 6.7")
+	}
+	extra := netip.MustParseAddr("10.9.2.3")
+	if err := p.cli.AddAddr("lte0", "10.9.2.3/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Announce(token, pathmgr.Endpoint{Addr: extra, ID: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: cliLTE, ID: 2}, netip.AddrPortFrom(srvLTE, port)); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, cliEv, pathmgr.EventSubEstablished, func(e pathmgr.Event) bool { return e.Local.Addr() == cliLTE })
+	eps, err := c.ConnectionAddrs(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[uint8]pathmgr.Endpoint{}
+	for _, e := range eps {
+		byID[e.ID] = e
+	}
+	if e, ok := byID[5]; !ok || e.Addr != extra || e.Flags&pathmgr.FlagSignal == 0 {
+		t.Errorf("ConnectionAddrs = %+v, want id 5 %v signal (announced)", eps, extra)
+	}
+	if e, ok := byID[2]; !ok || e.Addr != cliLTE {
+		t.Errorf("ConnectionAddrs = %+v, want id 2 %v (subflow created)", eps, cliLTE)
+	}
+	if err := c.Remove(token, 5); err != nil {
+		t.Fatal(err)
+	}
+	eps, err = c.ConnectionAddrs(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range eps {
+		if e.ID == 5 {
+			t.Errorf("id 5 still listed after Remove: %+v", eps)
+		}
+	}
+	if _, err := c.ConnectionAddrs(token ^ 0x5a5a5a5a); !isKernelError(err) {
+		t.Errorf("ConnectionAddrs(bad token) err = %v, want the kernel's refusal", err)
+	} else {
+		t.Logf("bad token refused: %v", err)
+	}
+}
+
+// kernelAtLeast reads the running kernel's release (uname -r).
+func kernelAtLeast(t *testing.T, major, minor int) (string, bool) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := strings.TrimSpace(string(b))
+	var maj, min int
+	if n, _ := fmt.Sscanf(rel, "%d.%d", &maj, &min); n != 2 {
+		t.Fatalf("cannot read kernel release %q", rel)
+	}
+	return rel, maj > major || (maj == major && min >= minor)
 }
