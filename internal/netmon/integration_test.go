@@ -2,8 +2,10 @@ package netmon_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +207,74 @@ func TestIntegrationWatcherLinkLocal(t *testing.T) {
 func TestIntegrationWatcherBadNetNS(t *testing.T) {
 	if _, err := netmon.New(netmon.Config{NetNS: "gp-does-not-exist"}); err == nil || !strings.Contains(err.Error(), "gp-does-not-exist") {
 		t.Errorf("New with a missing namespace: %v", err)
+	}
+}
+
+// TestIntegrationWatcherENOBUFS overflows a tiny event socket buffer (the
+// socket joins its groups in New, the reader starts in Run) and checks the
+// Watcher resynchronises: a kernel Resync event, and State equal to what
+// ip shows.
+func TestIntegrationWatcherENOBUFS(t *testing.T) {
+	cli := newNS(t, "nmb")
+	peer := newNS(t, "nmbp")
+	if err := testbed.Veth(cli, "wifi0", peer, "wifi0p"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := netmon.New(netmon.Config{NetNS: cli.Name, ReadBuffer: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch strings.Builder
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&batch, "addr add 10.78.%d.%d/32 dev wifi0\n", i/100, i%100+1)
+	}
+	for i := 0; i < 100; i++ { // remove half again: State must not have them
+		fmt.Fprintf(&batch, "addr del 10.78.%d.%d/32 dev wifi0\n", i/100, i%100+1)
+	}
+	f := filepath.Join(t.TempDir(), "batch")
+	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, cli, "ip", "-batch", f)
+
+	ch, _ := w.Subscribe(1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	expect(t, ch, "resync after ENOBUFS", func(e netmon.Event) bool { return e.Type == netmon.Resync && e.Kernel })
+
+	out, err := cli.Run("ip", "-4", "-o", "addr", "show", "dev", "wifi0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Prefix]bool{}
+	for _, f := range strings.Fields(out) {
+		if p, err := netip.ParsePrefix(f); err == nil {
+			want[p] = true
+		}
+	}
+	l, _ := w.State().LinkByName("wifi0")
+	got := map[netip.Prefix]bool{}
+	for _, a := range w.State().Addrs[l.Index] {
+		got[a.Prefix] = true
+	}
+	for p := range got {
+		if !want[p] {
+			t.Errorf("%v is in State but not shown by ip", p)
+		}
+	}
+	if len(want) != 100 || len(got) != len(want) {
+		t.Fatalf("after resync State has %d addresses, ip shows %d (want 100)", len(got), len(want))
+	}
+	for p := range want {
+		if !got[p] {
+			t.Errorf("%v shown by ip is missing from State", p)
+		}
 	}
 }

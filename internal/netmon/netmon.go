@@ -32,6 +32,10 @@ type Config struct {
 	NetNS string
 	// IncludeLinkLocal reports fe80::/10 and 169.254.0.0/16 addresses too.
 	IncludeLinkLocal bool
+	// ReadBuffer is the event socket's receive buffer in bytes; 0 means
+	// 4 MiB. When it overflows the kernel drops messages (ENOBUFS) and the
+	// Watcher resynchronises.
+	ReadBuffer int
 }
 
 // Link is a network interface.

@@ -48,7 +48,14 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	// A large buffer makes ENOBUFS rare during bursts (link flaps with many
 	// addresses); it is handled anyway.
-	_ = ev.SetReadBuffer(4 << 20)
+	rb := cfg.ReadBuffer
+	if rb == 0 {
+		rb = 4 << 20
+	}
+	if err := ev.SetReadBuffer(rb); err != nil {
+		ev.Close()
+		return nil, fmt.Errorf("netmon: set read buffer to %d bytes: %w", rb, err)
+	}
 	req, err := rtnetlink.Dial(ncfg)
 	if err != nil {
 		ev.Close()
@@ -103,6 +110,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 				return nil
 			}
 			if errors.Is(err, unix.ENOBUFS) {
+				// The messages still queued are older than the ones the
+				// kernel dropped: applied after a dump they would bring
+				// back a past state. Throw them away, then dump.
+				if err := w.drain(); err != nil {
+					return err
+				}
 				if err := w.resync(true); err != nil {
 					return err
 				}
@@ -112,6 +125,28 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		w.handle(msgs)
 	}
+}
+
+// drain discards every message queued on the event socket without
+// blocking.
+func (w *Watcher) drain() error {
+	rc, err := w.ev.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netmon: drain after ENOBUFS: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	cerr := rc.Read(func(fd uintptr) bool {
+		for {
+			_, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			if err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EINTR) {
+				return true // EAGAIN: empty
+			}
+		}
+	})
+	if cerr != nil {
+		return fmt.Errorf("netmon: drain after ENOBUFS: %w", cerr)
+	}
+	return nil
 }
 
 // resync dumps links, addresses and routes, publishes the differences with
