@@ -116,8 +116,14 @@ func opError(op string, err error) error {
 	var oe *netlink.OpError
 	if errors.As(err, &oe) {
 		e := &Error{Op: op, Message: oe.Message, Err: oe.Err}
-		if errors.Is(oe.Err, unix.EOPNOTSUPP) && e.Message == "" {
-			e.Message = "command not supported by this kernel's MPTCP path manager"
+		if e.Message == "" {
+			// The kernel gave no reason: say what the errno means here.
+			switch {
+			case errors.Is(oe.Err, unix.EOPNOTSUPP):
+				e.Message = "command not supported by this kernel's MPTCP path manager"
+			case errors.Is(oe.Err, unix.EPERM):
+				e.Message = "needs CAP_NET_ADMIN in the network namespace"
+			}
 		}
 		return e
 	}

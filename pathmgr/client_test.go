@@ -373,3 +373,104 @@ func TestKernelAtLeast(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorHintsWithoutExtack(t *testing.T) {
+	for errno, want := range map[unix.Errno]string{
+		unix.EPERM:      "endpoint add: needs CAP_NET_ADMIN in the network namespace (operation not permitted)",
+		unix.EOPNOTSUPP: "endpoint add: command not supported by this kernel's MPTCP path manager (operation not supported)",
+		unix.EINVAL:     "endpoint add: invalid argument",
+	} {
+		if got := opError("endpoint add", &netlink.OpError{Op: "receive", Err: errno}).Error(); got != want {
+			t.Errorf("%v: %q, want %q", errno, got, want)
+		}
+	}
+}
+
+// TestEndpointGetAndMoreEncodings covers the requests not in
+// TestEncodeCommands: get by id (and its reply), delete of id 0 with its
+// address, change by address, an IPv6 announce with interface.
+func TestEndpointGetAndMoreEncodings(t *testing.T) {
+	type req struct {
+		cmd   uint8
+		flags netlink.HeaderFlags
+		attrs []any
+	}
+	var got []req
+	c := fakeClient(t, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		if nreq.Header.Type == 0 {
+			return nil, nil
+		}
+		got = append(got, req{greq.Header.Command, nreq.Header.Flags, normalize(attrsOf(greq.Data))})
+		if greq.Header.Command == cmdGetAddr {
+			return []genetlink.Message{{Data: nltest.MustMarshalAttributes([]netlink.Attribute{
+				addrNest(u16a(addrAttrFamily, unix.AF_INET), u8a(addrAttrID, 12), bytesA(addrAttrAddr4, []byte{10, 7, 0, 2}), u32a(addrAttrFlags, flagSubflow|flagFullmesh)),
+			})}}, nil
+		}
+		return nil, nil
+	})
+	e, err := c.Endpoint(12)
+	if err != nil || e != (Endpoint{ID: 12, Addr: netip.MustParseAddr("10.7.0.2"), Flags: FlagSubflow | FlagFullmesh}) {
+		t.Errorf("Endpoint(12) = %+v, %v", e, err)
+	}
+	v6 := netip.MustParseAddr("fd00::9")
+	for _, err := range []error{
+		c.DeleteEndpoint(0, netip.MustParseAddr("10.0.1.1")),
+		c.SetEndpointFlags(0, v6, FlagFullmesh),
+		c.Announce(7, Endpoint{ID: 3, Addr: v6, IfIndex: 9}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := netlink.Request | netlink.Acknowledge
+	want := []req{
+		{cmdGetAddr, netlink.Request, normalize([]netlink.Attribute{addrNest(u8a(addrAttrID, 12))})},
+		{cmdDelAddr, ack, normalize([]netlink.Attribute{addrNest(u16a(addrAttrFamily, unix.AF_INET), bytesA(addrAttrAddr4, []byte{10, 0, 1, 1}))})},
+		{cmdSetFlags, ack, normalize([]netlink.Attribute{addrNest(u16a(addrAttrFamily, unix.AF_INET6), bytesA(addrAttrAddr6, v6.AsSlice()), u32a(addrAttrFlags, flagFullmesh))})},
+		{cmdAnnounce, ack, normalize([]netlink.Attribute{u32a(attrToken, 7), addrNest(u16a(addrAttrFamily, unix.AF_INET6), bytesA(addrAttrAddr6, v6.AsSlice()),
+			u8a(addrAttrID, 3), u32a(addrAttrFlags, flagSignal), u32a(addrAttrIfIdx, 9))})},
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(req{})); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+}
+
+// TestClientConcurrent: one Client used from many goroutines (run with
+// -race); every caller gets its own reply.
+func TestClientConcurrent(t *testing.T) {
+	c := fakeClient(t, func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		if nreq.Header.Type == 0 {
+			return nil, nil
+		}
+		ad, _ := netlink.NewAttributeDecoder(greq.Data)
+		var id uint8
+		for ad.Next() {
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					if nad.Type() == addrAttrID {
+						id = nad.Uint8()
+					}
+				}
+				return nil
+			})
+		}
+		return []genetlink.Message{{Data: nltest.MustMarshalAttributes([]netlink.Attribute{
+			addrNest(u16a(addrAttrFamily, unix.AF_INET), u8a(addrAttrID, id), bytesA(addrAttrAddr4, []byte{10, 0, 0, id})),
+		})}}, nil
+	})
+	errs := make(chan error, 64)
+	for i := 1; i <= 64; i++ {
+		go func(id uint8) {
+			e, err := c.Endpoint(id)
+			if err == nil && (e.ID != id || e.Addr != netip.AddrFrom4([4]byte{10, 0, 0, id})) {
+				err = errors.New("reply for another request: " + e.Addr.String())
+			}
+			errs <- err
+		}(uint8(i))
+	}
+	for i := 0; i < 64; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
