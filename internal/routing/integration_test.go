@@ -2,6 +2,8 @@ package routing_test
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/routing"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
@@ -117,6 +120,19 @@ func dump(t *testing.T, ns *testbed.NetNS) string {
 		fmt.Fprintf(&b, "## %s\n%s", strings.Join(args, " "), must(t, ns, args...))
 	}
 	return b.String()
+}
+
+// dumpNonKernel is dump without the routes the kernel makes for addresses
+// (proto kernel), which come and go with link flaps and IPv6 DAD.
+func dumpNonKernel(t *testing.T, ns *testbed.NetNS) string {
+	t.Helper()
+	var keep []string
+	for _, l := range strings.Split(dump(t, ns), "\n") {
+		if !strings.Contains(l, "proto kernel") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func lteWifiPaths(tp *topo) (routing.Path, routing.Path) {
@@ -354,4 +370,88 @@ func TestIntegrationEnsureErrorsNameTheRoute(t *testing.T) {
 		t.Errorf("error does not name the route and interface: %v", err)
 	}
 	t.Logf("kernel refusal: %v", err)
+}
+
+// TestIntegrationFollowNetmon drives the Manager from a netmon.Watcher the
+// way the daemon does (Ensure(PathFor(state, i)) on every event) and checks
+// the kernel's tables follow link and address changes made with ip.
+func TestIntegrationFollowNetmon(t *testing.T) {
+	tp := newTopo(t)
+	before := dumpNonKernel(t, tp.cli)
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	w, err := netmon.New(netmon.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := w.Subscribe(1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- w.Run(ctx) }()
+	go func() {
+		var errs []error
+		for range ch {
+			st := w.State()
+			for _, i := range []int{tp.wifi, tp.lte} {
+				if err := m.Ensure(routing.PathFor(st, i)); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		done <- errors.Join(errs...)
+	}()
+	defer func() {
+		cancel()
+		for i := 0; i < 2; i++ {
+			if err := <-done; err != nil {
+				t.Errorf("watcher loop: %v", err)
+			}
+		}
+		if err := m.Cleanup(); err != nil {
+			t.Error(err)
+		}
+		if after := dumpNonKernel(t, tp.cli); after != before {
+			t.Errorf("Cleanup left a different state.\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	}()
+	lt := fmt.Sprint(1000 + tp.lte)
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 10s: %s\n%s", what, dump(t, tp.cli))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	has := func(args []string, s string) func() bool {
+		return func() bool {
+			out, err := tp.cli.Run(args...)
+			return err == nil && strings.Contains(out, s)
+		}
+	}
+	not := func(f func() bool) func() bool { return func() bool { return !f() } }
+	lteRule := has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.2 lookup "+lt+" proto 201")
+	lteDefault := has([]string{"ip", "-4", "route", "show", "table", lt}, "default dev lte0 proto 201")
+	lteRoute := has([]string{"ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"}, "dev lte0")
+
+	eventually("the lte rule and table from the initial state", func() bool { return lteRule() && lteDefault() && lteRoute() })
+	must(t, tp.cli, "ip", "link", "set", "lte0", "down")
+	eventually("the lte rule gone with the link", not(lteRule))
+	must(t, tp.cli, "ip", "link", "set", "lte0", "up")
+	eventually("the lte rule and table back with the link", func() bool { return lteRule() && lteDefault() && lteRoute() })
+	must(t, tp.cli, "ip", "addr", "add", "10.81.2.3/24", "dev", "lte0")
+	eventually("a rule for the new lte address", has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.3 lookup "+lt+" proto 201"))
+	must(t, tp.cli, "ip", "addr", "del", "10.81.2.3/24", "dev", "lte0")
+	eventually("no rule for the removed address", not(has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.3")))
+	// A gateway appearing in the main table moves the lte default route
+	// onto it.
+	must(t, tp.cli, "ip", "route", "add", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
+	eventually("default via the lte gateway in table "+lt, has([]string{"ip", "-4", "route", "show", "table", lt}, "default via 10.81.2.1 dev lte0 proto 201"))
+	must(t, tp.cli, "ip", "route", "del", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
+	eventually("on-link default back in table "+lt, lteDefault)
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -49,5 +50,34 @@ func TestDesired(t *testing.T) {
 	}
 	if got := (Rule{From: pfx("10.0.2.2/32"), Table: 1007, Priority: 1000}).String(); got != "from 10.0.2.2 lookup 1007 pref 1000" {
 		t.Errorf("Rule.String() = %q", got)
+	}
+}
+
+func TestPathFor(t *testing.T) {
+	pfx, addr := netip.MustParsePrefix, netip.MustParseAddr
+	st := netmon.State{
+		Links: map[int]netmon.Link{
+			3: {Index: 3, Name: "wifi0", AdminUp: true, OperUp: true},
+			4: {Index: 4, Name: "lte0", AdminUp: true, OperUp: false},
+		},
+		Addrs: map[int][]netmon.Addr{
+			3: {{Index: 3, Prefix: pfx("10.0.1.2/24")}, {Index: 3, Prefix: pfx("2001:db8:1::2/64")}},
+			4: {{Index: 4, Prefix: pfx("10.0.2.2/24")}},
+		},
+		DefaultRoutes: map[int][]netmon.Route{
+			3: {{Index: 3, Family: 10, Gateway: addr("fe80::1"), Metric: 1024}, {Index: 3, Family: 2, Gateway: addr("10.0.1.1")}},
+		},
+	}
+	want := Path{Index: 3, Name: "wifi0", Addrs: []netip.Prefix{pfx("10.0.1.2/24"), pfx("2001:db8:1::2/64")},
+		Gateway4: addr("10.0.1.1"), Gateway6: addr("fe80::1")}
+	if d := cmp.Diff(want, PathFor(st, 3), cmpNet...); d != "" {
+		t.Errorf("PathFor(wifi0) (-want +got):\n%s", d)
+	}
+	// Down: no addresses, so Ensure removes its rules.
+	if d := cmp.Diff(Path{Index: 4, Name: "lte0"}, PathFor(st, 4), cmpNet...); d != "" {
+		t.Errorf("PathFor(lte0 down) (-want +got):\n%s", d)
+	}
+	if p := PathFor(st, 9); p.Index != 9 || len(p.Addrs) != 0 {
+		t.Errorf("PathFor(unknown) = %+v", p)
 	}
 }
