@@ -3,6 +3,7 @@
 package pathmgr
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -473,4 +474,31 @@ func TestClientConcurrent(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// FuzzParseEndpoints feeds arbitrary reply payloads to the endpoint
+// decoder (GET_ADDR replies, ConnectionAddrs): it must never panic, and any
+// endpoint it returns must print and encode as JSON.
+func FuzzParseEndpoints(f *testing.F) {
+	f.Add(nltest.MustMarshalAttributes([]netlink.Attribute{
+		addrNest(u16a(addrAttrFamily, unix.AF_INET), u8a(addrAttrID, 7), bytesA(addrAttrAddr4, []byte{10, 0, 2, 2}),
+			u16a(addrAttrPort, 10100), u32a(addrAttrFlags, flagSubflow|flagBackup), u32a(addrAttrIfIdx, 3)),
+	}))
+	f.Add(nltest.MustMarshalAttributes([]netlink.Attribute{
+		addrNest(u16a(addrAttrFamily, unix.AF_INET6), bytesA(addrAttrAddr6, netip.MustParseAddr("fd00::2").AsSlice())),
+		u32a(attrSubflows, 4),
+	}))
+	f.Add([]byte{4, 0, 1, 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		eps, err := parseEndpoints([]genetlink.Message{{Data: data}})
+		if err != nil {
+			return
+		}
+		for _, e := range eps {
+			_ = e.Flags.String()
+			if _, err := json.Marshal(e); err != nil {
+				t.Fatalf("endpoint %+v does not marshal: %v", e, err)
+			}
+		}
+	})
 }
