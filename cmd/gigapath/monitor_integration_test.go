@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// TestIntegrationCLIMonitorConnList runs the built binary against a real
+// two-path connection: `monitor -j` prints one JSON object per event with
+// the documented keys and exits 0 on SIGTERM; `conn list -j` shows the
+// connection under the same token with its two subflows, checked against
+// ss -Mtni.
+func TestIntegrationCLIMonitorConnList(t *testing.T) {
+	cli := needRootNS(t, "climon")
+	srv := needRootNS(t, "srvmon")
+	for _, l := range []struct{ c, s, ca, sa string }{
+		{"wifi0", "wifi1", "10.8.11.1/24", "10.8.11.2/24"},
+		{"lte0", "lte1", "10.8.12.1/24", "10.8.12.2/24"},
+	} {
+		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.AddAddr(l.c, l.ca); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddAddr(l.s, l.sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ns := range []*testbed.NetNS{cli, srv} {
+		nsRun(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	}
+	nsRun(t, cli, "ip", "mptcp", "endpoint", "add", "10.8.12.1", "dev", "lte0", "id", "3", "subflow", "backup")
+
+	// monitor -j in the client namespace.
+	mon := exec.Command(pmBinary(t), "--netns", cli.Name, "monitor", "-j")
+	stdout, err := mon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mon.Process.Kill(); mon.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	time.Sleep(300 * time.Millisecond) // let it join the group
+
+	const port = 10700
+	var ln net.Listener
+	if err := srv.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp4", "0.0.0.0:"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	var conn net.Conn
+	if err := cli.Do(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 8, 11, 1)}, Timeout: 5 * time.Second}
+		d.SetMultipathTCP(true)
+		var err error
+		conn, err = d.Dial("tcp4", "10.8.11.2:"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		buf := make([]byte, 8<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if _, err := conn.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	// Events: created ... sub_established, as JSON lines.
+	var token float64
+	deadline := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("monitor exited early")
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("monitor line %q is not a JSON object: %v", l, err)
+			}
+			switch m["type"] {
+			case "created":
+				token = m["token"].(float64)
+				for _, k := range []string{"saddr", "daddr", "sport", "dport", "family", "loc_id", "rem_id"} {
+					if _, ok := m[k]; !ok {
+						t.Errorf("created %s lacks %q", l, k)
+					}
+				}
+				if m["saddr"] != "10.8.11.1" || m["daddr"] != "10.8.11.2" || m["dport"] != float64(port) {
+					t.Errorf("created = %s, want 10.8.11.1 -> 10.8.11.2:%d", l, port)
+				}
+			case "sub_established":
+				if m["token"] != token || m["saddr"] != "10.8.12.1" || m["loc_id"] != 3.0 {
+					t.Errorf("sub_established = %s, want token %v from 10.8.12.1 id 3", l, token)
+				}
+				done = true
+			}
+		case <-deadline:
+			t.Fatal("no sub_established line from monitor within 10s")
+		}
+	}
+
+	// conn list -j: same token, two subflows, the lte one backup on lte0.
+	var conns []struct {
+		Token    float64 `json:"token"`
+		Local    string  `json:"local"`
+		Subflows []struct {
+			Local  string `json:"local"`
+			Dev    string `json:"dev"`
+			LocID  int    `json:"loc_id"`
+			Backup bool   `json:"backup"`
+			RTTus  *int   `json:"rtt_us"`
+		} `json:"subflows"`
+	}
+	out := gpOK(t, "--netns", cli.Name, "conn", "list", "-j")
+	if err := json.Unmarshal([]byte(out), &conns); err != nil {
+		t.Fatalf("conn list -j: %v\n%s", err, out)
+	}
+	if len(conns) != 1 || conns[0].Token != token || len(conns[0].Subflows) != 2 {
+		t.Fatalf("conn list -j = %s; want one connection, token %v, two subflows", out, token)
+	}
+	lte := conns[0].Subflows[1]
+	if !strings.HasPrefix(lte.Local, "10.8.12.1:") || lte.Dev != "lte0" || lte.LocID != 3 || !lte.Backup || lte.RTTus == nil {
+		t.Errorf("lte subflow = %+v, want 10.8.12.1 dev lte0 id 3 backup with rtt_us", lte)
+	}
+	ss := nsRun(t, cli, "ss", "-Mtni")
+	ssLocal := strings.Replace(lte.Local, "10.8.12.1:", "10.8.12.1%lte0:", 1) // ss marks the bound device
+	if !strings.Contains(ss, ssLocal) || !strings.Contains(ss, "token:"+strconv.FormatUint(uint64(token), 16)) {
+		t.Errorf("ss -Mtni does not show subflow %s and token %x:\n%s", ssLocal, uint32(token), ss)
+	}
+	if plain := gpOK(t, "--netns", cli.Name, "conn", "list"); !strings.Contains(plain, "dev lte0 locid 3") {
+		t.Errorf("conn list = %q, want the lte subflow line", plain)
+	}
+
+	// SIGTERM: exit status 0.
+	mon.Process.Signal(syscall.SIGTERM)
+	for range lines {
+	}
+	if err := mon.Wait(); err != nil {
+		t.Errorf("monitor after SIGTERM: %v, want exit status 0", err)
+	}
+}
