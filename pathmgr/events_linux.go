@@ -53,7 +53,7 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 	if err := c.JoinGroup(group); err != nil {
 		c.Close()
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			return nil, fmt.Errorf("pathmgr: join %s: needs CAP_NET_ADMIN: %w", groupEvents, os.ErrPermission)
+			return nil, fmt.Errorf("pathmgr: join multicast group %s of %s: listening to MPTCP events needs CAP_NET_ADMIN: %w: %w", groupEvents, familyName, os.ErrPermission, err)
 		}
 		return nil, fmt.Errorf("pathmgr: join %s: %w", groupEvents, err)
 	}
