@@ -40,6 +40,10 @@ func New(cfg Config) (*Manager, error) {
 	}
 	// The kernel then says why it refuses a route or rule.
 	_ = c.SetOption(netlink.ExtendedAcknowledge, true)
+	// Strict checking lets route dumps be filtered by the kernel (our
+	// protocol, one table), which matters on hosts with large tables.
+	// Kernels without it (< 4.20) dump everything; we filter anyway.
+	_ = c.SetOption(netlink.GetStrictCheck, true)
 	return &Manager{cfg: cfg, conn: c}, nil
 }
 
@@ -57,8 +61,7 @@ func (m *Manager) Ensure(p Path) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	wantRules, wantRoutes := m.cfg.desired(p)
-	table := m.Table(p.Index)
-	haveRules, haveRoutes, err := m.owned(func(t uint32) bool { return t == table })
+	haveRules, haveRoutes, err := m.owned(m.Table(p.Index))
 	if err != nil {
 		return err
 	}
@@ -91,8 +94,7 @@ func (m *Manager) Ensure(p Path) error {
 func (m *Manager) Remove(index int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	table := m.Table(index)
-	return m.removeWhere(func(t uint32) bool { return t == table })
+	return m.removeWhere(m.Table(index))
 }
 
 // Cleanup deletes every rule and route in the namespace that carries the
@@ -101,17 +103,17 @@ func (m *Manager) Remove(index int) error {
 func (m *Manager) Cleanup() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.removeWhere(func(uint32) bool { return true })
+	return m.removeWhere(0)
 }
 
 // Owned lists the rules and routes of ours currently in the kernel.
 func (m *Manager) Owned() ([]Rule, []Route, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.owned(func(uint32) bool { return true })
+	return m.owned(0)
 }
 
-func (m *Manager) removeWhere(table func(uint32) bool) error {
+func (m *Manager) removeWhere(table uint32) error {
 	rules, routes, err := m.owned(table)
 	if err != nil {
 		return err
@@ -126,9 +128,9 @@ func (m *Manager) removeWhere(table func(uint32) bool) error {
 	return errors.Join(errs...)
 }
 
-// owned dumps the rules and routes with our protocol in tables accepted by
-// table.
-func (m *Manager) owned(table func(uint32) bool) ([]Rule, []Route, error) {
+// owned dumps the rules and routes with our protocol in table (0: all
+// tables).
+func (m *Manager) owned(table uint32) ([]Rule, []Route, error) {
 	rms, err := m.conn.Rule.List()
 	if err != nil {
 		return nil, nil, fmt.Errorf("routing: dump rules: %w", err)
@@ -156,17 +158,21 @@ func (m *Manager) owned(table func(uint32) bool) ([]Rule, []Route, error) {
 			// table and priority.
 			r.From = netip.Prefix{}
 		}
-		if table(r.Table) {
+		if table == 0 || r.Table == table {
 			rules = append(rules, r)
 		}
 	}
-	ros, err := m.conn.Route.List()
+	// A dump filtered by protocol and table (honoured under strict
+	// checking; the loop below filters again).
+	req := &rtnetlink.RouteMessage{Protocol: m.cfg.Protocol, Attributes: rtnetlink.RouteAttributes{Table: table}}
+	msgs, err := m.conn.Execute(req, unix.RTM_GETROUTE, netlink.Request|netlink.Dump)
 	if err != nil {
 		return nil, nil, fmt.Errorf("routing: dump routes: %w", err)
 	}
 	var routes []Route
-	for _, rm := range ros {
-		if rm.Protocol != m.cfg.Protocol {
+	for _, msg := range msgs {
+		rm, ok := msg.(*rtnetlink.RouteMessage)
+		if !ok || rm.Protocol != m.cfg.Protocol {
 			continue
 		}
 		r := Route{Table: uint32(rm.Table), Index: int(rm.Attributes.OutIface)}
@@ -188,7 +194,7 @@ func (m *Manager) owned(table func(uint32) bool) ([]Rule, []Route, error) {
 		if src, ok := netip.AddrFromSlice(rm.Attributes.Src); ok && rm.Family == unix.AF_INET {
 			r.Src = src.Unmap()
 		}
-		if table(r.Table) {
+		if table == 0 || r.Table == table {
 			routes = append(routes, r)
 		}
 	}
