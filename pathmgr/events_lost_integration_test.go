@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +112,34 @@ func itoa(n int) string {
 		if n == 0 {
 			return string(b)
 		}
+	}
+}
+
+// TestIntegrationListenEventsNeedsCapNetAdmin re-runs this test binary as
+// an unprivileged user (setpriv): joining mptcp_pm_events must then fail
+// with an error matching os.ErrPermission.
+func TestIntegrationListenEventsNeedsCapNetAdmin(t *testing.T) {
+	if os.Getenv("GIGAPATH_UNPRIV_CHILD") == "1" {
+		_, err := ListenEvents(nil)
+		if !errors.Is(err, os.ErrPermission) || !errors.Is(err, unix.EPERM) {
+			t.Fatalf("ListenEvents without CAP_NET_ADMIN = %v; want os.ErrPermission (EPERM)", err)
+		}
+		t.Logf("refused as expected: %v", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (to drop to an unprivileged user with setpriv)")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop privileges")
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		os.Args[0], "-test.run=^TestIntegrationListenEventsNeedsCapNetAdmin$", "-test.v")
+	cmd.Env = append(os.Environ(), "GIGAPATH_UNPRIV_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil || !strings.Contains(string(out), "refused as expected") {
+		t.Fatalf("unprivileged run: %v\n%s", err, out)
 	}
 }
