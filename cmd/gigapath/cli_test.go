@@ -250,6 +250,10 @@ func TestCLIUsageExitCodes(t *testing.T) {
 		{"subflow create token 1 local 10.0.0.1 remote 10.0.0.2", "missing the remote port"},
 		{"subflow destroy token 1 local 10.0.0.1 port 5 remote 10.0.0.2", "missing the remote port"},
 		{"subflow set token 1 local 10.0.0.1 remote 10.0.0.2 port 5 sideways", `unknown argument "sideways"`},
+		{"endpoint bogus", `endpoint: unknown subcommand "bogus" (valid: add, del, change, show, flush)`},
+		{"subflow", "subflow: want a subcommand: create, destroy, set"},
+		{"endpoint show --netns x", "--netns goes before the command"},
+		{"announce --bogus", "announce: flag provided but not defined: -bogus"},
 	} {
 		code, _, errs := gp(t, strings.Fields(tt.args)...)
 		if code != 2 || !strings.Contains(errs, tt.want) {

@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	register(&cli.Command{
+	register(pmCommand(&cli.Command{
 		Name:  "endpoint",
 		Usage: "in-kernel path manager endpoints (like ip mptcp endpoint)",
 		Description: `Endpoints are the local addresses the in-kernel path manager uses for
@@ -77,7 +77,44 @@ func init() {
 				Action: endpointFlush,
 			},
 		},
-	})
+	}, "show"))
+}
+
+// pmCommand finishes a path-manager command: bad flags are usage errors
+// (exit 2) in it and every subcommand; a group without an action of its
+// own, given no subcommand, runs defaultSub (as `ip mptcp endpoint` shows)
+// and, given an unknown one, exits 2 listing the valid ones.
+func pmCommand(cmd *cli.Command, defaultSub string) *cli.Command {
+	usage := func(c *cli.Context, err error, _ bool) error {
+		name := strings.TrimPrefix(c.Command.HelpName, "gigapath ")
+		if msg := err.Error(); strings.HasSuffix(msg, ": -netns") || strings.HasSuffix(msg, ": -n") {
+			return usageErrorf("%s: %v: --netns goes before the command: gigapath --netns NAME %s ...", name, err, name)
+		}
+		return usageErrorf("%s: %v", name, err)
+	}
+	cmd.OnUsageError = usage
+	var names []string
+	for _, sc := range cmd.Subcommands {
+		sc.OnUsageError = usage
+		names = append(names, sc.Name)
+	}
+	if cmd.Action != nil {
+		return cmd
+	}
+	cmd.Action = func(c *cli.Context) error {
+		if c.NArg() == 0 && defaultSub != "" {
+			for _, sc := range cmd.Subcommands {
+				if sc.Name == defaultSub {
+					return sc.Action(c)
+				}
+			}
+		}
+		if c.NArg() == 0 {
+			return usageErrorf("%s: want a subcommand: %s", cmd.Name, strings.Join(names, ", "))
+		}
+		return usageErrorf("%s: unknown subcommand %q (valid: %s)", cmd.Name, c.Args().First(), strings.Join(names, ", "))
+	}
+	return cmd
 }
 
 // pmArgs walks positional, iproute2-style arguments. cmd names the

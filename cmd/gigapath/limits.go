@@ -10,7 +10,7 @@ import (
 )
 
 func init() {
-	register(&cli.Command{
+	register(pmCommand(&cli.Command{
 		Name:  "limits",
 		Usage: "in-kernel path manager limits (like ip mptcp limits)",
 		Description: `Per network namespace: how many extra subflows a connection may have
@@ -39,7 +39,7 @@ func init() {
 				Action: limitsSet,
 			},
 		},
-	})
+	}, "show"))
 }
 
 func limitsShow(c *cli.Context) error {

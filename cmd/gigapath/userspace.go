@@ -13,7 +13,7 @@ import (
 // `ss -Mi` in hex), in a namespace whose net.mptcp.path_manager is "userspace".
 
 func init() {
-	register(&cli.Command{
+	register(pmCommand(&cli.Command{
 		Name:      "announce",
 		Usage:     "userspace PM: advertise a local address to the peer of a connection (ADD_ADDR)",
 		ArgsUsage: "ADDR id N token T [dev IF] [port P]",
@@ -24,16 +24,16 @@ func init() {
    gigapath announce 10.0.2.2 id 2 token 3482749567
    gigapath --netns cli announce 10.0.2.2 id 2 token 0xcf96a37f dev lte0 port 10100`,
 		Action: announceCmd,
-	})
-	register(&cli.Command{
+	}, ""))
+	register(pmCommand(&cli.Command{
 		Name:      "remove",
 		Usage:     "userspace PM: withdraw a local address id from a connection (RM_ADDR) and close its subflows",
 		ArgsUsage: "id N token T",
 		Description: `Example:
    gigapath remove id 2 token 3482749567`,
 		Action: removeCmd,
-	})
-	register(&cli.Command{
+	}, ""))
+	register(pmCommand(&cli.Command{
 		Name:  "subflow",
 		Usage: "userspace PM: create, destroy or prioritise one subflow of a connection",
 		Description: `Examples:
@@ -66,7 +66,7 @@ func init() {
 				Action: subflowSet,
 			},
 		},
-	})
+	}, ""))
 }
 
 // userspaceArgs is the parsed form of the userspace-PM commands.
