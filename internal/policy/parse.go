@@ -165,6 +165,8 @@ type checker struct {
 	nodes  map[string]*yaml.Node // key path -> value node
 	byLine map[int]string        // line -> key path of the scalar there
 	errs   Errors
+	// aliased holds the anchored nodes already walked.
+	aliased map[*yaml.Node]bool
 }
 
 func (c *checker) lineOf(p string) int {
@@ -222,6 +224,12 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, p string) {
 		t = t.Elem()
 	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		// Walk an anchored node once: following every alias would make
+		// a "billion laughs" file exponential.
+		if c.aliased[n.Alias] {
+			return
+		}
+		c.aliased[n.Alias] = true
 		n = n.Alias
 	}
 	if p != "" {
@@ -309,7 +317,7 @@ func Parse(b []byte) (*Policy, error) {
 		return nil, Errors{{Msg: "the file is empty; see `gigapath config example`"}}
 	}
 	doc := root.Content[0]
-	c := &checker{nodes: map[string]*yaml.Node{}, byLine: map[int]string{}}
+	c := &checker{nodes: map[string]*yaml.Node{}, byLine: map[int]string{}, aliased: map[*yaml.Node]bool{}}
 	if doc.Kind != yaml.MappingNode {
 		return nil, Errors{{Line: doc.Line, Msg: "the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)"}}
 	}

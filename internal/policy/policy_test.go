@@ -370,3 +370,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseAliases(t *testing.T) {
+	// Anchors and aliases work (each anchored node is checked once).
+	p := mustParse(t, `path_manager: userspace
+interfaces:
+  - &wifi {name: wifi0, role: wifi}
+  - {name: lte0, role: lte}
+priority: &thr {rtt_ms: 100}
+handover: *thr
+`)
+	if p.Handover.RTT != 100*time.Millisecond || p.Interfaces[0].Name != "wifi0" {
+		t.Errorf("aliases: %+v", p)
+	}
+	// An alias used where a mapping is expected but pointing at a list
+	// is a type error at the alias.
+	_, err := Parse([]byte("path_manager: userspace\nx: &l [1, 2]\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2: x: unknown key") {
+		t.Errorf("unknown anchored key: %v", err)
+	}
+}
