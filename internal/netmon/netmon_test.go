@@ -70,6 +70,11 @@ func TestHubNeverBlocksAndResyncsOnce(t *testing.T) {
 	}
 	cancel() // idempotent
 	h.publish(Event{Type: LinkUp})
+	h.close()
+	late, _ := h.subscribe(1)
+	if _, ok := <-late; ok {
+		t.Error("a subscription after close is open")
+	}
 }
 
 func TestStateDiff(t *testing.T) {

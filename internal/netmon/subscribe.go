@@ -14,8 +14,9 @@ type subscriber struct {
 // hub fans events out to subscribers without ever blocking the sender.
 // Only one goroutine (the Watcher's reader) calls publish.
 type hub struct {
-	mu   sync.Mutex
-	subs map[*subscriber]bool
+	mu     sync.Mutex
+	subs   map[*subscriber]bool
+	closed bool
 }
 
 // subscribe registers a consumer with room for buf events.
@@ -25,6 +26,12 @@ func (h *hub) subscribe(buf int) (<-chan Event, func()) {
 	}
 	s := &subscriber{ch: make(chan Event, buf+1), buf: buf}
 	h.mu.Lock()
+	if h.closed {
+		// The Watcher has stopped: nothing will come.
+		h.mu.Unlock()
+		close(s.ch)
+		return s.ch, func() {}
+	}
 	if h.subs == nil {
 		h.subs = map[*subscriber]bool{}
 	}
@@ -72,6 +79,7 @@ func (h *hub) publish(e Event) {
 func (h *hub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.closed = true
 	for s := range h.subs {
 		delete(h.subs, s)
 		close(s.ch)

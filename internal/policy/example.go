@@ -16,7 +16,7 @@ side: client
 # and limits).
 path_manager: userspace
 
-# aggregate | active-standby | handover | priority
+# aggregate | active-standby | handover | priority (docs/policy.md)
 steering: aggregate
 
 # Optional MPTCP packet scheduler (kernel or BPF, see gigapath sched list).
@@ -27,7 +27,7 @@ interfaces:
   - name: wifi0
     role: wifi            # wifi | lte | ethernet | other
     #backup: false        # subflows marked backup (MP_PRIO); default: true
-                          # for role lte under active-standby, else false
+                          # for role lte under active-standby and handover
     #max_subflows: 1      # subflows per connection on this interface (1-8)
     #congestion: cubic    # TCP congestion control of its subflows (eBPF sockops)
     #mark: 0              # fwmark of its subflows (0: none)

@@ -477,7 +477,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 		}
 		if ri.Backup != nil {
 			it.Backup = *ri.Backup
-		} else if p.Steering == SteerActiveStandby && it.Role == RoleLTE {
+		} else if (p.Steering == SteerActiveStandby || p.Steering == SteerHandover) && it.Role == RoleLTE {
 			it.Backup = true
 		}
 		if ri.MaxSubflows != nil {
@@ -501,7 +501,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 			}
 		}
 		if len(p.Interfaces) > 0 && (active == 0 || backup == 0) {
-			c.errorf("steering", "%s needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby)", p.Steering)
+			c.errorf("steering", "%s needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby and handover)", p.Steering)
 		}
 	}
 

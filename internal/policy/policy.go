@@ -127,7 +127,8 @@ type Interface struct {
 	Match string `json:"match,omitempty"` // glob (path.Match syntax), e.g. "wlan*"
 	Role  Role   `json:"role"`
 	// Backup marks the interface's subflows as backup (MP_PRIO). Defaults to
-	// true for the lte role under active-standby, false otherwise.
+	// true for the lte role under active-standby and handover, false
+	// otherwise.
 	Backup      bool   `json:"backup"`
 	MaxSubflows int    `json:"max_subflows"`         // subflows per connection on this interface (≥1)
 	Congestion  string `json:"congestion,omitempty"` // TCP congestion control for its subflows, "" = host default

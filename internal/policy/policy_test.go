@@ -176,7 +176,7 @@ func TestParseErrors(t *testing.T) {
 		{"no interfaces", "path_manager: userspace\n",
 			[]string{`interfaces: missing; list at least one interface (name and role)`}},
 		{"active-standby without backup", "path_manager: userspace\nsteering: active-standby\ninterfaces:\n  - name: wifi0\n    role: wifi\n",
-			[]string{`line 2: steering: active-standby needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby)`}},
+			[]string{`line 2: steering: active-standby needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby and handover)`}},
 		{"bad routing mode", "path_manager: userspace\nrouting: auto\n" + ifs,
 			[]string{`line 2: routing: "auto" is not valid; use one of managed, off`}},
 		{"bad routing table", "path_manager: userspace\nrouting:\n  mode: managed\n  table_base: 254\n" + ifs,
@@ -383,10 +383,26 @@ handover: *thr
 	if p.Handover.RTT != 100*time.Millisecond || p.Interfaces[0].Name != "wifi0" {
 		t.Errorf("aliases: %+v", p)
 	}
-	// An alias used where a mapping is expected but pointing at a list
-	// is a type error at the alias.
+	// An anchored unknown key is still an unknown key.
 	_, err := Parse([]byte("path_manager: userspace\nx: &l [1, 2]\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 2: x: unknown key") {
 		t.Errorf("unknown anchored key: %v", err)
+	}
+}
+
+func TestBackupDefaults(t *testing.T) {
+	for _, tt := range []struct {
+		steering string
+		lte      bool
+	}{{"aggregate", false}, {"active-standby", true}, {"handover", true}, {"priority", false}} {
+		p := mustParse(t, strings.Replace(minimal, "steering: aggregate", "steering: "+tt.steering, 1))
+		if p.Interfaces[0].Backup || p.Interfaces[1].Backup != tt.lte {
+			t.Errorf("%s: wifi backup %v, lte backup %v; want false, %v", tt.steering, p.Interfaces[0].Backup, p.Interfaces[1].Backup, tt.lte)
+		}
+	}
+	// An explicit value wins.
+	p := mustParse(t, strings.Replace(minimal, "role: lte", "role: lte\n    backup: false\n  - name: eth0\n    role: ethernet\n    backup: true", 1))
+	if p.Interfaces[1].Backup || !p.Interfaces[2].Backup {
+		t.Errorf("explicit backup: %+v", p.Interfaces)
 	}
 }

@@ -58,6 +58,9 @@ func (m *Manager) Table(index int) uint32 { return m.cfg.Table(index) }
 // a gateway changed) are removed. It is idempotent. A Path without
 // addresses removes everything of that interface.
 func (m *Manager) Ensure(p Path) error {
+	if p.Index <= 0 {
+		return fmt.Errorf("routing: interface %q has index %d; want the kernel's ifindex (> 0)", p.Name, p.Index)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	wantRules, wantRoutes := m.cfg.desired(p)
@@ -92,6 +95,9 @@ func (m *Manager) Ensure(p Path) error {
 
 // Remove deletes every rule and route of ours for interface index.
 func (m *Manager) Remove(index int) error {
+	if index <= 0 {
+		return fmt.Errorf("routing: interface index %d; want the kernel's ifindex (> 0)", index)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.removeWhere(m.Table(index))
