@@ -336,12 +336,27 @@ func TestIntegrationCleanupAfterRestart(t *testing.T) {
 			t.Errorf("unexpected rule %v", r)
 		}
 	}
-	// Remove one interface, then clean up the rest.
-	if err := m2.Remove(tp.wifi); err != nil {
+	// The new daemon manages only lte now: Ensure it, Prune the rest.
+	// The lte rule stays in place throughout.
+	if err := m2.Ensure(lte); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(t, tp.cli, "ip", "-4", "rule", "show"); strings.Contains(got, "10.81.1.2") {
-		t.Errorf("wifi rule left after Remove:\n%s", got)
+	if err := m2.Prune([]int{tp.lte}); err != nil {
+		t.Fatal(err)
+	}
+	got := must(t, tp.cli, "ip", "-4", "rule", "show")
+	if strings.Contains(got, "10.81.1.2") || !strings.Contains(got, "from 10.81.2.2 lookup "+fmt.Sprint(3000+tp.lte)) {
+		t.Errorf("after Prune(lte) want only the lte rule:\n%s", got)
+	}
+	if got := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(3000+tp.wifi)); got != "" {
+		t.Errorf("wifi table left after Prune:\n%s", got)
+	}
+	// Remove one interface, then clean up the rest.
+	if err := m2.Remove(tp.lte); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(t, tp.cli, "ip", "-4", "rule", "show"); strings.Contains(got, "proto 201") {
+		t.Errorf("lte rule left after Remove:\n%s", got)
 	}
 	if err := m2.Cleanup(); err != nil {
 		t.Fatal(err)

@@ -112,6 +112,35 @@ func (m *Manager) Cleanup() error {
 	return m.removeWhere(0)
 }
 
+// Prune deletes every rule and route of ours except those of the
+// interfaces in keep. A restarted daemon calls Ensure for the interfaces it
+// manages, then Prune with them: leftovers of interfaces that are gone are
+// removed, and the tables of live ones never disappear, not even briefly.
+func (m *Manager) Prune(keep []int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tables := map[uint32]bool{}
+	for _, i := range keep {
+		tables[m.Table(i)] = true
+	}
+	rules, routes, err := m.owned(0)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range rules {
+		if !tables[r.Table] {
+			errs = append(errs, m.delRule(r, ""))
+		}
+	}
+	for _, r := range routes {
+		if !tables[r.Table] {
+			errs = append(errs, m.delRoute(r, ""))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Owned lists the rules and routes of ours currently in the kernel.
 func (m *Manager) Owned() ([]Rule, []Route, error) {
 	m.mu.Lock()

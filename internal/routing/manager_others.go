@@ -30,5 +30,8 @@ func (m *Manager) Remove(index int) error { return errUnsupported }
 // Cleanup is not supported off Linux.
 func (m *Manager) Cleanup() error { return errUnsupported }
 
+// Prune is not supported off Linux.
+func (m *Manager) Prune(keep []int) error { return errUnsupported }
+
 // Owned is not supported off Linux.
 func (m *Manager) Owned() ([]Rule, []Route, error) { return nil, nil, errUnsupported }
