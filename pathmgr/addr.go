@@ -1,94 +1,21 @@
 package pathmgr
 
+// Address nests (MPTCP_PM_ATTR_ADDR, MPTCP_PM_ATTR_ADDR_REMOTE): encoding
+// and decoding shared by the commands and the inventory.
+
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
-// EndpointFlags are the MPTCP_PM_ADDR_FLAG_* bits of an endpoint.
-type EndpointFlags uint32
-
-// Endpoint flags. Implicit is set by the kernel only.
-const (
-	FlagSignal   EndpointFlags = flagSignal
-	FlagSubflow  EndpointFlags = flagSubflow
-	FlagBackup   EndpointFlags = flagBackup
-	FlagFullmesh EndpointFlags = flagFullmesh
-	FlagImplicit EndpointFlags = flagImplicit
-	FlagLaminar  EndpointFlags = flagLaminar
-)
-
-var flagNames = []struct {
-	f    EndpointFlags
-	name string
-}{
-	{FlagSignal, "signal"},
-	{FlagSubflow, "subflow"},
-	{FlagBackup, "backup"},
-	{FlagFullmesh, "fullmesh"},
-	{FlagImplicit, "implicit"},
-	{FlagLaminar, "laminar"},
-}
-
-// EndpointFlagNames lists the flag names ParseEndpointFlag accepts.
-func EndpointFlagNames() []string {
-	var s []string
-	for _, n := range flagNames {
-		s = append(s, n.name)
-	}
-	return s
-}
-
-// ParseEndpointFlag returns the flag named s (as printed by `ip mptcp`).
-func ParseEndpointFlag(s string) (EndpointFlags, bool) {
-	for _, n := range flagNames {
-		if n.name == s {
-			return n.f, true
-		}
-	}
-	return 0, false
-}
-
-// Strings returns the names of the set flags, unknown bits as hex.
-func (f EndpointFlags) Strings() []string {
-	s := []string{}
-	for _, n := range flagNames {
-		if f&n.f != 0 {
-			s = append(s, n.name)
-			f &^= n.f
-		}
-	}
-	if f != 0 {
-		s = append(s, fmt.Sprintf("0x%x", uint32(f)))
-	}
-	return s
-}
-
-func (f EndpointFlags) String() string { return strings.Join(f.Strings(), " ") }
-
-// MarshalJSON encodes the flags as an array of names.
-func (f EndpointFlags) MarshalJSON() ([]byte, error) { return json.Marshal(f.Strings()) }
-
-// Endpoint is an address known to a path manager: an endpoint of the
-// in-kernel PM, or a local address of a userspace-PM connection.
-type Endpoint struct {
-	ID      uint8         `json:"id"`
-	Addr    netip.Addr    `json:"address"`
-	Port    uint16        `json:"port,omitempty"`
-	Flags   EndpointFlags `json:"flags"`
-	IfIndex int           `json:"if_idx,omitempty"`
-}
-
+// family returns the Linux address family number of a.
 func family(a netip.Addr) uint16 {
 	if a.Is4() {
-		return unix.AF_INET
+		return afInet
 	}
-	return unix.AF_INET6
+	return afInet6
 }
 
 // encodeAddr writes an address nest: the local part of most commands.
@@ -161,7 +88,7 @@ func decodeAddr(ad *netlink.AttributeDecoder) (Endpoint, error) {
 	if err := ad.Err(); err != nil {
 		return e, err
 	}
-	if fam == unix.AF_INET && e.Addr.Is6() {
+	if fam == afInet && e.Addr.Is6() {
 		return e, fmt.Errorf("pathmgr: address family inet with an IPv6 address")
 	}
 	return e, nil

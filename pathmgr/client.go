@@ -5,35 +5,80 @@
 // MPTCP connections from sock_diag.
 //
 // Every Client works in one network namespace, chosen by Config. Kernel
-// refusals come back as *Error with the kernel's own message.
+// refusals come back as *Error with the kernel's own message. Outside Linux
+// the package builds, and Dial says that it is not supported there.
 package pathmgr
 
 import (
-	"net/netip"
+	"fmt"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
 )
 
-// Limits are the in-kernel PM's per-namespace limits (`ip mptcp limits`).
-type Limits struct {
-	// Subflows is the maximum number of additional subflows per connection.
-	Subflows uint32 `json:"subflows"`
-	// AddAddrAccepted is the maximum number of ADD_ADDR announcements from
-	// the peer acted upon per connection.
-	AddAddrAccepted uint32 `json:"add_addr_accepted"`
+// A Client talks to the kernel's MPTCP path manager in one network
+// namespace. It is safe for concurrent use. Methods that change state need
+// CAP_NET_ADMIN in that namespace.
+//
+// The in-kernel PM (net.mptcp.path_manager=kernel) is driven through
+// endpoints and limits, per namespace; the userspace PM
+// (net.mptcp.path_manager=userspace) through per-connection commands that
+// name the connection by its token.
+type Client struct {
+	c *client // per OS: client_linux.go, client_others.go
 }
 
-// LimitsUpdate sets some limits, leaving the others as they are (as
-// `ip mptcp limits set subflow 4` does). Nil fields are not changed.
-type LimitsUpdate struct {
-	Subflows        *uint32
-	AddAddrAccepted *uint32
+// Dial opens a Client in the network namespace cfg names (nil or an empty
+// NetNS: the current one). It fails with an error matching os.ErrNotExist
+// when the namespace or the mptcp_pm family does not exist.
+func Dial(cfg *Config) (*Client, error) {
+	c, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{c: c}, nil
 }
 
-// MaxLimit is the largest value the kernels this package knows accept for
-// either limit (MPTCP_PM_ADDR_MAX).
-const MaxLimit = maxLimitValue
+// Close releases the netlink socket.
+func (c *Client) Close() error { return c.c.close() }
 
-// Subflow names one subflow of a userspace-PM connection by its two ends.
-type Subflow struct {
-	Local  netip.AddrPort
-	Remote netip.AddrPort
+// FamilyVersion is the version the kernel reports for mptcp_pm (1 on every
+// kernel so far).
+func (c *Client) FamilyVersion() uint8 { return c.c.familyVersion() }
+
+// request runs one command: encode writes its attributes (nil: none).
+// Commands that change state are sent with an acknowledgement request;
+// dumps with the dump flag. op names the command in errors ("subflow
+// create").
+func (c *Client) request(op string, cmd uint8, dump bool, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
+	ae := netlink.NewAttributeEncoder()
+	if encode != nil {
+		encode(ae)
+	}
+	b, err := ae.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("pathmgr: %s: encode: %w", op, err)
+	}
+	flags := netlink.Request
+	switch {
+	case dump:
+		flags |= netlink.Dump
+	case !replies[cmd]:
+		// Commands that change state send no reply unless asked for an
+		// acknowledgement; without one the request would wait forever.
+		flags |= netlink.Acknowledge
+	}
+	msgs, err := c.c.execute(genetlink.Message{
+		Header: genetlink.Header{Command: cmd, Version: familyVersion},
+		Data:   b,
+	}, flags)
+	if err != nil {
+		return nil, opError(op, err)
+	}
+	return msgs, nil
 }
+
+// replies lists the commands whose "do" form answers with a message (and
+// must not also be asked for an acknowledgement: a trailing ACK left in the
+// socket would break the next request's sequence check).
+var replies = map[uint8]bool{cmdGetAddr: true, cmdGetLimits: true}

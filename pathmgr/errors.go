@@ -4,20 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/mdlayher/netlink"
 )
 
 // ErrNotSupported is matched (errors.Is) by errors for a command, attribute
-// or family that the running kernel does not offer.
+// or family that the running kernel (or OS) does not offer.
 var ErrNotSupported = errors.New("not supported by this kernel")
 
 // Error is a refusal from the kernel. Message is the kernel's extended
 // acknowledgement text ("missing remote port", "invalid token", ...),
-// verbatim, when the kernel gave one. Err is the errno.
+// verbatim, when the kernel gave one; otherwise a short explanation of the
+// errno where one helps (EPERM: needs CAP_NET_ADMIN). Err is the errno.
 //
 // errors.Is maps ENOENT to os.ErrNotExist, EPERM and EACCES to
-// os.ErrPermission, and EOPNOTSUPP to ErrNotSupported.
+// os.ErrPermission, and EOPNOTSUPP to ErrNotSupported; errors.Is(err,
+// syscall.EINVAL) and friends work through Unwrap.
 type Error struct {
 	Op      string // the command, e.g. "subflow create"
 	Message string
@@ -37,11 +40,30 @@ func (e *Error) Unwrap() error { return e.Err }
 func (e *Error) Is(target error) bool {
 	switch target {
 	case os.ErrNotExist:
-		return errors.Is(e.Err, unix.ENOENT)
+		return errors.Is(e.Err, syscall.ENOENT)
 	case os.ErrPermission:
-		return errors.Is(e.Err, unix.EPERM) || errors.Is(e.Err, unix.EACCES)
+		return errors.Is(e.Err, syscall.EPERM) || errors.Is(e.Err, syscall.EACCES)
 	case ErrNotSupported:
-		return errors.Is(e.Err, unix.EOPNOTSUPP) || errors.Is(e.Err, unix.ENOTSUP)
+		return errors.Is(e.Err, syscall.EOPNOTSUPP) || errors.Is(e.Err, syscall.ENOTSUP)
 	}
 	return false
+}
+
+// opError turns a netlink error into *Error, keeping the extack message.
+func opError(op string, err error) error {
+	var oe *netlink.OpError
+	if !errors.As(err, &oe) {
+		return &Error{Op: op, Err: err}
+	}
+	e := &Error{Op: op, Message: oe.Message, Err: oe.Err}
+	if e.Message == "" {
+		// The kernel gave no reason: say what the errno means here.
+		switch {
+		case errors.Is(oe.Err, syscall.EOPNOTSUPP):
+			e.Message = "command not supported by this kernel's MPTCP path manager"
+		case errors.Is(oe.Err, syscall.EPERM):
+			e.Message = "needs CAP_NET_ADMIN in the network namespace"
+		}
+	}
+	return e
 }

@@ -14,6 +14,11 @@ const (
 	ipprotoMPTCP  = 262 // IPPROTO_MPTCP
 	maxEndpointID = 255
 	maxLimitValue = 8 // MPTCP_PM_ADDR_MAX on 5.x..6.18 kernels
+
+	// Address families as Linux numbers them on the wire (the same on
+	// every architecture; other OSes' AF_INET6 differs).
+	afInet  = 2  // AF_INET
+	afInet6 = 10 // AF_INET6
 )
 
 // Commands (enum, MPTCP_PM_CMD_*).
