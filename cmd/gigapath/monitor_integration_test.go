@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,7 +45,19 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 	nsRun(t, cli, "ip", "mptcp", "endpoint", "add", "10.8.12.1", "dev", "lte0", "id", "3", "subflow", "backup")
 
 	// monitor -j in the client namespace.
-	mon := exec.Command(pmBinary(t), "--netns", cli.Name, "monitor", "-j")
+	bin := filepath.Join(t.TempDir(), "gigapath")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	gigapath := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil {
+			t.Fatalf("gigapath %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out)
+	}
+	mon := exec.Command(bin, "--netns", cli.Name, "monitor", "-j")
 	stdout, err := mon.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +171,7 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 			RTTus  *int   `json:"rtt_us"`
 		} `json:"subflows"`
 	}
-	out := gpOK(t, "--netns", cli.Name, "conn", "list", "-j")
+	out := gigapath("--netns", cli.Name, "conn", "list", "-j")
 	if err := json.Unmarshal([]byte(out), &conns); err != nil {
 		t.Fatalf("conn list -j: %v\n%s", err, out)
 	}
@@ -174,7 +187,7 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 	if !strings.Contains(ss, ssLocal) || !strings.Contains(ss, "token:"+strconv.FormatUint(uint64(token), 16)) {
 		t.Errorf("ss -Mtni does not show subflow %s and token %x:\n%s", ssLocal, uint32(token), ss)
 	}
-	if plain := gpOK(t, "--netns", cli.Name, "conn", "list"); !strings.Contains(plain, "dev lte0 locid 3") {
+	if plain := gigapath("--netns", cli.Name, "conn", "list"); !strings.Contains(plain, "dev lte0 locid 3") {
 		t.Errorf("conn list = %q, want the lte subflow line", plain)
 	}
 
