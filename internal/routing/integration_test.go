@@ -77,6 +77,14 @@ func newTopo(t *testing.T) *topo {
 			t.Fatal(err)
 		}
 	}
+	// The client filters strictly too, as hardened hosts do: replies to the
+	// lte address arriving on lte0 must pass its reverse-path check, which
+	// only the source rules make true.
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.wifi0.rp_filter", "net.ipv4.conf.lte0.rp_filter"} {
+		if err := cli.Sysctl(k, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	must(t, cli, "ip", "route", "add", "default", "via", "10.81.1.1", "dev", "wifi0")
 	must(t, cli, "ip", "-6", "route", "add", "default", "via", "2001:db8:81:1::1", "dev", "wifi0")
 	// Let IPv6 DAD finish (link-local addresses included) so that the
