@@ -99,6 +99,19 @@ func TestParseEndpointDelChange(t *testing.T) {
 	wantUsage(t, "change signal", func() error { _, err := parseEndpointChange(strings.Fields("id 3 signal")); return err }(), `"signal"`, "nobackup")
 }
 
+func TestParseEndpointShow(t *testing.T) {
+	r, err := parseEndpointShow(strings.Fields("token 0x81ec9513 -j"))
+	if err != nil || !r.hasToken || r.token != 0x81ec9513 || !r.json {
+		t.Errorf("show token = %+v, %v", r, err)
+	}
+	r, err = parseEndpointShow([]string{"id", "7"})
+	if err != nil || r.id != 7 || r.hasToken {
+		t.Errorf("show id = %+v, %v", r, err)
+	}
+	wantUsage(t, "show both", func() error { _, err := parseEndpointShow(strings.Fields("id 7 token 5")); return err }(), "not both")
+	wantUsage(t, "show dev", func() error { _, err := parseEndpointShow(strings.Fields("dev lte0")); return err }(), `"dev"`, "id N, token T")
+}
+
 func TestParseLimitsSet(t *testing.T) {
 	u, err := parseLimitsSet(strings.Fields("subflow 5 add_addr_accepted 3"))
 	if err != nil || !reflect.DeepEqual(u, pathmgr.LimitsUpdate{Subflows: u32p(5), AddAddrAccepted: u32p(3)}) {
@@ -585,6 +598,28 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 		v := mptcpExt(t, srv, "AddAddr")
 		return v > addBefore, "AddAddr=" + strconv.Itoa(v)
 	})
+	// The connection's own addresses (Linux >= 6.7): the announced one.
+	var addrs []map[string]any
+	code, out, errs := gp(t, append(n, "-j", "endpoint", "show", "token", token)...)
+	switch {
+	case code == 1 && strings.Contains(errs, "needs Linux 6.7"):
+		t.Logf("endpoint show token: %s", errs)
+	case code != 0:
+		t.Errorf("endpoint show token: exit %d: %s", code, errs)
+	default:
+		if err := json.Unmarshal([]byte(out), &addrs); err != nil {
+			t.Fatalf("endpoint show token -j: %v: %s", err, out)
+		}
+		found := false
+		for _, a := range addrs {
+			if a["id"] == 5.0 && a["address"] == "10.8.2.3" && a["dev"] == "lte0" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("endpoint show token -j = %s, want id 5 10.8.2.3 dev lte0 (announced)", out)
+		}
+	}
 	gpOK(t, append(n, strings.Fields("remove id 5 token "+token)...)...)
 	eventually(t, "RM_ADDR at the peer (MPTcpExtRmAddr)", func() (bool, string) {
 		v := mptcpExt(t, srv, "RmAddr")
@@ -599,7 +634,7 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 	})
 
 	// A wrong token is the kernel's refusal: exit 1, its words.
-	code, _, errs := gp(t, append(n, strings.Fields("subflow create token 1 local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
+	code, _, errs = gp(t, append(n, strings.Fields("subflow create token 1 local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
 	if code != 1 || !strings.Contains(errs, "token") {
 		t.Errorf("bad token: exit %d, %q; want 1 and the kernel's invalid token message", code, errs)
 	}

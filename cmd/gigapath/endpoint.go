@@ -60,11 +60,13 @@ func init() {
 			},
 			{
 				Name:      "show",
-				Usage:     "list endpoints, or one by id",
-				ArgsUsage: "[id N]",
-				Description: `Examples:
+				Usage:     "list endpoints, one by id, or the local addresses of a userspace-PM connection",
+				ArgsUsage: "[id N | token T]",
+				Description: `With token T: the addresses a userspace-PM connection announced or
+   uses for subflows it was told to create (Linux >= 6.7). Examples:
    gigapath endpoint show
    gigapath endpoint show id 7 -j
+   gigapath --netns cli endpoint show token 0x81ec9513
    JSON: [{"id":7,"address":"10.0.2.2","port":0,"dev":"lte0","flags":["subflow","backup"]}]`,
 				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"}},
 				Action: endpointShow,
@@ -426,21 +428,48 @@ type endpointJSON struct {
 	Flags   []string `json:"flags"`
 }
 
-func endpointShow(c *cli.Context) error {
-	p := newPMArgs("endpoint show", c.Args().Slice())
-	var id uint8
+// endpointShowArgs is the parsed form of `endpoint show`.
+type endpointShowArgs struct {
+	id       uint8
+	token    uint32
+	hasToken bool
+	json     bool
+}
+
+func parseEndpointShow(args []string) (endpointShowArgs, error) {
+	p := newPMArgs("endpoint show", args)
+	r := endpointShowArgs{json: p.json}
 	for p.more() {
 		tok := p.next()
-		if tok != "id" {
-			return p.unknown(tok, "id N")
+		var v string
+		var err error
+		switch tok {
+		case "id":
+			if v, err = p.value(tok, "1..255"); err == nil {
+				r.id, err = p.parseID(v, 1)
+			}
+		case "token":
+			if v, err = p.value(tok, "T"); err == nil {
+				r.token, err = p.parseToken(v)
+				r.hasToken = true
+			}
+		default:
+			return r, p.unknown(tok, "id N, token T")
 		}
-		v, err := p.value(tok, "1..255")
 		if err != nil {
-			return err
+			return r, err
 		}
-		if id, err = p.parseID(v, 1); err != nil {
-			return err
-		}
+	}
+	if r.hasToken && r.id != 0 {
+		return r, usageErrorf("endpoint show: give id N (an endpoint) or token T (a connection's addresses), not both")
+	}
+	return r, nil
+}
+
+func endpointShow(c *cli.Context) error {
+	r, err := parseEndpointShow(c.Args().Slice())
+	if err != nil {
+		return err
 	}
 	pm, err := pmDial(c)
 	if err != nil {
@@ -448,17 +477,24 @@ func endpointShow(c *cli.Context) error {
 	}
 	defer pm.Close()
 	var eps []pathmgr.Endpoint
-	if id != 0 {
-		e, err := pm.Endpoint(id)
+	switch {
+	case r.hasToken:
+		if eps, err = pm.ConnectionAddrs(r.token); err != nil {
+			return err
+		}
+	case r.id != 0:
+		e, err := pm.Endpoint(r.id)
 		if err != nil {
 			return err
 		}
 		eps = []pathmgr.Endpoint{e}
-	} else if eps, err = pm.Endpoints(); err != nil {
-		return err
+	default:
+		if eps, err = pm.Endpoints(); err != nil {
+			return err
+		}
 	}
 	names := ifNames(netnsName(c))
-	if p.json || jsonOutput(c) {
+	if r.json || jsonOutput(c) {
 		out := make([]endpointJSON, 0, len(eps))
 		for _, e := range eps {
 			out = append(out, endpointJSON{ID: e.ID, Address: e.Addr.String(), Port: e.Port,
