@@ -276,3 +276,25 @@ func kernelAtLeast(t *testing.T, major, minor int) (string, bool) {
 	}
 	return rel, maj > major || (maj == major && min >= minor)
 }
+
+// TestIntegrationLaminarFlag: the 6.18 laminar flag round-trips; older
+// iproute2 (Debian 12's 6.1) prints it as "rawflags 20", which is the bit
+// the library sends and decodes.
+func TestIntegrationLaminarFlag(t *testing.T) {
+	ns := newNS(t, "lam")
+	if rel, ok := kernelAtLeast(t, 6, 18); !ok {
+		t.Skipf("laminar endpoints need Linux 6.18; this kernel is %s", rel)
+	}
+	c := dial(t, ns)
+	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 4, Addr: netip.MustParseAddr("10.4.0.1"), Flags: pathmgr.FlagSubflow | pathmgr.FlagLaminar}); err != nil {
+		t.Fatal(err)
+	}
+	got := run(t, ns, "ip", "mptcp", "endpoint", "show")
+	if !strings.Contains(got, "10.4.0.1 id 4 subflow laminar") && !strings.Contains(got, "10.4.0.1 id 4 subflow rawflags 20") {
+		t.Errorf("ip mptcp endpoint show = %q, want id 4 subflow with laminar (0x20)", got)
+	}
+	e, err := c.Endpoint(4)
+	if err != nil || e.Flags != pathmgr.FlagSubflow|pathmgr.FlagLaminar || e.Flags.String() != "subflow laminar" {
+		t.Errorf("Endpoint(4) = %+v (%v), %v; want subflow laminar", e, e.Flags, err)
+	}
+}
