@@ -4,10 +4,13 @@ package pathmgr_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -106,5 +109,103 @@ func TestIntegrationEventsKernelPM(t *testing.T) {
 	lcl := waitEvent(t, srvEv, pathmgr.EventListenerClosed, func(e pathmgr.Event) bool { return e.Local.Port() == port+1 })
 	if lcl.Local.Addr() != srvLTE || lcl.Family != 2 {
 		t.Errorf("listener_closed = %v, want %v:%d inet", lcl, srvLTE, port+1)
+	}
+}
+
+// TestIntegrationIPv6 runs a connection over IPv6 only: the events carry
+// saddr6/daddr6 (family inet6) and the inventory lists the AF_INET6
+// connection and its lte subflow, checked against ss -Mtni.
+func TestIntegrationIPv6(t *testing.T) {
+	cli, srv := newNS(t, "cli6"), newNS(t, "srv6")
+	for _, l := range []struct{ c, s, ca, sa string }{
+		{"wifi0", "wifi1", "fd00:91::1/64", "fd00:91::2/64"},
+		{"lte0", "lte1", "fd00:92::1/64", "fd00:92::2/64"},
+	} {
+		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.AddAddr(l.c, l.ca); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddAddr(l.s, l.sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ns := range []*testbed.NetNS{cli, srv} {
+		run(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	}
+	// IPv6 has no fallback for a socket bound to a device without a route
+	// there: give lte0 a (less preferred) route to the server's wifi side.
+	run(t, cli, "ip", "-6", "route", "add", "fd00:91::/64", "via", "fd00:92::2", "dev", "lte0", "metric", "2048")
+	run(t, cli, "ip", "mptcp", "endpoint", "add", "fd00:92::1", "dev", "lte0", "id", "4", "subflow")
+	cliEv := events(t, cli)
+	const port = 10650
+	srvAddr := netip.AddrPortFrom(netip.MustParseAddr("fd00:91::2"), port)
+	var ln net.Listener
+	if err := srv.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp6", srvAddr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	var conn net.Conn
+	if err := cli.Do(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:91::1")}, Timeout: 5 * time.Second}
+		d.SetMultipathTCP(true)
+		var err error
+		conn, err = d.Dial("tcp6", srvAddr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		buf := make([]byte, 8<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if _, err := conn.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	created := waitEvent(t, cliEv, pathmgr.EventCreated, nil)
+	if created.Family != 10 || !created.Has(pathmgr.AttrSourceAddr6) || created.Remote != srvAddr {
+		t.Errorf("created = %v (family %d), want inet6 with saddr6, to %v", created, created.Family, srvAddr)
+	}
+	sub := waitEvent(t, cliEv, pathmgr.EventSubEstablished, nil)
+	if sub.Local.Addr() != netip.MustParseAddr("fd00:92::1") || sub.LocalID != 4 || sub.Token != created.Token {
+		t.Errorf("sub_established = %v, want from fd00:92::1 id 4, token %d", sub, created.Token)
+	}
+	inv := openInventory(t, cli)
+	conns := waitConns(t, inv, "IPv6 connection with two subflows", func(cs []pathmgr.Connection) bool {
+		return len(cs) == 1 && len(cs[0].Subflows) == 2
+	})
+	c := conns[0]
+	if c.Token != created.Token || c.Local != created.Local || c.Subflows[1].Local != sub.Local || c.Subflows[1].IfName != "lte0" {
+		t.Errorf("inventory %#x %v, lte subflow %v dev %s; events say %#x %v, %v", c.Token, c.Local, c.Subflows[1].Local, c.Subflows[1].IfName, created.Token, created.Local, sub.Local)
+	}
+	tokens, sfs := ssMPTCP(t, cli)
+	if len(tokens) != 1 || tokens[0] != c.Token || len(sfs) != 2 {
+		t.Errorf("ss -Mtni: tokens %x, %d subflows; want [%x], 2", tokens, len(sfs), c.Token)
 	}
 }

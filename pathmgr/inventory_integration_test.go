@@ -31,15 +31,16 @@ var (
 	ssToken  = regexp.MustCompile(`\btoken:([0-9a-f]+)\b`)
 )
 
-// parseSSAddr reads "10.9.2.1%lte0:40000" or "[::ffff:10.9.1.2]:80".
+// parseSSAddr reads "10.9.2.1%lte0:40000", "[fd00::1]%lte0:40000" or "[::ffff:10.9.1.2]:80".
 func parseSSAddr(t *testing.T, s string) (netip.AddrPort, string) {
 	t.Helper()
 	i := strings.LastIndexByte(s, ':')
-	host, port := strings.Trim(s[:i], "[]"), s[i+1:]
+	host, port := s[:i], s[i+1:]
 	dev := ""
 	if j := strings.IndexByte(host, '%'); j >= 0 {
 		host, dev = host[:j], host[j+1:]
 	}
+	host = strings.Trim(host, "[]")
 	ap, err := netip.ParseAddrPort(net2(host, port))
 	if err != nil {
 		t.Fatalf("ss address %q: %v", s, err)
