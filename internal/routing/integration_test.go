@@ -478,3 +478,116 @@ func TestIntegrationFollowNetmon(t *testing.T) {
 	must(t, tp.cli, "ip", "route", "del", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
 	eventually("on-link default back in table "+lt, lteDefault)
 }
+
+// TestIntegrationMPTCPSubflowLeavesByLTE checks the point of managed
+// routing with MPTCP: the in-kernel PM opens a subflow from the lte
+// endpoint (bound to lte0); with the lte table and rule in place it is
+// established on a server that answers the lte address only by lte, and
+// carries data.
+func TestIntegrationMPTCPSubflowLeavesByLTE(t *testing.T) {
+	tp := newTopo(t)
+	if _, err := os.Stat("/proc/sys/net/mptcp/enabled"); err != nil {
+		t.Skip("kernel without MPTCP (no net.mptcp sysctls)")
+	}
+	for _, ns := range []*testbed.NetNS{tp.cli, tp.srv} {
+		must(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	}
+	must(t, tp.cli, "ip", "mptcp", "endpoint", "add", "10.81.2.2", "dev", "lte0", "subflow")
+	// A slow wifi makes the scheduler use the lte subflow as well.
+	must(t, tp.cli, "tc", "qdisc", "add", "dev", "wifi0", "root", "tbf", "rate", "20mbit", "burst", "32kbit", "latency", "50ms")
+
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	defer m.Cleanup()
+	lte, wifi := lteWifiPaths(tp)
+	for _, p := range []routing.Path{lte, wifi} {
+		if err := m.Ensure(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var ln net.Listener
+	err = tp.srv.Do(func() (err error) {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		ln, err = lc.Listen(context.Background(), "tcp", "10.81.9.1:5002")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- -1
+			return
+		}
+		defer c.Close()
+		var n int64
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				received <- n
+				return
+			}
+		}
+	}()
+
+	var conn net.Conn
+	err = tp.cli.Do(func() (err error) {
+		var d net.Dialer
+		d.SetMultipathTCP(true)
+		conn, err = d.Dial("tcp", "10.81.9.1:5002")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Send until the lte subflow is established and has carried data
+	// (ss is the oracle), with a deadline.
+	buf := make([]byte, 32<<10)
+	var sent int64
+	deadline := time.Now().Add(15 * time.Second)
+	var ssOut string
+	for {
+		n, err := conn.Write(buf)
+		sent += int64(n)
+		if err != nil {
+			t.Fatalf("write after %d bytes: %v", sent, err)
+		}
+		ssOut, _ = tp.cli.Run("ss", "-tniH", "state", "established", "src", "10.81.2.2")
+		if strings.Contains(ssOut, "tcp-ulp-mptcp") && bytesAcked(ssOut) > 100000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no established lte subflow carrying data within 15s; ss:\n%s\nip mptcp endpoint:\n%s", ssOut, must(t, tp.cli, "ip", "mptcp", "endpoint", "show"))
+		}
+	}
+	// The server sees that subflow arrive on lte0p.
+	if out := must(t, tp.srv, "ss", "-tniH", "state", "established", "dst", "10.81.2.2"); !strings.Contains(out, "10.81.2.2") {
+		t.Errorf("server has no subflow from the lte address:\n%s", out)
+	}
+	conn.Close()
+	if n := <-received; n != sent {
+		t.Errorf("server received %d bytes, client sent %d", n, sent)
+	}
+	t.Logf("lte subflow: %s", strings.TrimSpace(ssOut))
+}
+
+// bytesAcked reads bytes_acked from ss -i output (0 if absent).
+func bytesAcked(ss string) int64 {
+	_, rest, ok := strings.Cut(ss, "bytes_acked:")
+	if !ok {
+		return 0
+	}
+	var n int64
+	fmt.Sscanf(rest, "%d", &n)
+	return n
+}
