@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -83,7 +84,13 @@ type userspaceArgs struct {
 	positionalA netip.Addr // announce's ADDR
 }
 
-// parseUserspace reads the keywords allowed in valid (a subset of token,
+// keywordHelp shows each keyword of the userspace commands with its value.
+var keywordHelp = map[string]string{
+	"ADDR": "ADDR", "token": "token T", "id": "id N", "dev": "dev IF", "port": "port P",
+	"local": "local ADDR", "remote": "remote ADDR", "backup": "backup, nobackup",
+}
+
+// parseUserspace reads the keywords listed in allowed (a subset of token,
 // id, dev, port, local, remote, backup, ADDR). "port" belongs to the last
 // "local" or "remote" given, or to the announced address.
 func parseUserspace(cmd string, args []string, allowed ...string) (userspaceArgs, error) {
@@ -93,30 +100,11 @@ func parseUserspace(cmd string, args []string, allowed ...string) (userspaceArgs
 		ok[k] = true
 	}
 	validList := func() string {
-		s := ""
-		for i, k := range allowed {
-			if i > 0 {
-				s += ", "
-			}
-			switch k {
-			case "ADDR", "backup":
-			case "token":
-				k = "token T"
-			case "id":
-				k = "id N"
-			case "dev":
-				k = "dev IF"
-			case "port":
-				k = "port P"
-			case "local", "remote":
-				k += " ADDR"
-			}
-			if k == "backup" {
-				k = "backup, nobackup"
-			}
-			s += k
+		var words []string
+		for _, k := range allowed {
+			words = append(words, keywordHelp[k])
 		}
-		return s
+		return strings.Join(words, ", ")
 	}
 	var r userspaceArgs
 	side := "" // "local", "remote" or "" (announce's address)
