@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// gigapathBinary builds the real command into the test's temporary
+// buildGigapathForConfig builds the real command into the test's temporary
 // directory (the build cache makes the second build cheap).
-func gigapathBinary(t *testing.T) string {
+func buildGigapathForConfig(t *testing.T) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -26,7 +26,7 @@ func gigapathBinary(t *testing.T) string {
 	return bin
 }
 
-func runBinary(t *testing.T, bin string, args ...string) (int, string, string) {
+func runConfigCLI(t *testing.T, bin string, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var stdout, stderr bytes.Buffer
@@ -42,7 +42,7 @@ func runBinary(t *testing.T, bin string, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func writeConfigFile(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -52,18 +52,18 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func TestConfigExampleChecksOK(t *testing.T) {
-	bin := gigapathBinary(t)
-	code, example, stderr := runBinary(t, bin, "config", "example")
+	bin := buildGigapathForConfig(t)
+	code, example, stderr := runConfigCLI(t, bin, "config", "example")
 	if code != 0 || !strings.Contains(example, "interfaces:") {
 		t.Fatalf("config example: exit %d, stderr %q, output %q", code, stderr, example)
 	}
-	f := writeFile(t, "example.yaml", example)
-	code, out, stderr := runBinary(t, bin, "config", "check", f)
+	f := writeConfigFile(t, "example.yaml", example)
+	code, out, stderr := runConfigCLI(t, bin, "config", "check", f)
 	want := "ok: " + f + ": side client, path_manager userspace, steering aggregate, routing managed, 2 interfaces (wifi0 wifi, lte0 lte)\n"
 	if code != 0 || out != want {
 		t.Errorf("config check of the example: exit %d, stdout %q, stderr %q; want 0 and %q", code, out, stderr, want)
 	}
-	code, out, _ = runBinary(t, bin, "-j", "config", "check", f)
+	code, out, _ = runConfigCLI(t, bin, "-j", "config", "check", f)
 	var v struct {
 		OK     bool `json:"ok"`
 		Policy struct {
@@ -80,7 +80,7 @@ func TestConfigExampleChecksOK(t *testing.T) {
 // TestConfigCheckExitCodes runs the built binary on each bad-config class
 // of the issue: exit 2 and a message naming the problem.
 func TestConfigCheckExitCodes(t *testing.T) {
-	bin := gigapathBinary(t)
+	bin := buildGigapathForConfig(t)
 	const ifs = "interfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"
 	for _, tt := range []struct {
 		name, config, want string
@@ -101,8 +101,8 @@ func TestConfigCheckExitCodes(t *testing.T) {
 			`line 7: interfaces[2].name: "lte0" is already used by interfaces[1]`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f := writeFile(t, "bad.yaml", tt.config)
-			code, out, stderr := runBinary(t, bin, "config", "check", f)
+			f := writeConfigFile(t, "bad.yaml", tt.config)
+			code, out, stderr := runConfigCLI(t, bin, "config", "check", f)
 			if code != 2 || out != "" || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, f) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and a message naming %s and containing %q", code, out, stderr, f, tt.want)
 			}
@@ -110,13 +110,13 @@ func TestConfigCheckExitCodes(t *testing.T) {
 	}
 	t.Run("missing file", func(t *testing.T) {
 		missing := filepath.Join(t.TempDir(), "none.yaml")
-		code, _, stderr := runBinary(t, bin, "config", "check", missing)
+		code, _, stderr := runConfigCLI(t, bin, "config", "check", missing)
 		if code != 2 || !strings.Contains(stderr, "no such file") {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
 	t.Run("no file", func(t *testing.T) {
-		code, _, stderr := runBinary(t, bin, "config", "check")
+		code, _, stderr := runConfigCLI(t, bin, "config", "check")
 		if code != 2 || !strings.Contains(stderr, "want exactly one FILE") {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
