@@ -205,14 +205,15 @@ var pmBinaries sync.Map
 // once per test.
 func pmBinary(t *testing.T) string {
 	t.Helper()
-	if p, ok := pmBinaries.Load(t.Name()); ok {
+	if p, ok := pmBinaries.Load(t); ok {
 		return p.(string)
 	}
 	p := filepath.Join(t.TempDir(), "gigapath")
 	if out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v: %s", err, out)
 	}
-	pmBinaries.Store(t.Name(), p)
+	pmBinaries.Store(t, p)
+	t.Cleanup(func() { pmBinaries.Delete(t) })
 	return p
 }
 
