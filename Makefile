@@ -8,9 +8,13 @@ FUZZTIME   ?= 20s
 
 export CLANG BPF_CFLAGS
 
-.PHONY: all build generate lint test unit fuzz demo bench vmtest clean
+.PHONY: all deps build generate lint test unit fuzz demo bench vmtest clean
 
 all: build
+
+# Debian packages the tests and the demo use (idempotent; root).
+deps:
+	@.ci/install-deps
 
 build:
 	$(GO) build -o $(BIN) ./cmd/gigapath
@@ -27,7 +31,7 @@ lint:
 
 # The whole suite: unit tests, integration tests against the real kernel in
 # fresh namespaces (needs root), race detector, bounded fuzzing.
-test: lint build
+test: deps lint build
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 
@@ -41,7 +45,7 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
-demo: build
+demo: deps build
 	./$(BIN) demo
 
 clean:
