@@ -25,7 +25,7 @@ const NamePrefix = "gp-"
 
 // NetNS is a named network namespace (/run/netns/NAME) made by the testbed.
 type NetNS struct {
-	Name string
+	Name string `json:"name"`
 }
 
 // UniqueName returns prefix followed by a short random suffix, e.g. "cli-3fa2c1".
