@@ -395,17 +395,11 @@ func TestIntegrationEnsureErrorsNameTheRoute(t *testing.T) {
 	t.Logf("kernel refusal: %v", err)
 }
 
-// TestIntegrationFollowNetmon drives the Manager from a netmon.Watcher the
-// way the daemon does (Ensure(PathFor(state, i)) on every event) and checks
-// the kernel's tables follow link and address changes made with ip.
-func TestIntegrationFollowNetmon(t *testing.T) {
-	tp := newTopo(t)
-	before := dumpNonKernel(t, tp.cli)
-	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+// follow runs a Watcher on the client and re-ensures both interfaces on
+// every event, as the daemon does. The returned function stops it and
+// reports errors.
+func follow(t *testing.T, tp *topo, m *routing.Manager) func() {
+	t.Helper()
 	w, err := netmon.New(netmon.Config{NetNS: tp.cli.Name})
 	if err != nil {
 		t.Fatal(err)
@@ -426,13 +420,48 @@ func TestIntegrationFollowNetmon(t *testing.T) {
 		}
 		done <- errors.Join(errs...)
 	}()
-	defer func() {
+	return func() {
 		cancel()
 		for i := 0; i < 2; i++ {
 			if err := <-done; err != nil {
 				t.Errorf("watcher loop: %v", err)
 			}
 		}
+	}
+}
+
+func eventuallyIn(t *testing.T, tp *topo, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s\n%s", what, dump(t, tp.cli))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasOutput(tp *topo, args []string, s string) func() bool {
+	return func() bool {
+		out, err := tp.cli.Run(args...)
+		return err == nil && strings.Contains(out, s)
+	}
+}
+
+// TestIntegrationFollowNetmon drives the Manager from a netmon.Watcher the
+// way the daemon does (Ensure(PathFor(state, i)) on every event) and checks
+// the kernel's tables follow link and address changes made with ip.
+func TestIntegrationFollowNetmon(t *testing.T) {
+	tp := newTopo(t)
+	before := dumpNonKernel(t, tp.cli)
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	stop := follow(t, tp, m)
+	defer func() {
+		stop()
 		if err := m.Cleanup(); err != nil {
 			t.Error(err)
 		}
@@ -441,22 +470,8 @@ func TestIntegrationFollowNetmon(t *testing.T) {
 		}
 	}()
 	lt := fmt.Sprint(1000 + tp.lte)
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("not within 10s: %s\n%s", what, dump(t, tp.cli))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	has := func(args []string, s string) func() bool {
-		return func() bool {
-			out, err := tp.cli.Run(args...)
-			return err == nil && strings.Contains(out, s)
-		}
-	}
+	eventually := func(what string, ok func() bool) { t.Helper(); eventuallyIn(t, tp, what, ok) }
+	has := func(args []string, s string) func() bool { return hasOutput(tp, args, s) }
 	not := func(f func() bool) func() bool { return func() bool { return !f() } }
 	lteRule := has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.2 lookup "+lt+" proto 201")
 	lteDefault := has([]string{"ip", "-4", "route", "show", "table", lt}, "default dev lte0 proto 201")
@@ -590,4 +605,48 @@ func bytesAcked(ss string) int64 {
 	var n int64
 	fmt.Sscanf(rest, "%d", &n)
 	return n
+}
+
+// TestIntegrationFlapNoLeak flaps lte 50 times as fast as ip can while a
+// Watcher drives the Manager: afterwards the lte table and rules are right,
+// with no duplicate, and Cleanup leaves nothing behind.
+func TestIntegrationFlapNoLeak(t *testing.T) {
+	tp := newTopo(t)
+	before := dumpNonKernel(t, tp.cli)
+	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	stop := follow(t, tp, m)
+	lt := fmt.Sprint(1000 + tp.lte)
+	settled := func() bool {
+		rules, err := tp.cli.Run("ip", "-4", "rule", "show")
+		if err != nil || strings.Count(rules, "proto 201") != 2 || strings.Count(rules, "from 10.81.2.2 lookup "+lt+" proto 201") != 1 {
+			return false
+		}
+		table, err := tp.cli.Run("ip", "-4", "route", "show", "table", lt)
+		return err == nil && table == "default dev lte0 proto 201 scope link \n10.81.2.0/24 dev lte0 proto 201 scope link src 10.81.2.2 \n"
+	}
+	eventuallyIn(t, tp, "initial tables", settled)
+	var batch strings.Builder
+	for i := 0; i < 50; i++ {
+		batch.WriteString("link set lte0 down\nlink set lte0 up\n")
+	}
+	f := t.TempDir() + "/flap"
+	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must(t, tp.cli, "ip", "-batch", f)
+	eventuallyIn(t, tp, "tables right after 50 flaps", settled)
+	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev lte0") {
+		t.Errorf("after flapping, route get from lte: %s", out)
+	}
+	stop()
+	if err := m.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if after := dumpNonKernel(t, tp.cli); after != before {
+		t.Errorf("leak after flapping and Cleanup.\nbefore:\n%s\nafter:\n%s", before, after)
+	}
 }

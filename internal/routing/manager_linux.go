@@ -56,7 +56,9 @@ func (m *Manager) Table(index int) uint32 { return m.cfg.Table(index) }
 // Ensure makes the kernel hold exactly the table and rules of p: missing
 // routes and rules are added, ours that p no longer needs (an address gone,
 // a gateway changed) are removed. It is idempotent. A Path without
-// addresses removes everything of that interface.
+// addresses removes everything of that interface. Routes the kernel
+// refuses because the link went down or away meanwhile are skipped: the
+// watcher's next event for the link brings the next Ensure.
 func (m *Manager) Ensure(p Path) error {
 	if p.Index <= 0 {
 		return fmt.Errorf("routing: interface %q has index %d; want the kernel's ifindex (> 0)", p.Name, p.Index)
@@ -344,6 +346,12 @@ func (m *Manager) routeMessage(r Route) *rtnetlink.RouteMessage {
 
 func (m *Manager) addRoute(r Route, ifname string) error {
 	if err := m.conn.Route.Replace(m.routeMessage(r)); err != nil {
+		if errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENODEV) {
+			// The link went down or away after the caller's snapshot:
+			// its LinkDown event is on the way and the next LinkUp
+			// ensures again. Not an error of the policy.
+			return nil
+		}
 		return fmt.Errorf("routing: add route %q%s: %w", r, on(ifname), err)
 	}
 	return nil
