@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -33,7 +34,17 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "netns", Aliases: []string{"n"}, Usage: "run in network namespace `NAME` (like ip -n)"},
 			&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"},
 		},
-		Commands:               commands,
+		Commands: commands,
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				var names []string
+				for _, cmd := range c.App.VisibleCommands() {
+					names = append(names, cmd.Name)
+				}
+				return usageErrorf("unknown command %q; commands: %s (see gigapath --help)", c.Args().First(), strings.Join(names, ", "))
+			}
+			return cli.ShowAppHelp(c)
+		},
 		EnableBashCompletion:   true,
 		UseShortOptionHandling: true,
 		HideHelpCommand:        true,
