@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "testbed",
+		Usage: "bring up, inspect and remove the built-in test network (namespaces cli, prx, org)",
+		Description: `A phone-like client namespace with two access links (wifi0, lte0) to an
+   MPTCP proxy namespace, which reaches an origin namespace. Addresses and
+   interfaces are in docs/testbed.md. The bed is recorded in ` + testbed.StateFile + `.
+   gigapath testbed up --wifi-rate 100mbit --lte-rate 50mbit
+   gigapath testbed status -j
+   gigapath testbed down          (the recorded bed)
+   gigapath testbed down --all    (every gp-* namespace, e.g. after a crash)`,
+		Subcommands: []*cli.Command{
+			{
+				Name:  "up",
+				Usage: "build a bed and record it",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "wifi-rate", Usage: "shape wifi to `RATE` (tc syntax, e.g. 100mbit); empty = unshaped"},
+					&cli.StringFlag{Name: "lte-rate", Usage: "shape lte to `RATE`"},
+					&cli.BoolFlag{Name: "no-client-routing", Usage: "leave the client's routes and rules to the daemon"},
+					&cli.BoolFlag{Name: "kernel-pm", Usage: "configure the in-kernel PM: limits and a subflow endpoint on lte0"},
+					&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"},
+				},
+				Action: testbedUp,
+			},
+			{
+				Name:   "status",
+				Usage:  "show the recorded bed: namespaces, links, addresses, rates",
+				Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"}},
+				Action: testbedStatus,
+			},
+			{
+				Name:  "down",
+				Usage: "remove the recorded bed",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "all", Usage: "also remove every namespace named " + testbed.NamePrefix + "* (and kill what runs in it), including beds of tests running now"},
+				},
+				Action: testbedDown,
+			},
+		},
+	})
+}
+
+func testbedUp(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return usageErrorf("testbed up: unexpected argument %q: only flags are accepted", c.Args().First())
+	}
+	spec := testbed.Spec{
+		WiFiRate:      c.String("wifi-rate"),
+		LTERate:       c.String("lte-rate"),
+		ClientRouting: !c.Bool("no-client-routing"),
+	}
+	for _, f := range []struct{ flag, v string }{{"--wifi-rate", spec.WiFiRate}, {"--lte-rate", spec.LTERate}} {
+		if f.v != "" {
+			if _, err := testbed.ParseRate(f.v); err != nil {
+				return usageErrorf("%s: %v", f.flag, err)
+			}
+		}
+	}
+	if old, err := testbed.Load(testbed.StateFile); err == nil && old.Client.Exists() {
+		return fmt.Errorf("a testbed is already up (client namespace %s, recorded in %s): run `gigapath testbed down` first", old.Client.Name, testbed.StateFile)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := testbed.Up(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("testbed up: %w", err)
+	}
+	if c.Bool("kernel-pm") {
+		if err := b.EnableKernelPM(); err != nil {
+			b.Close()
+			return fmt.Errorf("testbed up: kernel PM: %w", err)
+		}
+	}
+	if err := b.Save(testbed.StateFile); err != nil {
+		b.Close()
+		return fmt.Errorf("testbed up: record the bed: %w", err)
+	}
+	if jsonOutput(c) {
+		return printJSON(b.Describe())
+	}
+	printBedStatus(b)
+	return nil
+}
+
+func loadBed() (*testbed.Bed, error) {
+	b, err := testbed.Load(testbed.StateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no testbed recorded in %s: run `gigapath testbed up`", testbed.StateFile)
+	}
+	return b, err
+}
+
+func testbedStatus(c *cli.Context) error {
+	b, err := loadBed()
+	if err != nil {
+		return err
+	}
+	if jsonOutput(c) {
+		return printJSON(struct {
+			testbed.Description
+			Status testbed.Status `json:"status"`
+		}{b.Describe(), b.Status()})
+	}
+	printBedStatus(b)
+	return nil
+}
+
+func printBedStatus(b *testbed.Bed) {
+	s := b.Status()
+	fmt.Println("namespaces:")
+	for _, n := range s.Namespaces {
+		state := "present"
+		if !n.Present {
+			state = "MISSING"
+		}
+		fmt.Printf("  %-7s %-16s %s\n", n.Role, n.Name, state)
+	}
+	fmt.Println("links (client end):")
+	for _, l := range s.Links {
+		rate := l.Rate
+		if rate == "" {
+			rate = "unshaped"
+		}
+		fmt.Printf("  %-5s %s<->%s  %-7s rate %-9s rx %d B  tx %d B\n", l.Link, l.ClientIf, l.ProxyIf, l.State, rate, l.RxBytes, l.TxBytes)
+	}
+	fmt.Println("addresses:")
+	for _, a := range s.Addresses {
+		fmt.Printf("  %-16s %-16s %-6s %-12s %s\n", a.Name, a.NetNS, a.Iface, a.Addr, a.Addr6)
+	}
+}
+
+func testbedDown(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return usageErrorf("testbed down: unexpected argument %q: only --all is accepted", c.Args().First())
+	}
+	var errs []error
+	b, err := loadBed()
+	switch {
+	case err == nil:
+		if err := b.Close(); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "removed %s %s %s\n", b.Client.Name, b.Proxy.Name, b.Origin.Name)
+		}
+		if err := os.Remove(testbed.StateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	case !c.Bool("all"):
+		return err
+	}
+	if c.Bool("all") {
+		removed, err := testbed.Cleanup()
+		for _, n := range removed {
+			fmt.Fprintf(os.Stderr, "removed %s\n", n)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
