@@ -22,6 +22,7 @@ type Watcher struct {
 	req   *rtnetlink.Conn // dumps
 	hub   hub
 	ready chan struct{}
+	once  sync.Once // closes ready
 
 	mu sync.Mutex
 	st *state
@@ -70,7 +71,8 @@ func New(cfg Config) (*Watcher, error) {
 // initial state as events (LinkUp, AddrAdded, RouteAdded).
 func (w *Watcher) Subscribe(buf int) (<-chan Event, func()) { return w.hub.subscribe(buf) }
 
-// Ready is closed once the initial dump is in State.
+// Ready is closed once the initial dump is in State, or when Run returns
+// without one.
 func (w *Watcher) Ready() <-chan struct{} { return w.ready }
 
 // State returns a copy of the current snapshot.
@@ -84,6 +86,8 @@ func (w *Watcher) State() State {
 // returns nil then. It closes the Watcher's sockets and subscriptions on
 // return. Run may be called once.
 func (w *Watcher) Run(ctx context.Context) error {
+	markReady := func() { w.once.Do(func() { close(w.ready) }) }
+	defer markReady()
 	defer w.hub.close()
 	defer w.req.Close()
 	defer w.ev.Close()
@@ -102,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if err := w.resync(false); err != nil {
 		return err
 	}
-	close(w.ready)
+	markReady()
 	for {
 		msgs, err := w.ev.Receive()
 		if err != nil {
