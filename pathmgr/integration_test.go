@@ -3,12 +3,17 @@
 package pathmgr_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -297,4 +302,148 @@ func TestIntegrationLaminarFlag(t *testing.T) {
 	if err != nil || e.Flags != pathmgr.FlagSubflow|pathmgr.FlagLaminar || e.Flags.String() != "subflow laminar" {
 		t.Errorf("Endpoint(4) = %+v (%v), %v; want subflow laminar", e, e.Flags, err)
 	}
+}
+
+// TestIntegrationUserspaceIPv6: the userspace-PM commands over IPv6 (the
+// addr6 nests of both ends): a subflow created over lte shows up in ss, is
+// marked backup (ss's subflow flags gain 'b'), and is destroyed.
+func TestIntegrationUserspaceIPv6(t *testing.T) {
+	cli, srv := newNS(t, "cu6"), newNS(t, "su6")
+	for _, l := range []struct{ c, s, ca, sa string }{
+		{"wifi0", "wifi1", "fd00:81::1/64", "fd00:81::2/64"},
+		{"lte0", "lte1", "fd00:82::1/64", "fd00:82::2/64"},
+	} {
+		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.AddAddr(l.c, l.ca); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddAddr(l.s, l.sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, srv, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "0")
+	if err := cli.Sysctl("net.mptcp.path_manager", "userspace"); err != nil {
+		if err2 := cli.Sysctl("net.mptcp.pm_type", "1"); err2 != nil {
+			t.Skipf("no userspace path manager (net.mptcp.path_manager, pm_type): %v; %v", err, err2)
+		}
+	}
+	const port = 10660
+	srvWiFi6 := netip.AddrPortFrom(netip.MustParseAddr("fd00:81::2"), port)
+	srvLTE6 := netip.AddrPortFrom(netip.MustParseAddr("fd00:82::2"), port)
+	cliLTE6 := netip.MustParseAddr("fd00:82::1")
+	var ln net.Listener
+	if err := srv.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp6", "[::]:"+strconv.Itoa(port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	cliEv := events(t, cli)
+	var conn net.Conn
+	if err := cli.Do(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:81::1")}, Timeout: 5 * time.Second}
+		d.SetMultipathTCP(true)
+		var err error
+		conn, err = d.Dial("tcp6", srvWiFi6.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { // data must flow for the connection to become established
+		defer close(stopped)
+		buf := make([]byte, 8<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			conn.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := conn.Write(buf); err != nil && !isTimeout(err) {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-stopped; conn.Close() })
+	token := waitEvent(t, cliEv, pathmgr.EventEstablished, nil).Token
+	c := dial(t, cli)
+
+	ssLTE := func() string {
+		return run(t, cli, "ss", "-tniH", "state", "established", "src", "["+cliLTE6.String()+"]")
+	}
+	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: cliLTE6, ID: 2}, srvLTE6); err != nil {
+		t.Fatal(err)
+	}
+	var local netip.AddrPort
+	waitFor(t, "the IPv6 lte subflow in ss", func() (bool, string) {
+		out := ssLTE()
+		for _, f := range strings.Fields(out) {
+			if ap, err := netip.ParseAddrPort(f); err == nil && ap.Addr() == cliLTE6 {
+				local = ap
+			}
+		}
+		return local.IsValid() && strings.Contains(out, srvLTE6.String()), out
+	})
+	sf := pathmgr.Subflow{Local: local, Remote: srvLTE6}
+	if err := c.SetSubflowBackup(token, sf, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "backup flag 'b' on the IPv6 lte subflow", func() (bool, string) {
+		out := ssLTE()
+		return strings.Contains(subflowFlags(out), "b"), out
+	})
+	if err := c.DestroySubflow(token, sf); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the IPv6 lte subflow gone from ss", func() (bool, string) {
+		out := ssLTE()
+		return !strings.Contains(out, srvLTE6.String()), out
+	})
+	// Mixed families are refused before anything is sent.
+	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: netip.MustParseAddr("10.0.0.1")}, srvLTE6); err == nil || isKernelError(err) {
+		t.Errorf("v4 local, v6 remote: err = %v, want a local refusal", err)
+	}
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// subflowFlags returns the MPTCP subflow flags from ss -tni output
+// ("tcp-ulp-mptcp flags:Jjecvb ..."): b = local backup, B = remote backup.
+func subflowFlags(out string) string {
+	const key = "tcp-ulp-mptcp flags:"
+	i := strings.Index(out, key)
+	if i < 0 {
+		return ""
+	}
+	return strings.Fields(out[i+len(key):])[0]
 }
