@@ -202,9 +202,14 @@ func TestFormatEndpoint(t *testing.T) {
 var pmBinaries sync.Map
 
 // pmBinary builds the command into the test's temporary directory,
-// once per test.
+// once per test. GIGAPATH_TEST_BIN names a prebuilt binary instead (for
+// running the compiled tests where there is no Go toolchain, e.g. in a
+// virtme-ng guest with another kernel).
 func pmBinary(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("GIGAPATH_TEST_BIN"); p != "" {
+		return p
+	}
 	if p, ok := pmBinaries.Load(t); ok {
 		return p.(string)
 	}
