@@ -1,0 +1,591 @@
+//go:build linux
+
+// Package demo is `gigapath demo` (`make demo`): it builds the testbed,
+// serves a random file from the origin, downloads it from the client over
+// MPTCP through the proxy while Wi-Fi goes down and comes back, and reports
+// the aggregate rate, the handover gap and the checksum.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// StateFile records the demo's bed while it runs, so that `gigapath
+// testbed down` finds it after a crash.
+const StateFile = "/run/gigapath/demo.json"
+
+// Ports used inside the bed's namespaces.
+const (
+	originPort = 8080
+	proxyPort  = 1080
+)
+
+// Options tune the demo; the zero value of a field means its default.
+type Options struct {
+	WiFiRate string        // default "100mbit"
+	LTERate  string        // default "50mbit"
+	Size     int64         // bytes to download, default 60 MB
+	FlapAt   float64       // share of the download at which wifi goes down, default 0.5
+	FlapFor  time.Duration // how long wifi stays down, default 2 s
+	Timeout  time.Duration // whole run, default 60 s
+	// Progress receives the live progress lines (nil = none).
+	Progress io.Writer
+	// Live rewrites one progress line with \r instead of printing lines.
+	Live bool
+}
+
+func (o *Options) defaults() {
+	if o.WiFiRate == "" {
+		o.WiFiRate = "100mbit"
+	}
+	if o.LTERate == "" {
+		o.LTERate = "50mbit"
+	}
+	if o.Size == 0 {
+		o.Size = 60e6
+	}
+	if o.FlapAt == 0 {
+		o.FlapAt = 0.5
+	}
+	if o.FlapFor == 0 {
+		o.FlapFor = 2 * time.Second
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
+// Summary is the demo's result (printed on stdout, or as JSON with -j).
+type Summary struct {
+	Mode          string  `json:"mode"`
+	WiFiRate      string  `json:"wifi_rate"`
+	LTERate       string  `json:"lte_rate"`
+	LinkSumMbps   float64 `json:"link_sum_mbps"`
+	Bytes         int64   `json:"bytes"`
+	Seconds       float64 `json:"seconds"`
+	AggregateMbps float64 `json:"aggregate_mbps"`
+	// Before the handover: the rate from the first byte to wifi going
+	// down, the steady two-path case.
+	BeforeFlapMbps float64 `json:"before_flap_mbps"`
+	Efficiency     float64 `json:"efficiency_before_flap"`
+	WiFiBytes      uint64  `json:"wifi_bytes"`
+	LTEBytes       uint64  `json:"lte_bytes"`
+	MaxSubflows    int     `json:"max_subflows"`
+	WiFiDownAt     float64 `json:"wifi_down_at_s"`
+	WiFiUpAt       float64 `json:"wifi_up_at_s"`
+	// HandoverGapMs is the longest time with no byte delivered to the
+	// application after the first byte.
+	HandoverGapMs float64 `json:"handover_gap_ms"`
+	SHA256        string  `json:"sha256"`
+	// Namespaces the demo used (all removed when Run returns).
+	Namespaces []string `json:"namespaces"`
+	Verified   bool     `json:"verified"`
+}
+
+// Run runs the demo. Everything it creates is removed before it returns,
+// also when ctx is cancelled (Ctrl-C).
+func Run(ctx context.Context, o Options) (s *Summary, err error) {
+	o.defaults()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	wifiBps, err := testbed.ParseRate(o.WiFiRate)
+	if err != nil {
+		return nil, fmt.Errorf("wifi rate: %w", err)
+	}
+	lteBps, err := testbed.ParseRate(o.LTERate)
+	if err != nil {
+		return nil, fmt.Errorf("lte rate: %w", err)
+	}
+	if o.Size <= 0 || o.FlapAt <= 0 || o.FlapAt >= 1 {
+		return nil, fmt.Errorf("size %d must be > 0 and flap point %v inside (0, 1)", o.Size, o.FlapAt)
+	}
+
+	// Progress is written from several goroutines.
+	o.Progress = &lockedWriter{w: o.Progress}
+	logf := func(format string, args ...any) {
+		if o.Live {
+			// Clear the live progress line first.
+			format = "\r\033[K" + format
+		}
+		fmt.Fprintf(o.Progress, format+"\n", args...)
+	}
+	logf("testbed: wifi %s + lte %s ...", o.WiFiRate, o.LTERate)
+	bed, err := testbed.Up(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate, ClientRouting: true})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := bed.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		os.Remove(StateFile)
+	}()
+	if err := bed.Save(StateFile); err != nil {
+		logf("note: cannot record the bed in %s: %v", StateFile, err)
+	}
+	// Kernel PM: both client addresses are subflow endpoints; the demo
+	// removes wifi's endpoint when the link goes down and adds it back when
+	// it returns, which is what the daemon automates.
+	for _, n := range []*testbed.NetNS{bed.Client, bed.Proxy} {
+		if _, err := n.Run("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := bed.Client.Run("ip", "mptcp", "endpoint", "add", bed.LTEAddr.String(), "dev", testbed.LTEIf, "subflow"); err != nil {
+		return nil, err
+	}
+	wifiEndpoint := func(add bool) error {
+		if add {
+			_, err := bed.Client.Run("ip", "mptcp", "endpoint", "add", bed.WiFiAddr.String(), "dev", testbed.WiFiIf, "subflow")
+			return err
+		}
+		id, err := endpointID(bed.Client, bed.WiFiAddr.String())
+		if err != nil {
+			return err
+		}
+		_, err = bed.Client.Run("ip", "mptcp", "endpoint", "delete", "id", strconv.Itoa(id))
+		return err
+	}
+	if err := wifiEndpoint(true); err != nil {
+		return nil, err
+	}
+
+	// Origin: an HTTP server with Size random bytes.
+	data := randomData(o.Size)
+	sum := sha256.Sum256(data)
+	origin, err := serveOrigin(bed, data)
+	if err != nil {
+		return nil, err
+	}
+	defer origin.Close()
+
+	// Proxy: MPTCP listener forwarding to the origin.
+	mode := "direct: client app -> MPTCP (wifi+lte) -> TCP forwarder on the proxy -> origin (internal/relay not available)"
+	fwd, err := serveForwarder(bed)
+	if err != nil {
+		return nil, err
+	}
+	defer fwd.Close()
+	logf("mode: %s", mode)
+
+	// Client: HTTP GET over an MPTCP connection made in the client namespace.
+	tr := &http.Transport{
+		DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var c net.Conn
+			err := bed.Client.Do(func() error {
+				d := net.Dialer{Timeout: 5 * time.Second}
+				d.SetMultipathTCP(true)
+				var err error
+				c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
+				return err
+			})
+			return c, err
+		},
+	}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))+"/data", nil)
+	if err != nil {
+		return nil, err
+	}
+	c0, err := bed.Counters()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("download: origin answered %s", resp.Status)
+	}
+
+	var (
+		got         atomic.Int64
+		mu          sync.Mutex
+		flapDown    time.Duration
+		flapUp      time.Duration
+		firstByte   time.Time
+		lastByte    time.Time
+		maxGap      time.Duration
+		bytesAtDown int64
+	)
+	flapErr := make(chan error, 1)
+	var flapOnce sync.Once
+	flap := func() {
+		go func() {
+			mu.Lock()
+			flapDown = time.Since(start)
+			bytesAtDown = got.Load()
+			mu.Unlock()
+			logf("%6.1fs  wifi DOWN", flapDown.Seconds())
+			if err := bed.LinkDown(testbed.WiFi); err != nil {
+				flapErr <- err
+				return
+			}
+			if err := wifiEndpoint(false); err != nil {
+				flapErr <- err
+				return
+			}
+			select {
+			case <-ctx.Done():
+				flapErr <- ctx.Err()
+				return
+			case <-time.After(o.FlapFor):
+			}
+			if err := bed.LinkUp(testbed.WiFi); err != nil {
+				flapErr <- err
+				return
+			}
+			if err := wifiEndpoint(true); err != nil {
+				flapErr <- err
+				return
+			}
+			mu.Lock()
+			flapUp = time.Since(start)
+			mu.Unlock()
+			logf("%6.1fs  wifi UP", flapUp.Seconds())
+			flapErr <- nil
+		}()
+	}
+
+	// Progress: per-path rates from the client interfaces' counters.
+	maxSub := 0
+	done := make(chan struct{})
+	var progWG sync.WaitGroup
+	progWG.Add(1)
+	go func() {
+		defer progWG.Done()
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		prev, prevT := c0, time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			cur, err := bed.Counters()
+			if err != nil {
+				continue
+			}
+			now := time.Now()
+			dt := now.Sub(prevT).Seconds()
+			w := float64(cur[testbed.WiFi].RxBytes-prev[testbed.WiFi].RxBytes) * 8 / dt / 1e6
+			l := float64(cur[testbed.LTE].RxBytes-prev[testbed.LTE].RxBytes) * 8 / dt / 1e6
+			prev, prevT = cur, now
+			n := subflows(bed)
+			mu.Lock()
+			if n > maxSub {
+				maxSub = n
+			}
+			mu.Unlock()
+			line := fmt.Sprintf("%6.1fs  wifi %6.1f Mbit/s  lte %6.1f Mbit/s  subflows %d  %5.1f/%.1f MB",
+				now.Sub(start).Seconds(), w, l, n, float64(got.Load())/1e6, float64(o.Size)/1e6)
+			if o.Live {
+				fmt.Fprintf(o.Progress, "\r%s", line)
+			} else {
+				fmt.Fprintln(o.Progress, line)
+			}
+		}
+	}()
+	stopProgress := func() {
+		select {
+		case <-done:
+		default:
+			close(done)
+			progWG.Wait()
+			if o.Live {
+				fmt.Fprintln(o.Progress)
+			}
+		}
+	}
+	defer stopProgress()
+
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	var readErr error
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			mu.Lock()
+			if firstByte.IsZero() {
+				firstByte = now
+			} else if g := now.Sub(lastByte); g > maxGap {
+				maxGap = g
+			}
+			lastByte = now
+			mu.Unlock()
+			h.Write(buf[:n])
+			if got.Add(int64(n)) >= int64(float64(o.Size)*o.FlapAt) {
+				flapOnce.Do(flap)
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				readErr = err
+			}
+			break
+		}
+	}
+	elapsed := time.Since(start)
+	stopProgress()
+	if readErr != nil {
+		return nil, fmt.Errorf("download after %d of %d bytes: %w", got.Load(), o.Size, readErr)
+	}
+	// Wait for wifi to come back (it may still be down if the download
+	// finished first) so the summary reports the whole handover.
+	select {
+	case err := <-flapErr:
+		if err != nil {
+			return nil, fmt.Errorf("wifi flap: %w", err)
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c1, err := bed.Counters()
+	if err != nil {
+		return nil, err
+	}
+	digest := h.Sum(nil)
+	mu.Lock()
+	defer mu.Unlock()
+	s = &Summary{
+		Mode:          mode,
+		WiFiRate:      o.WiFiRate,
+		LTERate:       o.LTERate,
+		LinkSumMbps:   float64(wifiBps+lteBps) / 1e6,
+		Bytes:         got.Load(),
+		Seconds:       elapsed.Seconds(),
+		AggregateMbps: float64(got.Load()) * 8 / elapsed.Seconds() / 1e6,
+		WiFiBytes:     c1[testbed.WiFi].RxBytes - c0[testbed.WiFi].RxBytes,
+		LTEBytes:      c1[testbed.LTE].RxBytes - c0[testbed.LTE].RxBytes,
+		MaxSubflows:   maxSub,
+		WiFiDownAt:    flapDown.Seconds(),
+		WiFiUpAt:      flapUp.Seconds(),
+		HandoverGapMs: float64(maxGap.Microseconds()) / 1000,
+		SHA256:        hex.EncodeToString(digest),
+		Verified:      got.Load() == o.Size && bytes.Equal(digest, sum[:]),
+	}
+	for _, n := range bed.Namespaces() {
+		s.Namespaces = append(s.Namespaces, n.Name)
+	}
+	if d := flapDown - firstByte.Sub(start); d > 0 {
+		s.BeforeFlapMbps = float64(bytesAtDown) * 8 / d.Seconds() / 1e6
+		s.Efficiency = s.BeforeFlapMbps / s.LinkSumMbps
+	}
+	if !s.Verified {
+		return s, fmt.Errorf("download NOT verified: got %d of %d bytes, sha256 %s, want %s", s.Bytes, o.Size, s.SHA256, hex.EncodeToString(sum[:]))
+	}
+	return s, nil
+}
+
+// String is the human summary.
+func (s *Summary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode:           %s\n", s.Mode)
+	fmt.Fprintf(&b, "links:          wifi %s + lte %s = %.0f Mbit/s\n", s.WiFiRate, s.LTERate, s.LinkSumMbps)
+	fmt.Fprintf(&b, "downloaded:     %.1f MB in %.2f s = %.1f Mbit/s overall (wifi down %.1fs..%.1fs)\n",
+		float64(s.Bytes)/1e6, s.Seconds, s.AggregateMbps, s.WiFiDownAt, s.WiFiUpAt)
+	fmt.Fprintf(&b, "before handover: %.1f Mbit/s = %.0f %% of the sum of link rates\n", s.BeforeFlapMbps, 100*s.Efficiency)
+	fmt.Fprintf(&b, "per path:       wifi %.1f MB, lte %.1f MB (client interface counters), up to %d subflows\n",
+		float64(s.WiFiBytes)/1e6, float64(s.LTEBytes)/1e6, s.MaxSubflows)
+	fmt.Fprintf(&b, "handover gap:   %.0f ms (longest time with no byte delivered)\n", s.HandoverGapMs)
+	ok := "OK"
+	if !s.Verified {
+		ok = "MISMATCH"
+	}
+	fmt.Fprintf(&b, "sha256:         %s %s\n", s.SHA256, ok)
+	return b.String()
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// randomData returns n pseudo-random bytes (ChaCha8, random seed).
+func randomData(n int64) []byte {
+	var seed [32]byte
+	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
+	r := rand.NewChaCha8(seed)
+	b := make([]byte, n)
+	r.Read(b)
+	return b
+}
+
+// serveOrigin starts the origin's HTTP server in the origin namespace.
+func serveOrigin(bed *testbed.Bed, data []byte) (io.Closer, error) {
+	var ln net.Listener
+	err := bed.Origin.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort)))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("origin listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/data", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// forwarder accepts MPTCP connections on the proxy and splices each to the
+// origin over TCP.
+type forwarder struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func serveForwarder(bed *testbed.Bed) (*forwarder, error) {
+	f := &forwarder{conns: map[net.Conn]struct{}{}}
+	err := bed.Proxy.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		var err error
+		f.ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy listen: %w", err)
+	}
+	target := net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := f.ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.handle(bed, c, target)
+			}()
+		}
+	}()
+	return f, nil
+}
+
+func (f *forwarder) track(c net.Conn, add bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if add {
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+func (f *forwarder) handle(bed *testbed.Bed, c net.Conn, target string) {
+	defer c.Close()
+	f.track(c, true)
+	defer f.track(c, false)
+	var up net.Conn
+	// The proxy's sockets must be made in the proxy namespace.
+	if err := bed.Proxy.Do(func() (err error) {
+		up, err = net.DialTimeout("tcp", target, 5*time.Second)
+		return err
+	}); err != nil {
+		return
+	}
+	defer up.Close()
+	f.track(up, true)
+	defer f.track(up, false)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+	}()
+	io.Copy(c, up)
+	c.(*net.TCPConn).CloseWrite()
+	wg.Wait()
+}
+
+// Close stops accepting, closes every open connection and waits for the
+// goroutines.
+func (f *forwarder) Close() error {
+	err := f.ln.Close()
+	f.mu.Lock()
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+	return err
+}
+
+// subflows counts the client's established TCP subflows to the proxy.
+func subflows(bed *testbed.Bed) int {
+	out, err := bed.Client.Run("ss", "-Htn", "state", "established", "dst", bed.ProxyAddr.String())
+	if err != nil {
+		return 0
+	}
+	return len(strings.Split(strings.TrimSpace(out), "\n")) - boolInt(strings.TrimSpace(out) == "")
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// endpointID finds the id of the in-kernel PM endpoint with address addr.
+func endpointID(n *testbed.NetNS, addr string) (int, error) {
+	out, err := n.Run("ip", "mptcp", "endpoint", "show")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[0] == addr {
+			for i := range f[:len(f)-1] {
+				if f[i] == "id" {
+					return strconv.Atoi(f[i+1])
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("no endpoint for %s in %s", addr, n.Name)
+}
