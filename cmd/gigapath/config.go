@@ -12,13 +12,19 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "config",
-		Usage: "check a policy file or print the reference policy",
+		Usage: "check a policy file, compare two, or print the reference policy",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "check",
 				Usage:     "validate a policy file without running (exit 0: valid, 2: invalid)",
 				ArgsUsage: "FILE",
 				Action:    configCheck,
+			},
+			{
+				Name:      "diff",
+				Usage:     "show what reloading from OLD to NEW would change (both are checked first)",
+				ArgsUsage: "OLD NEW",
+				Action:    configDiff,
 			},
 			{
 				Name:   "example",
@@ -34,13 +40,8 @@ func configCheck(c *cli.Context) error {
 		return usageErrorf("config check: want exactly one FILE, the policy to check (e.g. /etc/gigapath/gigapath.yaml)")
 	}
 	file := c.Args().First()
-	p, err := policy.Load(file)
+	p, err := loadForCLI(file)
 	if err != nil {
-		var es policy.Errors
-		if errors.As(err, &es) || errors.Is(err, fs.ErrNotExist) {
-			// A bad or missing policy is bad input: exit 2.
-			return usageErrorf("%v", err)
-		}
 		return err
 	}
 	if jsonOutput(c) {
@@ -51,6 +52,49 @@ func configCheck(c *cli.Context) error {
 		}{true, file, p})
 	}
 	fmt.Printf("ok: %s: %s\n", file, p.Summary())
+	return nil
+}
+
+// loadForCLI loads a policy; a bad or missing file is bad input (exit 2).
+func loadForCLI(file string) (*policy.Policy, error) {
+	p, err := policy.Load(file)
+	if err != nil {
+		var es policy.Errors
+		if errors.As(err, &es) || errors.Is(err, fs.ErrNotExist) {
+			return nil, usageErrorf("%v", err)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func configDiff(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return usageErrorf("config diff: want OLD and NEW, two policy files")
+	}
+	old, err := loadForCLI(c.Args().Get(0))
+	if err != nil {
+		return err
+	}
+	nw, err := loadForCLI(c.Args().Get(1))
+	if err != nil {
+		return err
+	}
+	lines := policy.Describe(old, nw)
+	if jsonOutput(c) {
+		if lines == nil {
+			lines = []string{}
+		}
+		return printJSON(struct {
+			Changes []string `json:"changes"`
+		}{lines})
+	}
+	if len(lines) == 0 {
+		fmt.Println("no change")
+	}
+	for _, l := range lines {
+		fmt.Println(l)
+	}
 	return nil
 }
 

@@ -122,3 +122,21 @@ func TestConfigCheckExitCodes(t *testing.T) {
 		}
 	})
 }
+
+func TestConfigDiff(t *testing.T) {
+	bin := buildGigapathForConfig(t)
+	const base = "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"
+	old := writeConfigFile(t, "old.yaml", base)
+	nw := writeConfigFile(t, "new.yaml", strings.Replace(base, "path_manager: userspace", "path_manager: userspace\nsteering: active-standby", 1))
+	code, out, stderr := runConfigCLI(t, bin, "config", "diff", old, nw)
+	if code != 0 || !strings.Contains(out, "~ steering: aggregate -> active-standby\n") || !strings.Contains(out, "~ interface lte0: lte max_subflows 1 -> lte backup max_subflows 1\n") {
+		t.Errorf("config diff: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if code, out, _ := runConfigCLI(t, bin, "config", "diff", old, old); code != 0 || out != "no change\n" {
+		t.Errorf("config diff of a file with itself: exit %d, %q", code, out)
+	}
+	bad := writeConfigFile(t, "bad.yaml", "path_manager: kernal\n")
+	if code, _, stderr := runConfigCLI(t, bin, "config", "diff", old, bad); code != 2 || !strings.Contains(stderr, `path_manager: "kernal" is not valid`) {
+		t.Errorf("config diff with a bad NEW: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"fmt"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -113,4 +116,93 @@ func nodeEqual(a, b *yaml.Node) bool {
 	ea, err1 := yaml.Marshal(a)
 	eb, err2 := yaml.Marshal(b)
 	return err1 == nil && err2 == nil && string(ea) == string(eb)
+}
+
+// Describe lists what a reload from old to new changes, one line per
+// change, in a stable order, for logs and `gigapath config diff`. It is
+// empty when nothing changed.
+func Describe(old, new *Policy) []string {
+	d := Compare(old, new)
+	if old == nil {
+		old = &Policy{}
+	}
+	var out []string
+	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	for _, i := range d.Removed {
+		add("- interface %s (%s)", i.Key(), i.Role)
+	}
+	for _, i := range d.Added {
+		add("+ interface %s (%s)", i.Key(), ifaceSettings(i))
+	}
+	for _, c := range d.Changed {
+		add("~ interface %s: %s -> %s", c.New.Key(), ifaceSettings(c.Old), ifaceSettings(c.New))
+	}
+	change := func(changed bool, key string, o, n any) {
+		if changed {
+			add("~ %s: %v -> %v", key, o, n)
+		}
+	}
+	change(d.SideChanged, "side", old.Side, new.Side)
+	change(d.PathManagerChanged, "path_manager", old.PathManager, new.PathManager)
+	change(d.SteeringChanged, "steering", old.Steering, new.Steering)
+	change(d.SchedulerChanged, "scheduler", quoted(old.Scheduler), quoted(new.Scheduler))
+	change(d.AnnounceChanged, "announce", announceList(old.Announce), announceList(new.Announce))
+	change(d.LimitsChanged, "limits", fmt.Sprintf("subflows %d add_addr_accepted %d", old.Limits.Subflows, old.Limits.AddAddrAccepted),
+		fmt.Sprintf("subflows %d add_addr_accepted %d", new.Limits.Subflows, new.Limits.AddAddrAccepted))
+	change(d.RoutingChanged, "routing", routingString(old.Routing), routingString(new.Routing))
+	change(d.PriorityChanged, "priority", fmt.Sprintf("%+v", old.Priority), fmt.Sprintf("%+v", new.Priority))
+	change(d.HandoverChanged, "handover", fmt.Sprintf("%+v", old.Handover), fmt.Sprintf("%+v", new.Handover))
+	change(d.MetricsChanged, "metrics.listen", quoted(old.Metrics.Listen), quoted(new.Metrics.Listen))
+	change(d.StatusChanged, "status_socket", quoted(old.StatusSocket), quoted(new.StatusSocket))
+	change(d.LogChanged, "log", old.Log.Level+"/"+old.Log.Format, new.Log.Level+"/"+new.Log.Format)
+	change(d.LinkLocalChanged, "skip_link_local", old.SkipLinkLocal, new.SkipLinkLocal)
+	if d.RelayChanged {
+		add("~ relay: changed")
+	}
+	if len(d.NeedsRestart) > 0 {
+		add("! needs a restart: %s", strings.Join(d.NeedsRestart, ", "))
+	}
+	return out
+}
+
+func quoted(s string) string { return strconv.Quote(s) }
+
+func ifaceSettings(i Interface) string {
+	s := string(i.Role)
+	if i.Backup {
+		s += " backup"
+	}
+	s += fmt.Sprintf(" max_subflows %d", i.MaxSubflows)
+	if i.Congestion != "" {
+		s += " congestion " + i.Congestion
+	}
+	if i.Mark != 0 {
+		s += fmt.Sprintf(" mark %#x", i.Mark)
+	}
+	return s
+}
+
+func announceList(as []Announce) string {
+	if len(as) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, a := range as {
+		x := a.Interface
+		if a.Address.IsValid() {
+			x = a.Address.String()
+		}
+		if a.Port != 0 {
+			x += fmt.Sprintf(" port %d", a.Port)
+		}
+		s = append(s, x)
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func routingString(r Routing) string {
+	if r.Mode == RoutingOff {
+		return "off"
+	}
+	return fmt.Sprintf("%s table_base %d rule_priority %d", r.Mode, r.TableBase, r.RulePriority)
 }

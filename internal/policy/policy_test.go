@@ -406,3 +406,32 @@ func TestBackupDefaults(t *testing.T) {
 		t.Errorf("explicit backup: %+v", p.Interfaces)
 	}
 }
+
+func TestDescribe(t *testing.T) {
+	old := mustParse(t, minimal)
+	nw := mustParse(t, `path_manager: kernel
+steering: active-standby
+routing: off
+interfaces:
+  - name: wifi0
+    role: wifi
+  - name: eth0
+    role: ethernet
+    backup: true
+    congestion: bbr
+`)
+	want := []string{
+		"- interface lte0 (lte)",
+		"+ interface eth0 (ethernet backup max_subflows 1 congestion bbr)",
+		"~ path_manager: userspace -> kernel",
+		"~ steering: aggregate -> active-standby",
+		"~ routing: managed table_base 1000 rule_priority 1000 -> off",
+		"! needs a restart: path_manager",
+	}
+	if d := cmp.Diff(want, Describe(old, nw)); d != "" {
+		t.Errorf("Describe (-want +got):\n%s", d)
+	}
+	if got := Describe(old, mustParse(t, minimal)); len(got) != 0 {
+		t.Errorf("no change described as %q", got)
+	}
+}
