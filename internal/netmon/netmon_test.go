@@ -164,3 +164,32 @@ func TestNetNSName(t *testing.T) {
 		t.Errorf("empty name: %v %v", f, err)
 	}
 }
+
+// TestHubConcurrent subscribes, reads and cancels while events are
+// published (run with -race): no send on a closed channel, no deadlock.
+func TestHubConcurrent(t *testing.T) {
+	var h hub
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				h.publish(Event{Type: AddrAdded})
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		ch, cancel := h.subscribe(i%4 + 1)
+		for j := 0; j < i%3; j++ {
+			<-ch
+		}
+		cancel()
+	}
+	close(stop)
+	<-done
+	h.close()
+}
