@@ -150,7 +150,8 @@ func lteWifiPaths(tp *topo) (routing.Path, routing.Path) {
 		Addrs:    []netip.Prefix{netip.MustParsePrefix("10.81.2.2/24"), netip.MustParsePrefix("2001:db8:81:2::2/64")},
 		Gateway4: netip.MustParseAddr("10.81.2.1"), Gateway6: netip.MustParseAddr("2001:db8:81:2::1")}
 	wifi := routing.Path{Index: tp.wifi, Name: "wifi0",
-		Addrs: []netip.Prefix{netip.MustParsePrefix("10.81.1.2/24")}} // on-link default route
+		// No gateways: on-link default routes.
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.81.1.2/24"), netip.MustParsePrefix("2001:db8:81:1::2/64")}}
 	return lte, wifi
 }
 
@@ -248,7 +249,7 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 		t.Errorf("ip -4 rule show:\n%s\nwant:\n%s", rules, wantRules)
 	}
 	rules6 := must(t, tp.cli, "ip", "-6", "rule", "show")
-	wantRules6 := fmt.Sprintf("0:\tfrom all lookup local\n1000:\tfrom 2001:db8:81:2::2 lookup %d proto 201\n32766:\tfrom all lookup main\n", lt)
+	wantRules6 := fmt.Sprintf("0:\tfrom all lookup local\n1000:\tfrom 2001:db8:81:2::2 lookup %d proto 201\n1000:\tfrom 2001:db8:81:1::2 lookup %d proto 201\n32766:\tfrom all lookup main\n", lt, wt)
 	if rules6 != wantRules6 {
 		t.Errorf("ip -6 rule show:\n%s\nwant:\n%s", rules6, wantRules6)
 	}
@@ -263,6 +264,13 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	if got, want := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(wt)),
 		"default dev wifi0 proto 201 scope link \n10.81.1.0/24 dev wifi0 proto 201 scope link src 10.81.1.2 \n"; got != want {
 		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", wt, got, want)
+	}
+	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(wt)); !strings.Contains(got, "2001:db8:81:1::/64 dev wifi0 proto 201") ||
+		!strings.Contains(got, "default dev wifi0 proto 201") {
+		t.Errorf("ip -6 route show table %d (on-link default):\n%s", wt, got)
+	}
+	if out := must(t, tp.cli, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:1::2"); !strings.Contains(out, "dev wifi0") {
+		t.Errorf("route get from the wifi IPv6 address: %s", out)
 	}
 
 	// The kernel now sends what comes from lte by lte, IPv4 and IPv6, and
@@ -291,7 +299,7 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	if err := m.Ensure(lte2); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(t, tp.cli, "ip", "-6", "rule", "show"); strings.Contains(got, "proto 201") {
+	if got := must(t, tp.cli, "ip", "-6", "rule", "show"); strings.Contains(got, "2001:db8:81:2::2") {
 		t.Errorf("IPv6 rule left after its address went:\n%s", got)
 	}
 	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); got != "" {
@@ -336,10 +344,10 @@ func TestIntegrationCleanupAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 3 rules (lte v4+v6, wifi v4); routes: lte v4 subnet+default, v6
-	// subnet+default, wifi subnet+default.
-	if len(rules) != 3 || len(routes) != 6 {
-		t.Errorf("a new Manager sees %d rules and %d routes left by the old one, want 3 and 6: %v %v", len(rules), len(routes), rules, routes)
+	// 4 rules (lte and wifi, v4 and v6); routes: subnet and default per
+	// interface and family.
+	if len(rules) != 4 || len(routes) != 8 {
+		t.Errorf("a new Manager sees %d rules and %d routes left by the old one, want 4 and 8: %v %v", len(rules), len(routes), rules, routes)
 	}
 	for _, r := range rules {
 		if r.Priority != 500 || (r.Table != uint32(3000+tp.lte) && r.Table != uint32(3000+tp.wifi)) {
