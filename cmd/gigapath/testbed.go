@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/gigapath/gigapath/internal/demo"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -24,7 +25,9 @@ func init() {
    gigapath testbed up --wifi-rate 100mbit --lte-rate 50mbit
    gigapath testbed status -j
    gigapath testbed down          (the recorded bed)
-   gigapath testbed down --all    (every gp-* namespace, e.g. after a crash)`,
+   gigapath testbed down --all    (every gp-* namespace, e.g. after a crash)
+   down also removes the bed of a demo that was killed (` + "/run/gigapath/demo.json" + `).
+   GIGAPATH_TESTBED_STATE=FILE records the bed in FILE instead.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "up",
@@ -72,8 +75,8 @@ func testbedUp(c *cli.Context) error {
 			}
 		}
 	}
-	if old, err := testbed.Load(testbed.StateFile); err == nil && old.Client.Exists() {
-		return fmt.Errorf("a testbed is already up (client namespace %s, recorded in %s): run `gigapath testbed down` first", old.Client.Name, testbed.StateFile)
+	if old, err := testbed.Load(testbedStateFile()); err == nil && old.Client.Exists() {
+		return fmt.Errorf("a testbed is already up (client namespace %s, recorded in %s): run `gigapath testbed down` first", old.Client.Name, testbedStateFile())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,7 +90,7 @@ func testbedUp(c *cli.Context) error {
 			return fmt.Errorf("testbed up: kernel PM: %w", err)
 		}
 	}
-	if err := b.Save(testbed.StateFile); err != nil {
+	if err := b.Save(testbedStateFile()); err != nil {
 		b.Close()
 		return fmt.Errorf("testbed up: record the bed: %w", err)
 	}
@@ -98,10 +101,19 @@ func testbedUp(c *cli.Context) error {
 	return nil
 }
 
+// testbedStateFile is where the bed is recorded; GIGAPATH_TESTBED_STATE
+// overrides it (tests use a file of their own).
+func testbedStateFile() string {
+	if p := os.Getenv("GIGAPATH_TESTBED_STATE"); p != "" {
+		return p
+	}
+	return testbed.StateFile
+}
+
 func loadBed() (*testbed.Bed, error) {
-	b, err := testbed.Load(testbed.StateFile)
+	b, err := testbed.Load(testbedStateFile())
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no testbed recorded in %s: run `gigapath testbed up`", testbed.StateFile)
+		return nil, fmt.Errorf("no testbed recorded in %s: run `gigapath testbed up`", testbedStateFile())
 	}
 	return b, err
 }
@@ -145,6 +157,15 @@ func printBedStatus(b *testbed.Bed) {
 	}
 }
 
+// demoLeftover reports whether a demo's bed is recorded.
+func demoLeftover() bool {
+	if os.Getenv("GIGAPATH_TESTBED_STATE") != "" {
+		return false
+	}
+	_, err := os.Stat(demo.StateFile)
+	return err == nil
+}
+
 func testbedDown(c *cli.Context) error {
 	if c.Args().Len() > 0 {
 		return usageErrorf("testbed down: unexpected argument %q: only --all is accepted", c.Args().First())
@@ -158,11 +179,23 @@ func testbedDown(c *cli.Context) error {
 		} else {
 			fmt.Fprintf(os.Stderr, "removed %s %s %s\n", b.Client.Name, b.Proxy.Name, b.Origin.Name)
 		}
-		if err := os.Remove(testbed.StateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(testbedStateFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
-	case !c.Bool("all"):
+	case !c.Bool("all") && !demoLeftover():
 		return err
+	}
+	// A demo killed before it could clean up (SIGKILL) leaves its bed
+	// recorded in demo.StateFile.
+	if os.Getenv("GIGAPATH_TESTBED_STATE") == "" {
+		if d, derr := testbed.Load(demo.StateFile); derr == nil {
+			if err := d.Close(); err != nil {
+				errs = append(errs, err)
+			} else {
+				fmt.Fprintf(os.Stderr, "removed the demo's %s %s %s\n", d.Client.Name, d.Proxy.Name, d.Origin.Name)
+				os.Remove(demo.StateFile)
+			}
+		}
 	}
 	if c.Bool("all") {
 		removed, err := testbed.Cleanup()

@@ -181,7 +181,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	defer origin.Close()
 
 	// Proxy: MPTCP listener forwarding to the origin.
-	mode := "direct: client app -> MPTCP (wifi+lte) -> TCP forwarder on the proxy -> origin (internal/relay not available)"
+	mode := "forwarder: client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin (internal/relay not available yet)"
 	fwd, err := serveForwarder(bed)
 	if err != nil {
 		return nil, err
