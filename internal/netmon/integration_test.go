@@ -90,6 +90,9 @@ func TestIntegrationWatcher(t *testing.T) {
 	// The initial state arrives as events and is in State; loopback is not.
 	e := expect(t, ch, "initial link-up wifi0", func(e netmon.Event) bool { return e.Type == netmon.LinkUp && e.Link.Name == "wifi0" })
 	wifi := e.Link.Index
+	if e.Time.IsZero() {
+		t.Error("event without the time it was read")
+	}
 	expect(t, ch, "initial address", func(e netmon.Event) bool {
 		return e.Type == netmon.AddrAdded && e.Addr.Prefix == netip.MustParsePrefix("10.77.1.2/24") && e.Link.Name == "wifi0"
 	})

@@ -23,6 +23,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Config selects the namespace and what is reported.
@@ -110,6 +111,9 @@ type Event struct {
 	// Kernel is set on Resync when the kernel dropped messages (ENOBUFS),
 	// unset when only this subscriber lagged.
 	Kernel bool
+	// Time is when the Watcher read the change (for reaction latencies);
+	// zero on a Resync caused by a lagging subscriber.
+	Time time.Time
 }
 
 func (e Event) String() string {

@@ -156,6 +156,7 @@ func (w *Watcher) drain() error {
 // resync dumps links, addresses and routes, publishes the differences with
 // the current snapshot and replaces it.
 func (w *Watcher) resync(kernel bool) error {
+	now := time.Now()
 	n := newState()
 	links, err := w.req.Link.List()
 	if err != nil {
@@ -179,10 +180,11 @@ func (w *Watcher) resync(kernel bool) error {
 	w.st = n
 	w.mu.Unlock()
 	for _, e := range evs {
+		e.Time = now
 		w.hub.publish(e)
 	}
 	if kernel {
-		w.hub.publish(Event{Type: Resync, Kernel: true})
+		w.hub.publish(Event{Type: Resync, Kernel: true, Time: now})
 	}
 	return nil
 }
@@ -203,6 +205,7 @@ func (w *Watcher) dumpRoutes(n *state) error {
 
 // handle applies one batch of messages and publishes what changed.
 func (w *Watcher) handle(msgs []netlink.Message) {
+	now := time.Now()
 	w.mu.Lock()
 	n := w.st.clone()
 	w.mu.Unlock()
@@ -240,6 +243,7 @@ func (w *Watcher) handle(msgs []netlink.Message) {
 	w.st = n
 	w.mu.Unlock()
 	for _, e := range evs {
+		e.Time = now
 		w.hub.publish(e)
 	}
 }
