@@ -506,3 +506,36 @@ func TestIntegrationCleanupPrefix(t *testing.T) {
 		sleeper.Process.Kill()
 	}
 }
+
+// TestIntegrationBedLossLegacyTC: the fallback for kernels without tcx (a
+// cls_bpf filter on clsact), forced here, drops packets too and is removed.
+func TestIntegrationBedLossLegacyTC(t *testing.T) {
+	b := UpT(t, Spec{ClientRouting: true, WiFiRate: "100mbit"})
+	echo(t, b.Proxy)
+	forceLegacyTC = true
+	t.Cleanup(func() { forceLegacyTC = false })
+	if err := b.SetLoss(WiFi, 100); err != nil {
+		t.Fatal(err)
+	}
+	out := b.Client.MustRun("tc", "filter", "show", "dev", WiFiIf, "egress")
+	if !strings.Contains(out, "gp_loss") || !strings.Contains(out, "direct-action") {
+		t.Errorf("tc filter show: %s", out)
+	}
+	peer := netip.AddrPortFrom(b.ProxyWiFiAddr, 7007).String()
+	if loss, _ := probe(t, b, b.Client, "", peer, 5); loss != 100 {
+		t.Errorf("legacy 100%% loss let %v%% through", 100-loss)
+	}
+	// The tbf root qdisc is untouched by the clsact qdisc.
+	if out := b.Client.MustRun("tc", "qdisc", "show", "dev", WiFiIf); !strings.Contains(out, "tbf") || !strings.Contains(out, "clsact") {
+		t.Errorf("qdiscs: %s", out)
+	}
+	if err := b.SetLoss(WiFi, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.Proxy.MustRun("tc", "filter", "show", "dev", ProxyWiFiIf, "egress"); strings.Contains(out, "gp_loss") {
+		t.Errorf("filter left after SetLoss 0: %s", out)
+	}
+	if loss, err := probe(t, b, b.Client, "", peer, 20); loss != 0 {
+		t.Errorf("after removing legacy loss: %.1f%% (%v)", loss, err)
+	}
+}

@@ -3,7 +3,9 @@
 package testbed
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 
@@ -43,6 +45,13 @@ func lossProgram(threshold uint32) (*ebpf.Program, error) {
 	return prog, nil
 }
 
+// errTCXUnsupported selects the legacy tc attachment.
+var errTCXUnsupported = errors.New("tcx not supported")
+
+// forceLegacyTC makes SetLoss use the legacy attachment even where tcx
+// works (tests of the fallback).
+var forceLegacyTC bool
+
 // lossThreshold maps a percentage to the prandom threshold.
 func lossThreshold(percent float64) uint32 {
 	v := percent / 100 * (1 << 32)
@@ -54,8 +63,10 @@ func lossThreshold(percent float64) uint32 {
 
 // SetLoss drops percent % of the packets in each direction of l, with a tc
 // BPF program attached (tcx, Linux 6.6+) to the egress of both ends. 0
-// removes it. The attachments are held by file descriptors of this process:
-// they end with Close, with the process, or with the interfaces.
+// removes it. With tcx the attachments are held by file descriptors of this
+// process: they end with Close, with the process, or with the interfaces.
+// Before Linux 6.6 a cls_bpf filter on a clsact qdisc is used instead; it
+// lives until SetLoss(l, 0), Close, or the namespaces go.
 func (b *Bed) SetLoss(l Link, percent float64) error {
 	cif, pif, err := Iface(l)
 	if err != nil {
@@ -86,18 +97,28 @@ func (b *Bed) SetLoss(l Link, percent float64) error {
 		n      *NetNS
 		ifname string
 	}{{b.Client, cif}, {b.Proxy, pif}} {
-		var lk link.Link
-		err := e.n.Do(func() error {
-			ifc, err := net.InterfaceByName(e.ifname)
-			if err != nil {
-				return fmt.Errorf("[%s] %s: %w", e.n.Name, e.ifname, err)
-			}
-			lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
-			if err != nil {
-				return fmt.Errorf("[%s] attach loss program to %s egress (tcx needs Linux 6.6): %w", e.n.Name, e.ifname, err)
-			}
-			return nil
-		})
+		var lk io.Closer
+		err := errTCXUnsupported
+		if !forceLegacyTC {
+			err = e.n.Do(func() error {
+				ifc, err := net.InterfaceByName(e.ifname)
+				if err != nil {
+					return fmt.Errorf("[%s] %s: %w", e.n.Name, e.ifname, err)
+				}
+				lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
+				if errors.Is(err, ebpf.ErrNotSupported) {
+					return errTCXUnsupported
+				}
+				if err != nil {
+					return fmt.Errorf("[%s] attach loss program to %s egress with tcx: %w", e.n.Name, e.ifname, err)
+				}
+				return nil
+			})
+		}
+		if errors.Is(err, errTCXUnsupported) {
+			// Before Linux 6.6: a cls_bpf filter on a clsact qdisc.
+			lk, err = attachLegacy(e.n, e.ifname, prog)
+		}
 		if err != nil {
 			for _, x := range st.links {
 				x.Close()

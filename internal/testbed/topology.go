@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/cilium/ebpf/link"
 )
 
 // The fixed in-namespace plan of a bed. Every bed lives in its own
@@ -108,7 +107,7 @@ type Bed struct {
 
 type lossState struct {
 	percent float64
-	links   []link.Link
+	links   []io.Closer
 }
 
 // Fixed plan, see the diagram above.
