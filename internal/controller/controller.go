@@ -1,0 +1,793 @@
+// Package controller is gigapath's path-manager daemon: one event loop that
+// owns the state of connections and interfaces, fed by the kernel's
+// mptcp_pm events, rtnetlink changes (netmon), a periodic tick, reloads and
+// status requests. It decides which subflows exist and which are backup,
+// and carries the decisions out through pathmgr and routing.
+//
+// Reconciliation beats bookkeeping: on start, after lost events, after a
+// netmon resync and on reload, the controller reads the kernel's inventory
+// of connections and subflows, computes what the policy wants and fixes the
+// difference, so a missed event is never fatal.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/internal/status"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// Timing of retries.
+const (
+	pendingTimeout = 3 * time.Second // a created subflow not established by then may be retried
+	retryBackoff   = 2 * time.Second // after the kernel refused a create
+	periodicResync = 30 * time.Second
+)
+
+// Config is what Run needs.
+type Config struct {
+	Policy *policy.Policy
+	// NetNS is the network namespace to manage (name or path); "" = ours.
+	NetNS   string
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics // nil: a fresh set
+	// StatusSocket overrides the policy's status_socket when set.
+	StatusSocket string
+	// MetricsListen overrides the policy's metrics.listen when set ("-" disables).
+	MetricsListen string
+}
+
+// Controller is the daemon. Build it with New and call Run once.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics.Metrics
+
+	// owned by the loop goroutine
+	pol     *policy.Policy
+	pm      PM
+	kpm     *pathmgr.Client
+	inv     *pathmgr.Inventory
+	rt      *routing.Manager
+	watcher *netmon.Watcher
+	netSt   netmon.State
+	ifs     map[int]*iface
+	conns   map[uint32]*conn
+	prevTot map[int][2]uint64 // ifindex → bytes sent, retransmitted (health)
+
+	reloadCh chan reloadReq
+	statusCh chan chan status.Snapshot
+	ready    chan struct{}
+	metrics  chan struct{}
+	addrs    struct{ metrics string }
+}
+
+type reloadReq struct {
+	p   *policy.Policy
+	err chan error
+}
+
+// New checks cfg and returns a Controller.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Policy == nil {
+		return nil, errors.New("controller: no policy")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	return &Controller{
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pol: cfg.Policy,
+		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, prevTot: map[int][2]uint64{},
+		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot),
+		ready: make(chan struct{}), metrics: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed after the first reconciliation.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// MetricsAddr is the address /metrics listens on ("" if disabled), valid
+// once Ready is closed.
+func (c *Controller) MetricsAddr() string { <-c.ready; return c.addrs.metrics }
+
+// Reload applies a new, already validated policy as a diff. Changes that
+// need a restart (side, path_manager, metrics.listen, status_socket) are
+// refused and the old policy stays.
+func (c *Controller) Reload(ctx context.Context, p *policy.Policy) error {
+	r := reloadReq{p: p, err: make(chan error, 1)}
+	select {
+	case c.reloadCh <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.err:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ReloadFile loads and validates the policy file, then Reloads it. A bad
+// file keeps the old policy; the error says why.
+func (c *Controller) ReloadFile(ctx context.Context, file string) error {
+	p, err := policy.Load(file)
+	if err != nil {
+		return fmt.Errorf("reload refused, keeping the old policy: %w", err)
+	}
+	return c.Reload(ctx, p)
+}
+
+// Snapshot returns the state for `gigapath status`.
+func (c *Controller) Snapshot(ctx context.Context) (status.Snapshot, error) {
+	ch := make(chan status.Snapshot, 1)
+	select {
+	case c.statusCh <- ch:
+	case <-ctx.Done():
+		return status.Snapshot{}, ctx.Err()
+	}
+	select {
+	case s := <-ch:
+		return s, nil
+	case <-ctx.Done():
+		return status.Snapshot{}, ctx.Err()
+	}
+}
+
+type pmBatch struct {
+	events []pathmgr.Event
+	lost   bool
+	err    error
+	at     time.Time
+}
+
+// Run starts the daemon and blocks until ctx ends (nil) or a fatal error.
+// On return the routing state it made is removed (Cleanup).
+func (c *Controller) Run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	nt := newNotifier()
+	pmcfg := &pathmgr.Config{NetNS: c.cfg.NetNS}
+	p := c.pol
+
+	if err := setPathManager(c.cfg.NetNS, string(p.PathManager)); err != nil {
+		return err
+	}
+	client, err := pathmgr.Dial(pmcfg)
+	if err != nil {
+		return fmt.Errorf("path manager: %w", err)
+	}
+	defer client.Close()
+	c.kpm = client
+	if c.pm == nil {
+		c.pm = client
+	}
+	inv, err := pathmgr.OpenInventory(pmcfg)
+	if err != nil {
+		return fmt.Errorf("inventory: %w", err)
+	}
+	defer inv.Close()
+	c.inv = inv
+
+	// Events first, so nothing between the inventory read and the loop is missed.
+	el, err := pathmgr.ListenEvents(pmcfg)
+	if err != nil {
+		return fmt.Errorf("path-manager events: %w", err)
+	}
+	defer el.Close()
+
+	w, err := netmon.New(netmon.Config{NetNS: c.cfg.NetNS, IncludeLinkLocal: !p.SkipLinkLocal})
+	if err != nil {
+		return fmt.Errorf("interfaces: %w", err)
+	}
+	c.watcher = w
+	netCh, unsub := w.Subscribe(1024)
+	defer unsub()
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(ctx) }()
+	select {
+	case <-w.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+
+	if p.Routing.Mode == policy.RoutingManaged {
+		rt, err := routing.New(routing.Config{NetNS: c.cfg.NetNS, TableBase: p.Routing.TableBase, RulePriority: p.Routing.RulePriority})
+		if err != nil {
+			return fmt.Errorf("routing: %w", err)
+		}
+		c.rt = rt
+		defer func() {
+			if cerr := rt.Cleanup(); cerr != nil {
+				c.log.Warn("routing cleanup", "err", cerr)
+			}
+			rt.Close()
+		}()
+	}
+
+	pmCh := make(chan pmBatch, 64)
+	go func() {
+		for {
+			evs, err := el.Receive(ctx)
+			b := pmBatch{events: evs, at: time.Now()}
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if errors.Is(err, pathmgr.ErrEventsLost) {
+					b.lost = true
+				} else {
+					b.err = err
+				}
+			}
+			select {
+			case pmCh <- b:
+			case <-ctx.Done():
+				return
+			}
+			if b.err != nil {
+				return
+			}
+		}
+	}()
+
+	statusPath := p.StatusSocket
+	if c.cfg.StatusSocket != "" {
+		statusPath = c.cfg.StatusSocket
+	}
+	if statusPath != "" {
+		if err := status.Serve(ctx, statusPath, c.Snapshot); err != nil {
+			return err
+		}
+		defer os.Remove(statusPath)
+	}
+	listen := p.Metrics.Listen
+	if c.cfg.MetricsListen != "" {
+		listen = c.cfg.MetricsListen
+	}
+	if listen != "" && listen != "-" {
+		a, _, err := c.m.Serve(ctx, listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen %s: %w", listen, err)
+		}
+		c.addrs.metrics = a.String()
+	}
+
+	c.netSt = w.State()
+	c.ifs = buildIfaces(p, c.netSt, nil)
+	c.ensureRouting(true)
+	c.applyKernelPM()
+	c.resync("start")
+	close(c.ready)
+	nt.send("READY=1")
+	c.log.Info("gigapath running", "policy", p.Summary(), "netns", c.cfg.NetNS, "status", statusPath, "metrics", c.addrs.metrics)
+
+	tickEvery := time.Second
+	if p.Steering == policy.SteerHandover && p.Handover.Interval > 0 {
+		tickEvery = p.Handover.Interval
+	}
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	var wdC <-chan time.Time
+	if iv := watchdogInterval(); iv > 0 {
+		wd := time.NewTicker(iv)
+		defer wd.Stop()
+		wdC = wd.C
+	}
+	lastResync := time.Now()
+	defer nt.send("STOPPING=1")
+
+	for {
+		select {
+		case <-ctx.Done():
+			c.log.Info("stopping")
+			return nil
+		case err := <-wdone:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("interface watcher stopped: %v", err)
+		case b := <-pmCh:
+			if b.err != nil {
+				return fmt.Errorf("path-manager events: %w", b.err)
+			}
+			for _, ev := range b.events {
+				c.handlePM(ev, b.at)
+			}
+			if b.lost {
+				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
+				c.resync("events_lost")
+			}
+		case ev, ok := <-netCh:
+			if !ok {
+				netCh = nil
+				continue
+			}
+			c.handleNet(ev)
+		case <-tick.C:
+			c.tick()
+			if time.Since(lastResync) > periodicResync {
+				lastResync = time.Now()
+				c.resync("periodic")
+			}
+		case <-wdC:
+			nt.send("WATCHDOG=1")
+		case r := <-c.reloadCh:
+			r.err <- c.reload(r.p)
+		case ch := <-c.statusCh:
+			ch <- c.snapshot()
+		}
+	}
+}
+
+// handlePM applies one path-manager event.
+func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
+	c.m.Events.WithLabelValues(ev.Type.String()).Inc()
+	switch ev.Type {
+	case pathmgr.EventCreated:
+		cn := c.conn(ev.Token)
+		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+	case pathmgr.EventEstablished:
+		cn := c.conn(ev.Token)
+		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+		cn.established = true
+		cn.estAt = at
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		if _, ok := cn.subs[sf]; !ok {
+			cn.subs[sf] = &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup}
+		}
+		c.m.Connections.Set(float64(len(c.conns)))
+		c.reconcileConn(cn)
+	case pathmgr.EventClosed:
+		delete(c.conns, ev.Token)
+		c.m.Connections.Set(float64(len(c.conns)))
+	case pathmgr.EventSubEstablished:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
+		cn.subs[sf] = &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup}
+		if _, ok := cn.pending[idx]; ok {
+			delete(cn.pending, idx)
+			if !cn.measured && !cn.estAt.IsZero() {
+				cn.measured = true
+				c.m.ReactionLatency.Observe(at.Sub(cn.estAt).Seconds())
+			}
+		}
+		c.reconcileConn(cn)
+	case pathmgr.EventSubClosed:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
+		delete(cn.subs, sf)
+		if _, ok := cn.pending[idx]; ok {
+			delete(cn.pending, idx)
+			cn.backoff[idx] = at.Add(retryBackoff)
+		}
+	case pathmgr.EventSubPriority:
+		if cn, ok := c.conns[ev.Token]; ok {
+			if s, ok := cn.subs[pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}]; ok {
+				s.backup = ev.Backup
+			}
+		}
+	}
+}
+
+func (c *Controller) conn(token uint32) *conn {
+	cn, ok := c.conns[token]
+	if !ok {
+		cn = newConn(token)
+		c.conns[token] = cn
+	}
+	return cn
+}
+
+// ifindexOf finds the interface holding addr; hint (the kernel's if_idx) is
+// used when no policy interface has it.
+func (c *Controller) ifindexOf(addr netip.Addr, hint int) int {
+	addr = addr.Unmap()
+	for idx, as := range c.netSt.Addrs {
+		for _, a := range as {
+			if a.Prefix.Addr() == addr {
+				return idx
+			}
+		}
+	}
+	return hint
+}
+
+// handleNet applies an interface change: routing first, then subflows.
+func (c *Controller) handleNet(ev netmon.Event) {
+	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
+	c.netSt = c.watcher.State()
+	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs)
+	idx := ev.Link.Index
+	if ev.Type == netmon.AddrAdded || ev.Type == netmon.AddrRemoved {
+		idx = ev.Addr.Index
+	} else if ev.Type == netmon.RouteAdded || ev.Type == netmon.RouteRemoved {
+		idx = ev.Route.Index
+	}
+	if ev.Type == netmon.Resync {
+		c.ensureRouting(true)
+		c.applyKernelPM()
+		c.resync("netmon")
+		return
+	}
+	if _, ok := c.ifs[idx]; !ok {
+		return
+	}
+	c.ensureRouting(false, idx)
+	c.applyKernelPM()
+	if ev.Type == netmon.LinkUp || ev.Type == netmon.AddrAdded || ev.Type == netmon.RouteAdded {
+		for _, cn := range c.conns {
+			delete(cn.backoff, idx)
+		}
+	}
+	c.reconcileAll()
+}
+
+// ensureRouting makes the routing tables match the interfaces (all of
+// them, pruning leftovers, when all is set).
+func (c *Controller) ensureRouting(all bool, only ...int) {
+	if c.rt == nil {
+		return
+	}
+	var keep []int
+	for idx, i := range c.ifs {
+		if !all && !slices.Contains(only, idx) {
+			continue
+		}
+		keep = append(keep, idx)
+		if err := c.rt.Ensure(routing.PathFor(c.netSt, idx)); err != nil {
+			c.log.Warn("routing", "interface", i.name, "err", err)
+		}
+	}
+	if all {
+		if err := c.rt.Prune(keep); err != nil {
+			c.log.Warn("routing prune", "err", err)
+		}
+	}
+}
+
+// available lists the policy interfaces that can carry subflows, by index.
+func (c *Controller) available() []*iface {
+	var out []*iface
+	for _, i := range c.ifs {
+		if i.available() {
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
+	return out
+}
+
+func (c *Controller) reconcileAll() {
+	for _, cn := range c.conns {
+		c.reconcileConn(cn)
+	}
+}
+
+// reconcileConn makes one connection's subflows what the policy wants.
+func (c *Controller) reconcileConn(cn *conn) {
+	if !cn.established {
+		return
+	}
+	p := c.pol
+	if p.PathManager != policy.PMUserspace {
+		return
+	}
+	if p.Side == policy.SideServer {
+		if cn.server && !cn.announced {
+			c.announce(cn)
+		}
+		return
+	}
+	if cn.server {
+		return // accepted here: the client side of it is the peer's business
+	}
+	now := time.Now()
+	avail := c.available()
+	wants := steer(p, avail)
+	per := map[int][]*sub{}
+	for _, s := range cn.subs {
+		per[s.ifindex] = append(per[s.ifindex], s)
+	}
+	// Subflows that will survive this pass on interfaces that carry them.
+	keepers := 0
+	for _, i := range avail {
+		if wants[i.index].open {
+			keepers += len(per[i.index])
+		}
+	}
+	for _, i := range avail {
+		w := wants[i.index]
+		have := per[i.index]
+		switch {
+		case w.open && len(have) == 0:
+			if t, ok := cn.pending[i.index]; ok && now.Sub(t) < pendingTimeout {
+				continue
+			}
+			if t, ok := cn.backoff[i.index]; ok && now.Before(t) {
+				continue
+			}
+			addr, ok := i.addrFor(cn.remote.Addr())
+			if !ok || !cn.remote.IsValid() {
+				continue
+			}
+			ep := pathmgr.Endpoint{ID: localID(i.index, addr.Is6()), Addr: addr, IfIndex: i.index}
+			if w.backup {
+				ep.Flags = pathmgr.FlagBackup
+			}
+			c.m.Commands.WithLabelValues("subflow_create").Inc()
+			if err := c.pm.CreateSubflow(cn.token, ep, cn.remote); err != nil {
+				c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+				cn.backoff[i.index] = now.Add(retryBackoff)
+				c.log.Warn("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", cn.remote, "err", err)
+				continue
+			}
+			cn.pending[i.index] = now
+			c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", cn.remote, "backup", w.backup)
+		case !w.open && len(have) > 0:
+			for _, s := range have {
+				if keepers == 0 {
+					break // never close the last subflow
+				}
+				c.destroy(cn, s, "steering")
+			}
+		case w.open:
+			for _, s := range have {
+				if s.backup != w.backup {
+					c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
+					if err := c.pm.SetSubflowBackup(cn.token, s.sf, w.backup); err != nil {
+						c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
+						c.log.Warn("subflow backup", "token", cn.token, "interface", i.name, "backup", w.backup, "err", err)
+						continue
+					}
+					s.backup = w.backup
+					c.m.SteeringSwitches.Inc()
+				}
+			}
+		}
+	}
+	// Subflows on policy interfaces that are gone or down.
+	for idx, ss := range per {
+		i, isPolicy := c.ifs[idx]
+		if isPolicy && i.available() {
+			continue
+		}
+		if !isPolicy {
+			if _, exists := c.netSt.Links[idx]; exists {
+				continue // not ours to manage
+			}
+		}
+		for _, s := range ss {
+			if keepers == 0 {
+				break
+			}
+			c.destroy(cn, s, "interface gone")
+		}
+	}
+}
+
+func (c *Controller) destroy(cn *conn, s *sub, why string) {
+	if s.sf.Local.Port() == 0 || s.sf.Remote.Port() == 0 {
+		return
+	}
+	c.m.Commands.WithLabelValues("subflow_destroy").Inc()
+	if err := c.pm.DestroySubflow(cn.token, s.sf); err != nil {
+		c.m.CommandErrors.WithLabelValues("subflow_destroy").Inc()
+		c.log.Warn("subflow destroy", "token", cn.token, "local", s.sf.Local, "remote", s.sf.Remote, "why", why, "err", err)
+	}
+	delete(cn.subs, s.sf)
+	c.log.Debug("subflow destroyed", "token", cn.token, "local", s.sf.Local, "why", why)
+}
+
+// announce advertises the policy's addresses to a server-side connection.
+func (c *Controller) announce(cn *conn) {
+	cn.announced = true
+	for _, a := range c.pol.Announce {
+		var addrs []netip.Addr
+		idx := 0
+		if a.Address.IsValid() {
+			addrs = []netip.Addr{a.Address}
+		} else if l, ok := c.netSt.LinkByName(a.Interface); ok {
+			idx = l.Index
+			for _, x := range c.netSt.Addrs[l.Index] {
+				addrs = append(addrs, x.Prefix.Addr())
+			}
+		}
+		for _, addr := range addrs {
+			if addr.Is4() != cn.remote.Addr().Unmap().Is4() || addr == cn.local.Addr() {
+				continue
+			}
+			if idx == 0 {
+				idx = c.ifindexOf(addr, 0)
+			}
+			ep := pathmgr.Endpoint{ID: localID(idx, addr.Is6()), Addr: addr, Port: a.Port}
+			c.m.Commands.WithLabelValues("announce").Inc()
+			if err := c.pm.Announce(cn.token, ep); err != nil {
+				c.m.CommandErrors.WithLabelValues("announce").Inc()
+				c.log.Warn("announce", "token", cn.token, "addr", addr, "err", err)
+			}
+		}
+	}
+}
+
+// resync replaces the connection state with the kernel's inventory and
+// reconciles every connection.
+func (c *Controller) resync(reason string) {
+	start := time.Now()
+	c.m.Resyncs.WithLabelValues(reason).Inc()
+	if c.inv == nil {
+		c.reconcileAll()
+		return
+	}
+	list, err := c.inv.Connections(pathmgr.ListOptions{ListenersToo: true})
+	if err != nil {
+		c.log.Warn("inventory", "reason", reason, "err", err)
+		c.reconcileAll()
+		return
+	}
+	c.adopt(list, start)
+	c.reconcileAll()
+	c.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// adopt makes the connection state the inventory's.
+func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
+	listen := map[uint16]bool{}
+	for _, k := range list {
+		if k.State.String() == "listen" {
+			listen[k.Local.Port()] = true
+		}
+	}
+	seen := map[uint32]bool{}
+	for _, k := range list {
+		if k.Token == 0 || k.State.String() != "established" {
+			continue
+		}
+		seen[k.Token] = true
+		cn, known := c.conns[k.Token]
+		if !known {
+			cn = newConn(k.Token)
+			cn.server = listen[k.Local.Port()]
+			c.conns[k.Token] = cn
+		}
+		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
+		old := cn.subs
+		cn.subs = map[pathmgr.Subflow]*sub{}
+		for _, s := range k.Subflows {
+			sf := s.Subflow()
+			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
+			ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT, bytesSent: s.BytesSent, bytesRetr: s.BytesRetrans}
+			if o, ok := old[sf]; ok && o.backup != s.Backup {
+				ns.backup = s.Backup
+			}
+			cn.subs[sf] = ns
+			delete(cn.pending, idx)
+		}
+	}
+	for tok, cn := range c.conns {
+		// Connections created but not yet established are kept: their
+		// ESTABLISHED event is still to come.
+		if !seen[tok] && cn.established {
+			delete(c.conns, tok)
+		}
+	}
+	c.m.Connections.Set(float64(len(c.conns)))
+}
+
+// reload applies a new policy as a diff.
+func (c *Controller) reload(p *policy.Policy) error {
+	d := c.pol.Diff(p)
+	if len(d.NeedsRestart) > 0 {
+		return fmt.Errorf("reload refused, keeping the old policy: %v changed, which needs a restart", d.NeedsRestart)
+	}
+	if d.Empty() {
+		c.log.Info("reload: nothing changed")
+		return nil
+	}
+	for _, line := range policy.Describe(c.pol, p) {
+		c.log.Info("reload", "change", line)
+	}
+	routingWas := c.pol.Routing
+	c.pol = p
+	c.ifs = buildIfaces(p, c.netSt, c.ifs)
+	if d.RoutingChanged && c.rt != nil && (routingWas.TableBase != p.Routing.TableBase || routingWas.RulePriority != p.Routing.RulePriority || p.Routing.Mode == policy.RoutingOff) {
+		if err := c.rt.Cleanup(); err != nil {
+			c.log.Warn("routing cleanup", "err", err)
+		}
+		c.rt.Close()
+		c.rt = nil
+		if p.Routing.Mode == policy.RoutingManaged {
+			rt, err := routing.New(routing.Config{NetNS: c.cfg.NetNS, TableBase: p.Routing.TableBase, RulePriority: p.Routing.RulePriority})
+			if err != nil {
+				c.log.Warn("routing", "err", err)
+			} else {
+				c.rt = rt
+			}
+		}
+	}
+	c.ensureRouting(true)
+	c.applyKernelPM()
+	c.resync("reload")
+	return nil
+}
+
+// tick samples subflow health (handover, priority), retries what is due and
+// refreshes the subflow gauges.
+func (c *Controller) tick() {
+	if c.pol.Steering == policy.SteerHandover || c.pol.Steering == policy.SteerPriority {
+		c.sampleHealth()
+	}
+	c.reconcileAll()
+	c.refreshGauges()
+}
+
+func (c *Controller) refreshGauges() {
+	c.m.Subflows.Reset()
+	for _, cn := range c.conns {
+		for _, s := range cn.subs {
+			name, role := "other", "none"
+			if i, ok := c.ifs[s.ifindex]; ok {
+				name, role = i.name, string(i.pol.Role)
+			} else if l, ok := c.netSt.Links[s.ifindex]; ok {
+				name = l.Name
+			}
+			c.m.Subflows.WithLabelValues(name, role).Inc()
+		}
+	}
+}
+
+// snapshot builds the status reply.
+func (c *Controller) snapshot() status.Snapshot {
+	pj, _ := json.Marshal(c.pol)
+	s := status.Snapshot{Time: time.Now(), PID: os.Getpid(), NetNS: c.cfg.NetNS, Policy: pj, Summary: c.pol.Summary()}
+	var primary *iface
+	if c.pol.Steering == policy.SteerPriority {
+		primary = primaryOf(c.available())
+	}
+	for _, i := range c.ifs {
+		si := status.Interface{Index: i.index, Name: i.name, Role: string(i.pol.Role), Up: i.up, Backup: i.pol.Backup,
+			Healthy: !i.health.unhealthy, Primary: primary == i, Addrs: i.addrs, Loss: i.health.loss}
+		if i.health.rtt > 0 {
+			si.RTT = i.health.rtt.String()
+		}
+		s.Interfaces = append(s.Interfaces, si)
+	}
+	slices.SortFunc(s.Interfaces, func(a, b status.Interface) int { return a.Index - b.Index })
+	for _, cn := range c.conns {
+		sc := status.Connection{Token: cn.token, Local: cn.local, Remote: cn.remote, ServerSide: cn.server}
+		for _, x := range cn.subs {
+			name := ""
+			if l, ok := c.netSt.Links[x.ifindex]; ok {
+				name = l.Name
+			}
+			sc.Subflows = append(sc.Subflows, status.Subflow{Local: x.sf.Local, Remote: x.sf.Remote, Interface: name, LocalID: x.localID, Backup: x.backup})
+		}
+		slices.SortFunc(sc.Subflows, func(a, b status.Subflow) int { return int(a.LocalID) - int(b.LocalID) })
+		s.Connections = append(s.Connections, sc)
+	}
+	slices.SortFunc(s.Connections, func(a, b status.Connection) int { return int(int64(a.Token) - int64(b.Token)) })
+	return s
+}

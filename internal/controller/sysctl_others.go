@@ -1,0 +1,12 @@
+//go:build !linux
+
+package controller
+
+import (
+	"fmt"
+	"runtime"
+)
+
+func setPathManager(netns, value string) error {
+	return fmt.Errorf("set net.mptcp.path_manager=%s: not supported on %s", value, runtime.GOOS)
+}

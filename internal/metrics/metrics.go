@@ -1,0 +1,105 @@
+// Package metrics holds the daemon's Prometheus metrics. The metric names
+// are exported constants so that tests and dashboards use the same strings
+// as the code that sets them.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metric names.
+const (
+	Connections      = "gigapath_connections"                // gauge: live MPTCP connections the controller tracks
+	Subflows         = "gigapath_subflows"                   // gauge{interface,role}: subflows per interface
+	Events           = "gigapath_pm_events_total"            // counter{type}: path-manager events received
+	Commands         = "gigapath_pm_commands_total"          // counter{command}: path-manager commands sent
+	CommandErrors    = "gigapath_pm_command_errors_total"    // counter{command}: commands the kernel refused
+	ReactionLatency  = "gigapath_reaction_latency_seconds"   // histogram: ESTABLISHED → extra subflow established
+	SteeringSwitches = "gigapath_steering_switches_total"    // counter: backup flag changes made for steering
+	Resyncs          = "gigapath_resyncs_total"              // counter{reason}: full reconciliations
+	NetEvents        = "gigapath_interface_events_total"     // counter{type}: rtnetlink events received
+	ReconcileSeconds = "gigapath_reconcile_duration_seconds" // histogram: duration of a full reconciliation
+)
+
+// Metrics is the set the controller updates. The zero value is not usable:
+// build it with New.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Connections      prometheus.Gauge
+	Subflows         *prometheus.GaugeVec
+	Events           *prometheus.CounterVec
+	Commands         *prometheus.CounterVec
+	CommandErrors    *prometheus.CounterVec
+	ReactionLatency  prometheus.Histogram
+	SteeringSwitches prometheus.Counter
+	Resyncs          *prometheus.CounterVec
+	NetEvents        *prometheus.CounterVec
+	ReconcileSeconds prometheus.Histogram
+}
+
+// New registers the daemon's metrics (and the Go and process collectors) on
+// a fresh registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry:    prometheus.NewRegistry(),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: Connections, Help: "Live MPTCP connections tracked by the controller."}),
+		Subflows: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: Subflows, Help: "Subflows of tracked connections per interface and role."},
+			[]string{"interface", "role"}),
+		Events:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: Events, Help: "Path-manager events received, by type."}, []string{"type"}),
+		Commands:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: Commands, Help: "Path-manager commands sent, by command."}, []string{"command"}),
+		CommandErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: CommandErrors, Help: "Path-manager commands refused by the kernel, by command."}, []string{"command"}),
+		ReactionLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ReactionLatency,
+			Help:    "Time from a connection's ESTABLISHED event to the established event of the extra subflow the controller created.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+		SteeringSwitches: prometheus.NewCounter(prometheus.CounterOpts{Name: SteeringSwitches, Help: "Subflow backup flag changes (MP_PRIO) made by steering."}),
+		Resyncs:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: Resyncs, Help: "Full reconciliations from the kernel's inventory, by reason."}, []string{"reason"}),
+		NetEvents:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: NetEvents, Help: "Interface, address and route events, by type."}, []string{"type"}),
+		ReconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ReconcileSeconds, Help: "Duration of full reconciliations.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
+		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// Serve listens on addr and serves /metrics until ctx ends. The listener is
+// opened before Serve returns the first time, so a bad address fails at
+// once: the error names the address.
+func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, <-chan error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	return ln.Addr(), done, nil
+}

@@ -1,0 +1,138 @@
+// Package status serves the daemon's state as JSON over a unix socket, for
+// `gigapath status`. One request per connection: the client connects, the
+// server writes one JSON document and closes.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Snapshot is what the daemon reports.
+type Snapshot struct {
+	Time        time.Time       `json:"time"`
+	PID         int             `json:"pid"`
+	NetNS       string          `json:"netns,omitempty"`
+	Policy      json.RawMessage `json:"policy"`
+	Summary     string          `json:"summary"`
+	Interfaces  []Interface     `json:"interfaces"`
+	Connections []Connection    `json:"connections"`
+}
+
+// Interface is one interface the policy applies to.
+type Interface struct {
+	Index   int          `json:"index"`
+	Name    string       `json:"name"`
+	Role    string       `json:"role"`
+	Up      bool         `json:"up"`
+	Backup  bool         `json:"backup"`
+	Healthy bool         `json:"healthy"`
+	Primary bool         `json:"primary,omitempty"`
+	Addrs   []netip.Addr `json:"addrs"`
+	RTT     string       `json:"rtt,omitempty"`
+	Loss    float64      `json:"loss_percent,omitempty"`
+}
+
+// Connection is one tracked MPTCP connection.
+type Connection struct {
+	Token      uint32         `json:"token"`
+	Local      netip.AddrPort `json:"local"`
+	Remote     netip.AddrPort `json:"remote"`
+	ServerSide bool           `json:"server_side,omitempty"`
+	Subflows   []Subflow      `json:"subflows"`
+}
+
+// Subflow is one subflow of a Connection.
+type Subflow struct {
+	Local     netip.AddrPort `json:"local"`
+	Remote    netip.AddrPort `json:"remote"`
+	Interface string         `json:"interface,omitempty"`
+	LocalID   uint8          `json:"local_id"`
+	Backup    bool           `json:"backup"`
+}
+
+// Serve listens on the unix socket at path (replacing a stale socket file)
+// and answers every connection with the JSON of get(). It returns once the
+// socket is listening; the server stops and removes the file when ctx ends.
+func Serve(ctx context.Context, path string, get func(context.Context) (Snapshot, error)) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("status socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		// A stale socket from a killed daemon; a live one would answer.
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			c.Close()
+			return fmt.Errorf("status socket %s: another daemon is listening there", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w", err)
+	}
+	os.Chmod(path, 0o660)
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				s, err := get(rctx)
+				if err != nil {
+					json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
+					return
+				}
+				json.NewEncoder(c).Encode(s)
+			}()
+		}
+	}()
+	return nil
+}
+
+// Query asks the daemon listening at path for its snapshot.
+func Query(ctx context.Context, path string) (*Snapshot, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("status socket %s: %w (is `gigapath run` running with this status_socket?)", path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return nil, fmt.Errorf("status socket %s: %w", path, err)
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return nil, fmt.Errorf("status socket %s: daemon: %s", path, e.Error)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("status socket %s: bad reply: %w", path, err)
+	}
+	if s.Time.IsZero() {
+		return nil, errors.New("status socket " + path + ": empty reply")
+	}
+	return &s, nil
+}
