@@ -38,6 +38,15 @@ func init() {
 	})
 }
 
+// demoStateFile is where a running demo records its bed;
+// GIGAPATH_DEMO_STATE overrides it (tests).
+func demoStateFile() string {
+	if p := os.Getenv("GIGAPATH_DEMO_STATE"); p != "" {
+		return p
+	}
+	return demo.StateFile
+}
+
 func runDemo(c *cli.Context) error {
 	if c.Args().Len() > 0 {
 		return usageErrorf("demo: unexpected argument %q: only flags are accepted", c.Args().First())
@@ -60,12 +69,13 @@ func runDemo(c *cli.Context) error {
 	defer stop()
 	_, ttyErr := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
 	s, err := demo.Run(ctx, demo.Options{
-		WiFiRate: c.String("wifi-rate"),
-		LTERate:  c.String("lte-rate"),
-		Size:     c.Int64("size-mb") * 1e6,
-		FlapFor:  c.Duration("down-for"),
-		Progress: os.Stderr,
-		Live:     ttyErr == nil,
+		WiFiRate:  c.String("wifi-rate"),
+		LTERate:   c.String("lte-rate"),
+		Size:      c.Int64("size-mb") * 1e6,
+		FlapFor:   c.Duration("down-for"),
+		Progress:  os.Stderr,
+		Live:      ttyErr == nil,
+		StateFile: demoStateFile(),
 	})
 	if s != nil {
 		if jsonOutput(c) {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/gigapath/gigapath/internal/demo"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -27,7 +26,8 @@ func init() {
    gigapath testbed down          (the recorded bed)
    gigapath testbed down --all    (every gp-* namespace, e.g. after a crash)
    down also removes the bed of a demo that was killed (` + "/run/gigapath/demo.json" + `).
-   GIGAPATH_TESTBED_STATE=FILE records the bed in FILE instead.`,
+   GIGAPATH_TESTBED_STATE=FILE records the bed in FILE instead
+   (GIGAPATH_DEMO_STATE=FILE for the demo's).`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "up",
@@ -159,10 +159,7 @@ func printBedStatus(b *testbed.Bed) {
 
 // demoLeftover reports whether a demo's bed is recorded.
 func demoLeftover() bool {
-	if os.Getenv("GIGAPATH_TESTBED_STATE") != "" {
-		return false
-	}
-	_, err := os.Stat(demo.StateFile)
+	_, err := os.Stat(demoStateFile())
 	return err == nil
 }
 
@@ -187,14 +184,12 @@ func testbedDown(c *cli.Context) error {
 	}
 	// A demo killed before it could clean up (SIGKILL) leaves its bed
 	// recorded in demo.StateFile.
-	if os.Getenv("GIGAPATH_TESTBED_STATE") == "" {
-		if d, derr := testbed.Load(demo.StateFile); derr == nil {
-			if err := d.Close(); err != nil {
-				errs = append(errs, err)
-			} else {
-				fmt.Fprintf(os.Stderr, "removed the demo's %s %s %s\n", d.Client.Name, d.Proxy.Name, d.Origin.Name)
-				os.Remove(demo.StateFile)
-			}
+	if d, derr := testbed.Load(demoStateFile()); derr == nil {
+		if err := d.Close(); err != nil {
+			errs = append(errs, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "removed the demo's %s %s %s\n", d.Client.Name, d.Proxy.Name, d.Origin.Name)
+			os.Remove(demoStateFile())
 		}
 	}
 	if c.Bool("all") {

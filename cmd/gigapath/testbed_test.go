@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 )
@@ -17,6 +19,7 @@ func TestIntegrationCLITestbed(t *testing.T) {
 	testbed.NeedRoot(t)
 	state := filepath.Join(t.TempDir(), "testbed.json")
 	t.Setenv("GIGAPATH_TESTBED_STATE", state)
+	t.Setenv("GIGAPATH_DEMO_STATE", filepath.Join(t.TempDir(), "demo.json"))
 	gpOK(t, "testbed", "up", "--wifi-rate", "30mbit", "--lte-rate", "20mbit", "--kernel-pm")
 	b, err := testbed.Load(state)
 	if err != nil {
@@ -67,5 +70,49 @@ func TestIntegrationCLITestbed(t *testing.T) {
 	}
 	if code, _, errs := gp(t, "testbed", "status"); code != 1 || !strings.Contains(errs, "no testbed recorded") {
 		t.Errorf("status after down: exit %d: %s", code, errs)
+	}
+}
+
+// TestIntegrationCLIDemoKilled: a demo killed with SIGKILL (no chance to
+// clean up) leaves its bed; testbed down finds and removes it.
+func TestIntegrationCLIDemoKilled(t *testing.T) {
+	testbed.NeedRoot(t)
+	dir := t.TempDir()
+	demoState := filepath.Join(dir, "demo.json")
+	t.Setenv("GIGAPATH_TESTBED_STATE", filepath.Join(dir, "testbed.json"))
+	t.Setenv("GIGAPATH_DEMO_STATE", demoState)
+	cmd := exec.Command(pmBinary(t), "demo", "--size-mb", "500", "--wifi-rate", "10mbit", "--lte-rate", "10mbit")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var b *testbed.Bed
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if b, err = testbed.Load(demoState); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not record its bed in %s: %v", demoState, err)
+		}
+	}
+	t.Cleanup(func() { b.Close() })
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for _, n := range b.Namespaces() {
+		if !n.Exists() {
+			t.Fatalf("%s gone before down: the test would prove nothing", n.Name)
+		}
+	}
+	if out := gpOK(t, "testbed", "down"); out != "" {
+		t.Logf("%s", out)
+	}
+	for _, n := range b.Namespaces() {
+		if n.Exists() {
+			t.Errorf("%s left after down", n.Name)
+		}
+	}
+	if _, err := os.Stat(demoState); !os.IsNotExist(err) {
+		t.Errorf("demo state file left: %v", err)
 	}
 }

@@ -50,6 +50,8 @@ type Options struct {
 	Progress io.Writer
 	// Live rewrites one progress line with \r instead of printing lines.
 	Live bool
+	// StateFile records the bed while the demo runs (default StateFile).
+	StateFile string
 }
 
 func (o *Options) defaults() {
@@ -73,6 +75,9 @@ func (o *Options) defaults() {
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
+	}
+	if o.StateFile == "" {
+		o.StateFile = StateFile
 	}
 }
 
@@ -139,10 +144,10 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		if cerr := bed.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
-		os.Remove(StateFile)
+		os.Remove(o.StateFile)
 	}()
-	if err := bed.Save(StateFile); err != nil {
-		logf("note: cannot record the bed in %s: %v", StateFile, err)
+	if err := bed.Save(o.StateFile); err != nil {
+		logf("note: cannot record the bed in %s: %v", o.StateFile, err)
 	}
 	// Kernel PM: both client addresses are subflow endpoints; the demo
 	// removes wifi's endpoint when the link goes down and adds it back when
