@@ -102,7 +102,10 @@ type Summary struct {
 	// HandoverGapMs is the longest time with no byte delivered to the
 	// application after the first byte.
 	HandoverGapMs float64 `json:"handover_gap_ms"`
-	SHA256        string  `json:"sha256"`
+	// MPTCP is true when the client's connection really is MPTCP (not a
+	// fallback to TCP).
+	MPTCP  bool   `json:"mptcp"`
+	SHA256 string `json:"sha256"`
 	// Namespaces the demo used (all removed when Run returns).
 	Namespaces []string `json:"namespaces"`
 	Verified   bool     `json:"verified"`
@@ -195,6 +198,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	logf("mode: %s", mode)
 
 	// Client: HTTP GET over an MPTCP connection made in the client namespace.
+	var isMPTCP atomic.Bool
 	tr := &http.Transport{
 		DisableCompression: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -206,6 +210,10 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 				c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
 				return err
 			})
+			if tc, ok := c.(*net.TCPConn); ok {
+				mp, _ := tc.MultipathTCP()
+				isMPTCP.Store(mp)
+			}
 			return c, err
 		},
 	}
@@ -394,6 +402,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		WiFiUpAt:      flapUp.Seconds(),
 		HandoverGapMs: float64(maxGap.Microseconds()) / 1000,
 		SHA256:        hex.EncodeToString(digest),
+		MPTCP:         isMPTCP.Load(),
 		Verified:      got.Load() == o.Size && bytes.Equal(digest, sum[:]),
 	}
 	for _, n := range bed.Namespaces() {
@@ -419,6 +428,7 @@ func (s *Summary) String() string {
 	fmt.Fprintf(&b, "before handover: %.1f Mbit/s = %.0f %% of the sum of link rates\n", s.BeforeFlapMbps, 100*s.Efficiency)
 	fmt.Fprintf(&b, "per path:       wifi %.1f MB, lte %.1f MB (client interface counters), up to %d subflows\n",
 		float64(s.WiFiBytes)/1e6, float64(s.LTEBytes)/1e6, s.MaxSubflows)
+	fmt.Fprintf(&b, "mptcp:          %v\n", s.MPTCP)
 	fmt.Fprintf(&b, "handover gap:   %.0f ms (longest time with no byte delivered)\n", s.HandoverGapMs)
 	ok := "OK"
 	if !s.Verified {

@@ -34,6 +34,9 @@ func TestIntegrationDemo(t *testing.T) {
 	if s.WiFiBytes < 3e6 || s.LTEBytes < 3e6 {
 		t.Errorf("per-path bytes wifi %d lte %d: a path carried almost nothing", s.WiFiBytes, s.LTEBytes)
 	}
+	if !s.MPTCP {
+		t.Error("the download did not use MPTCP")
+	}
 	if s.MaxSubflows < 2 {
 		t.Errorf("max subflows %d, want 2", s.MaxSubflows)
 	}

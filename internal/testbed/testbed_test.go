@@ -49,3 +49,14 @@ func TestIfaceBadLink(t *testing.T) {
 		}
 	}
 }
+
+func TestIsVethTemp(t *testing.T) {
+	for name, want := range map[string]bool{
+		UniqueName("gpv"): true, "gpv00ff0a": true,
+		"gpvxyz123": false, "gpv00ff0": false, "wifi0": false, "gpv00ff0a1": false,
+	} {
+		if got := isVethTemp(name); got != want {
+			t.Errorf("isVethTemp(%q) = %v", name, got)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -575,7 +576,32 @@ func cleanupPrefix(prefix string) ([]string, error) {
 		}
 		removed = append(removed, n.Name)
 	}
+	if prefix == NamePrefix {
+		// A crash inside Veth can leave its temporary end in the root
+		// namespace.
+		if ifs, err := net.Interfaces(); err == nil {
+			for _, i := range ifs {
+				if isVethTemp(i.Name) {
+					if out, err := exec.Command("ip", "link", "del", i.Name).CombinedOutput(); err != nil {
+						errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", i.Name, err, strings.TrimSpace(string(out))))
+					} else {
+						removed = append(removed, i.Name)
+					}
+				}
+			}
+		}
+	}
 	return removed, errors.Join(errs...)
+}
+
+// isVethTemp reports whether name is a temporary veth end made by Veth:
+// "gpv" and six hex digits.
+func isVethTemp(name string) bool {
+	if len(name) != 9 || !strings.HasPrefix(name, "gpv") {
+		return false
+	}
+	_, err := strconv.ParseUint(name[3:], 16, 32)
+	return err == nil
 }
 
 // killPids kills the processes running in namespace n (ip netns pids).
