@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/gigapath/gigapath/internal/relay"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "relay",
+		Usage: "SOCKS5 relay over MPTCP (server, or a local entry chained to an upstream proxy)",
+		Description: `Server on a proxy host (clients must authenticate or be allow-listed):
+   gigapath relay --listen 0.0.0.0:1080 --credentials /etc/gigapath/users
+   Local entry on a dual-homed client, chained to it over MPTCP:
+   gigapath relay --listen 127.0.0.1:1080 --upstream socks5://user:pass@proxy:1080
+   curl --socks5-hostname 127.0.0.1:1080 https://example.org/
+   See docs/relay.md.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "SOCKS5 listen `ADDR:PORT`"},
+			&cli.BoolFlag{Name: "no-mptcp", Usage: "listen with plain TCP instead of MPTCP"},
+			&cli.StringFlag{Name: "upstream", Usage: "forward CONNECTs through `socks5://[user:pass@]host:port` over MPTCP"},
+			&cli.BoolFlag{Name: "upstream-mptcp", Usage: "dial destinations with MPTCP (default TCP)"},
+			&cli.StringFlag{Name: "credentials", Usage: "require RFC 1929 auth; `FILE` has user:password lines"},
+			&cli.StringSliceFlag{Name: "allow-client", Usage: "accept clients only from `CIDR` (repeatable)"},
+			&cli.StringSliceFlag{Name: "allow-dest", Usage: "allow destinations in `CIDR`, overriding the built-in refusals (repeatable)"},
+			&cli.StringSliceFlag{Name: "deny-dest", Usage: "refuse destinations in `CIDR` (repeatable; wins over allow-dest)"},
+			&cli.DurationFlag{Name: "handshake-timeout", Value: 10 * time.Second, Usage: "bound on greeting, auth and request"},
+			&cli.DurationFlag{Name: "dial-timeout", Value: 10 * time.Second, Usage: "bound on connecting to the destination"},
+			&cli.DurationFlag{Name: "idle-timeout", Usage: "close connections idle this long in both directions (0: never)"},
+			&cli.DurationFlag{Name: "drain-timeout", Value: 30 * time.Second, Usage: "on SIGTERM, let transfers finish this long"},
+			&cli.IntFlag{Name: "max-conns", Usage: "cap on concurrent connections (0: none)"},
+			&cli.IntFlag{Name: "max-conns-per-client", Usage: "cap on concurrent connections per client IP (0: none)"},
+			&cli.BoolFlag{Name: "no-udp", Usage: "refuse UDP ASSOCIATE"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (/metrics)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
+			&cli.BoolFlag{Name: "debug", Usage: "log every connection at debug level"},
+		},
+		Action: relayAction,
+	})
+}
+
+func relayAction(c *cli.Context) error {
+	cfg := relay.Config{
+		Listen: c.String("listen"), NoMPTCP: c.Bool("no-mptcp"),
+		Upstream: c.String("upstream"), UpstreamMPTCP: c.Bool("upstream-mptcp"),
+		Credentials: c.String("credentials"), AllowClients: c.StringSlice("allow-client"),
+		AllowDest: c.StringSlice("allow-dest"), DenyDest: c.StringSlice("deny-dest"),
+		HandshakeTimeout: c.Duration("handshake-timeout"), DialTimeout: c.Duration("dial-timeout"),
+		IdleTimeout: c.Duration("idle-timeout"), DrainTimeout: c.Duration("drain-timeout"),
+		MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
+		DisableUDP: c.Bool("no-udp"),
+	}
+	lvl := slog.LevelInfo
+	if c.Bool("debug") {
+		lvl = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var logger *slog.Logger
+	switch c.String("log-format") {
+	case "text":
+		logger = slog.New(slog.NewTextHandler(os.Stderr, opts))
+	case "json":
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	default:
+		return usageErrorf("--log-format %q: valid are text and json", c.String("log-format"))
+	}
+	srv, err := relay.New(cfg, logger)
+	if err != nil {
+		// Every New error is about the configuration given on the command line.
+		return usageErrorf("relay: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ln, err := srv.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	if addr := c.String("metrics"); addr != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(srv.Collector())
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listen %s: %w", addr, err)
+		}
+		hs := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(mln)
+		defer hs.Close()
+	}
+	err = srv.Serve(ctx, ln)
+	if errors.Is(err, relay.ErrServerClosed) {
+		logger.Info("relay stopped")
+		return nil
+	}
+	return err
+}
