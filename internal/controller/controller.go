@@ -338,6 +338,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 // handlePM applies one path-manager event.
 func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 	c.m.Events.WithLabelValues(ev.Type.String()).Inc()
+	c.log.Debug("pm event", "event", ev.String())
 	switch ev.Type {
 	case pathmgr.EventCreated:
 		cn := c.conn(ev.Token)

@@ -1,0 +1,322 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// pyServer serves each MPTCP connection SIZE random bytes and prints the
+// sha256 of what it sent; pyClient reads to EOF and prints length and sha256.
+const pyServer = `
+import socket, sys, os, hashlib, threading
+addr, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port)); s.listen(64)
+print("listening", flush=True)
+def serve(c):
+    data = os.urandom(size)
+    print("sent", hashlib.sha256(data).hexdigest(), flush=True)
+    c.sendall(data); c.shutdown(socket.SHUT_WR)
+    c.recv(1); c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`
+
+const pyClient = `
+import socket, sys, hashlib
+addr, port = sys.argv[1], int(sys.argv[2])
+c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+c.connect((addr, port))
+h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(65536)
+    if not b: break
+    h.update(b); n += len(b)
+print(n, h.hexdigest(), flush=True)
+c.close()
+`
+
+type env struct {
+	bed  *testbed.Bed
+	dir  string
+	port int
+	sent chan string // sha256 of each connection the server served
+}
+
+// setup builds a bed whose client reaches the proxy's service address by a
+// main-table default route via wifi (lte as a worse fallback), with MPTCP
+// limits raised on the proxy (in-kernel PM there), and starts the server.
+func setup(t *testing.T, size int) *env {
+	t.Helper()
+	b := testbed.UpT(t, testbed.Spec{WiFiRate: "40mbit", LTERate: "40mbit"})
+	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
+	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyLTEAddr.String(), "dev", testbed.LTEIf, "metric", "200")
+	b.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
+	// The proxy accepts packets for the lte subflow only if the client's
+	// lte address came in on lte1: strict reverse-path filtering proves the
+	// daemon's source routing.
+	b.Proxy.MustRun("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+	e := &env{bed: b, dir: t.TempDir(), port: 5201, sent: make(chan string, 64)}
+	for name, src := range map[string]string{"server.py": pyServer, "client.py": pyClient} {
+		if err := os.WriteFile(filepath.Join(e.dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), b.ProxyAddr.String(), fmt.Sprint(e.port), fmt.Sprint(size))
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "listening" {
+		t.Fatalf("server did not start: %q", sc.Text())
+	}
+	go func() {
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "sent" {
+				e.sent <- f[1]
+			}
+		}
+	}()
+	return e
+}
+
+// download starts a client; the returned func waits for it and checks
+// every byte arrived.
+func (e *env) download(t *testing.T, size int) func() {
+	t.Helper()
+	cmd := e.bed.Client.Command(context.Background(), "python3", filepath.Join(e.dir, "client.py"), e.bed.ProxyAddr.String(), fmt.Sprint(e.port))
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("client: %v (the connection broke)", err)
+		}
+		f := strings.Fields(out.String())
+		if len(f) != 2 {
+			t.Fatalf("client output %q", out.String())
+		}
+		var sha string
+		select {
+		case sha = <-e.sent:
+		case <-time.After(10 * time.Second):
+			t.Fatal("server reported nothing")
+		}
+		if f[0] != fmt.Sprint(size) || f[1] != sha {
+			t.Fatalf("received %s bytes sha256 %s; server sent %d bytes sha256 %s", f[0], f[1], size, sha)
+		}
+	}
+}
+
+// subflows lists the client's established TCP subflows to the proxy as
+// `ss -tniH` shows them: local address → the info line.
+func subflows(t *testing.T, b *testbed.Bed) map[netip.AddrPort]string {
+	t.Helper()
+	out, err := b.Client.Run("ss", "-tniH", "state", "established")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := map[netip.AddrPort]string{}
+	lines := strings.Split(out, "\n")
+	for i := 0; i < len(lines); i++ {
+		f := strings.Fields(lines[i])
+		if len(f) < 4 {
+			continue
+		}
+		// A subflow bound to its device shows as ADDR%DEV:PORT.
+		local := f[2]
+		if i := strings.IndexByte(local, '%'); i >= 0 {
+			local = local[:i] + local[strings.LastIndexByte(local, ':'):]
+		}
+		lp, err := netip.ParseAddrPort(local)
+		if err != nil {
+			continue
+		}
+		info := ""
+		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t") || i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") {
+			info = lines[i+1]
+			i++
+		}
+		res[lp] = info
+	}
+	return res
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, b *testbed.Bed, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if os.Getenv("GP_DEBUG") != "" {
+		for _, n := range []string{"ss -tniaM", "ip rule", "ip route show table all", "ip -s link"} {
+			out, _ := exec.Command("sh", "-c", "ip netns exec "+b.Client.Name+" "+n).CombinedOutput()
+			t.Logf("%s:\n%s", n, out)
+		}
+	}
+	t.Fatalf("timed out after %v waiting for %s", d, what)
+}
+
+func hasFrom(m map[netip.AddrPort]string, a netip.Addr) (string, bool) {
+	for k, v := range m {
+		if k.Addr() == a {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+const basePolicy = `
+path_manager: userspace
+steering: %s
+interfaces:
+  - name: wifi0
+    role: wifi
+  - name: lte0
+    role: lte
+metrics:
+  listen: ""
+status_socket: %s
+log:
+  level: debug
+`
+
+func startController(t *testing.T, b *testbed.Bed, steering string) (*controller.Controller, *metrics.Metrics, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, steering, sock)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
+	select {
+	case <-ctl.Ready():
+	case err := <-done:
+		t.Fatalf("controller: %v", err)
+	}
+	return ctl, m, sock
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+var _ io.Writer = testWriter{}
+
+// A new connection gets its lte subflow, routed out of lte0 by the
+// daemon's source rule (the proxy filters reverse paths strictly); wifi
+// going down mid-download loses no byte; wifi coming back gives the old and
+// a new connection their wifi subflow again.
+func TestIntegrationUserspaceClient(t *testing.T) {
+	const size = 24 << 20
+	e := setup(t, size)
+	b := e.bed
+	_, m, _ := startController(t, b, "aggregate")
+
+	rules, _ := b.Client.Run("ip", "rule", "show")
+	if !strings.Contains(rules, "from "+b.LTEAddr.String()+" lookup") {
+		t.Fatalf("no source rule for the lte address in ip rule:\n%s", rules)
+	}
+
+	wait := e.download(t, size)
+	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok
+	})
+	c0, _ := b.Counters()
+	time.Sleep(300 * time.Millisecond)
+	c1, _ := b.Counters()
+	if c1[testbed.LTE].RxBytes-c0[testbed.LTE].RxBytes < 100<<10 {
+		t.Errorf("lte0 received only %d bytes in 300ms: the lte subflow carries no data", c1[testbed.LTE].RxBytes-c0[testbed.LTE].RxBytes)
+	}
+	if n := histCount(t, m, metrics.ReactionLatency); n != 1 {
+		t.Errorf("%s counts %d observations, want 1 (one connection)", metrics.ReactionLatency, n)
+	}
+
+	if err := b.LinkDown(testbed.WiFi); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := b.LinkUp(testbed.WiFi); err != nil {
+		t.Fatal(err)
+	}
+	b.Client.MustRun("ip", "route", "replace", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
+	waitFor(t, b, "the old connection's wifi subflow back", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.WiFiAddr)
+		return ok
+	})
+	wait()
+
+	// A new connection after the flap gets both subflows.
+	wait2 := e.download(t, size)
+	waitFor(t, b, "a new connection with wifi and lte subflows", 10*time.Second, func() bool {
+		s := subflows(t, b)
+		_, w := hasFrom(s, b.WiFiAddr)
+		_, l := hasFrom(s, b.LTEAddr)
+		return w && l
+	})
+	wait2()
+}
+
+// histCount is the sample count of the histogram called name.
+func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}
