@@ -320,3 +320,92 @@ func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
 	}
 	return 0
 }
+
+// localBackup reports whether ss's tcp-ulp-mptcp flags of a subflow carry
+// 'b' (MPTCP_SUBFLOW_FLAG_BKUP_LOC: we asked the peer to treat it as backup).
+func localBackup(info string) bool {
+	for _, f := range strings.Fields(info) {
+		if strings.HasPrefix(f, "flags:") {
+			return strings.Contains(f, "b")
+		}
+	}
+	return false
+}
+
+// aggregate keeps the lte subflow active; a SIGHUP-style reload to
+// active-standby marks it backup (MP_PRIO) as ss shows; a new connection
+// under active-standby gets its lte subflow as backup from the start; a bad
+// reload keeps the policy in force.
+func TestIntegrationSteeringActiveStandby(t *testing.T) {
+	const size = 32 << 20
+	e := setup(t, size)
+	b := e.bed
+	ctl, m, sock := startController(t, b, "aggregate")
+
+	wait := e.download(t, size)
+	var info string
+	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+		var ok bool
+		info, ok = hasFrom(subflows(t, b), b.LTEAddr)
+		return ok
+	})
+	if localBackup(info) {
+		t.Fatalf("aggregate: the lte subflow is backup: %s", info)
+	}
+
+	dir := t.TempDir()
+	good := filepath.Join(dir, "standby.yaml")
+	os.WriteFile(good, []byte(fmt.Sprintf(basePolicy, "active-standby", sock)), 0o644)
+	if err := ctl.ReloadFile(context.Background(), good); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	waitFor(t, b, "the lte subflow marked backup", 5*time.Second, func() bool {
+		info, _ = hasFrom(subflows(t, b), b.LTEAddr)
+		return localBackup(info)
+	})
+	if w, _ := hasFrom(subflows(t, b), b.WiFiAddr); localBackup(w) {
+		t.Errorf("active-standby: the wifi subflow is backup: %s", w)
+	}
+	if n := counter(t, m, metrics.SteeringSwitches); n < 1 {
+		t.Errorf("%s = %v after a switch", metrics.SteeringSwitches, n)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(fmt.Sprintf(basePolicy, "active-standby", sock)+"bogus_key: 1\n"), 0o644)
+	if err := ctl.ReloadFile(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "bogus_key") {
+		t.Errorf("bad reload: err = %v, want one naming bogus_key", err)
+	}
+	s, err := ctl.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.Summary, "active-standby") {
+		t.Errorf("after a bad reload the policy in force is %q", s.Summary)
+	}
+	wait()
+
+	wait = e.download(t, size)
+	waitFor(t, b, "a new connection's lte subflow, backup", 10*time.Second, func() bool {
+		info, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok && localBackup(info)
+	})
+	wait()
+}
+
+// counter is the value of the counter called name (summed over labels).
+func counter(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, x := range mf.GetMetric() {
+				v += x.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
+}
