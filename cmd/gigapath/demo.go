@@ -70,6 +70,11 @@ func runDemo(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	_, ttyErr := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
+	// The relays run as this binary (`gigapath relay`) in the namespaces.
+	bin, err := os.Executable()
+	if err != nil {
+		bin = ""
+	}
 	s, err := demo.Run(ctx, demo.Options{
 		WiFiRate:  c.String("wifi-rate"),
 		LTERate:   c.String("lte-rate"),
@@ -78,6 +83,7 @@ func runDemo(c *cli.Context) error {
 		Progress:  os.Stderr,
 		Live:      ttyErr == nil,
 		StateFile: demoStateFile(),
+		Binary:    bin,
 	})
 	if s != nil {
 		if jsonOutput(c) {

@@ -52,6 +52,12 @@ type Options struct {
 	Live bool
 	// StateFile records the bed while the demo runs (default StateFile).
 	StateFile string
+	// Binary is a gigapath executable; with it the download goes through
+	// two `gigapath relay` processes (the client's local SOCKS5 entry and
+	// the proxy's relay). Without it, or when they do not start, a
+	// built-in TCP forwarder on the proxy stands in, and Summary.Mode says
+	// so.
+	Binary string
 }
 
 func (o *Options) defaults() {
@@ -188,20 +194,34 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	}
 	defer origin.Close()
 
-	// Proxy: MPTCP listener forwarding to the origin.
-	mode := "forwarder: client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin (internal/relay not available yet)"
-	fwd, err := serveForwarder(bed)
-	if err != nil {
-		return nil, err
+	// The chain: client app -> local relay (cli) -> MPTCP over wifi+lte ->
+	// relay (prx) -> origin; or the forwarder when no relay can run.
+	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	mode := ""
+	if o.Binary != "" {
+		stopRelays, err := startRelays(ctx, bed, o.Binary)
+		if err == nil {
+			defer stopRelays()
+			dial, err = socksDial(bed)
+		}
+		if err == nil {
+			mode = "relay: client app | SOCKS5 | gigapath relay (client, local entry) | MPTCP over wifi+lte | gigapath relay (proxy) | TCP | origin"
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		} else {
+			mode = fmt.Sprintf("forwarder (the relays did not start: %v): ", err)
+		}
+	} else {
+		mode = "forwarder (no gigapath binary given for the relays): "
 	}
-	defer fwd.Close()
-	logf("mode: %s", mode)
-
-	// Client: HTTP GET over an MPTCP connection made in the client namespace.
-	var isMPTCP atomic.Bool
-	tr := &http.Transport{
-		DisableCompression: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	if dial == nil {
+		fwd, err := serveForwarder(bed)
+		if err != nil {
+			return nil, err
+		}
+		defer fwd.Close()
+		mode += "client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin"
+		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var c net.Conn
 			err := bed.Client.Do(func() error {
 				d := net.Dialer{Timeout: 5 * time.Second}
@@ -210,13 +230,12 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 				c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
 				return err
 			})
-			if tc, ok := c.(*net.TCPConn); ok {
-				mp, _ := tc.MultipathTCP()
-				isMPTCP.Store(mp)
-			}
 			return c, err
-		},
+		}
 	}
+	logf("mode: %s", mode)
+
+	tr := &http.Transport{DisableCompression: true, DialContext: dial}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))+"/data", nil)
 	if err != nil {
@@ -245,6 +264,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		lastByte    time.Time
 		maxGap      time.Duration
 		bytesAtDown int64
+		mptcpSeen   bool
 	)
 	flapErr := make(chan error, 1)
 	var flapOnce sync.Once
@@ -348,6 +368,9 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 			mu.Lock()
 			if firstByte.IsZero() {
 				firstByte = now
+				// The client's connection to the proxy must be MPTCP (the
+				// kernel lists it in ss -M), not a fallback to TCP.
+				mptcpSeen = mptcpConns(bed) > 0
 			} else if g := now.Sub(lastByte); g > maxGap {
 				maxGap = g
 			}
@@ -402,7 +425,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		WiFiUpAt:      flapUp.Seconds(),
 		HandoverGapMs: float64(maxGap.Microseconds()) / 1000,
 		SHA256:        hex.EncodeToString(digest),
-		MPTCP:         isMPTCP.Load(),
+		MPTCP:         mptcpSeen,
 		Verified:      got.Load() == o.Size && bytes.Equal(digest, sum[:]),
 	}
 	for _, n := range bed.Namespaces() {
@@ -584,6 +607,15 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// mptcpConns counts the client's established MPTCP connections.
+func mptcpConns(bed *testbed.Bed) int {
+	out, err := bed.Client.Run("ss", "-HMn", "state", "established")
+	if err != nil || strings.TrimSpace(out) == "" {
+		return 0
+	}
+	return len(strings.Split(strings.TrimSpace(out), "\n"))
 }
 
 // endpointID finds the id of the in-kernel PM endpoint with address addr.

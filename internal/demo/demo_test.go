@@ -5,7 +5,9 @@ package demo
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +15,40 @@ import (
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
+// TestIntegrationDemo: the demo with the built-in forwarder (no binary).
 func TestIntegrationDemo(t *testing.T) {
 	testbed.NeedRoot(t)
+	s := runDemo(t, "")
+	if !strings.HasPrefix(s.Mode, "forwarder") {
+		t.Errorf("mode %q, want forwarder", s.Mode)
+	}
+}
+
+// TestIntegrationDemoRelay: the demo through the real chain, two `gigapath
+// relay` processes (local entry in the client, server in the proxy).
+func TestIntegrationDemoRelay(t *testing.T) {
+	testbed.NeedRoot(t)
+	bin := os.Getenv("GIGAPATH_TEST_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "gigapath")
+		if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/gigapath").CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v: %s", err, out)
+		}
+	}
+	s := runDemo(t, bin)
+	if !strings.HasPrefix(s.Mode, "relay:") {
+		t.Errorf("mode %q, want the relay chain", s.Mode)
+	}
+}
+
+func runDemo(t *testing.T, bin string) *Summary {
+	t.Helper()
 	var progress bytes.Buffer
 	s, err := Run(context.Background(), Options{
 		WiFiRate: "100mbit", LTERate: "50mbit",
 		Size: 30e6, FlapFor: time.Second,
-		Progress: &progress,
+		Progress: &progress, Binary: bin,
+		StateFile: filepath.Join(t.TempDir(), "demo.json"),
 	})
 	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
@@ -57,14 +86,16 @@ func TestIntegrationDemo(t *testing.T) {
 			t.Errorf("namespace %s left behind", n)
 		}
 	}
+	return s
 }
 
 func TestIntegrationDemoCancelLeavesNothing(t *testing.T) {
 	testbed.NeedRoot(t)
 	// Cancel as soon as the download has started (what Ctrl-C does).
 	ctx, cancel := context.WithCancel(context.Background())
-	pr := &cancelOn{substr: "mode:", cancel: cancel}
-	_, err := Run(ctx, Options{Size: 200e6, WiFiRate: "20mbit", LTERate: "10mbit", Progress: pr})
+	state := filepath.Join(t.TempDir(), "demo.json")
+	pr := &cancelOn{substr: "mode:", cancel: cancel, state: state}
+	_, err := Run(ctx, Options{Size: 200e6, WiFiRate: "20mbit", LTERate: "10mbit", Progress: pr, StateFile: state})
 	if err == nil {
 		t.Fatal("cancelled demo returned no error")
 	}
@@ -72,7 +103,7 @@ func TestIntegrationDemoCancelLeavesNothing(t *testing.T) {
 		t.Fatalf("the demo failed before the download started: %v", err)
 	}
 	if len(pr.names) != 3 {
-		t.Fatalf("the demo did not record its bed in %s: %v", StateFile, pr.names)
+		t.Fatalf("the demo did not record its bed in %s: %v", state, pr.names)
 	}
 	after, _ := exec.Command("ip", "netns", "list").Output()
 	for _, n := range pr.names {
@@ -88,13 +119,14 @@ type cancelOn struct {
 	cancel func()
 	seen   bool
 	names  []string
+	state  string
 }
 
 func (c *cancelOn) Write(p []byte) (int, error) {
 	if strings.Contains(string(p), c.substr) && !c.seen {
 		c.seen = true
 		// The demo records its bed before it starts serving.
-		if b, err := testbed.Load(StateFile); err == nil {
+		if b, err := testbed.Load(c.state); err == nil {
 			for _, n := range b.Namespaces() {
 				c.names = append(c.names, n.Name)
 			}

@@ -511,6 +511,9 @@ func (b *Bed) Close() error {
 	var errs []error
 	for _, n := range []*NetNS{b.Client, b.Proxy, b.Origin} {
 		if n != nil {
+			// Processes left inside (e.g. relays of a killed demo) would
+			// keep the namespace alive after its name is gone.
+			killPids(n)
 			if err := n.Close(); err != nil {
 				errs = append(errs, err)
 			}
