@@ -502,3 +502,22 @@ func FuzzParseEndpoints(f *testing.F) {
 		}
 	})
 }
+
+func TestEndpointJSONRoundTrip(t *testing.T) {
+	in := Endpoint{ID: 7, Addr: netip.MustParseAddr("10.0.2.2"), Port: 10100, Flags: FlagSignal | FlagBackup | 1<<20, IfIndex: 3}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"id":7,"address":"10.0.2.2","port":10100,"flags":["signal","backup","0x100000"],"if_idx":3}`; string(b) != want {
+		t.Errorf("json = %s, want %s", b, want)
+	}
+	var out Endpoint
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Errorf("round trip = %+v, %v; want %+v", out, err, in)
+	}
+	var f EndpointFlags
+	if err := json.Unmarshal([]byte(`["subflow","nosuch"]`), &f); err == nil || !contains(err.Error(), `"nosuch"`) || !contains(err.Error(), "laminar") {
+		t.Errorf("unknown flag: err = %v, want it named with the known ones", err)
+	}
+}

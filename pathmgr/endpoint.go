@@ -76,6 +76,30 @@ func (f EndpointFlags) String() string { return strings.Join(f.Strings(), " ") }
 // MarshalJSON encodes the flags as an array of names.
 func (f EndpointFlags) MarshalJSON() ([]byte, error) { return json.Marshal(f.Strings()) }
 
+// UnmarshalJSON decodes an array of names (and "0x.." for bits without a
+// name), the inverse of MarshalJSON.
+func (f *EndpointFlags) UnmarshalJSON(b []byte) error {
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return fmt.Errorf("pathmgr: endpoint flags: want an array of names: %w", err)
+	}
+	var out EndpointFlags
+	for _, n := range names {
+		if v, ok := ParseEndpointFlag(n); ok {
+			out |= v
+			continue
+		}
+		var raw uint32
+		if _, err := fmt.Sscanf(n, "0x%x", &raw); err == nil && fmt.Sprintf("0x%x", raw) == n {
+			out |= EndpointFlags(raw)
+			continue
+		}
+		return fmt.Errorf("pathmgr: unknown endpoint flag %q (known: %s)", n, strings.Join(EndpointFlagNames(), ", "))
+	}
+	*f = out
+	return nil
+}
+
 // Endpoint is an address known to a path manager: an endpoint of the
 // in-kernel PM, or a local address of a userspace-PM connection.
 type Endpoint struct {
