@@ -90,6 +90,7 @@ func (o *Options) defaults() {
 // Summary is the demo's result (printed on stdout, or as JSON with -j).
 type Summary struct {
 	Mode          string  `json:"mode"`
+	PathManager   string  `json:"path_manager"`
 	WiFiRate      string  `json:"wifi_rate"`
 	LTERate       string  `json:"lte_rate"`
 	LinkSumMbps   float64 `json:"link_sum_mbps"`
@@ -102,9 +103,12 @@ type Summary struct {
 	Efficiency     float64 `json:"efficiency_before_flap"`
 	WiFiBytes      uint64  `json:"wifi_bytes"`
 	LTEBytes       uint64  `json:"lte_bytes"`
-	MaxSubflows    int     `json:"max_subflows"`
-	WiFiDownAt     float64 `json:"wifi_down_at_s"`
-	WiFiUpAt       float64 `json:"wifi_up_at_s"`
+	// WiFiBytesAfterUp is what wifi carried after it came back: a new
+	// wifi subflow joined the running connection.
+	WiFiBytesAfterUp uint64  `json:"wifi_bytes_after_up"`
+	MaxSubflows      int     `json:"max_subflows"`
+	WiFiDownAt       float64 `json:"wifi_down_at_s"`
+	WiFiUpAt         float64 `json:"wifi_up_at_s"`
 	// HandoverGapMs is the longest time with no byte delivered to the
 	// application after the first byte.
 	HandoverGapMs float64 `json:"handover_gap_ms"`
@@ -145,7 +149,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		fmt.Fprintf(o.Progress, format+"\n", args...)
 	}
 	logf("testbed: wifi %s + lte %s ...", o.WiFiRate, o.LTERate)
-	bed, err := testbed.Up(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate, ClientRouting: true})
+	bed, err := testbed.Up(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate})
 	if err != nil {
 		return nil, err
 	}
@@ -158,16 +162,34 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	if err := bed.Save(o.StateFile); err != nil {
 		logf("note: cannot record the bed in %s: %v", o.StateFile, err)
 	}
-	// Kernel PM: both client addresses are subflow endpoints; the demo
-	// removes wifi's endpoint when the link goes down and adds it back when
-	// it returns, which is what the daemon automates.
-	for _, n := range []*testbed.NetNS{bed.Client, bed.Proxy} {
-		if _, err := n.Run("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4"); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := bed.Client.Run("ip", "mptcp", "endpoint", "add", bed.LTEAddr.String(), "dev", testbed.LTEIf, "subflow"); err != nil {
+	// The proxy runs the in-kernel PM (it only accepts subflows).
+	if _, err := bed.Proxy.Run("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4"); err != nil {
 		return nil, err
+	}
+	// The client: the daemon (`gigapath run`, userspace PM, managed source
+	// routing) when a binary is given and it starts; else the in-kernel PM
+	// with both client addresses as subflow endpoints, the testbed's source
+	// routing, and the demo moving wifi's endpoint on link down/up (what
+	// the daemon automates).
+	daemon := false
+	pm := ""
+	if o.Binary != "" {
+		stopDaemon, err := startDaemon(ctx, bed, o.Binary)
+		switch {
+		case err == nil:
+			defer stopDaemon()
+			daemon = true
+			pm = "daemon: gigapath run (userspace PM, aggregate steering, managed source routing)"
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		default:
+			pm = fmt.Sprintf("kernel PM (the daemon did not start: %v)", err)
+			for _, m := range []string{"100", "200"} {
+				bed.Client.Run("ip", "route", "del", "default", "metric", m)
+			}
+		}
+	} else {
+		pm = "kernel PM (no gigapath binary given for the daemon)"
 	}
 	wifiEndpoint := func(add bool) error {
 		if add {
@@ -181,9 +203,21 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		_, err = bed.Client.Run("ip", "mptcp", "endpoint", "delete", "id", strconv.Itoa(id))
 		return err
 	}
-	if err := wifiEndpoint(true); err != nil {
-		return nil, err
+	if !daemon {
+		if err := bed.SetupClientRouting(); err != nil {
+			return nil, err
+		}
+		if _, err := bed.Client.Run("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4"); err != nil {
+			return nil, err
+		}
+		if _, err := bed.Client.Run("ip", "mptcp", "endpoint", "add", bed.LTEAddr.String(), "dev", testbed.LTEIf, "subflow"); err != nil {
+			return nil, err
+		}
+		if err := wifiEndpoint(true); err != nil {
+			return nil, err
+		}
 	}
+	logf("path manager: %s", pm)
 
 	// Origin: an HTTP server with Size random bytes.
 	data := randomData(o.Size)
@@ -265,6 +299,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		maxGap      time.Duration
 		bytesAtDown int64
 		mptcpSeen   bool
+		cUp         map[testbed.Link]testbed.LinkCounters
 	)
 	flapErr := make(chan error, 1)
 	var flapOnce sync.Once
@@ -279,9 +314,11 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 				flapErr <- err
 				return
 			}
-			if err := wifiEndpoint(false); err != nil {
-				flapErr <- err
-				return
+			if !daemon {
+				if err := wifiEndpoint(false); err != nil {
+					flapErr <- err
+					return
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -293,12 +330,21 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 				flapErr <- err
 				return
 			}
-			if err := wifiEndpoint(true); err != nil {
+			// The kernel dropped wifi's default route with the link; the
+			// daemon restores subflows, the demo (as DHCP would) the route.
+			if daemon {
+				err = mainDefaults(bed, testbed.WiFi)
+			} else {
+				err = wifiEndpoint(true)
+			}
+			if err != nil {
 				flapErr <- err
 				return
 			}
+			cu, _ := bed.Counters()
 			mu.Lock()
 			flapUp = time.Since(start)
+			cUp = cu
 			mu.Unlock()
 			logf("%6.1fs  wifi UP", flapUp.Seconds())
 			flapErr <- nil
@@ -411,22 +457,24 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	mu.Lock()
 	defer mu.Unlock()
 	s = &Summary{
-		Mode:          mode,
-		WiFiRate:      o.WiFiRate,
-		LTERate:       o.LTERate,
-		LinkSumMbps:   float64(wifiBps+lteBps) / 1e6,
-		Bytes:         got.Load(),
-		Seconds:       elapsed.Seconds(),
-		AggregateMbps: float64(got.Load()) * 8 / elapsed.Seconds() / 1e6,
-		WiFiBytes:     c1[testbed.WiFi].RxBytes - c0[testbed.WiFi].RxBytes,
-		LTEBytes:      c1[testbed.LTE].RxBytes - c0[testbed.LTE].RxBytes,
-		MaxSubflows:   maxSub,
-		WiFiDownAt:    flapDown.Seconds(),
-		WiFiUpAt:      flapUp.Seconds(),
-		HandoverGapMs: float64(maxGap.Microseconds()) / 1000,
-		SHA256:        hex.EncodeToString(digest),
-		MPTCP:         mptcpSeen,
-		Verified:      got.Load() == o.Size && bytes.Equal(digest, sum[:]),
+		Mode:             mode,
+		PathManager:      pm,
+		WiFiRate:         o.WiFiRate,
+		LTERate:          o.LTERate,
+		LinkSumMbps:      float64(wifiBps+lteBps) / 1e6,
+		Bytes:            got.Load(),
+		Seconds:          elapsed.Seconds(),
+		AggregateMbps:    float64(got.Load()) * 8 / elapsed.Seconds() / 1e6,
+		WiFiBytes:        c1[testbed.WiFi].RxBytes - c0[testbed.WiFi].RxBytes,
+		LTEBytes:         c1[testbed.LTE].RxBytes - c0[testbed.LTE].RxBytes,
+		MaxSubflows:      maxSub,
+		WiFiBytesAfterUp: c1[testbed.WiFi].RxBytes - cUp[testbed.WiFi].RxBytes,
+		WiFiDownAt:       flapDown.Seconds(),
+		WiFiUpAt:         flapUp.Seconds(),
+		HandoverGapMs:    float64(maxGap.Microseconds()) / 1000,
+		SHA256:           hex.EncodeToString(digest),
+		MPTCP:            mptcpSeen,
+		Verified:         got.Load() == o.Size && bytes.Equal(digest, sum[:]),
 	}
 	for _, n := range bed.Namespaces() {
 		s.Namespaces = append(s.Namespaces, n.Name)
@@ -445,12 +493,13 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 func (s *Summary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode:           %s\n", s.Mode)
+	fmt.Fprintf(&b, "path manager:   %s\n", s.PathManager)
 	fmt.Fprintf(&b, "links:          wifi %s + lte %s = %.0f Mbit/s\n", s.WiFiRate, s.LTERate, s.LinkSumMbps)
 	fmt.Fprintf(&b, "downloaded:     %.1f MB in %.2f s = %.1f Mbit/s overall (wifi down %.1fs..%.1fs)\n",
 		float64(s.Bytes)/1e6, s.Seconds, s.AggregateMbps, s.WiFiDownAt, s.WiFiUpAt)
 	fmt.Fprintf(&b, "before handover: %.1f Mbit/s = %.0f %% of the sum of link rates\n", s.BeforeFlapMbps, 100*s.Efficiency)
-	fmt.Fprintf(&b, "per path:       wifi %.1f MB, lte %.1f MB (client interface counters), up to %d subflows\n",
-		float64(s.WiFiBytes)/1e6, float64(s.LTEBytes)/1e6, s.MaxSubflows)
+	fmt.Fprintf(&b, "per path:       wifi %.1f MB (%.1f MB after it came back), lte %.1f MB (client interface counters), up to %d subflows\n",
+		float64(s.WiFiBytes)/1e6, float64(s.WiFiBytesAfterUp)/1e6, float64(s.LTEBytes)/1e6, s.MaxSubflows)
 	fmt.Fprintf(&b, "mptcp:          %v\n", s.MPTCP)
 	fmt.Fprintf(&b, "handover gap:   %.0f ms (longest time with no byte delivered)\n", s.HandoverGapMs)
 	ok := "OK"

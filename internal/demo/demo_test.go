@@ -19,8 +19,8 @@ import (
 func TestIntegrationDemo(t *testing.T) {
 	testbed.NeedRoot(t)
 	s := runDemo(t, "")
-	if !strings.HasPrefix(s.Mode, "forwarder") {
-		t.Errorf("mode %q, want forwarder", s.Mode)
+	if !strings.HasPrefix(s.Mode, "forwarder") || !strings.HasPrefix(s.PathManager, "kernel PM") {
+		t.Errorf("mode %q, path manager %q; want forwarder and kernel PM", s.Mode, s.PathManager)
 	}
 }
 
@@ -36,8 +36,8 @@ func TestIntegrationDemoRelay(t *testing.T) {
 		}
 	}
 	s := runDemo(t, bin)
-	if !strings.HasPrefix(s.Mode, "relay:") {
-		t.Errorf("mode %q, want the relay chain", s.Mode)
+	if !strings.HasPrefix(s.Mode, "relay:") || !strings.HasPrefix(s.PathManager, "daemon") {
+		t.Errorf("mode %q, path manager %q; want the relay chain and the daemon", s.Mode, s.PathManager)
 	}
 }
 
@@ -68,6 +68,11 @@ func runDemo(t *testing.T, bin string) *Summary {
 	}
 	if s.MaxSubflows < 2 {
 		t.Errorf("max subflows %d, want 2", s.MaxSubflows)
+	}
+	// Wifi carried data again after it came back (a new subflow joined the
+	// running connection); 15 MB were left when it went down.
+	if s.WiFiBytesAfterUp < 500e3 {
+		t.Errorf("wifi carried %d bytes after it came back: no new wifi subflow", s.WiFiBytesAfterUp)
 	}
 	if !(s.WiFiDownAt > 0 && s.WiFiUpAt > s.WiFiDownAt) {
 		t.Errorf("wifi flap not recorded: down %v up %v", s.WiFiDownAt, s.WiFiUpAt)

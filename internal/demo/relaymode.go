@@ -53,8 +53,24 @@ func (l *lockedBuffer) String() string {
 // startRelay runs `bin relay args...` in n and waits until it accepts on
 // addr.
 func startRelay(ctx context.Context, n *testbed.NetNS, bin, addr string, args ...string) (*relayProc, error) {
+	return startProc(ctx, n, bin, append([]string{"relay", "--listen", addr, "--drain-timeout", "1s"}, args...), func() error {
+		var c net.Conn
+		err := n.Do(func() (err error) {
+			c, err = net.DialTimeout("tcp", addr, time.Second)
+			return err
+		})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+// startProc runs bin args... in n and waits (5 s at most) until ready
+// returns nil.
+func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string, ready func() error) (*relayProc, error) {
 	p := &relayProc{name: n.Name, out: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd = n.Command(context.Background(), bin, append([]string{"relay", "--listen", addr, "--drain-timeout", "1s"}, args...)...)
+	p.cmd = n.Command(context.Background(), bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// ip netns exec execs the relay; if the demo dies, so does it. The
 	// death signal follows the forking *thread*, so Start and Wait run on
@@ -76,18 +92,13 @@ func startRelay(ctx context.Context, n *testbed.NetNS, bin, addr string, args ..
 		return nil, err
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		var c net.Conn
-		err := n.Do(func() (err error) {
-			c, err = net.DialTimeout("tcp", addr, time.Second)
-			return err
-		})
+		err := ready()
 		if err == nil {
-			c.Close()
 			return p, nil
 		}
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("[%s] gigapath relay --listen %s %s exited: %v: %s", n.Name, addr, strings.Join(args, " "), p.err, p.out)
+			return nil, fmt.Errorf("[%s] gigapath %s exited: %v: %s", n.Name, strings.Join(args, " "), p.err, p.out)
 		case <-ctx.Done():
 			p.stop()
 			return nil, ctx.Err()
@@ -95,7 +106,7 @@ func startRelay(ctx context.Context, n *testbed.NetNS, bin, addr string, args ..
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("[%s] gigapath relay does not accept on %s after 5s: %s", n.Name, addr, p.out)
+			return nil, fmt.Errorf("[%s] gigapath %s not ready after 5s: %v: %s", n.Name, strings.Join(args, " "), err, p.out)
 		}
 	}
 }

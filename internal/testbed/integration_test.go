@@ -140,6 +140,22 @@ func TestIntegrationBedNoClientRouting(t *testing.T) {
 	if out := b.Client.MustRun("ip", "rule", "show"); strings.Contains(out, strconv.Itoa(LTETable)) {
 		t.Errorf("ClientRouting off but rules were added: %s", out)
 	}
+	// Added later, it works and LinkUp restores it.
+	if err := b.SetupClientRouting(); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.Client.MustRun("ip", "route", "get", b.ProxyAddr.String(), "from", b.LTEAddr.String()); !strings.Contains(out, "dev "+LTEIf) {
+		t.Errorf("after SetupClientRouting, route from lte: %s", out)
+	}
+	if err := b.LinkDown(WiFi); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.LinkUp(WiFi); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.Client.MustRun("ip", "route", "show", "default"); !strings.Contains(out, "dev "+WiFiIf) {
+		t.Errorf("after LinkUp the main default route is missing: %s", out)
+	}
 }
 
 // mptcpServer accepts MPTCP connections in ns on addr:port and discards

@@ -309,6 +309,30 @@ func Iface(l Link) (client, proxy string, err error) {
 	return "", "", fmt.Errorf("link %q: valid links are %q and %q", l, WiFi, LTE)
 }
 
+// SetupClientRouting installs the client routing of Spec.ClientRouting on
+// a bed built without it (rules, tables, main default via wifi), and makes
+// LinkUp restore it from then on.
+func (b *Bed) SetupClientRouting() error {
+	b.mu.Lock()
+	if b.Spec.ClientRouting {
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+	if err := b.clientRules(); err != nil {
+		return err
+	}
+	for _, l := range Links {
+		if err := b.clientRoutes(l); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	b.Spec.ClientRouting = true
+	b.mu.Unlock()
+	return nil
+}
+
 func (b *Bed) clientRules() error {
 	for i, l := range Links {
 		_, src, src6, _, _, table := b.linkPlan(l)
@@ -425,7 +449,10 @@ func (b *Bed) LinkUp(l Link) error {
 	if _, err := b.Client.Run("ip", "link", "set", cif, "up"); err != nil {
 		return err
 	}
-	if b.Spec.ClientRouting {
+	b.mu.Lock()
+	routing := b.Spec.ClientRouting
+	b.mu.Unlock()
+	if routing {
 		if err := b.clientRoutes(l); err != nil {
 			return err
 		}
