@@ -14,8 +14,18 @@
  *
  * Per local address it counts: considered (tracepoint hits), free (the
  * subflow could take data then), chosen (the reconstructed decision) and
- * bytes (what the path's subflows actually sent, from tcp_sock.bytes_sent
- * sampled at each hit).
+ * bytes (what the path's subflows carried: tcp_sock.bytes_acked sampled at
+ * each hit. Not bytes_sent: that counts every transmit attempt, and where a
+ * shaped link's qdisc refuses packets, TCP's retries and retransmissions
+ * outnumbered the data the link carried several times over).
+ *
+ * Only subflows whose socket belongs to the scope cgroup (or one of its
+ * descendants) count, like the sockops policy attached there: the
+ * tracepoint fires for every MPTCP connection of the machine, in every
+ * network namespace, and local addresses repeat across namespaces.
+ * Kernel-created subflows carry their connection's cgroup
+ * (mptcp_attach_cgroup). Loader sets scope_cgid/scope_level; the root of
+ * the hierarchy (level 0) takes every socket.
  * raw_tracepoint programs load under lockdown=integrity. */
 #include "common.h"
 
@@ -24,11 +34,16 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define GP_TCPF_ESTABLISHED (1 << 1)
 #define GP_TCPF_CLOSE_WAIT (1 << 8)
 
+/* The scope: cgroup id (kernfs node id, the directory's inode number) and
+ * its depth below the root of the cgroup v2 hierarchy. */
+volatile const __u64 scope_cgid;
+volatile const __u32 scope_level;
+
 struct share {
 	__u64 considered;
 	__u64 free;
 	__u64 chosen;
-	__u64 bytes; /* bytes sent (tcp_sock.bytes_sent deltas) */
+	__u64 bytes; /* bytes carried (tcp_sock.bytes_acked deltas) */
 };
 
 struct {
@@ -38,7 +53,7 @@ struct {
 	__type(value, struct share);
 } shares SEC(".maps");
 
-/* Last tcp_sock.bytes_sent seen per subflow socket; LRU so that closed
+/* Last tcp_sock.bytes_acked seen per subflow socket; LRU so that closed
  * subflows age out by themselves. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -77,6 +92,21 @@ static __always_inline int key_of(struct sock *ssk, struct addr_key *k)
 		return -1;
 	}
 	return 0;
+}
+
+/* in_scope: ssk's cgroup is the scope cgroup or below it (the check of
+ * bpf_skb_ancestor_cgroup_id: its ancestor at the scope's level). */
+static __always_inline int in_scope(struct sock *ssk)
+{
+	struct cgroup *cg = BPF_CORE_READ(ssk, sk_cgrp_data.cgroup), *anc = NULL;
+	__u32 level = scope_level;
+
+	if (!cg || BPF_CORE_READ(cg, level) < (int)level || level > 255)
+		return 0;
+	bpf_probe_read_kernel(&anc, sizeof(anc),
+			      (void *)cg + bpf_core_field_offset(struct cgroup, ancestors) +
+			      level * sizeof(anc));
+	return anc && BPF_CORE_READ(anc, kn, id) == scope_cgid;
 }
 
 static __always_inline struct share *entry(struct addr_key *k)
@@ -121,7 +151,7 @@ int gigapath_get_send(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	ssk = BPF_CORE_READ(subflow, tcp_sock);
 	msk = (void *)BPF_CORE_READ(subflow, conn);
-	if (key_of(ssk, &k))
+	if (key_of(ssk, &k) || !in_scope(ssk))
 		return 0;
 
 	/* A new decision starts with the connection's first subflow. */
@@ -139,10 +169,10 @@ int gigapath_get_send(struct bpf_raw_tracepoint_args *ctx)
 		__sync_fetch_and_add(&s->considered, 1);
 		if (is_free)
 			__sync_fetch_and_add(&s->free, 1);
-		/* Every subflow is seen on every decision, so its bytes_sent
+		/* Every subflow is seen on every decision, so its bytes_acked
 		 * is sampled often: the deltas add up to the bytes each path
 		 * carried. The first sample only sets the baseline. */
-		sent = BPF_CORE_READ((struct tcp_sock *)ssk, bytes_sent);
+		sent = BPF_CORE_READ((struct tcp_sock *)ssk, bytes_acked);
 		last = bpf_map_lookup_elem(&last_sent, &key);
 		if (last) {
 			if (sent > *last)

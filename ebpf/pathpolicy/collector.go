@@ -21,7 +21,7 @@ var (
 		"Decisions of the kernel's default MPTCP scheduler that picked a subflow from this local address.",
 		[]string{"local"}, nil)
 	descBytes = prometheus.NewDesc("gigapath_path_sent_bytes_total",
-		"Bytes sent by MPTCP subflows from this local address since load (retransmissions included).",
+		"Bytes MPTCP subflows from this local address sent and the peer acknowledged since load.",
 		[]string{"local"}, nil)
 	descShare = prometheus.NewDesc("gigapath_path_send_share_ratio",
 		"Share of the bytes MPTCP subflows sent, per local address, since load (share of sends per path).",

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -106,8 +107,29 @@ func Load(opts Options) (*PathPolicy, error) {
 }
 
 func (p *PathPolicy) loadShare() error {
+	// The tracepoint sees every MPTCP connection of the machine; the
+	// program counts only sockets of p.cgroup and its descendants, the
+	// scope of the sockops policy.
+	id, err := cgroup.ID(p.cgroup)
+	if err != nil {
+		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
+	}
+	level, err := cgroupLevel(p.cgroup)
+	if err != nil {
+		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
+	}
+	spec, err := loadSendshare()
+	if err != nil {
+		return fmt.Errorf("pathpolicy: load send-share programs: %w", err)
+	}
+	if err := spec.Variables[sendshareVarScopeCgid].Set(id); err != nil {
+		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
+	}
+	if err := spec.Variables[sendshareVarScopeLevel].Set(uint32(level)); err != nil {
+		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
+	}
 	p.share = new(sendshareObjects)
-	if err := loadSendshareObjects(p.share, nil); err != nil {
+	if err := spec.LoadAndAssign(p.share, nil); err != nil {
 		p.share = nil
 		return fmt.Errorf("pathpolicy: load send-share programs: %w", err)
 	}
@@ -120,6 +142,23 @@ func (p *PathPolicy) loadShare() error {
 	}
 	p.shareLinks = append(p.shareLinks, tp)
 	return nil
+}
+
+// cgroupLevel is the depth of the cgroup directory p below the root of the
+// cgroup v2 hierarchy (the root is 0), as the kernel's cgroup->level.
+func cgroupLevel(p string) (int, error) {
+	root, err := cgroup.Mount()
+	if err != nil {
+		return 0, err
+	}
+	rel, err := filepath.Rel(root, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return 0, fmt.Errorf("cgroup %s is not under the cgroup v2 mount %s", p, root)
+	}
+	if rel == "." {
+		return 0, nil
+	}
+	return len(strings.Split(rel, string(filepath.Separator))), nil
 }
 
 // Cgroup is the cgroup the sockops program is attached to.
@@ -345,9 +384,9 @@ type PathShare struct {
 	// the active subflow with the least queued time, a backup one only
 	// when no other is active.
 	Chosen uint64 `json:"chosen"`
-	// Bytes counts what subflows from this address sent (retransmissions
-	// included) since Load, sampled from each subflow's bytes_sent whenever
-	// the scheduler looks at it.
+	// Bytes counts what subflows from this address carried (sent and
+	// acknowledged by the peer) since Load, sampled from each subflow's
+	// bytes_acked whenever the scheduler looks at it.
 	Bytes uint64 `json:"bytes"`
 }
 

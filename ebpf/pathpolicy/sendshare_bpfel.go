@@ -44,6 +44,8 @@ const (
 	sendshareMapLastSent         = "last_sent"
 	sendshareMapShares           = "shares"
 	sendshareProgGigapathGetSend = "gigapath_get_send"
+	sendshareVarScopeCgid        = "scope_cgid"
+	sendshareVarScopeLevel       = "scope_level"
 )
 
 // loadSendshare returns the embedded CollectionSpec for sendshare.
@@ -104,6 +106,8 @@ type sendshareMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareVariableSpecs struct {
+	ScopeCgid  *ebpf.VariableSpec `ebpf:"scope_cgid"`
+	ScopeLevel *ebpf.VariableSpec `ebpf:"scope_level"`
 }
 
 // sendshareObjects contains all objects after they have been loaded into the kernel.
@@ -143,6 +147,8 @@ func (m *sendshareMaps) Close() error {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendshareVariables struct {
+	ScopeCgid  *ebpf.Variable `ebpf:"scope_cgid"`
+	ScopeLevel *ebpf.Variable `ebpf:"scope_level"`
 }
 
 // sendsharePrograms contains all programs after they have been loaded into the kernel.

@@ -1,13 +1,18 @@
 package pathpolicy
 
 import (
+	"encoding/json"
 	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gigapath/gigapath/ebpf/cgroup"
 )
 
 // shareDelta is b − a per local address.
@@ -24,9 +29,20 @@ func shareDelta(a, b []PathShare) []PathShare {
 	return out
 }
 
-// TestIntegrationSendShare: the send-share counters follow the kernel
-// scheduler. With two equal links both paths get a real share; once the lte
-// link is shaped down to a trickle its share must fall.
+// TestIntegrationSendShare: the send-share counters follow what the paths
+// carry, checked against an independent view, the links' own transmit
+// counters (ip -s link). With two equal links both paths get a real share
+// and each path's share of a window is its link's; then lte is shaped down
+// to 3 Mbit/s, and once the transfer is over each path's total since Load
+// is what its link carried (payload: the link also counts headers).
+//
+// The shaped window's share is logged, not asserted: the counters are
+// sampled when the scheduler runs, and after the change MPTCP stalls at
+// times (data lte holds arrives late and blocks in-order delivery; on a
+// loaded 2-core machine wifi carried 2-7 Mbit/s for seconds), so bytes
+// acked before a stall are counted after it, across a window boundary.
+// Asserting a fall there failed under CI load although the totals matched
+// the links.
 func TestIntegrationSendShare(t *testing.T) {
 	tp := newTopo(t)
 	for _, dev := range []string{"wifi0", "lte0"} {
@@ -37,43 +53,76 @@ func TestIntegrationSendShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	tx0 := map[string]uint64{wifiAddr: txBytes(t, tp, "wifi0"), lteAddr: txBytes(t, tp, "lte0")}
 	tp.startServer(t)
-	done := tp.startClient(t, 9*time.Second)
-	time.Sleep(time.Second)
-	s0, err := p.SendShares()
-	if err != nil {
-		t.Fatal(err)
+	// The sender runs until the last sample is taken, however long the
+	// steps in between take on a loaded machine.
+	_, stop := tp.startClientIn(t, time.Minute, tp.cgroup)
+	type sample struct {
+		at     time.Time
+		shares []PathShare
+		tx     map[netip.Addr]uint64 // link transmit bytes by local address
 	}
+	take := func() sample {
+		t.Helper()
+		sh, err := p.SendShares()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sample{time.Now(), sh, map[netip.Addr]uint64{
+			netip.MustParseAddr(wifiAddr): txBytes(t, tp, "wifi0"),
+			netip.MustParseAddr(lteAddr):  txBytes(t, tp, "lte0"),
+		}}
+	}
+	time.Sleep(time.Second)
+	s0 := take()
 	time.Sleep(2500 * time.Millisecond)
-	s1, _ := p.SendShares()
+	s1 := take()
 	tp.cli.MustRun("tc", "qdisc", "change", "dev", "lte0", "root", "tbf", "rate", "3mbit", "burst", "16kb", "latency", "30ms")
 	time.Sleep(1500 * time.Millisecond)
-	s2, _ := p.SendShares()
+	s2 := take()
 	time.Sleep(3000 * time.Millisecond)
-	s3, _ := p.SendShares()
-	<-done
-	before, after := shareDelta(s0, s1), shareDelta(s2, s3)
-	t.Logf("equal links: %+v", before)
-	t.Logf("lte shaped:  %+v", after)
-	shB, shA := Shares(before), Shares(after)
+	s3 := take()
+	stop()
+
 	lte := netip.MustParseAddr(lteAddr)
+	var shB, shA map[netip.Addr]float64
+	for i, w := range [][2]sample{{s0, s1}, {s2, s3}} {
+		name := [...]string{"equal links", "lte shaped"}[i]
+		counted := shareDelta(w[0].shares, w[1].shares)
+		sh := Shares(counted)
+		var n, linkTotal uint64
+		for _, c := range counted {
+			n += c.Bytes
+		}
+		link := map[netip.Addr]float64{}
+		for a, b := range w[1].tx {
+			linkTotal += b - w[0].tx[a]
+		}
+		for a, b := range w[1].tx {
+			link[a] = float64(b-w[0].tx[a]) / float64(linkTotal)
+		}
+		t.Logf("%s: counted %+v; link tx %v → %v; lte share %.3f, links' %.3f", name, counted, w[0].tx, w[1].tx, sh[lte], link[lte])
+		// At least 3 Mbit/s for 2.5-3 s.
+		if n < 5e5 {
+			t.Fatalf("%s: %d bytes counted: is the tracepoint attached?", name, n)
+		}
+		if i == 0 {
+			// Equal links, both steadily busy: each path's share of the
+			// window is its link's.
+			for a := range w[1].tx {
+				if math.Abs(sh[a]-link[a]) > 0.1 {
+					t.Errorf("%s: %s's share %.3f, its link carried %.3f of the bytes: want them within 0.1", name, a, sh[a], link[a])
+				}
+			}
+			shB = sh
+		} else {
+			shA = sh
+		}
+	}
 	t.Logf("lte share %.3f → %.3f", shB[lte], shA[lte])
-	var nB, nA uint64
-	for i := range before {
-		nB += before[i].Bytes
-	}
-	for i := range after {
-		nA += after[i].Bytes
-	}
-	// 20 and then at least 3 Mbit/s for 2.5-3 s.
-	if nB < 1e6 || nA < 5e5 {
-		t.Fatalf("too few bytes counted (%d, then %d): is the tracepoint attached?", nB, nA)
-	}
 	if shB[lte] < 0.2 {
 		t.Fatalf("with equal links the lte path got %.3f of the sends, want both paths used", shB[lte])
-	}
-	if shA[lte] > shB[lte]-0.15 {
-		t.Fatalf("lte share %.3f → %.3f after shaping lte from 20 to 3 Mbit/s: want it to fall", shB[lte], shA[lte])
 	}
 
 	// The Prometheus collector exports the same numbers. The kernel keeps
@@ -93,6 +142,17 @@ func TestIntegrationSendShare(t *testing.T) {
 		}
 		if i == 30 {
 			t.Fatalf("send-share counters still moving 10 s after the client exited")
+		}
+	}
+	tx1 := map[string]uint64{wifiAddr: txBytes(t, tp, "wifi0"), lteAddr: txBytes(t, tp, "lte0")}
+	for _, c := range final {
+		a := c.Local.String()
+		link := tx1[a] - tx0[a]
+		// Payload is 1448 of each 1514-byte frame (0.956); retransmissions
+		// and the handshake add a little to the link's count, and the last
+		// acknowledgements after the scheduler's last look are not counted.
+		if r := float64(c.Bytes) / float64(link); r < 0.8 || r > 1.0 {
+			t.Errorf("%s: %d bytes counted since Load, its link sent %d (ratio %.3f): want 0.8-1.0", a, c.Bytes, link, r)
 		}
 	}
 	want := Shares(final)
@@ -117,5 +177,90 @@ func TestIntegrationSendShare(t *testing.T) {
 		if g, ok := got[a.String()]; !ok || math.Abs(g-w) > 1e-9 {
 			t.Errorf("metric gigapath_path_send_share_ratio{local=%q} = %v (present %v), want %v", a, g, ok, w)
 		}
+	}
+}
+
+// TestIntegrationSendShareScope: the tracepoint fires for every MPTCP
+// connection of the machine, in every namespace, and addresses repeat
+// across namespaces; only the scope cgroup's sockets (and its children's)
+// may count. A bulk sender outside the cgroup, from the very addresses the
+// policy covers, leaves the counters empty; the same sender in a child
+// cgroup of the scope is counted.
+func TestIntegrationSendShareScope(t *testing.T) {
+	tp := newTopo(t)
+	p, err := Load(Options{Cgroup: tp.cgroup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	tp.startServer(t)
+	done, _ := tp.startClientIn(t, time.Second, "")
+	<-done
+	shares, err := p.SendShares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shares) != 0 {
+		t.Fatalf("a sender outside cgroup %s was counted: %+v", tp.cgroup, shares)
+	}
+	child := filepath.Join(tp.cgroup, "child")
+	if err := os.Mkdir(child, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cgroup.Remove(child); err != nil {
+			t.Error(err)
+		}
+	})
+	done, _ = tp.startClientIn(t, time.Second, child)
+	<-done
+	shares, err = p.SendShares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bytes uint64
+	for _, s := range shares {
+		if a := s.Local.String(); a != wifiAddr && a != lteAddr {
+			t.Errorf("counted a path from %s, not the topology's", a)
+		}
+		bytes += s.Bytes
+	}
+	if bytes == 0 {
+		t.Fatalf("a sender in child cgroup %s was not counted: %+v", child, shares)
+	}
+}
+
+// txBytes is the transmit byte counter of link dev in the client namespace.
+func txBytes(t *testing.T, tp *topo, dev string) uint64 {
+	t.Helper()
+	out, err := tp.cli.Run("ip", "-j", "-s", "link", "show", "dev", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []struct {
+		Stats struct {
+			TX struct {
+				Bytes uint64 `json:"bytes"`
+			} `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j -s link show dev %s: %v: %s", dev, err, out)
+	}
+	return links[0].Stats.TX.Bytes
+}
+
+func TestCgroupLevel(t *testing.T) {
+	root, err := cgroup.Mount()
+	if err != nil {
+		t.Skipf("no cgroup v2 hierarchy: %v", err)
+	}
+	for p, want := range map[string]int{root: 0, root + "/a": 1, root + "/a/b/c": 3} {
+		if got, err := cgroupLevel(p); err != nil || got != want {
+			t.Errorf("cgroupLevel(%s) = %d, %v; want %d", p, got, err, want)
+		}
+	}
+	if _, err := cgroupLevel("/tmp"); err == nil {
+		t.Error("cgroupLevel(/tmp) succeeded")
 	}
 }

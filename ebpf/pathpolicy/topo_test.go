@@ -124,23 +124,35 @@ func (t *topo) startServer(tb testing.TB) {
 // returned channel is closed when the client exits.
 func (t *topo) startClient(tb testing.TB, d time.Duration) <-chan struct{} {
 	tb.Helper()
-	fd, err := os.Open(t.cgroup)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer fd.Close()
+	done, _ := t.startClientIn(tb, d, t.cgroup)
+	return done
+}
+
+// startClientIn is startClient born in cgroup cg ("" = the test's own
+// cgroup, outside the topology's); stop kills the client (its socket's
+// queued data still goes out) and waits for it.
+func (t *topo) startClientIn(tb testing.TB, d time.Duration, cg string) (done <-chan struct{}, stop func()) {
+	tb.Helper()
 	cmd := t.cli.Command(context.Background(), "python3", "-c", clientPy, srvAddr, srvPort,
 		strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if cg != "" {
+		fd, err := os.Open(cg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer fd.Close()
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	}
 	out := waitLine(tb, cmd, "connected")
-	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, out)
 		cmd.Wait()
-		close(done)
+		close(exited)
 	}()
-	tb.Cleanup(func() { cmd.Process.Kill(); <-done })
-	return done
+	stop = func() { cmd.Process.Kill(); <-exited }
+	tb.Cleanup(stop)
+	return exited, stop
 }
 
 // waitLine starts cmd and waits for a line on its standard output.
