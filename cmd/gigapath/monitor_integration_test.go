@@ -76,7 +76,36 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 		}
 		close(lines)
 	}()
-	time.Sleep(300 * time.Millisecond) // let it join the group
+	// The monitor has joined the events group once it reports a listener
+	// this test opens in the client namespace (a fixed sleep missed the
+	// created event when the binary started slowly on a loaded machine).
+	ready := time.After(10 * time.Second)
+	for joined := false; !joined; {
+		var probe net.Listener
+		if err := cli.Do(func() error {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(true)
+			var err error
+			probe, err = lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		probe.Close()
+		for waiting := true; waiting; {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("monitor exited early")
+				}
+				joined = joined || strings.Contains(l, `"listener_created"`)
+			case <-time.After(200 * time.Millisecond):
+				waiting = false
+			case <-ready:
+				t.Fatal("monitor -j printed no listener_created for a new MPTCP listener within 10s")
+			}
+		}
+	}
 
 	const port = 10700
 	var ln net.Listener
