@@ -4,10 +4,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,4 +119,89 @@ func TestIntegrationCLIDemoKilled(t *testing.T) {
 	if _, err := os.Stat(demoState); !os.IsNotExist(err) {
 		t.Errorf("demo state file left: %v", err)
 	}
+}
+
+// TestIntegrationCLIDemoInterrupted: Ctrl-C (SIGINT) mid-download ends the
+// demo with every namespace and every process it started (relays, daemon)
+// gone.
+func TestIntegrationCLIDemoInterrupted(t *testing.T) {
+	testbed.NeedRoot(t)
+	dir := t.TempDir()
+	demoState := filepath.Join(dir, "demo.json")
+	t.Setenv("GIGAPATH_DEMO_STATE", demoState)
+	cmd := exec.Command(pmBinary(t), "demo", "--size-mb", "500", "--wifi-rate", "10mbit", "--lte-rate", "10mbit")
+	stderr := &tbSyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// Wait for the download (progress lines follow the mode line).
+	var b *testbed.Bed
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if b == nil {
+			b, _ = testbed.Load(demoState)
+		}
+		if b != nil && strings.Contains(stderr.String(), "MB") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not start downloading: %s", stderr.String())
+		}
+	}
+	t.Cleanup(func() { b.Close() })
+	var pids []int
+	for _, n := range b.Namespaces() {
+		out, _ := exec.Command("ip", "netns", "pids", n.Name).Output()
+		for _, f := range strings.Fields(string(out)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) < 2 {
+		t.Errorf("want the relays (and daemon) running in the namespaces, found pids %v; stderr:\n%s", pids, stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("interrupted demo exited 0")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the demo did not end within 20s of SIGINT")
+	}
+	for _, n := range b.Namespaces() {
+		if n.Exists() {
+			t.Errorf("%s left after SIGINT", n.Name)
+		}
+	}
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("process %d left after SIGINT", pid)
+		}
+	}
+	if _, err := os.Stat(demoState); !os.IsNotExist(err) {
+		t.Errorf("demo state file left: %v", err)
+	}
+}
+
+// tbSyncBuffer is a strings.Builder safe to read while a command writes it.
+type tbSyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *tbSyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *tbSyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
