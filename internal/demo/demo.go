@@ -648,23 +648,27 @@ func subflows(bed *testbed.Bed) int {
 	if err != nil {
 		return 0
 	}
-	return len(strings.Split(strings.TrimSpace(out), "\n")) - boolInt(strings.TrimSpace(out) == "")
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return lines(out)
 }
 
 // mptcpConns counts the client's established MPTCP connections.
 func mptcpConns(bed *testbed.Bed) int {
 	out, err := bed.Client.Run("ss", "-HMn", "state", "established")
-	if err != nil || strings.TrimSpace(out) == "" {
+	if err != nil {
 		return 0
 	}
-	return len(strings.Split(strings.TrimSpace(out), "\n"))
+	return lines(out)
+}
+
+// lines counts the non-empty lines of s.
+func lines(s string) int {
+	n := 0
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // endpointID finds the id of the in-kernel PM endpoint with address addr.

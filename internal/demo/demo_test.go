@@ -140,3 +140,24 @@ func (c *cancelOn) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+func TestLines(t *testing.T) {
+	for in, want := range map[string]int{"": 0, "\n": 0, "a\n": 1, "a\nb\n": 2, "a\n\nb": 2, "  \n x": 1} {
+		if got := lines(in); got != want {
+			t.Errorf("lines(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func TestOptionsRejected(t *testing.T) {
+	for _, o := range []Options{
+		{WiFiRate: "fast"},
+		{LTERate: "1"},
+		{Size: -1},
+		{FlapAt: 1.5},
+	} {
+		if _, err := Run(context.Background(), o); err == nil {
+			t.Errorf("Run(%+v) gave no error", o)
+		}
+	}
+}
