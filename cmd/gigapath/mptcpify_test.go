@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,7 +184,14 @@ func TestIntegrationMptcpifyMicrosocks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	port := strconv.Itoa(20000 + os.Getpid()%20000)
+	// A port free right now on loopback (a pid-derived one could be taken
+	// by another package's test running in parallel).
+	free, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(free.Addr().(*net.TCPAddr).Port)
+	free.Close()
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"gigapath", "mptcpify", "run", "--", "microsocks", "-i", "127.0.0.1", "-p", port})

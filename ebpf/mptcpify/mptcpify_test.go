@@ -164,6 +164,9 @@ func TestIntegrationPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Until the explicit Close below, a failure must not leave the program
+	// attached (a second Close only reports closed descriptors).
+	t.Cleanup(func() { m.Close() })
 	if err := m.AddCgroup(cg); err != nil {
 		t.Fatal(err)
 	}
