@@ -30,7 +30,9 @@ func TestIntegrationCreateMoveRemove(t *testing.T) {
 	if err != nil {
 		t.Skipf("no cgroup v2 hierarchy: %v", err)
 	}
-	name := "gigapath-test-" + filepath.Base(t.TempDir())
+	// t.TempDir() is <tmp>/<TestName><random>/001: the random parent
+	// makes the name unique across concurrent runs ("001" alone is not).
+	name := "gigapath-test-" + filepath.Base(filepath.Dir(t.TempDir()))
 	p, err := Create(name)
 	if err != nil {
 		t.Fatal(err)
