@@ -491,8 +491,12 @@ func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
 		var n int64
 		var err error
 		if dok && sok {
-			// *TCPConn.ReadFrom(*io.LimitedReader{*TCPConn}) is splice(2).
-			n, err = dt.ReadFrom(&io.LimitedReader{R: st, N: chunk})
+			// Wait for data first, so an idle connection holds no splice
+			// pipe (2 fds each way); then *TCPConn.ReadFrom of an
+			// *io.LimitedReader{*TCPConn} is splice(2).
+			if err = waitReadable(st); err == nil {
+				n, err = dt.ReadFrom(&io.LimitedReader{R: st, N: chunk})
+			}
 		} else {
 			bp := bufPool.Get().(*[]byte)
 			n, err = io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(src, chunk), *bp)

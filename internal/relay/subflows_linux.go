@@ -52,3 +52,18 @@ func (c *conn) sampleSubflows(dst net.Conn) {
 		c.s.m.subflows.WithLabelValues("upstream").Observe(float64(n))
 	}
 }
+
+// waitReadable blocks until c has data, EOF or an error to read (honouring
+// its read deadline) without consuming anything.
+func waitReadable(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var b [1]byte
+	rerr := rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return err != unix.EAGAIN
+	})
+	return rerr
+}

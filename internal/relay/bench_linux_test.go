@@ -1,0 +1,431 @@
+//go:build linux
+
+package relay_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/relay"
+	"github.com/gigapath/gigapath/internal/relay/socks5"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// bulkServer listens in ns (socket made inside it) and sends size bytes of
+// zeros to every connection, then closes it.
+func bulkServer(b testing.TB, ns *testbed.NetNS, addr string, size int64) {
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		buf := make([]byte, 1<<20)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for left := size; left > 0; {
+					n, err := c.Write(buf[:min(int64(len(buf)), left)])
+					if err != nil {
+						return
+					}
+					left -= int64(n)
+				}
+			}()
+		}
+	}()
+}
+
+// fetch dials (inside ns) either dst directly or via the SOCKS5 proxy,
+// and reads until EOF; it returns the bytes read.
+func fetch(b testing.TB, ns *testbed.NetNS, proxy, dst string, mptcp bool) int64 {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		var d net.Dialer
+		d.SetMultipathTCP(mptcp)
+		target := dst
+		if proxy != "" {
+			target = proxy
+		}
+		c, err = d.Dial("tcp", target)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if proxy != "" {
+		a, _ := socks5.ParseAddr(dst)
+		if _, err := relay.ClientHandshake(c, "", "", a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		m, err := c.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuTicks sums utime+stime (clock ticks) of pid and its descendants.
+func cpuTicks(pid int) int64 {
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	ticks := map[int]int64{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		pp, _ := strconv.Atoi(f[1])
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		k, _ := strconv.ParseInt(f[12], 10, 64)
+		parent[p], ticks[p] = pp, u+k
+	}
+	var sum int64
+	for p, t := range ticks {
+		for q := p; q > 1; q = parent[q] {
+			if q == pid {
+				sum += t
+				break
+			}
+		}
+	}
+	return sum
+}
+
+const clkTck = 100 // USER_HZ on Linux
+
+// BenchmarkRelayCost: bulk download over the same veth path (client ns →
+// router ns → server ns), direct and through gigapath, microsocks and
+// dante running in the router ns. Reports MB/s and relay CPU seconds per GB.
+func BenchmarkRelayCost(b *testing.B) {
+	testbed.NeedRoot(b)
+	bin := gigapathBin(b)
+	cl, rt, sv := newNS(b, "bc"), newNS(b, "br"), newNS(b, "bs")
+	for _, step := range []error{
+		testbed.Veth(cl, "c0", rt, "r0"), testbed.Veth(rt, "r1", sv, "s0"),
+		cl.AddAddr("c0", "10.90.1.1/24"), rt.AddAddr("r0", "10.90.1.2/24"),
+		rt.AddAddr("r1", "10.90.2.1/24"), sv.AddAddr("s0", "10.90.2.2/24"),
+		rt.Sysctl("net.ipv4.ip_forward", "1"),
+	} {
+		if step != nil {
+			b.Fatal(step)
+		}
+	}
+	cl.MustRun("ip", "route", "add", "default", "via", "10.90.1.2")
+	sv.MustRun("ip", "route", "add", "default", "via", "10.90.2.1")
+	const size = 256 << 20
+	bulkServer(b, sv, "10.90.2.2:5001", size)
+	dir := b.TempDir()
+	dconf := filepath.Join(dir, "danted.conf")
+	os.WriteFile(dconf, []byte(`logoutput: stderr
+internal: 10.90.1.2 port = 1083
+external: 10.90.2.1
+clientmethod: none
+socksmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 10.90.1.0/24 to: 0.0.0.0/0 }
+socks pass { from: 10.90.1.0/24 to: 0.0.0.0/0 }
+`), 0o644)
+	type target struct {
+		name, proxy string
+		args        []string
+	}
+	targets := []target{
+		{"direct", "", nil},
+		{"gigapath", "10.90.1.2:1081", []string{bin, "relay", "--listen", "10.90.1.2:1081", "--allow-client", "10.90.1.0/24"}},
+		{"microsocks", "10.90.1.2:1082", []string{"microsocks", "-i", "10.90.1.2", "-p", "1082"}},
+		{"dante", "10.90.1.2:1083", []string{"danted", "-f", dconf, "-p", filepath.Join(dir, "pid"), "-N", "1"}},
+	}
+	for _, tg := range targets {
+		b.Run(tg.name, func(b *testing.B) {
+			pid := 0
+			if tg.args != nil {
+				if _, err := exec.LookPath(tg.args[0]); err != nil {
+					b.Skipf("%s not installed", tg.args[0])
+				}
+				p := start(b, rt, tg.args...)
+				pid = p.cmd.Process.Pid
+				_, port, _ := net.SplitHostPort(tg.proxy)
+				waitListen(b, rt, port)
+			}
+			fetch(b, cl, tg.proxy, "10.90.2.2:5001", false) // warm up
+			t0 := int64(0)
+			if pid != 0 {
+				t0 = cpuTicks(pid)
+			}
+			b.SetBytes(size)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if n := fetch(b, cl, tg.proxy, "10.90.2.2:5001", false); n != size {
+					b.Fatalf("got %d bytes, want %d", n, size)
+				}
+			}
+			b.StopTimer()
+			if pid != 0 {
+				cpu := float64(cpuTicks(pid)-t0) / clkTck
+				b.ReportMetric(cpu/(float64(size)*float64(b.N)/1e9), "cpu-s/GB")
+			}
+		})
+	}
+}
+
+// BenchmarkRelayAggregation: goodput through curl-less chain (Go client →
+// local relay → MPTCP wifi+lte → proxy relay → origin) over the shaped
+// testbed, steady state (the first second is skipped), divided by the sum
+// of the link rates. RELAY_PLOT=FILE.svg writes the per-path throughput.
+func BenchmarkRelayAggregation(b *testing.B) {
+	testbed.NeedRoot(b)
+	bin := gigapathBin(b)
+	for _, rates := range [][2]int{{100, 50}, {400, 200}} {
+		b.Run(fmt.Sprintf("%d+%dmbit", rates[0], rates[1]), func(b *testing.B) {
+			bed := testbed.UpT(b, testbed.Spec{ClientRouting: true,
+				WiFiRate: fmt.Sprintf("%dmbit", rates[0]), LTERate: fmt.Sprintf("%dmbit", rates[1])})
+			if err := bed.EnableKernelPM(); err != nil {
+				b.Fatal(err)
+			}
+			dur := 5 * time.Second
+			size := int64(float64(rates[0]+rates[1]) * 1e6 / 8 * dur.Seconds() * 1.5) // more than fits in dur
+			bulkServer(b, bed.Origin, bed.OriginAddr.String()+":5001", size)
+			start(b, bed.Proxy, bin, "relay", "--listen", bed.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16")
+			waitListen(b, bed.Proxy, "1080")
+			start(b, bed.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+bed.ProxyAddr.String()+":1080")
+			waitListen(b, bed.Client, "1080")
+			var eff float64
+			var samples []sample
+			for i := 0; i < b.N; i++ {
+				eff, samples = aggregate(b, bed, dur, float64(rates[0]+rates[1])*1e6)
+			}
+			b.ReportMetric(eff*100, "%-of-sum")
+			var wifi, lte float64
+			var k int
+			for _, p := range samples {
+				if p.t > time.Second {
+					wifi, lte, k = wifi+p.wifi, lte+p.lte, k+1
+				}
+			}
+			if k > 0 {
+				b.ReportMetric(wifi/float64(k), "wifi-Mbit/s")
+				b.ReportMetric(lte/float64(k), "lte-Mbit/s")
+			}
+			if p := os.Getenv("RELAY_PLOT"); p != "" && rates[0] == 400 {
+				if err := os.WriteFile(p, plotSVG(samples, fmt.Sprintf("through the relay chain, wifi %d + lte %d Mbit/s (tbf)", rates[0], rates[1])), 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+type sample struct {
+	t         time.Duration
+	wifi, lte float64 // Mbit/s over the last interval
+}
+
+// aggregate downloads through the chain for dur and returns the steady-state
+// goodput (bytes the client read after the first second) / sumBits.
+func aggregate(b *testing.B, bed *testbed.Bed, dur time.Duration, sumBits float64) (float64, []sample) {
+	var c net.Conn
+	if err := bed.Client.Do(func() (err error) { c, err = net.Dial("tcp", "127.0.0.1:1080"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	a, _ := socks5.ParseAddr(bed.OriginAddr.String() + ":5001")
+	if _, err := relay.ClientHandshake(c, "", "", a); err != nil {
+		b.Fatal(err)
+	}
+	var got int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				atomicAdd(&got, int64(n))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var samples []sample
+	t0 := time.Now()
+	prev, _ := bed.Counters()
+	var mark int64
+	var markT time.Time
+	for time.Since(t0) < dur {
+		time.Sleep(200 * time.Millisecond)
+		cur, err := bed.Counters()
+		if err != nil {
+			b.Fatal(err)
+		}
+		el := time.Since(t0)
+		dt := 0.2
+		if len(samples) > 0 {
+			dt = (el - samples[len(samples)-1].t).Seconds()
+		}
+		samples = append(samples, sample{t: el,
+			wifi: float64(cur[testbed.WiFi].RxBytes-prev[testbed.WiFi].RxBytes) * 8 / dt / 1e6,
+			lte:  float64(cur[testbed.LTE].RxBytes-prev[testbed.LTE].RxBytes) * 8 / dt / 1e6})
+		prev = cur
+		if markT.IsZero() && el >= time.Second {
+			mark, markT = atomicLoad(&got), time.Now()
+		}
+	}
+	good := float64(atomicLoad(&got)-mark) * 8 / time.Since(markT).Seconds()
+	c.Close()
+	<-done
+	return good / sumBits, samples
+}
+
+// plotSVG draws throughput over time per path (and their sum) as an SVG.
+func plotSVG(s []sample, title string) []byte {
+	const w, h, l, r, top, bot = 720.0, 360.0, 60.0, 20.0, 40.0, 40.0
+	maxY, maxT := 1.0, 1.0
+	for _, p := range s {
+		maxY = max(maxY, p.wifi+p.lte)
+		maxT = max(maxT, p.t.Seconds())
+	}
+	maxY *= 1.1
+	x := func(t float64) float64 { return l + t/maxT*(w-l-r) }
+	y := func(v float64) float64 { return h - bot - v/maxY*(h-top-bot) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", w, h)
+	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="20">%s</text>`+"\n", l, title)
+	fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n",
+		l, h-bot, w-r, h-bot, l, top, l, h-bot)
+	for i := 0; i <= 4; i++ {
+		v := maxY * float64(i) / 4
+		fmt.Fprintf(&sb, `<text x="5" y="%.0f">%.0f</text><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/>`+"\n", y(v)+4, v, l, y(v), w-r, y(v))
+	}
+	for t := 0.0; t <= maxT; t++ {
+		fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f">%.0fs</text>`+"\n", x(t)-6, h-bot+16, t)
+	}
+	fmt.Fprintf(&sb, `<text x="5" y="%.0f">Mbit/s</text>`+"\n", top-8)
+	for _, series := range []struct {
+		name, color string
+		v           func(sample) float64
+	}{{"wifi0", "#1f77b4", func(p sample) float64 { return p.wifi }}, {"lte0", "#d62728", func(p sample) float64 { return p.lte }},
+		{"sum", "#2ca02c", func(p sample) float64 { return p.wifi + p.lte }}} {
+		var pts []string
+		for _, p := range s {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.t.Seconds()), y(series.v(p))))
+		}
+		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", series.color, strings.Join(pts, " "))
+	}
+	for i, n := range []string{"wifi0", "lte0", "sum"} {
+		c := []string{"#1f77b4", "#d62728", "#2ca02c"}[i]
+		fmt.Fprintf(&sb, `<text x="%.0f" y="20" fill="%s">%s</text>`+"\n", w-200+float64(i)*60, c, n)
+	}
+	sb.WriteString("</svg>\n")
+	return []byte(sb.String())
+}
+
+// BenchmarkRelayIdleConns: 10,000 concurrent idle connections through the
+// relay process; reports its RSS growth per connection.
+func BenchmarkRelayIdleConns(b *testing.B) {
+	testbed.NeedRoot(b)
+	bin := gigapathBin(b)
+	// Both the test process (client and server ends) and the relay (its
+	// two sockets) need 2 fds per connection: raise the limit, up to the
+	// hard limit when raising that is not permitted (containers).
+	n := 10000
+	lim := syscall.Rlimit{Cur: 2*uint64(n) + 1000, Max: 2*uint64(n) + 1000}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			b.Fatal(err)
+		}
+		n = min(n, int(lim.Max-1000)/2)
+		b.Logf("RLIMIT_NOFILE hard limit %d (raising it: %v): measuring %d connections", lim.Max, err, n)
+	}
+	ns := newNS(b, "bi")
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:5001"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	p := start(b, ns, bin, "relay", "--listen", "127.0.0.1:1080", "--allow-dest", "127.0.0.0/8")
+	waitListen(b, ns, "1080")
+	for i := 0; i < b.N; i++ {
+		rss0 := rssKiB(b, p.cmd.Process.Pid)
+		conns := make([]net.Conn, 0, n)
+		dst, _ := socks5.ParseAddr("127.0.0.1:5001")
+		for j := 0; j < n; j++ {
+			var c net.Conn
+			if err := ns.Do(func() (err error) { c, err = net.Dial("tcp", "127.0.0.1:1080"); return err }); err != nil {
+				b.Fatalf("conn %d: %v", j, err)
+			}
+			if _, err := relay.ClientHandshake(c, "", "", dst); err != nil {
+				b.Fatalf("conn %d: %v", j, err)
+			}
+			conns = append(conns, c)
+		}
+		time.Sleep(500 * time.Millisecond)
+		rss1 := rssKiB(b, p.cmd.Process.Pid)
+		b.ReportMetric(float64(rss1-rss0)*1024/float64(n), "B-RSS/conn")
+		b.ReportMetric(float64(n), "conns")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+func rssKiB(b testing.TB, pid int) int64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			k, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return k
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func atomicAdd(p *int64, d int64) { atomic.AddInt64(p, d) }
+func atomicLoad(p *int64) int64   { return atomic.LoadInt64(p) }
