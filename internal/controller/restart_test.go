@@ -1,0 +1,140 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/status"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// buildBinary builds cmd/gigapath (or takes GIGAPATH_TEST_BIN).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("GIGAPATH_TEST_BIN"); p != "" {
+		return p
+	}
+	bin := filepath.Join(t.TempDir(), "gigapath")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/gigapath/gigapath/cmd/gigapath").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error
+}
+
+// startDaemon runs the built binary inside the client namespace and waits
+// until its status socket answers.
+func startDaemon(t *testing.T, b *testbed.Bed, bin, cfg, sock string) *daemon {
+	t.Helper()
+	cmd := b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-")
+	cmd.Stderr = testWriter{t}
+	cmd.Stdout = testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.done
+	})
+	end := time.Now().Add(10 * time.Second)
+	for time.Now().Before(end) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := status.Query(ctx, sock)
+		cancel()
+		if err == nil {
+			return d
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited: %v", d.err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatal("daemon's status socket never answered")
+	return nil
+}
+
+// The daemon is SIGKILLed in the middle of a transfer and started again:
+// the connection keeps both subflows meanwhile, the new daemon adopts it
+// (status lists it), an lte flap afterwards gives it its lte subflow back,
+// every byte arrives, and SIGTERM leaves no rule or route of ours.
+func TestIntegrationRestartAdopts(t *testing.T) {
+	const size = 48 << 20
+	bin := buildBinary(t)
+	e := setup(t, size)
+	b := e.bed
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "gigapath.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, b, bin, cfg, sock)
+
+	wait := e.download(t, size)
+	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok
+	})
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+	if _, ok := hasFrom(subflows(t, b), b.LTEAddr); !ok {
+		t.Fatal("the lte subflow died with the daemon")
+	}
+
+	d = startDaemon(t, b, bin, cfg, sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s, err := status.Query(ctx, sock)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Connections) != 1 || len(s.Connections[0].Subflows) != 2 {
+		t.Fatalf("restarted daemon adopted %+v, want one connection with 2 subflows", s.Connections)
+	}
+
+	before, _ := hasFrom(subflows(t, b), b.LTEAddr)
+	if err := b.LinkDown(testbed.LTE); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "the lte subflow gone", 5*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return !ok
+	})
+	if err := b.LinkUp(testbed.LTE); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "a new lte subflow after the flap", 10*time.Second, func() bool {
+		info, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok && info != before
+	})
+	wait()
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.done
+	if d.err != nil {
+		t.Errorf("daemon after SIGTERM: %v", d.err)
+	}
+	rules, _ := b.Client.Run("ip", "rule", "show")
+	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
+	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
+		t.Errorf("left after SIGTERM:\n%s\n%s", rules, routes)
+	}
+}
