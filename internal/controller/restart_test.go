@@ -110,6 +110,12 @@ func TestIntegrationRestartAdopts(t *testing.T) {
 		t.Fatalf("restarted daemon adopted %+v, want one connection with 2 subflows", s.Connections)
 	}
 
+	// The CLI renders the same state.
+	out, err := exec.Command(bin, "status", "--socket", sock).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "dev lte0") || !strings.Contains(string(out), "connections: 1") {
+		t.Errorf("gigapath status: %v\n%s", err, out)
+	}
+
 	before, _ := hasFrom(subflows(t, b), b.LTEAddr)
 	if err := b.LinkDown(testbed.LTE); err != nil {
 		t.Fatal(err)
