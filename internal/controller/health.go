@@ -48,12 +48,20 @@ func (c *Controller) sampleHealth() {
 		}
 		prev := c.prevTot[idx]
 		c.prevTot[idx] = [2]uint64{a.sent, a.retr}
-		var loss float64
+		was := i.health.unhealthy
 		if a.sent > prev[0] && a.retr >= prev[1] {
-			loss = 100 * float64(a.retr-prev[1]) / float64(a.sent-prev[0])
+			i.health.rtt, i.health.loss = a.rtt, 100*float64(a.retr-prev[1])/float64(a.sent-prev[0])
+			i.health.update(c.pol, now)
+		} else {
+			// No data sent through it since the last sample (a backup
+			// path carries none): no evidence. An unhealthy path is
+			// given traffic again after Hold, and demoted again by the
+			// next samples if it is still bad.
+			i.health.idle(c.pol, now)
 		}
-		i.health.rtt, i.health.loss = a.rtt, loss
-		i.health.update(c.pol, now)
+		if was != i.health.unhealthy {
+			c.log.Info("path health", "interface", i.name, "unhealthy", i.health.unhealthy, "rtt", i.health.rtt, "loss_percent", i.health.loss)
+		}
 	}
 }
 
@@ -72,6 +80,7 @@ func (h *health) update(p *policy.Policy, now time.Time) {
 			h.failures++
 			if h.failures >= failuresNeeded {
 				h.unhealthy = true
+				h.since = now
 				h.goodSince = time.Time{}
 			}
 		} else {
@@ -89,5 +98,19 @@ func (h *health) update(p *policy.Policy, now time.Time) {
 	if now.Sub(h.goodSince) >= hold {
 		h.unhealthy = false
 		h.failures = 0
+	}
+}
+
+// idle handles a sample without traffic: an unhealthy path is retried once
+// it has been unhealthy for the hold time.
+func (h *health) idle(p *policy.Policy, now time.Time) {
+	hold := p.Priority.Hold
+	if p.Steering == policy.SteerHandover {
+		hold = p.Handover.Hold
+	}
+	if h.unhealthy && now.Sub(h.since) >= hold {
+		h.unhealthy = false
+		h.failures = 0
+		h.loss = 0
 	}
 }

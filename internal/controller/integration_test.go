@@ -26,12 +26,21 @@ import (
 // sha256 of what it sent; pyClient reads to EOF and prints length and sha256.
 const pyServer = `
 import socket, sys, os, hashlib, threading
-addr, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+addr, port, size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((addr, port)); s.listen(64)
 print("listening", flush=True)
+def recv(c):
+    h = hashlib.sha256(); n = 0
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        h.update(b); n += len(b)
+    print("sent", str(n) + ":" + h.hexdigest(), flush=True)
+    c.close()
 def serve(c):
+    if mode == "recv": return recv(c)
     data = os.urandom(size)
     print("sent", hashlib.sha256(data).hexdigest(), flush=True)
     c.sendall(data); c.shutdown(socket.SHUT_WR)
@@ -43,9 +52,15 @@ while True:
 
 const pyClient = `
 import socket, sys, hashlib
+import os
 addr, port = sys.argv[1], int(sys.argv[2])
 c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
 c.connect((addr, port))
+if len(sys.argv) > 3:
+    data = os.urandom(int(sys.argv[3]))
+    c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1)
+    print(str(len(data)) + ":" + hashlib.sha256(data).hexdigest(), flush=True)
+    sys.exit(0)
 h = hashlib.sha256(); n = 0
 while True:
     b = c.recv(65536)
@@ -65,7 +80,11 @@ type env struct {
 // setup builds a bed whose client reaches the proxy's service address by a
 // main-table default route via wifi (lte as a worse fallback), with MPTCP
 // limits raised on the proxy (in-kernel PM there), and starts the server.
-func setup(t *testing.T, size int) *env {
+func setup(t *testing.T, size int) *env { t.Helper(); return setupMode(t, size, "send") }
+
+// setupMode is setup with the server sending (download) or receiving
+// (upload, mode "recv").
+func setupMode(t *testing.T, size int, mode string) *env {
 	t.Helper()
 	b := testbed.UpT(t, testbed.Spec{WiFiRate: "40mbit", LTERate: "40mbit"})
 	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
@@ -82,7 +101,7 @@ func setup(t *testing.T, size int) *env {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), b.ProxyAddr.String(), fmt.Sprint(e.port), fmt.Sprint(size))
+	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), b.ProxyAddr.String(), fmt.Sprint(e.port), fmt.Sprint(size), mode)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -454,5 +473,84 @@ func TestIntegrationFlap50(t *testing.T) {
 	if n := len(strings.Split(strings.TrimSpace(routes), "\n")); n != 4 {
 		t.Errorf("want 4 IPv4 routes of ours (a subnet and a default per interface), got:\n%s", routes)
 	}
+	wait()
+}
+
+// upload starts a client sending size bytes; the returned func waits and
+// checks the server received every byte.
+func (e *env) upload(t *testing.T, size int) func() {
+	t.Helper()
+	cmd := e.bed.Client.Command(context.Background(), "python3", filepath.Join(e.dir, "client.py"), e.bed.ProxyAddr.String(), fmt.Sprint(e.port), fmt.Sprint(size))
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("client: %v (the connection broke)", err)
+		}
+		var got string
+		select {
+		case got = <-e.sent:
+		case <-time.After(10 * time.Second):
+			t.Fatal("server reported nothing")
+		}
+		if strings.TrimSpace(out.String()) != got {
+			t.Fatalf("client sent %s, server received %s", strings.TrimSpace(out.String()), got)
+		}
+	}
+}
+
+// priority: wifi is the primary until its loss (tc BPF drop on wifi)
+// crosses the threshold; then lte carries and wifi turns backup; once the
+// loss is gone wifi is the primary again.
+func TestIntegrationPriorityLoss(t *testing.T) {
+	const size = 64 << 20
+	e := setupMode(t, size, "recv")
+	b := e.bed
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  loss_percent: 3\n  hold: 1s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ctl.Ready()
+
+	wait := e.upload(t, size)
+	backups := func() (wifi, lte bool, ok bool) {
+		s := subflows(t, b)
+		wi, okw := hasFrom(s, b.WiFiAddr)
+		li, okl := hasFrom(s, b.LTEAddr)
+		return localBackup(wi), localBackup(li), okw && okl
+	}
+	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && !w && l
+	})
+	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "lte active, wifi backup under 20% wifi loss", 10*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && w && !l
+	})
+	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && !w && l
+	})
 	wait()
 }

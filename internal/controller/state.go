@@ -63,6 +63,7 @@ type health struct {
 	loss      float64
 	unhealthy bool
 	goodSince time.Time // first sample below the recovery thresholds
+	since     time.Time // became unhealthy
 	failures  int
 	sampled   bool
 }
