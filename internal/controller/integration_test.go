@@ -226,7 +226,7 @@ interfaces:
     role: lte
 metrics:
   listen: ""
-status_socket: %s
+status_socket: "%s"
 log:
   level: debug
 `
