@@ -343,6 +343,10 @@ func TestIntegrationBedLoss(t *testing.T) {
 	echo(t, b.Proxy)
 	wifiPeer := netip.AddrPortFrom(b.ProxyWiFiAddr, 7007).String()
 	ltePeer := netip.AddrPortFrom(b.ProxyLTEAddr, 7007).String()
+	// Resolve the neighbours first: a lost ARP request is retried only
+	// after a second, which would turn the probes below into 100 % loss.
+	mustReach(t, b, b.Client, "", b.ProxyWiFiAddr)
+	mustReach(t, b, b.Client, "", b.ProxyLTEAddr)
 	if err := b.SetLoss(WiFi, 30); err != nil {
 		t.Fatal(err)
 	}
@@ -530,6 +534,19 @@ func TestIntegrationBedLossLegacyTC(t *testing.T) {
 	echo(t, b.Proxy)
 	forceLegacyTC = true
 	t.Cleanup(func() { forceLegacyTC = false })
+	mustReach(t, b, b.Client, "", b.ProxyWiFiAddr)
+	if err := b.SetLoss(WiFi, 30); err != nil {
+		t.Fatal(err)
+	}
+	peer := netip.AddrPortFrom(b.ProxyWiFiAddr, 7007).String()
+	loss, err := probe(t, b, b.Client, "", peer, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("legacy tc, 30%% each way: %.1f%% round trips lost", loss)
+	if loss < 30 || loss > 72 {
+		t.Errorf("legacy tc: round-trip loss %.1f%% with 30%% each way, want about 51%%", loss)
+	}
 	if err := b.SetLoss(WiFi, 100); err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +554,6 @@ func TestIntegrationBedLossLegacyTC(t *testing.T) {
 	if !strings.Contains(out, "gp_loss") || !strings.Contains(out, "direct-action") {
 		t.Errorf("tc filter show: %s", out)
 	}
-	peer := netip.AddrPortFrom(b.ProxyWiFiAddr, 7007).String()
 	if loss, _ := probe(t, b, b.Client, "", peer, 5); loss != 100 {
 		t.Errorf("legacy 100%% loss let %v%% through", 100-loss)
 	}
