@@ -14,9 +14,11 @@ import (
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
-// fakeEvents hands out scripted batches, then blocks until ctx is done.
+// fakeEvents hands out scripted batches, then calls end (if set: the
+// test's Ctrl-C, once every batch was read) and blocks until ctx is done.
 type fakeEvents struct {
 	batches []fakeBatch
+	end     func()
 }
 
 type fakeBatch struct {
@@ -26,6 +28,9 @@ type fakeBatch struct {
 
 func (f *fakeEvents) Receive(ctx context.Context) ([]pathmgr.Event, error) {
 	if len(f.batches) == 0 {
+		if f.end != nil {
+			f.end()
+		}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -41,8 +46,11 @@ func TestRunMonitorJSONLinesAndLost(t *testing.T) {
 		{err: lost},
 		{evs: []pathmgr.Event{{Type: pathmgr.EventSubEstablished, Local: netip.MustParseAddrPort("10.0.0.1:1")}}},
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// Ctrl-C after the last batch, not after a fixed time: a timer could
+	// fire mid-script on a loaded machine and drop the lost line.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	src.end = cancel
 	var out bytes.Buffer
 	if err := runMonitor(ctx, src, &out, true); err != nil {
 		t.Fatalf("runMonitor = %v, want nil when the context ends (Ctrl-C exits 0)", err)
