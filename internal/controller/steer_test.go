@@ -7,7 +7,7 @@ import (
 	"github.com/gigapath/gigapath/internal/policy"
 )
 
-func testPolicy(t *testing.T, steering string) *policy.Policy {
+func testPolicy(t testing.TB, steering string) *policy.Policy {
 	t.Helper()
 	p, err := policy.Parse([]byte("path_manager: userspace\nsteering: " + steering + "\ninterfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"))
 	if err != nil {
