@@ -536,3 +536,55 @@ func TestNoLeaks(t *testing.T) {
 	buf := make([]byte, 1<<16)
 	t.Errorf("leak: goroutines %d → %d, fds %d → %d\n%s", g0, g, f0, f, buf[:runtime.Stack(buf, true)])
 }
+
+// TestIdleTimeout: a silent connection is closed after --idle-timeout; one
+// with data trickling in either direction is kept.
+func TestIdleTimeout(t *testing.T) {
+	echo := echoServer(t, "tcp4", "127.0.0.1:0")
+	_, addr := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}, IdleTimeout: 300 * time.Millisecond})
+	busy := dial(t, addr)
+	idle := dial(t, addr)
+	for _, c := range []net.Conn{busy, idle} {
+		if _, err := relay.ClientHandshake(c, "", "", mustAddr(t, echo)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idleClosed := make(chan time.Duration, 1)
+	t0 := time.Now()
+	go func() {
+		io.ReadAll(idle)
+		idleClosed <- time.Since(t0)
+	}()
+	buf := make([]byte, 1)
+	for i := 0; i < 12; i++ { // 1.2 s of one byte every 100 ms
+		if _, err := busy.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("busy connection cut after %v: %v", time.Since(t0), err)
+		}
+		if _, err := io.ReadFull(busy, buf); err != nil {
+			t.Fatalf("busy connection cut after %v: %v", time.Since(t0), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-idleClosed:
+	default:
+		t.Error("idle connection still open after 1.2 s with --idle-timeout 300ms")
+	}
+}
+
+func TestMaxConns(t *testing.T) {
+	s, addr := startRelay(t, relay.Config{MaxConns: 2})
+	for i := 0; i < 2; i++ {
+		c := dial(t, addr)
+		c.Write([]byte{5, 1, 0})
+		io.ReadFull(c, make([]byte, 2))
+	}
+	c := dial(t, addr)
+	c.Write([]byte{5, 1, 0})
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("third connection over --max-conns 2 got %x, want close", b)
+	}
+	if n := value(t, s, relay.MetricRejected, "max-conns"); n != 1 {
+		t.Errorf("rejected{max-conns} = %v, want 1", n)
+	}
+}
