@@ -554,3 +554,52 @@ func TestIntegrationPriorityLoss(t *testing.T) {
 	})
 	wait()
 }
+
+// path_manager: kernel — the daemon keeps one `subflow` endpoint per policy
+// interface address (lte backup under active-standby) and the limits, as
+// `ip mptcp` shows; an interface going down loses its endpoint, coming back
+// gets it again; an endpoint made by hand is left alone.
+func TestIntegrationKernelPMEndpoints(t *testing.T) {
+	b := testbed.UpT(t, testbed.Spec{})
+	b.Client.MustRun("ip", "mptcp", "endpoint", "add", "10.9.9.9", "id", "250", "signal")
+	p, err := policy.Parse([]byte(strings.Replace(fmt.Sprintf(basePolicy, "active-standby", ""), "path_manager: userspace", "path_manager: kernel", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ctl.Ready()
+	endpoints := func() string { out, _ := b.Client.Run("ip", "mptcp", "endpoint", "show"); return out }
+	has := func(out string, a netip.Addr, flags string) bool {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, a.String()+" ") && strings.Contains(l, flags) {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, b, "wifi subflow endpoint and lte subflow backup endpoint", 5*time.Second, func() bool {
+		out := endpoints()
+		return has(out, b.WiFiAddr, "subflow dev wifi0") && has(out, b.LTEAddr, "subflow backup dev lte0")
+	})
+	if lim, _ := b.Client.Run("ip", "mptcp", "limits", "show"); !strings.Contains(lim, "subflows 4") {
+		t.Errorf("limits: %s", lim)
+	}
+	b.LinkDown(testbed.LTE)
+	waitFor(t, b, "the lte endpoint removed while lte0 is down", 5*time.Second, func() bool {
+		return !strings.Contains(endpoints(), b.LTEAddr.String())
+	})
+	b.LinkUp(testbed.LTE)
+	waitFor(t, b, "the lte endpoint back", 5*time.Second, func() bool {
+		return has(endpoints(), b.LTEAddr, "subflow backup")
+	})
+	if !strings.Contains(endpoints(), "10.9.9.9 id 250") {
+		t.Errorf("the hand-made endpoint was touched:\n%s", endpoints())
+	}
+}
