@@ -292,8 +292,10 @@ func (c *conn) serve() {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(c.c)
 	defer func() {
-		br.Reset(nil)
-		readerPool.Put(br)
+		if br != nil {
+			br.Reset(nil)
+			readerPool.Put(br)
+		}
 	}()
 	req, err := c.handshake(br)
 	if err != nil {
@@ -308,7 +310,7 @@ func (c *conn) serve() {
 	log = log.With("cmd", req.Cmd.String(), "dest", req.Addr.String())
 	switch {
 	case req.Cmd == socks5.CmdConnect:
-		c.connect(log, br, req)
+		c.connect(log, &br, req)
 	case req.Cmd == socks5.CmdUDPAssociate && !s.cfg.DisableUDP && s.pol.upstream == nil:
 		c.udpAssociate(log, req)
 	default:
@@ -380,7 +382,8 @@ func (c *conn) reply(rep socks5.Reply, bound socks5.Addr) error {
 }
 
 // connect serves CONNECT: dial (policy applied), reply, forward.
-func (c *conn) connect(log *slog.Logger, br *bufio.Reader, req socks5.Request) {
+func (c *conn) connect(log *slog.Logger, brp **bufio.Reader, req socks5.Request) {
+	br := *brp
 	s := c.s
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	var dst net.Conn
@@ -415,6 +418,10 @@ func (c *conn) connect(log *slog.Logger, br *bufio.Reader, req socks5.Request) {
 		}
 		s.m.bytes.WithLabelValues("up").Add(float64(n))
 	}
+	// The handshake reader is not needed while forwarding: back to the pool.
+	br.Reset(nil)
+	readerPool.Put(br)
+	*brp = nil
 	up, down := c.pipe(c.c, dst)
 	c.sampleSubflows(dst)
 	log.Info("relay closed", "up_bytes", up, "down_bytes", down, "duration", time.Since(c.start).Round(time.Millisecond))
