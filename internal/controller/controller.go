@@ -629,7 +629,9 @@ func (c *Controller) announce(cn *conn) {
 			if err := c.pm.Announce(cn.token, ep); err != nil {
 				c.m.CommandErrors.WithLabelValues("announce").Inc()
 				c.log.Warn("announce", "token", cn.token, "addr", addr, "err", err)
+				continue
 			}
+			c.log.Debug("announced", "token", cn.token, "addr", addr, "id", ep.ID)
 		}
 	}
 }

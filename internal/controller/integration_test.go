@@ -101,7 +101,9 @@ func setupMode(t *testing.T, size int, mode string) *env {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), b.ProxyAddr.String(), fmt.Sprint(e.port), fmt.Sprint(size), mode)
+	// Bound to every address: MP_JOINs to an address the proxy announces
+	// need a listener there.
+	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), "0.0.0.0", fmt.Sprint(e.port), fmt.Sprint(size), mode)
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -602,4 +604,50 @@ func TestIntegrationKernelPMEndpoints(t *testing.T) {
 	if !strings.Contains(endpoints(), "10.9.9.9 id 250") {
 		t.Errorf("the hand-made endpoint was touched:\n%s", endpoints())
 	}
+}
+
+// side: server — the daemon in the proxy namespace announces its lte1
+// address to each accepted connection; the client's in-kernel PM follows
+// the ADD_ADDR with a subflow to it (ss on the client is the oracle).
+func TestIntegrationServerAnnounce(t *testing.T) {
+	const size = 16 << 20
+	e := setup(t, size)
+	b := e.bed
+	b.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	pol := fmt.Sprintf(`
+side: server
+path_manager: userspace
+steering: aggregate
+routing: off
+interfaces:
+  - name: wifi1
+    role: wifi
+  - name: lte1
+    role: lte
+announce:
+  - address: %s
+metrics:
+  listen: ""
+status_socket: ""
+`, b.ProxyLTEAddr)
+	p, err := policy.Parse([]byte(pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Proxy.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ctl.Ready()
+
+	wait := e.download(t, size)
+	waitFor(t, b, "a client subflow to the announced lte1 address", 10*time.Second, func() bool {
+		out, _ := b.Client.Run("ss", "-tnH", "state", "established", "dst", b.ProxyLTEAddr.String())
+		return strings.TrimSpace(out) != ""
+	})
+	wait()
 }
