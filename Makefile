@@ -45,6 +45,13 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
+# The kernel matrix: installs virtme-ng and Debian's 6.1, 6.12 and newest
+# 7.x kernels (.ci/vmtest-setup, idempotent), runs gigapath check and the
+# integration tests on the host and inside each kernel, and regenerates the
+# table in docs/kernels.md from the results (docs/kernels/*.json).
+vmtest:
+	.ci/vmtest --out docs/kernels
+
 demo: deps build
 	./$(BIN) demo
 
