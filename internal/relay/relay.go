@@ -116,7 +116,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.Shutdown(dctx)
 	})
 	defer stop()
-	s.log.Info("relay listening", "addr", ln.Addr().String(), "mptcp", !s.cfg.NoMPTCP, "upstream", s.cfg.Upstream)
+	up := ""
+	if s.pol.upstream != nil {
+		up = s.pol.upstream.addr // never the credentials
+	}
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "mptcp", !s.cfg.NoMPTCP, "upstream", up)
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
