@@ -508,7 +508,7 @@ func (c *Controller) reconcileConn(cn *conn) {
 	}
 	now := time.Now()
 	avail := c.available()
-	wants := steer(p, avail)
+	wants := steer(p, avail, now)
 	per := map[int][]*sub{}
 	for _, s := range cn.subs {
 		per[s.ifindex] = append(per[s.ifindex], s)

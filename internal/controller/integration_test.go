@@ -651,3 +651,56 @@ status_socket: ""
 	})
 	wait()
 }
+
+// handover: no lte subflow while wifi is up; wifi down mid-download opens
+// the lte subflow (active) and no byte is lost; wifi back gets its subflow
+// again and the lte subflow closes once wifi has been up for hold.
+func TestIntegrationHandover(t *testing.T) {
+	const size = 32 << 20
+	e := setup(t, size)
+	b := e.bed
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "handover", sock) + "handover:\n  hold: 1s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ctl.Ready()
+
+	wait := e.download(t, size)
+	waitFor(t, b, "the wifi subflow", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.WiFiAddr)
+		return ok
+	})
+	time.Sleep(500 * time.Millisecond) // the daemon reacts within ~1 ms when it does
+	if info, ok := hasFrom(subflows(t, b), b.LTEAddr); ok {
+		t.Fatalf("handover opened an lte subflow while wifi is up: %s", info)
+	}
+	if err := b.LinkDown(testbed.WiFi); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "an active lte subflow while wifi is down", 10*time.Second, func() bool {
+		info, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok && !localBackup(info)
+	})
+	time.Sleep(500 * time.Millisecond)
+	if err := b.LinkUp(testbed.WiFi); err != nil {
+		t.Fatal(err)
+	}
+	b.Client.MustRun("ip", "route", "replace", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
+	waitFor(t, b, "wifi subflow back and the lte subflow closed", 10*time.Second, func() bool {
+		s := subflows(t, b)
+		_, w := hasFrom(s, b.WiFiAddr)
+		_, l := hasFrom(s, b.LTEAddr)
+		return w && !l
+	})
+	wait()
+}

@@ -48,13 +48,16 @@ func newConn(token uint32) *conn {
 
 // iface is one interface the policy applies to, as the controller sees it.
 type iface struct {
-	index  int
-	name   string
-	pol    policy.Interface
-	order  int // position in the policy (priority order)
-	up     bool
-	addrs  []netip.Addr
-	health health
+	index int
+	name  string
+	pol   policy.Interface
+	order int // position in the policy (priority order)
+	up    bool
+	addrs []netip.Addr
+	// availSince is when the interface last became available; zero when
+	// it already was at the first look (daemon start).
+	availSince time.Time
+	health     health
 }
 
 // health is the state of an interface for handover/priority steering.
@@ -96,6 +99,12 @@ func buildIfaces(p *policy.Policy, st netmon.State, prev map[int]*iface) map[int
 		}
 		if old, ok := prev[idx]; ok && old.name == l.Name {
 			ifc.health = old.health
+			ifc.availSince = old.availSince
+			if ifc.available() && !old.available() {
+				ifc.availSince = time.Now()
+			}
+		} else if prev != nil {
+			ifc.availSince = time.Now()
 		}
 		out[idx] = ifc
 	}
@@ -120,13 +129,15 @@ type want struct {
 
 // steer decides, for the available interfaces, which should carry a
 // subflow and with which backup flag.
-func steer(p *policy.Policy, ifs []*iface) map[int]want {
+func steer(p *policy.Policy, ifs []*iface, now time.Time) map[int]want {
 	out := map[int]want{}
 	switch p.Steering {
 	case policy.SteerHandover:
+		// A primary that came back must stay for Hold before the backup
+		// subflows close; until then they keep carrying.
 		var primaryOK bool
 		for _, i := range ifs {
-			if !i.pol.Backup && !i.health.unhealthy {
+			if !i.pol.Backup && !i.health.unhealthy && now.Sub(i.availSince) >= p.Handover.Hold {
 				primaryOK = true
 			}
 		}

@@ -23,6 +23,7 @@ func ifaces(p *policy.Policy) (wifi, lte *iface) {
 }
 
 func TestSteer(t *testing.T) {
+	var w, l *iface
 	for _, tc := range []struct {
 		steering          string
 		wifiUnhealthy     bool
@@ -36,18 +37,24 @@ func TestSteer(t *testing.T) {
 		{"priority", true, want{open: true, backup: true}, want{open: true}},
 	} {
 		p := testPolicy(t, tc.steering)
-		w, l := ifaces(p)
+		w, l = ifaces(p)
 		w.health.unhealthy = tc.wifiUnhealthy
-		got := steer(p, []*iface{w, l})
+		got := steer(p, []*iface{w, l}, time.Now())
 		if got[w.index] != tc.wantWiFi || got[l.index] != tc.wantLTE {
 			t.Errorf("%s (wifi unhealthy %v): wifi %+v lte %+v, want %+v %+v", tc.steering, tc.wifiUnhealthy, got[w.index], got[l.index], tc.wantWiFi, tc.wantLTE)
 		}
 	}
 	// handover with wifi gone: lte carries, active.
 	p := testPolicy(t, "handover")
-	_, l := ifaces(p)
-	if got := steer(p, []*iface{l}); got[l.index] != (want{open: true}) {
+	_, l = ifaces(p)
+	if got := steer(p, []*iface{l}, time.Now()); got[l.index] != (want{open: true}) {
 		t.Errorf("handover without wifi: lte %+v", got[l.index])
+	}
+	// handover with wifi back for less than Hold: lte stays open.
+	w, l = ifaces(p)
+	w.availSince = time.Now()
+	if got := steer(p, []*iface{w, l}, time.Now()); !got[l.index].open {
+		t.Errorf("handover, wifi back for less than hold: lte %+v", got[l.index])
 	}
 }
 
