@@ -10,15 +10,18 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/relay"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -262,5 +265,77 @@ func TestIntegrationOpenRelayExit2(t *testing.T) {
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--allow-client") {
 		t.Fatalf("gigapath relay --listen 0.0.0.0:0: %v, output %q; want exit 2 naming --allow-client", err, out)
+	}
+}
+
+// TestIntegrationSIGTERMDrain: the binary stops accepting on SIGTERM, lets
+// an active transfer finish, then exits 0.
+func TestIntegrationSIGTERMDrain(t *testing.T) {
+	bin := gigapathBin(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	release := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		<-release
+		c.Write([]byte("after SIGTERM"))
+	}()
+	port := freePort(t)
+	cmd := exec.Command(bin, "relay", "--listen", "127.0.0.1:"+port, "--allow-dest", "127.0.0.0/8", "--drain-timeout", "20s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("relay stderr:\n%s", stderr.String())
+		}
+	}()
+	addr := waitTCP(t, "127.0.0.1:"+port)
+	c := dial(t, addr)
+	if _, err := relay.ClientHandshake(c, "", "", mustAddr(t, ln.Addr().String())); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	for i := 0; ; i++ {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if i > 100 {
+			t.Fatal("relay still accepting after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("relay exited (%v) with a transfer active", err)
+	default:
+	}
+	close(release)
+	b, err := io.ReadAll(c)
+	if string(b) != "after SIGTERM" || err != nil {
+		t.Errorf("transfer across SIGTERM: %q %v", b, err)
+	}
+	c.Close()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("relay exit after drain: %v, want status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("relay did not exit after its last connection ended")
 	}
 }
