@@ -293,3 +293,56 @@ func TestIntegrationCheckNetNS(t *testing.T) {
 		t.Errorf("check extra: exit %d, %q; want 2", code, errs)
 	}
 }
+
+// TestIntegrationCheckUnprivileged: as nobody, check still reports (exit
+// 0) and says that root is what is missing, instead of calling the kernel
+// features absent.
+func TestIntegrationCheckUnprivileged(t *testing.T) {
+	needRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed: cannot drop privileges")
+	}
+	// A copy nobody can execute (t.TempDir is private to root).
+	dir, err := os.MkdirTemp("", "gigapath-check-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(pmBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "gigapath")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", bin, "-j", "check")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("check as nobody: %v: %s", err, stderr.String())
+	}
+	var items []kcheck.Item
+	if err := json.Unmarshal(out, &items); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]kcheck.Item{}
+	for _, it := range items {
+		byName[it.Name] = it
+	}
+	if it := byName["endpoint_flags"]; it.OK || !strings.Contains(it.Value, "needs root") {
+		t.Errorf("endpoint_flags as nobody: %+v, want not probed, needs root", it)
+	}
+	if it := byName["bpf_sockops"]; it.OK || !strings.Contains(it.Value, "operation not permitted") {
+		t.Errorf("bpf_sockops as nobody: %+v, want refused", it)
+	}
+	// What needs no privilege is still probed.
+	if it := byName["mptcp_pm_family"]; !it.OK {
+		t.Errorf("mptcp_pm_family as nobody: %+v", it)
+	}
+}

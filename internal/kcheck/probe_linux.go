@@ -660,8 +660,11 @@ func progItem(p progType, level string) Item {
 		it.Consequence = p.fail
 	case errors.Is(err, unix.EPERM):
 		why := "operation not permitted"
-		if level != "" && level != "none" {
+		switch {
+		case level != "" && level != "none":
 			why += ", lockdown=" + level
+		case os.Geteuid() != 0:
+			why += ", not root: run gigapath check as root"
 		}
 		it.Value = "refused (" + why + ")"
 		it.Consequence = p.fail
