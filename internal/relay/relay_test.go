@@ -358,6 +358,9 @@ func TestUDPAssociate(t *testing.T) {
 // TestChain: a local entry forwards through an upstream relay over MPTCP,
 // with credentials on the upstream.
 func TestChain(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/net/mptcp/enabled"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Skip("needs MPTCP enabled in this namespace (net.mptcp.enabled=1)")
+	}
 	echo := echoServer(t, "tcp4", "127.0.0.1:0")
 	creds := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(creds, []byte("u:p\n"), 0o600)
