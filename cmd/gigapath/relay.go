@@ -45,6 +45,7 @@ func init() {
 			&cli.IntFlag{Name: "max-conns", Usage: "cap on concurrent connections (0: none)"},
 			&cli.IntFlag{Name: "max-conns-per-client", Usage: "cap on concurrent connections per client IP (0: none)"},
 			&cli.BoolFlag{Name: "no-udp", Usage: "refuse UDP ASSOCIATE"},
+			&cli.StringFlag{Name: "transparent", Usage: "also accept connections redirected by nftables on `ADDR:PORT` (original destination from conntrack)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (/metrics)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 			&cli.BoolFlag{Name: "debug", Usage: "log every connection at debug level"},
@@ -62,7 +63,7 @@ func relayAction(c *cli.Context) error {
 		HandshakeTimeout: c.Duration("handshake-timeout"), DialTimeout: c.Duration("dial-timeout"),
 		IdleTimeout: c.Duration("idle-timeout"), DrainTimeout: c.Duration("drain-timeout"),
 		MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
-		DisableUDP: c.Bool("no-udp"),
+		DisableUDP: c.Bool("no-udp"), Transparent: c.String("transparent"),
 	}
 	lvl := slog.LevelInfo
 	if c.Bool("debug") {
@@ -88,6 +89,14 @@ func relayAction(c *cli.Context) error {
 	ln, err := srv.Listen(ctx)
 	if err != nil {
 		return err
+	}
+	if cfg.Transparent != "" {
+		tln, err := srv.ListenTransparent(ctx)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		go srv.ServeTransparent(ctx, tln)
 	}
 	if addr := c.String("metrics"); addr != "" {
 		reg := prometheus.NewRegistry()

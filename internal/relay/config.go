@@ -54,6 +54,11 @@ type Config struct {
 	MaxConnsPerClient int `yaml:"max_conns_per_client"`
 	// DisableUDP answers UDP ASSOCIATE with "command not supported".
 	DisableUDP bool `yaml:"disable_udp"`
+	// Transparent, when set, is a second listen address (plain TCP) for
+	// connections redirected to it by nftables (`redirect to :PORT`): their
+	// original destination (SO_ORIGINAL_DST) is connected to as if the
+	// client had asked for it with CONNECT, through Upstream when set.
+	Transparent string `yaml:"transparent"`
 }
 
 // ErrOpenRelay is returned by New for a non-loopback listen address with
@@ -203,6 +208,14 @@ func (c *Config) validate() (*policy, error) {
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerClient < 0 {
 		return nil, fmt.Errorf("max-conns and max-conns-per-client must be >= 0 (0: no cap)")
+	}
+	if c.Transparent != "" {
+		if _, _, err := net.SplitHostPort(c.Transparent); err != nil {
+			return nil, fmt.Errorf("transparent %q: want host:port: %v", c.Transparent, err)
+		}
+		if !isLoopbackListen(c.Transparent) && len(p.allowClients) == 0 {
+			return nil, fmt.Errorf("%w on transparent %s: it has no authentication; listen on 127.0.0.1 (nftables redirect goes there) or add --allow-client CIDR", ErrOpenRelay, c.Transparent)
+		}
 	}
 	if !isLoopbackListen(c.Listen) && len(p.creds) == 0 && len(p.allowClients) == 0 {
 		return nil, fmt.Errorf("%w on %s: anyone who can reach it could use it; add --credentials FILE or --allow-client CIDR, or listen on 127.0.0.1", ErrOpenRelay, c.Listen)

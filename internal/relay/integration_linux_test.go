@@ -148,7 +148,7 @@ func TestIntegrationChainThroughTestbed(t *testing.T) {
 	waitListen(t, b.Origin, "8080")
 	start(t, b.Proxy, bin, "relay", "--listen", b.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16", "--metrics", "127.0.0.1:9101")
 	waitListen(t, b.Proxy, "1080")
-	start(t, b.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+b.ProxyAddr.String()+":1080", "--metrics", "127.0.0.1:9100")
+	start(t, b.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+b.ProxyAddr.String()+":1080", "--metrics", "127.0.0.1:9100", "--transparent", "127.0.0.1:1081")
 	waitListen(t, b.Client, "1080")
 
 	// Sample ss -Mtni in the client while the transfer runs.
@@ -187,6 +187,36 @@ func TestIntegrationChainThroughTestbed(t *testing.T) {
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != hex.EncodeToString(sum[:]) || n != 60<<20 {
 		t.Fatalf("received %d bytes with SHA-256 %s, want %d bytes %x", n, got, 60<<20, sum)
+	}
+	// The transparent entry: curl without any proxy setting, its
+	// connection to the origin redirected by nftables to the local relay.
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Log("nft not installed: transparent entry not checked (apt-get install nftables)")
+	} else {
+		nft := b.Client.Command(context.Background(), "nft", "-f", "-")
+		nft.Stdin = strings.NewReader(`table ip gigapath {
+  chain out {
+    type nat hook output priority -100;
+    ip daddr ` + b.OriginAddr.String() + ` tcp dport 8080 redirect to :1081
+  }
+}
+`)
+		if out, err := nft.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v: %s", err, out)
+		}
+		h := sha256.New()
+		cmd := b.Client.Command(context.Background(), "curl", "-sS", "--max-time", "120", "http://"+b.OriginAddr.String()+":8080/blob")
+		var errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = h, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("curl redirected to the transparent entry: %v: %s", err, errOut.String())
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != hex.EncodeToString(sum[:]) {
+			t.Errorf("transparent entry: SHA-256 %s, want %x", got, sum)
+		}
+		if m, _ := b.Client.Run("curl", "-s", "127.0.0.1:9100/metrics"); !regexp.MustCompile(`gigapath_relay_connections_total\{transport="tcp"\} 2\b`).MatchString(m) {
+			t.Errorf("local relay did not count the transparent connection:\n%s", m)
+		}
 	}
 	ss := ssOut.String()
 	for _, a := range []string{b.WiFiAddr.String(), b.LTEAddr.String()} {

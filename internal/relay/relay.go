@@ -99,9 +99,29 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("relay: server closed")
 
+// ListenTransparent opens the configured transparent address (plain TCP).
+func (s *Server) ListenTransparent(ctx context.Context) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Transparent)
+	if err != nil {
+		return nil, fmt.Errorf("relay transparent listen: %w", err)
+	}
+	return ln, nil
+}
+
+// ServeTransparent is Serve for connections redirected by nftables: no
+// SOCKS handshake, the destination is the connection's original one.
+func (s *Server) ServeTransparent(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, true)
+}
+
 // Serve accepts connections on ln until ctx is done or Shutdown is called.
 // When ctx ends, Serve drains (Shutdown with DrainTimeout) before returning.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return s.serve(ctx, ln, false)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, transparent bool) error {
 	s.mu.Lock()
 	if s.draining {
 		s.mu.Unlock()
@@ -120,7 +140,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.pol.upstream != nil {
 		up = s.pol.upstream.addr // never the credentials
 	}
-	s.log.Info("relay listening", "addr", ln.Addr().String(), "mptcp", !s.cfg.NoMPTCP, "upstream", up)
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "mptcp", !s.cfg.NoMPTCP && !transparent, "transparent", transparent, "upstream", up)
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -143,7 +163,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("relay accept: %w", err)
 		}
 		delay = 0
-		s.accepted(c)
+		s.accepted(c, transparent)
 	}
 }
 
@@ -185,15 +205,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // conn is one client connection and, once dialed, its destination.
 type conn struct {
-	s        *Server
-	c        net.Conn
-	client   netip.Addr
-	mptcp    bool
-	start    time.Time
-	mu       sync.Mutex
-	dst      net.Conn
-	aborted  bool
-	lastRecv atomic.Int64 // unix nanos of the last byte moved in any direction
+	s       *Server
+	c       net.Conn
+	client  netip.Addr
+	mptcp   bool
+	start   time.Time
+	mu      sync.Mutex
+	dst     net.Conn
+	aborted bool
+	// transparent: redirected by nftables, no SOCKS on this connection.
+	transparent bool
+	lastRecv    atomic.Int64 // unix nanos of the last byte moved in any direction
 }
 
 func (c *conn) abort() {
@@ -224,12 +246,12 @@ func transport(mptcp bool) string {
 }
 
 // accepted applies the connection limits and starts the handler.
-func (s *Server) accepted(nc net.Conn) {
+func (s *Server) accepted(nc net.Conn, transparent bool) {
 	ap := netip.AddrPort{}
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		ap = ta.AddrPort()
 	}
-	c := &conn{s: s, c: nc, client: ap.Addr().Unmap(), start: time.Now()}
+	c := &conn{s: s, c: nc, client: ap.Addr().Unmap(), start: time.Now(), transparent: transparent}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.mptcp, _ = tc.MultipathTCP()
 	}
@@ -301,7 +323,14 @@ func (c *conn) serve() {
 			readerPool.Put(br)
 		}
 	}()
-	req, err := c.handshake(br)
+	var req socks5.Request
+	var err error
+	if c.transparent {
+		req.Cmd = socks5.CmdConnect
+		req.Addr, err = originalDst(c.c)
+	} else {
+		req, err = c.handshake(br)
+	}
 	if err != nil {
 		var he *handshakeError
 		if errors.As(err, &he) && he.reply != 0 {
@@ -380,6 +409,9 @@ func (c *conn) handshake(br *bufio.Reader) (socks5.Request, error) {
 
 func (c *conn) reply(rep socks5.Reply, bound socks5.Addr) error {
 	c.s.m.replies.WithLabelValues(rep.String()).Inc()
+	if c.transparent {
+		return nil // the app speaks its own protocol; a failure just closes
+	}
 	var b [64]byte
 	_, err := c.c.Write(socks5.AppendReply(b[:0], rep, bound))
 	return err

@@ -220,6 +220,9 @@ func TestOpenRelayRefused(t *testing.T) {
 			t.Errorf("listen %s without auth or allow-client: %v, want ErrOpenRelay", l, err)
 		}
 	}
+	if _, err := relay.New(relay.Config{Transparent: "0.0.0.0:1081"}, nil); !errors.Is(err, relay.ErrOpenRelay) {
+		t.Errorf("public transparent listener without allow-client: %v, want ErrOpenRelay", err)
+	}
 	if _, err := relay.New(relay.Config{Listen: "0.0.0.0:1080", AllowClients: []string{"10.0.0.0/8"}}, nil); err != nil {
 		t.Errorf("with --allow-client: %v", err)
 	}
