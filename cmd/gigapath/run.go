@@ -17,7 +17,7 @@ func init() {
 		Name:  "run",
 		Usage: "run the path-manager daemon with a policy (SIGHUP reloads it, SIGTERM stops)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "policy `FILE` (see gigapath config example)", Required: true},
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "policy `FILE` (see gigapath config example)"},
 			&cli.StringFlag{Name: "status-socket", Usage: "override the policy's status_socket `PATH`"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "override the policy's metrics.listen `ADDR` (\"-\" disables)"},
 		},
@@ -37,6 +37,12 @@ func newLogger(p *policy.Policy) *slog.Logger {
 
 func runDaemon(c *cli.Context) error {
 	file := c.String("config")
+	if file == "" {
+		return usageErrorf("run: --config FILE is required (the policy; `gigapath config example` prints one)")
+	}
+	if c.NArg() != 0 {
+		return usageErrorf("run: unexpected arguments %q", c.Args().Slice())
+	}
 	p, err := policy.Load(file)
 	if err != nil {
 		return usageErrorf("%v", err)

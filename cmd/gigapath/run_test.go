@@ -28,6 +28,9 @@ func TestRunBadConfigExit2(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want exit 2 naming %q", tc.name, code, stderr, tc.want)
 		}
 	}
+	if code, _, stderr := gp(t, "run"); code != 2 || !strings.Contains(stderr, "--config") {
+		t.Errorf("no --config: exit %d, stderr %q", code, stderr)
+	}
 	if code, _, stderr := gp(t, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 2 || !strings.Contains(stderr, "missing.yaml") {
 		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
 	}
