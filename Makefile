@@ -36,10 +36,13 @@ test: deps lint build
 	$(MAKE) fuzz
 
 fuzz:
-	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/^func //'); do \
-	  pkg=$$(dirname $$(grep -rl --include='*_test.go' "^func $$spec(" . | head -1)); \
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do \
+	  for spec in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$$f" | sed 's/^func //'); do \
+	    echo "$$(dirname "$$f") $$spec"; \
+	  done; \
+	done | sort -u | while read -r pkg spec; do \
 	  echo "fuzz $$pkg $$spec ($(FUZZTIME))"; \
-	  $(GO) test -run='^$$' -fuzz="^$$spec\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  $(GO) test -run='^$$' -fuzz="^$$spec\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$pkg </dev/null || exit 1; \
 	done
 
 bench:
