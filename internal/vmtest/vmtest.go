@@ -188,10 +188,14 @@ func seriesOrder(results []Result) {
 	})
 }
 
-// short cuts a check value to fit a table cell: up to the first "; ", and
-// at most max runes.
+// short cuts a check value to fit a table cell: up to the first "; ", the
+// first ": " after a dozen characters (the detail after it is in the JSON),
+// and at most max runes.
 func short(v string, max int) string {
 	if i := strings.Index(v, "; "); i > 0 {
+		v = v[:i]
+	}
+	if i := strings.Index(v, ": "); i >= 12 {
 		v = v[:i]
 	}
 	v = strings.ReplaceAll(v, "|", "/")
@@ -234,6 +238,9 @@ func Render(w io.Writer, results []Result) {
 						mark = "✓"
 					}
 					cell = mark + " " + short(it.Value, 60)
+					if name == "pm_commands" && it.OK {
+						cell = fmt.Sprintf("%s all %d", mark, len(strings.Fields(it.Value)))
+					}
 				}
 			}
 			fmt.Fprintf(w, " %s |", cell)

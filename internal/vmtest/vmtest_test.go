@@ -130,6 +130,12 @@ func TestSplice(t *testing.T) {
 	if got := short("a very long value; with a tail", 60); got != "a very long value" {
 		t.Errorf("short = %q", got)
 	}
+	if got := short("BTF type bpf_struct_ops_mptcp_sched_ops not found: this kernel has none", 60); got != "BTF type bpf_struct_ops_mptcp_sched_ops not found" {
+		t.Errorf("short = %q", got)
+	}
+	if got := short("absent: ENOENT", 60); got != "absent: ENOENT" {
+		t.Errorf("short = %q", got)
+	}
 	if got := short(strings.Repeat("x", 70), 10); got != "xxxxxxxxx…" {
 		t.Errorf("short = %q", got)
 	}
