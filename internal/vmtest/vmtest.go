@@ -189,13 +189,14 @@ func seriesOrder(results []Result) {
 }
 
 // short cuts a check value to fit a table cell: up to the first "; ", the
-// first ": " after a dozen characters (the detail after it is in the JSON),
+// first ": " after a dozen characters and outside parentheses (the detail
+// after it is in the JSON),
 // and at most max runes.
 func short(v string, max int) string {
 	if i := strings.Index(v, "; "); i > 0 {
 		v = v[:i]
 	}
-	if i := strings.Index(v, ": "); i >= 12 {
+	if i := strings.Index(v, ": "); i >= 12 && strings.Count(v[:i], "(") == strings.Count(v[:i], ")") {
 		v = v[:i]
 	}
 	v = strings.ReplaceAll(v, "|", "/")

@@ -133,6 +133,9 @@ func TestSplice(t *testing.T) {
 	if got := short("BTF type bpf_struct_ops_mptcp_sched_ops not found: this kernel has none", 60); got != "BTF type bpf_struct_ops_mptcp_sched_ops not found" {
 		t.Errorf("short = %q", got)
 	}
+	if got := short("kernel userspace (active: kernel)", 60); got != "kernel userspace (active: kernel)" {
+		t.Errorf("short = %q", got)
+	}
 	if got := short("absent: ENOENT", 60); got != "absent: ENOENT" {
 		t.Errorf("short = %q", got)
 	}
