@@ -155,6 +155,11 @@ func mptcpifyAttach(c *cli.Context) error {
 	if len(cgs) == 0 && len(pids) == 0 {
 		return usageErrorf("mptcpify attach: want --cgroup PATH (or --pid PID): the program is never attached system-wide")
 	}
+	// Validate everything before touching the (possibly live, pinned)
+	// maps: a bad argument must not leave the good ones half-applied.
+	if err := mptcpifyValidate(cgs, pids); err != nil {
+		return err
+	}
 	dir := mptcpify.DefaultPinDir
 	var (
 		m   *mptcpify.Mptcpify
@@ -187,6 +192,35 @@ func mptcpifyAttach(c *cli.Context) error {
 		}
 		if err := m.Pin(dir); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// mptcpifyValidate checks every --cgroup and --pid of attach up front:
+// each cgroup must exist under the cgroup v2 mount and not be its root, each
+// pid must name a live process. Any failure is a usage error (exit 2) naming
+// the argument.
+func mptcpifyValidate(cgs []string, pids []int) error {
+	root, rootErr := cgroup.Mount()
+	for _, p := range cgs {
+		r, err := cgroup.Resolve(p)
+		if err != nil {
+			return usageErrorf("mptcpify attach: --cgroup: %v", err)
+		}
+		if _, err := cgroup.ID(r); err != nil {
+			return usageErrorf("mptcpify attach: --cgroup %q: %v", p, err)
+		}
+		if rootErr == nil && filepath.Clean(r) == filepath.Clean(root) {
+			return usageErrorf("mptcpify attach: --cgroup %q is the root of the cgroup hierarchy: that would make every process MPTCP; give a child cgroup", p)
+		}
+	}
+	for _, pid := range pids {
+		if pid <= 0 {
+			return usageErrorf("mptcpify attach: --pid %d: want a positive process id", pid)
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return usageErrorf("mptcpify attach: --pid %d: no such process", pid)
 		}
 	}
 	return nil

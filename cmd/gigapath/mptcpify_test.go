@@ -38,7 +38,7 @@ func TestIntegrationMptcpifyRefused(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"mptcpify", "run", "--", "true"},
-		{"mptcpify", "attach", "--cgroup", "gigapath-never-created"},
+		{"mptcpify", "attach", "--pid", strconv.Itoa(os.Getpid())},
 	} {
 		code, _, errs := ebpfCLIRun(t, args...)
 		if code != 1 || !strings.Contains(errs, serr.Error()) {
@@ -65,6 +65,33 @@ func TestMptcpifyUsage(t *testing.T) {
 		if code, _, errs := ebpfCLIRun(t, args...); code != 2 {
 			t.Errorf("%v: exit %d (%s), want 2", args, code, errs)
 		}
+	}
+}
+
+// attach validates every --cgroup and --pid before it loads or touches the
+// pinned maps: one bad argument among good ones is a usage error naming it,
+// and nothing is applied (on the host the load would fail with exit 1, so
+// exit 2 proves validation ran first).
+func TestMptcpifyAttachValidatesAllFirst(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
+	const noPID = "999999999" // above any pid_max (at most 2^22)
+	noCG := "gigapath-never-created-" + strconv.Itoa(os.Getpid())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mptcpify", "attach", "--pid", self, "--pid", noPID}, noPID},
+		{[]string{"mptcpify", "attach", "--pid", self, "--cgroup", noCG}, noCG},
+		{[]string{"mptcpify", "attach", "--pid", "-3"}, "-3"},
+		{[]string{"mptcpify", "attach", "--cgroup", "/"}, "root of the cgroup hierarchy"},
+	} {
+		code, _, errs := ebpfCLIRun(t, tc.args...)
+		if code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 naming %q", tc.args, code, errs, tc.want)
+		}
+	}
+	if err := mptcpifyValidate(nil, []int{os.Getpid()}); err != nil {
+		t.Errorf("own pid refused: %v", err)
 	}
 }
 
