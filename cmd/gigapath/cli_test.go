@@ -307,6 +307,24 @@ func nsRun(t *testing.T, ns *testbed.NetNS, args ...string) string {
 	return out
 }
 
+// endpoint change ADDR finds an endpoint that has a port (the request must
+// not be a bare address lookup, which the kernel matches with port 0).
+func TestIntegrationCLIEndpointChangeWithPort(t *testing.T) {
+	ns := needRootNS(t, "cliepp")
+	nsRun(t, ns, "ip", "link", "add", "pa0", "type", "veth", "peer", "name", "pa1")
+	nsRun(t, ns, "ip", "link", "set", "pa0", "up")
+	if err := ns.AddAddr("pa0", "10.77.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	n := []string{"--netns", ns.Name}
+	gpOK(t, append(n, strings.Fields("endpoint add 10.77.0.1 port 8080 id 5 signal")...)...)
+	gpOK(t, append(n, strings.Fields("endpoint change 10.77.0.1 backup")...)...)
+	show := nsRun(t, ns, "ip", "mptcp", "endpoint", "show")
+	if want := "10.77.0.1 port 8080 id 5 signal backup"; !strings.Contains(show, want) {
+		t.Fatalf("ip mptcp endpoint show = %q, want %q", show, want)
+	}
+}
+
 // TestIntegrationCLIEndpoints drives endpoint and limits commands through
 // the built binary, with ip mptcp as the oracle in both directions.
 func TestIntegrationCLIEndpoints(t *testing.T) {

@@ -395,7 +395,9 @@ func endpointChange(c *cli.Context) error {
 		return err
 	}
 	flags := (cur.Flags | r.set) &^ r.clear
-	return pm.SetEndpointFlags(r.id, r.addr, flags)
+	// Address it by the id found: a lookup by address alone misses an
+	// endpoint that has a port (the kernel compares address and port).
+	return pm.SetEndpointFlags(cur.ID, netip.Addr{}, flags)
 }
 
 func findEndpoint(pm *pathmgr.Client, id uint8, addr netip.Addr) (pathmgr.Endpoint, error) {
