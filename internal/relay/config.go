@@ -149,10 +149,25 @@ func (p *policy) check(user, pass string) bool {
 	return ok == 1
 }
 
+// redactUpstream hides the password of an upstream URL, even one that does
+// not parse, so an error about it can be shown and logged.
+func redactUpstream(s string) string {
+	i := strings.Index(s, "://")
+	j := strings.LastIndex(s, "@")
+	if i < 0 || j < i {
+		return s
+	}
+	user, _, hasPass := strings.Cut(s[i+3:j], ":")
+	if !hasPass {
+		return s
+	}
+	return s[:i+3] + user + ":xxxxx" + s[j:]
+}
+
 func parseUpstream(s string) (*upstream, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "socks5" && u.Scheme != "socks5h") || u.Host == "" {
-		return nil, fmt.Errorf("upstream %q: want socks5://[user:pass@]host:port", s)
+		return nil, fmt.Errorf("upstream %q: want socks5://[user:pass@]host:port", redactUpstream(s))
 	}
 	up := &upstream{addr: u.Host}
 	if u.Port() == "" {
@@ -162,7 +177,7 @@ func parseUpstream(s string) (*upstream, error) {
 		up.user = u.User.Username()
 		up.pass, _ = u.User.Password()
 		if len(up.user) == 0 || len(up.user) > 255 || len(up.pass) > 255 {
-			return nil, fmt.Errorf("upstream %q: user and password must have 1-255 bytes", s)
+			return nil, fmt.Errorf("upstream %q: user and password must have 1-255 bytes", redactUpstream(s))
 		}
 	}
 	return up, nil

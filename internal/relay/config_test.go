@@ -96,3 +96,23 @@ func writeFile(t *testing.T, name, s string) {
 		t.Fatal(err)
 	}
 }
+
+// A rejected upstream URL is echoed in the error (it reaches stderr and the
+// journal) without its password.
+func TestUpstreamErrorRedacted(t *testing.T) {
+	for _, up := range []string{
+		"socks5://" + strings.Repeat("u", 300) + ":hunter2@192.0.2.1:1080",
+		"http://u:hunter2@192.0.2.1:1080",
+		"socks5://u:hunter2@192.0.2.1:bad port",
+	} {
+		_, err := New(Config{Upstream: up}, nil)
+		if err == nil {
+			t.Errorf("upstream %q accepted", up)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}
+
