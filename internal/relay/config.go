@@ -107,6 +107,11 @@ func parsePrefixes(what string, in []string) ([]netip.Prefix, error) {
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
+		// Addresses are compared unmapped, so ::ffff:10.0.0.0/104 must
+		// become 10.0.0.0/8 or a deny rule spelled that way never matches.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		out = append(out, p.Masked())
 	}
 	return out, nil

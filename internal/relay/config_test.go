@@ -116,3 +116,24 @@ func TestUpstreamErrorRedacted(t *testing.T) {
 	}
 }
 
+// Deny rules written as IPv4-mapped IPv6 prefixes deny the IPv4 addresses
+// they map (destinations are compared unmapped).
+func TestMappedPrefixes(t *testing.T) {
+	p := &policy{}
+	var err error
+	if p.denyDest, err = parsePrefixes("deny-dest", []string{"::ffff:10.0.0.0/104", "::ffff:198.51.100.9"}); err != nil {
+		t.Fatal(err)
+	}
+	if p.allowClients, err = parsePrefixes("allow-client", []string{"::ffff:192.0.2.0/120"}); err != nil {
+		t.Fatal(err)
+	}
+	own := func(netip.Addr) bool { return false }
+	for a, want := range map[string]bool{"10.1.2.3": false, "::ffff:10.1.2.3": false, "198.51.100.9": false, "198.51.100.8": true} {
+		if got := p.destAllowed(netip.MustParseAddr(a), own); got != want {
+			t.Errorf("destAllowed(%s) = %v, want %v", a, got, want)
+		}
+	}
+	if !p.clientAllowed(netip.MustParseAddr("192.0.2.7")) {
+		t.Error("client 192.0.2.7 not in allow-client ::ffff:192.0.2.0/120")
+	}
+}
