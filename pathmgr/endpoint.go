@@ -114,6 +114,12 @@ type Endpoint struct {
 // endpoint add`. With ID 0 the kernel picks the id; the kernel does not
 // return the stored endpoint: read it back with Endpoints. A Port needs
 // FlagSignal and an address that exists locally (the kernel listens there).
+//
+// Kernels older than a flag store the endpoint without it and say nothing
+// (laminar before Linux 6.18). When e asks for such a flag, AddEndpoint
+// reads the endpoint back; if a requested flag is missing it deletes the
+// endpoint again and returns an error wrapping ErrNotSupported that names
+// the flag and the Linux version it needs.
 func (c *Client) AddEndpoint(e Endpoint) error {
 	if err := checkAddr("endpoint add", e.Addr); err != nil {
 		return err
@@ -121,7 +127,69 @@ func (c *Client) AddEndpoint(e Endpoint) error {
 	_, err := c.request("endpoint add", cmdAddAddr, false, func(ae *netlink.AttributeEncoder) {
 		encodeAddr(ae, attrAddr, e)
 	})
-	return err
+	if err != nil || e.Flags&^verifiedFlags == 0 {
+		return err
+	}
+	return c.checkAddedFlags(e)
+}
+
+// verifiedFlags are the endpoint flags every kernel with the mptcp_pm
+// family honours; AddEndpoint reads back endpoints asking for any other.
+const verifiedFlags = FlagSignal | FlagSubflow | FlagBackup
+
+// flagSince is the first Linux version that keeps each newer flag.
+var flagSince = map[EndpointFlags]string{FlagFullmesh: "5.18", FlagLaminar: "6.18"}
+
+// checkAddedFlags reads back the endpoint just added as e and, if the
+// kernel dropped requested flags, removes it and says which.
+func (c *Client) checkAddedFlags(e Endpoint) error {
+	var got Endpoint
+	if e.ID != 0 {
+		ep, err := c.Endpoint(e.ID)
+		if err != nil {
+			return fmt.Errorf("pathmgr: endpoint add %s: reading it back: %w", e.Addr, err)
+		}
+		got = ep
+	} else {
+		eps, err := c.Endpoints()
+		if err != nil {
+			return fmt.Errorf("pathmgr: endpoint add %s: reading it back: %w", e.Addr, err)
+		}
+		found := false
+		for _, ep := range eps {
+			if ep.Addr == e.Addr && ep.Port == e.Port {
+				got, found = ep, true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("pathmgr: endpoint add %s: added, but not in the kernel's endpoint list", e.Addr)
+		}
+	}
+	missing := e.Flags &^ got.Flags
+	if missing == 0 {
+		return nil
+	}
+	var why []string
+	for _, n := range flagNames {
+		if missing&n.f == 0 {
+			continue
+		}
+		missing &^= n.f
+		if v := flagSince[n.f]; v != "" {
+			why = append(why, fmt.Sprintf("%q (needs Linux %s+)", n.name, v))
+		} else {
+			why = append(why, fmt.Sprintf("%q", n.name))
+		}
+	}
+	if missing != 0 {
+		why = append(why, fmt.Sprintf("0x%x", uint32(missing)))
+	}
+	msg := fmt.Sprintf("pathmgr: endpoint add %s: the kernel dropped flag %s", e.Addr, strings.Join(why, ", "))
+	if derr := c.DeleteEndpoint(got.ID, got.Addr); derr != nil {
+		return fmt.Errorf("%s, and removing the endpoint again failed: %v: %w", msg, derr, ErrNotSupported)
+	}
+	return fmt.Errorf("%s; the endpoint was not kept: %w", msg, ErrNotSupported)
 }
 
 // DeleteEndpoint removes the endpoint with the given id, like `ip mptcp
