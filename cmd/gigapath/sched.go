@@ -143,25 +143,42 @@ func schedUse(c *cli.Context) error {
 	if _, ours := sched.Lookup(name); !ours && !slices.Contains(st.Available, name) {
 		return usageErrorf("sched use: unknown scheduler %q (one of: %s)", name, schedNames(netns))
 	}
+	registered := false
 	if c.IsSet("rtt-threshold") {
 		if name != "gp_minrtt" {
 			return usageErrorf("sched use: --rtt-threshold applies to gp_minrtt only, not %q", name)
 		}
-		if sched.Registered(name) {
+		if schedOps.registered(name) {
 			return fmt.Errorf("sched use: gp_minrtt is already registered; `gigapath sched unload gp_minrtt` first to change its threshold")
 		}
-		if err := sched.RegisterOpts(name, sched.Options{RTTThresholdPercent: uint32(c.Uint("rtt-threshold"))}); err != nil {
+		if err := schedOps.registerOpts(name, sched.Options{RTTThresholdPercent: uint32(c.Uint("rtt-threshold"))}); err != nil {
 			return err
 		}
+		registered = true
 	}
-	if err := sched.Use(netns, name); err != nil {
+	if err := schedOps.use(netns, name); err != nil {
 		if errors.Is(err, sched.ErrUnsupported) {
-			return fmt.Errorf("sched use %s: %w", name, sched.ErrUnsupported)
+			err = fmt.Errorf("sched use %s: %w", name, sched.ErrUnsupported)
+		}
+		// Registered here for the threshold: do not leave it behind.
+		if registered {
+			if uerr := schedOps.unregister(name); uerr != nil {
+				err = fmt.Errorf("%w (unregistering %s again failed too: %v)", err, name, uerr)
+			}
 		}
 		return err
 	}
 	return nil
 }
+
+// schedOps are the kernel-changing steps of sched use; tests replace them
+// (BPF schedulers do not load on every kernel) to check the rollback.
+var schedOps = struct {
+	registered   func(string) bool
+	registerOpts func(string, sched.Options) error
+	use          func(netns, name string) error
+	unregister   func(string) error
+}{sched.Registered, sched.RegisterOpts, sched.Use, sched.Unregister}
 
 func schedUnload(c *cli.Context) error {
 	if c.NArg() != 1 {

@@ -304,22 +304,38 @@ func Use(netnsPath, name string) error {
 		}
 		return fmt.Errorf("use scheduler %s: %w", name, ErrNoSchedulerSysctl)
 	}
-	if ours && !Registered(name) && !slices.Contains(st.Available, name) {
-		if err := Register(name); err != nil {
+	need := ours && !Registered(name) && !slices.Contains(st.Available, name)
+	return registerFor(need, name, Register, Unregister, func() error {
+		return inNetNS(netnsPath, func() error {
+			b, err := os.ReadFile(sysctlAvailable)
+			if err != nil {
+				return fmt.Errorf("read net.mptcp.available_schedulers: %w", err)
+			}
+			if avail := strings.Fields(string(b)); !slices.Contains(avail, name) {
+				return fmt.Errorf("scheduler %q is not registered with the kernel (net.mptcp.available_schedulers: %s)", name, strings.Join(avail, " "))
+			}
+			if err := os.WriteFile(sysctlScheduler, []byte(name), 0); err != nil {
+				return fmt.Errorf("set net.mptcp.scheduler=%s: %w", name, err)
+			}
+			return nil
+		})
+	})
+}
+
+// registerFor registers name with reg when need is set, then runs next.
+// If next fails after this call registered name, it unregisters it again
+// with unreg, so a failed Use leaves no struct_ops registered or pinned.
+func registerFor(need bool, name string, reg, unreg func(string) error, next func() error) error {
+	if need {
+		if err := reg(name); err != nil {
 			return err
 		}
 	}
-	return inNetNS(netnsPath, func() error {
-		b, err := os.ReadFile(sysctlAvailable)
-		if err != nil {
-			return fmt.Errorf("read net.mptcp.available_schedulers: %w", err)
+	err := next()
+	if err != nil && need {
+		if uerr := unreg(name); uerr != nil {
+			return fmt.Errorf("%w (unregistering %s again failed too: %v)", err, name, uerr)
 		}
-		if avail := strings.Fields(string(b)); !slices.Contains(avail, name) {
-			return fmt.Errorf("scheduler %q is not registered with the kernel (net.mptcp.available_schedulers: %s)", name, strings.Join(avail, " "))
-		}
-		if err := os.WriteFile(sysctlScheduler, []byte(name), 0); err != nil {
-			return fmt.Errorf("set net.mptcp.scheduler=%s: %w", name, err)
-		}
-		return nil
-	})
+	}
+	return err
 }
