@@ -168,6 +168,9 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	if err := setPathManager(c.cfg.NetNS, string(p.PathManager)); err != nil {
 		return err
 	}
+	if err := c.applyScheduler(p.Scheduler); err != nil {
+		return err
+	}
 	client, err := pathmgr.Dial(pmcfg)
 	if err != nil {
 		return fmt.Errorf("path manager: %w", err)
@@ -729,6 +732,11 @@ func (c *Controller) reload(p *policy.Policy) error {
 			} else {
 				c.rt = rt
 			}
+		}
+	}
+	if d.SchedulerChanged {
+		if err := c.applyScheduler(p.Scheduler); err != nil {
+			c.log.Warn("reload: scheduler not changed", "err", err)
 		}
 	}
 	c.ensureRouting(true)
