@@ -158,9 +158,9 @@ func (e Event) hasDaddr() bool { return e.Has(AttrDestAddr4) || e.Has(AttrDestAd
 // otherwise.
 func FamilyName(f uint16) string {
 	switch f {
-	case 2:
+	case afInet:
 		return "inet"
-	case 10:
+	case afInet6:
 		return "inet6"
 	}
 	return strconv.Itoa(int(f))

@@ -94,19 +94,11 @@ func (s SubflowInfo) Subflow() Subflow { return Subflow{Local: s.Local, Remote: 
 // Join reports whether the subflow was added with MP_JOIN (it is not the
 // connection's initial subflow).
 func (s SubflowInfo) Join() bool {
-	return s.Flags&(subflowFlagJoinLoc|subflowFlagJoinRem) != 0
+	return s.Flags&(mptcpSubflowFlagJoinLoc|mptcpSubflowFlagJoinRem) != 0
 }
 
 // FullyEstablished reports the kernel's MPTCP_SUBFLOW_FLAG_FULLY_ESTABLISHED.
-func (s SubflowInfo) FullyEstablished() bool { return s.Flags&subflowFlagFullyEstablished != 0 }
-
-// Portable copies of the subflow flag bits the methods above need; the
-// full set lives in sockdiag_linux.go.
-const (
-	subflowFlagJoinRem          = 1 << 2
-	subflowFlagJoinLoc          = 1 << 3
-	subflowFlagFullyEstablished = 1 << 6
-)
+func (s SubflowInfo) FullyEstablished() bool { return s.Flags&mptcpSubflowFlagFullyEstablished != 0 }
 
 type subflowJSON struct {
 	Local            netip.AddrPort `json:"local"`
@@ -178,4 +170,4 @@ type MPTCPInfo struct {
 }
 
 // Fallback reports whether the connection fell back to plain TCP.
-func (i *MPTCPInfo) Fallback() bool { return i.Flags&1 != 0 }
+func (i *MPTCPInfo) Fallback() bool { return i.Flags&mptcpInfoFlagFallback != 0 }
