@@ -5,8 +5,10 @@ package relay_test
 import (
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +28,10 @@ import (
 //
 // Goodput is counted after the first second (slow start excluded). It also
 // reports the tbf drops on the proxy side (the download direction).
+//
+// Diagnostic knobs (off by default): GAP_SYSCTL="k=v;k=v" sets sysctls in
+// all three namespaces; GAP_TBF="burst B latency L" replaces the proxy-side
+// (download) tbf parameters, same rates.
 func BenchmarkRelayAggregationGap(b *testing.B) {
 	testbed.NeedRoot(b)
 	bin := gigapathBin(b)
@@ -37,6 +43,24 @@ func BenchmarkRelayAggregationGap(b *testing.B) {
 				if mode != "mptcp-wifi" {
 					if err := bed.EnableKernelPM(); err != nil {
 						b.Fatal(err)
+					}
+				}
+				if v := os.Getenv("GAP_SYSCTL"); v != "" {
+					for _, kv := range strings.Split(v, ";") {
+						for _, n := range bed.Namespaces() {
+							if _, err := n.Run("sysctl", "-w", kv); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+				}
+				if v := os.Getenv("GAP_TBF"); v != "" {
+					for i, l := range testbed.Links {
+						_, pif, _ := testbed.Iface(l)
+						args := append([]string{"tc", "qdisc", "replace", "dev", pif, "root", "handle", "1:", "tbf", "rate", fmt.Sprintf("%dmbit", rates[i])}, strings.Fields(v)...)
+						if _, err := bed.Proxy.Run(args...); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				dur := 5 * time.Second
