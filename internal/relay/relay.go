@@ -213,6 +213,8 @@ type conn struct {
 	mu      sync.Mutex
 	dst     net.Conn
 	aborted bool
+	// cancelDial ends a dial (and resolve) in progress when aborted.
+	cancelDial context.CancelFunc
 	// transparent: redirected by nftables, no SOCKS on this connection.
 	transparent bool
 	lastRecv    atomic.Int64 // unix nanos of the last byte moved in any direction
@@ -223,6 +225,9 @@ func (c *conn) abort() {
 	defer c.mu.Unlock()
 	c.aborted = true
 	c.c.Close()
+	if c.cancelDial != nil {
+		c.cancelDial()
+	}
 	if c.dst != nil {
 		c.dst.Close()
 	}
@@ -422,6 +427,15 @@ func (c *conn) connect(log *slog.Logger, brp **bufio.Reader, req socks5.Request)
 	br := *brp
 	s := c.s
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	// Shutdown's abort cancels the dial too, not only the client side.
+	c.mu.Lock()
+	aborted := c.aborted
+	c.cancelDial = cancel
+	c.mu.Unlock()
+	if aborted {
+		cancel()
+		return
+	}
 	var dst net.Conn
 	var rep socks5.Reply
 	var err error
