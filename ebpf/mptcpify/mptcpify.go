@@ -97,10 +97,11 @@ func lockdown() string {
 		return ""
 	}
 	defer os.Remove(dir)
-	if err := unix.Mount("securityfs", dir, "securityfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	unmount, err := mountSecurityfs(dir)
+	if err != nil {
 		return ""
 	}
-	defer unix.Unmount(dir, unix.MNT_DETACH)
+	defer unmount()
 	return read(filepath.Join(dir, "lockdown"))
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
 	"github.com/gigapath/gigapath/ebpf/bpffs"
 )
@@ -224,7 +223,7 @@ func inNetNS(netns string, fn func() error) error {
 			return
 		}
 		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := setnsNet(f); err != nil {
 			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
