@@ -21,6 +21,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -66,6 +67,11 @@ type Controller struct {
 	ifs     map[int]*iface
 	conns   map[uint32]*conn
 	prevTot map[int][2]uint64 // ifindex → bytes sent, retransmitted (health)
+
+	// pp applies per-interface congestion/mark (nil until needed).
+	pp       *pathpolicy.PathPolicy
+	ppSet    map[netip.Addr]pathpolicy.Policy
+	ppFailed bool
 
 	reloadCh chan reloadReq
 	statusCh chan chan status.Snapshot
@@ -273,6 +279,8 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 
 	c.netSt = w.State()
 	c.ifs = buildIfaces(p, c.netSt, nil)
+	defer c.closePathPolicy()
+	c.syncPathPolicy()
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.resync("start")
@@ -425,6 +433,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
 	c.netSt = c.watcher.State()
 	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs)
+	c.syncPathPolicy()
 	idx := ev.Link.Index
 	if ev.Type == netmon.AddrAdded || ev.Type == netmon.AddrRemoved {
 		idx = ev.Addr.Index
@@ -719,6 +728,7 @@ func (c *Controller) reload(p *policy.Policy) error {
 	routingWas := c.pol.Routing
 	c.pol = p
 	c.ifs = buildIfaces(p, c.netSt, c.ifs)
+	c.syncPathPolicy()
 	if d.RoutingChanged && c.rt != nil && (routingWas.TableBase != p.Routing.TableBase || routingWas.RulePriority != p.Routing.RulePriority || p.Routing.Mode == policy.RoutingOff) {
 		if err := c.rt.Cleanup(); err != nil {
 			c.log.Warn("routing cleanup", "err", err)

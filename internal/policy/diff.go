@@ -102,6 +102,9 @@ func Compare(old, new *Policy) Diff {
 	if d.MetricsChanged {
 		d.NeedsRestart = append(d.NeedsRestart, "metrics.listen")
 	}
+	if old.PathCgroup != new.PathCgroup {
+		d.NeedsRestart = append(d.NeedsRestart, "path_cgroup")
+	}
 	if d.StatusChanged {
 		d.NeedsRestart = append(d.NeedsRestart, "status_socket")
 	}

@@ -72,6 +72,7 @@ type rawFile struct {
 	PathManager   *string        `yaml:"path_manager"`
 	Steering      *string        `yaml:"steering"`
 	Scheduler     string         `yaml:"scheduler"`
+	PathCgroup    string         `yaml:"path_cgroup"`
 	Interfaces    []rawInterface `yaml:"interfaces"`
 	Announce      []rawAnnounce  `yaml:"announce"`
 	Limits        *rawLimits     `yaml:"limits"`
@@ -422,6 +423,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 		Steering: oneOf(c, "steering", r.Steering, SteerAggregate,
 			SteerAggregate, SteerActiveStandby, SteerHandover, SteerPriority),
 		Scheduler:     r.Scheduler,
+		PathCgroup:    r.PathCgroup,
 		StatusSocket:  DefaultStatusSocket,
 		SkipLinkLocal: true,
 	}

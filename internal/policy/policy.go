@@ -103,7 +103,11 @@ type Policy struct {
 	Steering    Steering    `json:"steering"`
 	// Scheduler names an MPTCP packet scheduler (kernel or BPF) to select
 	// with net.mptcp.scheduler; empty keeps the kernel's.
-	Scheduler  string      `json:"scheduler"`
+	Scheduler string `json:"scheduler"`
+	// PathCgroup is the cgroup v2 (absolute, or relative to the cgroup v2
+	// mount) whose sockets get the per-interface congestion/mark; empty =
+	// the root, i.e. every socket of the machine.
+	PathCgroup string      `json:"path_cgroup,omitempty"`
 	Interfaces []Interface `json:"interfaces"`
 	// Announce lists what the server side advertises (ADD_ADDR).
 	Announce      []Announce `json:"announce"`
