@@ -6,10 +6,10 @@
  * sockets in the connection's cgroup) it looks up the socket's local address
  * in `policies` and, when the connection is established, applies what the
  * entry asks for: the congestion control algorithm, SO_MARK, SO_PRIORITY.
- * It then asks for RTT, retransmission and state callbacks and keeps one
- * `subflows` entry per socket (keyed by socket cookie) with the latest srtt,
- * retransmits, delivery rate and byte counts; the entry goes when the socket
- * closes. */
+ * For MPTCP subflows it then asks for RTT, retransmission and state
+ * callbacks and keeps one `subflows` entry per subflow (keyed by socket
+ * cookie) with the latest srtt, retransmits, delivery rate and byte counts;
+ * the entry goes when the socket closes. */
 #include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -54,8 +54,12 @@ struct {
 	__type(value, struct policy);
 } policies SEC(".maps");
 
+/* Telemetry of MPTCP subflows only (plain TCP sockets in the cgroup get
+ * their policy but no entry). LRU: when full, the least recently updated
+ * entry (a subflow long gone without a CLOSE callback) makes room instead
+ * of new subflows silently getting none. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct subflow_stats);
@@ -145,6 +149,8 @@ static __always_inline void established(struct bpf_sock_ops *skops)
 		if (tp)
 			s.is_mptcp = BPF_CORE_READ_BITFIELD(tp, is_mptcp);
 	}
+	if (!s.is_mptcp)
+		return;
 	fill(skops, &s);
 	bpf_map_update_elem(&subflows, &cookie, &s, BPF_ANY);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |

@@ -354,7 +354,8 @@ func statsFrom(cookie uint64, s *pathpolicySubflowStats) SubflowStats {
 	return out
 }
 
-// Telemetry returns the current per-socket statistics.
+// Telemetry returns the current per-subflow statistics (MPTCP subflows
+// only; plain TCP sockets in the cgroup get their policy but no entry).
 func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
 	var (
 		cookie uint64
