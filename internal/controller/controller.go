@@ -281,6 +281,9 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	c.ifs = buildIfaces(p, c.netSt, nil)
 	defer c.closePathPolicy()
 	c.syncPathPolicy()
+	if mp := c.startMptcpify(p.Mptcpify); mp != nil {
+		defer mp.Close()
+	}
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.resync("start")

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -101,6 +102,9 @@ func Compare(old, new *Policy) Diff {
 	}
 	if d.MetricsChanged {
 		d.NeedsRestart = append(d.NeedsRestart, "metrics.listen")
+	}
+	if !slices.Equal(old.Mptcpify, new.Mptcpify) {
+		d.NeedsRestart = append(d.NeedsRestart, "mptcpify")
 	}
 	if old.PathCgroup != new.PathCgroup {
 		d.NeedsRestart = append(d.NeedsRestart, "path_cgroup")

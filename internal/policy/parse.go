@@ -11,6 +11,7 @@ import (
 	"path"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ type rawFile struct {
 	Steering      *string        `yaml:"steering"`
 	Scheduler     string         `yaml:"scheduler"`
 	PathCgroup    string         `yaml:"path_cgroup"`
+	Mptcpify      []string       `yaml:"mptcpify"`
 	Interfaces    []rawInterface `yaml:"interfaces"`
 	Announce      []rawAnnounce  `yaml:"announce"`
 	Limits        *rawLimits     `yaml:"limits"`
@@ -435,6 +437,13 @@ func (c *checker) validate(r *rawFile) *Policy {
 	}
 	if r.SkipLinkLocal != nil {
 		p.SkipLinkLocal = *r.SkipLinkLocal
+	}
+	for _, m := range r.Mptcpify {
+		if m == "" || slices.Contains(strings.Split(m, "/"), "..") {
+			c.errorf("mptcpify", "%q is not a cgroup: give a systemd unit name (app.service) or a cgroup v2 path without '..'", m)
+			continue
+		}
+		p.Mptcpify = append(p.Mptcpify, m)
 	}
 
 	// interfaces

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -20,5 +21,23 @@ func TestPathCgroupParsedAndNeedsRestart(t *testing.T) {
 	}
 	if d := a.Diff(b); !slices.Contains(d.NeedsRestart, "path_cgroup") {
 		t.Fatalf("changing path_cgroup: NeedsRestart = %v, want it listed", d.NeedsRestart)
+	}
+}
+
+func TestMptcpifyParsed(t *testing.T) {
+	const base = "path_manager: userspace\ninterfaces:\n  - name: lte0\n    role: lte\n"
+	p, err := Parse([]byte(base + "mptcpify: [app.service, /sys/fs/cgroup/x]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{MptcpifyCgroup(p.Mptcpify[0]), MptcpifyCgroup(p.Mptcpify[1])}; !slices.Equal(got, []string{"system.slice/app.service", "/sys/fs/cgroup/x"}) {
+		t.Fatalf("mptcpify cgroups = %v", got)
+	}
+	if _, err := Parse([]byte(base + "mptcpify: [\"a/../b\"]\n")); err == nil || !strings.Contains(err.Error(), "mptcpify") {
+		t.Fatalf("mptcpify with '..': err = %v, want it refused naming the key", err)
+	}
+	q, _ := Parse([]byte(base))
+	if d := q.Diff(p); !slices.Contains(d.NeedsRestart, "mptcpify") {
+		t.Fatalf("changing mptcpify: NeedsRestart = %v", d.NeedsRestart)
 	}
 }

@@ -107,7 +107,11 @@ type Policy struct {
 	// PathCgroup is the cgroup v2 (absolute, or relative to the cgroup v2
 	// mount) whose sockets get the per-interface congestion/mark; empty =
 	// the root, i.e. every socket of the machine.
-	PathCgroup string      `json:"path_cgroup,omitempty"`
+	PathCgroup string `json:"path_cgroup,omitempty"`
+	// Mptcpify lists cgroups whose TCP sockets are made MPTCP (eBPF): a
+	// name without '/' is a systemd unit (system.slice/NAME), anything
+	// else a cgroup v2 path, absolute or relative to the mount.
+	Mptcpify   []string    `json:"mptcpify,omitempty"`
 	Interfaces []Interface `json:"interfaces"`
 	// Announce lists what the server side advertises (ADD_ADDR).
 	Announce      []Announce `json:"announce"`
@@ -243,4 +247,13 @@ func (p *Policy) Summary() string {
 	}
 	return fmt.Sprintf("side %s, path_manager %s, steering %s, routing %s, %d %s (%s)",
 		p.Side, p.PathManager, p.Steering, p.Routing.Mode, len(ifs), noun, strings.Join(ifs, ", "))
+}
+
+// MptcpifyCgroup is the cgroup path of a `mptcpify:` entry: a systemd unit
+// name (no '/') lives under system.slice; anything else is a cgroup path.
+func MptcpifyCgroup(entry string) string {
+	if !strings.Contains(entry, "/") {
+		return "system.slice/" + entry
+	}
+	return entry
 }

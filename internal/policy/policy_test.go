@@ -134,7 +134,7 @@ func TestParseErrors(t *testing.T) {
 		want     []string
 	}{
 		{"unknown key at top", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
-			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
+			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
 		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
 			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
 				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark`}},
@@ -205,7 +205,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: mapping key "path_manager" already defined at line 1`}},
 		{"several problems at once", "path_manager: userspace\nsteering: fast\nbogus: 1\ninterfaces:\n  - name: wifi0\n    role: 5g\n",
 			[]string{`line 2: steering: "fast" is not valid; use one of aggregate, active-standby, handover, priority`,
-				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
+				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
 				`line 6: interfaces[0].role: "5g" is not valid; use one of wifi, lte, ethernet, other`}},
 	}
 	for _, tt := range tests {
