@@ -22,6 +22,14 @@ steering: aggregate
 # Optional MPTCP packet scheduler (kernel or BPF, see gigapath sched list).
 #scheduler: default
 
+# Cgroup v2 whose sockets get the interfaces' congestion/mark (eBPF
+# sockops); default: the cgroup v2 root, i.e. every socket of the machine.
+#path_cgroup: system.slice/app.service
+
+# Cgroups (systemd unit names or cgroup v2 paths) whose TCP sockets are
+# made MPTCP by eBPF, where the kernel allows tracing programs.
+#mptcpify: [app.service]
+
 # The interfaces MPTCP may use. Each has name (exact) or match (a glob).
 interfaces:
   - name: wifi0
