@@ -24,8 +24,10 @@
  * tracepoint fires for every MPTCP connection of the machine, in every
  * network namespace, and local addresses repeat across namespaces.
  * Kernel-created subflows carry their connection's cgroup
- * (mptcp_attach_cgroup). Loader sets scope_cgid/scope_level; the root of
- * the hierarchy (level 0) takes every socket.
+ * (mptcp_attach_cgroup). The loader sets scope_cgid; the program walks
+ * the socket's cgroup ancestors (up to SCOPE_MAX_DEPTH levels) looking for
+ * it, so no depth computed from a (possibly namespaced) path is needed. The
+ * root of the hierarchy takes every socket.
  * raw_tracepoint programs load under lockdown=integrity. */
 #include "common.h"
 
@@ -34,10 +36,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define GP_TCPF_ESTABLISHED (1 << 1)
 #define GP_TCPF_CLOSE_WAIT (1 << 8)
 
-/* The scope: cgroup id (kernfs node id, the directory's inode number) and
- * its depth below the root of the cgroup v2 hierarchy. */
+/* The scope: cgroup id (kernfs node id, the directory's inode number). */
 volatile const __u64 scope_cgid;
-volatile const __u32 scope_level;
+
+/* Scope cgroups deeper than this below the real root never match. */
+#define SCOPE_MAX_DEPTH 16
 
 struct share {
 	__u64 considered;
@@ -94,19 +97,27 @@ static __always_inline int key_of(struct sock *ssk, struct addr_key *k)
 	return 0;
 }
 
-/* in_scope: ssk's cgroup is the scope cgroup or below it (the check of
- * bpf_skb_ancestor_cgroup_id: its ancestor at the scope's level). */
+/* in_scope: ssk's cgroup is the scope cgroup or below it: one of its
+ * ancestors (cgroup->ancestors[0..level], itself included) is the scope. */
 static __always_inline int in_scope(struct sock *ssk)
 {
-	struct cgroup *cg = BPF_CORE_READ(ssk, sk_cgrp_data.cgroup), *anc = NULL;
-	__u32 level = scope_level;
+	struct cgroup *cg = BPF_CORE_READ(ssk, sk_cgrp_data.cgroup), *anc;
+	int level, i;
 
-	if (!cg || BPF_CORE_READ(cg, level) < (int)level || level > 255)
+	if (!cg)
 		return 0;
-	bpf_probe_read_kernel(&anc, sizeof(anc),
-			      (void *)cg + bpf_core_field_offset(struct cgroup, ancestors) +
-			      level * sizeof(anc));
-	return anc && BPF_CORE_READ(anc, kn, id) == scope_cgid;
+	level = BPF_CORE_READ(cg, level);
+	for (i = 0; i < SCOPE_MAX_DEPTH; i++) {
+		if (i > level)
+			break;
+		anc = NULL;
+		bpf_probe_read_kernel(&anc, sizeof(anc),
+				      (void *)cg + bpf_core_field_offset(struct cgroup, ancestors) +
+				      i * sizeof(anc));
+		if (anc && BPF_CORE_READ(anc, kn, id) == scope_cgid)
+			return 1;
+	}
+	return 0;
 }
 
 static __always_inline struct share *entry(struct addr_key *k)

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -114,18 +113,11 @@ func (p *PathPolicy) loadShare() error {
 	if err != nil {
 		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
 	}
-	level, err := cgroupLevel(p.cgroup)
-	if err != nil {
-		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
-	}
 	spec, err := loadSendshare()
 	if err != nil {
 		return fmt.Errorf("pathpolicy: load send-share programs: %w", err)
 	}
 	if err := spec.Variables[sendshareVarScopeCgid].Set(id); err != nil {
-		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
-	}
-	if err := spec.Variables[sendshareVarScopeLevel].Set(uint32(level)); err != nil {
 		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
 	}
 	p.share = new(sendshareObjects)
@@ -142,23 +134,6 @@ func (p *PathPolicy) loadShare() error {
 	}
 	p.shareLinks = append(p.shareLinks, tp)
 	return nil
-}
-
-// cgroupLevel is the depth of the cgroup directory p below the root of the
-// cgroup v2 hierarchy (the root is 0), as the kernel's cgroup->level.
-func cgroupLevel(p string) (int, error) {
-	root, err := cgroup.Mount()
-	if err != nil {
-		return 0, err
-	}
-	rel, err := filepath.Rel(root, p)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
-		return 0, fmt.Errorf("cgroup %s is not under the cgroup v2 mount %s", p, root)
-	}
-	if rel == "." {
-		return 0, nil
-	}
-	return len(strings.Split(rel, string(filepath.Separator))), nil
 }
 
 // Cgroup is the cgroup the sockops program is attached to.

@@ -45,7 +45,6 @@ const (
 	sendshareMapShares           = "shares"
 	sendshareProgGigapathGetSend = "gigapath_get_send"
 	sendshareVarScopeCgid        = "scope_cgid"
-	sendshareVarScopeLevel       = "scope_level"
 )
 
 // loadSendshare returns the embedded CollectionSpec for sendshare.
@@ -106,8 +105,7 @@ type sendshareMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareVariableSpecs struct {
-	ScopeCgid  *ebpf.VariableSpec `ebpf:"scope_cgid"`
-	ScopeLevel *ebpf.VariableSpec `ebpf:"scope_level"`
+	ScopeCgid *ebpf.VariableSpec `ebpf:"scope_cgid"`
 }
 
 // sendshareObjects contains all objects after they have been loaded into the kernel.
@@ -147,8 +145,7 @@ func (m *sendshareMaps) Close() error {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendshareVariables struct {
-	ScopeCgid  *ebpf.Variable `ebpf:"scope_cgid"`
-	ScopeLevel *ebpf.Variable `ebpf:"scope_level"`
+	ScopeCgid *ebpf.Variable `ebpf:"scope_cgid"`
 }
 
 // sendsharePrograms contains all programs after they have been loaded into the kernel.

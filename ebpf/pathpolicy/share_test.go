@@ -251,18 +251,3 @@ func txBytes(t *testing.T, tp *topo, dev string) uint64 {
 	}
 	return links[0].Stats.TX.Bytes
 }
-
-func TestCgroupLevel(t *testing.T) {
-	root, err := cgroup.Mount()
-	if err != nil {
-		t.Skipf("no cgroup v2 hierarchy: %v", err)
-	}
-	for p, want := range map[string]int{root: 0, root + "/a": 1, root + "/a/b/c": 3} {
-		if got, err := cgroupLevel(p); err != nil || got != want {
-			t.Errorf("cgroupLevel(%s) = %d, %v; want %d", p, got, err, want)
-		}
-	}
-	if _, err := cgroupLevel("/tmp"); err == nil {
-		t.Error("cgroupLevel(/tmp) succeeded")
-	}
-}
