@@ -120,9 +120,16 @@ func TestIntegrationInterfaceCongestion(t *testing.T) {
 		t.Fatalf("client: %v", err)
 	}
 
-	// On exit the daemon detaches the program from the cgroup.
+	// On exit the daemon detaches the program from the cgroup (bpftool
+	// shows it attached while the daemon runs).
+	_, lookErr := exec.LookPath("bpftool")
+	if lookErr == nil {
+		if out, err := exec.Command("bpftool", "cgroup", "show", cg).CombinedOutput(); err != nil || !strings.Contains(string(out), "sock_ops") {
+			t.Errorf("bpftool cgroup show %s while the daemon runs: %v: no sock_ops in %s", cg, err, out)
+		}
+	}
 	stop()
-	if _, err := exec.LookPath("bpftool"); err != nil {
+	if lookErr != nil {
 		t.Log("bpftool not installed: detaching on exit not checked")
 	} else if out, err := exec.Command("bpftool", "cgroup", "show", cg).CombinedOutput(); err != nil {
 		t.Errorf("bpftool cgroup show %s: %v: %s", cg, err, out)
