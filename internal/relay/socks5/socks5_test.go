@@ -139,6 +139,10 @@ func FuzzParseHandshake(f *testing.F) {
 	f.Add([]byte{5, 2, 0, 2})
 	f.Add([]byte{1, 1, 'u', 1, 'p'})
 	f.Add([]byte{0, 0, 0, 1, 1, 2, 3, 4, 0, 53, 'x'})
+	// An IPv4-mapped IPv6 address: parsed as the IPv4 address it maps (so
+	// the destination policy sees 127.0.0.1, not ::ffff:127.0.0.1); found
+	// by this fuzzer when the property below looked at the parsed type.
+	f.Add([]byte{0, 0, 0x30, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, '0', '0', '0', '0', '0', '0'})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if ms, err := ParseGreeting(bytes.NewReader(b)); err == nil && len(ms) != int(b[1]) {
 			t.Fatalf("greeting %x: %d methods", b, len(ms))
@@ -150,7 +154,9 @@ func FuzzParseHandshake(f *testing.F) {
 			}
 		}
 		if h, payload, err := ParseUDP(b); err == nil {
-			if h.Addr.Type() != AtypIPv6 && !bytes.Equal(AppendUDP(nil, h, payload), b) {
+			// IPv6 on the wire (ATYP 4) may come back as IPv4 when it is
+			// IPv4-mapped: exempt by the wire's type, not the parsed one.
+			if b[3] != byte(AtypIPv6) && !bytes.Equal(AppendUDP(nil, h, payload), b) {
 				t.Fatalf("udp %x does not re-encode", b)
 			}
 		}
