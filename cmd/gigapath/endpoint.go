@@ -271,12 +271,7 @@ func endpointAdd(c *cli.Context) error {
 			return err
 		}
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.AddEndpoint(r.ep)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.AddEndpoint(r.ep) })
 }
 
 // endpointDelArgs is the parsed form of `endpoint del`.
@@ -322,12 +317,7 @@ func endpointDel(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.DeleteEndpoint(r.id, r.addr)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.DeleteEndpoint(r.id, r.addr) })
 }
 
 // endpointChangeArgs is the parsed form of `endpoint change`: the
@@ -536,17 +526,23 @@ func endpointFlush(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usageErrorf("endpoint flush: unexpected argument %q (flush takes none)", c.Args().First())
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.FlushEndpoints()
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.FlushEndpoints() })
 }
 
 // pmDial opens a path-manager client in the namespace of --netns.
 func pmDial(c *cli.Context) (*pathmgr.Client, error) {
 	return pathmgr.Dial(&pathmgr.Config{NetNS: netnsName(c)})
+}
+
+// withPM runs one request on a client opened in the --netns namespace and
+// closes it afterwards.
+func withPM(c *cli.Context, fn func(*pathmgr.Client) error) error {
+	pm, err := pmDial(c)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	return fn(pm)
 }
 
 // rtnlDial opens an rtnetlink socket in the namespace netns names (a name

@@ -100,10 +100,5 @@ func limitsSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.SetLimits(u)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.SetLimits(u) })
 }

@@ -210,12 +210,7 @@ func announceCmd(c *cli.Context) error {
 			return err
 		}
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.Announce(r.token, r.local)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.Announce(r.token, r.local) })
 }
 
 func parseRemove(args []string) (userspaceArgs, error) {
@@ -235,12 +230,7 @@ func removeCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.Remove(r.token, r.local.ID)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.Remove(r.token, r.local.ID) })
 }
 
 // checkEnds validates the two ends of a subflow command.
@@ -288,12 +278,7 @@ func subflowCreate(c *cli.Context) error {
 			return err
 		}
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.CreateSubflow(r.token, r.local, r.remote)
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.CreateSubflow(r.token, r.local, r.remote) })
 }
 
 func parseSubflowDestroy(args []string) (userspaceArgs, error) {
@@ -310,12 +295,8 @@ func subflowDestroy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.DestroySubflow(r.token, pathmgr.Subflow{Local: netip.AddrPortFrom(r.local.Addr, r.local.Port), Remote: r.remote})
+	sf := pathmgr.Subflow{Local: netip.AddrPortFrom(r.local.Addr, r.local.Port), Remote: r.remote}
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.DestroySubflow(r.token, sf) })
 }
 
 func parseSubflowSet(args []string) (userspaceArgs, error) {
@@ -338,10 +319,6 @@ func subflowSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	return pm.SetSubflowBackup(r.token, pathmgr.Subflow{Local: netip.AddrPortFrom(r.local.Addr, r.local.Port), Remote: r.remote}, *r.backup)
+	sf := pathmgr.Subflow{Local: netip.AddrPortFrom(r.local.Addr, r.local.Port), Remote: r.remote}
+	return withPM(c, func(pm *pathmgr.Client) error { return pm.SetSubflowBackup(r.token, sf, *r.backup) })
 }
