@@ -20,19 +20,35 @@ type Config struct {
 // netnsFile opens the namespace file named by cfg, or returns nil for the
 // current namespace. The caller closes it once the socket exists.
 func (cfg *Config) netnsFile() (*os.File, error) {
-	if cfg == nil || cfg.NetNS == "" {
+	if cfg == nil {
 		return nil, nil
 	}
-	p := cfg.NetNS
+	f, err := OpenNetNS(cfg.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("pathmgr: %w", err)
+	}
+	return f, nil
+}
+
+// OpenNetNS opens a network namespace file named as Config.NetNS names one:
+// a name from `ip netns list` (resolved under /run/netns) or an absolute
+// path such as /proc/PID/ns/net. It returns nil, nil for "" (the current
+// namespace). Errors name the namespace and wrap the open error, so
+// errors.Is(err, os.ErrNotExist) tells a missing namespace.
+func OpenNetNS(name string) (*os.File, error) {
+	if name == "" {
+		return nil, nil
+	}
+	p := name
 	if !strings.HasPrefix(p, "/") {
 		if strings.Contains(p, "/") || p == "." || p == ".." {
-			return nil, fmt.Errorf("pathmgr: network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", p)
+			return nil, fmt.Errorf("network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", name)
 		}
 		p = "/run/netns/" + p
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("pathmgr: network namespace %q: %w", cfg.NetNS, err)
+		return nil, fmt.Errorf("network namespace %q: %w", name, err)
 	}
 	return f, nil
 }

@@ -549,15 +549,11 @@ func withPM(c *cli.Context, fn func(*pathmgr.Client) error) error {
 // under /run/netns or an absolute path), or the current one.
 func rtnlDial(netns string) (*rtnetlink.Conn, error) {
 	cfg := &netlink.Config{}
-	if netns != "" {
-		p := netns
-		if !strings.HasPrefix(p, "/") {
-			p = "/run/netns/" + p
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, fmt.Errorf("network namespace %q: %w", netns, err)
-		}
+	f, err := pathmgr.OpenNetNS(netns)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
 		defer f.Close()
 		cfg.NetNS = int(f.Fd())
 	}

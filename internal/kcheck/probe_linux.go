@@ -91,23 +91,16 @@ func inNetNS(netns string, fn func() error) error {
 	if netns == "" {
 		return fn()
 	}
-	path := netns
-	if !strings.HasPrefix(path, "/") {
-		if strings.Contains(path, "/") || path == "." || path == ".." {
-			return fmt.Errorf("network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", netns)
-		}
-		path = "/run/netns/" + path
-	}
-	f, err := os.Open(path)
+	f, err := pathmgr.OpenNetNS(netns)
 	if err != nil {
-		return fmt.Errorf("network namespace %q: %w", netns, err)
+		return err
 	}
 	defer f.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with us
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			errc <- fmt.Errorf("enter network namespace %s: %w", f.Name(), err)
 			return
 		}
 		errc <- fn()

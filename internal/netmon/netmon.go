@@ -22,8 +22,9 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"strings"
 	"time"
+
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Config selects the namespace and what is reported.
@@ -318,19 +319,9 @@ func usableAddr(a netip.Addr, flags uint32, includeLinkLocal bool) bool {
 // netnsFile opens the namespace file named by name (see Config.NetNS), or
 // returns nil for the current namespace.
 func netnsFile(name string) (*os.File, error) {
-	if name == "" {
-		return nil, nil
-	}
-	p := name
-	if !strings.HasPrefix(p, "/") {
-		if strings.Contains(p, "/") || p == "." || p == ".." {
-			return nil, fmt.Errorf("netmon: network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", name)
-		}
-		p = "/run/netns/" + p
-	}
-	f, err := os.Open(p)
+	f, err := pathmgr.OpenNetNS(name)
 	if err != nil {
-		return nil, fmt.Errorf("netmon: network namespace %q: %w", name, err)
+		return nil, fmt.Errorf("netmon: %w", err)
 	}
 	return f, nil
 }

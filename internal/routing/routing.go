@@ -29,6 +29,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Protocol marks gigapath's rules and routes (`ip rule` and `ip route`
@@ -170,19 +172,9 @@ func (c Config) desired(p Path) ([]Rule, []Route) {
 // netnsFile opens the namespace file named by name, or returns nil for the
 // current namespace.
 func netnsFile(name string) (*os.File, error) {
-	if name == "" {
-		return nil, nil
-	}
-	p := name
-	if !strings.HasPrefix(p, "/") {
-		if strings.Contains(p, "/") || p == "." || p == ".." {
-			return nil, fmt.Errorf("routing: network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", name)
-		}
-		p = "/run/netns/" + p
-	}
-	f, err := os.Open(p)
+	f, err := pathmgr.OpenNetNS(name)
 	if err != nil {
-		return nil, fmt.Errorf("routing: network namespace %q: %w", name, err)
+		return nil, fmt.Errorf("routing: %w", err)
 	}
 	return f, nil
 }
