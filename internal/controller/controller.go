@@ -171,8 +171,16 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	pmcfg := &pathmgr.Config{NetNS: c.cfg.NetNS}
 	p := c.pol
 
-	if err := setPathManager(c.cfg.NetNS, string(p.PathManager)); err != nil {
+	restorePM, err := setPathManager(c.cfg.NetNS, string(p.PathManager))
+	if err != nil {
 		return err
+	}
+	if restorePM != nil {
+		defer func() {
+			if err := restorePM(); err != nil {
+				c.log.Warn("restore net.mptcp.path_manager", "err", err)
+			}
+		}()
 	}
 	if err := c.applyScheduler(p.Scheduler); err != nil {
 		return err

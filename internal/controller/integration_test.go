@@ -263,7 +263,7 @@ func startController(t *testing.T, b *testbed.Bed, steering string) (*controller
 	return ctl, m, sock
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))

@@ -5,6 +5,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 )
 
 // buildBinary builds cmd/gigapath (or takes GIGAPATH_TEST_BIN).
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("GIGAPATH_TEST_BIN"); p != "" {
 		return p
@@ -41,9 +42,16 @@ type daemon struct {
 // until its status socket answers.
 func startDaemon(t *testing.T, b *testbed.Bed, bin, cfg, sock string) *daemon {
 	t.Helper()
-	cmd := b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-")
-	cmd.Stderr = testWriter{t}
-	cmd.Stdout = testWriter{t}
+	return startDaemonW(t, b, bin, cfg, sock, testWriter{t}, "--metrics-listen", "-")
+}
+
+// startDaemonW is startDaemon with the daemon's output going to w and
+// extra arguments for `gigapath run`.
+func startDaemonW(t testing.TB, b *testbed.Bed, bin, cfg, sock string, w io.Writer, args ...string) *daemon {
+	t.Helper()
+	cmd := b.Client.Command(context.Background(), bin, append([]string{"run", "--config", cfg}, args...)...)
+	cmd.Stderr = w
+	cmd.Stdout = w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,72 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// The daemon switches the namespace to the userspace path manager while it
+// runs and puts the host's value back when it stops; a namespace that was
+// already on userspace stays on it.
+func TestIntegrationPathManagerRestored(t *testing.T) {
+	b := testbed.UpT(t, testbed.Spec{})
+	get := func() string {
+		return strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
+	}
+	if _, err := b.Client.Run("sysctl", "-n", "net.mptcp.path_manager"); err != nil {
+		t.Skipf("net.mptcp.path_manager (Linux 6.15) missing: %v", err)
+	}
+	run := func(during func()) {
+		t.Helper()
+		p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "aggregate", "")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+			Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- ctl.Run(ctx) }()
+		select {
+		case <-ctl.Ready():
+		case err := <-done:
+			t.Fatal(err)
+		}
+		during()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if got := get(); got != "kernel" {
+		t.Fatalf("fresh namespace has path_manager %q, want kernel", got)
+	}
+	run(func() {
+		if got := get(); got != "userspace" {
+			t.Errorf("while running: path_manager %q, want userspace", got)
+		}
+	})
+	if got := get(); got != "kernel" {
+		t.Errorf("after stop: path_manager %q, want kernel (restored)", got)
+	}
+
+	// Already userspace before start: nothing to restore.
+	b.Client.MustRun("sysctl", "-qw", "net.mptcp.path_manager=userspace")
+	run(func() {})
+	if got := get(); got != "userspace" {
+		t.Errorf("started on userspace: path_manager %q after stop, want userspace", got)
+	}
+}
