@@ -105,7 +105,7 @@ func daemonCapacity(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	d := startDaemonW(b, bed, bin, cfg, sock, testWriter{b}) // warnings only (log level warn)
-	pid := d.cmd.Process.Pid // ip netns exec execs the binary: same pid
+	pid := d.cmd.Process.Pid                                 // ip netns exec execs the binary: same pid
 
 	// Independent observer.
 	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
