@@ -104,8 +104,10 @@ func daemonCapacity(b *testing.B, n int) {
 	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	d := startDaemonW(b, bed, bin, cfg, sock, testWriter{b}) // warnings only (log level warn)
-	pid := d.cmd.Process.Pid                                 // ip netns exec execs the binary: same pid
+	// The daemon logs warnings only (log level warn). ip netns exec execs
+	// the binary, so the command's pid is the daemon's.
+	d := startDaemonW(b, bed, bin, cfg, sock, testWriter{b})
+	pid := d.cmd.Process.Pid
 
 	// Independent observer.
 	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
