@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -191,8 +192,21 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	}
 	defer client.Close()
 	c.kpm = client
+	var createFailures <-chan createFailure
 	if c.pm == nil {
-		c.pm = client
+		ap, err := newAsyncPM(client, min(max(runtime.GOMAXPROCS(0), 1), 8), func() (PM, func() error, error) {
+			cl, err := pathmgr.Dial(pmcfg)
+			if err != nil {
+				return nil, nil, fmt.Errorf("path manager: %w", err)
+			}
+			return cl, cl.Close, nil
+		})
+		if err != nil {
+			return err
+		}
+		defer ap.Close()
+		c.pm = ap
+		createFailures = ap.Failures()
 	}
 	inv, err := pathmgr.OpenInventory(pmcfg)
 	if err != nil {
@@ -335,6 +349,8 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
 				c.resync("events_lost")
 			}
+		case f := <-createFailures:
+			c.createFailed(f)
 		case ev, ok := <-netCh:
 			if !ok {
 				netCh = nil
@@ -360,7 +376,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 // handlePM applies one path-manager event.
 func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 	c.m.Events.WithLabelValues(ev.Type.String()).Inc()
-	c.log.Debug("pm event", "event", ev.String())
+	c.log.Debug("pm event", "event", eventLog(ev))
 	switch ev.Type {
 	case pathmgr.EventCreated:
 		cn := c.conn(ev.Token)
@@ -415,6 +431,12 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 	}
 }
+
+// eventLog formats an event for the log only when a record is written, so
+// the event loop does not format every event for a disabled debug level.
+type eventLog pathmgr.Event
+
+func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(e).String()) }
 
 func (c *Controller) conn(token uint32) *conn {
 	cn, ok := c.conns[token]
@@ -611,6 +633,24 @@ func (c *Controller) reconcileConn(cn *conn) {
 			c.destroy(cn, s, "interface gone")
 		}
 	}
+}
+
+// createFailed handles a SUBFLOW_CREATE the kernel refused after the event
+// loop went on (asyncPM): the interface is retried after the back-off.
+func (c *Controller) createFailed(f createFailure) {
+	c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+	cn, ok := c.conns[f.token]
+	if !ok {
+		c.log.Debug("subflow create for a closed connection", "token", f.token, "local", f.local.Addr, "remote", f.remote, "err", f.err)
+		return
+	}
+	name := ""
+	if i, ok := c.ifs[f.local.IfIndex]; ok {
+		name = i.name
+	}
+	c.log.Warn("subflow create", "token", f.token, "interface", name, "local", f.local.Addr, "remote", f.remote, "err", f.err)
+	delete(cn.pending, f.local.IfIndex)
+	cn.backoff[f.local.IfIndex] = time.Now().Add(retryBackoff)
 }
 
 func (c *Controller) destroy(cn *conn, s *sub, why string) {

@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"net/netip"
+	"sync"
+
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// createJob is one SUBFLOW_CREATE the event loop asked for.
+type createJob struct {
+	token  uint32
+	local  pathmgr.Endpoint
+	remote netip.AddrPort
+}
+
+// createFailure is a create the kernel refused, reported back to the event
+// loop, which owns all state.
+type createFailure struct {
+	createJob
+	err error
+}
+
+// asyncPM sends SUBFLOW_CREATE from a pool of path-manager sockets. The
+// kernel does the subflow's connect inline in that request (on a veth or a
+// local NIC much of the handshake's processing too), which is most of the
+// cost of serving a connection; running the requests on several threads
+// spreads that work over the CPUs while the event loop goes on with the next
+// events. The other commands are rare and stay synchronous on the loop's
+// own socket. When the queue is full CreateSubflow runs synchronously,
+// which is the back-pressure.
+type asyncPM struct {
+	PM
+	jobs     chan createJob
+	failures chan createFailure
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// newAsyncPM starts workers, each on a socket of its own from dial.
+func newAsyncPM(sync PM, workers int, dial func() (PM, func() error, error)) (*asyncPM, error) {
+	a := &asyncPM{PM: sync, jobs: make(chan createJob, 4096), failures: make(chan createFailure, 256), done: make(chan struct{})}
+	for i := 0; i < workers; i++ {
+		pm, closeFn, err := dial()
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.wg.Add(1)
+		go a.work(pm, closeFn)
+	}
+	return a, nil
+}
+
+func (a *asyncPM) work(pm PM, closeFn func() error) {
+	defer a.wg.Done()
+	defer closeFn()
+	for j := range a.jobs {
+		if err := pm.CreateSubflow(j.token, j.local, j.remote); err != nil {
+			select {
+			case a.failures <- createFailure{j, err}:
+			case <-a.done:
+			}
+		}
+	}
+}
+
+// CreateSubflow queues the request; a refusal arrives on Failures.
+func (a *asyncPM) CreateSubflow(token uint32, local pathmgr.Endpoint, remote netip.AddrPort) error {
+	select {
+	case a.jobs <- createJob{token, local, remote}:
+		return nil
+	default:
+		return a.PM.CreateSubflow(token, local, remote)
+	}
+}
+
+// Failures delivers refused creates to the event loop.
+func (a *asyncPM) Failures() <-chan createFailure { return a.failures }
+
+// Close stops the workers; queued requests are still sent.
+func (a *asyncPM) Close() {
+	close(a.done)
+	close(a.jobs)
+	a.wg.Wait()
+}

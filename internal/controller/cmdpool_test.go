@@ -1,0 +1,145 @@
+package controller
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/pathmgr"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// recPM records creates and refuses those for token 13; gate, when set,
+// holds every create until it is closed.
+type recPM struct {
+	mu      sync.Mutex
+	created []uint32
+	gate    chan struct{}
+}
+
+func (r *recPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPort) error {
+	if r.gate != nil {
+		<-r.gate
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.created = append(r.created, token)
+	if token == 13 {
+		return errors.New("refused")
+	}
+	return nil
+}
+func (*recPM) DestroySubflow(uint32, pathmgr.Subflow) error         { return nil }
+func (*recPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error { return nil }
+func (*recPM) Announce(uint32, pathmgr.Endpoint) error              { return nil }
+
+func (r *recPM) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.created) }
+
+func TestAsyncPMReportsRefusals(t *testing.T) {
+	loop := &recPM{}
+	workers := []*recPM{{}, {}}
+	n := 0
+	var closed atomic.Int32
+	a, err := newAsyncPM(loop, 2, func() (PM, func() error, error) {
+		w := workers[n]
+		n++
+		return w, func() error { closed.Add(1); return nil }, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := netip.MustParseAddrPort("10.0.0.1:80")
+	for tok := uint32(10); tok < 20; tok++ {
+		if err := a.CreateSubflow(tok, pathmgr.Endpoint{IfIndex: 3}, remote); err != nil {
+			t.Fatalf("queued create returned %v", err)
+		}
+	}
+	select {
+	case f := <-a.Failures():
+		if f.token != 13 || f.local.IfIndex != 3 || f.remote != remote || f.err == nil {
+			t.Errorf("failure = %+v, want token 13 on ifindex 3 to %v", f, remote)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refused create was never reported")
+	}
+	a.Close()
+	if got := workers[0].count() + workers[1].count(); got != 10 {
+		t.Errorf("workers sent %d creates, want 10", got)
+	}
+	if loop.count() != 0 {
+		t.Errorf("the loop's own socket sent %d creates, want 0", loop.count())
+	}
+	if closed.Load() != 2 {
+		t.Errorf("%d worker sockets closed, want 2", closed.Load())
+	}
+	select {
+	case f := <-a.Failures():
+		t.Errorf("unexpected second failure %+v", f)
+	default:
+	}
+}
+
+// A full queue makes CreateSubflow synchronous on the loop's socket.
+func TestAsyncPMBackPressure(t *testing.T) {
+	loop := &recPM{}
+	gate := make(chan struct{})
+	a, err := newAsyncPM(loop, 1, func() (PM, func() error, error) {
+		return &recPM{gate: gate}, func() error { return nil }, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { close(gate); a.Close() }()
+	remote := netip.MustParseAddrPort("10.0.0.1:80")
+	// One create held by the worker plus a full queue.
+	for i := 0; i < cap(a.jobs)+1; i++ {
+		a.CreateSubflow(1, pathmgr.Endpoint{}, remote)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.jobs) < cap(a.jobs) && time.Now().Before(deadline) {
+		a.CreateSubflow(1, pathmgr.Endpoint{}, remote)
+	}
+	before := loop.count()
+	if err := a.CreateSubflow(13, pathmgr.Endpoint{}, remote); err == nil {
+		t.Error("a create on a full queue did not run synchronously (want the refusal back at once)")
+	}
+	if loop.count() != before+1 {
+		t.Errorf("loop socket creates %d → %d, want one more", before, loop.count())
+	}
+}
+
+// A refusal reported by the pool clears the pending create and sets the
+// back-off for that interface; one for a closed connection is only counted.
+func TestCreateFailedBacksOff(t *testing.T) {
+	m := metrics.New()
+	c, err := New(Config{Policy: testPolicy(t, "aggregate"), Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn := c.conn(7)
+	cn.pending[3] = time.Now()
+	c.createFailed(createFailure{createJob{token: 7, local: pathmgr.Endpoint{IfIndex: 3}}, errors.New("refused")})
+	if _, ok := cn.pending[3]; ok {
+		t.Error("pending create kept after the refusal")
+	}
+	if t0, ok := cn.backoff[3]; !ok || time.Until(t0) <= 0 {
+		t.Errorf("backoff = %v, %v; want a time in the future", t0, ok)
+	}
+	c.createFailed(createFailure{createJob{token: 99}, errors.New("no such connection")})
+	var pb dto.Metric
+	if err := m.CommandErrors.WithLabelValues("subflow_create").Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	if got := pb.GetCounter().GetValue(); got != 2 {
+		t.Errorf("command errors = %v, want 2", got)
+	}
+	if _, ok := c.conns[99]; ok {
+		t.Error("a failure for an unknown token created a connection")
+	}
+}
