@@ -203,6 +203,8 @@ socks pass { from: 10.90.1.0/24 to: 0.0.0.0/0 }
 // local relay → MPTCP wifi+lte → proxy relay → origin) over the shaped
 // testbed, steady state (the first second is skipped), divided by the sum
 // of the link rates. RELAY_PLOT=FILE.svg writes the per-path throughput.
+// Both relays run with --congestion cubic, the setting docs/relay.md
+// recommends for the MPTCP hop (BenchmarkRelayAggregationGap compares).
 func BenchmarkRelayAggregation(b *testing.B) {
 	testbed.NeedRoot(b)
 	bin := gigapathBin(b)
@@ -216,9 +218,9 @@ func BenchmarkRelayAggregation(b *testing.B) {
 			dur := 5 * time.Second
 			size := int64(float64(rates[0]+rates[1]) * 1e6 / 8 * dur.Seconds() * 1.5) // more than fits in dur
 			bulkServer(b, bed.Origin, bed.OriginAddr.String()+":5001", size)
-			start(b, bed.Proxy, bin, "relay", "--listen", bed.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16")
+			start(b, bed.Proxy, bin, "relay", "--listen", bed.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16", "--congestion", "cubic")
 			waitListen(b, bed.Proxy, "1080")
-			start(b, bed.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+bed.ProxyAddr.String()+":1080")
+			start(b, bed.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+bed.ProxyAddr.String()+":1080", "--congestion", "cubic")
 			waitListen(b, bed.Client, "1080")
 			// Averages over the b.N runs; link rates are what the client's
 			// interfaces received (headers, retransmissions and MPTCP

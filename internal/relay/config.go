@@ -54,6 +54,12 @@ type Config struct {
 	MaxConnsPerClient int `yaml:"max_conns_per_client"`
 	// DisableUDP answers UDP ASSOCIATE with "command not supported".
 	DisableUDP bool `yaml:"disable_udp"`
+	// Congestion is the TCP congestion control (TCP_CONGESTION) for the
+	// relay's sockets, listening and dialing, every MPTCP subflow included
+	// (empty: the namespace's default). On MPTCP, loss-based control
+	// (cubic) keeps both paths full where bbr leaves 3-11 points of the
+	// links unused (docs/benchmarks.md).
+	Congestion string `yaml:"congestion"`
 	// Transparent, when set, is a second listen address (plain TCP) for
 	// connections redirected to it by nftables (`redirect to :PORT`): their
 	// original destination (SO_ORIGINAL_DST) is connected to as if the

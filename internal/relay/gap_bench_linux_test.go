@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gigapath/gigapath/internal/relay"
 	"github.com/gigapath/gigapath/internal/relay/socks5"
 	"github.com/gigapath/gigapath/internal/testbed"
@@ -31,7 +33,10 @@ import (
 //
 // Diagnostic knobs (off by default): GAP_SYSCTL="k=v;k=v" sets sysctls in
 // all three namespaces; GAP_TBF="burst B latency L" replaces the proxy-side
-// (download) tbf parameters, same rates.
+// (download) tbf parameters, same rates; GAP_CC=NAME sets the sending
+// socket's congestion control (TCP_CONGESTION, which CAP_NET_ADMIN may set
+// beyond tcp_allowed_congestion_control) in the tcp-wifi, mptcp-wifi and
+// mptcp-direct rows, and is the relays' --congestion in the chain row.
 func BenchmarkRelayAggregationGap(b *testing.B) {
 	testbed.NeedRoot(b)
 	bin := gigapathBin(b)
@@ -91,9 +96,13 @@ func BenchmarkRelayAggregationGap(b *testing.B) {
 					}
 				case "chain":
 					bulkServer(b, bed.Origin, bed.OriginAddr.String()+":5001", size)
-					start(b, bed.Proxy, bin, "relay", "--listen", bed.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16")
+					var cc []string
+					if v := os.Getenv("GAP_CC"); v != "" {
+						cc = []string{"--congestion", v}
+					}
+					start(b, bed.Proxy, append([]string{bin, "relay", "--listen", bed.ProxyAddr.String() + ":1080", "--allow-client", "10.201.0.0/16"}, cc...)...)
 					waitListen(b, bed.Proxy, "1080")
-					start(b, bed.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+bed.ProxyAddr.String()+":1080")
+					start(b, bed.Client, append([]string{bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://" + bed.ProxyAddr.String() + ":1080"}, cc...)...)
 					waitListen(b, bed.Client, "1080")
 					dial = func() (c net.Conn, err error) {
 						if err = bed.Client.Do(func() (err error) { c, err = net.Dial("tcp", "127.0.0.1:1080"); return err }); err != nil {
@@ -143,6 +152,11 @@ func serveBulk(b testing.TB, ln net.Listener, size int64) {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if cc := os.Getenv("GAP_CC"); cc != "" {
+				if err := setCongestion(c, cc); err != nil {
+					b.Errorf("GAP_CC: %v", err)
+				}
 			}
 			go func() {
 				defer c.Close()
@@ -208,4 +222,23 @@ func tbfDrops(b testing.TB, bed *testbed.Bed) int64 {
 		}
 	}
 	return n
+}
+
+// setCongestion sets TCP_CONGESTION on a TCP or MPTCP socket (MPTCP passes
+// it on to every subflow).
+func setCongestion(c net.Conn, cc string) error {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("TCP_CONGESTION %s: %w", cc, serr)
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gigapath/gigapath/internal/relay/socks5"
@@ -38,6 +39,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	ccControl func(network, address string, c syscall.RawConn) error // TCP_CONGESTION, or nil
 	perClient map[netip.Addr]int
 	draining  bool
 	idle      chan struct{} // closed when conns drops to 0 while draining
@@ -66,6 +68,13 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.dialer.SetMultipathTCP(cfg.UpstreamMPTCP)
 	s.upDial.SetMultipathTCP(true)
+	if cfg.Congestion != "" {
+		if s.ccControl, err = congestionControl(cfg.Congestion); err != nil {
+			return nil, err
+		}
+		s.dialer.Control = s.ccControl
+		s.upDial.Control = s.ccControl
+	}
 	return s, nil
 }
 
@@ -77,7 +86,7 @@ func (s *Server) Config() Config { return s.cfg }
 
 // Listen opens the configured listen address (MPTCP unless NoMPTCP).
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: s.ccControl}
 	lc.SetMultipathTCP(!s.cfg.NoMPTCP)
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
