@@ -301,3 +301,33 @@ func TestAdoptPeerAddresses(t *testing.T) {
 		t.Errorf("after adopt: creates %v destroys %v, want lte to remote and peerA", cr, d)
 	}
 }
+
+// A reload to peer_addresses: ignore closes the subflows to announced
+// addresses; one back to use opens them again.
+func TestPeerAddressReloadIgnore(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: use", 2)
+	now := time.Now()
+	initial := netip.AddrPortFrom(wifiA, 40000)
+	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
+	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
+	a.RemoteID = 2
+	c.handlePM(a, now)
+	onPeer := netip.AddrPortFrom(wifiA, 40001)
+	c.handlePM(ev(pathmgr.EventSubEstablished, onPeer, peerA, 2), now)
+	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(lteA, 40002), remote, 3), now)
+	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(lteA, 40003), peerA, 3), now)
+	rec.take()
+	use := c.pol
+	ign, _ := peerController(t, "peer_addresses: ignore", 2)
+	c.pol = ign.pol
+	c.reconcileAll()
+	cr, d := rec.take()
+	if want := []string{"10.1.1.2:40001>" + peerA.String(), "10.1.2.2:40003>" + peerA.String()}; len(cr) != 0 || !slices.Equal(d, want) {
+		t.Errorf("to ignore: creates %v destroys %v, want destroys %v", cr, d, want)
+	}
+	c.pol = use
+	c.reconcileAll()
+	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String(), "3>" + peerA.String()}) {
+		t.Errorf("back to use: creates %v", cr)
+	}
+}
