@@ -805,13 +805,16 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 			// The inventory has no list of the peer's announced
 			// addresses; a subflow to one (remote id != 0, not the
 			// connection's remote) shows it.
-			if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) {
+			o, known := old[sf]
+			if known {
+				ns.goneAt = o.goneAt
+			}
+			// A subflow the kernel is still closing after the peer's
+			// RM_ADDR (goneAt set) does not bring its address back.
+			if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
 				if _, ok := cn.peers[s.RemoteID]; !ok {
 					cn.addPeer(s.RemoteID, s.Remote)
 				}
-			}
-			if o, ok := old[sf]; ok {
-				ns.goneAt = o.goneAt
 			}
 		}
 	}

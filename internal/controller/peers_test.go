@@ -331,3 +331,33 @@ func TestPeerAddressReloadIgnore(t *testing.T) {
 		t.Errorf("back to use: creates %v", cr)
 	}
 }
+
+// A resync between the peer's RM_ADDR and the kernel closing the subflows
+// does not bring the withdrawn address back.
+func TestAdoptAfterRemoved(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: use", 2)
+	now := time.Now()
+	initial := netip.AddrPortFrom(wifiA, 40000)
+	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
+	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
+	a.RemoteID = 4
+	c.handlePM(a, now)
+	onPeer := netip.AddrPortFrom(wifiA, 40001)
+	c.handlePM(ev(pathmgr.EventSubEstablished, onPeer, peerA, 2), now)
+	r := ev(pathmgr.EventRemoved, netip.AddrPort{}, netip.AddrPort{}, 0)
+	r.RemoteID = 4
+	c.handlePM(r, now)
+	var est pathmgr.TCPState = 1
+	c.adopt([]pathmgr.Connection{{Token: 1, Local: initial, Remote: remote, State: est, Subflows: []pathmgr.SubflowInfo{
+		{Local: initial, Remote: remote, State: est, IfIndex: 2},
+		{Local: onPeer, Remote: peerA, State: est, IfIndex: 2, RemoteID: 4},
+	}}}, now)
+	if got := c.conns[1].peers; len(got) != 0 {
+		t.Errorf("peers after adopt = %v, want none (withdrawn)", got)
+	}
+	rec.take()
+	c.reconcileAll()
+	if cr, _ := rec.take(); slices.Contains(cr, "2>"+peerA.String()) || slices.Contains(cr, "3>"+peerA.String()) {
+		t.Errorf("creates to the withdrawn address after adopt: %v", cr)
+	}
+}
