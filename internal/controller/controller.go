@@ -620,6 +620,13 @@ func (c *Controller) reconcileConn(cn *conn) {
 				c.create(cn, i, dst, w.backup, now)
 				continue
 			}
+			// Two subflows in one slot (a create that outlived its pending
+			// window and then succeeded too): keep the lowest local port.
+			slices.SortFunc(cur, func(a, b *sub) int { return int(a.sf.Local.Port()) - int(b.sf.Local.Port()) })
+			for _, s := range cur[1:] {
+				c.destroy(cn, s, "duplicate")
+			}
+			cur = cur[:1]
 			for _, s := range cur {
 				if s.backup == w.backup {
 					continue

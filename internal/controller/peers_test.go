@@ -361,3 +361,17 @@ func TestAdoptAfterRemoved(t *testing.T) {
 		t.Errorf("creates to the withdrawn address after adopt: %v", cr)
 	}
 }
+
+// Two subflows in one (interface, destination) slot: one is destroyed.
+func TestDuplicateSlot(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: ignore", 1)
+	now := time.Now()
+	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
+	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(lteA, 40009), remote, 3), now)
+	rec.take()
+	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(lteA, 40002), remote, 3), now)
+	c.reconcileAll()
+	if cr, d := rec.take(); len(cr) != 0 || !slices.Equal(d, []string{"10.1.2.2:40009>" + remote.String()}) {
+		t.Errorf("creates %v destroys %v, want the later lte subflow destroyed", cr, d)
+	}
+}
