@@ -97,6 +97,10 @@ func TestConfigCheckExitCodes(t *testing.T) {
 			`line 2: steering: "turbo" is not valid; use one of aggregate, active-standby, handover, priority`},
 		{"limits above 8", "path_manager: userspace\nlimits: {subflows: 16}\n" + ifs,
 			"line 2: limits.subflows: 16 is out of range; use 0 to 8"},
+		{"bad peer_addresses", "path_manager: userspace\npeer_addresses: all\n" + ifs,
+			`line 2: peer_addresses: "all" is not valid; use one of ignore, use`},
+		{"max_subflows above 8", "path_manager: userspace\ninterfaces:\n  - name: lte0\n    role: lte\n    max_subflows: 9\n",
+			"line 5: interfaces[0].max_subflows: 9 is out of range; use 1 to 8"},
 		{"duplicate interface", "path_manager: userspace\n" + ifs + "  - name: lte0\n    role: lte\n",
 			`line 7: interfaces[2].name: "lte0" is already used by interfaces[1]`},
 	} {

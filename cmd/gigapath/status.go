@@ -64,6 +64,9 @@ func showStatus(c *cli.Context) error {
 	fmt.Printf("\nconnections: %d\n", len(s.Connections))
 	for _, k := range s.Connections {
 		fmt.Printf("token %08x %s -> %s\n", k.Token, k.Local, k.Remote)
+		for _, a := range k.PeerAddrs {
+			fmt.Printf("  peer address id %d %s\n", a.ID, a.Addr)
+		}
 		for _, f := range k.Subflows {
 			b := ""
 			if f.Backup {

@@ -15,15 +15,15 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// recPM records creates and refuses those for token 13; gate, when set,
+// poolPM records creates and refuses those for token 13; gate, when set,
 // holds every create until it is closed.
-type recPM struct {
+type poolPM struct {
 	mu      sync.Mutex
 	created []uint32
 	gate    chan struct{}
 }
 
-func (r *recPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPort) error {
+func (r *poolPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPort) error {
 	if r.gate != nil {
 		<-r.gate
 	}
@@ -35,15 +35,15 @@ func (r *recPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPort
 	}
 	return nil
 }
-func (*recPM) DestroySubflow(uint32, pathmgr.Subflow) error         { return nil }
-func (*recPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error { return nil }
-func (*recPM) Announce(uint32, pathmgr.Endpoint) error              { return nil }
+func (*poolPM) DestroySubflow(uint32, pathmgr.Subflow) error         { return nil }
+func (*poolPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error { return nil }
+func (*poolPM) Announce(uint32, pathmgr.Endpoint) error              { return nil }
 
-func (r *recPM) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.created) }
+func (r *poolPM) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.created) }
 
 func TestAsyncPMReportsRefusals(t *testing.T) {
-	loop := &recPM{}
-	workers := []*recPM{{}, {}}
+	loop := &poolPM{}
+	workers := []*poolPM{{}, {}}
 	n := 0
 	var closed atomic.Int32
 	a, err := newAsyncPM(loop, 2, func() (PM, func() error, error) {
@@ -87,10 +87,10 @@ func TestAsyncPMReportsRefusals(t *testing.T) {
 
 // A full queue makes CreateSubflow synchronous on the loop's socket.
 func TestAsyncPMBackPressure(t *testing.T) {
-	loop := &recPM{}
+	loop := &poolPM{}
 	gate := make(chan struct{})
 	a, err := newAsyncPM(loop, 1, func() (PM, func() error, error) {
-		return &recPM{gate: gate}, func() error { return nil }, nil
+		return &poolPM{gate: gate}, func() error { return nil }, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +115,7 @@ func TestAsyncPMBackPressure(t *testing.T) {
 }
 
 // A refusal reported by the pool clears the pending create and sets the
-// back-off for that interface; one for a closed connection is only counted.
+// back-off for that (interface, destination) slot only; one for a closed connection is only counted.
 func TestCreateFailedBacksOff(t *testing.T) {
 	m := metrics.New()
 	c, err := New(Config{Policy: testPolicy(t, "aggregate"), Metrics: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -123,13 +123,19 @@ func TestCreateFailedBacksOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	cn := c.conn(7)
-	cn.pending[3] = time.Now()
-	c.createFailed(createFailure{createJob{token: 7, local: pathmgr.Endpoint{IfIndex: 3}}, errors.New("refused")})
-	if _, ok := cn.pending[3]; ok {
+	dst := netip.MustParseAddrPort("10.0.0.1:80")
+	other := slot{3, netip.MustParseAddrPort("10.0.0.2:80")}
+	cn.pending[slot{3, dst}] = time.Now()
+	cn.pending[other] = time.Now()
+	c.createFailed(createFailure{createJob{token: 7, local: pathmgr.Endpoint{IfIndex: 3}, remote: dst}, errors.New("refused")})
+	if _, ok := cn.pending[slot{3, dst}]; ok {
 		t.Error("pending create kept after the refusal")
 	}
-	if t0, ok := cn.backoff[3]; !ok || time.Until(t0) <= 0 {
+	if t0, ok := cn.backoff[slot{3, dst}]; !ok || time.Until(t0) <= 0 {
 		t.Errorf("backoff = %v, %v; want a time in the future", t0, ok)
+	}
+	if _, ok := cn.pending[other]; !ok {
+		t.Error("the refusal also cleared another destination's pending create")
 	}
 	c.createFailed(createFailure{createJob{token: 99}, errors.New("no such connection")})
 	var pb dto.Metric

@@ -403,8 +403,8 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
 		cn.subs[sf] = &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup}
-		if _, ok := cn.pending[idx]; ok {
-			delete(cn.pending, idx)
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
+			delete(cn.pending, k)
 			if !cn.measured && !cn.estAt.IsZero() {
 				cn.measured = true
 				c.m.ReactionLatency.Observe(at.Sub(cn.estAt).Seconds())
@@ -419,9 +419,36 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
 		delete(cn.subs, sf)
-		if _, ok := cn.pending[idx]; ok {
-			delete(cn.pending, idx)
-			cn.backoff[idx] = at.Add(retryBackoff)
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
+			delete(cn.pending, k)
+			cn.backoff[k] = at.Add(retryBackoff)
+		}
+	case pathmgr.EventAnnounced:
+		// ADD_ADDR from the peer. The event may come before the
+		// connection is established; reconcileConn waits for that.
+		if !ev.Remote.IsValid() {
+			return
+		}
+		cn := c.conn(ev.Token)
+		if old, ok := cn.peers[ev.RemoteID]; ok && norm(old.addr) != norm(ev.Remote) {
+			c.peerGone(cn, old.addr, at)
+		}
+		cn.addPeer(ev.RemoteID, ev.Remote)
+		for _, s := range cn.subs {
+			if norm(s.sf.Remote) == norm(ev.Remote) {
+				s.goneAt = time.Time{} // announced again
+			}
+		}
+		c.reconcileConn(cn)
+	case pathmgr.EventRemoved:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		if old, ok := cn.peers[ev.RemoteID]; ok {
+			delete(cn.peers, ev.RemoteID)
+			c.peerGone(cn, old.addr, at)
+			c.reconcileConn(cn)
 		}
 	case pathmgr.EventSubPriority:
 		if cn, ok := c.conns[ev.Token]; ok {
@@ -437,6 +464,28 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 type eventLog pathmgr.Event
 
 func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(e).String()) }
+
+// peerGone forgets the retries to a withdrawn peer address and marks its
+// subflows: the kernel closes them on RM_ADDR, so reconcileConn leaves them
+// to it for pendingTimeout.
+func (c *Controller) peerGone(cn *conn, addr netip.AddrPort, at time.Time) {
+	addr = norm(addr)
+	for k := range cn.pending {
+		if k.dst == addr {
+			delete(cn.pending, k)
+		}
+	}
+	for k := range cn.backoff {
+		if k.dst == addr {
+			delete(cn.backoff, k)
+		}
+	}
+	for _, s := range cn.subs {
+		if norm(s.sf.Remote) == addr {
+			s.goneAt = at
+		}
+	}
+}
 
 func (c *Controller) conn(token uint32) *conn {
 	cn, ok := c.conns[token]
@@ -486,7 +535,11 @@ func (c *Controller) handleNet(ev netmon.Event) {
 	c.applyKernelPM()
 	if ev.Type == netmon.LinkUp || ev.Type == netmon.AddrAdded || ev.Type == netmon.RouteAdded {
 		for _, cn := range c.conns {
-			delete(cn.backoff, idx)
+			for k := range cn.backoff {
+				if k.ifindex == idx {
+					delete(cn.backoff, k)
+				}
+			}
 		}
 	}
 	c.reconcileAll()
@@ -554,65 +607,85 @@ func (c *Controller) reconcileConn(cn *conn) {
 	now := time.Now()
 	avail := c.available()
 	wants := steer(p, avail, now)
+	dests := cn.dests(p.PeerAddresses == policy.PeerUse)
 	per := map[int][]*sub{}
 	for _, s := range cn.subs {
 		per[s.ifindex] = append(per[s.ifindex], s)
 	}
-	// Subflows that will survive this pass on interfaces that carry them.
+	// The destinations each carrying interface keeps subflows to, and the
+	// subflows that will survive this pass.
+	tgt := map[int][]netip.AddrPort{}
 	keepers := 0
 	for _, i := range avail {
-		if wants[i.index].open {
-			keepers += len(per[i.index])
+		if !wants[i.index].open {
+			continue
+		}
+		tgt[i.index] = targets(i, dests)
+		for _, s := range per[i.index] {
+			if s.goneAt.IsZero() && slices.Contains(tgt[i.index], norm(s.sf.Remote)) {
+				keepers++
+			}
 		}
 	}
 	for _, i := range avail {
 		w := wants[i.index]
 		have := per[i.index]
-		switch {
-		case w.open && len(have) == 0:
-			if t, ok := cn.pending[i.index]; ok && now.Sub(t) < pendingTimeout {
-				continue
-			}
-			if t, ok := cn.backoff[i.index]; ok && now.Before(t) {
-				continue
-			}
-			addr, ok := i.addrFor(cn.remote.Addr())
-			if !ok || !cn.remote.IsValid() {
-				continue
-			}
-			ep := pathmgr.Endpoint{ID: localID(i.index, addr.Is6()), Addr: addr, IfIndex: i.index}
-			if w.backup {
-				ep.Flags = pathmgr.FlagBackup
-			}
-			c.m.Commands.WithLabelValues("subflow_create").Inc()
-			if err := c.pm.CreateSubflow(cn.token, ep, cn.remote); err != nil {
-				c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
-				cn.backoff[i.index] = now.Add(retryBackoff)
-				c.log.Warn("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", cn.remote, "err", err)
-				continue
-			}
-			cn.pending[i.index] = now
-			c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", cn.remote, "backup", w.backup)
-		case !w.open && len(have) > 0:
+		if !w.open {
 			for _, s := range have {
 				if keepers == 0 {
 					break // never close the last subflow
 				}
 				c.destroy(cn, s, "steering")
 			}
-		case w.open:
+			continue
+		}
+		for _, dst := range tgt[i.index] {
+			var cur []*sub
 			for _, s := range have {
-				if s.backup != w.backup {
-					c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
-					if err := c.pm.SetSubflowBackup(cn.token, s.sf, w.backup); err != nil {
-						c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
-						c.log.Warn("subflow backup", "token", cn.token, "interface", i.name, "backup", w.backup, "err", err)
-						continue
-					}
-					s.backup = w.backup
-					c.m.SteeringSwitches.Inc()
+				if norm(s.sf.Remote) == dst {
+					cur = append(cur, s)
 				}
 			}
+			if len(cur) == 0 {
+				c.create(cn, i, dst, w.backup, now)
+				continue
+			}
+			// Two subflows in one slot (a create that outlived its pending
+			// window and then succeeded too): keep the lowest local port.
+			slices.SortFunc(cur, func(a, b *sub) int { return int(a.sf.Local.Port()) - int(b.sf.Local.Port()) })
+			for _, s := range cur[1:] {
+				c.destroy(cn, s, "duplicate")
+			}
+			cur = cur[:1]
+			for _, s := range cur {
+				if s.backup == w.backup {
+					continue
+				}
+				c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
+				if err := c.pm.SetSubflowBackup(cn.token, s.sf, w.backup); err != nil {
+					c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
+					c.log.Warn("subflow backup", "token", cn.token, "interface", i.name, "remote", s.sf.Remote, "backup", w.backup, "err", err)
+					continue
+				}
+				s.backup = w.backup
+				c.m.SteeringSwitches.Inc()
+			}
+		}
+		// Subflows to destinations this interface no longer keeps: a
+		// withdrawn peer address (after the kernel's grace), peer
+		// addresses after peer_addresses became ignore, or beyond a
+		// lowered max_subflows.
+		for _, s := range have {
+			if slices.Contains(tgt[i.index], norm(s.sf.Remote)) && s.goneAt.IsZero() {
+				continue
+			}
+			if !s.goneAt.IsZero() && now.Sub(s.goneAt) < pendingTimeout {
+				continue // the kernel is closing it
+			}
+			if keepers == 0 {
+				break
+			}
+			c.destroy(cn, s, "destination not wanted")
 		}
 	}
 	// Subflows on policy interfaces that are gone or down.
@@ -636,7 +709,8 @@ func (c *Controller) reconcileConn(cn *conn) {
 }
 
 // createFailed handles a SUBFLOW_CREATE the kernel refused after the event
-// loop went on (asyncPM): the interface is retried after the back-off.
+// loop went on (asyncPM): that (interface, destination) slot is retried
+// after the back-off.
 func (c *Controller) createFailed(f createFailure) {
 	c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
 	cn, ok := c.conns[f.token]
@@ -649,8 +723,38 @@ func (c *Controller) createFailed(f createFailure) {
 		name = i.name
 	}
 	c.log.Warn("subflow create", "token", f.token, "interface", name, "local", f.local.Addr, "remote", f.remote, "err", f.err)
-	delete(cn.pending, f.local.IfIndex)
-	cn.backoff[f.local.IfIndex] = time.Now().Add(retryBackoff)
+	k := slot{f.local.IfIndex, norm(f.remote)}
+	delete(cn.pending, k)
+	cn.backoff[k] = time.Now().Add(retryBackoff)
+}
+
+// create asks for a subflow from interface i to dst unless one is pending
+// or the slot is backing off after a refusal.
+func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool, now time.Time) {
+	k := slot{i.index, dst}
+	if t, ok := cn.pending[k]; ok && now.Sub(t) < pendingTimeout {
+		return
+	}
+	if t, ok := cn.backoff[k]; ok && now.Before(t) {
+		return
+	}
+	addr, ok := i.addrFor(dst.Addr())
+	if !ok {
+		return
+	}
+	ep := pathmgr.Endpoint{ID: localID(i.index, addr.Is6()), Addr: addr, IfIndex: i.index}
+	if backup {
+		ep.Flags = pathmgr.FlagBackup
+	}
+	c.m.Commands.WithLabelValues("subflow_create").Inc()
+	if err := c.pm.CreateSubflow(cn.token, ep, dst); err != nil {
+		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+		cn.backoff[k] = now.Add(retryBackoff)
+		c.log.Warn("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", dst, "err", err)
+		return
+	}
+	cn.pending[k] = now
+	c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "remote", dst, "backup", backup)
 }
 
 func (c *Controller) destroy(cn *conn, s *sub, why string) {
@@ -660,7 +764,11 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 	c.m.Commands.WithLabelValues("subflow_destroy").Inc()
 	if err := c.pm.DestroySubflow(cn.token, s.sf); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_destroy").Inc()
-		c.log.Warn("subflow destroy", "token", cn.token, "local", s.sf.Local, "remote", s.sf.Remote, "why", why, "err", err)
+		lvl := slog.LevelWarn
+		if !s.goneAt.IsZero() {
+			lvl = slog.LevelDebug // the kernel closed it on the peer's RM_ADDR
+		}
+		c.log.Log(context.Background(), lvl, "subflow destroy", "token", cn.token, "local", s.sf.Local, "remote", s.sf.Remote, "why", why, "err", err)
 	}
 	delete(cn.subs, s.sf)
 	c.log.Debug("subflow destroyed", "token", cn.token, "local", s.sf.Local, "why", why)
@@ -750,7 +858,21 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 				ns.backup = s.Backup
 			}
 			cn.subs[sf] = ns
-			delete(cn.pending, idx)
+			delete(cn.pending, slot{idx, norm(s.Remote)})
+			// The inventory has no list of the peer's announced
+			// addresses; a subflow to one (remote id != 0, not the
+			// connection's remote) shows it.
+			o, known := old[sf]
+			if known {
+				ns.goneAt = o.goneAt
+			}
+			// A subflow the kernel is still closing after the peer's
+			// RM_ADDR (goneAt set) does not bring its address back.
+			if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
+				if _, ok := cn.peers[s.RemoteID]; !ok {
+					cn.addPeer(s.RemoteID, s.Remote)
+				}
+			}
 		}
 	}
 	for tok, cn := range c.conns {
@@ -857,7 +979,16 @@ func (c *Controller) snapshot() status.Snapshot {
 			}
 			sc.Subflows = append(sc.Subflows, status.Subflow{Local: x.sf.Local, Remote: x.sf.Remote, Interface: name, LocalID: x.localID, Backup: x.backup})
 		}
-		slices.SortFunc(sc.Subflows, func(a, b status.Subflow) int { return int(a.LocalID) - int(b.LocalID) })
+		slices.SortFunc(sc.Subflows, func(a, b status.Subflow) int {
+			if a.LocalID != b.LocalID {
+				return int(a.LocalID) - int(b.LocalID)
+			}
+			return a.Remote.Compare(b.Remote)
+		})
+		for id, a := range cn.peers {
+			sc.PeerAddrs = append(sc.PeerAddrs, status.PeerAddr{ID: id, Addr: a.addr})
+		}
+		slices.SortFunc(sc.PeerAddrs, func(a, b status.PeerAddr) int { return int(a.ID) - int(b.ID) })
 		s.Connections = append(s.Connections, sc)
 	}
 	slices.SortFunc(s.Connections, func(a, b status.Connection) int { return int(int64(a.Token) - int64(b.Token)) })

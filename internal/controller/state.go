@@ -28,8 +28,90 @@ type conn struct {
 	measured      bool      // reaction latency recorded
 	announced     bool
 	subs          map[pathmgr.Subflow]*sub
-	pending       map[int]time.Time // ifindex → CreateSubflow sent, no sub_established yet
-	backoff       map[int]time.Time // ifindex → do not retry before
+	// peers are the addresses the peer announced (ADD_ADDR), by its
+	// address id; a REMOVED event drops one. seq numbers them in the
+	// order they came, the order subflows go to them.
+	peers   map[uint8]peer
+	seq     uint64
+	pending map[slot]time.Time // CreateSubflow sent, no sub_established yet
+	backoff map[slot]time.Time // do not retry before
+}
+
+// peer is one address the peer announced.
+type peer struct {
+	addr netip.AddrPort
+	seq  uint64
+}
+
+// addPeer records an announced address; one already known keeps its place.
+func (cn *conn) addPeer(id uint8, addr netip.AddrPort) {
+	if p, ok := cn.peers[id]; ok && norm(p.addr) == norm(addr) {
+		return
+	}
+	cn.seq++
+	cn.peers[id] = peer{addr: addr, seq: cn.seq}
+}
+
+// slot is one subflow the controller may open for a connection: from an
+// interface to a destination (the connection's remote address or one the
+// peer announced). There is at most one subflow per slot.
+type slot struct {
+	ifindex int
+	dst     netip.AddrPort
+}
+
+// norm makes an address comparable whatever the source wrote (an IPv4
+// connection may show as ::ffff:a.b.c.d).
+func norm(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// dests lists the connection's destinations in the order subflows go to
+// them: its remote address, then (withPeers) the peer's announced
+// addresses in the order they were announced, each once. Announcement
+// order keeps the choice stable: a later ADD_ADDR never displaces a
+// destination already in use.
+func (cn *conn) dests(withPeers bool) []netip.AddrPort {
+	var out []netip.AddrPort
+	if cn.remote.IsValid() {
+		out = append(out, norm(cn.remote))
+	}
+	if !withPeers {
+		return out
+	}
+	ps := make([]peer, 0, len(cn.peers))
+	for _, p := range cn.peers {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b peer) int { return int(a.seq) - int(b.seq) })
+	for _, p := range ps {
+		d := norm(p.addr)
+		if d.IsValid() && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// targets picks the destinations interface i keeps subflows to: the first
+// i.pol.MaxSubflows of dests that i has an address of the same family for
+// (one subflow per destination; a destination i cannot reach does not use
+// up the quota).
+func targets(i *iface, dests []netip.AddrPort) []netip.AddrPort {
+	limit := i.pol.MaxSubflows
+	if limit < 1 {
+		limit = 1
+	}
+	var out []netip.AddrPort
+	for _, d := range dests {
+		if len(out) == limit {
+			break
+		}
+		if _, ok := i.addrFor(d.Addr()); ok {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 type sub struct {
@@ -37,13 +119,18 @@ type sub struct {
 	ifindex int
 	localID uint8
 	backup  bool
+	// goneAt is when the peer withdrew the subflow's destination
+	// (REMOVED): the kernel closes such subflows itself, so the
+	// controller waits pendingTimeout before destroying one.
+	goneAt time.Time
 	// health samples from the inventory
 	rtt                  time.Duration
 	bytesSent, bytesRetr uint64
 }
 
 func newConn(token uint32) *conn {
-	return &conn{token: token, subs: map[pathmgr.Subflow]*sub{}, pending: map[int]time.Time{}, backoff: map[int]time.Time{}}
+	return &conn{token: token, subs: map[pathmgr.Subflow]*sub{}, peers: map[uint8]peer{},
+		pending: map[slot]time.Time{}, backoff: map[slot]time.Time{}}
 }
 
 // iface is one interface the policy applies to, as the controller sees it.

@@ -24,6 +24,7 @@ type Diff struct {
 	SteeringChanged    bool
 	SchedulerChanged   bool
 	AnnounceChanged    bool
+	PeerAddrsChanged   bool
 	LimitsChanged      bool
 	RoutingChanged     bool
 	PriorityChanged    bool
@@ -85,6 +86,7 @@ func Compare(old, new *Policy) Diff {
 	d.SteeringChanged = old.Steering != new.Steering
 	d.SchedulerChanged = old.Scheduler != new.Scheduler
 	d.AnnounceChanged = !reflect.DeepEqual(old.Announce, new.Announce)
+	d.PeerAddrsChanged = old.PeerAddresses != new.PeerAddresses
 	d.LimitsChanged = old.Limits != new.Limits
 	d.RoutingChanged = old.Routing != new.Routing
 	d.PriorityChanged = old.Priority != new.Priority
@@ -154,6 +156,7 @@ func Describe(old, new *Policy) []string {
 	change(d.SteeringChanged, "steering", old.Steering, new.Steering)
 	change(d.SchedulerChanged, "scheduler", quoted(old.Scheduler), quoted(new.Scheduler))
 	change(d.AnnounceChanged, "announce", announceList(old.Announce), announceList(new.Announce))
+	change(d.PeerAddrsChanged, "peer_addresses", old.PeerAddresses, new.PeerAddresses)
 	change(d.LimitsChanged, "limits", fmt.Sprintf("subflows %d add_addr_accepted %d", old.Limits.Subflows, old.Limits.AddAddrAccepted),
 		fmt.Sprintf("subflows %d add_addr_accepted %d", new.Limits.Subflows, new.Limits.AddAddrAccepted))
 	change(d.RoutingChanged, "routing", routingString(old.Routing), routingString(new.Routing))

@@ -36,13 +36,20 @@ interfaces:
     role: wifi            # wifi | lte | ethernet | other
     #backup: false        # subflows marked backup (MP_PRIO); default: true
                           # for role lte under active-standby and handover
-    #max_subflows: 1      # subflows per connection on this interface (1-8)
+    #max_subflows: 1      # subflows per connection from this interface (1-8):
+                          # one per destination (remote, then peer_addresses)
     #congestion: cubic    # TCP congestion control of its subflows (eBPF sockops)
     #mark: 0              # fwmark of its subflows (0: none)
   - name: lte0
     role: lte
   #- match: "eth*"        # a glob instead of a name
   #  role: ethernet
+
+# Client side, userspace PM: "use" also opens subflows to the addresses
+# the peer announces (ADD_ADDR), from each interface, as far as its
+# max_subflows allows (the connection's remote address comes first);
+# "ignore": only to the connection's remote address.
+peer_addresses: ignore
 
 # Server side only: what to advertise to each connection (ADD_ADDR).
 #announce:

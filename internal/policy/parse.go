@@ -76,6 +76,7 @@ type rawFile struct {
 	PathCgroup    string         `yaml:"path_cgroup"`
 	Mptcpify      []string       `yaml:"mptcpify"`
 	Interfaces    []rawInterface `yaml:"interfaces"`
+	PeerAddresses *string        `yaml:"peer_addresses"`
 	Announce      []rawAnnounce  `yaml:"announce"`
 	Limits        *rawLimits     `yaml:"limits"`
 	Routing       *rawRouting    `yaml:"routing"`
@@ -240,6 +241,10 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, p string) {
 	}
 	if n.Kind == yaml.ScalarNode {
 		c.byLine[n.Line] = p
+	} else if _, ok := c.byLine[n.Line]; !ok {
+		// A list or mapping where a scalar belongs (`key: [x]`): its
+		// scalars, walked later, take the line over when they share it.
+		c.byLine[n.Line] = p
 	}
 	switch {
 	case t == yamlNodeType:
@@ -270,7 +275,10 @@ func (c *checker) walk(n *yaml.Node, t reflect.Type, p string) {
 	}
 }
 
-var typeErrRE = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (.*)$")
+var (
+	typeErrRE     = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (.*)$")
+	typeErrNodeRE = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(seq|map) into (.*)$`)
+)
 
 // describeType says in words what a Go type accepts.
 func describeType(t string) string {
@@ -298,6 +306,13 @@ func describeType(t string) string {
 // typeErrors turns yaml's type errors into Errors with key paths.
 func (c *checker) typeErrors(te *yaml.TypeError) {
 	for _, s := range te.Errors {
+		if m := typeErrNodeRE.FindStringSubmatch(s); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			what := map[string]string{"seq": "a list", "map": "a mapping"}[m[2]]
+			c.errs = append(c.errs, &Error{Line: line, Path: c.byLine[line],
+				Msg: fmt.Sprintf("%s is not valid here; want %s", what, describeType(m[3]))})
+			continue
+		}
 		m := typeErrRE.FindStringSubmatch(s)
 		if m == nil {
 			c.errs = append(c.errs, &Error{Msg: s})
@@ -514,6 +529,12 @@ func (c *checker) validate(r *rawFile) *Policy {
 		if len(p.Interfaces) > 0 && (active == 0 || backup == 0) {
 			c.errorf("steering", "%s needs at least one active and one backup interface (backup: true; the lte role is backup by default under active-standby and handover)", p.Steering)
 		}
+	}
+
+	// peer addresses
+	p.PeerAddresses = oneOf(c, "peer_addresses", r.PeerAddresses, PeerIgnore, PeerIgnore, PeerUse)
+	if p.PeerAddresses == PeerUse && r.PeerAddresses != nil && p.Side == SideServer {
+		c.errorf("peer_addresses", "use is only valid with side: client (the server side does not open subflows); use ignore or remove the key")
 	}
 
 	// announce

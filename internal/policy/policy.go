@@ -66,6 +66,19 @@ const (
 	RoleOther    Role = "other"
 )
 
+// PeerAddresses says whether the client side opens subflows to the
+// addresses the peer announces (ADD_ADDR).
+type PeerAddresses string
+
+// Peer address modes.
+const (
+	// PeerIgnore opens subflows to the connection's remote address only.
+	PeerIgnore PeerAddresses = "ignore"
+	// PeerUse also opens subflows to the peer's announced addresses, as
+	// far as each interface's max_subflows allows.
+	PeerUse PeerAddresses = "use"
+)
+
 // RoutingMode says whether gigapath manages per-interface tables and rules.
 type RoutingMode string
 
@@ -113,6 +126,9 @@ type Policy struct {
 	// else a cgroup v2 path, absolute or relative to the mount.
 	Mptcpify   []string    `json:"mptcpify,omitempty"`
 	Interfaces []Interface `json:"interfaces"`
+	// PeerAddresses: subflows to the peer's announced addresses or not
+	// (client side, userspace PM).
+	PeerAddresses PeerAddresses `json:"peer_addresses"`
 	// Announce lists what the server side advertises (ADD_ADDR).
 	Announce      []Announce `json:"announce"`
 	Limits        Limits     `json:"limits"`
@@ -137,8 +153,11 @@ type Interface struct {
 	// Backup marks the interface's subflows as backup (MP_PRIO). Defaults to
 	// true for the lte role under active-standby and handover, false
 	// otherwise.
-	Backup      bool   `json:"backup"`
-	MaxSubflows int    `json:"max_subflows"`         // subflows per connection on this interface (≥1)
+	Backup bool `json:"backup"`
+	// MaxSubflows caps the subflows of one connection from this interface:
+	// one per destination (the connection's remote address, then the
+	// peer's announced addresses), never two to the same destination.
+	MaxSubflows int    `json:"max_subflows"`
 	Congestion  string `json:"congestion,omitempty"` // TCP congestion control for its subflows, "" = host default
 	Mark        uint32 `json:"mark,omitempty"`       // fwmark for its subflows, 0 = none
 }

@@ -40,8 +40,9 @@ func TestParseMinimal(t *testing.T) {
 			{Name: "wifi0", Role: RoleWiFi, MaxSubflows: 1},
 			{Name: "lte0", Role: RoleLTE, MaxSubflows: 1},
 		},
-		Limits:  Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
-		Routing: Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
+		PeerAddresses: PeerIgnore,
+		Limits:        Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
+		Routing:       Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
 		Priority: Priority{RTT: 200 * time.Millisecond, LossPercent: 5,
 			HysteresisPercent: 20, Hold: 5 * time.Second},
 		Handover: Handover{RTT: 500 * time.Millisecond, LossPercent: 20,
@@ -134,7 +135,7 @@ func TestParseErrors(t *testing.T) {
 		want     []string
 	}{
 		{"unknown key at top", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
-			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
+			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
 		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
 			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
 				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark`}},
@@ -193,6 +194,16 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: status_socket: "gp.sock" is not valid; want an absolute path such as /run/gigapath/status.sock, or "" to disable`}},
 		{"bad log format", "path_manager: userspace\nlog: {format: xml}\n" + ifs,
 			[]string{`line 2: log.format: "xml" is not valid; use one of text, json`}},
+		{"bad peer_addresses", "path_manager: userspace\npeer_addresses: yes\n" + ifs,
+			[]string{`line 2: peer_addresses: "yes" is not valid; use one of ignore, use`}},
+		{"peer_addresses not a string", "path_manager: userspace\npeer_addresses: [use]\n" + ifs,
+			[]string{`line 2: peer_addresses: a list is not valid here; want a string`}},
+		{"peer_addresses use on server", "side: server\npath_manager: userspace\npeer_addresses: use\n" + ifs,
+			[]string{`line 3: peer_addresses: use is only valid with side: client (the server side does not open subflows); use ignore or remove the key`}},
+		{"max_subflows 0", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    max_subflows: 0\n",
+			[]string{`line 5: interfaces[0].max_subflows: 0 is out of range; use 1 to 8`}},
+		{"max_subflows 9", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    max_subflows: 9\n",
+			[]string{`line 5: interfaces[0].max_subflows: 9 is out of range; use 1 to 8`}},
 		{"bad congestion", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    congestion: \"Reno!\"\n",
 			[]string{`line 5: interfaces[0].congestion: "Reno!" is not a valid congestion control name; want 1-15 of a-z, 0-9, _ such as cubic or bbr (see sysctl net.ipv4.tcp_available_congestion_control)`}},
 		{"relay not a mapping", "path_manager: userspace\nrelay: yes\n" + ifs,
@@ -205,7 +216,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: mapping key "path_manager" already defined at line 1`}},
 		{"several problems at once", "path_manager: userspace\nsteering: fast\nbogus: 1\ninterfaces:\n  - name: wifi0\n    role: 5g\n",
 			[]string{`line 2: steering: "fast" is not valid; use one of aggregate, active-standby, handover, priority`,
-				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
+				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
 				`line 6: interfaces[0].role: "5g" is not valid; use one of wifi, lte, ethernet, other`}},
 	}
 	for _, tt := range tests {
@@ -293,6 +304,7 @@ func TestDiff(t *testing.T) {
 	}
 	nw := mustParse(t, `path_manager: kernel
 steering: active-standby
+peer_addresses: use
 limits: {subflows: 2}
 routing: {table_base: 2000}
 relay: {listen: ":1080"}
@@ -311,6 +323,7 @@ interfaces:
 		Changed:            []InterfaceChange{{Old: old.Interfaces[1], New: nw.Interfaces[1]}},
 		PathManagerChanged: true,
 		SteeringChanged:    true,
+		PeerAddrsChanged:   true,
 		LimitsChanged:      true,
 		RoutingChanged:     true,
 		RelayChanged:       true,
@@ -411,6 +424,7 @@ func TestDescribe(t *testing.T) {
 	old := mustParse(t, minimal)
 	nw := mustParse(t, `path_manager: kernel
 steering: active-standby
+peer_addresses: use
 routing: off
 interfaces:
   - name: wifi0
@@ -425,6 +439,7 @@ interfaces:
 		"+ interface eth0 (ethernet backup max_subflows 1 congestion bbr)",
 		"~ path_manager: userspace -> kernel",
 		"~ steering: aggregate -> active-standby",
+		"~ peer_addresses: ignore -> use",
 		"~ routing: managed table_base 1000 rule_priority 1000 -> off",
 		"! needs a restart: path_manager",
 	}

@@ -47,7 +47,16 @@ type Connection struct {
 	Local      netip.AddrPort `json:"local"`
 	Remote     netip.AddrPort `json:"remote"`
 	ServerSide bool           `json:"server_side,omitempty"`
-	Subflows   []Subflow      `json:"subflows"`
+	// PeerAddrs are the addresses the peer announced (ADD_ADDR) and has
+	// not withdrawn, by the peer's address id.
+	PeerAddrs []PeerAddr `json:"peer_addrs,omitempty"`
+	Subflows  []Subflow  `json:"subflows"`
+}
+
+// PeerAddr is one address the peer of a Connection announced.
+type PeerAddr struct {
+	ID   uint8          `json:"id"`
+	Addr netip.AddrPort `json:"addr"`
 }
 
 // Subflow is one subflow of a Connection.

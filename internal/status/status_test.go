@@ -15,7 +15,8 @@ func TestServeQuery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	want := Snapshot{Time: time.Unix(1, 0).UTC(), PID: 7, Summary: "x", Connections: []Connection{{Token: 9,
-		Subflows: []Subflow{{Local: netip.MustParseAddrPort("10.0.0.1:1"), Interface: "lte0", Backup: true}}}}}
+		PeerAddrs: []PeerAddr{{ID: 3, Addr: netip.MustParseAddrPort("10.0.9.1:443")}},
+		Subflows:  []Subflow{{Local: netip.MustParseAddrPort("10.0.0.1:1"), Interface: "lte0", Backup: true}}}}}
 	if err := Serve(ctx, path, func(context.Context) (Snapshot, error) { return want, nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +24,8 @@ func TestServeQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.PID != 7 || len(got.Connections) != 1 || !got.Connections[0].Subflows[0].Backup {
+	if got.PID != 7 || len(got.Connections) != 1 || !got.Connections[0].Subflows[0].Backup ||
+		len(got.Connections[0].PeerAddrs) != 1 || got.Connections[0].PeerAddrs[0] != want.Connections[0].PeerAddrs[0] {
 		t.Errorf("got %+v", got)
 	}
 	// A second daemon on the same live socket is refused.
