@@ -56,7 +56,8 @@ type udpSession struct {
 }
 
 // associate asks relayAddr for UDP ASSOCIATE (no auth, client address
-// 0.0.0.0:0) and returns the reply code and, on success, the session.
+// 0.0.0.0:0) and returns the reply code and the session (without a UDP
+// socket when refused).
 func associate(t testing.TB, relayAddr string) (socks5.Reply, *udpSession) {
 	t.Helper()
 	ctl := dial(t, relayAddr)
@@ -70,7 +71,7 @@ func associate(t testing.TB, relayAddr string) (socks5.Reply, *udpSession) {
 		t.Fatalf("UDP ASSOCIATE reply from %s: %v", relayAddr, err)
 	}
 	if rep != socks5.Succeeded {
-		return rep, nil
+		return rep, &udpSession{ctl: ctl}
 	}
 	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bound.IP, bound.Port)))
 	if err != nil {
@@ -342,7 +343,9 @@ type fakeUpstream struct {
 }
 
 func startFakeUpstream(t testing.TB) *fakeUpstream {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	// 127.0.0.2: Linux sends to 0.0.0.0 as to 127.0.0.1, so a relay taking
+	// BND.ADDR literally would miss it.
+	ln, err := net.Listen("tcp4", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +374,7 @@ func (f *fakeUpstream) serve(c net.Conn) {
 		c.Write(socks5.AppendReply(nil, socks5.CommandNotSupported, socks5.Addr{IP: netip.IPv4Unspecified()}))
 		return
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
 	if err != nil {
 		return
 	}
