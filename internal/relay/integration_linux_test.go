@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -393,6 +395,9 @@ func TestIntegrationUDPChainThroughTestbed(t *testing.T) {
 	}
 	// `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts.
 	hostsDir := filepath.Join("/etc/netns", b.Proxy.Name)
+	if _, err := os.Stat("/etc/netns"); errors.Is(err, fs.ErrNotExist) {
+		t.Cleanup(func() { os.Remove("/etc/netns") }) // only if empty: others may use it meanwhile
+	}
 	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
