@@ -24,6 +24,14 @@ import (
 type udpEcho struct {
 	addr socks5.Addr
 	got  atomic.Int64
+	mu   sync.Mutex
+	seen map[string]bool // payloads received
+}
+
+func (e *udpEcho) saw(payload string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.seen[payload]
 }
 
 func startUDPEcho(t testing.TB, network, addr string) *udpEcho {
@@ -33,7 +41,7 @@ func startUDPEcho(t testing.TB, network, addr string) *udpEcho {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	e := &udpEcho{addr: socks5.AddrFromNet(pc.LocalAddr())}
+	e := &udpEcho{addr: socks5.AddrFromNet(pc.LocalAddr()), seen: map[string]bool{}}
 	go func() {
 		b := make([]byte, 2048)
 		for {
@@ -42,6 +50,9 @@ func startUDPEcho(t testing.TB, network, addr string) *udpEcho {
 				return
 			}
 			e.got.Add(1)
+			e.mu.Lock()
+			e.seen[string(b[:n])] = true
+			e.mu.Unlock()
 			pc.WriteTo(append([]byte("echo:"), b[:n]...), from)
 		}
 	}()
@@ -242,6 +253,21 @@ func TestUDPChainLocalPolicy(t *testing.T) {
 	}
 	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 1 {
 		t.Errorf("local relay dropped %v datagrams, want 1", n)
+	}
+	// Another socket of the client's host, once the client's port is
+	// known, is not the client.
+	stranger, err := net.DialUDP("udp", nil, u.uc.RemoteAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.Write(socks5.AppendUDP(nil, socks5.UDPHeader{Addr: allowed.addr}, []byte("stranger")))
+	u.roundTrip(t, allowed.addr, allowed.addr, "after the stranger")
+	if allowed.saw("stranger") {
+		t.Error("a datagram from another port than the client's was relayed")
+	}
+	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 2 {
+		t.Errorf("local relay dropped %v datagrams, want 2", n)
 	}
 	if n := value(t, up, relay.MetricUDPDatagrams, "up"); n < 1 {
 		t.Errorf("upstream relayed %v datagrams, want the allowed ones", n)
