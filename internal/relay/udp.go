@@ -190,6 +190,10 @@ func (c *conn) udpClosed(log *slog.Logger, a *association, err error) {
 // udpDirect relays between the client and the destinations: names resolve
 // here, the destination policy applies to the address used, and datagrams
 // are relayed back only from destinations the client has sent to.
+// Destinations of the control connection's family are sent to from the
+// client-facing socket (so from the relay's address the client knows);
+// those of the other family from a second socket, opened on first use,
+// whose source address the routing picks.
 func (c *conn) udpDirect(log *slog.Logger, a *association, req socks5.Request) {
 	s := c.s
 	pc, err := c.listenUDP()
@@ -203,9 +207,11 @@ func (c *conn) udpDirect(log *slog.Logger, a *association, req socks5.Request) {
 		return
 	}
 	a.watch(c.c)
-	cl := newUDPClient(c.client, req.Addr)
-	is4 := pc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap().Is4()
-	contacted := map[netip.AddrPort]struct{}{}
+	d := &udpDests{
+		c: c, a: a, pc: pc, cl: newUDPClient(c.client, req.Addr),
+		is4:       pc.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap().Is4(),
+		contacted: map[netip.AddrPort]struct{}{},
+	}
 	names := map[string]netip.Addr{}
 	buf := make([]byte, 64<<10)
 	out := make([]byte, 0, 64<<10+262)
@@ -215,48 +221,113 @@ func (c *conn) udpDirect(log *slog.Logger, a *association, req socks5.Request) {
 			c.udpClosed(log, a, err)
 			return
 		}
-		if cl.accept(from) {
-			h, payload, err := socks5.ParseUDP(buf[:n])
-			if err != nil || h.Frag != 0 {
-				s.m.udp.WithLabelValues("dropped").Inc()
-				continue
-			}
-			dst, ok := c.udpDest(a, h.Addr, is4, names)
-			if !ok {
-				s.m.udp.WithLabelValues("dropped").Inc()
-				continue
-			}
-			if len(contacted) < 1024 {
-				contacted[dst] = struct{}{}
-			}
-			if _, err := pc.WriteToUDPAddrPort(payload, dst); err == nil {
-				s.m.udp.WithLabelValues("up").Inc()
-				a.up.Add(1)
-			}
+		if !d.cl.accept(from) {
+			out = d.back(out, from, buf[:n])
 			continue
 		}
-		to := cl.addr()
-		if _, ok := contacted[from]; !ok || !to.IsValid() {
+		h, payload, err := socks5.ParseUDP(buf[:n])
+		if err != nil || h.Frag != 0 {
 			s.m.udp.WithLabelValues("dropped").Inc()
 			continue
 		}
-		out = socks5.AppendUDP(out[:0], socks5.UDPHeader{Addr: socks5.Addr{IP: from.Addr(), Port: from.Port()}}, buf[:n])
-		if _, err := pc.WriteToUDPAddrPort(out, to); err == nil {
-			s.m.udp.WithLabelValues("down").Inc()
-			a.down.Add(1)
+		dst, ok := c.udpDest(a, h.Addr, d.is4, names)
+		if !ok {
+			s.m.udp.WithLabelValues("dropped").Inc()
+			continue
 		}
+		if err := d.send(payload, dst); err != nil {
+			s.m.udp.WithLabelValues("dropped").Inc()
+			continue
+		}
+		s.m.udp.WithLabelValues("up").Inc()
+		a.up.Add(1)
 	}
+}
+
+// udpDests is the destination side of a direct association.
+type udpDests struct {
+	c   *conn
+	a   *association
+	pc  *net.UDPConn // client-facing; sends to destinations of family is4
+	is4 bool
+	cl  *udpClient
+
+	other *net.UDPConn // the other family; only the loop opens it
+
+	mu        sync.Mutex
+	contacted map[netip.AddrPort]struct{}
+}
+
+// send sends payload to dst from the socket of dst's family.
+func (d *udpDests) send(payload []byte, dst netip.AddrPort) error {
+	d.mu.Lock()
+	if len(d.contacted) < 1024 {
+		d.contacted[dst] = struct{}{}
+	}
+	d.mu.Unlock()
+	if dst.Addr().Is4() == d.is4 {
+		_, err := d.pc.WriteToUDPAddrPort(payload, dst)
+		return err
+	}
+	if d.other == nil {
+		network := "udp6"
+		if dst.Addr().Is4() {
+			network = "udp4"
+		}
+		o, err := net.ListenUDP(network, nil)
+		if err != nil {
+			return err
+		}
+		d.other = o
+		d.a.hold(o)
+		d.a.wg.Add(1)
+		go func() {
+			defer d.a.wg.Done()
+			defer d.a.end()
+			buf := make([]byte, 64<<10)
+			out := make([]byte, 0, 64<<10+262)
+			for {
+				n, from, err := d.a.read(o, buf)
+				if err != nil {
+					return
+				}
+				out = d.back(out, from, buf[:n])
+			}
+		}()
+	}
+	_, err := d.other.WriteToUDPAddrPort(payload, dst)
+	return err
+}
+
+// back relays a datagram from a destination the client has sent to back
+// to the client, wrapped; others are dropped. out is the scratch buffer.
+func (d *udpDests) back(out []byte, from netip.AddrPort, payload []byte) []byte {
+	m := d.c.s.m
+	d.mu.Lock()
+	_, ok := d.contacted[from]
+	d.mu.Unlock()
+	to := d.cl.addr()
+	if !ok || !to.IsValid() {
+		m.udp.WithLabelValues("dropped").Inc()
+		return out
+	}
+	out = socks5.AppendUDP(out[:0], socks5.UDPHeader{Addr: socks5.Addr{IP: from.Addr(), Port: from.Port()}}, payload)
+	if _, err := d.pc.WriteToUDPAddrPort(out, to); err == nil {
+		m.udp.WithLabelValues("down").Inc()
+		d.a.down.Add(1)
+	}
+	return out
 }
 
 // udpDest picks where a datagram for d goes: the first address (of d's
 // name, resolved under the association's context and the dial timeout)
-// that the destination policy allows and that the socket's family (IPv4
-// when is4) can reach. Resolved names are cached for the association.
+// that the destination policy allows, preferring the control connection's
+// family (IPv4 when is4). Resolved names are cached for the association.
 func (c *conn) udpDest(a *association, d socks5.Addr, is4 bool, names map[string]netip.Addr) (netip.AddrPort, bool) {
 	s := c.s
 	if d.Name == "" {
 		ip := d.IP.Unmap()
-		if ip.Is4() != is4 || !s.pol.destAllowed(ip, s.own.contains) {
+		if !s.pol.destAllowed(ip, s.own.contains) {
 			return netip.AddrPort{}, false
 		}
 		return netip.AddrPortFrom(ip, d.Port), true
@@ -273,9 +344,8 @@ func (c *conn) udpDest(a *association, d socks5.Addr, is4 bool, names map[string
 	var pick netip.Addr
 	for _, ip := range ips {
 		ip = ip.Unmap()
-		if ip.Is4() == is4 && s.pol.destAllowed(ip, s.own.contains) {
+		if s.pol.destAllowed(ip, s.own.contains) && (!pick.IsValid() || ip.Is4() == is4 && pick.Is4() != is4) {
 			pick = ip
-			break
 		}
 	}
 	if len(names) < 1024 {

@@ -188,14 +188,15 @@ func mptcpEnabled() bool {
 // TestUDPChain: client → local relay (--upstream) → upstream relay → UDP
 // echo, real datagrams both ways, to an IPv4 address, to a name (which the
 // local relay must pass on unresolved: its resolver hangs), and to an IPv6
-// address over an IPv6 upstream hop while the client side stays IPv4.
+// address over the IPv4 hop and over an IPv6 upstream hop while the client
+// side stays IPv4.
 func TestUDPChain(t *testing.T) {
 	echo4 := startUDPEcho(t, "udp4", "127.0.0.1:0")
 	creds := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(creds, []byte("u:p\n"), 0o600)
-	up4, up4Addr := startRelay(t, relay.Config{Credentials: creds, AllowDest: []string{"127.0.0.0/8"}})
+	up4, up4Addr := startRelay(t, relay.Config{Credentials: creds, AllowDest: []string{"127.0.0.0/8", "::1/128"}})
 	hang, asked := hangingResolver(t)
-	local, localAddr := startRelayWith(t, relay.Config{Upstream: "socks5://u:p@" + up4Addr, AllowDest: []string{"127.0.0.0/8"}},
+	local, localAddr := startRelayWith(t, relay.Config{Upstream: "socks5://u:p@" + up4Addr, AllowDest: []string{"127.0.0.0/8", "::1/128"}},
 		func(s *relay.Server) { relay.SetResolver(s, hang) })
 
 	rep, u := associate(t, localAddr)
@@ -226,6 +227,7 @@ func TestUDPChain(t *testing.T) {
 		return
 	}
 	echo6 := startUDPEcho(t, "udp6", "[::1]:0")
+	u.roundTrip(t, echo6.addr, echo6.addr, "v6 over the IPv4 hop")
 	_, up6Addr := startRelay(t, relay.Config{Listen: "[::1]:0", AllowDest: []string{"::1/128"}})
 	_, local6 := startRelay(t, relay.Config{Upstream: "socks5://" + up6Addr, AllowDest: []string{"::1/128"}})
 	rep, u6 := associate(t, local6)
