@@ -64,7 +64,6 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		cfg: cfg, pol: pol, log: logger, m: newMetrics(),
 		dialer:    net.Dialer{Timeout: cfg.DialTimeout},
 		upDial:    net.Dialer{Timeout: cfg.DialTimeout},
-		resolver:  net.DefaultResolver,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		perClient: map[netip.Addr]int{},
