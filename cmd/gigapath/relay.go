@@ -32,7 +32,7 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "SOCKS5 listen `ADDR:PORT`"},
 			&cli.BoolFlag{Name: "no-mptcp", Usage: "listen with plain TCP instead of MPTCP"},
-			&cli.StringFlag{Name: "upstream", Usage: "forward CONNECTs through `socks5://[user:pass@]host:port` over MPTCP"},
+			&cli.StringFlag{Name: "upstream", Usage: "forward CONNECT and UDP ASSOCIATE through `socks5://[user:pass@]host:port` over MPTCP"},
 			&cli.BoolFlag{Name: "upstream-mptcp", Usage: "dial destinations with MPTCP (default TCP)"},
 			&cli.StringFlag{Name: "credentials", Usage: "require RFC 1929 auth; `FILE` has user:password lines"},
 			&cli.StringSliceFlag{Name: "allow-client", Usage: "accept clients only from `CIDR` (repeatable)"},

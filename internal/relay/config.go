@@ -24,8 +24,8 @@ type Config struct {
 	// NoMPTCP listens with plain TCP instead of MPTCP.
 	NoMPTCP bool `yaml:"no_mptcp"`
 	// Upstream, when set (socks5://[user:pass@]host:port), turns the relay
-	// into a local entry: each CONNECT is forwarded through that SOCKS5
-	// proxy over an MPTCP connection.
+	// into a local entry: each CONNECT and UDP ASSOCIATE is forwarded
+	// through that SOCKS5 proxy over an MPTCP control connection.
 	Upstream string `yaml:"upstream"`
 	// UpstreamMPTCP dials destinations with MPTCP instead of TCP (server
 	// mode). The hop to an Upstream proxy is always MPTCP.

@@ -75,21 +75,35 @@ func (o *ownAddrs) contains(a netip.Addr) bool {
 // asks it to CONNECT to a (names are passed on and resolve there). The
 // upstream's reply code is returned as is.
 func (s *Server) dialUpstream(ctx context.Context, a socks5.Addr) (net.Conn, socks5.Reply, error) {
+	c, _, rep, err := s.upstreamRequest(ctx, socks5.Request{Cmd: socks5.CmdConnect, Addr: a})
+	return c, rep, err
+}
+
+// upstreamRequest opens an MPTCP connection to the upstream proxy, runs
+// the greeting (with the upstream credentials) and req on it, and returns
+// the connection with the proxy's bound address. ctx bounds it all: its
+// deadline, and its cancellation (Shutdown) interrupts a handshake that
+// hangs.
+func (s *Server) upstreamRequest(ctx context.Context, req socks5.Request) (net.Conn, socks5.Addr, socks5.Reply, error) {
 	up := s.pol.upstream
 	c, err := s.upDial.DialContext(ctx, "tcp", up.addr)
 	if err != nil {
-		return nil, socks5.GeneralFailure, fmt.Errorf("upstream %s: %w", up.addr, err)
+		return nil, socks5.Addr{}, socks5.GeneralFailure, fmt.Errorf("upstream %s: %w", up.addr, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	rep, err := ClientHandshake(c, up.user, up.pass, a)
-	if err != nil {
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	rep, bound, err := clientRequest(c, up.user, up.pass, req)
+	if !stop() || err != nil {
 		c.Close()
-		return nil, rep, fmt.Errorf("upstream %s: %w", up.addr, err)
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, socks5.Addr{}, rep, fmt.Errorf("upstream %s: %w", up.addr, err)
 	}
 	c.SetDeadline(time.Time{})
-	return c, socks5.Succeeded, nil
+	return c, bound, socks5.Succeeded, nil
 }
 
 // ClientHandshake runs the client side of SOCKS5 on c: greeting (with
@@ -97,48 +111,55 @@ func (s *Server) dialUpstream(ctx context.Context, a socks5.Addr) (net.Conn, soc
 // reply byte-exactly, so c carries the stream afterwards. On a refusal it
 // returns the server's reply code and an error naming it.
 func ClientHandshake(c net.Conn, user, pass string, dst socks5.Addr) (socks5.Reply, error) {
+	rep, _, err := clientRequest(c, user, pass, socks5.Request{Cmd: socks5.CmdConnect, Addr: dst})
+	return rep, err
+}
+
+// clientRequest is ClientHandshake for any command; it also returns the
+// server's bound address (BND.ADDR, BND.PORT).
+func clientRequest(c net.Conn, user, pass string, req socks5.Request) (socks5.Reply, socks5.Addr, error) {
 	methods := []socks5.Method{socks5.MethodNoAuth}
 	if user != "" {
 		methods = []socks5.Method{socks5.MethodUserPass}
 	}
 	b := socks5.AppendGreeting(make([]byte, 0, 300), methods...)
 	if _, err := c.Write(b); err != nil {
-		return socks5.GeneralFailure, err
+		return socks5.GeneralFailure, socks5.Addr{}, err
 	}
 	var sel [2]byte
 	if _, err := readFull(c, sel[:]); err != nil {
-		return socks5.GeneralFailure, fmt.Errorf("method selection: %w", err)
+		return socks5.GeneralFailure, socks5.Addr{}, fmt.Errorf("method selection: %w", err)
 	}
 	if sel[0] != socks5.Version || socks5.Method(sel[1]) != methods[0] {
-		return socks5.GeneralFailure, fmt.Errorf("proxy selected %v, offered %v", socks5.Method(sel[1]), methods[0])
+		return socks5.GeneralFailure, socks5.Addr{}, fmt.Errorf("proxy selected %v, offered %v", socks5.Method(sel[1]), methods[0])
 	}
 	if user != "" {
 		b, err := socks5.AppendUserPass(b[:0], user, pass)
 		if err != nil {
-			return socks5.GeneralFailure, err
+			return socks5.GeneralFailure, socks5.Addr{}, err
 		}
 		if _, err := c.Write(b); err != nil {
-			return socks5.GeneralFailure, err
+			return socks5.GeneralFailure, socks5.Addr{}, err
 		}
 		var st [2]byte
 		if _, err := readFull(c, st[:]); err != nil {
-			return socks5.GeneralFailure, fmt.Errorf("auth reply: %w", err)
+			return socks5.GeneralFailure, socks5.Addr{}, fmt.Errorf("auth reply: %w", err)
 		}
 		if st[1] != 0 {
-			return socks5.NotAllowed, fmt.Errorf("proxy refused the credentials of user %q", user)
+			return socks5.NotAllowed, socks5.Addr{}, fmt.Errorf("proxy refused the credentials of user %q", user)
 		}
 	}
-	if _, err := c.Write(socks5.AppendRequest(b[:0], socks5.Request{Cmd: socks5.CmdConnect, Addr: dst})); err != nil {
-		return socks5.GeneralFailure, err
+	if _, err := c.Write(socks5.AppendRequest(b[:0], req)); err != nil {
+		return socks5.GeneralFailure, socks5.Addr{}, err
 	}
-	rep, _, err := socks5.ParseReply(c)
+	rep, bound, err := socks5.ParseReply(c)
 	if err != nil {
-		return socks5.GeneralFailure, fmt.Errorf("reply: %w", err)
+		return socks5.GeneralFailure, socks5.Addr{}, fmt.Errorf("reply: %w", err)
 	}
 	if rep != socks5.Succeeded {
-		return rep, fmt.Errorf("proxy replied %v", rep)
+		return rep, socks5.Addr{}, fmt.Errorf("proxy replied %v to %v", rep, req.Cmd)
 	}
-	return rep, nil
+	return rep, bound, nil
 }
 
 func readFull(c net.Conn, b []byte) (int, error) {

@@ -8,8 +8,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -367,5 +369,67 @@ func TestIntegrationSIGTERMDrain(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("relay did not exit after its last connection ended")
+	}
+}
+
+// udpEchoPy is an independent UDP echo server: "echo:" + payload back to
+// the sender.
+const udpEchoPy = `import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+u = socket.socket(fam, socket.SOCK_DGRAM)
+u.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    b, a = u.recvfrom(65535)
+    u.sendto(b"echo:" + b, a)
+`
+
+// TestIntegrationUDPChainThroughTestbed: python UDP client → local relay
+// (client ns) → UDP ASSOCIATE over the MPTCP control connection (wifi+lte)
+// → proxy relay (proxy ns) → python UDP echo (origin ns), to the origin's
+// address and to a name only the proxy namespace can resolve.
+func TestIntegrationUDPChainThroughTestbed(t *testing.T) {
+	bin := gigapathBin(t)
+	b := testbed.UpT(t, testbed.Spec{ClientRouting: true})
+	if err := b.EnableKernelPM(); err != nil {
+		t.Fatal(err)
+	}
+	// `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts.
+	hostsDir := filepath.Join("/etc/netns", b.Proxy.Name)
+	if _, err := os.Stat("/etc/netns"); errors.Is(err, fs.ErrNotExist) {
+		t.Cleanup(func() { os.Remove("/etc/netns") }) // only if empty: others may use it meanwhile
+	}
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(hostsDir) })
+	if err := os.WriteFile(filepath.Join(hostsDir, "hosts"), []byte(b.OriginAddr.String()+" origin.gigapath.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b.Origin, "python3", "-c", udpEchoPy, b.OriginAddr.String(), "7777")
+	start(t, b.Proxy, bin, "relay", "--listen", b.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16", "--metrics", "127.0.0.1:9101")
+	waitListen(t, b.Proxy, "1080")
+	start(t, b.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+b.ProxyAddr.String()+":1080", "--metrics", "127.0.0.1:9100")
+	waitListen(t, b.Client, "1080")
+	for i := 0; i < 100; i++ { // the echo server is up when ss lists it
+		if out, _ := b.Origin.Run("ss", "-Hulnp", "sport = :7777"); strings.TrimSpace(out) != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	want := b.OriginAddr.String() + ":7777 echo:ping-from-python"
+	for _, dst := range []string{b.OriginAddr.String(), "origin.gigapath.test"} {
+		out, err := b.Client.Run("python3", "testdata/rawcase.py", "127.0.0.1", "1080", "udp-echo", dst, "7777")
+		if got := strings.TrimSpace(out); err != nil || got != want {
+			t.Errorf("UDP through the chain to %s: %q (%v), want %q", dst, got, err, want)
+		}
+	}
+	local, _ := b.Client.Run("curl", "-s", "127.0.0.1:9100/metrics")
+	if !regexp.MustCompile(`gigapath_relay_udp_datagrams_total\{direction="down"\} [2-9]`).MatchString(local) {
+		t.Errorf("local relay metrics do not show the datagrams passed down:\n%s", local)
+	}
+	proxy, _ := b.Proxy.Run("curl", "-s", "127.0.0.1:9101/metrics")
+	if !regexp.MustCompile(`gigapath_relay_udp_datagrams_total\{direction="up"\} [2-9]`).MatchString(proxy) ||
+		!regexp.MustCompile(`gigapath_relay_connections_total\{transport="mptcp"\} [2-9]`).MatchString(proxy) {
+		t.Errorf("proxy relay metrics do not show MPTCP control connections and the datagrams relayed:\n%s", proxy)
 	}
 }

@@ -87,6 +87,7 @@ user.privileged: root
 user.unprivileged: nobody
 client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
 socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: bind connect udpassociate }
+socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: udpreply }
 `), 0o644)
 	cmd := exec.Command(p, "-f", conf, "-p", filepath.Join(dir, "pid"), "-N", "1")
 	if err := cmd.Start(); err != nil {
@@ -190,4 +191,54 @@ func TestPeersReference(t *testing.T) {
 		fmt.Fprintf(&table, " %-12s", run(p.addr, []string{"connect", eh, ep}))
 	}
 	t.Logf("reply codes (decimal; close = closed without reply):\n%s", table.String())
+}
+
+// TestUDPChainPeers: an independent client (testdata/rawcase.py udp-echo)
+// does UDP ASSOCIATE through a local gigapath relay chained to an
+// upstream, gigapath or dante (an independent server), and gets the echo
+// of a real UDP server back, to an IPv4 address, to a name (resolved
+// upstream), and to an IPv6 address over an IPv6 upstream hop.
+func TestUDPChainPeers(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("needs python3")
+	}
+	echo := startUDPEcho(t, "udp4", "127.0.0.1:0")
+	port := fmt.Sprint(echo.addr.Port)
+	_, gp := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}})
+	ups := []*peer{{"gigapath", gp}}
+	if d := startDante(t); d != nil {
+		ups = append(ups, d)
+	} else {
+		t.Log("dante not installed (apt-get install dante-server): chained to gigapath only")
+	}
+	run := func(local string, dst, dport string) string {
+		h, p, _ := net.SplitHostPort(local)
+		out, err := exec.Command("python3", "testdata/rawcase.py", h, p, "udp-echo", dst, dport).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("error %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	want := "127.0.0.1:" + port + " echo:ping-from-python"
+	for _, up := range ups {
+		local, localAddr := startRelay(t, relay.Config{Upstream: "socks5://" + up.addr, AllowDest: []string{"127.0.0.0/8"}})
+		for _, dst := range []string{"127.0.0.1", "localhost"} {
+			if got := run(localAddr, dst, port); got != want {
+				t.Errorf("python → gigapath → %s → %s:%s: %q, want %q", up.name, dst, port, got, want)
+			}
+		}
+		if n := value(t, local, relay.MetricUDPDatagrams, "down"); n < 2 {
+			t.Errorf("chained to %s: the local relay passed %v datagrams down, want >= 2", up.name, n)
+		}
+	}
+	if !haveIPv6Loopback() {
+		return
+	}
+	echo6 := startUDPEcho(t, "udp6", "[::1]:0")
+	_, up6 := startRelay(t, relay.Config{Listen: "[::1]:0", AllowDest: []string{"::1/128"}})
+	_, local6 := startRelay(t, relay.Config{Upstream: "socks5://" + up6, AllowDest: []string{"::1/128"}})
+	want6 := fmt.Sprintf("[::1]:%d echo:ping-from-python", echo6.addr.Port)
+	if got := run(local6, "::1", fmt.Sprint(echo6.addr.Port)); got != want6 {
+		t.Errorf("python → gigapath (IPv4) → gigapath (IPv6) → [::1]: %q, want %q", got, want6)
+	}
 }

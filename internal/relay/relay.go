@@ -34,7 +34,11 @@ type Server struct {
 	m      *metrics
 	dialer net.Dialer
 	upDial net.Dialer // to the upstream proxy: always MPTCP
-	own    ownAddrs
+	// resolver resolves destination names (and the upstream's, through
+	// upDial); every lookup runs under a context that Shutdown's abort and
+	// the end of a UDP association cancel.
+	resolver *net.Resolver
+	own      ownAddrs
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -75,7 +79,16 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		s.dialer.Control = s.ccControl
 		s.upDial.Control = s.ccControl
 	}
+	s.setResolver(net.DefaultResolver)
 	return s, nil
+}
+
+// setResolver makes r resolve every name the relay looks up (tests inject
+// one whose server never answers).
+func (s *Server) setResolver(r *net.Resolver) {
+	s.resolver = r
+	s.dialer.Resolver = r
+	s.upDial.Resolver = r
 }
 
 // Collector returns the relay's Prometheus metrics.
@@ -222,8 +235,10 @@ type conn struct {
 	mu      sync.Mutex
 	dst     net.Conn
 	aborted bool
-	// cancelDial ends a dial (and resolve) in progress when aborted.
-	cancelDial context.CancelFunc
+	// ctx lives as long as the connection; abort cancels it, which ends a
+	// dial, a name lookup or an upstream handshake in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// transparent: redirected by nftables, no SOCKS on this connection.
 	transparent bool
 	lastRecv    atomic.Int64 // unix nanos of the last byte moved in any direction
@@ -234,9 +249,7 @@ func (c *conn) abort() {
 	defer c.mu.Unlock()
 	c.aborted = true
 	c.c.Close()
-	if c.cancelDial != nil {
-		c.cancelDial()
-	}
+	c.cancel()
 	if c.dst != nil {
 		c.dst.Close()
 	}
@@ -266,6 +279,7 @@ func (s *Server) accepted(nc net.Conn, transparent bool) {
 		ap = ta.AddrPort()
 	}
 	c := &conn{s: s, c: nc, client: ap.Addr().Unmap(), start: time.Now(), transparent: transparent}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.mptcp, _ = tc.MultipathTCP()
 	}
@@ -326,6 +340,7 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 512
 func (c *conn) serve() {
 	s := c.s
 	defer s.done(c)
+	defer c.cancel()
 	defer c.c.Close()
 	log := s.log.With("client", c.c.RemoteAddr().String(), "transport", transport(c.mptcp))
 	c.c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
@@ -358,7 +373,7 @@ func (c *conn) serve() {
 	switch {
 	case req.Cmd == socks5.CmdConnect:
 		c.connect(log, &br, req)
-	case req.Cmd == socks5.CmdUDPAssociate && !s.cfg.DisableUDP && s.pol.upstream == nil:
+	case req.Cmd == socks5.CmdUDPAssociate && !s.cfg.DisableUDP:
 		c.udpAssociate(log, req)
 	default:
 		c.reply(socks5.CommandNotSupported, socks5.Addr{})
@@ -435,16 +450,8 @@ func (c *conn) reply(rep socks5.Reply, bound socks5.Addr) error {
 func (c *conn) connect(log *slog.Logger, brp **bufio.Reader, req socks5.Request) {
 	br := *brp
 	s := c.s
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
-	// Shutdown's abort cancels the dial too, not only the client side.
-	c.mu.Lock()
-	aborted := c.aborted
-	c.cancelDial = cancel
-	c.mu.Unlock()
-	if aborted {
-		cancel()
-		return
-	}
+	// Shutdown's abort cancels the dial too (c.ctx), not only the client side.
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.DialTimeout)
 	var dst net.Conn
 	var rep socks5.Reply
 	var err error
@@ -492,7 +499,7 @@ func (s *Server) dialDest(ctx context.Context, a socks5.Addr) (net.Conn, socks5.
 	var ips []netip.Addr
 	if a.Name != "" {
 		var err error
-		ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", a.Name)
+		ips, err = s.resolver.LookupNetIP(ctx, "ip", a.Name)
 		if err != nil {
 			return nil, replyFor(err), fmt.Errorf("resolve %s: %w", a.Name, err)
 		}

@@ -483,9 +483,18 @@ func TestNoLeaks(t *testing.T) {
 	echo := echoServer(t, "tcp4", "127.0.0.1:0")
 	creds := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(creds, []byte("u:p\n"), 0o600)
-	_, addr := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}, HandshakeTimeout: 300 * time.Millisecond, MaxConnsPerClient: 50})
+	_, addr := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8", "::1/128"}, HandshakeTimeout: 300 * time.Millisecond, MaxConnsPerClient: 50})
 	_, authAddr := startRelay(t, relay.Config{Credentials: creds, AllowDest: []string{"127.0.0.0/8"}})
-	_, chainAddr := startRelay(t, relay.Config{Upstream: "socks5://" + addr})
+	_, chainAddr := startRelay(t, relay.Config{Upstream: "socks5://" + addr, AllowDest: []string{"127.0.0.0/8", "::1/128"}})
+	_, idleUp := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}, IdleTimeout: 200 * time.Millisecond})
+	_, idleChain := startRelay(t, relay.Config{Upstream: "socks5://" + idleUp})
+	_, noUDP := startRelay(t, relay.Config{DisableUDP: true})
+	_, noUDPChain := startRelay(t, relay.Config{Upstream: "socks5://" + noUDP})
+	echo4 := startUDPEcho(t, "udp4", "127.0.0.1:0")
+	var echo6 *udpEcho // the upstream's second (IPv6) socket
+	if haveIPv6Loopback() {
+		echo6 = startUDPEcho(t, "udp6", "[::1]:0")
+	}
 	battery := func() {
 		for _, req := range [][]byte{
 			socks5.AppendRequest(nil, socks5.Request{Cmd: socks5.CmdConnect, Addr: mustAddr(t, closedPort(t))}),
@@ -524,6 +533,25 @@ func TestNoLeaks(t *testing.T) {
 		c.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
 		io.ReadFull(c, make([]byte, 12))
 		c.Close()
+		// chained UDP: a datagram each way, then torn down by the client;
+		// torn down by the upstream (idle); refused upstream
+		for _, a := range []string{chainAddr, idleChain, noUDPChain} {
+			rep, u := associate(t, a)
+			if rep == socks5.Succeeded {
+				if a == chainAddr {
+					u.send(echo4.addr, "x")
+					u.recv(2 * time.Second)
+					if echo6 != nil {
+						u.send(echo6.addr, "x")
+						u.recv(2 * time.Second)
+					}
+				} else {
+					io.ReadAll(u.ctl) // until the upstream's idle timeout
+				}
+				u.uc.Close()
+			}
+			u.ctl.Close()
+		}
 	}
 	battery() // warm up pools and lazily started goroutines
 	time.Sleep(200 * time.Millisecond)
