@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -300,7 +299,7 @@ func TestIntegrationUserspaceIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	var local netip.AddrPort
-	waitFor(t, "the IPv6 lte subflow in ss", func() (bool, string) {
+	testbed.Eventually(t, "the IPv6 lte subflow in ss", func() (bool, string) {
 		out := ssLTE()
 		for _, f := range strings.Fields(out) {
 			if ap, err := netip.ParseAddrPort(f); err == nil && ap.Addr() == cliLTE6 {
@@ -313,36 +312,20 @@ func TestIntegrationUserspaceIPv6(t *testing.T) {
 	if err := c.SetSubflowBackup(token, sf, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "backup flag 'b' on the IPv6 lte subflow", func() (bool, string) {
+	testbed.Eventually(t, "backup flag 'b' on the IPv6 lte subflow", func() (bool, string) {
 		out := ssLTE()
 		return strings.Contains(subflowFlags(out), "b"), out
 	})
 	if err := c.DestroySubflow(token, sf); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the IPv6 lte subflow gone from ss", func() (bool, string) {
+	testbed.Eventually(t, "the IPv6 lte subflow gone from ss", func() (bool, string) {
 		out := ssLTE()
 		return !strings.Contains(out, srvLTE6.String()), out
 	})
 	// Mixed families are refused before anything is sent.
 	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: netip.MustParseAddr("10.0.0.1")}, srvLTE6); err == nil || isKernelError(err) {
 		t.Errorf("v4 local, v6 remote: err = %v, want a local refusal", err)
-	}
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -434,22 +433,6 @@ func mptcpExt(t *testing.T, ns *testbed.NetNS, name string) int {
 	return 0
 }
 
-// eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestIntegrationCLIUserspace: a real MPTCP connection from a namespace
 // under the userspace PM to one under the in-kernel PM, over a "wifi" and
 // an "lte" veth pair; each userspace command runs through the built binary
@@ -474,7 +457,7 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 
 	// The token, as ss prints it (hex), from the MPTCP socket.
 	var token string
-	eventually(t, "an MPTCP connection with a token in ss -Mni", func() (bool, string) {
+	testbed.Eventually(t, "an MPTCP connection with a token in ss -Mni", func() (bool, string) {
 		out := cli.RunT(t, "ss", "-MniH", "state", "established")
 		if i := strings.Index(out, "token:"); i >= 0 {
 			token = "0x" + strings.Fields(out[i+len("token:"):])[0]
@@ -490,14 +473,14 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 		return cli.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.1", "dst", "10.8.2.2")
 	}
 	var createErr string
-	eventually(t, "subflow create accepted once the connection is established", func() (bool, string) {
+	testbed.Eventually(t, "subflow create accepted once the connection is established", func() (bool, string) {
 		code, _, errs := gp(t, append(n, strings.Fields("subflow create token "+token+" local 10.8.2.1 id 2 dev lte0 remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
 		createErr = errs
 		return code == 0, errs
 	})
 	_ = createErr
 	var localPort string
-	eventually(t, "the lte subflow in ss", func() (bool, string) {
+	testbed.Eventually(t, "the lte subflow in ss", func() (bool, string) {
 		out := ssLTE()
 		for _, f := range strings.Fields(out) {
 			// "10.8.2.1:50545", or "10.8.2.1%lte0:50545" when bound to the device
@@ -510,19 +493,19 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 
 	// subflow set backup: the local subflow's MPTCP flags gain 'b' (ss).
 	gpOK(t, append(n, strings.Fields("subflow set token "+token+" local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port)+" backup")...)...)
-	eventually(t, "backup flag on the lte subflow (ss -tni flags:...b...)", func() (bool, string) {
+	testbed.Eventually(t, "backup flag on the lte subflow (ss -tni flags:...b...)", func() (bool, string) {
 		out := ssLTE()
 		return ssFlags(out) != "" && strings.Contains(ssFlags(out), "b"), out
 	})
 	if out := srv.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.2"); !strings.Contains(ssFlags(out), "B") {
 		// The peer learns it from MP_PRIO: its subflow shows the remote backup bit.
-		eventually(t, "remote backup flag on the server's lte subflow", func() (bool, string) {
+		testbed.Eventually(t, "remote backup flag on the server's lte subflow", func() (bool, string) {
 			out := srv.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.2")
 			return strings.Contains(ssFlags(out), "B"), out
 		})
 	}
 	gpOK(t, append(n, strings.Fields("subflow set token "+token+" local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port)+" nobackup")...)...)
-	eventually(t, "backup flag cleared", func() (bool, string) {
+	testbed.Eventually(t, "backup flag cleared", func() (bool, string) {
 		out := ssLTE()
 		f := ssFlags(out)
 		return f != "" && !strings.Contains(f, "b"), out
@@ -534,7 +517,7 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 	}
 	addBefore, rmBefore := mptcpExt(t, srv, "AddAddr"), mptcpExt(t, srv, "RmAddr")
 	gpOK(t, append(n, strings.Fields("announce 10.8.2.3 id 5 token "+token+" dev lte0")...)...)
-	eventually(t, "ADD_ADDR at the peer (MPTcpExtAddAddr)", func() (bool, string) {
+	testbed.Eventually(t, "ADD_ADDR at the peer (MPTcpExtAddAddr)", func() (bool, string) {
 		v := mptcpExt(t, srv, "AddAddr")
 		return v > addBefore, "AddAddr=" + strconv.Itoa(v)
 	})
@@ -561,14 +544,14 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 		}
 	}
 	gpOK(t, append(n, strings.Fields("remove id 5 token "+token)...)...)
-	eventually(t, "RM_ADDR at the peer (MPTcpExtRmAddr)", func() (bool, string) {
+	testbed.Eventually(t, "RM_ADDR at the peer (MPTcpExtRmAddr)", func() (bool, string) {
 		v := mptcpExt(t, srv, "RmAddr")
 		return v > rmBefore, "RmAddr=" + strconv.Itoa(v)
 	})
 
 	// subflow destroy: the lte subflow leaves ss.
 	gpOK(t, append(n, strings.Fields("subflow destroy token "+token+" local 10.8.2.1 port "+localPort+" remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
-	eventually(t, "the lte subflow gone from ss", func() (bool, string) {
+	testbed.Eventually(t, "the lte subflow gone from ss", func() (bool, string) {
 		out := ssLTE()
 		return !strings.Contains(out, remote), out
 	})

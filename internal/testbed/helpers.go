@@ -188,3 +188,20 @@ func Collect[E any](tb testing.TB, receive func(context.Context) ([]E, error), h
 	tb.Cleanup(stop)
 	return stop
 }
+
+// Eventually polls cond every 50 ms until it holds, and fails tb with what
+// and the last state cond reported when it does not hold within 10 s.
+func Eventually(tb testing.TB, what string, cond func() (ok bool, state string)) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -123,3 +123,12 @@ func TestCollect(t *testing.T) {
 		t.Errorf("receive called %d times, want 1: the loop goes on after handle returned false", n)
 	}
 }
+
+// Eventually returns as soon as cond holds, not before.
+func TestEventually(t *testing.T) {
+	n := 0
+	Eventually(t, "the third call", func() (bool, string) { n++; return n == 3, "" })
+	if n != 3 {
+		t.Errorf("cond called %d times, want 3", n)
+	}
+}
