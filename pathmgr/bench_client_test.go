@@ -4,7 +4,6 @@ package pathmgr_test
 
 import (
 	"net/netip"
-	"os"
 	"os/exec"
 	"testing"
 
@@ -17,14 +16,7 @@ import (
 // Client per read (dial + family lookup + dump), and by running
 // `ip -n NS mptcp endpoint show` as scripts do. Compare ns/op side by side.
 func BenchmarkIntegrationEndpointsDump(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root (CAP_NET_ADMIN)")
-	}
-	ns, err := testbed.NewNetNS("bep")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ns.Close() })
+	ns := testbed.NetNST(b, "bep")
 	c, err := pathmgr.Dial(&pathmgr.Config{NetNS: ns.Name})
 	if err != nil {
 		b.Fatal(err)

@@ -4,11 +4,9 @@ package pathmgr_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -19,7 +17,7 @@ import (
 // the fields against the known addresses, ip mptcp and the inventory.
 func TestIntegrationEventsKernelPM(t *testing.T) {
 	p := newPair(t, "kernel")
-	run(t, p.cli, "ip", "mptcp", "endpoint", "add", cliLTE.String(), "dev", "lte0", "id", "5", "subflow")
+	p.cli.RunT(t, "ip", "mptcp", "endpoint", "add", cliLTE.String(), "dev", "lte0", "id", "5", "subflow")
 	cliEv := events(t, p.cli)
 	srvEv := events(t, p.srv)
 	const port = 10600
@@ -65,26 +63,26 @@ func TestIntegrationEventsKernelPM(t *testing.T) {
 	}
 
 	// sub_priority: marking the endpoint backup sends MP_PRIO; the peer reports it.
-	run(t, p.cli, "ip", "mptcp", "endpoint", "change", "id", "5", "backup")
+	p.cli.RunT(t, "ip", "mptcp", "endpoint", "change", "id", "5", "backup")
 	prio := waitEvent(t, srvEv, pathmgr.EventSubPriority, func(e pathmgr.Event) bool { return e.Remote.Addr().Unmap() == cliLTE })
 	if !prio.Backup || prio.Token != srvCreated.Token || prio.RemoteID != 5 {
 		t.Errorf("server sub_priority = %v, want backup for the subflow from %v (rem id 5) of token %d", prio, cliLTE, srvCreated.Token)
 	}
 
 	// announced / removed: a signal endpoint on the server.
-	run(t, p.srv, "ip", "mptcp", "endpoint", "add", srvLTE.String(), "dev", "lte1", "id", "7", "signal")
+	p.srv.RunT(t, "ip", "mptcp", "endpoint", "add", srvLTE.String(), "dev", "lte1", "id", "7", "signal")
 	ann := waitEvent(t, cliEv, pathmgr.EventAnnounced, nil)
 	if ann.Token != token || ann.RemoteID != 7 || ann.Remote.Addr() != srvLTE {
 		t.Errorf("announced = %v, want token %d, rem id 7, %v", ann, token, srvLTE)
 	}
-	run(t, p.srv, "ip", "mptcp", "endpoint", "delete", "id", "7")
+	p.srv.RunT(t, "ip", "mptcp", "endpoint", "delete", "id", "7")
 	rm := waitEvent(t, cliEv, pathmgr.EventRemoved, nil)
 	if rm.Token != token || rm.RemoteID != 7 {
 		t.Errorf("removed = %v, want token %d rem id 7", rm, token)
 	}
 
 	// sub_closed: deleting the subflow endpoint closes the lte subflow.
-	run(t, p.cli, "ip", "mptcp", "endpoint", "delete", "id", "5")
+	p.cli.RunT(t, "ip", "mptcp", "endpoint", "delete", "id", "5")
 	sc := waitEvent(t, cliEv, pathmgr.EventSubClosed, func(e pathmgr.Event) bool { return e.Local == sub.Local })
 	if sc.Token != token || sc.LocalID != 5 || sc.Remote != sub.Remote {
 		t.Errorf("sub_closed = %v, want token %d, local id 5, %v -> %v", sc, token, sub.Local, sub.Remote)
@@ -116,77 +114,23 @@ func TestIntegrationEventsKernelPM(t *testing.T) {
 // saddr6/daddr6 (family inet6) and the inventory lists the AF_INET6
 // connection and its lte subflow, checked against ss -Mtni.
 func TestIntegrationIPv6(t *testing.T) {
-	cli, srv := newNS(t, "cli6"), newNS(t, "srv6")
-	for _, l := range []struct{ c, s, ca, sa string }{
-		{"wifi0", "wifi1", "fd00:91::1/64", "fd00:91::2/64"},
-		{"lte0", "lte1", "fd00:92::1/64", "fd00:92::2/64"},
-	} {
-		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.AddAddr(l.c, l.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.AddAddr(l.s, l.sa); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cli, srv := testbed.NetNST(t, "cli6"), testbed.NetNST(t, "srv6")
+	testbed.ConnectT(t, cli, srv,
+		testbed.VethLink{A: "wifi0", B: "wifi1", AAddr: "fd00:91::1/64", BAddr: "fd00:91::2/64"},
+		testbed.VethLink{A: "lte0", B: "lte1", AAddr: "fd00:92::1/64", BAddr: "fd00:92::2/64"})
 	for _, ns := range []*testbed.NetNS{cli, srv} {
-		run(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+		ns.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 	}
 	// IPv6 has no fallback for a socket bound to a device without a route
 	// there: give lte0 a (less preferred) route to the server's wifi side.
-	run(t, cli, "ip", "-6", "route", "add", "fd00:91::/64", "via", "fd00:92::2", "dev", "lte0", "metric", "2048")
-	run(t, cli, "ip", "mptcp", "endpoint", "add", "fd00:92::1", "dev", "lte0", "id", "4", "subflow")
+	cli.RunT(t, "ip", "-6", "route", "add", "fd00:91::/64", "via", "fd00:92::2", "dev", "lte0", "metric", "2048")
+	cli.RunT(t, "ip", "mptcp", "endpoint", "add", "fd00:92::1", "dev", "lte0", "id", "4", "subflow")
 	cliEv := events(t, cli)
 	const port = 10650
 	srvAddr := netip.AddrPortFrom(netip.MustParseAddr("fd00:91::2"), port)
-	var ln net.Listener
-	if err := srv.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp6", srvAddr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	var conn net.Conn
-	if err := cli.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:91::1")}, Timeout: 5 * time.Second}
-		d.SetMultipathTCP(true)
-		var err error
-		conn, err = d.Dial("tcp6", srvAddr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		buf := make([]byte, 8<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			if _, err := conn.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	testbed.ServeT(t, srv, "tcp6", srvAddr.String(), true, testbed.Sink)
+	conn := testbed.DialMPTCPT(t, cli, "tcp6", "fd00:91::1", srvAddr.String())
+	testbed.KeepSending(t, conn)
 
 	created := waitEvent(t, cliEv, pathmgr.EventCreated, nil)
 	if created.Family != 10 || !created.Has(pathmgr.AttrSourceAddr6) || created.Remote != srvAddr {

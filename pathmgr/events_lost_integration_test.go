@@ -21,14 +21,7 @@ import (
 // namespace) and checks that Receive reports ErrEventsLost, then keeps
 // delivering newer events.
 func TestIntegrationEventsLost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) to create network namespaces")
-	}
-	ns, err := testbed.NewNetNS("lost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
+	ns := testbed.NetNST(t, "lost")
 	l, err := ListenEvents(&Config{NetNS: ns.Name})
 	if err != nil {
 		t.Fatal(err)

@@ -3,45 +3,17 @@
 package pathmgr_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
-
-// needRoot skips tests that create namespaces when not root.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) to create network namespaces")
-	}
-}
-
-// newNS makes a fresh namespace removed at the end of the test.
-func newNS(t *testing.T, role string) *testbed.NetNS {
-	t.Helper()
-	needRoot(t)
-	ns, err := testbed.NewNetNS(role)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return ns
-}
 
 func dial(t *testing.T, ns *testbed.NetNS) *pathmgr.Client {
 	t.Helper()
@@ -53,19 +25,10 @@ func dial(t *testing.T, ns *testbed.NetNS) *pathmgr.Client {
 	return c
 }
 
-func run(t *testing.T, ns *testbed.NetNS, args ...string) string {
-	t.Helper()
-	out, err := ns.Run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func TestIntegrationEndpoints(t *testing.T) {
-	ns := newNS(t, "ep")
-	run(t, ns, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
-	run(t, ns, "ip", "link", "set", "d0", "up")
+	ns := testbed.NetNST(t, "ep")
+	ns.RunT(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+	ns.RunT(t, "ip", "link", "set", "d0", "up")
 	if err := ns.AddAddr("d0", "10.7.0.1/24"); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +36,7 @@ func TestIntegrationEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dial(t, ns)
-	ifx := strings.TrimSpace(run(t, ns, "cat", "/sys/class/net/d0/ifindex"))
+	ifx := strings.TrimSpace(ns.RunT(t, "cat", "/sys/class/net/d0/ifindex"))
 
 	// Added by the library, read by ip mptcp.
 	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 7, Addr: netip.MustParseAddr("10.7.0.1"), Flags: pathmgr.FlagSubflow | pathmgr.FlagBackup, IfIndex: atoi(t, ifx)}); err != nil {
@@ -82,7 +45,7 @@ func TestIntegrationEndpoints(t *testing.T) {
 	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 9, Addr: netip.MustParseAddr("fd00:7::1"), Port: 10009, Flags: pathmgr.FlagSignal}); err != nil {
 		t.Fatal(err)
 	}
-	got := run(t, ns, "ip", "mptcp", "endpoint", "show")
+	got := ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	for _, want := range []string{"10.7.0.1 id 7 subflow backup dev d0", "fd00:7::1 port 10009 id 9 signal"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ip mptcp endpoint show = %q, want a line with %q", got, want)
@@ -90,7 +53,7 @@ func TestIntegrationEndpoints(t *testing.T) {
 	}
 
 	// Added by ip mptcp, read by the library.
-	run(t, ns, "ip", "mptcp", "endpoint", "add", "10.7.0.2", "id", "12", "subflow", "fullmesh")
+	ns.RunT(t, "ip", "mptcp", "endpoint", "add", "10.7.0.2", "id", "12", "subflow", "fullmesh")
 	e, err := c.Endpoint(12)
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +86,7 @@ func TestIntegrationEndpoints(t *testing.T) {
 	if err := c.SetEndpointFlags(0, netip.MustParseAddr("10.7.0.2"), pathmgr.FlagBackup); err != nil {
 		t.Fatal(err)
 	}
-	got = run(t, ns, "ip", "mptcp", "endpoint", "show")
+	got = ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	if strings.Contains(got, "id 7 subflow backup") || !strings.Contains(got, "10.7.0.2 id 12 subflow backup") {
 		t.Errorf("after change: ip mptcp endpoint show = %q", got)
 	}
@@ -135,18 +98,18 @@ func TestIntegrationEndpoints(t *testing.T) {
 	if _, err := c.Endpoint(12); !errors.Is(err, os.ErrNotExist) && !isKernelError(err) {
 		t.Errorf("Endpoint(12) after delete: err = %v, want a kernel refusal", err)
 	}
-	if got := run(t, ns, "ip", "mptcp", "endpoint", "show"); strings.Contains(got, "id 12") {
+	if got := ns.RunT(t, "ip", "mptcp", "endpoint", "show"); strings.Contains(got, "id 12") {
 		t.Errorf("endpoint 12 still present: %q", got)
 	}
 	if err := c.FlushEndpoints(); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.TrimSpace(run(t, ns, "ip", "mptcp", "endpoint", "show")); got != "" {
+	if got := strings.TrimSpace(ns.RunT(t, "ip", "mptcp", "endpoint", "show")); got != "" {
 		t.Errorf("after flush: %q, want nothing", got)
 	}
 
 	// A duplicate id is refused by the kernel with its own message.
-	run(t, ns, "ip", "mptcp", "endpoint", "add", "10.7.0.1", "id", "3", "subflow")
+	ns.RunT(t, "ip", "mptcp", "endpoint", "add", "10.7.0.1", "id", "3", "subflow")
 	err = c.AddEndpoint(pathmgr.Endpoint{ID: 3, Addr: netip.MustParseAddr("10.7.0.9"), Flags: pathmgr.FlagSubflow})
 	var ke *pathmgr.Error
 	if !errors.As(err, &ke) {
@@ -161,9 +124,9 @@ func isKernelError(err error) bool {
 }
 
 func TestIntegrationLimits(t *testing.T) {
-	ns := newNS(t, "lim")
+	ns := testbed.NetNST(t, "lim")
 	c := dial(t, ns)
-	run(t, ns, "ip", "mptcp", "limits", "set", "subflow", "3", "add_addr_accepted", "2")
+	ns.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "3", "add_addr_accepted", "2")
 	l, err := c.Limits()
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +138,7 @@ func TestIntegrationLimits(t *testing.T) {
 	if err := c.SetLimits(pathmgr.LimitsUpdate{Subflows: &five}); err != nil {
 		t.Fatal(err)
 	}
-	if got := run(t, ns, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "add_addr_accepted 2 subflows 5") {
+	if got := ns.RunT(t, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "add_addr_accepted 2 subflows 5") {
 		t.Errorf("ip mptcp limits show = %q, want add_addr_accepted 2 subflows 5", got)
 	}
 	nine := uint32(9)
@@ -185,7 +148,7 @@ func TestIntegrationLimits(t *testing.T) {
 }
 
 func TestIntegrationNoSuchNetNS(t *testing.T) {
-	needRoot(t)
+	testbed.NeedRoot(t)
 	_, err := pathmgr.Dial(&pathmgr.Config{NetNS: "gp-does-not-exist"})
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "gp-does-not-exist") {
 		t.Errorf("Dial(missing netns) err = %v, want ErrNotExist naming it", err)
@@ -286,7 +249,7 @@ func kernelAtLeast(t *testing.T, major, minor int) (string, bool) {
 // iproute2 (Debian 12's 6.1) prints it as "rawflags 20", which is the bit
 // the library sends and decodes.
 func TestIntegrationLaminarFlag(t *testing.T) {
-	ns := newNS(t, "lam")
+	ns := testbed.NetNST(t, "lam")
 	if rel, ok := kernelAtLeast(t, 6, 18); !ok {
 		t.Skipf("laminar endpoints need Linux 6.18; this kernel is %s", rel)
 	}
@@ -294,7 +257,7 @@ func TestIntegrationLaminarFlag(t *testing.T) {
 	if err := c.AddEndpoint(pathmgr.Endpoint{ID: 4, Addr: netip.MustParseAddr("10.4.0.1"), Flags: pathmgr.FlagSubflow | pathmgr.FlagLaminar}); err != nil {
 		t.Fatal(err)
 	}
-	got := run(t, ns, "ip", "mptcp", "endpoint", "show")
+	got := ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	if !strings.Contains(got, "10.4.0.1 id 4 subflow laminar") && !strings.Contains(got, "10.4.0.1 id 4 subflow rawflags 20") {
 		t.Errorf("ip mptcp endpoint show = %q, want id 4 subflow with laminar (0x20)", got)
 	}
@@ -308,22 +271,11 @@ func TestIntegrationLaminarFlag(t *testing.T) {
 // addr6 nests of both ends): a subflow created over lte shows up in ss, is
 // marked backup (ss's subflow flags gain 'b'), and is destroyed.
 func TestIntegrationUserspaceIPv6(t *testing.T) {
-	cli, srv := newNS(t, "cu6"), newNS(t, "su6")
-	for _, l := range []struct{ c, s, ca, sa string }{
-		{"wifi0", "wifi1", "fd00:81::1/64", "fd00:81::2/64"},
-		{"lte0", "lte1", "fd00:82::1/64", "fd00:82::2/64"},
-	} {
-		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.AddAddr(l.c, l.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.AddAddr(l.s, l.sa); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run(t, srv, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "0")
+	cli, srv := testbed.NetNST(t, "cu6"), testbed.NetNST(t, "su6")
+	testbed.ConnectT(t, cli, srv,
+		testbed.VethLink{A: "wifi0", B: "wifi1", AAddr: "fd00:81::1/64", BAddr: "fd00:81::2/64"},
+		testbed.VethLink{A: "lte0", B: "lte1", AAddr: "fd00:82::1/64", BAddr: "fd00:82::2/64"})
+	srv.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "0")
 	if err := cli.Sysctl("net.mptcp.path_manager", "userspace"); err != nil {
 		if err2 := cli.Sysctl("net.mptcp.pm_type", "1"); err2 != nil {
 			t.Skipf("no userspace path manager (net.mptcp.path_manager, pm_type): %v; %v", err, err2)
@@ -333,65 +285,21 @@ func TestIntegrationUserspaceIPv6(t *testing.T) {
 	srvWiFi6 := netip.AddrPortFrom(netip.MustParseAddr("fd00:81::2"), port)
 	srvLTE6 := netip.AddrPortFrom(netip.MustParseAddr("fd00:82::2"), port)
 	cliLTE6 := netip.MustParseAddr("fd00:82::1")
-	var ln net.Listener
-	if err := srv.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp6", "[::]:"+strconv.Itoa(port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testbed.ServeT(t, srv, "tcp6", "[::]:"+strconv.Itoa(port), true, testbed.Sink)
 	cliEv := events(t, cli)
-	var conn net.Conn
-	if err := cli.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:81::1")}, Timeout: 5 * time.Second}
-		d.SetMultipathTCP(true)
-		var err error
-		conn, err = d.Dial("tcp6", srvWiFi6.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() { // data must flow for the connection to become established
-		defer close(stopped)
-		buf := make([]byte, 8<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			conn.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := conn.Write(buf); err != nil && !isTimeout(err) {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-stopped; conn.Close() })
+	conn := testbed.DialMPTCPT(t, cli, "tcp6", "fd00:81::1", srvWiFi6.String())
+	testbed.KeepSending(t, conn) // data must flow for the connection to become established
 	token := waitEvent(t, cliEv, pathmgr.EventEstablished, nil).Token
 	c := dial(t, cli)
 
 	ssLTE := func() string {
-		return run(t, cli, "ss", "-tniH", "state", "established", "src", "["+cliLTE6.String()+"]")
+		return cli.RunT(t, "ss", "-tniH", "state", "established", "src", "["+cliLTE6.String()+"]")
 	}
 	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: cliLTE6, ID: 2}, srvLTE6); err != nil {
 		t.Fatal(err)
 	}
 	var local netip.AddrPort
-	waitFor(t, "the IPv6 lte subflow in ss", func() (bool, string) {
+	testbed.Eventually(t, "the IPv6 lte subflow in ss", func() (bool, string) {
 		out := ssLTE()
 		for _, f := range strings.Fields(out) {
 			if ap, err := netip.ParseAddrPort(f); err == nil && ap.Addr() == cliLTE6 {
@@ -404,36 +312,20 @@ func TestIntegrationUserspaceIPv6(t *testing.T) {
 	if err := c.SetSubflowBackup(token, sf, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "backup flag 'b' on the IPv6 lte subflow", func() (bool, string) {
+	testbed.Eventually(t, "backup flag 'b' on the IPv6 lte subflow", func() (bool, string) {
 		out := ssLTE()
 		return strings.Contains(subflowFlags(out), "b"), out
 	})
 	if err := c.DestroySubflow(token, sf); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the IPv6 lte subflow gone from ss", func() (bool, string) {
+	testbed.Eventually(t, "the IPv6 lte subflow gone from ss", func() (bool, string) {
 		out := ssLTE()
 		return !strings.Contains(out, srvLTE6.String()), out
 	})
 	// Mixed families are refused before anything is sent.
 	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: netip.MustParseAddr("10.0.0.1")}, srvLTE6); err == nil || isKernelError(err) {
 		t.Errorf("v4 local, v6 remote: err = %v, want a local refusal", err)
-	}
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -68,7 +68,7 @@ func hex32(t *testing.T, s string) uint32 {
 // and the subflows.
 func ssMPTCP(t *testing.T, ns *testbed.NetNS) (tokens []uint32, sfs []ssSubflow) {
 	t.Helper()
-	out := run(t, ns, "ss", "-Mtni")
+	out := ns.RunT(t, "ss", "-Mtni")
 	lines := strings.Split(out, "\n")
 	for i := 0; i < len(lines); i++ {
 		l := strings.TrimSpace(lines[i])
@@ -131,7 +131,7 @@ func openInventory(t *testing.T, ns *testbed.NetNS) *pathmgr.Inventory {
 
 func ifindex(t *testing.T, ns *testbed.NetNS, dev string) int {
 	t.Helper()
-	n, err := strconv.Atoi(strings.TrimSpace(run(t, ns, "cat", "/sys/class/net/"+dev+"/ifindex")))
+	n, err := strconv.Atoi(strings.TrimSpace(ns.RunT(t, "cat", "/sys/class/net/"+dev+"/ifindex")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func ifindex(t *testing.T, ns *testbed.NetNS, dev string) int {
 // in-kernel PM over lte.
 func TestIntegrationInventory(t *testing.T) {
 	p := newPair(t, "kernel")
-	run(t, p.cli, "ip", "mptcp", "endpoint", "add", cliLTE.String(), "dev", "lte0", "id", "5", "subflow", "backup")
+	p.cli.RunT(t, "ip", "mptcp", "endpoint", "add", cliLTE.String(), "dev", "lte0", "id", "5", "subflow", "backup")
 	const port = 10500
 	p.serve(t, port)
 	cli := openInventory(t, p.cli)

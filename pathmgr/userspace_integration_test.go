@@ -4,7 +4,6 @@ package pathmgr_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -30,23 +29,12 @@ var (
 
 func newPair(t *testing.T, clientPM string) *pair {
 	t.Helper()
-	p := &pair{cli: newNS(t, "cli"), srv: newNS(t, "srv")}
-	for _, l := range []struct{ c, s, ca, sa string }{
-		{"wifi0", "wifi1", "10.9.1.1/24", "10.9.1.2/24"},
-		{"lte0", "lte1", "10.9.2.1/24", "10.9.2.2/24"},
-	} {
-		if err := testbed.Veth(p.cli, l.c, p.srv, l.s); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.cli.AddAddr(l.c, l.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.srv.AddAddr(l.s, l.sa); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run(t, p.srv, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
-	run(t, p.cli, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	p := &pair{cli: testbed.NetNST(t, "cli"), srv: testbed.NetNST(t, "srv")}
+	testbed.ConnectT(t, p.cli, p.srv,
+		testbed.VethLink{A: "wifi0", B: "wifi1", AAddr: "10.9.1.1/24", BAddr: "10.9.1.2/24"},
+		testbed.VethLink{A: "lte0", B: "lte1", AAddr: "10.9.2.1/24", BAddr: "10.9.2.2/24"})
+	p.srv.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	p.cli.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 	if err := p.cli.Sysctl("net.mptcp.path_manager", clientPM); err != nil {
 		// Kernels before 6.15 only have pm_type (0 kernel, 1 userspace).
 		v := "0"
@@ -60,30 +48,10 @@ func newPair(t *testing.T, clientPM string) *pair {
 	return p
 }
 
-// serve starts an MPTCP sink in srv on port and returns its address.
+// serve starts an MPTCP sink in srv on port.
 func (p *pair) serve(t *testing.T, port int) {
 	t.Helper()
-	var ln net.Listener
-	err := p.srv.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort("0.0.0.0", itoa(port)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testbed.ServeT(t, p.srv, "tcp", net.JoinHostPort("0.0.0.0", itoa(port)), true, testbed.Sink)
 }
 
 // dial opens an MPTCP connection from cli's wifi address and keeps data
@@ -91,40 +59,9 @@ func (p *pair) serve(t *testing.T, port int) {
 // established).
 func (p *pair) dial(t *testing.T, port int) net.Conn {
 	t.Helper()
-	var c net.Conn
-	err := p.cli.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: cliWiFi.AsSlice()}, Timeout: 5 * time.Second}
-		d.SetMultipathTCP(true)
-		var err error
-		c, err = d.Dial("tcp", net.JoinHostPort(srvWiFi.String(), itoa(port)))
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		buf := make([]byte, 16<<10)
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := c.Write(buf); err != nil && !isTimeout(err) {
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	t.Cleanup(func() { close(done); c.Close() })
+	c := testbed.DialMPTCPT(t, p.cli, "tcp", cliWiFi.String(), net.JoinHostPort(srvWiFi.String(), itoa(port)))
+	testbed.KeepSending(t, c)
 	return c
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }
 
 // events collects a namespace's PM events into a channel.
@@ -134,25 +71,18 @@ func events(t *testing.T, ns *testbed.NetNS) <-chan pathmgr.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { l.Close() }) // after Collect's cleanup has stopped the loop
 	ch := make(chan pathmgr.Event, 1024)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			evs, err := l.Receive(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.Errorf("receive events in %s: %v", ns.Name, err)
-				}
-				return
-			}
-			for _, e := range evs {
-				ch <- e
-			}
+	testbed.Collect(t, l.Receive, func(evs []pathmgr.Event, err error) bool {
+		if err != nil {
+			t.Errorf("receive events in %s: %v", ns.Name, err)
+			return false
 		}
-	}()
-	t.Cleanup(func() { cancel(); <-stopped; l.Close() })
+		for _, e := range evs {
+			ch <- e
+		}
+		return true
+	})
 	return ch
 }
 
@@ -213,7 +143,7 @@ func TestIntegrationUserspacePM(t *testing.T) {
 
 	// Second subflow over lte.
 	remote := netip.AddrPortFrom(srvLTE, port)
-	lteIdx := atoi(t, strings.TrimSpace(run(t, p.cli, "cat", "/sys/class/net/lte0/ifindex")))
+	lteIdx := atoi(t, strings.TrimSpace(p.cli.RunT(t, "cat", "/sys/class/net/lte0/ifindex")))
 	if err := c.CreateSubflow(token, pathmgr.Endpoint{Addr: cliLTE, ID: 2, IfIndex: lteIdx}, remote); err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +151,7 @@ func TestIntegrationUserspacePM(t *testing.T) {
 	if sub.Token != token || sub.Remote != remote || sub.LocalID != 2 || sub.IfIndex != lteIdx || sub.Backup {
 		t.Errorf("sub_established = %+v, want token %d, lte subflow id 2 on ifindex %d to %v, not backup", sub, token, lteIdx, remote)
 	}
-	ssOut := run(t, p.cli, "ss", "-tnH", "state", "established", "src", cliLTE.String())
+	ssOut := p.cli.RunT(t, "ss", "-tnH", "state", "established", "src", cliLTE.String())
 	if !strings.Contains(ssOut, remote.String()) {
 		t.Errorf("ss shows no lte subflow to %v:\n%s", remote, ssOut)
 	}
@@ -289,7 +219,7 @@ func TestIntegrationUserspacePM(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out := run(t, p.cli, "ss", "-tnH", "state", "established", "src", cliLTE.String())
+		out := p.cli.RunT(t, "ss", "-tnH", "state", "established", "src", cliLTE.String())
 		if !strings.Contains(out, remote.String()) {
 			break
 		}

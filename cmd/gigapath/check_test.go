@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/gigapath/gigapath/internal/kcheck"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -218,14 +219,14 @@ except OSError as e:
 
 	// Endpoint flags: ip mptcp in a fresh namespace shows which flags the
 	// kernel keeps (iproute2 knows signal, subflow, backup, fullmesh).
-	ns := needRootNS(t, "chk")
+	ns := testbed.NetNST(t, "chk")
 	for i, f := range []string{"signal", "subflow", "backup", "fullmesh"} {
 		args := []string{"ip", "mptcp", "endpoint", "add", "192.0.2." + strconv.Itoa(i+1), "id", strconv.Itoa(i + 1), f}
 		if f == "backup" || f == "fullmesh" {
 			args = append(args, "subflow")
 		}
-		nsRun(t, ns, args...)
-		show := nsRun(t, ns, "ip", "mptcp", "endpoint", "show", "id", strconv.Itoa(i+1))
+		ns.RunT(t, args...)
+		show := ns.RunT(t, "ip", "mptcp", "endpoint", "show", "id", strconv.Itoa(i+1))
 		kept := slices.Contains(strings.Fields(show), f)
 		if got := slices.Contains(strings.Fields(items["endpoint_flags"].Value), f); got != kept {
 			t.Errorf("endpoint_flags %q lists %s=%v; ip mptcp shows %q", items["endpoint_flags"].Value, f, got, show)
@@ -266,7 +267,7 @@ else:
 // the caller's: a fresh namespace with MPTCP off and the userspace PM on.
 func TestIntegrationCheckNetNS(t *testing.T) {
 	needRoot(t)
-	ns := needRootNS(t, "chk")
+	ns := testbed.NetNST(t, "chk")
 	if err := ns.Sysctl("net.mptcp.enabled", "0"); err != nil {
 		t.Fatal(err)
 	}

@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -285,41 +281,19 @@ func TestCLIUsageExitCodes(t *testing.T) {
 	}
 }
 
-func needRootNS(t *testing.T, role string) *testbed.NetNS {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN)")
-	}
-	ns, err := testbed.NewNetNS(role)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-func nsRun(t *testing.T, ns *testbed.NetNS, args ...string) string {
-	t.Helper()
-	out, err := ns.Run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // endpoint change ADDR finds an endpoint that has a port (the request must
 // not be a bare address lookup, which the kernel matches with port 0).
 func TestIntegrationCLIEndpointChangeWithPort(t *testing.T) {
-	ns := needRootNS(t, "cliepp")
-	nsRun(t, ns, "ip", "link", "add", "pa0", "type", "veth", "peer", "name", "pa1")
-	nsRun(t, ns, "ip", "link", "set", "pa0", "up")
+	ns := testbed.NetNST(t, "cliepp")
+	ns.RunT(t, "ip", "link", "add", "pa0", "type", "veth", "peer", "name", "pa1")
+	ns.RunT(t, "ip", "link", "set", "pa0", "up")
 	if err := ns.AddAddr("pa0", "10.77.0.1/24"); err != nil {
 		t.Fatal(err)
 	}
 	n := []string{"--netns", ns.Name}
 	gpOK(t, append(n, strings.Fields("endpoint add 10.77.0.1 port 8080 id 5 signal")...)...)
 	gpOK(t, append(n, strings.Fields("endpoint change 10.77.0.1 backup")...)...)
-	show := nsRun(t, ns, "ip", "mptcp", "endpoint", "show")
+	show := ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	if want := "10.77.0.1 port 8080 id 5 signal backup"; !strings.Contains(show, want) {
 		t.Fatalf("ip mptcp endpoint show = %q, want %q", show, want)
 	}
@@ -328,9 +302,9 @@ func TestIntegrationCLIEndpointChangeWithPort(t *testing.T) {
 // TestIntegrationCLIEndpoints drives endpoint and limits commands through
 // the built binary, with ip mptcp as the oracle in both directions.
 func TestIntegrationCLIEndpoints(t *testing.T) {
-	ns := needRootNS(t, "cliep")
-	nsRun(t, ns, "ip", "link", "add", "lte0", "type", "veth", "peer", "name", "lte1")
-	nsRun(t, ns, "ip", "link", "set", "lte0", "up")
+	ns := testbed.NetNST(t, "cliep")
+	ns.RunT(t, "ip", "link", "add", "lte0", "type", "veth", "peer", "name", "lte1")
+	ns.RunT(t, "ip", "link", "set", "lte0", "up")
 	// A signal endpoint with a port makes the kernel listen there: the
 	// address must exist.
 	if err := ns.AddAddr("lte0", "fd00:1::1/64"); err != nil {
@@ -340,7 +314,7 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 
 	gpOK(t, append(n, strings.Fields("endpoint add 10.0.2.2 dev lte0 id 7 subflow backup")...)...)
 	gpOK(t, append(n, strings.Fields("endpoint add fd00:1::1 port 10100 signal")...)...)
-	show := nsRun(t, ns, "ip", "mptcp", "endpoint", "show")
+	show := ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	for _, want := range []string{"10.0.2.2 id 7 subflow backup dev lte0", "fd00:1::1 port 10100 id 8 signal"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("ip mptcp endpoint show = %q, want %q", show, want)
@@ -352,7 +326,7 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 	}
 
 	// Added by ip mptcp, read back as JSON.
-	nsRun(t, ns, "ip", "mptcp", "endpoint", "add", "10.0.2.3", "id", "12", "subflow", "fullmesh")
+	ns.RunT(t, "ip", "mptcp", "endpoint", "add", "10.0.2.3", "id", "12", "subflow", "fullmesh")
 	var eps []map[string]any
 	out := gpOK(t, append(n, "-j", "endpoint", "show")...)
 	if err := json.Unmarshal([]byte(out), &eps); err != nil {
@@ -382,7 +356,7 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 	// change keeps the flags not named (fullmesh stays when backup is set).
 	gpOK(t, append(n, strings.Fields("endpoint change id 12 backup")...)...)
 	gpOK(t, append(n, strings.Fields("endpoint change 10.0.2.2 nobackup")...)...)
-	show = nsRun(t, ns, "ip", "mptcp", "endpoint", "show")
+	show = ns.RunT(t, "ip", "mptcp", "endpoint", "show")
 	for _, want := range []string{"10.0.2.3 id 12 subflow backup fullmesh", "10.0.2.2 id 7 subflow dev lte0"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("after change: ip mptcp endpoint show = %q, want %q", show, want)
@@ -404,11 +378,11 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 	}
 
 	gpOK(t, append(n, strings.Fields("endpoint del id 7")...)...)
-	if show := nsRun(t, ns, "ip", "mptcp", "endpoint", "show"); strings.Contains(show, "id 7 ") {
+	if show := ns.RunT(t, "ip", "mptcp", "endpoint", "show"); strings.Contains(show, "id 7 ") {
 		t.Errorf("endpoint 7 still there: %q", show)
 	}
 	gpOK(t, append(n, "endpoint", "flush")...)
-	if show := strings.TrimSpace(nsRun(t, ns, "ip", "mptcp", "endpoint", "show")); show != "" {
+	if show := strings.TrimSpace(ns.RunT(t, "ip", "mptcp", "endpoint", "show")); show != "" {
 		t.Errorf("after flush: %q", show)
 	}
 	if out := gpOK(t, append(n, "-j", "endpoint", "show")...); strings.TrimSpace(out) != "[]" {
@@ -416,17 +390,17 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 	}
 
 	// Limits, both directions, partial set.
-	nsRun(t, ns, "ip", "mptcp", "limits", "set", "subflow", "3", "add_addr_accepted", "2")
+	ns.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "3", "add_addr_accepted", "2")
 	var l map[string]any
 	out = gpOK(t, append(n, "limits", "show", "-j")...)
 	if err := json.Unmarshal([]byte(out), &l); err != nil || l["subflows"] != 3.0 || l["add_addr_accepted"] != 2.0 {
 		t.Errorf("limits show -j = %s (%v)", out, err)
 	}
 	gpOK(t, append(n, strings.Fields("limits set subflow 5")...)...)
-	if got := nsRun(t, ns, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "add_addr_accepted 2 subflows 5") {
+	if got := ns.RunT(t, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "add_addr_accepted 2 subflows 5") {
 		t.Errorf("ip mptcp limits show = %q after limits set subflow 5", got)
 	}
-	if got, ip := gpOK(t, append(n, "limits", "show")...), nsRun(t, ns, "ip", "mptcp", "limits", "show"); trimLines(got) != trimLines(ip) {
+	if got, ip := gpOK(t, append(n, "limits", "show")...), ns.RunT(t, "ip", "mptcp", "limits", "show"); trimLines(got) != trimLines(ip) {
 		t.Errorf("limits show = %q, ip mptcp = %q", got, ip)
 	}
 }
@@ -442,7 +416,7 @@ func trimLines(s string) string {
 // mptcpExt reads one MPTcpExt counter of a namespace from /proc/net/netstat.
 func mptcpExt(t *testing.T, ns *testbed.NetNS, name string) int {
 	t.Helper()
-	lines := strings.Split(nsRun(t, ns, "cat", "/proc/net/netstat"), "\n")
+	lines := strings.Split(ns.RunT(t, "cat", "/proc/net/netstat"), "\n")
 	for i := 0; i+1 < len(lines); i++ {
 		if !strings.HasPrefix(lines[i], "MPTcpExt:") {
 			continue
@@ -459,44 +433,17 @@ func mptcpExt(t *testing.T, ns *testbed.NetNS, name string) int {
 	return 0
 }
 
-// eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestIntegrationCLIUserspace: a real MPTCP connection from a namespace
 // under the userspace PM to one under the in-kernel PM, over a "wifi" and
 // an "lte" veth pair; each userspace command runs through the built binary
 // and is checked with ss and the peer's MIB counters.
 func TestIntegrationCLIUserspace(t *testing.T) {
-	cli := needRootNS(t, "clius")
-	srv := needRootNS(t, "srvus")
-	for _, l := range []struct{ c, s, ca, sa string }{
-		{"wifi0", "wifi1", "10.8.1.1/24", "10.8.1.2/24"},
-		{"lte0", "lte1", "10.8.2.1/24", "10.8.2.2/24"},
-	} {
-		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.AddAddr(l.c, l.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.AddAddr(l.s, l.sa); err != nil {
-			t.Fatal(err)
-		}
-	}
-	nsRun(t, srv, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "0")
+	cli := testbed.NetNST(t, "clius")
+	srv := testbed.NetNST(t, "srvus")
+	testbed.ConnectT(t, cli, srv,
+		testbed.VethLink{A: "wifi0", B: "wifi1", AAddr: "10.8.1.1/24", BAddr: "10.8.1.2/24"},
+		testbed.VethLink{A: "lte0", B: "lte1", AAddr: "10.8.2.1/24", BAddr: "10.8.2.2/24"})
+	srv.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "0")
 	if _, err := cli.Run("sysctl", "-qw", "net.mptcp.path_manager=userspace"); err != nil {
 		if _, err2 := cli.Run("sysctl", "-qw", "net.mptcp.pm_type=1"); err2 != nil {
 			t.Skipf("kernel has no userspace path manager (net.mptcp.path_manager / pm_type): %v; %v", err, err2)
@@ -504,62 +451,14 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 	}
 
 	const port = 10500
-	var ln net.Listener
-	if err := srv.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp4", "0.0.0.0:"+strconv.Itoa(port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	var conn net.Conn
-	if err := cli.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 8, 1, 1)}, Timeout: 5 * time.Second}
-		d.SetMultipathTCP(true)
-		var err error
-		conn, err = d.Dial("tcp4", "10.8.1.2:"+strconv.Itoa(port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() { // keep data flowing: an idle connection never gets fully established
-		defer close(writerDone)
-		buf := make([]byte, 8<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			conn.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := conn.Write(buf); err != nil {
-				if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-					return
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-writerDone; conn.Close() })
+	testbed.ServeT(t, srv, "tcp4", "0.0.0.0:"+strconv.Itoa(port), true, testbed.Sink)
+	conn := testbed.DialMPTCPT(t, cli, "tcp4", "10.8.1.1", "10.8.1.2:"+strconv.Itoa(port))
+	testbed.KeepSending(t, conn) // an idle connection never gets fully established
 
 	// The token, as ss prints it (hex), from the MPTCP socket.
 	var token string
-	eventually(t, "an MPTCP connection with a token in ss -Mni", func() (bool, string) {
-		out := nsRun(t, cli, "ss", "-MniH", "state", "established")
+	testbed.Eventually(t, "an MPTCP connection with a token in ss -Mni", func() (bool, string) {
+		out := cli.RunT(t, "ss", "-MniH", "state", "established")
 		if i := strings.Index(out, "token:"); i >= 0 {
 			token = "0x" + strings.Fields(out[i+len("token:"):])[0]
 			return true, out
@@ -571,17 +470,17 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 	// subflow create over lte: ss shows a second TCP subflow from the lte address.
 	remote := "10.8.2.2:" + strconv.Itoa(port)
 	ssLTE := func() string {
-		return nsRun(t, cli, "ss", "-tniH", "state", "established", "src", "10.8.2.1", "dst", "10.8.2.2")
+		return cli.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.1", "dst", "10.8.2.2")
 	}
 	var createErr string
-	eventually(t, "subflow create accepted once the connection is established", func() (bool, string) {
+	testbed.Eventually(t, "subflow create accepted once the connection is established", func() (bool, string) {
 		code, _, errs := gp(t, append(n, strings.Fields("subflow create token "+token+" local 10.8.2.1 id 2 dev lte0 remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
 		createErr = errs
 		return code == 0, errs
 	})
 	_ = createErr
 	var localPort string
-	eventually(t, "the lte subflow in ss", func() (bool, string) {
+	testbed.Eventually(t, "the lte subflow in ss", func() (bool, string) {
 		out := ssLTE()
 		for _, f := range strings.Fields(out) {
 			// "10.8.2.1:50545", or "10.8.2.1%lte0:50545" when bound to the device
@@ -594,19 +493,19 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 
 	// subflow set backup: the local subflow's MPTCP flags gain 'b' (ss).
 	gpOK(t, append(n, strings.Fields("subflow set token "+token+" local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port)+" backup")...)...)
-	eventually(t, "backup flag on the lte subflow (ss -tni flags:...b...)", func() (bool, string) {
+	testbed.Eventually(t, "backup flag on the lte subflow (ss -tni flags:...b...)", func() (bool, string) {
 		out := ssLTE()
 		return ssFlags(out) != "" && strings.Contains(ssFlags(out), "b"), out
 	})
-	if out := nsRun(t, srv, "ss", "-tniH", "state", "established", "src", "10.8.2.2"); !strings.Contains(ssFlags(out), "B") {
+	if out := srv.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.2"); !strings.Contains(ssFlags(out), "B") {
 		// The peer learns it from MP_PRIO: its subflow shows the remote backup bit.
-		eventually(t, "remote backup flag on the server's lte subflow", func() (bool, string) {
-			out := nsRun(t, srv, "ss", "-tniH", "state", "established", "src", "10.8.2.2")
+		testbed.Eventually(t, "remote backup flag on the server's lte subflow", func() (bool, string) {
+			out := srv.RunT(t, "ss", "-tniH", "state", "established", "src", "10.8.2.2")
 			return strings.Contains(ssFlags(out), "B"), out
 		})
 	}
 	gpOK(t, append(n, strings.Fields("subflow set token "+token+" local 10.8.2.1 remote 10.8.2.2 port "+strconv.Itoa(port)+" nobackup")...)...)
-	eventually(t, "backup flag cleared", func() (bool, string) {
+	testbed.Eventually(t, "backup flag cleared", func() (bool, string) {
 		out := ssLTE()
 		f := ssFlags(out)
 		return f != "" && !strings.Contains(f, "b"), out
@@ -618,7 +517,7 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 	}
 	addBefore, rmBefore := mptcpExt(t, srv, "AddAddr"), mptcpExt(t, srv, "RmAddr")
 	gpOK(t, append(n, strings.Fields("announce 10.8.2.3 id 5 token "+token+" dev lte0")...)...)
-	eventually(t, "ADD_ADDR at the peer (MPTcpExtAddAddr)", func() (bool, string) {
+	testbed.Eventually(t, "ADD_ADDR at the peer (MPTcpExtAddAddr)", func() (bool, string) {
 		v := mptcpExt(t, srv, "AddAddr")
 		return v > addBefore, "AddAddr=" + strconv.Itoa(v)
 	})
@@ -645,14 +544,14 @@ func TestIntegrationCLIUserspace(t *testing.T) {
 		}
 	}
 	gpOK(t, append(n, strings.Fields("remove id 5 token "+token)...)...)
-	eventually(t, "RM_ADDR at the peer (MPTcpExtRmAddr)", func() (bool, string) {
+	testbed.Eventually(t, "RM_ADDR at the peer (MPTcpExtRmAddr)", func() (bool, string) {
 		v := mptcpExt(t, srv, "RmAddr")
 		return v > rmBefore, "RmAddr=" + strconv.Itoa(v)
 	})
 
 	// subflow destroy: the lte subflow leaves ss.
 	gpOK(t, append(n, strings.Fields("subflow destroy token "+token+" local 10.8.2.1 port "+localPort+" remote 10.8.2.2 port "+strconv.Itoa(port))...)...)
-	eventually(t, "the lte subflow gone from ss", func() (bool, string) {
+	testbed.Eventually(t, "the lte subflow gone from ss", func() (bool, string) {
 		out := ssLTE()
 		return !strings.Contains(out, remote), out
 	})

@@ -373,21 +373,18 @@ func endpointChange(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
-	// The kernel sets backup and fullmesh together from the request, so
-	// start from the endpoint's current flags to keep the ones not named.
-	cur, err := findEndpoint(pm, r.id, r.addr)
-	if err != nil {
-		return err
-	}
-	flags := (cur.Flags | r.set) &^ r.clear
-	// Address it by the id found: a lookup by address alone misses an
-	// endpoint that has a port (the kernel compares address and port).
-	return pm.SetEndpointFlags(cur.ID, netip.Addr{}, flags)
+	return withPM(c, func(pm *pathmgr.Client) error {
+		// The kernel sets backup and fullmesh together from the request, so
+		// start from the endpoint's current flags to keep the ones not named.
+		cur, err := findEndpoint(pm, r.id, r.addr)
+		if err != nil {
+			return err
+		}
+		flags := (cur.Flags | r.set) &^ r.clear
+		// Address it by the id found: a lookup by address alone misses an
+		// endpoint that has a port (the kernel compares address and port).
+		return pm.SetEndpointFlags(cur.ID, netip.Addr{}, flags)
+	})
 }
 
 func findEndpoint(pm *pathmgr.Client, id uint8, addr netip.Addr) (pathmgr.Endpoint, error) {
@@ -463,27 +460,23 @@ func endpointShow(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	pm, err := pmDial(c)
-	if err != nil {
-		return err
-	}
-	defer pm.Close()
 	var eps []pathmgr.Endpoint
-	switch {
-	case r.hasToken:
-		if eps, err = pm.ConnectionAddrs(r.token); err != nil {
-			return err
+	if err := withPM(c, func(pm *pathmgr.Client) error {
+		var err error
+		switch {
+		case r.hasToken:
+			eps, err = pm.ConnectionAddrs(r.token)
+		case r.id != 0:
+			var e pathmgr.Endpoint
+			if e, err = pm.Endpoint(r.id); err == nil {
+				eps = []pathmgr.Endpoint{e}
+			}
+		default:
+			eps, err = pm.Endpoints()
 		}
-	case r.id != 0:
-		e, err := pm.Endpoint(r.id)
-		if err != nil {
-			return err
-		}
-		eps = []pathmgr.Endpoint{e}
-	default:
-		if eps, err = pm.Endpoints(); err != nil {
-			return err
-		}
+		return err
+	}); err != nil {
+		return err
 	}
 	names := ifNames(netnsName(c))
 	if r.json || jsonOutput(c) {

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -25,26 +24,15 @@ import (
 // connection under the same token with its two subflows, checked against
 // ss -Mtni.
 func TestIntegrationCLIMonitorConnList(t *testing.T) {
-	cli := needRootNS(t, "climon")
-	srv := needRootNS(t, "srvmon")
-	for _, l := range []struct{ c, s, ca, sa string }{
-		{"wifi0", "wifi1", "10.8.11.1/24", "10.8.11.2/24"},
-		{"lte0", "lte1", "10.8.12.1/24", "10.8.12.2/24"},
-	} {
-		if err := testbed.Veth(cli, l.c, srv, l.s); err != nil {
-			t.Fatal(err)
-		}
-		if err := cli.AddAddr(l.c, l.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.AddAddr(l.s, l.sa); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cli := testbed.NetNST(t, "climon")
+	srv := testbed.NetNST(t, "srvmon")
+	testbed.ConnectT(t, cli, srv,
+		testbed.VethLink{A: "wifi0", B: "wifi1", AAddr: "10.8.11.1/24", BAddr: "10.8.11.2/24"},
+		testbed.VethLink{A: "lte0", B: "lte1", AAddr: "10.8.12.1/24", BAddr: "10.8.12.2/24"})
 	for _, ns := range []*testbed.NetNS{cli, srv} {
-		nsRun(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+		ns.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 	}
-	nsRun(t, cli, "ip", "mptcp", "endpoint", "add", "10.8.12.1", "dev", "lte0", "id", "3", "subflow", "backup")
+	cli.RunT(t, "ip", "mptcp", "endpoint", "add", "10.8.12.1", "dev", "lte0", "id", "3", "subflow", "backup")
 
 	// monitor -j in the client namespace.
 	bin := filepath.Join(t.TempDir(), "gigapath")
@@ -108,52 +96,9 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 	}
 
 	const port = 10700
-	var ln net.Listener
-	if err := srv.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp4", "0.0.0.0:"+strconv.Itoa(port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	var conn net.Conn
-	if err := cli.Do(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 8, 11, 1)}, Timeout: 5 * time.Second}
-		d.SetMultipathTCP(true)
-		var err error
-		conn, err = d.Dial("tcp4", "10.8.11.2:"+strconv.Itoa(port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		buf := make([]byte, 8<<10)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			if _, err := conn.Write(buf); err != nil {
-				return
-			}
-		}
-	}()
+	testbed.ServeT(t, srv, "tcp4", "0.0.0.0:"+strconv.Itoa(port), true, testbed.Sink)
+	conn := testbed.DialMPTCPT(t, cli, "tcp4", "10.8.11.1", "10.8.11.2:"+strconv.Itoa(port))
+	testbed.KeepSending(t, conn)
 
 	// Events: created ... sub_established, as JSON lines.
 	var token float64
@@ -213,7 +158,7 @@ func TestIntegrationCLIMonitorConnList(t *testing.T) {
 	if !strings.HasPrefix(lte.Local, "10.8.12.1:") || lte.Dev != "lte0" || lte.LocID != 3 || !lte.Backup || lte.RTTus == nil {
 		t.Errorf("lte subflow = %+v, want 10.8.12.1 dev lte0 id 3 backup with rtt_us", lte)
 	}
-	ss := nsRun(t, cli, "ss", "-Mtni")
+	ss := cli.RunT(t, "ss", "-Mtni")
 	ssLocal := strings.Replace(lte.Local, "10.8.12.1:", "10.8.12.1%lte0:", 1) // ss marks the bound device
 	if !strings.Contains(ss, ssLocal) || !strings.Contains(ss, "token:"+strconv.FormatUint(uint64(token), 16)) {
 		t.Errorf("ss -Mtni does not show subflow %s and token %x:\n%s", ssLocal, uint32(token), ss)

@@ -3,7 +3,6 @@
 package controller_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -21,27 +20,7 @@ import (
 // echoServer accepts MPTCP connections on the proxy's service address and
 // echoes; it runs until the bed closes.
 func echoServer(b *testing.B, bed *testbed.Bed, port int) {
-	var ln net.Listener
-	err := bed.Proxy.Do(func() error {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(bed.ProxyAddr, uint16(port)).String())
-		return err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	testbed.ServeT(b, bed.Proxy, "tcp", netip.AddrPortFrom(bed.ProxyAddr, uint16(port)).String(), true, testbed.Echo)
 }
 
 // latencies opens n connections one after the other (each sends a byte and
@@ -54,33 +33,27 @@ func latencies(b *testing.B, bed *testbed.Bed, port, n int) []time.Duration {
 		b.Fatal(err)
 	}
 	defer el.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var mu sync.Mutex
 	est := map[uint32]time.Time{}
 	var lat []time.Duration
-	go func() {
-		for {
-			evs, err := el.Receive(ctx)
-			now := time.Now()
-			if err != nil && ctx.Err() != nil {
-				return
-			}
-			mu.Lock()
-			for _, e := range evs {
-				switch {
-				case e.Type == pathmgr.EventEstablished:
-					est[e.Token] = now
-				case e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr:
-					if t, ok := est[e.Token]; ok {
-						lat = append(lat, now.Sub(t))
-						delete(est, e.Token)
-					}
+	stop := testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, _ error) bool {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range evs {
+			switch {
+			case e.Type == pathmgr.EventEstablished:
+				est[e.Token] = now
+			case e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr:
+				if t, ok := est[e.Token]; ok {
+					lat = append(lat, now.Sub(t))
+					delete(est, e.Token)
 				}
 			}
-			mu.Unlock()
 		}
-	}()
+		return true
+	})
+	defer stop() // before el.Close
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -116,6 +89,25 @@ func latencies(b *testing.B, bed *testbed.Bed, port, n int) []time.Duration {
 	mu.Lock()
 	defer mu.Unlock()
 	return slices.Clone(lat)
+}
+
+// countLTESubflows counts, under mu, the SUB_ESTABLISHED events of lte
+// subflows el reports into served and its receive errors (lost events)
+// into lost, until the returned stop is called or the benchmark ends.
+func countLTESubflows(b *testing.B, bed *testbed.Bed, el *pathmgr.EventListener, mu *sync.Mutex, served, lost *int) (stop func()) {
+	return testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			*lost++
+		}
+		for _, e := range evs {
+			if e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
+				*served++
+			}
+		}
+		return true
+	})
 }
 
 func pct(d []time.Duration, p float64) time.Duration {
@@ -185,30 +177,9 @@ func BenchmarkChurn(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer el.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	var mu sync.Mutex
 	served, lost := 0, 0
-	go func() {
-		for {
-			evs, err := el.Receive(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				mu.Lock()
-				lost++
-				mu.Unlock()
-			}
-			mu.Lock()
-			for _, e := range evs {
-				if e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
-					served++
-				}
-			}
-			mu.Unlock()
-		}
-	}()
+	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup

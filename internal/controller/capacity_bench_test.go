@@ -117,26 +117,7 @@ func daemonCapacity(b *testing.B, n int) {
 	defer el.Close()
 	var mu sync.Mutex
 	served, lost := 0, 0
-	go func() {
-		for {
-			evs, err := el.Receive(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				mu.Lock()
-				lost++
-				mu.Unlock()
-			}
-			mu.Lock()
-			for _, e := range evs {
-				if e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
-					served++
-				}
-			}
-			mu.Unlock()
-		}
-	}()
+	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
 
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		b.Fatal(err)

@@ -36,20 +36,7 @@ func TestIntegrationCongestionOnSubflows(t *testing.T) {
 	if def := strings.TrimSpace(b.Proxy.MustRun("sysctl", "-n", "net.ipv4.tcp_congestion_control")); def == "reno" {
 		t.Fatalf("the namespaces' default is reno already: this test cannot tell the setting from the default")
 	}
-	var ln net.Listener
-	if err := b.Origin.Do(func() (err error) { ln, err = net.Listen("tcp", b.OriginAddr.String()+":7007"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	testbed.ServeT(t, b.Origin, "tcp", b.OriginAddr.String()+":7007", false, testbed.Echo)
 	start(t, b.Proxy, bin, "relay", "--listen", b.ProxyAddr.String()+":1080", "--allow-client", "10.201.0.0/16", "--congestion", "reno")
 	waitListen(t, b.Proxy, "1080")
 	start(t, b.Client, bin, "relay", "--listen", "127.0.0.1:1080", "--upstream", "socks5://"+b.ProxyAddr.String()+":1080", "--congestion", "reno")

@@ -25,15 +25,6 @@ type topo struct {
 	lte      int // ifindex of lte0 in cli
 }
 
-func must(t *testing.T, ns *testbed.NetNS, args ...string) string {
-	t.Helper()
-	out, err := ns.Run(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // newTopo builds a client with wifi0 (10.81.1.2) and lte0 (10.81.2.2) to a
 // server whose service address 10.81.9.1 answers a source only on the
 // interface that leads back to it (strict reverse-path filter), the way a
@@ -41,19 +32,7 @@ func must(t *testing.T, ns *testbed.NetNS, args ...string) string {
 // routes everything by wifi.
 func newTopo(t *testing.T) *topo {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN)")
-	}
-	cli, err := testbed.NewNetNS("rtc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	srv, err := testbed.NewNetNS("rts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	cli, srv := testbed.NetNST(t, "rtc"), testbed.NetNST(t, "rts")
 	for _, p := range [][2]string{{"wifi0", "wifi0p"}, {"lte0", "lte0p"}} {
 		if err := testbed.Veth(cli, p[0], srv, p[1]); err != nil {
 			t.Fatal(err)
@@ -87,13 +66,13 @@ func newTopo(t *testing.T) *topo {
 			t.Fatal(err)
 		}
 	}
-	must(t, cli, "ip", "route", "add", "default", "via", "10.81.1.1", "dev", "wifi0")
-	must(t, cli, "ip", "-6", "route", "add", "default", "via", "2001:db8:81:1::1", "dev", "wifi0")
+	cli.RunT(t, "ip", "route", "add", "default", "via", "10.81.1.1", "dev", "wifi0")
+	cli.RunT(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:81:1::1", "dev", "wifi0")
 	// Let IPv6 DAD finish (link-local addresses included) so that the
 	// before/after dumps compare a settled state.
 	for _, ns := range []*testbed.NetNS{cli, srv} {
 		deadline := time.Now().Add(15 * time.Second)
-		for must(t, ns, "ip", "-6", "addr", "show", "tentative") != "" {
+		for ns.RunT(t, "ip", "-6", "addr", "show", "tentative") != "" {
 			if time.Now().After(deadline) {
 				t.Fatalf("IPv6 addresses in %s still tentative after 15s", ns.Name)
 			}
@@ -101,7 +80,7 @@ func newTopo(t *testing.T) *topo {
 		}
 	}
 	tp := &topo{cli: cli, srv: srv}
-	err = cli.Do(func() error {
+	err := cli.Do(func() error {
 		w, err := net.InterfaceByName("wifi0")
 		if err != nil {
 			return err
@@ -127,7 +106,7 @@ func dump(t *testing.T, ns *testbed.NetNS) string {
 		{"ip", "-4", "rule", "show"}, {"ip", "-6", "rule", "show"},
 		{"ip", "-4", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
 	} {
-		fmt.Fprintf(&b, "## %s\n%s", strings.Join(args, " "), must(t, ns, args...))
+		fmt.Fprintf(&b, "## %s\n%s", strings.Join(args, " "), ns.RunT(t, args...))
 	}
 	return b.String()
 }
@@ -182,38 +161,25 @@ func tcpFrom(tp *topo, local string) error {
 
 func echoServer(t *testing.T, tp *topo) {
 	t.Helper()
-	var ln net.Listener
-	if err := tp.srv.Do(func() (err error) { ln, err = net.Listen("tcp", "10.81.9.1:5001"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				c.Write([]byte(line))
-			}()
-		}
-	}()
+	testbed.ServeT(t, tp.srv, "tcp", "10.81.9.1:5001", false, func(c net.Conn) {
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Write([]byte(line))
+	})
 }
 
 func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	tp := newTopo(t)
 	echoServer(t, tp)
 	// Rules and routes made by hand, also in "our" table: never touched.
-	must(t, tp.cli, "ip", "rule", "add", "from", "10.81.1.2", "lookup", "500", "pref", "900")
-	must(t, tp.cli, "ip", "rule", "add", "from", "10.81.2.2", "lookup", fmt.Sprint(1000+tp.lte), "pref", "1000")
-	must(t, tp.cli, "ip", "route", "add", "10.99.0.0/16", "dev", "lte0", "table", fmt.Sprint(1000+tp.lte))
+	tp.cli.RunT(t, "ip", "rule", "add", "from", "10.81.1.2", "lookup", "500", "pref", "900")
+	tp.cli.RunT(t, "ip", "rule", "add", "from", "10.81.2.2", "lookup", fmt.Sprint(1000+tp.lte), "pref", "1000")
+	tp.cli.RunT(t, "ip", "route", "add", "10.99.0.0/16", "dev", "lte0", "table", fmt.Sprint(1000+tp.lte))
 	before := dump(t, tp.cli)
 
 	// Negative control: without managed routing, a connection from the lte
 	// address leaves by wifi and the server does not answer it.
-	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev wifi0") {
+	if out := tp.cli.RunT(t, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev wifi0") {
 		t.Fatalf("before Ensure, route get should say wifi0: %s", out)
 	}
 	if err := tcpFrom(tp, "10.81.2.2"); err == nil {
@@ -236,7 +202,7 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	}
 	lt, wt := 1000+tp.lte, 1000+tp.wifi
 
-	rules := must(t, tp.cli, "ip", "-4", "rule", "show")
+	rules := tp.cli.RunT(t, "ip", "-4", "rule", "show")
 	wantRules := fmt.Sprintf(`0:	from all lookup local
 900:	from 10.81.1.2 lookup 500
 1000:	from 10.81.2.2 lookup %[1]d
@@ -248,40 +214,40 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	if rules != wantRules {
 		t.Errorf("ip -4 rule show:\n%s\nwant:\n%s", rules, wantRules)
 	}
-	rules6 := must(t, tp.cli, "ip", "-6", "rule", "show")
+	rules6 := tp.cli.RunT(t, "ip", "-6", "rule", "show")
 	wantRules6 := fmt.Sprintf("0:\tfrom all lookup local\n1000:\tfrom 2001:db8:81:2::2 lookup %d proto 201\n1000:\tfrom 2001:db8:81:1::2 lookup %d proto 201\n32766:\tfrom all lookup main\n", lt, wt)
 	if rules6 != wantRules6 {
 		t.Errorf("ip -6 rule show:\n%s\nwant:\n%s", rules6, wantRules6)
 	}
-	if got, want := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)), fmt.Sprintf(
+	if got, want := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)), fmt.Sprintf(
 		"default via 10.81.2.1 dev lte0 proto 201 \n10.81.2.0/24 dev lte0 proto 201 scope link src 10.81.2.2 \n10.99.0.0/16 dev lte0 scope link \n"); got != want {
 		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", lt, got, want)
 	}
-	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "2001:db8:81:2::/64 dev lte0 proto 201") ||
+	if got := tp.cli.RunT(t, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "2001:db8:81:2::/64 dev lte0 proto 201") ||
 		!strings.Contains(got, "default via 2001:db8:81:2::1 dev lte0 proto 201") {
 		t.Errorf("ip -6 route show table %d:\n%s", lt, got)
 	}
-	if got, want := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(wt)),
+	if got, want := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(wt)),
 		"default dev wifi0 proto 201 scope link \n10.81.1.0/24 dev wifi0 proto 201 scope link src 10.81.1.2 \n"; got != want {
 		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", wt, got, want)
 	}
-	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(wt)); !strings.Contains(got, "2001:db8:81:1::/64 dev wifi0 proto 201") ||
+	if got := tp.cli.RunT(t, "ip", "-6", "route", "show", "table", fmt.Sprint(wt)); !strings.Contains(got, "2001:db8:81:1::/64 dev wifi0 proto 201") ||
 		!strings.Contains(got, "default dev wifi0 proto 201") {
 		t.Errorf("ip -6 route show table %d (on-link default):\n%s", wt, got)
 	}
-	if out := must(t, tp.cli, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:1::2"); !strings.Contains(out, "dev wifi0") {
+	if out := tp.cli.RunT(t, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:1::2"); !strings.Contains(out, "dev wifi0") {
 		t.Errorf("route get from the wifi IPv6 address: %s", out)
 	}
 
 	// The kernel now sends what comes from lte by lte, IPv4 and IPv6, and
 	// a real connection from the lte address works.
-	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev lte0") {
+	if out := tp.cli.RunT(t, "ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"); !strings.Contains(out, "dev lte0") {
 		t.Errorf("route get from the lte address: %s", out)
 	}
-	if out := must(t, tp.cli, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:2::2"); !strings.Contains(out, "dev lte0") {
+	if out := tp.cli.RunT(t, "ip", "-6", "route", "get", "2001:db8:81:9::1", "from", "2001:db8:81:2::2"); !strings.Contains(out, "dev lte0") {
 		t.Errorf("route get from the lte IPv6 address: %s", out)
 	}
-	if out := must(t, tp.cli, "ip", "route", "get", "10.81.9.1", "from", "10.81.1.2"); !strings.Contains(out, "dev wifi0") {
+	if out := tp.cli.RunT(t, "ip", "route", "get", "10.81.9.1", "from", "10.81.1.2"); !strings.Contains(out, "dev wifi0") {
 		t.Errorf("route get from the wifi address: %s", out)
 	}
 	if err := tcpFrom(tp, "10.81.2.2"); err != nil {
@@ -299,13 +265,13 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	if err := m.Ensure(lte2); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(t, tp.cli, "ip", "-6", "rule", "show"); strings.Contains(got, "2001:db8:81:2::2") {
+	if got := tp.cli.RunT(t, "ip", "-6", "rule", "show"); strings.Contains(got, "2001:db8:81:2::2") {
 		t.Errorf("IPv6 rule left after its address went:\n%s", got)
 	}
-	if got := must(t, tp.cli, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); got != "" {
+	if got := tp.cli.RunT(t, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); got != "" {
 		t.Errorf("IPv6 routes left in table %d:\n%s", lt, got)
 	}
-	if got := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "default dev lte0 proto 201 scope link") {
+	if got := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "default dev lte0 proto 201 scope link") {
 		t.Errorf("on-link default route not in table %d:\n%s", lt, got)
 	}
 
@@ -362,18 +328,18 @@ func TestIntegrationCleanupAfterRestart(t *testing.T) {
 	if err := m2.Prune([]int{tp.lte}); err != nil {
 		t.Fatal(err)
 	}
-	got := must(t, tp.cli, "ip", "-4", "rule", "show")
+	got := tp.cli.RunT(t, "ip", "-4", "rule", "show")
 	if strings.Contains(got, "10.81.1.2") || !strings.Contains(got, "from 10.81.2.2 lookup "+fmt.Sprint(3000+tp.lte)) {
 		t.Errorf("after Prune(lte) want only the lte rule:\n%s", got)
 	}
-	if got := must(t, tp.cli, "ip", "-4", "route", "show", "table", fmt.Sprint(3000+tp.wifi)); got != "" {
+	if got := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(3000+tp.wifi)); got != "" {
 		t.Errorf("wifi table left after Prune:\n%s", got)
 	}
 	// Remove one interface, then clean up the rest.
 	if err := m2.Remove(tp.lte); err != nil {
 		t.Fatal(err)
 	}
-	if got := must(t, tp.cli, "ip", "-4", "rule", "show"); strings.Contains(got, "proto 201") {
+	if got := tp.cli.RunT(t, "ip", "-4", "rule", "show"); strings.Contains(got, "proto 201") {
 		t.Errorf("lte rule left after Remove:\n%s", got)
 	}
 	if err := m2.Cleanup(); err != nil {
@@ -506,19 +472,19 @@ func TestIntegrationFollowNetmon(t *testing.T) {
 	lteRoute := has([]string{"ip", "route", "get", "10.81.9.1", "from", "10.81.2.2"}, "dev lte0")
 
 	eventually("the lte rule and table from the initial state", func() bool { return lteRule() && lteDefault() && lteRoute() })
-	must(t, tp.cli, "ip", "link", "set", "lte0", "down")
+	tp.cli.RunT(t, "ip", "link", "set", "lte0", "down")
 	eventually("the lte rule gone with the link", not(lteRule))
-	must(t, tp.cli, "ip", "link", "set", "lte0", "up")
+	tp.cli.RunT(t, "ip", "link", "set", "lte0", "up")
 	eventually("the lte rule and table back with the link", func() bool { return lteRule() && lteDefault() && lteRoute() })
-	must(t, tp.cli, "ip", "addr", "add", "10.81.2.3/24", "dev", "lte0")
+	tp.cli.RunT(t, "ip", "addr", "add", "10.81.2.3/24", "dev", "lte0")
 	eventually("a rule for the new lte address", has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.3 lookup "+lt+" proto 201"))
-	must(t, tp.cli, "ip", "addr", "del", "10.81.2.3/24", "dev", "lte0")
+	tp.cli.RunT(t, "ip", "addr", "del", "10.81.2.3/24", "dev", "lte0")
 	eventually("no rule for the removed address", not(has([]string{"ip", "-4", "rule", "show"}, "from 10.81.2.3")))
 	// A gateway appearing in the main table moves the lte default route
 	// onto it.
-	must(t, tp.cli, "ip", "route", "add", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
+	tp.cli.RunT(t, "ip", "route", "add", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
 	eventually("default via the lte gateway in table "+lt, has([]string{"ip", "-4", "route", "show", "table", lt}, "default via 10.81.2.1 dev lte0 proto 201"))
-	must(t, tp.cli, "ip", "route", "del", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
+	tp.cli.RunT(t, "ip", "route", "del", "default", "via", "10.81.2.1", "dev", "lte0", "metric", "500")
 	eventually("on-link default back in table "+lt, lteDefault)
 }
 
@@ -533,11 +499,11 @@ func TestIntegrationMPTCPSubflowLeavesByLTE(t *testing.T) {
 		t.Skip("kernel without MPTCP (no net.mptcp sysctls)")
 	}
 	for _, ns := range []*testbed.NetNS{tp.cli, tp.srv} {
-		must(t, ns, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+		ns.RunT(t, "ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 	}
-	must(t, tp.cli, "ip", "mptcp", "endpoint", "add", "10.81.2.2", "dev", "lte0", "subflow")
+	tp.cli.RunT(t, "ip", "mptcp", "endpoint", "add", "10.81.2.2", "dev", "lte0", "subflow")
 	// A slow wifi makes the scheduler use the lte subflow as well.
-	must(t, tp.cli, "tc", "qdisc", "add", "dev", "wifi0", "root", "tbf", "rate", "20mbit", "burst", "32kbit", "latency", "50ms")
+	tp.cli.RunT(t, "tc", "qdisc", "add", "dev", "wifi0", "root", "tbf", "rate", "20mbit", "burst", "32kbit", "latency", "50ms")
 
 	m, err := routing.New(routing.Config{NetNS: tp.cli.Name})
 	if err != nil {
@@ -610,11 +576,11 @@ func TestIntegrationMPTCPSubflowLeavesByLTE(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no established lte subflow carrying data within 15s; ss:\n%s\nip mptcp endpoint:\n%s", ssOut, must(t, tp.cli, "ip", "mptcp", "endpoint", "show"))
+			t.Fatalf("no established lte subflow carrying data within 15s; ss:\n%s\nip mptcp endpoint:\n%s", ssOut, tp.cli.RunT(t, "ip", "mptcp", "endpoint", "show"))
 		}
 	}
 	// The server sees that subflow arrive on lte0p.
-	if out := must(t, tp.srv, "ss", "-tniH", "state", "established", "dst", "10.81.2.2"); !strings.Contains(out, "10.81.2.2") {
+	if out := tp.srv.RunT(t, "ss", "-tniH", "state", "established", "dst", "10.81.2.2"); !strings.Contains(out, "10.81.2.2") {
 		t.Errorf("server has no subflow from the lte address:\n%s", out)
 	}
 	conn.Close()
@@ -665,7 +631,7 @@ func TestIntegrationFlapNoLeak(t *testing.T) {
 	if err := os.WriteFile(f, []byte(batch.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	must(t, tp.cli, "ip", "-batch", f)
+	tp.cli.RunT(t, "ip", "-batch", f)
 	// The follower works through 100 queued link events, each against the
 	// watcher's snapshot at that moment, so the tables can look right for an
 	// instant while older events are still being applied. What must hold is

@@ -1,0 +1,207 @@
+//go:build linux
+
+package testbed
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// Test helpers shared by the integration tests and benchmarks of several
+// packages. Each takes the test (or benchmark) as tb, fails it with
+// tb.Fatal when a set-up step fails, and undoes what it made in
+// tb.Cleanup, so nothing outlives the test even when it fails.
+
+// NetNST creates a namespace for tb (see NewNetNS) and deletes it in
+// tb.Cleanup, reporting a failed deletion with tb.Error. It skips tb when
+// not root.
+func NetNST(tb testing.TB, role string) *NetNS {
+	tb.Helper()
+	NeedRoot(tb)
+	ns, err := NewNetNS(role)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := ns.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return ns
+}
+
+// RunT is Run for set-up steps and oracles: a failed command fails tb.
+// It returns the command's standard output.
+func (n *NetNS) RunT(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := n.Run(args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// VethLink is one veth link between two namespaces: interface A with address
+// AAddr in the first, B with BAddr in the second (CIDR form, e.g.
+// "10.8.1.1/24" or "fd00:81::1/64").
+type VethLink struct {
+	A, B         string
+	AAddr, BAddr string
+}
+
+// ConnectT joins a and b with one veth pair per link and adds the links'
+// addresses. The links go with the namespaces.
+func ConnectT(tb testing.TB, a, b *NetNS, links ...VethLink) {
+	tb.Helper()
+	for _, l := range links {
+		if err := Veth(a, l.A, b, l.B); err != nil {
+			tb.Fatal(err)
+		}
+		if err := a.AddAddr(l.A, l.AAddr); err != nil {
+			tb.Fatal(err)
+		}
+		if err := b.AddAddr(l.B, l.BAddr); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// ServeT listens on network and addr inside ns (an MPTCP listener when
+// mptcp is set, plain TCP otherwise) and runs handle in its own goroutine
+// for every connection it accepts, until the test ends: tb.Cleanup closes
+// the listener and waits for the accept loop to stop. Connections still
+// open then are handle's to close. Sink and Echo are the usual handlers.
+func ServeT(tb testing.TB, ns *NetNS, network, addr string, mptcp bool, handle func(net.Conn)) net.Listener {
+	tb.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(mptcp)
+		var err error
+		ln, err = lc.Listen(context.Background(), network, addr)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); <-done })
+	return ln
+}
+
+// Sink reads c until EOF or an error, throws the data away and closes c.
+func Sink(c net.Conn) { io.Copy(io.Discard, c); c.Close() }
+
+// Echo writes back all c sends until EOF or an error, then closes c.
+func Echo(c net.Conn) { io.Copy(c, c); c.Close() }
+
+// DialMPTCPT opens an MPTCP connection from inside ns to remote
+// ("host:port"), from the local address local when it is not empty, with a
+// 5 s timeout. tb.Cleanup closes the connection.
+func DialMPTCPT(tb testing.TB, ns *NetNS, network, local, remote string) net.Conn {
+	tb.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if local != "" {
+		ip := net.ParseIP(local)
+		if ip == nil {
+			tb.Fatalf("DialMPTCPT: local address %q is not an IP address", local)
+		}
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	d.SetMultipathTCP(true)
+	var c net.Conn
+	if err := ns.Do(func() error {
+		var err error
+		c, err = d.Dial(network, remote)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// KeepSending writes 8 KiB to c every 2 ms until a write fails (a write
+// that times out after 1 s does not count) or the test ends; tb.Cleanup
+// stops the writer and waits for it. An MPTCP connection must carry data
+// to become fully established: an idle one never gets its subflows.
+func KeepSending(tb testing.TB, c net.Conn) {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 8<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write(buf); err != nil {
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					return
+				}
+			}
+		}
+	}()
+	tb.Cleanup(func() { close(stop); <-stopped })
+}
+
+// Collect calls receive in a loop in its own goroutine and hands each
+// result to handle, until handle returns false, stop is called or the test
+// ends (tb.Cleanup). Stopping cancels the context receive is given and
+// waits for the goroutine; the error receive returns because of that
+// cancellation is not handed on. It is the loop around a
+// pathmgr.EventListener: Collect(tb, l.Receive, ...). Register the close of
+// what receive reads from before calling Collect, so that the cleanup which
+// stops the loop runs first.
+func Collect[E any](tb testing.TB, receive func(context.Context) ([]E, error), handle func(batch []E, err error) bool) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			batch, err := receive(ctx)
+			if err != nil && ctx.Err() != nil {
+				return
+			}
+			if !handle(batch, err) {
+				return
+			}
+		}
+	}()
+	stop = func() { cancel(); <-stopped }
+	tb.Cleanup(stop)
+	return stop
+}
+
+// Eventually polls cond every 50 ms until it holds, and fails tb with what
+// and the last state cond reported when it does not hold within 10 s.
+func Eventually(tb testing.TB, what string, cond func() (ok bool, state string)) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not seen within 10s; last state:\n%s", what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
