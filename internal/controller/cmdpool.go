@@ -35,6 +35,7 @@ type asyncPM struct {
 	failures chan createFailure
 	done     chan struct{}
 	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 // newAsyncPM starts workers, each on a socket of its own from dial.
@@ -56,6 +57,11 @@ func (a *asyncPM) work(pm PM, closeFn func() error) {
 	defer a.wg.Done()
 	defer closeFn()
 	for j := range a.jobs {
+		select {
+		case <-a.done:
+			continue // stopping: drop what is still queued
+		default:
+		}
 		if err := pm.CreateSubflow(j.token, j.local, j.remote); err != nil {
 			select {
 			case a.failures <- createFailure{j, err}:
@@ -78,9 +84,13 @@ func (a *asyncPM) CreateSubflow(token uint32, local pathmgr.Endpoint, remote net
 // Failures delivers refused creates to the event loop.
 func (a *asyncPM) Failures() <-chan createFailure { return a.failures }
 
-// Close stops the workers; queued requests are still sent.
+// Close stops the workers and waits for them: requests in flight finish,
+// queued ones are dropped (the daemon is stopping, and its routing is about
+// to go). Later calls do nothing.
 func (a *asyncPM) Close() {
-	close(a.done)
-	close(a.jobs)
-	a.wg.Wait()
+	a.once.Do(func() {
+		close(a.done)
+		close(a.jobs)
+		a.wg.Wait()
+	})
 }

@@ -68,7 +68,12 @@ func TestAsyncPMReportsRefusals(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the refused create was never reported")
 	}
+	deadline := time.Now().Add(10 * time.Second)
+	for workers[0].count()+workers[1].count() < 10 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	a.Close()
+	a.Close() // idempotent
 	if got := workers[0].count() + workers[1].count(); got != 10 {
 		t.Errorf("workers sent %d creates, want 10", got)
 	}
@@ -147,5 +152,38 @@ func TestCreateFailedBacksOff(t *testing.T) {
 	}
 	if _, ok := c.conns[99]; ok {
 		t.Error("a failure for an unknown token created a connection")
+	}
+}
+
+// Close lets the create in flight finish and drops the queued ones: the
+// daemon is stopping and its routing is about to go.
+func TestAsyncPMCloseDropsQueued(t *testing.T) {
+	gate := make(chan struct{})
+	w := &poolPM{gate: gate}
+	a, err := newAsyncPM(&poolPM{}, 1, func() (PM, func() error, error) { return w, func() error { return nil }, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := netip.MustParseAddrPort("10.0.0.1:80")
+	for i := 0; i < 5; i++ {
+		a.CreateSubflow(uint32(i), pathmgr.Endpoint{}, remote)
+	}
+	// The worker holds the first create at the gate; wait until the other
+	// four are queued behind it.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.jobs) != 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	<-a.done // Close has begun
+	close(gate)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if got := w.count(); got != 1 {
+		t.Errorf("%d creates sent, want 1 (the one in flight; the queued ones dropped)", got)
 	}
 }

@@ -33,7 +33,15 @@ import (
 
 // Timing of retries.
 const (
-	pendingTimeout = 3 * time.Second // a created subflow not established by then may be retried
+	// pendingTimeout is a safety net only: a create stays pending until its
+	// SUB_ESTABLISHED, its SUB_CLOSED (a failed join closes too) or a
+	// refusal. A join to an unreachable address keeps retrying its SYN for
+	// about two minutes (tcp_syn_retries 6: 127 s); creating again before
+	// that would pile up half-open subflows.
+	pendingTimeout = 130 * time.Second
+	// goneGrace is how long a subflow to a withdrawn peer address is left
+	// to the kernel, which closes it on RM_ADDR, before the controller does.
+	goneGrace = 3 * time.Second
 	retryBackoff   = 2 * time.Second // after the kernel refused a create
 	periodicResync = 30 * time.Second
 )
@@ -193,6 +201,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	defer client.Close()
 	c.kpm = client
 	var createFailures <-chan createFailure
+	var pool *asyncPM
 	if c.pm == nil {
 		ap, err := newAsyncPM(client, min(max(runtime.GOMAXPROCS(0), 1), 8), func() (PM, func() error, error) {
 			cl, err := pathmgr.Dial(pmcfg)
@@ -205,7 +214,8 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 			return err
 		}
 		defer ap.Close()
-		c.pm = ap
+		pool, c.pm = ap, ap
+		defer func() { c.pm = nil }()
 		createFailures = ap.Failures()
 	}
 	inv, err := pathmgr.OpenInventory(pmcfg)
@@ -249,6 +259,11 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 			}
 			rt.Close()
 		}()
+	}
+	if pool != nil {
+		// Runs before the routing cleanup above: no subflow is created
+		// once the source rules are going.
+		defer pool.Close()
 	}
 
 	pmCh := make(chan pmBatch, 64)
@@ -431,7 +446,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 		cn := c.conn(ev.Token)
 		if old, ok := cn.peers[ev.RemoteID]; ok && norm(old.addr) != norm(ev.Remote) {
-			c.peerGone(cn, old.addr, at)
+			c.peerGone(cn, ev.RemoteID, old.addr, at)
 		}
 		cn.addPeer(ev.RemoteID, ev.Remote)
 		for _, s := range cn.subs {
@@ -447,7 +462,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 		if old, ok := cn.peers[ev.RemoteID]; ok {
 			delete(cn.peers, ev.RemoteID)
-			c.peerGone(cn, old.addr, at)
+			c.peerGone(cn, ev.RemoteID, old.addr, at)
 			c.reconcileConn(cn)
 		}
 	case pathmgr.EventSubPriority:
@@ -465,11 +480,21 @@ type eventLog pathmgr.Event
 
 func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(e).String()) }
 
-// peerGone forgets the retries to a withdrawn peer address and marks its
-// subflows: the kernel closes them on RM_ADDR, so reconcileConn leaves them
-// to it for pendingTimeout.
-func (c *Controller) peerGone(cn *conn, addr netip.AddrPort, at time.Time) {
+// peerGone forgets the retries to a peer address withdrawn (or replaced)
+// under id and marks its subflows: the kernel closes them on RM_ADDR, so
+// reconcileConn leaves them to it for goneGrace. An address that is still a
+// destination — the connection's own remote address, or announced again
+// under another id — is not gone.
+func (c *Controller) peerGone(cn *conn, id uint8, addr netip.AddrPort, at time.Time) {
 	addr = norm(addr)
+	if addr == norm(cn.remote) {
+		return
+	}
+	for pid, p := range cn.peers {
+		if pid != id && norm(p.addr) == addr {
+			return
+		}
+	}
 	for k := range cn.pending {
 		if k.dst == addr {
 			delete(cn.pending, k)
@@ -651,8 +676,17 @@ func (c *Controller) reconcileConn(cn *conn) {
 				continue
 			}
 			// Two subflows in one slot (a create that outlived its pending
-			// window and then succeeded too): keep the lowest local port.
-			slices.SortFunc(cur, func(a, b *sub) int { return int(a.sf.Local.Port()) - int(b.sf.Local.Port()) })
+			// window and then succeeded too): keep one that is not being
+			// withdrawn, then the lowest local port.
+			slices.SortFunc(cur, func(a, b *sub) int {
+				if ga, gb := !a.goneAt.IsZero(), !b.goneAt.IsZero(); ga != gb {
+					if ga {
+						return 1
+					}
+					return -1
+				}
+				return int(a.sf.Local.Port()) - int(b.sf.Local.Port())
+			})
 			for _, s := range cur[1:] {
 				c.destroy(cn, s, "duplicate")
 			}
@@ -679,7 +713,7 @@ func (c *Controller) reconcileConn(cn *conn) {
 			if slices.Contains(tgt[i.index], norm(s.sf.Remote)) && s.goneAt.IsZero() {
 				continue
 			}
-			if !s.goneAt.IsZero() && now.Sub(s.goneAt) < pendingTimeout {
+			if !s.goneAt.IsZero() && now.Sub(s.goneAt) < goneGrace {
 				continue // the kernel is closing it
 			}
 			if keepers == 0 {

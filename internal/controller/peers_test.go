@@ -194,7 +194,7 @@ func TestPeerAddressLifecycle(t *testing.T) {
 	c.handlePM(ev(pathmgr.EventSubClosed, subs["2>"+peerA.String()], peerA, 2), now)
 	for _, s := range cn.subs {
 		if !s.goneAt.IsZero() {
-			s.goneAt = now.Add(-pendingTimeout)
+			s.goneAt = now.Add(-goneGrace)
 		}
 	}
 	c.reconcileAll()
@@ -225,7 +225,7 @@ func TestPeerAddressLastSubflow(t *testing.T) {
 	rec.refuse[remote] = true // the remote address is unreachable now
 	r := ev(pathmgr.EventRemoved, netip.AddrPort{}, netip.AddrPort{}, 0)
 	r.RemoteID = 2
-	c.handlePM(r, now.Add(-2*pendingTimeout))
+	c.handlePM(r, now.Add(-2*goneGrace))
 	c.reconcileAll()
 	if _, d := rec.take(); len(d) != 0 {
 		t.Errorf("destroyed the last subflow: %v", d)
@@ -373,5 +373,74 @@ func TestDuplicateSlot(t *testing.T) {
 	c.reconcileAll()
 	if cr, d := rec.take(); len(cr) != 0 || !slices.Equal(d, []string{"10.1.2.2:40009>" + remote.String()}) {
 		t.Errorf("creates %v destroys %v, want the later lte subflow destroyed", cr, d)
+	}
+}
+
+// A create that is neither established nor closed stays pending: a join to
+// an unreachable address retries its SYN for about two minutes, and a new
+// create every few seconds would pile up half-open subflows. Its SUB_CLOSED
+// frees the slot for a retry after the back-off.
+func TestPendingCreateNotRepeated(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: use", 2)
+	now := time.Now()
+	c.ifs[3].up = false // wifi only
+	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
+	a.RemoteID = 2
+	c.handlePM(a, now)
+	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
+	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String()}) {
+		t.Fatalf("creates %v, want one to the announced address", cr)
+	}
+	cn := c.conns[1]
+	k := slot{2, peerA}
+	for _, age := range []time.Duration{3 * time.Second, 10 * time.Second, 60 * time.Second} {
+		cn.pending[k] = time.Now().Add(-age)
+		c.reconcileConn(cn)
+		if cr, _ := rec.take(); len(cr) != 0 {
+			t.Errorf("a create pending for %v was sent again: %v", age, cr)
+		}
+	}
+	// The join fails: SUB_CLOSED for the slot; retried after the back-off.
+	c.handlePM(ev(pathmgr.EventSubClosed, netip.AddrPortFrom(wifiA, 40001), peerA, 2), now)
+	c.reconcileConn(cn)
+	if cr, _ := rec.take(); len(cr) != 0 {
+		t.Errorf("retried at once after SUB_CLOSED: %v", cr)
+	}
+	cn.backoff[k] = time.Now().Add(-time.Millisecond)
+	c.reconcileConn(cn)
+	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String()}) {
+		t.Errorf("after the back-off: creates %v, want the retry", cr)
+	}
+}
+
+// Withdrawing an id whose address is still a destination — announced again
+// under another id, or the connection's own remote address — leaves its
+// subflows alone.
+func TestPeerGoneKeepsLiveDestinations(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: use", 2)
+	now := time.Now()
+	c.ifs[3].up = false
+	for id, addr := range map[uint8]netip.AddrPort{2: peerA, 3: peerA, 4: remote} {
+		a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, addr, 0)
+		a.RemoteID = id
+		c.handlePM(a, now)
+	}
+	initial := netip.AddrPortFrom(wifiA, 40000)
+	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
+	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(wifiA, 40001), peerA, 2), now)
+	rec.take()
+	for _, id := range []uint8{3, 4} {
+		r := ev(pathmgr.EventRemoved, netip.AddrPort{}, netip.AddrPort{}, 0)
+		r.RemoteID = id
+		c.handlePM(r, now.Add(-2*goneGrace))
+	}
+	for _, s := range c.conns[1].subs {
+		if !s.goneAt.IsZero() {
+			t.Errorf("subflow %v marked gone though its destination is still announced or in use", s.sf)
+		}
+	}
+	c.reconcileAll()
+	if cr, d := rec.take(); len(cr)+len(d) != 0 {
+		t.Errorf("creates %v destroys %v, want none", cr, d)
 	}
 }
