@@ -123,7 +123,7 @@ var ErrServerClosed = errors.New("relay: server closed")
 
 // ListenTransparent opens the configured transparent address (plain TCP).
 func (s *Server) ListenTransparent(ctx context.Context) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: s.ccControl}
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Transparent)
 	if err != nil {
 		return nil, fmt.Errorf("relay transparent listen: %w", err)

@@ -432,15 +432,46 @@ func (c *conn) udpToUpstream(a *association, pc, upc *net.UDPConn, cl *udpClient
 			continue
 		}
 		h, _, err := socks5.ParseUDP(buf[:n])
-		if err != nil || h.Frag != 0 || (h.Addr.Name == "" && !s.pol.destAllowed(h.Addr.IP, s.own.contains)) {
+		if err != nil || h.Frag != 0 || !s.upstreamUDPDestAllowed(h.Addr) {
 			s.m.udp.WithLabelValues("dropped").Inc()
 			continue
 		}
-		if _, err := upc.Write(buf[:n]); err == nil {
+		_, err = upc.Write(buf[:n])
+		switch {
+		case err == nil:
 			s.m.udp.WithLabelValues("up").Inc()
 			a.up.Add(1)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// ICMP port unreachable for an earlier datagram: this one
+			// is lost, the association is not.
+			s.m.udp.WithLabelValues("dropped").Inc()
+		default:
+			// The socket can no longer reach the upstream, typically
+			// because the address it sends from (the MPTCP control
+			// connection's first subflow's) went away with its link,
+			// while the control connection lives on another path. The
+			// upstream accepts datagrams from that address only, so end
+			// the association: the client associates again.
+			s.m.udp.WithLabelValues("dropped").Inc()
+			return fmt.Errorf("send to the upstream's UDP relay: %w", err)
 		}
 	}
+}
+
+// upstreamUDPDestAllowed applies the local destination policy to a
+// datagram passed to the upstream: IP destinations, and names that are IP
+// literals, are checked here; real names are resolved and checked by the
+// upstream.
+func (s *Server) upstreamUDPDestAllowed(a socks5.Addr) bool {
+	ip := a.IP
+	if a.Name != "" {
+		lit, err := netip.ParseAddr(a.Name)
+		if err != nil {
+			return true
+		}
+		ip = lit
+	}
+	return s.pol.destAllowed(ip.Unmap(), s.own.contains)
 }
 
 // udpFromUpstream passes datagrams from the upstream's UDP relay (the

@@ -256,6 +256,16 @@ func TestUDPChainLocalPolicy(t *testing.T) {
 	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 1 {
 		t.Errorf("local relay dropped %v datagrams, want 1", n)
 	}
+	// The same denied address written as a name (an IP literal, ATYP 3) is
+	// refused locally too.
+	u.send(socks5.Addr{Name: denied.addr.IP.String(), Port: denied.addr.Port}, "literal must not pass")
+	u.roundTrip(t, allowed.addr, allowed.addr, "allowed again")
+	if n := denied.got.Load(); n != 0 {
+		t.Errorf("the denied destination, named as an IP literal, received %d datagrams", n)
+	}
+	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 2 {
+		t.Errorf("local relay dropped %v datagrams, want 2", n)
+	}
 	// Another socket of the client's host, once the client's port is
 	// known, is not the client.
 	stranger, err := net.DialUDP("udp", nil, u.uc.RemoteAddr().(*net.UDPAddr))
@@ -268,8 +278,8 @@ func TestUDPChainLocalPolicy(t *testing.T) {
 	if allowed.saw("stranger") {
 		t.Error("a datagram from another port than the client's was relayed")
 	}
-	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 2 {
-		t.Errorf("local relay dropped %v datagrams, want 2", n)
+	if n := value(t, local, relay.MetricUDPDatagrams, "dropped"); n != 3 {
+		t.Errorf("local relay dropped %v datagrams, want 3", n)
 	}
 	if n := value(t, up, relay.MetricUDPDatagrams, "up"); n < 1 {
 		t.Errorf("upstream relayed %v datagrams, want the allowed ones", n)
