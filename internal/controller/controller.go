@@ -41,7 +41,7 @@ const (
 	pendingTimeout = 130 * time.Second
 	// goneGrace is how long a subflow to a withdrawn peer address is left
 	// to the kernel, which closes it on RM_ADDR, before the controller does.
-	goneGrace = 3 * time.Second
+	goneGrace      = 3 * time.Second
 	retryBackoff   = 2 * time.Second // after the kernel refused a create
 	periodicResync = 30 * time.Second
 )
