@@ -58,17 +58,18 @@ type Controller struct {
 	m   *metrics.Metrics
 
 	// owned by the loop goroutine
-	pol     *policy.Policy
-	pm      PM
-	kpm     *pathmgr.Client
-	inv     *pathmgr.Inventory
-	rt      *routing.Manager
-	watcher *netmon.Watcher
-	netSt   netmon.State
-	ifs     map[int]*iface
-	conns   map[uint32]*conn
-	prevTot map[int][2]uint64           // ifindex → bytes sent, retransmitted (health)
-	prevRx  map[pathmgr.Subflow]rxCount // subflow → receive counters (health)
+	pol      *policy.Policy
+	pm       PM
+	kpm      *pathmgr.Client
+	inv      *pathmgr.Inventory
+	rt       *routing.Manager
+	watcher  *netmon.Watcher
+	netSt    netmon.State
+	ifs      map[int]*iface
+	conns    map[uint32]*conn
+	prevTot  map[int][2]uint64           // ifindex → bytes sent, retransmitted (health)
+	prevRx   map[pathmgr.Subflow]rxCount // subflow → receive counters (health)
+	prevRxAt time.Time                   // when prevRx was taken
 
 	// pp applies per-interface congestion/mark (nil until needed).
 	pp       *pathpolicy.PathPolicy

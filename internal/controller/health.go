@@ -24,10 +24,30 @@ func (c *Controller) sampleHealth() {
 // rxCount is a subflow's receive counters at the previous sample.
 type rxCount struct{ segs, ooo uint32 }
 
+// rcvRTTValid reports whether a subflow's rcv_rtt is an RTT rather than the
+// gap between sparse arrivals. The kernel takes it from the timestamp the
+// peer echoes in its data: when the peer sends only now and then (a backup
+// subflow's trickle, an application that paces its writes), the echo is of
+// our last ACK, sent at the previous arrival, so the "RTT" is the silence
+// in between (the testbed showed 430 ms on an idle backup lte subflow whose
+// path RTT is below 1 ms). It counts when the subflow received at least
+// rcvRTTMinSegs segments per rcv_rtt on average over the window.
+func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
+	if rcvRTT <= 0 || window <= 0 {
+		return false
+	}
+	return float64(segs)*float64(rcvRTT) >= rcvRTTMinSegs*float64(window)
+}
+
+// rcvRTTMinSegs: segments per rcv_rtt for the estimate to count (see
+// rcvRTTValid).
+const rcvRTTMinSegs = 4
+
 // applyHealth computes, per interface, the send side (largest smoothed
 // RTT, retransmitted share of the bytes sent since the last sample) and the
-// receive side (largest rcv_rtt of the subflows that received data since
-// the last sample, out-of-order share of the data segments received) and
+// receive side (largest rcv_rtt of the subflows that received enough data
+// since the last sample, see rcvRTTValid; out-of-order share of the data
+// segments received) and
 // updates the health (with hysteresis). A direction without data in the
 // window gives no evidence.
 func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
@@ -39,6 +59,8 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 	}
 	per := map[int]*agg{}
 	rx := make(map[pathmgr.Subflow]rxCount, len(c.prevRx))
+	window := now.Sub(c.prevRxAt)
+	c.prevRxAt = now
 	for _, k := range list {
 		for _, s := range k.Subflows {
 			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
@@ -63,9 +85,10 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 			if !seen || cur.segs <= prev.segs || cur.ooo < prev.ooo {
 				continue
 			}
-			a.segs += uint64(cur.segs - prev.segs)
+			d := cur.segs - prev.segs
+			a.segs += uint64(d)
 			a.ooo += uint64(cur.ooo - prev.ooo)
-			if s.RcvRTT > a.rxRTT {
+			if s.RcvRTT > a.rxRTT && rcvRTTValid(s.RcvRTT, d, window) {
 				a.rxRTT = s.RcvRTT
 			}
 		}

@@ -107,6 +107,21 @@ func TestHealthReceiveSideRTT(t *testing.T) {
 	if w2.health.unhealthy || w2.health.rxRTT != 50*time.Millisecond {
 		t.Fatalf("rcv_rtt of the idle subflow counted: %+v, want rcv_rtt 50ms, healthy", w2.health)
 	}
+	// A trickle (a backup subflow's occasional segment): rcv_rtt is the
+	// gap between arrivals, not an RTT, and must not count; 2 segments at
+	// 430 ms in 1 s is below 4 segments per rcv_rtt. 20 segments at 430 ms
+	// (8.6 per rcv_rtt) is a real, bloated RTT.
+	for _, tc := range []struct {
+		segs uint32
+		want bool
+	}{{2, false}, {20, true}} {
+		c3, w3, _ := healthCtl(t, p)
+		c3.applyHealth(conns(rxSub(a, w3.index, 100, 0, 430*time.Millisecond)), now)
+		c3.applyHealth(conns(rxSub(a, w3.index, 100+tc.segs, 0, 430*time.Millisecond)), now.Add(time.Second))
+		if !w3.health.rx || w3.health.unhealthy != tc.want {
+			t.Errorf("%d segments in 1 s at rcv_rtt 430ms: %+v, want evidence, unhealthy %v", tc.segs, w3.health, tc.want)
+		}
+	}
 }
 
 // Either direction bad is bad: a clean download does not hide send-side
