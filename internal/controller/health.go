@@ -30,8 +30,11 @@ type rxCount struct{ segs, ooo uint32 }
 // subflow's trickle, an application that paces its writes), the echo is of
 // our last ACK, sent at the previous arrival, so the "RTT" is the silence
 // in between (the testbed showed 430 ms on an idle backup lte subflow whose
-// path RTT is below 1 ms). It counts when the subflow received at least
-// rcvRTTMinSegs segments per rcv_rtt on average over the window.
+// path RTT is below 1 ms, and 10 ms, the pacing interval, on a download
+// paced every 10 ms). It counts when the subflow received at least
+// rcvRTTMinSegs segments per rcv_rtt on average over the window: a sender
+// that keeps less than an initial window in flight is application-limited
+// or recovering, and its rcv_rtt measures gaps.
 func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
 	if rcvRTT <= 0 || window <= 0 {
 		return false
@@ -40,8 +43,8 @@ func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
 }
 
 // rcvRTTMinSegs: segments per rcv_rtt for the estimate to count (see
-// rcvRTTValid).
-const rcvRTTMinSegs = 4
+// rcvRTTValid); the initial congestion window.
+const rcvRTTMinSegs = 10
 
 // applyHealth computes, per interface, the send side (largest smoothed
 // RTT, retransmitted share of the bytes sent since the last sample) and the

@@ -108,13 +108,13 @@ func TestHealthReceiveSideRTT(t *testing.T) {
 		t.Fatalf("rcv_rtt of the idle subflow counted: %+v, want rcv_rtt 50ms, healthy", w2.health)
 	}
 	// A trickle (a backup subflow's occasional segment): rcv_rtt is the
-	// gap between arrivals, not an RTT, and must not count; 2 segments at
-	// 430 ms in 1 s is below 4 segments per rcv_rtt. 20 segments at 430 ms
-	// (8.6 per rcv_rtt) is a real, bloated RTT.
+	// gap between arrivals, not an RTT, and must not count: 2 or 20
+	// segments in 1 s at 430 ms is below 10 segments per rcv_rtt; 40 (17
+	// per rcv_rtt) is a busy subflow with a real, bloated RTT.
 	for _, tc := range []struct {
 		segs uint32
 		want bool
-	}{{2, false}, {20, true}} {
+	}{{2, false}, {20, false}, {40, true}} {
 		c3, w3, _ := healthCtl(t, p)
 		c3.applyHealth(conns(rxSub(a, w3.index, 100, 0, 430*time.Millisecond)), now)
 		c3.applyHealth(conns(rxSub(a, w3.index, 100+tc.segs, 0, 430*time.Millisecond)), now.Add(time.Second))

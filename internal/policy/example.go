@@ -80,7 +80,7 @@ routing:
 priority:
   rtt_ms: 200
   loss_percent: 5
-  reorder_percent: 10
+  reorder_percent: 30
   hysteresis_percent: 20
   hold: 5s
 

@@ -100,7 +100,7 @@ const (
 	DefaultMaxSubflows      = 1
 	DefaultPriorityRTT      = 200 * time.Millisecond
 	DefaultPriorityLoss     = 5.0
-	DefaultPriorityReorder  = 10.0
+	DefaultPriorityReorder  = 30.0
 	DefaultHysteresis       = 20.0
 	DefaultPriorityHold     = 5 * time.Second
 	DefaultHandoverRTT      = 500 * time.Millisecond

@@ -43,7 +43,7 @@ func TestParseMinimal(t *testing.T) {
 		PeerAddresses: PeerIgnore,
 		Limits:        Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
 		Routing:       Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
-		Priority: Priority{RTT: 200 * time.Millisecond, LossPercent: 5, ReorderPercent: 10,
+		Priority: Priority{RTT: 200 * time.Millisecond, LossPercent: 5, ReorderPercent: 30,
 			HysteresisPercent: 20, Hold: 5 * time.Second},
 		Handover: Handover{RTT: 500 * time.Millisecond, LossPercent: 20, ReorderPercent: 10,
 			Interval: time.Second, Failures: 3, Hold: 3 * time.Second},
