@@ -3,7 +3,6 @@
 package controller_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,18 +20,7 @@ func benchController(b *testing.B, bed *testbed.Bed) func() {
 		b.Fatal(err)
 	}
 	p.Log.Level = "warn"
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: bed.Client.Name,
+	_, stop := runController(b, controller.Config{Policy: p, NetNS: bed.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	select {
-	case <-ctl.Ready():
-	case err := <-done:
-		b.Fatal(err)
-	}
-	return func() { cancel(); <-done }
+	return stop
 }

@@ -241,25 +241,7 @@ func startController(t *testing.T, b *testbed.Bed, steering string) (*controller
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
-	select {
-	case <-ctl.Ready():
-	case err := <-done:
-		t.Fatalf("controller: %v", err)
-	}
+	ctl, _ := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m})
 	return ctl, m, sock
 }
 
@@ -518,16 +500,8 @@ func TestIntegrationPriorityLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-ctl.Ready()
 
 	wait := e.upload(t, size)
 	backups := func() (wifi, lte bool, ok bool) {
@@ -568,15 +542,7 @@ func TestIntegrationKernelPMEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-ctl.Ready()
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	endpoints := func() string { out, _ := b.Client.Run("ip", "mptcp", "endpoint", "show"); return out }
 	has := func(out string, a netip.Addr, flags string) bool {
 		for _, l := range strings.Split(out, "\n") {
@@ -634,15 +600,7 @@ status_socket: ""
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Proxy.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-ctl.Ready()
+	runController(t, controller.Config{Policy: p, NetNS: b.Proxy.Name, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	wait := e.download(t, size)
 	waitFor(t, b, "a client subflow to the announced lte1 address", 10*time.Second, func() bool {
@@ -664,16 +622,8 @@ func TestIntegrationHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	<-ctl.Ready()
 
 	wait := e.download(t, size)
 	waitFor(t, b, "the wifi subflow", 10*time.Second, func() bool {

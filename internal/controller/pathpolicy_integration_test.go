@@ -5,7 +5,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,31 +62,7 @@ func TestIntegrationInterfaceCongestion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-ctl.Ready():
-	case err := <-done:
-		t.Fatalf("controller: %v", err)
-	}
+	_, stop := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name})
 
 	fd, err := os.Open(cg)
 	if err != nil {

@@ -5,7 +5,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -44,25 +43,7 @@ func startPeerController(t *testing.T, b *testbed.Bed, mode string, maxSub int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
-	select {
-	case <-ctl.Ready():
-	case err := <-done:
-		t.Fatalf("controller: %v", err)
-	}
+	ctl, _ := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name})
 	return ctl
 }
 

@@ -3,7 +3,6 @@
 package controller_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -31,24 +30,10 @@ func TestIntegrationPathManagerRestored(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+		_, stop := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
 			Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- ctl.Run(ctx) }()
-		select {
-		case <-ctl.Ready():
-		case err := <-done:
-			t.Fatal(err)
-		}
 		during()
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		stop()
 	}
 
 	if got := get(); got != "kernel" {

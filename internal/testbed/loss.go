@@ -62,8 +62,13 @@ func lossThreshold(percent float64) uint32 {
 }
 
 // SetLoss drops percent % of the packets in each direction of l, with a tc
-// BPF program attached (tcx, Linux 6.6+) to the egress of both ends. 0
-// removes it. With tcx the attachments are held by file descriptors of this
+// BPF program attached (tcx, Linux 6.6+) to the ingress of both ends: a
+// packet is lost after its sender sent it (and after the sender's tbf), as
+// on a radio link. On the sender's own egress a drop is not a loss: the
+// stack learns of it (NET_XMIT_DROP) and an MPTCP subflow sends the data
+// again as new, so 10 % dropped there showed as 1.5 % retransmitted, against
+// 10.5 % with the drop at the receiver (TestIntegrationBedLossIsTCPLoss).
+// 0 removes it. With tcx the attachments are held by file descriptors of this
 // process: they end with Close, with the process, or with the interfaces.
 // Before Linux 6.6 a cls_bpf filter on a clsact qdisc is used instead; it
 // lives until SetLoss(l, 0), Close, or the namespaces go.
@@ -105,12 +110,12 @@ func (b *Bed) SetLoss(l Link, percent float64) error {
 				if err != nil {
 					return fmt.Errorf("[%s] %s: %w", e.n.Name, e.ifname, err)
 				}
-				lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
+				lk, err = link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: ebpf.AttachTCXIngress})
 				if errors.Is(err, ebpf.ErrNotSupported) {
 					return errTCXUnsupported
 				}
 				if err != nil {
-					return fmt.Errorf("[%s] attach loss program to %s egress with tcx: %w", e.n.Name, e.ifname, err)
+					return fmt.Errorf("[%s] attach loss program to %s ingress with tcx: %w", e.n.Name, e.ifname, err)
 				}
 				return nil
 			})

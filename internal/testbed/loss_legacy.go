@@ -18,7 +18,7 @@ import (
 // (Linux 6.6) is missing.
 const (
 	tcHClsact      = 0xFFFFFFF1 // TC_H_CLSACT (== TC_H_INGRESS)
-	tcHMinEgress   = 0xFFF3     // TC_H_MIN_EGRESS
+	tcHMinIngress  = 0xFFF2     // TC_H_MIN_INGRESS
 	tcaBPFFD       = 6          // TCA_BPF_FD
 	tcaBPFName     = 7          // TCA_BPF_NAME
 	tcaBPFFlags    = 8          // TCA_BPF_FLAGS
@@ -40,7 +40,7 @@ func tcmsg(ifindex int, handle, parent, info uint32) []byte {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// legacyLoss is a cls_bpf filter on the clsact egress hook of one
+// legacyLoss is a cls_bpf filter on the clsact ingress hook of one
 // interface, attached by netlink from inside the namespace.
 type legacyLoss struct {
 	ns      *NetNS
@@ -64,7 +64,7 @@ func rtnlDo(msgs ...netlink.Message) error {
 }
 
 // attachLegacy adds a clsact qdisc (if missing) and a direct-action bpf
-// filter with prog on the egress of ifname in n.
+// filter with prog on the ingress of ifname in n.
 func attachLegacy(n *NetNS, ifname string, prog *ebpf.Program) (*legacyLoss, error) {
 	l := &legacyLoss{ns: n, ifname: ifname}
 	err := n.Do(func() error {
@@ -97,7 +97,7 @@ func attachLegacy(n *NetNS, ifname string, prog *ebpf.Program) (*legacyLoss, err
 		}
 		err = rtnlDo(netlink.Message{
 			Header: netlink.Header{Type: unix.RTM_NEWTFILTER, Flags: netlink.Request | netlink.Acknowledge | netlink.Create | netlink.Replace},
-			Data:   append(tcmsg(ifc.Index, 0, tcHClsact&0xFFFF0000|tcHMinEgress, lossFilterPrio<<16|uint32(htons(ethPAll))), f...),
+			Data:   append(tcmsg(ifc.Index, 0, tcHClsact&0xFFFF0000|tcHMinIngress, lossFilterPrio<<16|uint32(htons(ethPAll))), f...),
 		})
 		if err != nil {
 			return fmt.Errorf("add bpf filter: %w", err)
@@ -105,7 +105,7 @@ func attachLegacy(n *NetNS, ifname string, prog *ebpf.Program) (*legacyLoss, err
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("[%s] legacy tc loss program on %s egress: %w", n.Name, ifname, err)
+		return nil, fmt.Errorf("[%s] legacy tc loss program on %s ingress: %w", n.Name, ifname, err)
 	}
 	return l, nil
 }
@@ -119,7 +119,7 @@ func (l *legacyLoss) Close() error {
 	return l.ns.Do(func() error {
 		err := rtnlDo(netlink.Message{
 			Header: netlink.Header{Type: unix.RTM_DELTFILTER, Flags: netlink.Request | netlink.Acknowledge},
-			Data:   tcmsg(l.ifindex, 0, tcHClsact&0xFFFF0000|tcHMinEgress, lossFilterPrio<<16|uint32(htons(ethPAll))),
+			Data:   tcmsg(l.ifindex, 0, tcHClsact&0xFFFF0000|tcHMinIngress, lossFilterPrio<<16|uint32(htons(ethPAll))),
 		})
 		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 			return fmt.Errorf("[%s] remove loss filter on %s: %w", l.ns.Name, l.ifname, err)
