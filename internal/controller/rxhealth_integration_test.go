@@ -3,7 +3,6 @@
 package controller_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -32,20 +31,8 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name,
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ctl.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ctl.Ready():
-	case err := <-done:
-		t.Fatalf("controller: %v", err)
-	}
 
 	wait := e.download(t, size)
 	backups := func() (wifi, lte bool, ok bool) {
