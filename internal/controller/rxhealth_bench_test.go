@@ -28,8 +28,9 @@ import (
 // Results are logged as a table (run with -v) and the bulk medians
 // reported as metrics.
 //
-// The loss program drops whole skbs at the veth's egress, and veth carries
-// TSO skbs of up to 64 KiB: one drop can lose a burst of segments.
+// The loss program drops whole skbs at the receiving end's ingress, and
+// veth carries TSO skbs of up to 64 KiB: one drop can lose a burst of
+// segments.
 func BenchmarkRxHealth(b *testing.B) {
 	bed := testbed.UpT(b, testbed.Spec{WiFiRate: "40mbit", LTERate: "40mbit"})
 	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf)
