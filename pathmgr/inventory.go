@@ -85,6 +85,16 @@ type SubflowInfo struct {
 	DeliveryRate  uint64
 	Cwnd          uint32
 	MSS           uint32
+	// Receive side, from tcp_info: the receiver's RTT estimate
+	// (tcpi_rcv_rtt: how long a window of data takes to arrive, queueing
+	// included; 0 until data has been received), the data segments
+	// received (tcpi_data_segs_in, 4.6) and the packets that arrived out of
+	// order (tcpi_rcv_ooopack, 5.4: each segment queued behind a hole, as
+	// after a loss on the way in). Sending counters say nothing about a
+	// download: these do. Kernels older than the field leave it 0.
+	RcvRTT     time.Duration
+	DataSegsIn uint32
+	RcvOOOPack uint32
 }
 
 // Subflow returns the subflow's two ends, as DestroySubflow and
@@ -122,13 +132,16 @@ type subflowJSON struct {
 	DeliveryRate     uint64         `json:"delivery_rate"` // bytes/s
 	Cwnd             uint32         `json:"cwnd"`
 	MSS              uint32         `json:"mss"`
+	RcvRTTus         int64          `json:"rcv_rtt_us"`
+	DataSegsIn       uint32         `json:"data_segs_in"`
+	RcvOOOPack       uint32         `json:"rcv_ooopack"`
 }
 
 // MarshalJSON writes the subflow with snake_case keys: local, remote, dev,
 // if_idx, state, loc_id, rem_id, backup, backup_remote, join,
 // fully_established, rtt_us, rttvar_us, retrans, bytes_acked,
 // bytes_received, bytes_sent, bytes_retrans, delivery_rate (bytes/s),
-// cwnd, mss.
+// cwnd, mss, rcv_rtt_us, data_segs_in, rcv_ooopack.
 func (s SubflowInfo) MarshalJSON() ([]byte, error) {
 	return json.Marshal(subflowJSON{
 		Local: s.Local, Remote: s.Remote, Dev: s.IfName, IfIdx: s.IfIndex, State: s.State,
@@ -137,6 +150,7 @@ func (s SubflowInfo) MarshalJSON() ([]byte, error) {
 		RTTus: s.RTT.Microseconds(), RTTVarus: s.RTTVar.Microseconds(), Retrans: s.Retrans,
 		BytesAcked: s.BytesAcked, BytesReceived: s.BytesReceived, BytesSent: s.BytesSent,
 		BytesRetrans: s.BytesRetrans, DeliveryRate: s.DeliveryRate, Cwnd: s.Cwnd, MSS: s.MSS,
+		RcvRTTus: s.RcvRTT.Microseconds(), DataSegsIn: s.DataSegsIn, RcvOOOPack: s.RcvOOOPack,
 	})
 }
 

@@ -22,6 +22,10 @@ type ssSubflow struct {
 	tokenLoc, tokenRe uint32
 	idLoc, idRem      uint8
 	flags             string // ss's letters: b = local backup, B = remote backup, j/J = join
+	// Receive side: data_segs_in, rcv_ooopack (ss omits it when 0) and
+	// whether ss printed a rcv_rtt.
+	dataSegsIn, rcvOOOPack uint64
+	hasRcvRTT              bool
 }
 
 var (
@@ -29,6 +33,9 @@ var (
 	ssULP    = regexp.MustCompile(`tcp-ulp-mptcp flags:(\S*) token:([0-9a-f]+)\(id:(\d+)\)/([0-9a-f]+)\(id:(\d+)\)`)
 	ssMsk    = regexp.MustCompile(`^mptcp\s+\S+\s+\d+\s+\d+\s+(\S+)\s+(\S+)`)
 	ssToken  = regexp.MustCompile(`\btoken:([0-9a-f]+)\b`)
+	ssSegsIn = regexp.MustCompile(`\bdata_segs_in:(\d+)\b`)
+	ssOOO    = regexp.MustCompile(`\brcv_ooopack:(\d+)\b`)
+	ssRcvRTT = regexp.MustCompile(`\brcv_rtt:[0-9.]+\b`)
 )
 
 // parseSSAddr reads "10.9.2.1%lte0:40000", "[fd00::1]%lte0:40000" or "[::ffff:10.9.1.2]:80".
@@ -89,6 +96,13 @@ func ssMPTCP(t *testing.T, ns *testbed.NetNS) (tokens []uint32, sfs []ssSubflow)
 			r, _ := strconv.Atoi(u[3])
 			lo, _ := strconv.Atoi(u[5])
 			s.idRem, s.idLoc = uint8(r), uint8(lo)
+			if m := ssSegsIn.FindStringSubmatch(next); m != nil {
+				s.dataSegsIn, _ = strconv.ParseUint(m[1], 10, 64)
+			}
+			if m := ssOOO.FindStringSubmatch(next); m != nil {
+				s.rcvOOOPack, _ = strconv.ParseUint(m[1], 10, 64)
+			}
+			s.hasRcvRTT = ssRcvRTT.MatchString(next)
 			sfs = append(sfs, s)
 		} else if ssMsk.MatchString(l) {
 			if m := ssToken.FindStringSubmatch(next); m != nil {
@@ -236,6 +250,7 @@ func TestIntegrationInventory(t *testing.T) {
 	if !sawBackupRemote {
 		t.Errorf("server does not see the client's lte subflow as remote backup: %+v", sconns[0].Subflows)
 	}
+	checkReceiveSide(t, p.srv, srv)
 
 	// Listeners only when asked.
 	ls, err := srv.Connections(pathmgr.ListOptions{ListenersToo: true})
@@ -265,4 +280,64 @@ func TestIntegrationInventory(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// checkReceiveSide compares the receive-side tcp_info fields of ns's
+// subflows with ss -Mtni read just before and just after the inventory
+// (data keeps flowing, so the counters must lie between the two). The
+// server receives the client's data, so a subflow of it gets data segments
+// and a receiver RTT.
+func checkReceiveSide(t *testing.T, ns *testbed.NetNS, inv *pathmgr.Inventory) {
+	t.Helper()
+	waitConns(t, inv, "a subflow with data received and a receiver RTT", func(cs []pathmgr.Connection) bool {
+		for _, c := range cs {
+			for _, s := range c.Subflows {
+				if s.DataSegsIn > 100 && s.RcvRTT > 0 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	_, before := ssMPTCP(t, ns)
+	conns, err := inv.Connections(pathmgr.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after := ssMPTCP(t, ns)
+	find := func(l []ssSubflow, local, remote netip.AddrPort) (ssSubflow, bool) {
+		for _, o := range l {
+			if o.local == local && o.remote == remote {
+				return o, true
+			}
+		}
+		return ssSubflow{}, false
+	}
+	var receiving int
+	for _, c := range conns {
+		for _, s := range c.Subflows {
+			b, ok1 := find(before, s.Local, s.Remote)
+			a, ok2 := find(after, s.Local, s.Remote)
+			if !ok1 || !ok2 {
+				t.Errorf("subflow %v -> %v not in ss -Mtni", s.Local, s.Remote)
+				continue
+			}
+			if uint64(s.DataSegsIn) < b.dataSegsIn || uint64(s.DataSegsIn) > a.dataSegsIn {
+				t.Errorf("subflow %v: data_segs_in %d, ss says %d before and %d after", s.Local, s.DataSegsIn, b.dataSegsIn, a.dataSegsIn)
+			}
+			if uint64(s.RcvOOOPack) < b.rcvOOOPack || uint64(s.RcvOOOPack) > a.rcvOOOPack {
+				t.Errorf("subflow %v: rcv_ooopack %d, ss says %d before and %d after", s.Local, s.RcvOOOPack, b.rcvOOOPack, a.rcvOOOPack)
+			}
+			// Once measured, the estimate stays non-zero.
+			if (s.RcvRTT > 0 && !a.hasRcvRTT) || (b.hasRcvRTT && s.RcvRTT == 0) {
+				t.Errorf("subflow %v: rcv_rtt %v, ss prints rcv_rtt before %v, after %v", s.Local, s.RcvRTT, b.hasRcvRTT, a.hasRcvRTT)
+			}
+			if s.DataSegsIn > 100 && s.RcvRTT > 0 {
+				receiving++
+			}
+		}
+	}
+	if receiving == 0 {
+		t.Errorf("no server subflow with more than 100 data segments received and a receiver RTT: %+v", conns)
+	}
 }

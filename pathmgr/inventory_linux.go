@@ -366,6 +366,9 @@ func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
 			sf.DeliveryRate = ti.Delivery_rate
 			sf.Cwnd = ti.Snd_cwnd
 			sf.MSS = ti.Snd_mss
+			sf.RcvRTT = time.Duration(ti.Rcv_rtt) * time.Microsecond
+			sf.DataSegsIn = ti.Data_segs_in
+			sf.RcvOOOPack = ti.Rcv_ooopack
 		}
 		conns[i].Subflows = append(conns[i].Subflows, sf)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/mdlayher/netlink"
@@ -49,7 +50,8 @@ func diagMsg(t *testing.T, local, remote netip.AddrPort, ifindex uint32, ti *uni
 
 func TestDecodeDiagMsgSubflow(t *testing.T) {
 	l, r := netip.MustParseAddrPort("10.0.2.1:40001"), netip.MustParseAddrPort("10.0.1.2:80")
-	ti := &unix.TCPInfo{Rtt: 1500, Rttvar: 200, Total_retrans: 3, Bytes_acked: 1000, Bytes_received: 2000, Delivery_rate: 12345, Snd_mss: 1448}
+	ti := &unix.TCPInfo{Rtt: 1500, Rttvar: 200, Total_retrans: 3, Bytes_acked: 1000, Bytes_received: 2000, Delivery_rate: 12345, Snd_mss: 1448,
+		Rcv_rtt: 2500, Data_segs_in: 700, Rcv_ooopack: 21}
 	b := diagMsg(t, l, r, 0, ti, func(m *netlink.AttributeEncoder) {
 		m.Uint32(mptcpSubflowAttrTokenRem, 0xaaaa)
 		m.Uint32(mptcpSubflowAttrTokenLoc, 0xbbbb)
@@ -73,7 +75,8 @@ func TestDecodeDiagMsgSubflow(t *testing.T) {
 	}
 	sf := conns[0].Subflows[0]
 	if sf.IfName != "lte0" || sf.IfIndex != 3 || !sf.Backup || sf.BackupRemote || !sf.Join() || sf.RTT.Microseconds() != 1500 ||
-		sf.Retrans != 3 || sf.BytesAcked != 1000 || sf.BytesReceived != 2000 || sf.DeliveryRate != 12345 || sf.LocalID != 2 {
+		sf.Retrans != 3 || sf.BytesAcked != 1000 || sf.BytesReceived != 2000 || sf.DeliveryRate != 12345 || sf.LocalID != 2 ||
+		sf.RcvRTT != 2500*time.Microsecond || sf.DataSegsIn != 700 || sf.RcvOOOPack != 21 {
 		t.Errorf("subflow = %+v", sf)
 	}
 	b2, err := json.Marshal(conns[0])
@@ -88,7 +91,8 @@ func TestDecodeDiagMsgSubflow(t *testing.T) {
 		}
 	}
 	sfj := m["subflows"].([]any)[0].(map[string]any)
-	for k, v := range map[string]any{"local": "10.0.2.1:40001", "dev": "lte0", "backup": true, "rtt_us": 1500.0, "bytes_acked": 1000.0, "loc_id": 2.0} {
+	for k, v := range map[string]any{"local": "10.0.2.1:40001", "dev": "lte0", "backup": true, "rtt_us": 1500.0, "bytes_acked": 1000.0, "loc_id": 2.0,
+		"rcv_rtt_us": 2500.0, "data_segs_in": 700.0, "rcv_ooopack": 21.0} {
 		if sfj[k] != v {
 			t.Errorf("subflow JSON %q = %v, want %v", k, sfj[k], v)
 		}
@@ -143,5 +147,37 @@ func TestEncodeDiagReqMPTCP(t *testing.T) {
 	}
 	if b := encodeDiagReq(unix.AF_INET, unix.IPPROTO_TCP, 0); len(b) != sizeofInetDiagReqV2 || b[1] != unix.IPPROTO_TCP {
 		t.Errorf("TCP request = % x", b)
+	}
+}
+
+// tcp_info grew over time: a kernel older than a field sends a shorter
+// struct, and the field must decode as 0, not as whatever follows.
+func TestDecodeTCPInfoShortKernels(t *testing.T) {
+	full := unix.TCPInfo{Rtt: 1000, Rcv_rtt: 2500, Data_segs_in: 700, Rcv_ooopack: 21, Snd_wnd: 9}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&full)), unsafe.Sizeof(full))
+	for _, tc := range []struct {
+		name                string
+		size                uintptr
+		rcvRTT, segs, oooPk uint32
+	}{
+		{"full", unsafe.Sizeof(full), 2500, 700, 21},
+		// 4.6 to 5.3: ends before tcpi_rcv_ooopack (added in 5.4).
+		{"before rcv_ooopack", unsafe.Offsetof(full.Rcv_ooopack), 2500, 700, 0},
+		// before 4.6: ends before tcpi_data_segs_in.
+		{"before data_segs_in", unsafe.Offsetof(full.Data_segs_in), 2500, 0, 0},
+	} {
+		ti := decodeTCPInfo(raw[:tc.size])
+		if ti.Rcv_rtt != tc.rcvRTT || ti.Data_segs_in != tc.segs || ti.Rcv_ooopack != tc.oooPk || ti.Rtt != 1000 {
+			t.Errorf("%s (%d bytes): rcv_rtt %d data_segs_in %d rcv_ooopack %d rtt %d; want %d %d %d 1000",
+				tc.name, tc.size, ti.Rcv_rtt, ti.Data_segs_in, ti.Rcv_ooopack, ti.Rtt, tc.rcvRTT, tc.segs, tc.oooPk)
+		}
+		if tc.size < unsafe.Sizeof(full) && ti.Snd_wnd != 0 {
+			t.Errorf("%s: snd_wnd %d past the end, want 0", tc.name, ti.Snd_wnd)
+		}
+	}
+	// A newer kernel's longer struct is cut, not an error.
+	longer := append(append([]byte{}, raw...), 1, 2, 3, 4, 5, 6, 7, 8)
+	if ti := decodeTCPInfo(longer); ti.Rcv_ooopack != 21 {
+		t.Errorf("longer tcp_info: rcv_ooopack %d, want 21", ti.Rcv_ooopack)
 	}
 }

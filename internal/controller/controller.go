@@ -66,16 +66,18 @@ type Controller struct {
 	m   *metrics.Metrics
 
 	// owned by the loop goroutine
-	pol     *policy.Policy
-	pm      PM
-	kpm     *pathmgr.Client
-	inv     *pathmgr.Inventory
-	rt      *routing.Manager
-	watcher *netmon.Watcher
-	netSt   netmon.State
-	ifs     map[int]*iface
-	conns   map[uint32]*conn
-	prevTot map[int][2]uint64 // ifindex → bytes sent, retransmitted (health)
+	pol      *policy.Policy
+	pm       PM
+	kpm      *pathmgr.Client
+	inv      *pathmgr.Inventory
+	rt       *routing.Manager
+	watcher  *netmon.Watcher
+	netSt    netmon.State
+	ifs      map[int]*iface
+	conns    map[uint32]*conn
+	prevTot  map[int][2]uint64           // ifindex → bytes sent, retransmitted (health)
+	prevRx   map[pathmgr.Subflow]rxCount // subflow → receive counters (health)
+	prevRxAt time.Time                   // when prevRx was taken
 
 	// pp applies per-interface congestion/mark (nil until needed).
 	pp       *pathpolicy.PathPolicy
@@ -108,6 +110,7 @@ func New(cfg Config) (*Controller, error) {
 	return &Controller{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pol: cfg.Policy,
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, prevTot: map[int][2]uint64{},
+		prevRx:   map[pathmgr.Subflow]rxCount{},
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot),
 		ready: make(chan struct{}), metrics: make(chan struct{}),
 	}, nil
@@ -1001,6 +1004,10 @@ func (c *Controller) snapshot() status.Snapshot {
 		if i.health.rtt > 0 {
 			si.RTT = i.health.rtt.String()
 		}
+		if i.health.rxRTT > 0 {
+			si.RcvRTT = i.health.rxRTT.String()
+		}
+		si.Reorder = i.health.reorder
 		s.Interfaces = append(s.Interfaces, si)
 	}
 	slices.SortFunc(s.Interfaces, func(a, b status.Interface) int { return a.Index - b.Index })

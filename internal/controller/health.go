@@ -8,7 +8,7 @@ import (
 )
 
 // sampleHealth reads the subflows' tcp_info from the inventory and updates
-// each interface's RTT, loss and health (with hysteresis).
+// each interface's health.
 func (c *Controller) sampleHealth() {
 	if c.inv == nil {
 		return
@@ -18,12 +18,52 @@ func (c *Controller) sampleHealth() {
 		c.log.Warn("inventory", "err", err)
 		return
 	}
+	c.applyHealth(list, time.Now())
+}
+
+// rxCount is a subflow's receive counters at the previous sample.
+type rxCount struct{ segs, ooo uint32 }
+
+// rcvRTTValid reports whether a subflow's rcv_rtt is an RTT rather than the
+// gap between sparse arrivals. The kernel takes it from the timestamp the
+// peer echoes in its data: when the peer sends only now and then (a backup
+// subflow's trickle, an application that paces its writes), the echo is of
+// our last ACK, sent at the previous arrival, so the "RTT" is the silence
+// in between (the testbed showed 430 ms on an idle backup lte subflow whose
+// path RTT is below 1 ms, and 10 ms, the pacing interval, on a download
+// paced every 10 ms). It counts when the subflow received at least
+// rcvRTTMinSegs segments per rcv_rtt on average over the window: a sender
+// that keeps less than an initial window in flight is application-limited
+// or recovering, and its rcv_rtt measures gaps.
+func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
+	if rcvRTT <= 0 || window <= 0 {
+		return false
+	}
+	return float64(segs)*float64(rcvRTT) >= rcvRTTMinSegs*float64(window)
+}
+
+// rcvRTTMinSegs: segments per rcv_rtt for the estimate to count (see
+// rcvRTTValid); the initial congestion window.
+const rcvRTTMinSegs = 10
+
+// applyHealth computes, per interface, the send side (largest smoothed
+// RTT, retransmitted share of the bytes sent since the last sample) and the
+// receive side (largest rcv_rtt of the subflows that received enough data
+// since the last sample, see rcvRTTValid; out-of-order share of the data
+// segments received) and
+// updates the health (with hysteresis). A direction without data in the
+// window gives no evidence.
+func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 	type agg struct {
 		rtt        time.Duration
-		n          int
 		sent, retr uint64
+		rxRTT      time.Duration
+		segs, ooo  uint64
 	}
 	per := map[int]*agg{}
+	rx := make(map[pathmgr.Subflow]rxCount, len(c.prevRx))
+	window := now.Sub(c.prevRxAt)
+	c.prevRxAt = now
 	for _, k := range list {
 		for _, s := range k.Subflows {
 			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
@@ -35,12 +75,28 @@ func (c *Controller) sampleHealth() {
 			if s.RTT > a.rtt {
 				a.rtt = s.RTT
 			}
-			a.n++
 			a.sent += s.BytesSent
 			a.retr += s.BytesRetrans
+			// Receive counters are taken per subflow, so a subflow that
+			// closes or opens between two samples does not make the
+			// interface's totals jump; a subflow's first sample is only
+			// its baseline.
+			key := s.Subflow()
+			cur := rxCount{segs: s.DataSegsIn, ooo: s.RcvOOOPack}
+			rx[key] = cur
+			prev, seen := c.prevRx[key]
+			if !seen || cur.segs <= prev.segs || cur.ooo < prev.ooo {
+				continue
+			}
+			d := cur.segs - prev.segs
+			a.segs += uint64(d)
+			a.ooo += uint64(cur.ooo - prev.ooo)
+			if s.RcvRTT > a.rxRTT && rcvRTTValid(s.RcvRTT, d, window) {
+				a.rxRTT = s.RcvRTT
+			}
 		}
 	}
-	now := time.Now()
+	c.prevRx = rx
 	for idx, i := range c.ifs {
 		a := per[idx]
 		if a == nil {
@@ -49,31 +105,53 @@ func (c *Controller) sampleHealth() {
 		prev := c.prevTot[idx]
 		c.prevTot[idx] = [2]uint64{a.sent, a.retr}
 		was := i.health.unhealthy
-		if a.sent > prev[0] && a.retr >= prev[1] {
-			i.health.rtt, i.health.loss = a.rtt, 100*float64(a.retr-prev[1])/float64(a.sent-prev[0])
-			i.health.update(c.pol, now)
-		} else {
-			// No data sent through it since the last sample (a backup
-			// path carries none): no evidence. An unhealthy path is
-			// given traffic again after Hold, and demoted again by the
-			// next samples if it is still bad.
-			i.health.idle(c.pol, now)
+		h := &i.health
+		h.tx = a.sent > prev[0] && a.retr >= prev[1]
+		if h.tx {
+			h.rtt, h.loss = a.rtt, 100*float64(a.retr-prev[1])/float64(a.sent-prev[0])
 		}
-		if was != i.health.unhealthy {
-			c.log.Info("path health", "interface", i.name, "unhealthy", i.health.unhealthy, "rtt", i.health.rtt, "loss_percent", i.health.loss)
+		// No rcv_rtt yet (too little data for an estimate) is no RTT
+		// evidence, but the reorder share still counts.
+		h.rx = a.segs > 0
+		if h.rx {
+			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
+		}
+		if h.tx || h.rx {
+			h.update(c.pol, now)
+		} else {
+			// No data through it either way since the last sample (a
+			// backup path carries none): no evidence. An unhealthy path
+			// is given traffic again after Hold, and demoted again by
+			// the next samples if it is still bad.
+			h.idle(c.pol, now)
+		}
+		if was != h.unhealthy {
+			c.log.Info("path health", "interface", i.name, "unhealthy", h.unhealthy,
+				"rtt", h.rtt, "loss_percent", h.loss, "rcv_rtt", h.rxRTT, "reorder_percent", h.reorder)
 		}
 	}
 }
 
-// update applies the thresholds of the steering mode with hysteresis.
+// update applies the thresholds of the steering mode with hysteresis to
+// the directions that carried data (h.tx, h.rx): the path is bad when
+// either direction is bad (RTT above rtt, or send loss above loss_percent,
+// or receive reorder share above reorder_percent; a threshold of 0 is off)
+// and good when every direction with data is below the thresholds lowered
+// by the hysteresis.
 func (h *health) update(p *policy.Policy, now time.Time) {
-	rttMax, lossMax, hold, hyst, failuresNeeded := p.Priority.RTT, p.Priority.LossPercent, p.Priority.Hold, p.Priority.HysteresisPercent, 1
+	rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded := p.Priority.RTT, p.Priority.LossPercent, p.Priority.ReorderPercent, p.Priority.Hold, p.Priority.HysteresisPercent, 1
 	if p.Steering == policy.SteerHandover {
-		rttMax, lossMax, hold, hyst, failuresNeeded = p.Handover.RTT, p.Handover.LossPercent, p.Handover.Hold, 0, p.Handover.Failures
+		rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded = p.Handover.RTT, p.Handover.LossPercent, p.Handover.ReorderPercent, p.Handover.Hold, 0, p.Handover.Failures
 	}
-	bad := (rttMax > 0 && h.rtt > rttMax) || (lossMax > 0 && h.loss > lossMax)
-	k := 1 - hyst/100
-	good := !(rttMax > 0 && float64(h.rtt) > float64(rttMax)*k) && !(lossMax > 0 && h.loss > lossMax*k)
+	// above reports whether v crosses max lowered by the fraction cut.
+	above := func(v, max, cut float64) bool { return max > 0 && v > max*(1-cut) }
+	rtt := float64(rttMax)
+	check := func(cut float64) bool {
+		return h.tx && (above(float64(h.rtt), rtt, cut) || above(h.loss, lossMax, cut)) ||
+			h.rx && (above(float64(h.rxRTT), rtt, cut) || above(h.reorder, reorderMax, cut))
+	}
+	bad := check(0)
+	good := !check(hyst / 100)
 	h.sampled = true
 	if !h.unhealthy {
 		if bad {
@@ -111,6 +189,6 @@ func (h *health) idle(p *policy.Policy, now time.Time) {
 	if h.unhealthy && now.Sub(h.since) >= hold {
 		h.unhealthy = false
 		h.failures = 0
-		h.loss = 0
+		h.loss, h.reorder = 0, 0
 	}
 }

@@ -149,8 +149,15 @@ type iface struct {
 
 // health is the state of an interface for handover/priority steering.
 type health struct {
+	// Send side (what this host sends: smoothed RTT, retransmitted share
+	// of the bytes sent) and receive side (rcv_rtt, out-of-order share of
+	// the data segments received) of the last sample that had data in that
+	// direction; tx and rx say whether the last sample had any.
 	rtt       time.Duration
 	loss      float64
+	rxRTT     time.Duration
+	reorder   float64
+	tx, rx    bool
 	unhealthy bool
 	goodSince time.Time // first sample below the recovery thresholds
 	since     time.Time // became unhealthy

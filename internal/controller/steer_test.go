@@ -66,7 +66,7 @@ func TestHealthHysteresis(t *testing.T) {
 	var h health
 	now := time.Unix(1000, 0)
 	step := func(loss float64) bool {
-		h.loss = loss
+		h.loss, h.tx = loss, true
 		h.update(p, now)
 		now = now.Add(time.Second)
 		return h.unhealthy

@@ -72,10 +72,15 @@ routing:
 
 # steering: priority — leave the first interface when its RTT or loss
 # crosses a threshold; come back when both are below the thresholds
-# lowered by hysteresis_percent for hold.
+# lowered by hysteresis_percent for hold. Both directions count: rtt_ms
+# applies to the smoothed RTT (sending) and to the receiver's RTT estimate
+# (downloads), loss_percent to retransmitted bytes sent, reorder_percent to
+# the out-of-order share of the data segments received (loss on the way in).
+# 0 turns a check off.
 priority:
   rtt_ms: 200
   loss_percent: 5
+  reorder_percent: 30
   hysteresis_percent: 20
   hold: 5s
 
@@ -85,6 +90,7 @@ priority:
 handover:
   rtt_ms: 500
   loss_percent: 20
+  reorder_percent: 10
   interval: 1s
   failures: 3
   hold: 3s

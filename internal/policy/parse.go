@@ -137,16 +137,18 @@ func (r *rawRouting) UnmarshalYAML(n *yaml.Node) error {
 type rawPriority struct {
 	RTTMs             *int     `yaml:"rtt_ms"`
 	LossPercent       *float64 `yaml:"loss_percent"`
+	ReorderPercent    *float64 `yaml:"reorder_percent"`
 	HysteresisPercent *float64 `yaml:"hysteresis_percent"`
 	Hold              *string  `yaml:"hold"`
 }
 
 type rawHandover struct {
-	RTTMs       *int     `yaml:"rtt_ms"`
-	LossPercent *float64 `yaml:"loss_percent"`
-	Interval    *string  `yaml:"interval"`
-	Failures    *int     `yaml:"failures"`
-	Hold        *string  `yaml:"hold"`
+	RTTMs          *int     `yaml:"rtt_ms"`
+	LossPercent    *float64 `yaml:"loss_percent"`
+	ReorderPercent *float64 `yaml:"reorder_percent"`
+	Interval       *string  `yaml:"interval"`
+	Failures       *int     `yaml:"failures"`
+	Hold           *string  `yaml:"hold"`
 }
 
 type rawMetrics struct {
@@ -617,6 +619,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 	p.Priority = Priority{
 		RTT:               c.millis("priority.rtt_ms", rp.RTTMs, DefaultPriorityRTT),
 		LossPercent:       c.percent("priority.loss_percent", rp.LossPercent, DefaultPriorityLoss),
+		ReorderPercent:    c.percent("priority.reorder_percent", rp.ReorderPercent, DefaultPriorityReorder),
 		HysteresisPercent: c.percent("priority.hysteresis_percent", rp.HysteresisPercent, DefaultHysteresis),
 		Hold:              c.duration("priority.hold", rp.Hold, DefaultPriorityHold),
 	}
@@ -625,11 +628,12 @@ func (c *checker) validate(r *rawFile) *Policy {
 		rh = *r.Handover
 	}
 	p.Handover = Handover{
-		RTT:         c.millis("handover.rtt_ms", rh.RTTMs, DefaultHandoverRTT),
-		LossPercent: c.percent("handover.loss_percent", rh.LossPercent, DefaultHandoverLoss),
-		Interval:    c.duration("handover.interval", rh.Interval, DefaultHandoverPeriod),
-		Failures:    DefaultHandoverFailures,
-		Hold:        c.duration("handover.hold", rh.Hold, DefaultHandoverHold),
+		RTT:            c.millis("handover.rtt_ms", rh.RTTMs, DefaultHandoverRTT),
+		LossPercent:    c.percent("handover.loss_percent", rh.LossPercent, DefaultHandoverLoss),
+		ReorderPercent: c.percent("handover.reorder_percent", rh.ReorderPercent, DefaultHandoverReorder),
+		Interval:       c.duration("handover.interval", rh.Interval, DefaultHandoverPeriod),
+		Failures:       DefaultHandoverFailures,
+		Hold:           c.duration("handover.hold", rh.Hold, DefaultHandoverHold),
 	}
 	if rh.Failures != nil {
 		if *rh.Failures < 1 || *rh.Failures > 100 {

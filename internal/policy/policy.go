@@ -100,10 +100,12 @@ const (
 	DefaultMaxSubflows      = 1
 	DefaultPriorityRTT      = 200 * time.Millisecond
 	DefaultPriorityLoss     = 5.0
+	DefaultPriorityReorder  = 30.0
 	DefaultHysteresis       = 20.0
 	DefaultPriorityHold     = 5 * time.Second
 	DefaultHandoverRTT      = 500 * time.Millisecond
 	DefaultHandoverLoss     = 20.0
+	DefaultHandoverReorder  = 10.0
 	DefaultHandoverHold     = 3 * time.Second
 	DefaultHandoverPeriod   = time.Second
 	DefaultHandoverFailures = 3
@@ -200,26 +202,32 @@ type Routing struct {
 }
 
 // Priority holds the thresholds of the priority steering mode: the primary
-// path is left when its RTT exceeds RTT or its loss exceeds LossPercent, and
-// taken back once both are below the thresholds lowered by
-// HysteresisPercent for at least Hold.
+// path is left when its RTT exceeds RTT (the sending side's smoothed RTT or
+// the receiving side's rcv_rtt), its send loss exceeds LossPercent or the
+// out-of-order share of the data it received exceeds ReorderPercent, and
+// taken back once all are below the thresholds lowered by
+// HysteresisPercent for at least Hold. A direction that carried no data in
+// a sample gives no evidence; 0 turns a check off.
 type Priority struct {
 	RTT               time.Duration `json:"rtt"`
 	LossPercent       float64       `json:"loss_percent"`
+	ReorderPercent    float64       `json:"reorder_percent"`
 	HysteresisPercent float64       `json:"hysteresis_percent"`
 	Hold              time.Duration `json:"hold"`
 }
 
 // Handover holds the health checks of the handover mode: a primary path is
-// unhealthy after Failures consecutive checks (every Interval) with RTT above
-// RTT or loss above LossPercent; backup subflows are closed again once the
-// primary has been healthy for Hold.
+// unhealthy after Failures consecutive checks (every Interval) with RTT
+// above RTT (either direction), send loss above LossPercent or receive
+// reorder share above ReorderPercent (see Priority); backup subflows are
+// closed again once the primary has been healthy for Hold.
 type Handover struct {
-	RTT         time.Duration `json:"rtt"`
-	LossPercent float64       `json:"loss_percent"`
-	Interval    time.Duration `json:"interval"`
-	Failures    int           `json:"failures"`
-	Hold        time.Duration `json:"hold"`
+	RTT            time.Duration `json:"rtt"`
+	LossPercent    float64       `json:"loss_percent"`
+	ReorderPercent float64       `json:"reorder_percent"`
+	Interval       time.Duration `json:"interval"`
+	Failures       int           `json:"failures"`
+	Hold           time.Duration `json:"hold"`
 }
 
 // Metrics configures the Prometheus endpoint. Empty Listen disables it.

@@ -39,6 +39,10 @@ type Interface struct {
 	Addrs   []netip.Addr `json:"addrs"`
 	RTT     string       `json:"rtt,omitempty"`
 	Loss    float64      `json:"loss_percent,omitempty"`
+	// Receive side of the health sample: the receiver's RTT estimate and
+	// the out-of-order share of the data segments received.
+	RcvRTT  string  `json:"rcv_rtt,omitempty"`
+	Reorder float64 `json:"reorder_percent,omitempty"`
 }
 
 // Connection is one tracked MPTCP connection.

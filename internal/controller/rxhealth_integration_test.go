@@ -1,0 +1,69 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// priority, DOWNLOAD: the proxy sends, the phone's subflows send only ACKs,
+// so the send-side counters (bytes_sent, bytes_retrans) see nothing. 20 %
+// loss on wifi must still make the phone's daemon mark wifi backup and lte
+// active, from the receive side (out-of-order share of the data segments
+// received, with the default reorder_percent); once the loss is gone wifi is
+// the primary again, and the download loses no byte. ss in the phone's
+// namespace is the oracle for the backup flags.
+func TestIntegrationPriorityDownloadLoss(t *testing.T) {
+	const size = 96 << 20
+	e := setup(t, size) // the server sends: a download
+	b := e.bed
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	// Defaults but hold, so the test does not wait 5 s per recovery.
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  hold: 1s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+
+	wait := e.download(t, size)
+	backups := func() (wifi, lte bool, ok bool) {
+		s := subflows(t, b)
+		wi, okw := hasFrom(s, b.WiFiAddr)
+		li, okl := hasFrom(s, b.LTEAddr)
+		return localBackup(wi), localBackup(li), okw && okl
+	}
+	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && !w && l
+	})
+	// A healthy download stays on wifi: the receive side must not make
+	// a clean path unhealthy.
+	time.Sleep(3 * time.Second)
+	if w, l, ok := backups(); !ok || w || !l {
+		t.Fatalf("clean download: wifi backup %v, lte backup %v (both present %v); want wifi active, lte backup", w, l, ok)
+	}
+	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "lte active, wifi backup under 20% wifi loss (download)", 15*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && w && !l
+	})
+	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
+		w, l, ok := backups()
+		return ok && !w && l
+	})
+	wait()
+}

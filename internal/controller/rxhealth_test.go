@@ -1,0 +1,193 @@
+package controller
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// healthCtl is a controller with the wifi0 (2) and lte0 (3) interfaces of
+// ifaces and no kernel behind it, for applyHealth.
+func healthCtl(t *testing.T, p *policy.Policy) (*Controller, *iface, *iface) {
+	t.Helper()
+	c, err := New(Config{Policy: p, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, l := ifaces(p)
+	c.ifs = map[int]*iface{w.index: w, l.index: l}
+	return c, w, l
+}
+
+// rxSub is a downloading subflow: it sends nothing but ACKs (no bytes),
+// and has received segs data segments, ooo of them out of order.
+func rxSub(local string, ifindex int, segs, ooo uint32, rcvRTT time.Duration) pathmgr.SubflowInfo {
+	return pathmgr.SubflowInfo{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort("10.0.0.9:443"),
+		IfIndex: ifindex, RTT: time.Millisecond, DataSegsIn: segs, RcvOOOPack: ooo, RcvRTT: rcvRTT}
+}
+
+func conns(sfs ...pathmgr.SubflowInfo) []pathmgr.Connection {
+	return []pathmgr.Connection{{Token: 1, Subflows: sfs}}
+}
+
+// A download-only path: nothing is sent, so the send side gives no
+// evidence, and the receive side alone decides. The reorder share is
+// delta(rcv_ooopack)/delta(data_segs_in) over the window.
+func TestHealthReceiveSideReorder(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.RTT, p.Priority.LossPercent, p.Priority.ReorderPercent, p.Priority.HysteresisPercent, p.Priority.Hold = 200*time.Millisecond, 5, 10, 20, 2*time.Second
+	c, w, l := healthCtl(t, p)
+	now := time.Unix(1000, 0)
+	var segs, ooo uint32 = 5000, 0
+	step := func(dSegs, dOOO uint32) {
+		segs, ooo = segs+dSegs, ooo+dOOO
+		c.applyHealth(conns(rxSub("10.0.2.1:40000", w.index, segs, ooo, 30*time.Millisecond),
+			rxSub("10.0.3.1:40001", l.index, 100, 0, 0)), now)
+		now = now.Add(time.Second)
+	}
+	step(0, 0) // the baseline: no evidence
+	if w.health.rx || w.health.tx || w.health.unhealthy {
+		t.Fatalf("first sample is a baseline only: %+v", w.health)
+	}
+	step(3000, 30) // 1 %
+	if !w.health.rx || w.health.tx || w.health.reorder != 1 || w.health.rxRTT != 30*time.Millisecond || w.health.unhealthy {
+		t.Fatalf("1 %% reorder: %+v, want receive-side evidence, reorder 1, rcv_rtt 30ms, healthy", w.health)
+	}
+	step(2000, 400) // 20 %
+	if !w.health.unhealthy || w.health.reorder != 20 {
+		t.Fatalf("20 %% reorder above reorder_percent 10: %+v, want unhealthy", w.health)
+	}
+	step(1000, 90) // 9 %: above 10*(1-20%) = 8: hysteresis holds it
+	if !w.health.unhealthy {
+		t.Fatal("9 % is above the recovery threshold 8 %: still unhealthy")
+	}
+	// Now a backup: only a trickle of data, all in order, for Hold.
+	step(10, 0)
+	step(10, 0)
+	if !w.health.unhealthy {
+		t.Fatal("healthy again before Hold (2 s) below the recovery threshold passed")
+	}
+	step(10, 0)
+	if w.health.unhealthy {
+		t.Fatalf("still unhealthy after Hold in order: %+v", w.health)
+	}
+	if l.health.rx || l.health.unhealthy {
+		t.Errorf("lte received nothing new: %+v, want no evidence", l.health)
+	}
+}
+
+// rtt_ms applies to the receive-side RTT as well: a download whose
+// rcv_rtt exceeds it makes the path unhealthy though the send-side RTT
+// (of the ACKs) is small.
+func TestHealthReceiveSideRTT(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.RTT, p.Priority.ReorderPercent, p.Priority.Hold = 200*time.Millisecond, 0, time.Second
+	c, w, _ := healthCtl(t, p)
+	now := time.Unix(1000, 0)
+	c.applyHealth(conns(rxSub("10.0.2.1:40000", w.index, 100, 0, 300*time.Millisecond)), now)
+	c.applyHealth(conns(rxSub("10.0.2.1:40000", w.index, 100, 0, 300*time.Millisecond)), now.Add(time.Second))
+	if w.health.unhealthy || w.health.rx {
+		t.Fatalf("no data received in the window: a stale rcv_rtt is no evidence: %+v", w.health)
+	}
+	c.applyHealth(conns(rxSub("10.0.2.1:40000", w.index, 900, 0, 300*time.Millisecond)), now.Add(2*time.Second))
+	if !w.health.unhealthy {
+		t.Fatalf("rcv_rtt 300ms above rtt 200ms: %+v, want unhealthy", w.health)
+	}
+	// The largest rcv_rtt among the subflows that received data counts;
+	// a subflow without data in the window does not.
+	c2, w2, _ := healthCtl(t, p)
+	a, b := "10.0.2.1:40000", "10.0.2.1:40002"
+	c2.applyHealth(conns(rxSub(a, w2.index, 100, 0, 50*time.Millisecond), rxSub(b, w2.index, 100, 0, time.Second)), now)
+	c2.applyHealth(conns(rxSub(a, w2.index, 500, 0, 50*time.Millisecond), rxSub(b, w2.index, 100, 0, time.Second)), now.Add(time.Second))
+	if w2.health.unhealthy || w2.health.rxRTT != 50*time.Millisecond {
+		t.Fatalf("rcv_rtt of the idle subflow counted: %+v, want rcv_rtt 50ms, healthy", w2.health)
+	}
+	// A trickle (a backup subflow's occasional segment): rcv_rtt is the
+	// gap between arrivals, not an RTT, and must not count: 2 or 20
+	// segments in 1 s at 430 ms is below 10 segments per rcv_rtt; 40 (17
+	// per rcv_rtt) is a busy subflow with a real, bloated RTT.
+	for _, tc := range []struct {
+		segs uint32
+		want bool
+	}{{2, false}, {20, false}, {40, true}} {
+		c3, w3, _ := healthCtl(t, p)
+		c3.applyHealth(conns(rxSub(a, w3.index, 100, 0, 430*time.Millisecond)), now)
+		c3.applyHealth(conns(rxSub(a, w3.index, 100+tc.segs, 0, 430*time.Millisecond)), now.Add(time.Second))
+		if !w3.health.rx || w3.health.unhealthy != tc.want {
+			t.Errorf("%d segments in 1 s at rcv_rtt 430ms: %+v, want evidence, unhealthy %v", tc.segs, w3.health, tc.want)
+		}
+	}
+}
+
+// Either direction bad is bad: a clean download does not hide send-side
+// loss, and clean sending does not hide a lossy download. A subflow that
+// goes away does not make the totals jump backwards.
+func TestHealthEitherDirection(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.RTT, p.Priority.LossPercent, p.Priority.ReorderPercent, p.Priority.HysteresisPercent = 0, 5, 10, 0
+	for _, tc := range []struct {
+		name          string
+		sent, retr    uint64
+		segs, ooo     uint32
+		wantUnhealthy bool
+	}{
+		{"both clean", 100000, 0, 1000, 0, false},
+		{"send loss 10 %, download clean", 100000, 10000, 1000, 0, true},
+		{"send clean, download reorder 30 %", 100000, 0, 1000, 300, true},
+		{"nothing sent, download reorder 30 %", 0, 0, 1000, 300, true},
+		{"send loss 10 %, nothing received", 100000, 10000, 0, 0, true},
+		{"nothing either way", 0, 0, 0, 0, false},
+	} {
+		c, w, _ := healthCtl(t, p)
+		base := pathmgr.SubflowInfo{Local: netip.MustParseAddrPort("10.0.2.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.9:443"),
+			IfIndex: w.index, BytesSent: 1000, DataSegsIn: 10}
+		c.applyHealth(conns(base), time.Unix(1000, 0))
+		next := base
+		next.BytesSent += tc.sent
+		next.BytesRetrans += tc.retr
+		next.DataSegsIn += tc.segs
+		next.RcvOOOPack += tc.ooo
+		c.applyHealth(conns(next), time.Unix(1001, 0))
+		if w.health.unhealthy != tc.wantUnhealthy {
+			t.Errorf("%s: unhealthy %v, want %v (%+v)", tc.name, w.health.unhealthy, tc.wantUnhealthy, w.health)
+		}
+	}
+
+	// Subflow churn: a subflow with large counters closes and a fresh one
+	// opens; neither counts until it has a previous sample.
+	c, w, _ := healthCtl(t, p)
+	old := rxSub("10.0.2.1:40000", w.index, 90000, 5000, 0)
+	c.applyHealth(conns(old), time.Unix(1000, 0))
+	c.applyHealth(conns(rxSub("10.0.2.1:40004", w.index, 50, 40, 0)), time.Unix(1001, 0))
+	if w.health.rx || w.health.unhealthy {
+		t.Errorf("a new subflow's first sample counted: %+v", w.health)
+	}
+	if len(c.prevRx) != 1 {
+		t.Errorf("prevRx keeps %d subflows, want 1 (the closed one dropped)", len(c.prevRx))
+	}
+}
+
+// handover: reorder_percent counts as a failure like loss; failures
+// samples in a row are needed.
+func TestHealthReceiveSideHandoverFailures(t *testing.T) {
+	p := testPolicy(t, "handover")
+	p.Handover.ReorderPercent, p.Handover.Failures = 10, 3
+	c, w, _ := healthCtl(t, p)
+	var segs, ooo uint32 = 100, 0
+	now := time.Unix(1000, 0)
+	for i := 0; i < 4; i++ {
+		c.applyHealth(conns(rxSub("10.0.2.1:40000", w.index, segs, ooo, 0)), now)
+		if i < 3 && w.health.unhealthy {
+			t.Fatalf("unhealthy after %d bad samples, want %d", i, p.Handover.Failures)
+		}
+		segs, ooo, now = segs+1000, ooo+500, now.Add(time.Second)
+	}
+	if !w.health.unhealthy {
+		t.Fatalf("3 samples at 50 %% reorder: %+v, want unhealthy", w.health)
+	}
+}
