@@ -488,6 +488,15 @@ func (e *env) upload(t *testing.T, size int) func() {
 	}
 }
 
+// backupFlags reads the local backup flags of the phone's wifi and lte
+// subflows from ss; ok is false unless both subflows exist.
+func backupFlags(t *testing.T, b *testbed.Bed) (wifi, lte, ok bool) {
+	s := subflows(t, b)
+	wi, okw := hasFrom(s, b.WiFiAddr)
+	li, okl := hasFrom(s, b.LTEAddr)
+	return localBackup(wi), localBackup(li), okw && okl
+}
+
 // priority: wifi is the primary until its loss (tc BPF drop on wifi)
 // crosses the threshold; then lte carries and wifi turns backup; once the
 // loss is gone wifi is the primary again.
@@ -504,28 +513,22 @@ func TestIntegrationPriorityLoss(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	wait := e.upload(t, size)
-	backups := func() (wifi, lte bool, ok bool) {
-		s := subflows(t, b)
-		wi, okw := hasFrom(s, b.WiFiAddr)
-		li, okl := hasFrom(s, b.LTEAddr)
-		return localBackup(wi), localBackup(li), okw && okl
-	}
 	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && !w && l
 	})
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b, "lte active, wifi backup under 20% wifi loss", 10*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && w && !l
 	})
 	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && !w && l
 	})
 	wait()

@@ -35,34 +35,28 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	wait := e.download(t, size)
-	backups := func() (wifi, lte bool, ok bool) {
-		s := subflows(t, b)
-		wi, okw := hasFrom(s, b.WiFiAddr)
-		li, okl := hasFrom(s, b.LTEAddr)
-		return localBackup(wi), localBackup(li), okw && okl
-	}
 	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && !w && l
 	})
 	// A healthy download stays on wifi: the receive side must not make
 	// a clean path unhealthy.
 	time.Sleep(3 * time.Second)
-	if w, l, ok := backups(); !ok || w || !l {
+	if w, l, ok := backupFlags(t, b); !ok || w || !l {
 		t.Fatalf("clean download: wifi backup %v, lte backup %v (both present %v); want wifi active, lte backup", w, l, ok)
 	}
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b, "lte active, wifi backup under 20% wifi loss (download)", 15*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && w && !l
 	})
 	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
-		w, l, ok := backups()
+		w, l, ok := backupFlags(t, b)
 		return ok && !w && l
 	})
 	wait()
