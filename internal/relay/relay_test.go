@@ -22,28 +22,7 @@ import (
 // t.Cleanup.
 func startRelay(t testing.TB, cfg relay.Config) (*relay.Server, string) {
 	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	s, err := relay.New(cfg, nil)
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ln, err := s.Listen(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background(), ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		if err := <-done; !errors.Is(err, relay.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return s, ln.Addr().String()
+	return startRelayWith(t, cfg, nil)
 }
 
 // echoServer echoes each connection until EOF, then half-closes.

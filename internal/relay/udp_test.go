@@ -145,8 +145,10 @@ func hangingResolver(t testing.TB) (r *net.Resolver, asked <-chan string) {
 	}}, ch
 }
 
-// startRelayWith is startRelay for a server that needs setting up (a
-// resolver) before it serves.
+// startRelayWith starts a relay on a loopback port (unless cfg.Listen
+// says otherwise), after setup (when not nil) has prepared the server (a
+// resolver); at cleanup it shuts the server down and checks that Serve
+// returned ErrServerClosed.
 func startRelayWith(t testing.TB, cfg relay.Config, setup func(*relay.Server)) (*relay.Server, string) {
 	t.Helper()
 	if cfg.Listen == "" {
@@ -156,7 +158,9 @@ func startRelayWith(t testing.TB, cfg relay.Config, setup func(*relay.Server)) (
 	if err != nil {
 		t.Fatalf("relay.New: %v", err)
 	}
-	setup(s)
+	if setup != nil {
+		setup(s)
+	}
 	ln, err := s.Listen(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +171,9 @@ func startRelayWith(t testing.TB, cfg relay.Config, setup func(*relay.Server)) (
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
-		<-done
+		if err := <-done; !errors.Is(err, relay.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
 	})
 	return s, ln.Addr().String()
 }
