@@ -45,6 +45,7 @@ func init() {
 			&cli.IntFlag{Name: "max-conns", Usage: "cap on concurrent connections (0: none)"},
 			&cli.IntFlag{Name: "max-conns-per-client", Usage: "cap on concurrent connections per client IP (0: none)"},
 			&cli.BoolFlag{Name: "no-udp", Usage: "refuse UDP ASSOCIATE"},
+			&cli.BoolFlag{Name: "reuseport", Usage: "set SO_REUSEPORT on the listener: several relay processes share the address"},
 			&cli.StringFlag{Name: "congestion", Usage: "TCP congestion control `NAME` for the relay's sockets and every MPTCP subflow (default: the namespace's)"},
 			&cli.StringFlag{Name: "transparent", Usage: "also accept connections redirected by nftables on `ADDR:PORT` (original destination from conntrack)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (/metrics)"},
@@ -64,7 +65,7 @@ func relayAction(c *cli.Context) error {
 		HandshakeTimeout: c.Duration("handshake-timeout"), DialTimeout: c.Duration("dial-timeout"),
 		IdleTimeout: c.Duration("idle-timeout"), DrainTimeout: c.Duration("drain-timeout"),
 		MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
-		DisableUDP: c.Bool("no-udp"), Transparent: c.String("transparent"), Congestion: c.String("congestion"),
+		DisableUDP: c.Bool("no-udp"), Transparent: c.String("transparent"), Congestion: c.String("congestion"), ReusePort: c.Bool("reuseport"),
 	}
 	lvl := slog.LevelInfo
 	if c.Bool("debug") {

@@ -54,6 +54,11 @@ type Config struct {
 	MaxConnsPerClient int `yaml:"max_conns_per_client"`
 	// DisableUDP answers UDP ASSOCIATE with "command not supported".
 	DisableUDP bool `yaml:"disable_udp"`
+	// ReusePort sets SO_REUSEPORT on the SOCKS5 listener, so several relay
+	// processes (same user) can listen on one address: the kernel spreads
+	// new connections over them, and a new relay can start before the old
+	// one drains.
+	ReusePort bool `yaml:"reuse_port"`
 	// Congestion is the TCP congestion control (TCP_CONGESTION) for the
 	// relay's sockets, listening and dialing, every MPTCP subflow included
 	// (empty: the namespace's default). On MPTCP, loss-based control

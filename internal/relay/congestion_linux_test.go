@@ -3,6 +3,7 @@
 package relay_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"regexp"
@@ -76,5 +77,33 @@ func TestIntegrationCongestionOnSubflows(t *testing.T) {
 		if !ok {
 			t.Errorf("%s: not both subflows (wifi %s, lte %s) run reno:\n%s", ns.Name, b.WiFiAddr, b.LTEAddr, out)
 		}
+	}
+}
+
+// Two relays with ReusePort listen on one address and both serve; without
+// it the second cannot listen there.
+func TestReusePort(t *testing.T) {
+	echo := echoServer(t, "tcp4", "127.0.0.1:0")
+	a, addr := startRelay(t, relay.Config{ReusePort: true, AllowDest: []string{"127.0.0.0/8"}})
+	b, _ := startRelay(t, relay.Config{Listen: addr, ReusePort: true, AllowDest: []string{"127.0.0.0/8"}})
+	for i := 0; i < 64; i++ {
+		c := dial(t, addr)
+		if _, err := relay.ClientHandshake(c, "", "", mustAddr(t, echo)); err != nil {
+			t.Fatalf("CONNECT %d through the shared port: %v", i, err)
+		}
+		c.Close()
+	}
+	na := value(t, a, relay.MetricConnections, "mptcp") + value(t, a, relay.MetricConnections, "tcp")
+	nb := value(t, b, relay.MetricConnections, "mptcp") + value(t, b, relay.MetricConnections, "tcp")
+	if na+nb != 64 || na == 0 || nb == 0 {
+		t.Errorf("connections per relay %v and %v, want 64 spread over both", na, nb)
+	}
+	s, err := relay.New(relay.Config{Listen: addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ln, err := s.Listen(context.Background()); err == nil {
+		ln.Close()
+		t.Error("a relay without ReusePort listened on the shared address")
 	}
 }

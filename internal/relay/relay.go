@@ -99,7 +99,7 @@ func (s *Server) Config() Config { return s.cfg }
 
 // Listen opens the configured listen address (MPTCP unless NoMPTCP).
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	lc := net.ListenConfig{Control: s.ccControl}
+	lc := net.ListenConfig{Control: s.listenControl}
 	lc.SetMultipathTCP(!s.cfg.NoMPTCP)
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
@@ -120,6 +120,26 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("relay: server closed")
+
+// listenControl prepares the listening socket: SO_REUSEPORT when
+// configured, then the congestion control.
+func (s *Server) listenControl(network, address string, c syscall.RawConn) error {
+	if s.cfg.ReusePort {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = setReusePort(fd)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("SO_REUSEPORT: %w", serr)
+		}
+	}
+	if s.ccControl != nil {
+		return s.ccControl(network, address, c)
+	}
+	return nil
+}
 
 // ListenTransparent opens the configured transparent address (plain TCP).
 func (s *Server) ListenTransparent(ctx context.Context) (net.Listener, error) {
