@@ -78,6 +78,7 @@ type Controller struct {
 	prevTot  map[int][2]uint64           // ifindex → bytes sent, retransmitted (health)
 	prevRx   map[pathmgr.Subflow]rxCount // subflow → receive counters (health)
 	prevRxAt time.Time                   // when prevRx was taken
+	primary  int                         // priority steering: the primary's ifindex at the last tick (0: none yet)
 
 	// pp applies per-interface congestion/mark (nil until needed).
 	pp       *pathpolicy.PathPolicy
@@ -971,8 +972,24 @@ func (c *Controller) tick() {
 	if c.pol.Steering == policy.SteerHandover || c.pol.Steering == policy.SteerPriority {
 		c.sampleHealth()
 	}
+	if c.pol.Steering == policy.SteerPriority {
+		c.notePrimary(time.Now())
+	}
 	c.reconcileAll()
 	c.refreshGauges()
+}
+
+// notePrimary records when priority steering makes another interface the
+// primary (health.tookOver).
+func (c *Controller) notePrimary(now time.Time) {
+	p := primaryOf(c.available())
+	if p == nil || p.index == c.primary {
+		return
+	}
+	if c.primary != 0 {
+		p.health.tookOver = now
+	}
+	c.primary = p.index
 }
 
 func (c *Controller) refreshGauges() {

@@ -42,6 +42,11 @@ func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
 	return float64(segs)*float64(rcvRTT) >= rcvRTTMinSegs*float64(window)
 }
 
+// takeoverGrace is how long the reorder share of a path that just became
+// the primary does not count: two 1 s samples, so the first full window
+// under its new load is skipped.
+const takeoverGrace = 2 * time.Second
+
 // rcvRTTMinSegs: segments per rcv_rtt for the estimate to count (see
 // rcvRTTValid); the initial congestion window.
 const rcvRTTMinSegs = 10
@@ -146,9 +151,13 @@ func (h *health) update(p *policy.Policy, now time.Time) {
 	// above reports whether v crosses max lowered by the fraction cut.
 	above := func(v, max, cut float64) bool { return max > 0 && v > max*(1-cut) }
 	rtt := float64(rttMax)
+	// A path that has just taken over a bulk transfer fills its own queue
+	// for a moment: its first window's reorder share says so, not that it
+	// is lossy (1 run in 5 marked lte unhealthy right after the switch).
+	reorderCounts := now.Sub(h.tookOver) >= takeoverGrace
 	check := func(cut float64) bool {
 		return h.tx && (above(float64(h.rtt), rtt, cut) || above(h.loss, lossMax, cut)) ||
-			h.rx && (above(float64(h.rxRTT), rtt, cut) || above(h.reorder, reorderMax, cut))
+			h.rx && (above(float64(h.rxRTT), rtt, cut) || reorderCounts && above(h.reorder, reorderMax, cut))
 	}
 	bad := check(0)
 	good := !check(hyst / 100)

@@ -191,3 +191,39 @@ func TestHealthReceiveSideHandoverFailures(t *testing.T) {
 		t.Fatalf("3 samples at 50 %% reorder: %+v, want unhealthy", w.health)
 	}
 }
+
+// A path that has just become the primary fills its own queue for a
+// moment: its reorder share does not count for takeoverGrace after the
+// switch (notePrimary), and counts again after it.
+func TestHealthTakeoverGrace(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.ReorderPercent, p.Priority.Hold = 30, time.Second
+	c, w, l := healthCtl(t, p)
+	w.up, l.up = true, true
+	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
+	now := time.Unix(1000, 0)
+	c.notePrimary(now)
+	if c.primary != w.index || !w.health.tookOver.IsZero() {
+		t.Fatalf("first primary %d (tookOver %v): want wifi, no takeover at start", c.primary, w.health.tookOver)
+	}
+	// wifi turns bad: lte takes over.
+	w.health.unhealthy = true
+	c.notePrimary(now)
+	if c.primary != l.index || !l.health.tookOver.Equal(now) {
+		t.Fatalf("primary %d, lte tookOver %v: want lte taking over at %v", c.primary, l.health.tookOver, now)
+	}
+	var segs, ooo uint32 = 5000, 0
+	sample := func(at time.Time, dSegs, dOOO uint32) {
+		segs, ooo = segs+dSegs, ooo+dOOO
+		c.applyHealth(conns(rxSub("10.0.3.1:40001", l.index, segs, ooo, 0)), at)
+	}
+	sample(now, 0, 0)                        // baseline
+	sample(now.Add(time.Second), 3000, 1050) // 35 %: the takeover spike
+	if l.health.unhealthy {
+		t.Fatalf("a 35 %% reorder window 1 s after taking over made lte unhealthy: %+v", l.health)
+	}
+	sample(now.Add(2*time.Second), 3000, 1050) // 35 % again, past the grace
+	if !l.health.unhealthy {
+		t.Fatalf("35 %% reorder past the takeover grace: %+v, want unhealthy", l.health)
+	}
+}

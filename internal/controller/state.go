@@ -163,6 +163,9 @@ type health struct {
 	since     time.Time // became unhealthy
 	failures  int
 	sampled   bool
+	// tookOver is when priority steering last made this interface the
+	// primary; its reorder share does not count for takeoverGrace after.
+	tookOver time.Time
 }
 
 // available reports whether subflows can use the interface.
