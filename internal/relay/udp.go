@@ -503,8 +503,9 @@ func (c *conn) udpFromUpstream(a *association, upc, pc *net.UDPConn, cl *udpClie
 
 // upstreamUDPAddr is where the upstream relays UDP: its BND.ADDR and
 // BND.PORT, with an unspecified address (0.0.0.0, ::) read as the control
-// connection's remote address (RFC 1928 practice) and a name resolved
-// under ctx.
+// connection's remote address (RFC 1928 practice), as is one of a narrower
+// scope than that remote address (see narrower), and a name resolved under
+// ctx.
 func (s *Server) upstreamUDPAddr(ctx context.Context, up net.Conn, bound socks5.Addr) (netip.AddrPort, error) {
 	if bound.Port == 0 {
 		return netip.AddrPort{}, fmt.Errorf("upstream %s announced UDP relay %s: port 0", s.pol.upstream.addr, bound)
@@ -517,14 +518,41 @@ func (s *Server) upstreamUDPAddr(ctx context.Context, up net.Conn, bound socks5.
 		}
 		ip = ips[0]
 	}
-	if !ip.IsValid() || ip.IsUnspecified() {
-		ta, ok := up.RemoteAddr().(*net.TCPAddr)
-		if !ok {
+	ip = ip.Unmap()
+	var remote netip.Addr
+	if ta, ok := up.RemoteAddr().(*net.TCPAddr); ok {
+		remote = ta.AddrPort().Addr().Unmap()
+	}
+	if !ip.IsValid() || ip.IsUnspecified() || narrower(ip, remote) {
+		if !remote.IsValid() {
 			return netip.AddrPort{}, fmt.Errorf("upstream %s announced UDP relay %s and its control connection has no IP address", s.pol.upstream.addr, bound)
 		}
-		ip = ta.AddrPort().Addr()
+		ip = remote
 	}
-	return netip.AddrPortFrom(ip.Unmap(), bound.Port), nil
+	return netip.AddrPortFrom(ip, bound.Port), nil
+}
+
+// narrower reports whether an announced BND.ADDR has a narrower scope than
+// the address the control connection reached the upstream at, so it cannot
+// be where that upstream relays UDP for us: a loopback, link-local or
+// multicast address from a remote upstream (which would make us send the
+// client's datagrams to a local service), or a private address from an
+// upstream reached at a public one (its own address behind a NAT).
+func narrower(bnd, remote netip.Addr) bool {
+	if !remote.IsValid() {
+		return false
+	}
+	switch {
+	case bnd.IsMulticast():
+		return true
+	case bnd.IsLoopback():
+		return !remote.IsLoopback()
+	case bnd.IsLinkLocalUnicast():
+		return !remote.IsLoopback() && !remote.IsLinkLocalUnicast()
+	case bnd.IsPrivate():
+		return !remote.IsLoopback() && !remote.IsLinkLocalUnicast() && !remote.IsPrivate()
+	}
+	return false
 }
 
 // dialUpstreamUDP opens the upstream-facing UDP socket, connected to the
