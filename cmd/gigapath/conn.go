@@ -78,9 +78,10 @@ func writeConns(w io.Writer, conns []pathmgr.Connection) {
 			if dev == "" {
 				dev = "?"
 			}
-			fmt.Fprintf(w, "    %s -> %s dev %s locid %d remid %d %s rtt %.3fms retrans %d acked %d received %d",
+			fmt.Fprintf(w, "    %s -> %s dev %s locid %d remid %d %s rtt %.3fms retrans %d acked %d received %d rcv_rtt %.3fms rcv_ooopack %d",
 				s.Local, s.Remote, dev, s.LocalID, s.RemoteID, s.State,
-				float64(s.RTT.Microseconds())/1000, s.Retrans, s.BytesAcked, s.BytesReceived)
+				float64(s.RTT.Microseconds())/1000, s.Retrans, s.BytesAcked, s.BytesReceived,
+				float64(s.RcvRTT.Microseconds())/1000, s.RcvOOOPack)
 			if len(flags) > 0 {
 				fmt.Fprintf(w, " %s", strings.Join(flags, " "))
 			}

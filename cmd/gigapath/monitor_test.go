@@ -94,10 +94,11 @@ func TestWriteConns(t *testing.T) {
 		Subflows: []pathmgr.SubflowInfo{{
 			Local: netip.MustParseAddrPort("10.0.2.1:4001"), Remote: netip.MustParseAddrPort("10.0.1.2:80"),
 			IfName: "lte0", LocalID: 2, Backup: true, RTT: 1500 * time.Microsecond, State: 1,
+			RcvRTT: 2250 * time.Microsecond, RcvOOOPack: 3,
 		}},
 	}})
 	want := "token 7 established 10.0.1.1:4000 -> 10.0.1.2:80\n" +
-		"    10.0.2.1:4001 -> 10.0.1.2:80 dev lte0 locid 2 remid 0 established rtt 1.500ms retrans 0 acked 0 received 0 backup\n"
+		"    10.0.2.1:4001 -> 10.0.1.2:80 dev lte0 locid 2 remid 0 established rtt 1.500ms retrans 0 acked 0 received 0 rcv_rtt 2.250ms rcv_ooopack 3 backup\n"
 	if out.String() != want {
 		t.Errorf("writeConns:\n got %q\nwant %q", out.String(), want)
 	}
