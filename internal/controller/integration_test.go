@@ -497,6 +497,16 @@ func backupFlags(t *testing.T, b *testbed.Bed) (wifi, lte, ok bool) {
 	return localBackup(wi), localBackup(li), okw && okl
 }
 
+// waitPrimary waits until the phone's wifi subflow is active and lte backup
+// (wifi), or the other way round.
+func waitPrimary(t *testing.T, b *testbed.Bed, what string, wifi bool, d time.Duration) {
+	t.Helper()
+	waitFor(t, b, what, d, func() bool {
+		w, l, ok := backupFlags(t, b)
+		return ok && w != wifi && l == wifi
+	})
+}
+
 // priority: wifi is the primary until its loss (tc BPF drop on wifi)
 // crosses the threshold; then lte carries and wifi turns backup; once the
 // loss is gone wifi is the primary again.
@@ -513,24 +523,15 @@ func TestIntegrationPriorityLoss(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	wait := e.upload(t, size)
-	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && !w && l
-	})
+	waitPrimary(t, b, "wifi active, lte backup", true, 10*time.Second)
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, b, "lte active, wifi backup under 20% wifi loss", 10*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && w && !l
-	})
+	waitPrimary(t, b, "lte active, wifi backup under 20% wifi loss", false, 10*time.Second)
 	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && !w && l
-	})
+	waitPrimary(t, b, "wifi the primary again after the loss ended", true, 15*time.Second)
 	wait()
 }
 

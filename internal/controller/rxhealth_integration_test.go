@@ -35,10 +35,7 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 
 	wait := e.download(t, size)
-	waitFor(t, b, "wifi active, lte backup", 10*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && !w && l
-	})
+	waitPrimary(t, b, "wifi active, lte backup", true, 10*time.Second)
 	// A healthy download stays on wifi: the receive side must not make
 	// a clean path unhealthy.
 	time.Sleep(3 * time.Second)
@@ -48,16 +45,10 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, b, "lte active, wifi backup under 20% wifi loss (download)", 15*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && w && !l
-	})
+	waitPrimary(t, b, "lte active, wifi backup under 20% wifi loss (download)", false, 15*time.Second)
 	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, b, "wifi the primary again after the loss ended", 15*time.Second, func() bool {
-		w, l, ok := backupFlags(t, b)
-		return ok && !w && l
-	})
+	waitPrimary(t, b, "wifi the primary again after the loss ended", true, 15*time.Second)
 	wait()
 }
