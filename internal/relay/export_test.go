@@ -3,6 +3,7 @@ package relay_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gigapath/gigapath/internal/relay"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,4 +35,17 @@ func value(t testing.TB, s *relay.Server, name, label string) float64 {
 		}
 	}
 	return 0
+}
+
+// valueAtLeast waits (up to 5 s) for a series to reach min: a relay counts
+// a datagram after sending it, so the client can hold the reply before the
+// counter moves.
+func valueAtLeast(t testing.TB, s *relay.Server, name, label string, min float64) float64 {
+	t.Helper()
+	var v float64
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if v = value(t, s, name, label); v >= min || time.Now().After(end) {
+			return v
+		}
+	}
 }

@@ -476,7 +476,14 @@ func (c *conn) connect(log *slog.Logger, brp **bufio.Reader, req socks5.Request)
 	var rep socks5.Reply
 	var err error
 	if s.pol.upstream != nil {
-		dst, rep, err = s.dialUpstream(ctx, req.Addr)
+		// The local policy applies to IP destinations (and names that
+		// are IP literals) here too, as to UDP datagrams; names go up
+		// unresolved and the upstream checks what they resolve to.
+		if !s.upstreamDestAllowed(req.Addr) {
+			dst, rep, err = nil, socks5.NotAllowed, fmt.Errorf("destination %s refused by the local policy", req.Addr)
+		} else {
+			dst, rep, err = s.dialUpstream(ctx, req.Addr)
+		}
 	} else {
 		dst, rep, err = s.dialDest(ctx, req.Addr)
 	}

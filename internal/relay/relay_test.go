@@ -347,7 +347,7 @@ func TestChain(t *testing.T) {
 	creds := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(creds, []byte("u:p\n"), 0o600)
 	up, upAddr := startRelay(t, relay.Config{Credentials: creds, AllowDest: []string{"127.0.0.0/8"}})
-	_, local := startRelay(t, relay.Config{Upstream: "socks5://u:p@" + upAddr})
+	_, local := startRelay(t, relay.Config{Upstream: "socks5://u:p@" + upAddr, AllowDest: []string{"127.0.0.0/8"}})
 	c := dial(t, local)
 	if _, err := relay.ClientHandshake(c, "", "", mustAddr(t, echo)); err != nil {
 		t.Fatalf("CONNECT through the chain: %v", err)
@@ -364,11 +364,47 @@ func TestChain(t *testing.T) {
 	if rep, _ := relay.ClientHandshake(c, "", "", mustAddr(t, closedPort(t))); rep != socks5.ConnectionRefused {
 		t.Errorf("refusal through the chain: %v, want connection-refused", rep)
 	}
-	_, badLocal := startRelay(t, relay.Config{Upstream: "socks5://u:wrong@" + upAddr})
+	_, badLocal := startRelay(t, relay.Config{Upstream: "socks5://u:wrong@" + upAddr, AllowDest: []string{"127.0.0.0/8"}})
 	c = dial(t, badLocal)
 	if rep, _ := relay.ClientHandshake(c, "", "", mustAddr(t, echo)); rep != socks5.NotAllowed {
 		t.Errorf("bad upstream credentials: %v, want not-allowed", rep)
 	}
+}
+
+// In client mode the local entry applies its own destination policy to
+// IP destinations and IP-literal names before anything goes upstream (as
+// for UDP datagrams); names go up unresolved for the upstream to check.
+func TestChainLocalPolicy(t *testing.T) {
+	echo := echoServer(t, "tcp4", "127.0.0.1:0")
+	up, upAddr := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}})
+	_, denying := startRelay(t, relay.Config{Upstream: "socks5://" + upAddr, AllowDest: []string{"127.0.0.0/8"}, DenyDest: []string{"127.0.0.1/32"}})
+	_, strict := startRelay(t, relay.Config{Upstream: "socks5://" + upAddr})
+	e := mustAddr(t, echo)
+	literal := socks5.Addr{Name: e.IP.String(), Port: e.Port}
+	for _, tc := range []struct {
+		local string
+		dst   socks5.Addr
+		what  string
+	}{
+		{denying, e, "--deny-dest"},
+		{denying, literal, "--deny-dest, as an IP-literal name"},
+		{strict, e, "loopback under the default policy"},
+	} {
+		c := dial(t, tc.local)
+		if rep, _ := relay.ClientHandshake(c, "", "", tc.dst); rep != socks5.NotAllowed {
+			t.Errorf("%s: reply %v, want not-allowed from the local entry", tc.what, rep)
+		}
+		c.Close()
+	}
+	if n := value(t, up, relay.MetricConnections, "mptcp") + value(t, up, relay.MetricConnections, "tcp"); n != 0 {
+		t.Errorf("the upstream saw %v connections, want 0: refused destinations must not go up", n)
+	}
+	// A name goes up unresolved: the upstream resolves and allows it.
+	c := dial(t, strict)
+	if rep, err := relay.ClientHandshake(c, "", "", socks5.Addr{Name: "localhost", Port: e.Port}); rep != socks5.Succeeded {
+		t.Errorf("a name through the strict local entry: %v %v, want succeeded (checked upstream)", rep, err)
+	}
+	c.Close()
 }
 
 func TestDrain(t *testing.T) {
@@ -466,9 +502,9 @@ func TestNoLeaks(t *testing.T) {
 	_, authAddr := startRelay(t, relay.Config{Credentials: creds, AllowDest: []string{"127.0.0.0/8"}})
 	_, chainAddr := startRelay(t, relay.Config{Upstream: "socks5://" + addr, AllowDest: []string{"127.0.0.0/8", "::1/128"}})
 	_, idleUp := startRelay(t, relay.Config{AllowDest: []string{"127.0.0.0/8"}, IdleTimeout: 200 * time.Millisecond})
-	_, idleChain := startRelay(t, relay.Config{Upstream: "socks5://" + idleUp})
+	_, idleChain := startRelay(t, relay.Config{Upstream: "socks5://" + idleUp, AllowDest: []string{"127.0.0.0/8"}})
 	_, noUDP := startRelay(t, relay.Config{DisableUDP: true})
-	_, noUDPChain := startRelay(t, relay.Config{Upstream: "socks5://" + noUDP})
+	_, noUDPChain := startRelay(t, relay.Config{Upstream: "socks5://" + noUDP, AllowDest: []string{"127.0.0.0/8"}})
 	echo4 := startUDPEcho(t, "udp4", "127.0.0.1:0")
 	var echo6 *udpEcho // the upstream's second (IPv6) socket
 	if haveIPv6Loopback() {

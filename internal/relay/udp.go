@@ -432,7 +432,7 @@ func (c *conn) udpToUpstream(a *association, pc, upc *net.UDPConn, cl *udpClient
 			continue
 		}
 		h, _, err := socks5.ParseUDP(buf[:n])
-		if err != nil || h.Frag != 0 || !s.upstreamUDPDestAllowed(h.Addr) {
+		if err != nil || h.Frag != 0 || !s.upstreamDestAllowed(h.Addr) {
 			s.m.udp.WithLabelValues("dropped").Inc()
 			continue
 		}
@@ -458,11 +458,11 @@ func (c *conn) udpToUpstream(a *association, pc, upc *net.UDPConn, cl *udpClient
 	}
 }
 
-// upstreamUDPDestAllowed applies the local destination policy to a
-// datagram passed to the upstream: IP destinations, and names that are IP
-// literals, are checked here; real names are resolved and checked by the
-// upstream.
-func (s *Server) upstreamUDPDestAllowed(a socks5.Addr) bool {
+// upstreamDestAllowed applies the local destination policy to a CONNECT
+// or a datagram passed to the upstream: IP destinations, and names that
+// are IP literals, are checked here; real names are resolved and checked
+// by the upstream.
+func (s *Server) upstreamDestAllowed(a socks5.Addr) bool {
 	ip := a.IP
 	if a.Name != "" {
 		lit, err := netip.ParseAddr(a.Name)

@@ -216,10 +216,10 @@ func TestUDPChain(t *testing.T) {
 		t.Errorf("the local relay looked a name up (via %s); names must go upstream unresolved", a)
 	default:
 	}
-	if n := value(t, up4, relay.MetricUDPDatagrams, "up"); n < 2 {
+	if n := valueAtLeast(t, up4, relay.MetricUDPDatagrams, "up", 2); n < 2 {
 		t.Errorf("upstream relayed %v datagrams up, want >= 2", n)
 	}
-	if n := value(t, local, relay.MetricUDPDatagrams, "down"); n < 2 {
+	if n := valueAtLeast(t, local, relay.MetricUDPDatagrams, "down", 2); n < 2 {
 		t.Errorf("local relay passed %v datagrams down, want >= 2", n)
 	}
 	if mptcpEnabled() {
