@@ -579,35 +579,8 @@ func TestIntegrationBedLossLegacyTC(t *testing.T) {
 // about 1.5 % retransmitted, so steering on loss never saw the loss.)
 func TestIntegrationBedLossIsTCPLoss(t *testing.T) {
 	b := UpT(t, Spec{WiFiRate: "40mbit"})
-	var ln net.Listener
-	if err := b.Proxy.Do(func() (err error) {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		ln, err = lc.Listen(context.Background(), "tcp", b.ProxyWiFiAddr.String()+":7011")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-	var c net.Conn
-	if err := b.Client.Do(func() (err error) {
-		var d net.Dialer
-		d.SetMultipathTCP(true)
-		c, err = d.Dial("tcp", b.ProxyWiFiAddr.String()+":7011")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	ServeT(t, b.Proxy, "tcp", b.ProxyWiFiAddr.String()+":7011", true, Sink)
+	c := DialMPTCPT(t, b.Client, "tcp", "", b.ProxyWiFiAddr.String()+":7011")
 	if err := b.SetLoss(WiFi, 10); err != nil {
 		t.Fatal(err)
 	}
