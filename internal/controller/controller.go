@@ -891,7 +891,7 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 		for _, s := range k.Subflows {
 			sf := s.Subflow()
 			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
-			ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT, bytesSent: s.BytesSent, bytesRetr: s.BytesRetrans}
+			ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
 			if o, ok := old[sf]; ok && o.backup != s.Backup {
 				ns.backup = s.Backup
 			}

@@ -52,7 +52,8 @@ const takeoverGrace = 2 * time.Second
 const rcvRTTMinSegs = 10
 
 // applyHealth computes, per interface, the send side (largest smoothed
-// RTT, retransmitted share of the bytes sent since the last sample) and the
+// RTT, retransmitted share of the bytes acknowledged or retransmitted
+// since the last sample) and the
 // receive side (largest rcv_rtt of the subflows that received enough data
 // since the last sample, see rcvRTTValid; out-of-order share of the data
 // segments received) and
@@ -80,7 +81,11 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 			if s.RTT > a.rtt {
 				a.rtt = s.RTT
 			}
-			a.sent += s.BytesSent
+			// What went over the wire is acknowledged plus retransmitted
+			// bytes. bytes_sent also counts every attempt a local qdisc
+			// refused (the segment stays queued and is sent again), so a
+			// sender that overruns its own shaper would hide its loss.
+			a.sent += s.BytesAcked + s.BytesRetrans
 			a.retr += s.BytesRetrans
 			// Receive counters are taken per subflow, so a subflow that
 			// closes or opens between two samples does not make the

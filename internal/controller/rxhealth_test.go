@@ -145,10 +145,10 @@ func TestHealthEitherDirection(t *testing.T) {
 	} {
 		c, w, _ := healthCtl(t, p)
 		base := pathmgr.SubflowInfo{Local: netip.MustParseAddrPort("10.0.2.1:40000"), Remote: netip.MustParseAddrPort("10.0.0.9:443"),
-			IfIndex: w.index, BytesSent: 1000, DataSegsIn: 10}
+			IfIndex: w.index, BytesAcked: 1000, DataSegsIn: 10}
 		c.applyHealth(conns(base), time.Unix(1000, 0))
 		next := base
-		next.BytesSent += tc.sent
+		next.BytesAcked += tc.sent
 		next.BytesRetrans += tc.retr
 		next.DataSegsIn += tc.segs
 		next.RcvOOOPack += tc.ooo

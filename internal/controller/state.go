@@ -124,8 +124,7 @@ type sub struct {
 	// controller waits pendingTimeout before destroying one.
 	goneAt time.Time
 	// health samples from the inventory
-	rtt                  time.Duration
-	bytesSent, bytesRetr uint64
+	rtt time.Duration
 }
 
 func newConn(token uint32) *conn {
