@@ -56,6 +56,9 @@ type Config struct {
 	// StatusSocket overrides the policy's status_socket when set.
 	StatusSocket string
 	// MetricsListen overrides the policy's metrics.listen when set ("-" disables).
+	// Handoff is the previous process's Handoff after an upgrade in place
+	// (see ErrUpgrade); nil otherwise.
+	Handoff       []byte
 	MetricsListen string
 }
 
@@ -84,6 +87,11 @@ type Controller struct {
 	pp       *pathpolicy.PathPolicy
 	ppSet    map[netip.Addr]pathpolicy.Policy
 	ppFailed bool
+
+	// handoffIn is the parsed Config.Handoff, used by the start
+	// resync only; handoffOut is Handoff's value.
+	handoffIn  *handoff
+	handoffOut []byte
 
 	reloadCh chan reloadReq
 	statusCh chan chan status.Snapshot
@@ -177,19 +185,38 @@ type pmBatch struct {
 
 // Run starts the daemon and blocks until ctx ends (nil) or a fatal error.
 // On return the routing state it made is removed (Cleanup).
+//
+// When ctx is cancelled with the cause ErrUpgrade, Run leaves the kernel
+// state as it is for the process that takes over, and Handoff returns what
+// that process needs.
 func (c *Controller) Run(ctx context.Context) (err error) {
+	parent := ctx
+	upgrading := func() bool { return errors.Is(context.Cause(parent), ErrUpgrade) }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nt := newNotifier()
 	pmcfg := &pathmgr.Config{NetNS: c.cfg.NetNS}
 	p := c.pol
 
-	restorePM, err := setPathManager(c.cfg.NetNS, string(p.PathManager))
+	h, err := parseHandoff(c.cfg.Handoff)
+	if err != nil {
+		// Starting as after a crash loses only what the handoff adds.
+		c.log.Warn("ignoring the handoff", "err", err)
+	}
+	c.handoffIn = h
+	pmWas := ""
+	if h != nil {
+		pmWas = h.PathManagerWas
+	}
+	restorePM, pmWas, err := setPathManager(c.cfg.NetNS, string(p.PathManager), pmWas)
 	if err != nil {
 		return err
 	}
 	if restorePM != nil {
 		defer func() {
+			if upgrading() {
+				return
+			}
 			if err := restorePM(); err != nil {
 				c.log.Warn("restore net.mptcp.path_manager", "err", err)
 			}
@@ -258,10 +285,16 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 		}
 		c.rt = rt
 		defer func() {
-			if cerr := rt.Cleanup(); cerr != nil {
+			// c.rt: a reload may have replaced the manager.
+			if c.rt == nil {
+				return
+			}
+			if upgrading() {
+				c.log.Info("leaving the routing in place for the new binary")
+			} else if cerr := c.rt.Cleanup(); cerr != nil {
 				c.log.Warn("routing cleanup", "err", cerr)
 			}
-			rt.Close()
+			c.rt.Close()
 		}()
 	}
 	if pool != nil {
@@ -328,6 +361,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.resync("start")
+	c.handoffIn = nil
 	close(c.ready)
 	nt.send("READY=1")
 	c.log.Info("gigapath running", "policy", p.Summary(), "netns", c.cfg.NetNS, "status", statusPath, "metrics", c.addrs.metrics)
@@ -345,11 +379,23 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 		wdC = wd.C
 	}
 	lastResync := time.Now()
-	defer nt.send("STOPPING=1")
+	defer func() {
+		if upgrading() {
+			// The same PID comes back with READY=1 from the new binary.
+			nt.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+		} else {
+			nt.send("STOPPING=1")
+		}
+	}()
 
 	for {
 		select {
 		case <-ctx.Done():
+			if upgrading() {
+				c.handoffOut = c.makeHandoff(pmWas)
+				c.log.Info("handing over to the new binary", "connections", len(c.conns))
+				return nil
+			}
 			c.log.Info("stopping")
 			return nil
 		case err := <-wdone:
@@ -884,6 +930,7 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 			cn = newConn(k.Token)
 			cn.server = listen[k.Local.Port()]
 			c.conns[k.Token] = cn
+			c.inheritPeers(cn)
 		}
 		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
 		old := cn.subs

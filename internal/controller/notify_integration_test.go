@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -18,8 +19,9 @@ import (
 // The daemon binary speaks systemd's Type=notify protocol as systemd sees
 // it: the test plays systemd's side (a datagram socket in $NOTIFY_SOCKET,
 // $WATCHDOG_USEC set) and receives READY=1 once the daemon serves,
-// WATCHDOG=1 at half the watchdog interval, and STOPPING=1 on SIGTERM,
-// after which the daemon exits 0.
+// WATCHDOG=1 at half the watchdog interval, RELOADING=1 (with
+// MONOTONIC_USEC) and READY=1 again around an upgrade in place (SIGUSR2),
+// and STOPPING=1 on SIGTERM, after which the daemon exits 0.
 func TestIntegrationSystemdNotify(t *testing.T) {
 	bin := buildBinary(t)
 	b := testbed.UpT(t, testbed.Spec{})
@@ -77,6 +79,24 @@ func TestIntegrationSystemdNotify(t *testing.T) {
 		if gap := stamps[i].Sub(stamps[i-1]); gap > 400*time.Millisecond {
 			t.Errorf("watchdog gap %v, more than WATCHDOG_USEC (400ms): systemd would kill the daemon", gap)
 		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		for {
+			msg, _ := recv(10 * time.Second)
+			if msg != "WATCHDOG=1" {
+				return msg
+			}
+		}
+	}
+	if msg := next(); !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[1-9][0-9]*$`).MatchString(msg) {
+		t.Fatalf("notification %q after SIGUSR2, want RELOADING=1 and MONOTONIC_USEC", msg)
+	}
+	if msg := next(); msg != "READY=1" {
+		t.Fatalf("notification %q from the new binary, want READY=1", msg)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

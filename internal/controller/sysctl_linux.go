@@ -20,21 +20,26 @@ const (
 
 // setPathManager sets the namespace's path manager (netns "" = ours) and
 // returns a restore function that puts the previous value back, or nil when
-// nothing was changed. A connection keeps the path manager it was created
-// with, so restoring on exit leaves live connections alone and only gives
-// new ones what the host had before the daemon started.
-func setPathManager(netns, value string) (restore func() error, err error) {
-	var prev string
+// nothing was changed, and that previous value. was is the value an earlier
+// process of ours found before it changed the setting and then exec'd this
+// one (upgrade in place): the setting is then already ours, and was is what
+// to restore. A connection keeps the path manager it was created with, so
+// restoring on exit leaves live connections alone and only gives new ones
+// what the host had before the daemon started.
+func setPathManager(netns, value, was string) (restore func() error, prev string, err error) {
 	err = inNetNS(netns, func() error {
 		var err error
 		prev, err = swapPathManager(value)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("set net.mptcp.path_manager=%s: %w", value, err)
+		return nil, "", fmt.Errorf("set net.mptcp.path_manager=%s: %w", value, err)
+	}
+	if prev == value && was != "" {
+		prev = was
 	}
 	if prev == value {
-		return nil, nil
+		return nil, "", nil
 	}
 	return func() error {
 		return inNetNS(netns, func() error {
@@ -46,7 +51,7 @@ func setPathManager(netns, value string) (restore func() error, err error) {
 			_, err = swapPathManager(prev)
 			return err
 		})
-	}, nil
+	}, prev, nil
 }
 
 // readPathManager reads the current path manager as "kernel" or "userspace".

@@ -7,6 +7,6 @@ import (
 	"runtime"
 )
 
-func setPathManager(netns, value string) (func() error, error) {
-	return nil, fmt.Errorf("set net.mptcp.path_manager=%s: not supported on %s", value, runtime.GOOS)
+func setPathManager(netns, value, was string) (func() error, string, error) {
+	return nil, "", fmt.Errorf("set net.mptcp.path_manager=%s: not supported on %s", value, runtime.GOOS)
 }

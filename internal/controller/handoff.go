@@ -1,0 +1,108 @@
+package controller
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// ErrUpgrade, as the cause of the cancellation of the context given to Run
+// (context.WithCancelCause), makes Run return without undoing what it set
+// up in the kernel: the source rules and routes stay, and so does
+// net.mptcp.path_manager, and systemd is told RELOADING=1 rather than
+// STOPPING=1. The caller is about to exec a new binary in the same process
+// (upgrade in place), which adopts all of it and is given Handoff.
+var ErrUpgrade = errors.New("upgrade in place")
+
+// handoffVersion numbers the format of Handoff; a process refuses a
+// handoff of another version (it then starts as after a crash).
+const handoffVersion = 1
+
+// handoff is what the kernel cannot tell a new process: the addresses each
+// connection's peer announced (the inventory shows only those that carry a
+// subflow), and the path manager the host had before gigapath changed it.
+type handoff struct {
+	Version        int           `json:"version"`
+	PathManagerWas string        `json:"path_manager_was,omitempty"`
+	Conns          []handoffConn `json:"conns,omitempty"`
+}
+
+type handoffConn struct {
+	Token uint32        `json:"token"`
+	Peers []handoffPeer `json:"peers"` // in the order they were announced
+}
+
+type handoffPeer struct {
+	ID   uint8          `json:"id"`
+	Addr netip.AddrPort `json:"addr"`
+}
+
+// Handoff returns the state for the process that takes over after an
+// upgrade in place (Config.Handoff of the new process). It is set when Run
+// returned because of ErrUpgrade, nil otherwise.
+func (c *Controller) Handoff() []byte { return c.handoffOut }
+
+// makeHandoff encodes the state a new process needs (loop goroutine).
+func (c *Controller) makeHandoff(pmWas string) []byte {
+	h := handoff{Version: handoffVersion, PathManagerWas: pmWas}
+	for tok, cn := range c.conns {
+		if len(cn.peers) == 0 {
+			continue
+		}
+		ids := make([]uint8, 0, len(cn.peers))
+		for id := range cn.peers {
+			ids = append(ids, id)
+		}
+		slices.SortFunc(ids, func(a, b uint8) int { return cmp.Compare(cn.peers[a].seq, cn.peers[b].seq) })
+		hc := handoffConn{Token: tok}
+		for _, id := range ids {
+			hc.Peers = append(hc.Peers, handoffPeer{ID: id, Addr: cn.peers[id].addr})
+		}
+		h.Conns = append(h.Conns, hc)
+	}
+	slices.SortFunc(h.Conns, func(a, b handoffConn) int { return cmp.Compare(a.Token, b.Token) })
+	b, _ := json.Marshal(h)
+	return b
+}
+
+// parseHandoff decodes Config.Handoff; empty input is no handoff.
+func parseHandoff(b []byte) (*handoff, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var h handoff
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("handoff from the previous process: %w", err)
+	}
+	if h.Version != handoffVersion {
+		return nil, fmt.Errorf("handoff from the previous process: version %d, this binary reads %d", h.Version, handoffVersion)
+	}
+	switch h.PathManagerWas {
+	case "", "kernel", "userspace":
+	default:
+		return nil, fmt.Errorf("handoff from the previous process: path_manager_was %q, want kernel or userspace", h.PathManagerWas)
+	}
+	return &h, nil
+}
+
+// inheritPeers gives a connection adopted at start the peer addresses the
+// previous process knew, in their announcement order.
+func (c *Controller) inheritPeers(cn *conn) {
+	if c.handoffIn == nil {
+		return
+	}
+	for _, hc := range c.handoffIn.Conns {
+		if hc.Token != cn.token {
+			continue
+		}
+		for _, p := range hc.Peers {
+			if p.Addr.IsValid() {
+				cn.addPeer(p.ID, p.Addr)
+			}
+		}
+		return
+	}
+}

@@ -1,0 +1,58 @@
+package controller
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// The handoff carries each connection's announced peer addresses in
+// announcement order (not id order) and the path manager the host had;
+// inheritPeers gives them back in that order.
+func TestHandoffRoundTrip(t *testing.T) {
+	c := &Controller{conns: map[uint32]*conn{}}
+	a := newConn(7)
+	a.addPeer(9, netip.MustParseAddrPort("10.0.9.1:443"))
+	a.addPeer(3, netip.MustParseAddrPort("[fd00::9]:443"))
+	c.conns[7] = a
+	c.conns[8] = newConn(8) // no peers: not carried
+	h, err := parseHandoff(c.makeHandoff("kernel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PathManagerWas != "kernel" || len(h.Conns) != 1 || h.Conns[0].Token != 7 {
+		t.Fatalf("handoff %+v", h)
+	}
+	n := &Controller{handoffIn: h}
+	got := newConn(7)
+	n.inheritPeers(got)
+	other := newConn(8)
+	n.inheritPeers(other)
+	if len(other.peers) != 0 {
+		t.Errorf("connection 8 got peers %v", other.peers)
+	}
+	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.9.1:443"), netip.MustParseAddrPort("[fd00::9]:443")}
+	d := got.dests(true)
+	if len(d) != 2 || d[0] != want[0] || d[1] != want[1] {
+		t.Errorf("inherited destinations %v, want %v (announcement order)", d, want)
+	}
+	if got.peers[9].addr != want[0] || got.peers[3].addr != want[1] {
+		t.Errorf("ids lost: %+v", got.peers)
+	}
+}
+
+func TestHandoffRefused(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"version":2}`: "version 2, this binary reads 1",
+		`{"version":1,"path_manager_was":"netlink"}`: `path_manager_was "netlink"`,
+		`not json`: "handoff from the previous process",
+		`{"version":1,"conns":[{"token":1,"peers":"x"}]}`: "handoff from the previous process",
+	} {
+		if _, err := parseHandoff([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("parseHandoff(%s) = %v, want an error with %q", in, err, want)
+		}
+	}
+	if h, err := parseHandoff(nil); h != nil || err != nil {
+		t.Errorf("no handoff: %v, %v", h, err)
+	}
+}

@@ -1,0 +1,186 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/status"
+)
+
+// installBinary puts a copy of src at dst the way install(1) or a package
+// manager does: written next to it, then renamed over it, so the running
+// process keeps its old (now deleted) file.
+func installBinary(t *testing.T, src []byte, dst string) {
+	t.Helper()
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// query asks the daemon's status socket.
+func query(t *testing.T, sock string) *status.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := status.Query(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// SIGUSR2 during a download: a binary on disk that does not run is
+// refused and the daemon keeps running; a good one is exec'd in the same
+// process, which adopts the connection. Oracles: `ip monitor` in the client
+// namespace sees no rule or route deleted and `ip mptcp monitor` no subflow
+// closed, the lte subflow is the same socket before and after, the
+// announced peer address the kernel cannot list (no subflow goes to it) is
+// still known, every byte arrives, and the final SIGTERM removes the rules
+// and restores net.mptcp.path_manager to what the first process found.
+func TestIntegrationUpgradeInPlace(t *testing.T) {
+	const size = 48 << 20
+	built := buildBinary(t)
+	good, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := setup(t, size)
+	b := e.bed
+	announceLTE(t, b)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gigapath")
+	installBinary(t, good, bin)
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "gigapath.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(peerPolicy, "ignore", 1, 1, sock)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pmBefore := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
+
+	log := &lockedBuf{}
+	d := startDaemonW(t, b, bin, cfg, sock, log, "--metrics-listen", "-")
+	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != "userspace" {
+		t.Fatalf("path_manager %q with the daemon running", pm)
+	}
+	wait := e.download(t, size)
+	// The lte subflow's local address and port identify the socket.
+	lteLocal := func() netip.AddrPort {
+		for a := range subflows(t, b) {
+			if a.Addr() == b.LTEAddr {
+				return a
+			}
+		}
+		return netip.AddrPort{}
+	}
+	var lteSub netip.AddrPort
+	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+		lteSub = lteLocal()
+		return lteSub.IsValid()
+	})
+	peers := func() []netip.AddrPort {
+		var out []netip.AddrPort
+		for _, c := range query(t, sock).Connections {
+			for _, p := range c.PeerAddrs {
+				out = append(out, p.Addr)
+			}
+		}
+		return out
+	}
+	waitFor(t, b, "the announced lte1 address in status", 10*time.Second, func() bool {
+		p := peers()
+		return len(p) == 1 && p[0].Addr() == b.ProxyLTEAddr
+	})
+
+	// Independent witnesses of what happens in the kernel from now on.
+	monitor := func(args ...string) *lockedBuf {
+		out := &lockedBuf{}
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := b.Client.Command(ctx, "ip", args...)
+		cmd.Stdout = out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); cmd.Wait() })
+		return out
+	}
+	routeMon := monitor("monitor", "rule", "route")
+	mptcpMon := monitor("mptcp", "monitor")
+	time.Sleep(200 * time.Millisecond) // the monitors are subscribed
+
+	// A broken binary on disk: refused, nothing changes.
+	installBinary(t, []byte("#!/bin/sh\necho this is not gigapath >&2\nexit 3\n"), bin)
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, b, "the refused upgrade logged", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "upgrade refused")
+	})
+	if !strings.Contains(log.String(), "this is not gigapath") {
+		t.Errorf("the refusal does not carry the check's output:\n%s", log)
+	}
+	if s := query(t, sock); len(s.Connections) != 1 {
+		t.Fatalf("after a refused upgrade: %+v", s.Connections)
+	}
+
+	installBinary(t, good, bin)
+	runningBefore := strings.Count(log.String(), "gigapath running")
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon process exited during the upgrade: %v\n%s", d.err, log)
+		default:
+		}
+		return strings.Count(log.String(), "gigapath running") > runningBefore
+	})
+	s := query(t, sock)
+	if len(s.Connections) != 1 || len(s.Connections[0].Subflows) != 2 {
+		t.Fatalf("the new binary adopted %+v, want one connection with 2 subflows", s.Connections)
+	}
+	if p := peers(); len(p) != 1 || p[0].Addr() != b.ProxyLTEAddr {
+		t.Errorf("peer addresses after the upgrade: %v, want [%s:...] handed over", p, b.ProxyLTEAddr)
+	}
+	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != "userspace" {
+		t.Errorf("path_manager %q after the upgrade", pm)
+	}
+	time.Sleep(time.Second) // anything the new process would undo or redo
+	if now := lteLocal(); now != lteSub {
+		t.Errorf("lte subflow from %v before, %v after: want the same one", lteSub, now)
+	}
+	if out := routeMon.String(); strings.Contains(out, "Deleted") {
+		t.Errorf("ip monitor saw deletions during the upgrade:\n%s", out)
+	}
+	if out := mptcpMon.String(); strings.Contains(out, "SF_CLOSED") || strings.Contains(out, "CLOSED") {
+		t.Errorf("ip mptcp monitor saw closes during the upgrade:\n%s", out)
+	}
+	wait()
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	if d.err != nil {
+		t.Errorf("daemon after SIGTERM: %v", d.err)
+	}
+	rules, _ := b.Client.Run("ip", "rule", "show")
+	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
+	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
+		t.Errorf("left after SIGTERM:\n%s\n%s", rules, routes)
+	}
+	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != pmBefore {
+		t.Errorf("path_manager %q after SIGTERM, want %q as before the first process", pm, pmBefore)
+	}
+}
