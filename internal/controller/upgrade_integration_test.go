@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/status"
+	"github.com/gigapath/gigapath/internal/testbed"
 )
 
 // installBinary puts a copy of src at dst the way install(1) or a package
@@ -182,5 +185,48 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	}
 	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != pmBefore {
 		t.Errorf("path_manager %q after SIGTERM, want %q as before the first process", pm, pmBefore)
+	}
+}
+
+// A reload that moves the tables (routing.table_base) replaces the routing
+// manager; stopping afterwards removes what the new one made (the exit
+// cleanup once cleaned only the first, already closed manager, and the new
+// tables' rules outlived the daemon). `ip rule` is the oracle.
+func TestIntegrationReloadTablesThenStop(t *testing.T) {
+	b := testbed.UpT(t, testbed.Spec{})
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	pol := func(extra string) *policy.Policy {
+		p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "aggregate", sock) + extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctl, stop := runController(t, controller.Config{Policy: pol(""), NetNS: b.Client.Name})
+	tables := func() string {
+		var ts []string
+		for _, l := range strings.Split(b.Client.MustRun("ip", "rule", "show"), "\n") {
+			if f := strings.Fields(l); strings.Contains(l, "proto 201") && len(f) > 4 {
+				ts = append(ts, f[4])
+			}
+		}
+		return strings.Join(ts, " ")
+	}
+	before := tables()
+	if before == "" {
+		t.Fatal("no source rule after start")
+	}
+	if err := ctl.Reload(context.Background(), pol("routing:\n  table_base: 5000\n")); err != nil {
+		t.Fatal(err)
+	}
+	after := tables()
+	if after == "" || after == before {
+		t.Fatalf("rules after moving the tables to 5000: %q (before %q)", after, before)
+	}
+	stop()
+	rules := b.Client.MustRun("ip", "rule", "show")
+	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
+	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
+		t.Errorf("left after stop:\n%s\n%s", rules, routes)
 	}
 }
