@@ -38,6 +38,7 @@ func (r *poolPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPor
 func (*poolPM) DestroySubflow(uint32, pathmgr.Subflow) error         { return nil }
 func (*poolPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error { return nil }
 func (*poolPM) Announce(uint32, pathmgr.Endpoint) error              { return nil }
+func (*poolPM) Remove(uint32, uint8) error                           { return nil }
 
 func (r *poolPM) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.created) }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"runtime"
@@ -604,7 +605,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 		return
 	}
 	if _, ok := c.ifs[idx]; !ok {
-		return
+		return // announce entries name policy interfaces only (policy.Load)
 	}
 	c.ensureRouting(false, idx)
 	c.applyKernelPM()
@@ -671,8 +672,8 @@ func (c *Controller) reconcileConn(cn *conn) {
 		return
 	}
 	if p.Side == policy.SideServer {
-		if cn.server && !cn.announced {
-			c.announce(cn)
+		if cn.server {
+			c.syncAnnounce(cn)
 		}
 		return
 	}
@@ -858,35 +859,110 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 	c.log.Debug("subflow destroyed", "token", cn.token, "local", s.sf.Local, "why", why)
 }
 
-// announce advertises the policy's addresses to a server-side connection.
-func (c *Controller) announce(cn *conn) {
-	cn.announced = true
+// announceWant lists, by local id, what the policy announces to a
+// server-side connection now: each fixed address, and for each interface
+// entry one address per family while the interface is up (a global one
+// before a link-local one, then the lowest), of the connection's family
+// and other than the connection's own address.
+func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
+	out := map[uint8]pathmgr.Endpoint{}
+	v4 := cn.remote.Addr().Unmap().Is4()
+	own := cn.local.Addr().Unmap()
 	for _, a := range c.pol.Announce {
-		var addrs []netip.Addr
+		var addr netip.Addr
 		idx := 0
 		if a.Address.IsValid() {
-			addrs = []netip.Addr{a.Address}
-		} else if l, ok := c.netSt.LinkByName(a.Interface); ok {
+			addr = a.Address.Unmap()
+			idx = c.ifindexOf(addr, 0)
+		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && l.Up() {
 			idx = l.Index
 			for _, x := range c.netSt.Addrs[l.Index] {
-				addrs = append(addrs, x.Prefix.Addr())
+				cand := x.Prefix.Addr().Unmap()
+				if cand.Is4() != v4 || cand == own {
+					continue
+				}
+				if !addr.IsValid() || better(cand, addr) {
+					addr = cand
+				}
 			}
 		}
-		for _, addr := range addrs {
-			if addr.Is4() != cn.remote.Addr().Unmap().Is4() || addr == cn.local.Addr() {
-				continue
-			}
-			if idx == 0 {
-				idx = c.ifindexOf(addr, 0)
-			}
-			ep := pathmgr.Endpoint{ID: localID(idx, addr.Is6()), Addr: addr, Port: a.Port}
-			c.m.Commands.WithLabelValues("announce").Inc()
-			if err := c.pm.Announce(cn.token, ep); err != nil {
-				c.m.CommandErrors.WithLabelValues("announce").Inc()
-				c.log.Warn("announce", "token", cn.token, "addr", addr, "err", err)
-				continue
-			}
-			c.log.Debug("announced", "token", cn.token, "addr", addr, "id", ep.ID)
+		if !addr.IsValid() || addr.Is4() != v4 || addr == own {
+			continue
+		}
+		id := localID(idx, addr.Is6())
+		if _, dup := out[id]; !dup {
+			out[id] = pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port}
+		}
+	}
+	return out
+}
+
+// better orders the candidates for an interface's announced address.
+func better(a, b netip.Addr) bool {
+	if la, lb := a.IsLinkLocalUnicast(), b.IsLinkLocalUnicast(); la != lb {
+		return lb
+	}
+	return a.Less(b)
+}
+
+// syncAnnounce makes what a server-side connection was told match
+// announceWant: RM_ADDR for what is no longer there (an address removed,
+// its interface down, a reload), ADD_ADDR for what is new (an address
+// added later, its interface back). A refused announce is retried after
+// retryBackoff.
+func (c *Controller) syncAnnounce(cn *conn) {
+	want := c.announceWant(cn)
+	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
+		e := cn.ann[id]
+		if w, ok := want[id]; ok && w.Addr == e.Addr && w.Port == e.Port {
+			continue
+		}
+		delete(cn.ann, id)
+		c.m.Commands.WithLabelValues("remove").Inc()
+		if err := c.pm.Remove(cn.token, id); err != nil {
+			// Nothing to retry: the kernel no longer has it either way.
+			c.m.CommandErrors.WithLabelValues("remove").Inc()
+			c.log.Warn("withdraw", "token", cn.token, "addr", e.Addr, "id", id, "err", err)
+			continue
+		}
+		c.log.Debug("withdrawn", "token", cn.token, "addr", e.Addr, "id", id)
+	}
+	now := time.Now()
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		if _, ok := cn.ann[id]; ok || now.Before(cn.annRetry[id]) {
+			continue
+		}
+		ep := want[id]
+		c.m.Commands.WithLabelValues("announce").Inc()
+		if err := c.pm.Announce(cn.token, ep); err != nil {
+			c.m.CommandErrors.WithLabelValues("announce").Inc()
+			c.log.Warn("announce", "token", cn.token, "addr", ep.Addr, "id", id, "err", err)
+			cn.annRetry[id] = now.Add(retryBackoff)
+			continue
+		}
+		delete(cn.annRetry, id)
+		cn.ann[id] = ep
+		c.log.Debug("announced", "token", cn.token, "addr", ep.Addr, "id", id)
+	}
+}
+
+// adoptAnnounced fills a server-side connection's record of what it was
+// announced from the kernel (GET_ADDR with its token, Linux 6.7 and
+// later), so an address that went away while no daemon ran is withdrawn.
+// Without it everything is announced again, which the kernel ignores for
+// what it already announced.
+func (c *Controller) adoptAnnounced(cn *conn) {
+	if c.kpm == nil || c.pol.Side != policy.SideServer || c.pol.PathManager != policy.PMUserspace {
+		return
+	}
+	eps, err := c.kpm.ConnectionAddrs(cn.token)
+	if err != nil {
+		c.log.Debug("announced addresses of an adopted connection unknown", "token", cn.token, "err", err)
+		return
+	}
+	for _, e := range eps {
+		if e.Flags&pathmgr.FlagSignal != 0 && e.ID != 0 {
+			cn.ann[e.ID] = pathmgr.Endpoint{ID: e.ID, Addr: e.Addr.Unmap(), Port: e.Port}
 		}
 	}
 }
@@ -931,6 +1007,9 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 			cn.server = listen[k.Local.Port()]
 			c.conns[k.Token] = cn
 			c.inheritPeers(cn)
+			if cn.server {
+				c.adoptAnnounced(cn)
+			}
 		}
 		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
 		old := cn.subs

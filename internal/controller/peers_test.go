@@ -79,6 +79,7 @@ func (r *recPM) DestroySubflow(_ uint32, sf pathmgr.Subflow) error {
 }
 func (r *recPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error { return nil }
 func (r *recPM) Announce(uint32, pathmgr.Endpoint) error              { return nil }
+func (r *recPM) Remove(uint32, uint8) error                           { return nil }
 
 func (r *recPM) take() (c, d []string) {
 	c, d = r.creates, r.destroys

@@ -16,6 +16,7 @@ type PM interface {
 	DestroySubflow(token uint32, sf pathmgr.Subflow) error
 	SetSubflowBackup(token uint32, sf pathmgr.Subflow, backup bool) error
 	Announce(token uint32, e pathmgr.Endpoint) error
+	Remove(token uint32, id uint8) error
 }
 
 // conn is one MPTCP connection the controller tracks.
@@ -26,8 +27,11 @@ type conn struct {
 	established   bool
 	estAt         time.Time // when this process saw ESTABLISHED (zero: adopted)
 	measured      bool      // reaction latency recorded
-	announced     bool
-	subs          map[pathmgr.Subflow]*sub
+	// ann is what this process announced to the connection (server
+	// side), or found announced when it adopted it, by local id.
+	ann      map[uint8]pathmgr.Endpoint
+	annRetry map[uint8]time.Time // an announce the kernel refused: not before
+	subs     map[pathmgr.Subflow]*sub
 	// peers are the addresses the peer announced (ADD_ADDR), by its
 	// address id; a REMOVED event drops one. seq numbers them in the
 	// order they came, the order subflows go to them.
@@ -129,6 +133,7 @@ type sub struct {
 
 func newConn(token uint32) *conn {
 	return &conn{token: token, subs: map[pathmgr.Subflow]*sub{}, peers: map[uint8]peer{},
+		ann: map[uint8]pathmgr.Endpoint{}, annRetry: map[uint8]time.Time{},
 		pending: map[slot]time.Time{}, backoff: map[slot]time.Time{}}
 }
 

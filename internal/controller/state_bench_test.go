@@ -50,3 +50,4 @@ func (nopPM) CreateSubflow(uint32, pathmgr.Endpoint, netip.AddrPort) error { ret
 func (nopPM) DestroySubflow(uint32, pathmgr.Subflow) error                 { return nil }
 func (nopPM) SetSubflowBackup(uint32, pathmgr.Subflow, bool) error         { return nil }
 func (nopPM) Announce(uint32, pathmgr.Endpoint) error                      { return nil }
+func (nopPM) Remove(uint32, uint8) error                                   { return nil }

@@ -1,0 +1,114 @@
+package controller
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// annPM records announce and remove commands; announce fails for refuse.
+type annPM struct {
+	nopPM
+	cmds   []string
+	refuse map[netip.Addr]bool
+}
+
+func (a *annPM) Announce(_ uint32, e pathmgr.Endpoint) error {
+	a.cmds = append(a.cmds, fmt.Sprintf("announce %d %s", e.ID, netip.AddrPortFrom(e.Addr, e.Port)))
+	if a.refuse[e.Addr] {
+		return fmt.Errorf("refused")
+	}
+	return nil
+}
+func (a *annPM) Remove(_ uint32, id uint8) error {
+	a.cmds = append(a.cmds, fmt.Sprintf("remove %d", id))
+	return nil
+}
+func (a *annPM) take() []string { c := a.cmds; a.cmds = nil; return c }
+
+// A server whose policy announces interface lte1 (index 5) and a fixed
+// address: the interface's address follows the interface — announced when
+// it is added after the connection, replaced when it changes, withdrawn
+// when it goes or the link goes down — while the fixed one stays; an
+// IPv6 connection is offered the interface's global IPv6 address, not its
+// link-local one; a refused announce waits retryBackoff.
+func TestAnnounceFollowsInterface(t *testing.T) {
+	p, err := policy.Parse([]byte(`side: server
+path_manager: userspace
+interfaces:
+  - name: wifi1
+    role: wifi
+  - name: lte1
+    role: lte
+announce:
+  - interface: lte1
+  - address: 192.0.2.50
+    port: 8443
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Policy: p, Metrics: metrics.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := &annPM{refuse: map[netip.Addr]bool{}}
+	c.pm = pm
+	lte := netmon.Link{Index: 5, Name: "lte1", AdminUp: true, OperUp: true}
+	c.netSt = netmon.State{Links: map[int]netmon.Link{5: lte}, Addrs: map[int][]netmon.Addr{}}
+	cn := newConn(9)
+	cn.server, cn.established = true, true
+	cn.local, cn.remote = netip.MustParseAddrPort("10.0.1.1:443"), netip.MustParseAddrPort("10.0.9.9:50000")
+	c.conns[9] = cn
+	fixed := fmt.Sprintf("announce %d 192.0.2.50:8443", localID(0, false))
+	id := localID(5, false)
+	step := func(what string, want ...string) {
+		t.Helper()
+		c.reconcileConn(cn)
+		if got := pm.take(); !slices.Equal(got, want) {
+			t.Errorf("%s: commands %q, want %q", what, got, want)
+		}
+	}
+	step("no address on lte1 yet", fixed)
+	step("nothing changed")
+	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.1/24")}}
+	step("address added", fmt.Sprintf("announce %d 10.0.2.1:0", id))
+	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.7/24")}}
+	step("address replaced", fmt.Sprintf("remove %d", id), fmt.Sprintf("announce %d 10.0.2.7:0", id))
+	lte.OperUp = false
+	c.netSt.Links[5] = lte
+	step("link down", fmt.Sprintf("remove %d", id))
+	lte.OperUp = true
+	c.netSt.Links[5] = lte
+	pm.refuse[netip.MustParseAddr("10.0.2.7")] = true
+	step("link up, refused", fmt.Sprintf("announce %d 10.0.2.7:0", id))
+	step("refused: not retried at once")
+	cn.annRetry[id] = time.Now().Add(-time.Millisecond)
+	delete(pm.refuse, netip.MustParseAddr("10.0.2.7"))
+	step("retried after the back-off", fmt.Sprintf("announce %d 10.0.2.7:0", id))
+	c.netSt.Addrs[5] = nil
+	step("address removed", fmt.Sprintf("remove %d", id))
+
+	v6 := newConn(10)
+	v6.server, v6.established = true, true
+	v6.local, v6.remote = netip.MustParseAddrPort("[fd00:1::1]:443"), netip.MustParseAddrPort("[fd00:9::9]:50000")
+	c.netSt.Addrs[5] = []netmon.Addr{
+		{Index: 5, Prefix: netip.MustParsePrefix("fe80::1/64")},
+		{Index: 5, Prefix: netip.MustParsePrefix("fd00:2::9/64")},
+		{Index: 5, Prefix: netip.MustParsePrefix("fd00:2::1/64")},
+		{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.1/24")},
+	}
+	c.reconcileConn(v6)
+	if got, want := pm.take(), []string{fmt.Sprintf("announce %d [fd00:2::1]:0", localID(5, true))}; !slices.Equal(got, want) {
+		t.Errorf("IPv6 connection: %q, want %q (global before link-local, the lowest; no IPv4)", got, want)
+	}
+}
