@@ -696,7 +696,20 @@ func (c *Controller) reconcileConn(cn *conn) {
 		if !wants[i.index].open {
 			continue
 		}
-		tgt[i.index] = targets(i, dests)
+		held := func(d netip.AddrPort) bool {
+			for _, s := range per[i.index] {
+				if s.goneAt.IsZero() && norm(s.sf.Remote) == d {
+					return true
+				}
+			}
+			t, ok := cn.pending[slot{i.index, d}]
+			return ok && now.Sub(t) < pendingTimeout
+		}
+		failing := func(d netip.AddrPort) bool {
+			t, ok := cn.backoff[slot{i.index, d}]
+			return ok && now.Before(t)
+		}
+		tgt[i.index] = targets(i, dests, held, failing)
 		for _, s := range per[i.index] {
 			if s.goneAt.IsZero() && slices.Contains(tgt[i.index], norm(s.sf.Remote)) {
 				keepers++

@@ -53,7 +53,7 @@ func TestTargets(t *testing.T) {
 		{8, []netip.AddrPort{remote, peerB, peerA}},
 	} {
 		w.pol.MaxSubflows = tc.max
-		if got := targets(w, cn.dests(true)); !slices.Equal(got, tc.want) {
+		if got := targets(w, cn.dests(true), nil, nil); !slices.Equal(got, tc.want) {
 			t.Errorf("max_subflows %d: targets = %v, want %v", tc.max, got, tc.want)
 		}
 	}
@@ -443,5 +443,39 @@ func TestPeerGoneKeepsLiveDestinations(t *testing.T) {
 	c.reconcileAll()
 	if cr, d := rec.take(); len(cr)+len(d) != 0 {
 		t.Errorf("creates %v destroys %v, want none", cr, d)
+	}
+}
+
+// max_subflows 1 with a peer address: the remote address refuses lte's
+// subflow, so lte tries the announced address instead of waiting on the
+// remote; once that subflow works, the remote's expired back-off does not
+// take its place back (no create to the remote, no destroy).
+func TestFailingDestinationYieldsItsPlace(t *testing.T) {
+	c, rec := peerController(t, "peer_addresses: use", 1)
+	rec.refuse[remote] = true
+	now := time.Now()
+	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
+	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
+	a.RemoteID = 2
+	c.handlePM(a, now)
+	if cr, _ := rec.take(); !slices.Equal(cr, []string{"3>" + remote.String(), "3>" + peerA.String()}) {
+		t.Fatalf("creates %v, want lte to the remote (refused), then to the announced address", cr)
+	}
+	lteSub := netip.AddrPortFrom(lteA, 40100)
+	c.handlePM(ev(pathmgr.EventSubEstablished, lteSub, peerA, 3), now)
+	cn := c.conns[1]
+	for k := range cn.backoff {
+		cn.backoff[k] = now.Add(-time.Second) // the remote could be tried again
+	}
+	delete(rec.refuse, remote)
+	c.reconcileAll()
+	if cr, d := rec.take(); len(cr) != 0 || len(d) != 0 {
+		t.Errorf("after the back-off: creates %v, destroys %v; want the working subflow kept, nothing else", cr, d)
+	}
+	// Its subflow gone, the slot goes back to the first destination.
+	c.handlePM(ev(pathmgr.EventSubClosed, lteSub, peerA, 3), now)
+	c.reconcileAll()
+	if cr, _ := rec.take(); !slices.Equal(cr, []string{"3>" + remote.String()}) {
+		t.Errorf("after the subflow closed: creates %v, want lte to the remote", cr)
 	}
 }

@@ -97,24 +97,42 @@ func (cn *conn) dests(withPeers bool) []netip.AddrPort {
 	return out
 }
 
-// targets picks the destinations interface i keeps subflows to: the first
-// i.pol.MaxSubflows of dests that i has an address of the same family for
-// (one subflow per destination; a destination i cannot reach does not use
-// up the quota).
-func targets(i *iface, dests []netip.AddrPort) []netip.AddrPort {
+// targets picks the destinations interface i keeps subflows to: at most
+// i.pol.MaxSubflows, one subflow each, of the families i has an address
+// for (a destination i cannot reach does not use up the quota).
+// Destinations that hold a slot (held: a live subflow or a create in
+// flight) keep it, in dests order; the rest of the quota goes to the others
+// in dests order, skipping those backing off after a failure (failing), so
+// an unreachable destination does not block the next one, and a working
+// subflow is never displaced when the failed one could be tried again.
+// held and failing may be nil.
+func targets(i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
 	limit := i.pol.MaxSubflows
 	if limit < 1 {
 		limit = 1
 	}
 	var out []netip.AddrPort
+	reach := func(d netip.AddrPort) bool { _, ok := i.addrFor(d.Addr()); return ok }
+	if held != nil {
+		for _, d := range dests {
+			if len(out) < limit && reach(d) && held(d) {
+				out = append(out, d)
+			}
+		}
+	}
 	for _, d := range dests {
 		if len(out) == limit {
 			break
 		}
-		if _, ok := i.addrFor(d.Addr()); ok {
-			out = append(out, d)
+		if !reach(d) || slices.Contains(out, d) || (failing != nil && failing(d)) {
+			continue
 		}
+		out = append(out, d)
 	}
+	// Keep dests order, which is the order subflows are made in.
+	slices.SortStableFunc(out, func(a, b netip.AddrPort) int {
+		return slices.Index(dests, a) - slices.Index(dests, b)
+	})
 	return out
 }
 
