@@ -235,6 +235,11 @@ func (m *Mptcpify) Attach() error {
 // Attached reports whether the program is attached.
 func (m *Mptcpify) Attached() bool { return m.link != nil }
 
+// Link returns the attachment (nil before Attach), for a caller that must
+// keep it alive across an exec: a duplicate of the link's descriptor keeps
+// the program attached after Close, until that duplicate is closed too.
+func (m *Mptcpify) Link() link.Link { return m.link }
+
 const (
 	pinLink    = "link"
 	pinCgroups = "cgroups"

@@ -139,6 +139,18 @@ func (p *PathPolicy) loadShare() error {
 // Cgroup is the cgroup the sockops program is attached to.
 func (p *PathPolicy) Cgroup() string { return p.cgroup }
 
+// Links returns the attachments (the sockops cgroup link, then the
+// send-share tracepoints), for a caller that must keep them alive across
+// an exec: a duplicate of a link's descriptor keeps the program attached
+// after Close, until that duplicate is closed too.
+func (p *PathPolicy) Links() []link.Link {
+	var out []link.Link
+	if p.link != nil {
+		out = append(out, p.link)
+	}
+	return append(out, p.shareLinks...)
+}
+
 // Close detaches and unloads everything. Sockets keep the settings already
 // applied to them.
 func (p *PathPolicy) Close() error {

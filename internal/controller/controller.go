@@ -23,6 +23,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/netmon"
@@ -86,6 +87,7 @@ type Controller struct {
 
 	// pp applies per-interface congestion/mark (nil until needed).
 	pp       *pathpolicy.PathPolicy
+	mp       *mptcpify.Mptcpify // nil unless attached
 	ppSet    map[netip.Addr]pathpolicy.Policy
 	ppFailed bool
 
@@ -356,9 +358,11 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	c.ifs = buildIfaces(p, c.netSt, nil)
 	defer c.closePathPolicy()
 	c.syncPathPolicy()
-	if mp := c.startMptcpify(p.Mptcpify); mp != nil {
-		defer mp.Close()
+	if c.mp = c.startMptcpify(p.Mptcpify); c.mp != nil {
+		defer func() { c.mp.Close(); c.mp = nil }()
 	}
+	// The new programs are attached: the previous process's may go.
+	c.releaseHeldLinks()
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.resync("start")

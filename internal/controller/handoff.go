@@ -6,7 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // ErrUpgrade, as the cause of the cancellation of the context given to Run
@@ -28,6 +33,10 @@ type handoff struct {
 	Version        int           `json:"version"`
 	PathManagerWas string        `json:"path_manager_was,omitempty"`
 	Conns          []handoffConn `json:"conns,omitempty"`
+	// BPFLinks are descriptors, inherited across the exec, of the
+	// previous process's BPF links (pathpolicy, mptcpify): they keep its
+	// programs attached until the new process has attached its own.
+	BPFLinks []int `json:"bpf_links,omitempty"`
 }
 
 type handoffConn struct {
@@ -64,8 +73,57 @@ func (c *Controller) makeHandoff(pmWas string) []byte {
 		h.Conns = append(h.Conns, hc)
 	}
 	slices.SortFunc(h.Conns, func(a, b handoffConn) int { return cmp.Compare(a.Token, b.Token) })
+	h.BPFLinks = c.holdLinks()
 	b, _ := json.Marshal(h)
 	return b
+}
+
+// holdLinks duplicates the descriptors of the BPF links this process
+// holds. A duplicate does not have FD_CLOEXEC, so it outlives the exec
+// and keeps the program attached while the old process closes its own
+// descriptors and the new binary starts: sockets made in that gap still
+// get their congestion control, mark and MPTCP.
+func (c *Controller) holdLinks() []int {
+	var ls []link.Link
+	if c.pp != nil {
+		ls = append(ls, c.pp.Links()...)
+	}
+	if c.mp != nil && c.mp.Link() != nil {
+		ls = append(ls, c.mp.Link())
+	}
+	var fds []int
+	for _, l := range ls {
+		f, ok := l.(interface{ FD() int })
+		if !ok {
+			c.log.Warn("upgrade: a BPF attachment without a link descriptor is not held", "link", fmt.Sprintf("%T", l))
+			continue
+		}
+		fd, err := unix.Dup(f.FD())
+		if err != nil {
+			c.log.Warn("upgrade: BPF link not held", "err", err)
+			continue
+		}
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// releaseHeldLinks closes the BPF links the previous process held across
+// the exec, once this one has attached its own. Only descriptors that are
+// BPF links are closed.
+func (c *Controller) releaseHeldLinks() {
+	if c.handoffIn == nil {
+		return
+	}
+	for _, fd := range c.handoffIn.BPFLinks {
+		name, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+		if err != nil || name != "anon_inode:bpf_link" {
+			c.log.Warn("handoff: descriptor is not a BPF link, left alone", "fd", fd, "is", name)
+			continue
+		}
+		unix.Close(fd)
+	}
+	c.handoffIn.BPFLinks = nil
 }
 
 // parseHandoff decodes Config.Handoff; empty input is no handoff.
@@ -79,6 +137,11 @@ func parseHandoff(b []byte) (*handoff, error) {
 	}
 	if h.Version != handoffVersion {
 		return nil, fmt.Errorf("handoff from the previous process: version %d, this binary reads %d", h.Version, handoffVersion)
+	}
+	for _, fd := range h.BPFLinks {
+		if fd < 3 {
+			return nil, fmt.Errorf("handoff from the previous process: bpf_links has descriptor %d, want 3 or more", fd)
+		}
 	}
 	switch h.PathManagerWas {
 	case "", "kernel", "userspace":

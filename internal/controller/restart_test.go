@@ -49,7 +49,13 @@ func startDaemon(t *testing.T, b *testbed.Bed, bin, cfg, sock string) *daemon {
 // extra arguments for `gigapath run`.
 func startDaemonW(t testing.TB, b *testbed.Bed, bin, cfg, sock string, w io.Writer, args ...string) *daemon {
 	t.Helper()
-	cmd := b.Client.Command(context.Background(), bin, append([]string{"run", "--config", cfg}, args...)...)
+	return startDaemonCmd(t, b.Client.Command(context.Background(), bin, append([]string{"run", "--config", cfg}, args...)...), sock, w)
+}
+
+// startDaemonCmd starts cmd (a `gigapath run`) with its output going to w
+// and waits until its status socket answers.
+func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daemon {
+	t.Helper()
 	cmd.Stderr = w
 	cmd.Stdout = w
 	if err := cmd.Start(); err != nil {

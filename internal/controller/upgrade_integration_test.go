@@ -7,12 +7,18 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gigapath/gigapath/ebpf/cgroup"
+	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/status"
@@ -228,5 +234,114 @@ func TestIntegrationReloadTablesThenStop(t *testing.T) {
 	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
 	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
 		t.Errorf("left after stop:\n%s\n%s", rules, routes)
+	}
+}
+
+// With `congestion:` set, an upgrade in place never leaves the policy's
+// cgroup without the sockops program: polling BPF_PROG_QUERY on the cgroup
+// every 0.2 ms during the upgrade never sees it empty, the new binary's
+// program replaces the old one (other program id, one attached in the
+// end), and SIGTERM detaches it.
+func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
+	if err, _ := pathpolicy.Supported(); err != nil {
+		t.Skipf("sockops program cannot load here: %v", err)
+	}
+	built := buildBinary(t)
+	b := testbed.UpT(t, testbed.Spec{})
+	cg, err := cgroup.Create("gigapath-upgtest-" + testbed.UniqueName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cgroup.Remove(cg); err != nil {
+			t.Error(err)
+		}
+	})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gigapath")
+	good, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	installBinary(t, good, bin)
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "gigapath.yaml")
+	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +
+		"path_cgroup: " + cg + "\n"
+	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cgf, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgf.Close()
+	attached := func() []ebpf.ProgramID {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(cgf.Fd()), Attach: ebpf.AttachCGroupSockOps})
+		if err != nil {
+			t.Errorf("BPF_PROG_QUERY %s: %v", cg, err)
+			return nil
+		}
+		var ids []ebpf.ProgramID
+		for _, p := range q.Programs {
+			ids = append(ids, p.ID)
+		}
+		return ids
+	}
+
+	log := &lockedBuf{}
+	// --netns rather than `ip netns exec`, which mounts a sysfs of its own
+	// without the cgroup v2 file system.
+	d := startDaemonCmd(t, exec.Command(bin, "--netns", b.Client.Name, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
+	waitFor(t, b, "the daemon ready", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "gigapath running")
+	})
+	before := attached()
+	if len(before) != 1 {
+		t.Fatalf("sockops programs on %s with the daemon running: %v, want 1\n%s", cg, before, log)
+	}
+	var empty, polls int
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if len(attached()) == 0 {
+				empty++
+			}
+			polls++
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	running := strings.Count(log.String(), "gigapath running")
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
+		return strings.Count(log.String(), "gigapath running") > running
+	})
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	<-polled
+	t.Logf("%d polls during the upgrade", polls)
+	if empty != 0 {
+		t.Errorf("the cgroup had no sockops program in %d of %d polls during the upgrade", empty, polls)
+	}
+	after := attached()
+	if len(after) != 1 || after[0] == before[0] {
+		t.Errorf("sockops programs after the upgrade: %v (before %v), want the new binary's only", after, before)
+	}
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	if ids := attached(); len(ids) != 0 {
+		t.Errorf("sockops programs left after SIGTERM: %v", ids)
 	}
 }
