@@ -200,7 +200,7 @@ func waitFor(t *testing.T, b *testbed.Bed, what string, d time.Duration, cond fu
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if os.Getenv("GP_DEBUG") != "" {
+	if os.Getenv("GP_DEBUG") != "" && b != nil {
 		for _, n := range []string{"ss -tniaM", "ip rule", "ip route show table all", "ip -s link"} {
 			out, _ := exec.Command("sh", "-c", "ip netns exec "+b.Client.Name+" "+n).CombinedOutput()
 			t.Logf("%s:\n%s", n, out)

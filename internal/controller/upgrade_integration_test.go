@@ -3,6 +3,7 @@
 package controller_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
+	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -343,5 +345,126 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 	}
 	if ids := attached(); len(ids) != 0 {
 		t.Errorf("sockops programs left after SIGTERM: %v", ids)
+	}
+}
+
+// mptcpProbe, run in a cgroup, makes TCP sockets in a loop and counts
+// what the kernel made of them (SO_PROTOCOL: 262 MPTCP, 6 TCP) until the
+// file argv[1] exists; it prints "ready" after its first MPTCP socket and
+// "mptcp=N tcp=M" at the end.
+const mptcpProbe = `
+import os, socket, sys
+stop, ready, counts = sys.argv[1], False, {262: 0, 6: 0}
+i = 0
+while True:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    p = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    s.close()
+    if not ready:
+        if p == 262:
+            ready = True
+            print("ready", flush=True)
+        continue
+    counts[p] = counts.get(p, 0) + 1
+    i += 1
+    if i % 50 == 0 and os.path.exists(stop):
+        break
+print("mptcp=%d tcp=%d" % (counts[262], counts[6]), flush=True)
+`
+
+// With `mptcpify:`, every TCP socket a program in the cgroup makes during
+// an upgrade in place is still MPTCP (a python loop in the cgroup checks
+// SO_PROTOCOL of each), and after SIGTERM a new one is plain TCP again.
+// Needs a kernel that loads the fmod_ret program (not this host's lockdown:
+// .ci/vmtest runs it on 6.12, where it must pass).
+func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
+	m, err := mptcpify.Load()
+	if err != nil {
+		t.Skipf("mptcpify cannot load on this kernel: %v", err)
+	}
+	m.Close()
+	bin0 := buildBinary(t)
+	ns := testbed.NetNST(t, "upg")
+	cg, err := cgroup.Create("gigapath-upgtest-" + testbed.UniqueName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cgroup.Remove(cg); err != nil {
+			t.Error(err)
+		}
+	})
+	dir := t.TempDir()
+	good, err := os.ReadFile(bin0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "gigapath")
+	installBinary(t, good, bin)
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "gigapath.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)+"mptcpify: ["+cg+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := &lockedBuf{}
+	d := startDaemonCmd(t, exec.Command(bin, "--netns", ns.Name, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
+	waitFor(t, nil, "mptcpify attached", 20*time.Second, func() bool {
+		return strings.Contains(log.String(), "mptcpify attached")
+	})
+
+	cgf, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgf.Close()
+	probe := filepath.Join(dir, "probe.py")
+	stopFile := filepath.Join(dir, "stop")
+	if err := os.WriteFile(probe, []byte(mptcpProbe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(arg string) (*exec.Cmd, *bufio.Scanner) {
+		cmd := exec.Command("python3", probe, arg)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd())}
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, bufio.NewScanner(out)
+	}
+	_, sc := run(stopFile)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("probe in %s never got an MPTCP socket: %q", cg, sc.Text())
+	}
+	running := strings.Count(log.String(), "gigapath running")
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, nil, "the new binary running", 20*time.Second, func() bool {
+		return strings.Count(log.String(), "gigapath running") > running
+	})
+	time.Sleep(200 * time.Millisecond)
+	os.WriteFile(stopFile, nil, 0o644)
+	if !sc.Scan() {
+		t.Fatal("probe gave no result")
+	}
+	var mp, tcp int
+	if _, err := fmt.Sscanf(sc.Text(), "mptcp=%d tcp=%d", &mp, &tcp); err != nil {
+		t.Fatalf("probe: %q", sc.Text())
+	}
+	t.Logf("sockets made in the cgroup during the upgrade: %d MPTCP, %d TCP", mp, tcp)
+	if tcp != 0 || mp == 0 {
+		t.Errorf("during the upgrade %d of %d sockets were plain TCP, want none", tcp, mp+tcp)
+	}
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	after := exec.Command("python3", "-c", "import socket; s = socket.socket(); print(s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))")
+	after.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd())}
+	if out, err := after.Output(); err != nil || strings.TrimSpace(string(out)) != "6" {
+		t.Errorf("a socket in %s after SIGTERM: %q %v, want protocol 6 (TCP)", cg, out, err)
 	}
 }
