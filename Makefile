@@ -3,6 +3,9 @@ GO         ?= go
 CLANG      ?= clang-14
 BPF_CFLAGS ?= -O2 -g -Wall -Werror
 BIN        := bin/gigapath
+# The revision `gigapath --version` and `gigapath status` report when the
+# Go toolchain recorded none (GOFLAGS=-buildvcs=false, or no git).
+REVISION   ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 # Fuzz targets run by `make test` for a bounded number of executions each.
 # An execution count, not a duration: with a duration Go 1.26's fuzz
 # coordinator can fail a target with a bare "context deadline exceeded" when
@@ -20,7 +23,7 @@ deps:
 	@.ci/install-deps
 
 build:
-	$(GO) build -o $(BIN) ./cmd/gigapath
+	$(GO) build -ldflags "-X github.com/gigapath/gigapath/internal/buildinfo.revision=$(REVISION)" -o $(BIN) ./cmd/gigapath
 
 # Regenerates the eBPF objects (needs clang and bpftool); the generated
 # *_bpfel.go/*.o are committed so `go build` needs neither.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gigapath/gigapath/internal/buildinfo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,8 +23,9 @@ func register(c *cli.Command) { commands = append(commands, c) }
 func newApp() *cli.App {
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	return &cli.App{
-		Name:  "gigapath",
-		Usage: "MPTCP control plane: path manager, daemon, SOCKS5 relay, eBPF",
+		Name:    "gigapath",
+		Version: buildinfo.Version(),
+		Usage:   "MPTCP control plane: path manager, daemon, SOCKS5 relay, eBPF",
 		Description: `Commands follow iproute2's syntax. Examples:
    gigapath endpoint add 10.0.2.2 dev lte0 id 7 subflow backup
    gigapath -j endpoint show

@@ -37,6 +37,9 @@ func showStatus(c *cli.Context) error {
 	if jsonOutput(c) {
 		return printJSON(s)
 	}
+	if s.Version != "" {
+		fmt.Printf("gigapath %s, pid %d, up %s\n", s.Version, s.PID, s.Time.Sub(s.Started).Round(time.Second))
+	}
 	fmt.Printf("policy: %s\n", s.Summary)
 	if s.NetNS != "" {
 		fmt.Printf("netns: %s\n", s.NetNS)

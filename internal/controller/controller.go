@@ -25,6 +25,7 @@ import (
 
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/buildinfo"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -47,6 +48,10 @@ const (
 	retryBackoff   = 2 * time.Second // after the kernel refused a create
 	periodicResync = 30 * time.Second
 )
+
+// processStart is when this binary started running (an upgrade in place
+// keeps the process, and restarts this clock).
+var processStart = time.Now()
 
 // Config is what Run needs.
 type Config struct {
@@ -1153,7 +1158,8 @@ func (c *Controller) refreshGauges() {
 // snapshot builds the status reply.
 func (c *Controller) snapshot() status.Snapshot {
 	pj, _ := json.Marshal(c.pol)
-	s := status.Snapshot{Time: time.Now(), PID: os.Getpid(), NetNS: c.cfg.NetNS, Policy: pj, Summary: c.pol.Summary()}
+	s := status.Snapshot{Time: time.Now(), PID: os.Getpid(), Version: buildinfo.Version(), Started: processStart,
+		NetNS: c.cfg.NetNS, Policy: pj, Summary: c.pol.Summary()}
 	var primary *iface
 	if c.pol.Steering == policy.SteerPriority {
 		primary = primaryOf(c.available())

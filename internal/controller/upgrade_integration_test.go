@@ -145,6 +145,10 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	}
 
 	installBinary(t, good, bin)
+	s0 := query(t, sock)
+	if s0.Version == "" || s0.Started.IsZero() || s0.PID != d.cmd.Process.Pid {
+		t.Errorf("status before the upgrade: version %q, started %v, pid %d (process %d)", s0.Version, s0.Started, s0.PID, d.cmd.Process.Pid)
+	}
 	runningBefore := strings.Count(log.String(), "gigapath running")
 	d.cmd.Process.Signal(syscall.SIGUSR2)
 	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
@@ -158,6 +162,9 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	s := query(t, sock)
 	if len(s.Connections) != 1 || len(s.Connections[0].Subflows) != 2 {
 		t.Fatalf("the new binary adopted %+v, want one connection with 2 subflows", s.Connections)
+	}
+	if s.PID != s0.PID || !s.Started.After(s0.Started) {
+		t.Errorf("after the upgrade: pid %d started %v; before: pid %d started %v (want the same pid, a later start)", s.PID, s.Started, s0.PID, s0.Started)
 	}
 	if p := peers(); len(p) != 1 || p[0].Addr() != b.ProxyLTEAddr {
 		t.Errorf("peer addresses after the upgrade: %v, want [%s:...] handed over", p, b.ProxyLTEAddr)

@@ -18,8 +18,12 @@ import (
 
 // Snapshot is what the daemon reports.
 type Snapshot struct {
-	Time        time.Time       `json:"time"`
-	PID         int             `json:"pid"`
+	Time time.Time `json:"time"`
+	PID  int       `json:"pid"`
+	// Version is the running binary's (buildinfo.Version); Started is
+	// when it started: an upgrade in place keeps the PID, not these.
+	Version     string          `json:"version,omitempty"`
+	Started     time.Time       `json:"started,omitempty"`
 	NetNS       string          `json:"netns,omitempty"`
 	Policy      json.RawMessage `json:"policy"`
 	Summary     string          `json:"summary"`
