@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,10 +29,12 @@ func init() {
 		Usage: "run the path-manager daemon with a policy (SIGHUP reloads it, SIGUSR2 upgrades in place, SIGTERM stops)",
 		Description: `Signals:
    SIGHUP   reload the policy file: validated first, then applied as a diff
-   SIGUSR2  upgrade in place: check that the binary on disk (the path this
-            process was started from) accepts the policy, then exec it in
-            this process, leaving rules, routes, subflows and the path
-            manager setting as they are; the new binary adopts them
+   SIGUSR2  upgrade in place: check that the binary now at the path this
+            process was started as (argv[0], symlinks followed afresh)
+            accepts the same arguments and policy (run ... --check), then
+            exec it in this process, leaving rules, routes, subflows, BPF
+            programs and the path manager setting as they are; the new
+            binary adopts them
    SIGTERM  stop: remove the rules and routes it made, restore
             net.mptcp.path_manager
 
@@ -42,6 +46,7 @@ Examples:
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "policy `FILE` (see gigapath config example)"},
 			&cli.StringFlag{Name: "status-socket", Usage: "override the policy's status_socket `PATH`"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "override the policy's metrics.listen `ADDR` (\"-\" disables)"},
+			&cli.BoolFlag{Name: "check", Usage: "check the arguments, the policy and the namespace, then exit 0 without running (an upgrade in place runs the new binary so)"},
 		},
 		Action: runDaemon,
 	})
@@ -69,33 +74,58 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
+	if c.Bool("check") {
+		if ns := netnsName(c); ns != "" {
+			f, err := pathmgr.OpenNetNS(ns)
+			if err != nil {
+				return err
+			}
+			f.Close()
+		}
+		return nil
+	}
 	log := newLogger(p)
-	// The path the binary was started from: an upgrade execs what is
-	// there then (os.Executable would name the replaced, deleted file).
-	exe, exeErr := os.Executable()
-	exe = strings.TrimSuffix(exe, " (deleted)")
+	exe, exeErr := startedAs()
 	hand, err := takeHandoff()
 	if err != nil {
 		log.Warn("ignoring the handoff", "err", err)
 	}
+	held := takeHeldLinks(log)
 	ctl, err := controller.New(controller.Config{
 		Policy: p, NetNS: netnsName(c), Logger: log,
 		StatusSocket: c.String("status-socket"), MetricsListen: c.String("metrics-listen"),
-		Handoff: hand,
+		Handoff: hand, HeldLinks: held,
 	})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancelCause(c.Context)
 	defer cancel(nil)
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	term := upgradeTerm
+	if term == nil {
+		term = make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	}
+	upgraded := upgradeTerm != nil
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	usr2 := make(chan os.Signal, 1)
 	signal.Notify(usr2, syscall.SIGUSR2)
 	defer signal.Stop(hup)
 	defer signal.Stop(usr2)
+	if os.Getenv(stopEnv) == "1" {
+		// The previous binary was asked to stop while it was handing over.
+		os.Unsetenv(stopEnv)
+		go func() {
+			select {
+			case <-ctl.Ready():
+				log.Info("a stop was asked for during the upgrade: stopping")
+				cancel(nil)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	var memfd *os.File // the handoff's, made before the point of no return
 	go func() {
 		for {
 			select {
@@ -104,6 +134,15 @@ func runDaemon(c *cli.Context) error {
 			case <-term:
 				// A second SIGTERM or ^C kills the default way.
 				signal.Stop(term)
+				if upgraded {
+					// The rules and routes are the previous binary's until
+					// the routing manager has adopted them: stop after the
+					// first reconciliation, so that they are removed.
+					select {
+					case <-ctl.Ready():
+					case <-ctx.Done():
+					}
+				}
 				cancel(nil)
 				return
 			case <-hup:
@@ -113,7 +152,22 @@ func runDaemon(c *cli.Context) error {
 					log.Info("reload done", "file", file)
 				}
 			case <-usr2:
-				if err := upgradeCheck(ctx, ctl, exe, exeErr, file); err != nil {
+				done := make(chan error, 1)
+				go func() { done <- upgradeCheck(ctx, ctl, exe, exeErr) }()
+				var err error
+				select {
+				case err = <-done:
+				case <-term:
+					// Stopping wins over an upgrade still being checked.
+					signal.Stop(term)
+					log.Info("stop asked for during the upgrade check: not upgrading")
+					cancel(nil)
+					return
+				}
+				if err == nil {
+					memfd, err = newHandoffFile()
+				}
+				if err != nil {
 					log.Error("upgrade refused, still running", "binary", exe, "err", err)
 					continue
 				}
@@ -126,61 +180,116 @@ func runDaemon(c *cli.Context) error {
 	if err := ctl.Run(ctx); err != nil {
 		return err
 	}
-	if errors.Is(context.Cause(ctx), controller.ErrUpgrade) {
-		return execUpgrade(exe, ctl.Handoff())
+	if !errors.Is(context.Cause(ctx), controller.ErrUpgrade) {
+		return nil
 	}
-	return nil
+	return execUpgrade(exe, memfd, ctl.Handoff(), ctl.HeldLinks(), term)
 }
 
-// handoffEnv names the descriptor (a memfd) an upgrading process passes
-// its controller's Handoff in.
-const handoffEnv = "GIGAPATH_HANDOFF_FD"
+// upgradeTerm is, in a binary started by an upgrade in place, the channel
+// SIGTERM and SIGINT go to from package initialisation on, as early as this
+// package can ask for them. Before that (the Go runtime's start and the
+// other packages' initialisation, a few milliseconds) a SIGTERM still
+// kills the process the default way: the kernel state is then as after a
+// crash, and the next start adopts it.
+var upgradeTerm = func() chan os.Signal {
+	if _, ok := os.LookupEnv(handoffEnv); !ok {
+		return nil
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	return ch
+}()
+
+// Environment of an upgrade in place: the memfd with the controller's
+// Handoff, the held BPF link descriptors (comma-separated), and whether a
+// stop was asked for while the old binary handed over.
+const (
+	handoffEnv = "GIGAPATH_HANDOFF_FD"
+	heldEnv    = "GIGAPATH_HELD_BPF_LINKS"
+	stopEnv    = "GIGAPATH_STOP_AFTER_UPGRADE"
+)
+
+// startedAs is the path this process was started as: argv[0], made
+// absolute (through $PATH when it has no slash). An upgrade execs what is
+// there then, following a symlink that now points elsewhere; os.Executable
+// would give the old target, or the replaced, deleted file.
+func startedAs() (string, error) {
+	a := os.Args[0]
+	if !strings.Contains(a, "/") {
+		return exec.LookPath(a)
+	}
+	return filepath.Abs(a)
+}
 
 // upgradeCheck refuses an upgrade the daemon cannot carry out: before the
 // first reconciliation, or when the binary at exe does not run or does not
-// accept the policy file (so the new process would exit at once).
-func upgradeCheck(ctx context.Context, ctl *controller.Controller, exe string, exeErr error, file string) error {
+// accept this process's own arguments and policy (run ... --check), so the
+// new process would exit at once.
+func upgradeCheck(ctx context.Context, ctl *controller.Controller, exe string, exeErr error) error {
 	select {
 	case <-ctl.Ready():
 	default:
 		return errors.New("the daemon is still starting")
 	}
 	if exeErr != nil {
-		return fmt.Errorf("own executable unknown: %w", exeErr)
+		return fmt.Errorf("the path this process was started as is unknown: %w", exeErr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, exe, "config", "check", file).CombinedOutput()
+	args := append(append([]string{}, os.Args[1:]...), "--check")
+	out, err := exec.CommandContext(ctx, exe, args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s config check %s: %v: %s", exe, file, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%s %s: %v: %s", exe, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
-// execUpgrade replaces this process with the binary at exe, same
-// arguments and environment, handing it state in a memfd. It returns only
-// on failure; the rules and routes were left in place, so the next start
-// (systemd's Restart=) adopts them.
-func execUpgrade(exe string, state []byte) error {
-	fd, err := unix.MemfdCreate("gigapath-handoff", 0) // no CLOEXEC: for the new binary
-	if err != nil {
-		return fmt.Errorf("upgrade: memfd_create: %w", err)
+// newHandoffFile makes the memfd the handoff goes in, before the daemon
+// stops undoing things: if the kernel refuses it, nothing has happened
+// yet. MFD_NOEXEC_SEAL where the kernel knows it (6.3+; required when
+// vm.memfd_noexec is 2).
+func newHandoffFile() (*os.File, error) {
+	fd, err := unix.MemfdCreate("gigapath-handoff", unix.MFD_NOEXEC_SEAL)
+	if err == unix.EINVAL {
+		fd, err = unix.MemfdCreate("gigapath-handoff", 0)
 	}
-	f := os.NewFile(uintptr(fd), "gigapath-handoff")
-	if _, err := f.Write(state); err != nil {
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create for the handoff: %w", err)
+	}
+	// For the new binary: no FD_CLOEXEC (memfd_create without MFD_CLOEXEC).
+	return os.NewFile(uintptr(fd), "gigapath-handoff"), nil
+}
+
+// execUpgrade replaces this process with the binary at exe, same
+// arguments and environment, handing it state in memfd and the held BPF
+// links. It returns only on failure; the rules and routes were left in
+// place, so the next start (systemd's Restart=) adopts them.
+func execUpgrade(exe string, memfd *os.File, state []byte, held []int, term <-chan os.Signal) error {
+	if _, err := memfd.Write(state); err != nil {
 		return fmt.Errorf("upgrade: write handoff: %w", err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	if _, err := memfd.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("upgrade: rewind handoff: %w", err)
 	}
-	env := []string{handoffEnv + "=" + strconv.Itoa(fd)}
+	fds := make([]string, len(held))
+	for i, fd := range held {
+		fds[i] = strconv.Itoa(fd)
+	}
+	env := []string{handoffEnv + "=" + strconv.Itoa(int(memfd.Fd())), heldEnv + "=" + strings.Join(fds, ",")}
+	// A stop that came in while this binary handed over goes to the new
+	// one, which adopts, then stops and cleans up.
+	select {
+	case <-term:
+		env = append(env, stopEnv+"=1")
+	default:
+	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handoffEnv+"=") {
+		if !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, heldEnv+"=") && !strings.HasPrefix(kv, stopEnv+"=") {
 			env = append(env, kv)
 		}
 	}
-	err = syscall.Exec(exe, os.Args, env)
-	f.Close()
+	err := syscall.Exec(exe, os.Args, env)
 	return fmt.Errorf("upgrade: exec %s: %w (rules and routes were left in place; the next start adopts them)", exe, err)
 }
 
@@ -204,4 +313,35 @@ func takeHandoff() ([]byte, error) {
 	f := os.NewFile(uintptr(fd), "gigapath-handoff")
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, 16<<20))
+}
+
+// takeHeldLinks takes the BPF link descriptors an upgrading predecessor
+// held across the exec ($GIGAPATH_HELD_BPF_LINKS), marks them
+// close-on-exec at once (no child inherits them) and removes the variable.
+// Only descriptors that are BPF links are taken; the controller closes them
+// after attaching its own programs.
+func takeHeldLinks(log *slog.Logger) []int {
+	v, ok := os.LookupEnv(heldEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(heldEnv)
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		if f == "" {
+			continue
+		}
+		fd, err := strconv.Atoi(f)
+		name := ""
+		if err == nil && fd >= 3 {
+			name, err = os.Readlink("/proc/self/fd/" + f)
+		}
+		if err != nil || name != "anon_inode:bpf_link" {
+			log.Warn("held BPF link from the previous binary: not a BPF link, left alone", "fd", f, "is", name, "err", err)
+			continue
+		}
+		unix.CloseOnExec(fd)
+		out = append(out, fd)
+	}
+	return out
 }

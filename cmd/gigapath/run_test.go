@@ -77,3 +77,24 @@ func TestTakeHandoff(t *testing.T) {
 		t.Error("the handoff descriptor was left open")
 	}
 }
+
+// An upgrade execs the path the process was started as, not what it
+// resolved to then: a symlink retargeted since is followed afresh.
+func TestStartedAs(t *testing.T) {
+	saved := os.Args[0]
+	defer func() { os.Args[0] = saved }()
+	wd, _ := os.Getwd()
+	for arg, want := range map[string]string{
+		"/usr/local/bin/gigapath": "/usr/local/bin/gigapath",
+		"bin/gigapath":            filepath.Join(wd, "bin/gigapath"),
+	} {
+		os.Args[0] = arg
+		if got, err := startedAs(); err != nil || got != want {
+			t.Errorf("argv[0] %q: %q, %v; want %q", arg, got, err, want)
+		}
+	}
+	os.Args[0] = "sh"
+	if got, err := startedAs(); err != nil || !filepath.IsAbs(got) || filepath.Base(got) != "sh" {
+		t.Errorf("argv[0] sh: %q, %v; want sh's absolute path from $PATH", got, err)
+	}
+}

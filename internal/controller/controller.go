@@ -63,10 +63,14 @@ type Config struct {
 	// StatusSocket overrides the policy's status_socket when set.
 	StatusSocket string
 	// MetricsListen overrides the policy's metrics.listen when set ("-" disables).
+	MetricsListen string
 	// Handoff is the previous process's Handoff after an upgrade in place
 	// (see ErrUpgrade); nil otherwise.
-	Handoff       []byte
-	MetricsListen string
+	Handoff []byte
+	// HeldLinks are the previous process's HeldLinks (descriptors of BPF
+	// links, validated by the caller). Run closes them once its own
+	// programs are attached, and in any case before it returns.
+	HeldLinks []int
 }
 
 // Controller is the daemon. Build it with New and call Run once.
@@ -100,6 +104,7 @@ type Controller struct {
 	// resync only; handoffOut is Handoff's value.
 	handoffIn  *handoff
 	handoffOut []byte
+	heldOut    []int
 
 	reloadCh chan reloadReq
 	statusCh chan chan status.Snapshot
@@ -202,6 +207,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	upgrading := func() bool { return errors.Is(context.Cause(parent), ErrUpgrade) }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer c.releaseHeldLinks()
 	nt := newNotifier()
 	pmcfg := &pathmgr.Config{NetNS: c.cfg.NetNS}
 	p := c.pol
@@ -398,14 +404,19 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 		}
 	}()
 
+	// Runs first on the way out, while the BPF links are still held,
+	// whichever case of the loop returns.
+	defer func() {
+		if upgrading() {
+			c.handoffOut = c.makeHandoff(pmWas)
+			c.heldOut = c.holdLinks()
+			c.log.Info("handing over to the new binary", "connections", len(c.conns), "bpf_links", len(c.heldOut))
+		}
+	}()
+
 	for {
 		select {
 		case <-ctx.Done():
-			if upgrading() {
-				c.handoffOut = c.makeHandoff(pmWas)
-				c.log.Info("handing over to the new binary", "connections", len(c.conns))
-				return nil
-			}
 			c.log.Info("stopping")
 			return nil
 		case err := <-wdone:

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -33,10 +31,6 @@ type handoff struct {
 	Version        int           `json:"version"`
 	PathManagerWas string        `json:"path_manager_was,omitempty"`
 	Conns          []handoffConn `json:"conns,omitempty"`
-	// BPFLinks are descriptors, inherited across the exec, of the
-	// previous process's BPF links (pathpolicy, mptcpify): they keep its
-	// programs attached until the new process has attached its own.
-	BPFLinks []int `json:"bpf_links,omitempty"`
 }
 
 type handoffConn struct {
@@ -53,6 +47,14 @@ type handoffPeer struct {
 // upgrade in place (Config.Handoff of the new process). It is set when Run
 // returned because of ErrUpgrade, nil otherwise.
 func (c *Controller) Handoff() []byte { return c.handoffOut }
+
+// HeldLinks returns descriptors of this process's BPF links (pathpolicy,
+// mptcpify), duplicated without FD_CLOEXEC when Run returned because of
+// ErrUpgrade: they keep the programs attached across the exec until the
+// new process, given them as Config.HeldLinks, has attached its own. They
+// travel apart from Handoff so that a new binary that cannot read the
+// handoff still releases them.
+func (c *Controller) HeldLinks() []int { return c.heldOut }
 
 // makeHandoff encodes the state a new process needs (loop goroutine).
 func (c *Controller) makeHandoff(pmWas string) []byte {
@@ -73,7 +75,6 @@ func (c *Controller) makeHandoff(pmWas string) []byte {
 		h.Conns = append(h.Conns, hc)
 	}
 	slices.SortFunc(h.Conns, func(a, b handoffConn) int { return cmp.Compare(a.Token, b.Token) })
-	h.BPFLinks = c.holdLinks()
 	b, _ := json.Marshal(h)
 	return b
 }
@@ -109,21 +110,13 @@ func (c *Controller) holdLinks() []int {
 }
 
 // releaseHeldLinks closes the BPF links the previous process held across
-// the exec, once this one has attached its own. Only descriptors that are
-// BPF links are closed.
+// the exec (Config.HeldLinks), once this one has attached its own; Run
+// also calls it on its way out, whatever happened.
 func (c *Controller) releaseHeldLinks() {
-	if c.handoffIn == nil {
-		return
-	}
-	for _, fd := range c.handoffIn.BPFLinks {
-		name, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-		if err != nil || name != "anon_inode:bpf_link" {
-			c.log.Warn("handoff: descriptor is not a BPF link, left alone", "fd", fd, "is", name)
-			continue
-		}
+	for _, fd := range c.cfg.HeldLinks {
 		unix.Close(fd)
 	}
-	c.handoffIn.BPFLinks = nil
+	c.cfg.HeldLinks = nil
 }
 
 // parseHandoff decodes Config.Handoff; empty input is no handoff.
@@ -137,11 +130,6 @@ func parseHandoff(b []byte) (*handoff, error) {
 	}
 	if h.Version != handoffVersion {
 		return nil, fmt.Errorf("handoff from the previous process: version %d, this binary reads %d", h.Version, handoffVersion)
-	}
-	for _, fd := range h.BPFLinks {
-		if fd < 3 {
-			return nil, fmt.Errorf("handoff from the previous process: bpf_links has descriptor %d, want 3 or more", fd)
-		}
 	}
 	switch h.PathManagerWas {
 	case "", "kernel", "userspace":

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
@@ -62,7 +63,10 @@ func query(t *testing.T, sock string) *status.Snapshot {
 // still known, every byte arrives, and the final SIGTERM removes the rules
 // and restores net.mptcp.path_manager to what the first process found.
 func TestIntegrationUpgradeInPlace(t *testing.T) {
-	const size = 48 << 20
+	// Long enough (about 10 s over both links) that the connection is
+	// still open when the monitors are read: its own close would show
+	// subflows closing.
+	const size = 96 << 20
 	built := buildBinary(t)
 	good, err := os.ReadFile(built)
 	if err != nil {
@@ -179,8 +183,11 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	if out := routeMon.String(); strings.Contains(out, "Deleted") {
 		t.Errorf("ip monitor saw deletions during the upgrade:\n%s", out)
 	}
-	if out := mptcpMon.String(); strings.Contains(out, "SF_CLOSED") || strings.Contains(out, "CLOSED") {
-		t.Errorf("ip mptcp monitor saw closes during the upgrade:\n%s", out)
+	if out := mptcpMon.String(); strings.Contains(out, "SF_CLOSED") {
+		t.Errorf("ip mptcp monitor saw subflows close during the upgrade:\n%s", out)
+	}
+	if _, ok := hasFrom(subflows(t, b), b.WiFiAddr); !ok {
+		t.Fatal("the download ended before the checks: they saw nothing")
 	}
 	wait()
 
@@ -309,39 +316,63 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("sockops programs on %s with the daemon running: %v, want 1\n%s", cg, before, log)
 	}
-	var empty, polls int
-	stop := make(chan struct{})
-	polled := make(chan struct{})
-	go func() {
-		defer close(polled)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	// What the daemon process holds: BPF links and handoff memfds.
+	fds := func() (links, memfds int) {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid))
+		for _, e := range ents {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", d.cmd.Process.Pid, e.Name()))
+			if l == "anon_inode:bpf_link" {
+				links++
 			}
-			if len(attached()) == 0 {
-				empty++
+			if strings.HasPrefix(l, "/memfd:gigapath-handoff") {
+				memfds++
 			}
-			polls++
-			time.Sleep(200 * time.Microsecond)
 		}
-	}()
-	running := strings.Count(log.String(), "gigapath running")
-	d.cmd.Process.Signal(syscall.SIGUSR2)
-	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
-		return strings.Count(log.String(), "gigapath running") > running
-	})
-	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	<-polled
-	t.Logf("%d polls during the upgrade", polls)
-	if empty != 0 {
-		t.Errorf("the cgroup had no sockops program in %d of %d polls during the upgrade", empty, polls)
+		return
 	}
-	after := attached()
-	if len(after) != 1 || after[0] == before[0] {
-		t.Errorf("sockops programs after the upgrade: %v (before %v), want the new binary's only", after, before)
+	prev := before
+	for round := 1; round <= 2; round++ {
+		var empty, polls int
+		stop := make(chan struct{})
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if len(attached()) == 0 {
+					empty++
+				}
+				polls++
+				time.Sleep(200 * time.Microsecond)
+			}
+		}()
+		running := strings.Count(log.String(), "gigapath running")
+		d.cmd.Process.Signal(syscall.SIGUSR2)
+		waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
+			return strings.Count(log.String(), "gigapath running") > running
+		})
+		time.Sleep(100 * time.Millisecond)
+		close(stop)
+		<-polled
+		t.Logf("upgrade %d: %d polls", round, polls)
+		if polls < 20 {
+			t.Fatalf("upgrade %d: only %d polls, too few to see a gap", round, polls)
+		}
+		if empty != 0 {
+			t.Errorf("upgrade %d: the cgroup had no sockops program in %d of %d polls", round, empty, polls)
+		}
+		after := attached()
+		if len(after) != 1 || after[0] == prev[0] {
+			t.Errorf("upgrade %d: sockops programs %v (before %v), want the new binary's only", round, after, prev)
+		}
+		prev = after
+		if links, memfds := fds(); links != 1 || memfds != 0 {
+			t.Errorf("upgrade %d: the daemon holds %d BPF links and %d handoff memfds, want 1 and 0", round, links, memfds)
+		}
 	}
 
 	d.cmd.Process.Signal(syscall.SIGTERM)
@@ -473,5 +504,105 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 	after.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd())}
 	if out, err := after.Output(); err != nil || strings.TrimSpace(string(out)) != "6" {
 		t.Errorf("a socket in %s after SIGTERM: %q %v, want protocol 6 (TCP)", cg, out, err)
+	}
+}
+
+// A stop during an upgrade is not lost, whichever binary gets it: exit 0,
+// no rule or route of ours left, the path manager setting restored.
+//   - "during the check": the binary on disk takes 1 s to answer the
+//     check (a wrapper that sleeps), SIGTERM comes 300 ms after SIGUSR2:
+//     the old binary stops instead of upgrading.
+//   - "pending at the exec": a SIGTERM the old binary took after it
+//     stopped its loop is passed on ($GIGAPATH_STOP_AFTER_UPGRADE=1, with
+//     the handoff in a memfd as the old binary writes it, over the rules
+//     and routes a SIGKILLed first daemon left); the binary started so
+//     adopts what it finds, then stops and cleans up on its own.
+func TestIntegrationStopDuringUpgrade(t *testing.T) {
+	bin := buildBinary(t)
+	for _, name := range []string{"during the check", "pending at the exec"} {
+		t.Run(name, func(t *testing.T) {
+			b := testbed.UpT(t, testbed.Spec{})
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "status.sock")
+			cfg := filepath.Join(dir, "gigapath.yaml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			pmBefore := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
+			log := &lockedBuf{}
+			var d *daemon
+			if name == "during the check" {
+				// A copy of our own, so that the wrapper can take its place.
+				good, err := os.ReadFile(bin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				own, real := filepath.Join(dir, "gigapath"), filepath.Join(dir, "gigapath.real")
+				installBinary(t, good, own)
+				installBinary(t, good, real)
+				d = startDaemonW(t, b, own, cfg, sock, log, "--metrics-listen", "-")
+				waitFor(t, b, "the daemon ready", 10*time.Second, func() bool {
+					return strings.Contains(log.String(), "gigapath running")
+				})
+				if rules := b.Client.MustRun("ip", "rule", "show"); !strings.Contains(rules, "proto 201") {
+					t.Fatalf("no source rule with the daemon running:\n%s", rules)
+				}
+				installBinary(t, []byte("#!/bin/sh\nsleep 1\nexec "+real+" \"$@\"\n"), own)
+				d.cmd.Process.Signal(syscall.SIGUSR2)
+				time.Sleep(300 * time.Millisecond)
+				d.cmd.Process.Signal(syscall.SIGTERM)
+			} else {
+				// What the previous binary left: its rules and routes and
+				// the path manager setting (a first daemon, SIGKILLed).
+				first := startDaemonW(t, b, bin, cfg, sock, log, "--metrics-listen", "-")
+				waitFor(t, b, "the first daemon ready", 10*time.Second, func() bool {
+					return strings.Contains(log.String(), "gigapath running")
+				})
+				first.cmd.Process.Signal(syscall.SIGKILL)
+				<-first.done
+				if rules := b.Client.MustRun("ip", "rule", "show"); !strings.Contains(rules, "proto 201") {
+					t.Fatalf("no source rule left by the first daemon:\n%s", rules)
+				}
+				// The handoff as the previous binary writes it.
+				fd, err := unix.MemfdCreate("gigapath-handoff", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				memfd := os.NewFile(uintptr(fd), "gigapath-handoff")
+				defer memfd.Close()
+				fmt.Fprintf(memfd, `{"version":1,"path_manager_was":%q}`, pmBefore)
+				memfd.Seek(0, 0)
+				cmd := b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-")
+				cmd.ExtraFiles = []*os.File{memfd} // descriptor 3
+				cmd.Env = append(os.Environ(), "GIGAPATH_STOP_AFTER_UPGRADE=1", "GIGAPATH_HANDOFF_FD=3")
+				cmd.Stdout, cmd.Stderr = log, log
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				d = &daemon{cmd: cmd, done: make(chan struct{})}
+				go func() { d.err = cmd.Wait(); close(d.done) }()
+				t.Cleanup(func() { cmd.Process.Kill(); <-d.done })
+			}
+			select {
+			case <-d.done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no exit within 20 s:\n%s", log)
+			}
+			if d.err != nil {
+				t.Errorf("exit: %v, want 0\n%s", d.err, log)
+			}
+			want := map[string]string{"during the check": "stop asked for during the upgrade check", "pending at the exec": "a stop was asked for during the upgrade"}[name]
+			if !strings.Contains(log.String(), want) {
+				t.Errorf("log without %q:\n%s", want, log)
+			}
+			rules := b.Client.MustRun("ip", "rule", "show")
+			routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
+			if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
+				t.Errorf("left after the stop:\n%s\n%s\n%s", rules, routes, log)
+			}
+			if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != pmBefore {
+				t.Errorf("path_manager %q after the stop, want %q", pm, pmBefore)
+			}
+		})
 	}
 }
