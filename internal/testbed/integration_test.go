@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -509,6 +510,13 @@ func TestIntegrationCleanupPrefix(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- sleeper.Wait() }()
+	// Start returns when `ip netns exec` runs, before it has entered the
+	// namespace: wait until the namespace lists the process (on a loaded
+	// host the cleanup could otherwise look before it got there).
+	Eventually(t, "the sleeper inside the namespace", func() (bool, string) {
+		out, _ := exec.Command("ip", "netns", "pids", n.Name).Output()
+		return slices.Contains(strings.Fields(string(out)), strconv.Itoa(sleeper.Process.Pid)), "ip netns pids: " + string(out)
+	})
 	removed, err := cleanupPrefix(prefix)
 	if err != nil {
 		t.Fatal(err)
