@@ -12,6 +12,7 @@ import (
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Server side, `announce: - interface: lte1`: the proxy's lte1 address is
@@ -83,7 +84,18 @@ status_socket: ""
 		}
 		return n
 	}
-	for round := 1; round <= 2; round++ {
+	rounds := 2
+	pm, err := pathmgr.Dial(&pathmgr.Config{NetNS: b.Proxy.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := pm.SupportsConnectionAddrs(); err != nil || !ok {
+		// Round 2 needs GET_ADDR with a token to see what was announced.
+		t.Logf("GET_ADDR by connection token (Linux 6.7) missing (%v): the restart round is not run", err)
+		rounds = 1
+	}
+	pm.Close()
+	for round := 1; round <= rounds; round++ {
 		b.Proxy.MustRun("ip", "addr", "add", lteAddr, "dev", testbed.ProxyLTEIf)
 		waitFor(t, b, fmt.Sprintf("ADD_ADDR %d of the lte1 address at the client", round), 10*time.Second, func() bool {
 			return events("ANNOUNCED") == round

@@ -13,13 +13,15 @@ import (
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/pathmgr"
+	"golang.org/x/sys/unix"
 )
 
 // annPM records announce and remove commands; announce fails for refuse.
 type annPM struct {
 	nopPM
-	cmds   []string
-	refuse map[netip.Addr]bool
+	cmds      []string
+	refuse    map[netip.Addr]bool
+	removeErr error
 }
 
 func (a *annPM) Announce(_ uint32, e pathmgr.Endpoint) error {
@@ -31,14 +33,16 @@ func (a *annPM) Announce(_ uint32, e pathmgr.Endpoint) error {
 }
 func (a *annPM) Remove(_ uint32, id uint8) error {
 	a.cmds = append(a.cmds, fmt.Sprintf("remove %d", id))
-	return nil
+	return a.removeErr
 }
 func (a *annPM) take() []string { c := a.cmds; a.cmds = nil; return c }
 
 // A server whose policy announces interface lte1 (index 5) and a fixed
 // address: the interface's address follows the interface — announced when
 // it is added after the connection, replaced when it changes, withdrawn
-// when it goes or the link goes down — while the fixed one stays; an
+// when it goes or the link goes down, kept when a lower one is added —
+// while the fixed one stays, under its id even when the address moves to
+// another interface; a failed RM_ADDR is retried after the back-off; an
 // IPv6 connection is offered the interface's global IPv6 address, not its
 // link-local one; a refused announce waits retryBackoff.
 func TestAnnounceFollowsInterface(t *testing.T) {
@@ -82,6 +86,8 @@ announce:
 	step("nothing changed")
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.1/24")}}
 	step("address added", fmt.Sprintf("announce %d 10.0.2.1:0", id))
+	c.netSt.Addrs[5] = append(c.netSt.Addrs[5], netmon.Addr{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.0/24")})
+	step("a lower address added: the announced one stays")
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.7/24")}}
 	step("address replaced", fmt.Sprintf("remove %d", id), fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	lte.OperUp = false
@@ -95,8 +101,23 @@ announce:
 	cn.annRetry[id] = time.Now().Add(-time.Millisecond)
 	delete(pm.refuse, netip.MustParseAddr("10.0.2.7"))
 	step("retried after the back-off", fmt.Sprintf("announce %d 10.0.2.7:0", id))
+	pm.removeErr = unix.ENOBUFS
 	c.netSt.Addrs[5] = nil
-	step("address removed", fmt.Sprintf("remove %d", id))
+	step("address removed, remove fails", fmt.Sprintf("remove %d", id))
+	step("still announced: not retried at once")
+	pm.removeErr = nil
+	cn.annRetry[id] = time.Now().Add(-time.Millisecond)
+	step("remove retried after the back-off", fmt.Sprintf("remove %d", id))
+	step("withdrawn: nothing more")
+
+	// The fixed address shows up on lte1 (a VIP moving here): its derived
+	// id is now lte1's, but it keeps the id it was announced with (no
+	// RM_ADDR); lte1's own entry announces the address too, without port.
+	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("192.0.2.50/32")}}
+	step("the fixed address on lte1", fmt.Sprintf("announce %d 192.0.2.50:0", id))
+	if e, ok := cn.ann[localID(0, false)]; !ok || e.Addr != netip.MustParseAddr("192.0.2.50") || e.Port != 8443 {
+		t.Errorf("the fixed address's announcement: %+v, %v; want it kept under id %d", e, ok, localID(0, false))
+	}
 
 	v6 := newConn(10)
 	v6.server, v6.established = true, true

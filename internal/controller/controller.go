@@ -23,6 +23,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/buildinfo"
@@ -89,8 +91,7 @@ type Controller struct {
 	netSt    netmon.State
 	ifs      map[int]*iface
 	conns    map[uint32]*conn
-	prevTot  map[int][2]uint64           // ifindex → bytes sent, retransmitted (health)
-	prevRx   map[pathmgr.Subflow]rxCount // subflow → receive counters (health)
+	prevRx   map[pathmgr.Subflow]rxCount // subflow → counters at the last health sample
 	prevRxAt time.Time                   // when prevRx was taken
 	primary  int                         // priority steering: the primary's ifindex at the last tick (0: none yet)
 
@@ -131,7 +132,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pol: cfg.Policy,
-		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, prevTot: map[int][2]uint64{},
+		ifs: map[int]*iface{}, conns: map[uint32]*conn{},
 		prevRx:   map[pathmgr.Subflow]rxCount{},
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot),
 		ready: make(chan struct{}), metrics: make(chan struct{}),
@@ -894,9 +895,15 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 
 // announceWant lists, by local id, what the policy announces to a
 // server-side connection now: each fixed address, and for each interface
-// entry one address per family while the interface is up (a global one
-// before a link-local one, then the lowest), of the connection's family
-// and other than the connection's own address.
+// entry one address per family while the interface is up, of the
+// connection's family and other than the connection's own address. What
+// the connection was told stays as long as it is still valid: an
+// interface keeps its announced address while it has it (a new, lower one
+// does not replace it), and an address keeps the id it was announced with
+// (an address moving to another interface is not withdrawn and announced
+// again), because every RM_ADDR makes the peer close its subflows to the
+// address. Otherwise: a global address before a link-local one, then the
+// lowest.
 func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 	out := map[uint8]pathmgr.Endpoint{}
 	v4 := cn.remote.Addr().Unmap().Is4()
@@ -909,13 +916,19 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 			idx = c.ifindexOf(addr, 0)
 		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && l.Up() {
 			idx = l.Index
+			var cands []netip.Addr
 			for _, x := range c.netSt.Addrs[l.Index] {
-				cand := x.Prefix.Addr().Unmap()
-				if cand.Is4() != v4 || cand == own {
-					continue
+				if cand := x.Prefix.Addr().Unmap(); cand.Is4() == v4 && cand != own {
+					cands = append(cands, cand)
 				}
-				if !addr.IsValid() || better(cand, addr) {
-					addr = cand
+			}
+			if cur, ok := cn.ann[localID(idx, !v4)]; ok && slices.Contains(cands, cur.Addr) {
+				addr = cur.Addr
+			} else {
+				for _, cand := range cands {
+					if !addr.IsValid() || better(cand, addr) {
+						addr = cand
+					}
 				}
 			}
 		}
@@ -923,6 +936,11 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 			continue
 		}
 		id := localID(idx, addr.Is6())
+		for aid, e := range cn.ann {
+			if e.Addr == addr && e.Port == a.Port {
+				id = aid // announced before under this id: keep it
+			}
+		}
 		if _, dup := out[id]; !dup {
 			out[id] = pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port}
 		}
@@ -945,22 +963,28 @@ func better(a, b netip.Addr) bool {
 // retryBackoff.
 func (c *Controller) syncAnnounce(cn *conn) {
 	want := c.announceWant(cn)
+	now := time.Now()
 	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
 		e := cn.ann[id]
 		if w, ok := want[id]; ok && w.Addr == e.Addr && w.Port == e.Port {
 			continue
 		}
-		delete(cn.ann, id)
-		c.m.Commands.WithLabelValues("remove").Inc()
-		if err := c.pm.Remove(cn.token, id); err != nil {
-			// Nothing to retry: the kernel no longer has it either way.
-			c.m.CommandErrors.WithLabelValues("remove").Inc()
-			c.log.Warn("withdraw", "token", cn.token, "addr", e.Addr, "id", id, "err", err)
+		if now.Before(cn.annRetry[id]) {
 			continue
 		}
+		c.m.Commands.WithLabelValues("remove").Inc()
+		if err := c.pm.Remove(cn.token, id); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			// Still announced in the kernel: tried again after the
+			// back-off (ENOENT/EINVAL: the kernel has no such id).
+			c.m.CommandErrors.WithLabelValues("remove").Inc()
+			c.log.Warn("withdraw", "token", cn.token, "addr", e.Addr, "id", id, "err", err)
+			cn.annRetry[id] = now.Add(retryBackoff)
+			continue
+		}
+		delete(cn.ann, id)
+		delete(cn.annRetry, id)
 		c.log.Debug("withdrawn", "token", cn.token, "addr", e.Addr, "id", id)
 	}
-	now := time.Now()
 	for _, id := range slices.Sorted(maps.Keys(want)) {
 		if _, ok := cn.ann[id]; ok || now.Before(cn.annRetry[id]) {
 			continue
@@ -982,8 +1006,7 @@ func (c *Controller) syncAnnounce(cn *conn) {
 // adoptAnnounced fills a server-side connection's record of what it was
 // announced from the kernel (GET_ADDR with its token, Linux 6.7 and
 // later), so an address that went away while no daemon ran is withdrawn.
-// Without it everything is announced again, which the kernel ignores for
-// what it already announced.
+// Without it (older kernels) everything is announced again.
 func (c *Controller) adoptAnnounced(cn *conn) {
 	if c.kpm == nil || c.pol.Side != policy.SideServer || c.pol.PathManager != policy.PMUserspace {
 		return

@@ -22,7 +22,13 @@ func (c *Controller) sampleHealth() {
 }
 
 // rxCount is a subflow's receive counters at the previous sample.
-type rxCount struct{ segs, ooo uint32 }
+// rxCount is a subflow's counters at the previous health sample: data
+// segments received and out-of-order packets (receive side), and bytes on
+// the wire (acknowledged + retransmitted) and retransmitted (send side).
+type rxCount struct {
+	segs, ooo  uint32
+	wire, retr uint64
+}
 
 // rcvRTTValid reports whether a subflow's rcv_rtt is an RTT rather than the
 // gap between sparse arrivals. The kernel takes it from the timestamp the
@@ -81,21 +87,25 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 			if s.RTT > a.rtt {
 				a.rtt = s.RTT
 			}
+			// Counters are taken per subflow, so a subflow that closes or
+			// opens between two samples does not make the interface's
+			// totals jump; a subflow's first sample is only its baseline.
 			// What went over the wire is acknowledged plus retransmitted
 			// bytes. bytes_sent also counts every attempt a local qdisc
 			// refused (the segment stays queued and is sent again), so a
 			// sender that overruns its own shaper would hide its loss.
-			a.sent += s.BytesAcked + s.BytesRetrans
-			a.retr += s.BytesRetrans
-			// Receive counters are taken per subflow, so a subflow that
-			// closes or opens between two samples does not make the
-			// interface's totals jump; a subflow's first sample is only
-			// its baseline.
 			key := s.Subflow()
-			cur := rxCount{segs: s.DataSegsIn, ooo: s.RcvOOOPack}
+			cur := rxCount{segs: s.DataSegsIn, ooo: s.RcvOOOPack, wire: s.BytesAcked + s.BytesRetrans, retr: s.BytesRetrans}
 			rx[key] = cur
 			prev, seen := c.prevRx[key]
-			if !seen || cur.segs <= prev.segs || cur.ooo < prev.ooo {
+			if !seen {
+				continue
+			}
+			if cur.wire > prev.wire && cur.retr >= prev.retr {
+				a.sent += cur.wire - prev.wire
+				a.retr += cur.retr - prev.retr
+			}
+			if cur.segs <= prev.segs || cur.ooo < prev.ooo {
 				continue
 			}
 			d := cur.segs - prev.segs
@@ -112,13 +122,11 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 		if a == nil {
 			continue
 		}
-		prev := c.prevTot[idx]
-		c.prevTot[idx] = [2]uint64{a.sent, a.retr}
 		was := i.health.unhealthy
 		h := &i.health
-		h.tx = a.sent > prev[0] && a.retr >= prev[1]
+		h.tx = a.sent > 0
 		if h.tx {
-			h.rtt, h.loss = a.rtt, 100*float64(a.retr-prev[1])/float64(a.sent-prev[0])
+			h.rtt, h.loss = a.rtt, 100*float64(a.retr)/float64(a.sent)
 		}
 		// No rcv_rtt yet (too little data for an estimate) is no RTT
 		// evidence, but the reorder share still counts.

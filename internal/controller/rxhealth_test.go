@@ -227,3 +227,28 @@ func TestHealthTakeoverGrace(t *testing.T) {
 		t.Fatalf("35 %% reorder past the takeover grace: %+v, want unhealthy", l.health)
 	}
 }
+
+// Send-side loss is summed from per-subflow deltas: a subflow that closes
+// and one that opens between two samples (with large lifetime counters)
+// do not count; only what the surviving subflow moved does.
+func TestHealthSendChurn(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.RTT, p.Priority.LossPercent, p.Priority.ReorderPercent, p.Priority.HysteresisPercent = 0, 5, 0, 0
+	c, w, _ := healthCtl(t, p)
+	sf := func(port uint16, acked, retr uint64) pathmgr.SubflowInfo {
+		return pathmgr.SubflowInfo{Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), port), Remote: netip.MustParseAddrPort("10.0.0.9:443"),
+			IfIndex: w.index, BytesAcked: acked, BytesRetrans: retr}
+	}
+	c.applyHealth(conns(sf(40000, 1_000_000, 0), sf(40001, 100_000, 10_000)), time.Unix(1000, 0))
+	// 40000 closed, 40002 opened with 8 % lifetime loss, 40001 moved
+	// 100 kB with none lost.
+	c.applyHealth(conns(sf(40001, 200_000, 10_000), sf(40002, 5_000_000, 400_000)), time.Unix(1001, 0))
+	if !w.health.tx || w.health.loss != 0 || w.health.unhealthy {
+		t.Errorf("health %+v: want send evidence with 0 %% loss", w.health)
+	}
+	c.applyHealth(conns(sf(40001, 300_000, 20_000), sf(40002, 5_100_000, 400_000)), time.Unix(1002, 0))
+	// 110 kB + 100 kB on the wire, 10 kB of it retransmitted: 4.8 %.
+	if got := w.health.loss; got < 4.7 || got > 4.8 {
+		t.Errorf("loss %.2f %%, want 10000/210000 = 4.76 %%", got)
+	}
+}

@@ -472,8 +472,25 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 		return cmd, bufio.NewScanner(out)
 	}
 	_, sc := run(stopFile)
-	if !sc.Scan() || sc.Text() != "ready" {
-		t.Fatalf("probe in %s never got an MPTCP socket: %q", cg, sc.Text())
+	lines := make(chan string, 2)
+	go func() {
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(20 * time.Second):
+			t.Fatalf("probe in %s: no %s within 20 s", cg, what)
+			return ""
+		}
+	}
+	if l := next("MPTCP socket"); l != "ready" {
+		t.Fatalf("probe in %s never got an MPTCP socket: %q", cg, l)
 	}
 	running := strings.Count(log.String(), "gigapath running")
 	d.cmd.Process.Signal(syscall.SIGUSR2)
@@ -482,12 +499,10 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond)
 	os.WriteFile(stopFile, nil, 0o644)
-	if !sc.Scan() {
-		t.Fatal("probe gave no result")
-	}
+	res := next("result")
 	var mp, tcp int
-	if _, err := fmt.Sscanf(sc.Text(), "mptcp=%d tcp=%d", &mp, &tcp); err != nil {
-		t.Fatalf("probe: %q", sc.Text())
+	if _, err := fmt.Sscanf(res, "mptcp=%d tcp=%d", &mp, &tcp); err != nil {
+		t.Fatalf("probe: %q", res)
 	}
 	t.Logf("sockets made in the cgroup during the upgrade: %d MPTCP, %d TCP", mp, tcp)
 	if tcp != 0 || mp == 0 {
