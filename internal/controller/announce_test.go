@@ -40,7 +40,8 @@ func (a *annPM) take() []string { c := a.cmds; a.cmds = nil; return c }
 // A server whose policy announces interface lte1 (index 5) and a fixed
 // address: the interface's address follows the interface — announced when
 // it is added after the connection, replaced when it changes, withdrawn
-// when it goes or the link goes down, kept when a lower one is added —
+// when it goes or the link has been down for announceHold (not for a
+// shorter blip), kept when a lower one is added —
 // while the fixed one stays, under its id even when the address moves to
 // another interface; a failed RM_ADDR is retried after the back-off; an
 // IPv6 connection is offered the interface's global IPv6 address, not its
@@ -92,9 +93,16 @@ announce:
 	step("address replaced", fmt.Sprintf("remove %d", id), fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	lte.OperUp = false
 	c.netSt.Links[5] = lte
-	step("link down", fmt.Sprintf("remove %d", id))
+	c.noteLinksDown(time.Now())
+	step("link down: held for announceHold")
+	c.linkDownAt[5] = time.Now().Add(-announceHold)
+	step("link down past the hold", fmt.Sprintf("remove %d", id))
 	lte.OperUp = true
 	c.netSt.Links[5] = lte
+	c.noteLinksDown(time.Now())
+	if _, ok := c.linkDownAt[5]; ok {
+		t.Error("an up link still noted as down")
+	}
 	pm.refuse[netip.MustParseAddr("10.0.2.7")] = true
 	step("link up, refused", fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	step("refused: not retried at once")

@@ -94,6 +94,9 @@ type Controller struct {
 	prevRx   map[pathmgr.Subflow]rxCount // subflow → counters at the last health sample
 	prevRxAt time.Time                   // when prevRx was taken
 	primary  int                         // priority steering: the primary's ifindex at the last tick (0: none yet)
+	// linkDownAt is when each link that is down went down (as this
+	// process saw it), for announcements' hold-down.
+	linkDownAt map[int]time.Time
 
 	// pp applies per-interface congestion/mark (nil until needed).
 	pp       *pathpolicy.PathPolicy
@@ -132,7 +135,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pol: cfg.Policy,
-		ifs: map[int]*iface{}, conns: map[uint32]*conn{},
+		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, linkDownAt: map[int]time.Time{},
 		prevRx:   map[pathmgr.Subflow]rxCount{},
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot),
 		ready: make(chan struct{}), metrics: make(chan struct{}),
@@ -367,6 +370,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	}
 
 	c.netSt = w.State()
+	c.noteLinksDown(time.Time{}) // down before we started: no hold
 	c.ifs = buildIfaces(p, c.netSt, nil)
 	defer c.closePathPolicy()
 	c.syncPathPolicy()
@@ -611,6 +615,7 @@ func (c *Controller) ifindexOf(addr netip.Addr, hint int) int {
 func (c *Controller) handleNet(ev netmon.Event) {
 	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
 	c.netSt = c.watcher.State()
+	c.noteLinksDown(time.Now())
 	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs)
 	c.syncPathPolicy()
 	idx := ev.Link.Index
@@ -914,7 +919,7 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 		if a.Address.IsValid() {
 			addr = a.Address.Unmap()
 			idx = c.ifindexOf(addr, 0)
-		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && l.Up() {
+		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && c.announceUp(l) {
 			idx = l.Index
 			var cands []netip.Addr
 			for _, x := range c.netSt.Addrs[l.Index] {
@@ -946,6 +951,38 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 		}
 	}
 	return out
+}
+
+// announceHold is how long an interface may be down before what it
+// announced is withdrawn: a carrier blip shorter than this does not make
+// every peer close its subflows to the address and open them again.
+const announceHold = 3 * time.Second
+
+// announceUp reports whether an announce entry's interface counts as up:
+// up, or down for less than announceHold (the tick reconciles, so the
+// withdrawal follows within a second of the hold).
+func (c *Controller) announceUp(l netmon.Link) bool {
+	if l.Up() {
+		return true
+	}
+	at, ok := c.linkDownAt[l.Index]
+	return ok && time.Since(at) < announceHold
+}
+
+// noteLinksDown records when each link went down (for announceUp).
+func (c *Controller) noteLinksDown(now time.Time) {
+	for idx, l := range c.netSt.Links {
+		if l.Up() {
+			delete(c.linkDownAt, idx)
+		} else if _, ok := c.linkDownAt[idx]; !ok {
+			c.linkDownAt[idx] = now
+		}
+	}
+	for idx := range c.linkDownAt {
+		if _, ok := c.netSt.Links[idx]; !ok {
+			delete(c.linkDownAt, idx)
+		}
+	}
 }
 
 // better orders the candidates for an interface's announced address.
