@@ -104,9 +104,9 @@ type Controller struct {
 	ppSet    map[netip.Addr]pathpolicy.Policy
 	ppFailed bool
 
-	// handoffIn is the parsed Config.Handoff, used by the start
-	// resync only; handoffOut is Handoff's value.
-	handoffIn  *handoff
+	// peersIn are the announced peer addresses of Config.Handoff by
+	// token, used by the start resync only; handoffOut is Handoff's value.
+	peersIn    map[uint32][]handoffPeer
 	handoffOut []byte
 	heldOut    []int
 
@@ -221,10 +221,9 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 		// Starting as after a crash loses only what the handoff adds.
 		c.log.Warn("ignoring the handoff", "err", err)
 	}
-	c.handoffIn = h
 	pmWas := ""
 	if h != nil {
-		pmWas = h.PathManagerWas
+		pmWas, c.peersIn = h.PathManagerWas, h.peersByToken()
 	}
 	restorePM, pmWas, err := setPathManager(c.cfg.NetNS, string(p.PathManager), pmWas)
 	if err != nil {
@@ -382,7 +381,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.resync("start")
-	c.handoffIn = nil
+	c.peersIn = nil
 	close(c.ready)
 	nt.send("READY=1")
 	c.log.Info("gigapath running", "policy", p.Summary(), "netns", c.cfg.NetNS, "status", statusPath, "metrics", c.addrs.metrics)

@@ -17,7 +17,8 @@ import (
 // up in the kernel: the source rules and routes stay, and so does
 // net.mptcp.path_manager, and systemd is told RELOADING=1 rather than
 // STOPPING=1. The caller is about to exec a new binary in the same process
-// (upgrade in place), which adopts all of it and is given Handoff.
+// (upgrade in place), which adopts all of it and is given Handoff and
+// HeldLinks.
 var ErrUpgrade = errors.New("upgrade in place")
 
 // handoffVersion numbers the format of Handoff; a process refuses a
@@ -139,21 +140,21 @@ func parseHandoff(b []byte) (*handoff, error) {
 	return &h, nil
 }
 
+// peersByToken indexes the announced peer addresses by connection token.
+func (h *handoff) peersByToken() map[uint32][]handoffPeer {
+	m := make(map[uint32][]handoffPeer, len(h.Conns))
+	for _, hc := range h.Conns {
+		m[hc.Token] = hc.Peers
+	}
+	return m
+}
+
 // inheritPeers gives a connection adopted at start the peer addresses the
 // previous process knew, in their announcement order.
 func (c *Controller) inheritPeers(cn *conn) {
-	if c.handoffIn == nil {
-		return
-	}
-	for _, hc := range c.handoffIn.Conns {
-		if hc.Token != cn.token {
-			continue
+	for _, p := range c.peersIn[cn.token] {
+		if p.Addr.IsValid() {
+			cn.addPeer(p.ID, p.Addr)
 		}
-		for _, p := range hc.Peers {
-			if p.Addr.IsValid() {
-				cn.addPeer(p.ID, p.Addr)
-			}
-		}
-		return
 	}
 }

@@ -23,7 +23,7 @@ func TestHandoffRoundTrip(t *testing.T) {
 	if h.PathManagerWas != "kernel" || len(h.Conns) != 1 || h.Conns[0].Token != 7 {
 		t.Fatalf("handoff %+v", h)
 	}
-	n := &Controller{handoffIn: h}
+	n := &Controller{peersIn: h.peersByToken()}
 	got := newConn(7)
 	n.inheritPeers(got)
 	other := newConn(8)
