@@ -128,50 +128,9 @@ func daemonCapacity(b *testing.B, n int) {
 			syscall.Kill(pid, syscall.SIGCONT)
 		}
 	}()
-	var wg sync.WaitGroup
-	var cmu sync.Mutex
-	conns := make([]net.Conn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	const workers = 64
 	genStart := time.Now()
-	for w := 0; w < workers; w++ {
-		per := n / workers
-		if w < n%workers {
-			per++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bed.Client.Do(func() error {
-				var dl net.Dialer
-				dl.SetMultipathTCP(true)
-				for i := 0; i < per; i++ {
-					c, err := dl.Dial("tcp", netip.AddrPortFrom(bed.ProxyAddr, 7002).String())
-					if err != nil {
-						b.Errorf("dial: %v", err)
-						return nil
-					}
-					cmu.Lock()
-					conns = append(conns, c)
-					cmu.Unlock()
-					if _, err := c.Write([]byte{1}); err != nil {
-						b.Errorf("write: %v", err)
-						return nil
-					}
-					if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-						b.Errorf("echo: %v", err)
-						return nil
-					}
-				}
-				return nil
-			})
-		}()
-	}
-	wg.Wait()
+	conns := openEchoConns(b, bed, n)
+	defer closeAll(conns)
 	genTime := time.Since(genStart)
 	if b.Failed() {
 		return
@@ -222,6 +181,58 @@ func daemonCapacity(b *testing.B, n int) {
 	b.Logf("%d connections (ss -M: %d established MPTCP sockets) served in %v after SIGCONT: %.0f conn/s; daemon CPU user %v + system %v (%.1f µs/conn); RSS %.1f MiB; daemon resyncs %v; observer overruns %d; generator %v (%.0f conn/s)",
 		n, live, drain.Round(time.Millisecond), float64(n)/drain.Seconds(), cpu.user, cpu.sys,
 		float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(rss)/(1<<20), resyncs, lost, genTime.Round(time.Millisecond), float64(n)/genTime.Seconds())
+}
+
+// openEchoConns opens n MPTCP connections from the client namespace to
+// the echo server at the proxy address, port 7002, from 64 goroutines; each
+// sends a byte and waits for its echo, so it is ESTABLISHED. The caller
+// closes them (closeAll).
+func openEchoConns(b *testing.B, bed *testbed.Bed, n int) []net.Conn {
+	var wg sync.WaitGroup
+	var cmu sync.Mutex
+	conns := make([]net.Conn, 0, n)
+	const workers = 64
+	for w := 0; w < workers; w++ {
+		per := n / workers
+		if w < n%workers {
+			per++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bed.Client.Do(func() error {
+				var dl net.Dialer
+				dl.SetMultipathTCP(true)
+				for i := 0; i < per; i++ {
+					c, err := dl.Dial("tcp", netip.AddrPortFrom(bed.ProxyAddr, 7002).String())
+					if err != nil {
+						b.Errorf("dial: %v", err)
+						return nil
+					}
+					cmu.Lock()
+					conns = append(conns, c)
+					cmu.Unlock()
+					if _, err := c.Write([]byte{1}); err != nil {
+						b.Errorf("write: %v", err)
+						return nil
+					}
+					if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+						b.Errorf("echo: %v", err)
+						return nil
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return conns
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // procCPU is the process's user and system CPU time.
