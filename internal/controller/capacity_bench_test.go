@@ -72,28 +72,8 @@ func BenchmarkDaemonCapacity(b *testing.B) {
 func daemonCapacity(b *testing.B, n int) {
 	b.StopTimer()
 	bin := buildBinary(b)
-	bed := testbed.UpT(b, testbed.Spec{})
-	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
-	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
-	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
-	bed.Proxy.MustRun("sysctl", "-qw", "net.core.somaxconn=8192")
-
-	// Echo server in its own process in the proxy namespace.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echo := bed.Proxy.Command(ctx, "python3", "-c", pyEcho, bed.ProxyAddr.String(), "7002")
-	out, err := echo.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	echo.Stderr = os.Stderr
-	if err := echo.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cancel(); echo.Wait() }()
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		b.Fatalf("echo server: %q %v", line, err)
-	}
+	bed, stopEcho := echoBed(b)
+	defer stopEcho()
 
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "status.sock")
@@ -181,6 +161,36 @@ func daemonCapacity(b *testing.B, n int) {
 	b.Logf("%d connections (ss -M: %d established MPTCP sockets) served in %v after SIGCONT: %.0f conn/s; daemon CPU user %v + system %v (%.1f µs/conn); RSS %.1f MiB; daemon resyncs %v; observer overruns %d; generator %v (%.0f conn/s)",
 		n, live, drain.Round(time.Millisecond), float64(n)/drain.Seconds(), cpu.user, cpu.sys,
 		float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(rss)/(1<<20), resyncs, lost, genTime.Round(time.Millisecond), float64(n)/genTime.Seconds())
+}
+
+// echoBed builds a bed for many connections (a main-table default route
+// via wifi, raised MPTCP limits on the proxy, a wide local port range, a
+// deep accept queue) and starts pyEcho on the proxy address, port 7002, in
+// a process of its own; stop ends it.
+func echoBed(b *testing.B) (bed *testbed.Bed, stop func()) {
+	bed = testbed.UpT(b, testbed.Spec{})
+	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
+	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
+	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+	bed.Proxy.MustRun("sysctl", "-qw", "net.core.somaxconn=8192")
+	ctx, cancel := context.WithCancel(context.Background())
+	echo := bed.Proxy.Command(ctx, "python3", "-c", pyEcho, bed.ProxyAddr.String(), "7002")
+	out, err := echo.StdoutPipe()
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	echo.Stderr = os.Stderr
+	if err := echo.Start(); err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	stop = func() { cancel(); echo.Wait() }
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		stop()
+		b.Fatalf("echo server: %q %v", line, err)
+	}
+	return bed, stop
 }
 
 // openEchoConns opens n MPTCP connections from the client namespace to

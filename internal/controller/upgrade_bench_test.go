@@ -3,7 +3,6 @@
 package controller_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -34,26 +33,8 @@ func BenchmarkUpgradeVsRestart(b *testing.B) {
 
 func upgradeVsRestart(b *testing.B, n int) {
 	bin := buildBinary(b)
-	bed := testbed.UpT(b, testbed.Spec{})
-	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
-	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
-	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
-	bed.Proxy.MustRun("sysctl", "-qw", "net.core.somaxconn=8192")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	echo := bed.Proxy.Command(ctx, "python3", "-c", pyEcho, bed.ProxyAddr.String(), "7002")
-	out, err := echo.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	echo.Stderr = os.Stderr
-	if err := echo.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cancel(); echo.Wait() }()
-	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		b.Fatalf("echo server: %q %v", line, err)
-	}
+	bed, stopEcho := echoBed(b)
+	defer stopEcho()
 
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "status.sock")
