@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -24,15 +23,7 @@ import (
 // the daemon says it attached it.
 func TestIntegrationMptcpifyWarnsAndRuns(t *testing.T) {
 	b := testbed.UpT(t, testbed.Spec{})
-	cg, err := cgroup.Create("gigapath-ctltest-" + testbed.UniqueName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			t.Error(err)
-		}
-	})
+	cg := testCgroup(t)
 	// What the library says on this kernel, independently of the daemon.
 	var libErr string
 	if m, err := mptcpify.Load(); err != nil {

@@ -13,11 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/policy"
-	"github.com/gigapath/gigapath/internal/testbed"
 )
 
 // ccOf is the congestion control name in an `ss -tni` info line.
@@ -45,15 +43,7 @@ func TestIntegrationInterfaceCongestion(t *testing.T) {
 	if err := b.Client.Sysctl("net.ipv4.tcp_congestion_control", "reno"); err != nil {
 		t.Fatal(err)
 	}
-	cg, err := cgroup.Create("gigapath-ctltest-" + testbed.UniqueName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			t.Error(err)
-		}
-	})
+	cg := testCgroup(t)
 
 	sock := filepath.Join(t.TempDir(), "status.sock")
 	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +

@@ -42,6 +42,33 @@ func installBinary(t *testing.T, src []byte, dst string) {
 	}
 }
 
+// builtBinary is the content of the built gigapath binary (buildBinary),
+// for private copies that an upgrade test can replace (installBinary).
+func builtBinary(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(buildBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testCgroup creates a cgroup v2 child for the test and removes it at
+// cleanup.
+func testCgroup(t *testing.T) string {
+	t.Helper()
+	cg, err := cgroup.Create("gigapath-ctltest-" + testbed.UniqueName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cgroup.Remove(cg); err != nil {
+			t.Error(err)
+		}
+	})
+	return cg
+}
+
 // query asks the daemon's status socket.
 func query(t *testing.T, sock string) *status.Snapshot {
 	t.Helper()
@@ -67,11 +94,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	// still open when the monitors are read: its own close would show
 	// subflows closing.
 	const size = 96 << 20
-	built := buildBinary(t)
-	good, err := os.ReadFile(built)
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := builtBinary(t)
 	e := setup(t, size)
 	b := e.bed
 	announceLTE(t, b)
@@ -262,24 +285,11 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 	if err, _ := pathpolicy.Supported(); err != nil {
 		t.Skipf("sockops program cannot load here: %v", err)
 	}
-	built := buildBinary(t)
 	b := testbed.UpT(t, testbed.Spec{})
-	cg, err := cgroup.Create("gigapath-upgtest-" + testbed.UniqueName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			t.Error(err)
-		}
-	})
+	cg := testCgroup(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "gigapath")
-	good, err := os.ReadFile(built)
-	if err != nil {
-		t.Fatal(err)
-	}
-	installBinary(t, good, bin)
+	installBinary(t, builtBinary(t), bin)
 	sock := filepath.Join(dir, "status.sock")
 	cfg := filepath.Join(dir, "gigapath.yaml")
 	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +
@@ -421,24 +431,11 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 		t.Skipf("mptcpify cannot load on this kernel: %v", err)
 	}
 	m.Close()
-	bin0 := buildBinary(t)
 	ns := testbed.NetNST(t, "upg")
-	cg, err := cgroup.Create("gigapath-upgtest-" + testbed.UniqueName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			t.Error(err)
-		}
-	})
+	cg := testCgroup(t)
 	dir := t.TempDir()
-	good, err := os.ReadFile(bin0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(dir, "gigapath")
-	installBinary(t, good, bin)
+	installBinary(t, builtBinary(t), bin)
 	sock := filepath.Join(dir, "status.sock")
 	cfg := filepath.Join(dir, "gigapath.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)+"mptcpify: ["+cg+"]\n"), 0o644); err != nil {
@@ -548,10 +545,7 @@ func TestIntegrationStopDuringUpgrade(t *testing.T) {
 			var d *daemon
 			if name == "during the check" {
 				// A copy of our own, so that the wrapper can take its place.
-				good, err := os.ReadFile(bin)
-				if err != nil {
-					t.Fatal(err)
-				}
+				good := builtBinary(t)
 				own, real := filepath.Join(dir, "gigapath"), filepath.Join(dir, "gigapath.real")
 				installBinary(t, good, own)
 				installBinary(t, good, real)
