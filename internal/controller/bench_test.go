@@ -164,11 +164,7 @@ func BenchmarkReactionLatency(b *testing.B) {
 // whose lte subflow the daemon established (all of them must be).
 func BenchmarkChurn(b *testing.B) {
 	const n = 2000
-	bed := testbed.UpT(b, testbed.Spec{})
-	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
-	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
-	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
-	bed.Proxy.MustRun("sysctl", "-qw", "net.core.somaxconn=8192")
+	bed := manyConnsBed(b)
 	echoServer(b, bed, 7001)
 	stop := benchController(b, bed)
 	defer stop()

@@ -163,16 +163,22 @@ func daemonCapacity(b *testing.B, n int) {
 		float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(rss)/(1<<20), resyncs, lost, genTime.Round(time.Millisecond), float64(n)/genTime.Seconds())
 }
 
-// echoBed builds a bed for many connections (a main-table default route
-// via wifi, raised MPTCP limits on the proxy, a wide local port range, a
-// deep accept queue) and starts pyEcho on the proxy address, port 7002, in
-// a process of its own; stop ends it.
-func echoBed(b *testing.B) (bed *testbed.Bed, stop func()) {
-	bed = testbed.UpT(b, testbed.Spec{})
+// manyConnsBed builds a bed for many connections: a main-table default
+// route via wifi, raised MPTCP limits on the proxy, a wide local port
+// range, a deep accept queue.
+func manyConnsBed(b *testing.B) *testbed.Bed {
+	bed := testbed.UpT(b, testbed.Spec{})
 	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
 	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
 	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
 	bed.Proxy.MustRun("sysctl", "-qw", "net.core.somaxconn=8192")
+	return bed
+}
+
+// echoBed builds a manyConnsBed and starts pyEcho on the proxy address, port 7002, in
+// a process of its own; stop ends it.
+func echoBed(b *testing.B) (bed *testbed.Bed, stop func()) {
+	bed = manyConnsBed(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	echo := bed.Proxy.Command(ctx, "python3", "-c", pyEcho, bed.ProxyAddr.String(), "7002")
 	out, err := echo.StdoutPipe()

@@ -152,9 +152,16 @@ func TestIntegrationRestartAdopts(t *testing.T) {
 	if d.err != nil {
 		t.Errorf("daemon after SIGTERM: %v", d.err)
 	}
+	noneLeft(t, b, "after SIGTERM")
+}
+
+// noneLeft fails the test if the client namespace still has a rule or a
+// route of the daemon's (proto 201), as `ip` lists them.
+func noneLeft(t *testing.T, b *testbed.Bed, when string, context ...any) {
+	t.Helper()
 	rules, _ := b.Client.Run("ip", "rule", "show")
 	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
 	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
-		t.Errorf("left after SIGTERM:\n%s\n%s", rules, routes)
+		t.Errorf("left %s:\n%s\n%s%s", when, rules, routes, fmt.Sprint(context...))
 	}
 }

@@ -223,11 +223,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	if d.err != nil {
 		t.Errorf("daemon after SIGTERM: %v", d.err)
 	}
-	rules, _ := b.Client.Run("ip", "rule", "show")
-	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
-	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
-		t.Errorf("left after SIGTERM:\n%s\n%s", rules, routes)
-	}
+	noneLeft(t, b, "after SIGTERM")
 	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != pmBefore {
 		t.Errorf("path_manager %q after SIGTERM, want %q as before the first process", pm, pmBefore)
 	}
@@ -269,11 +265,7 @@ func TestIntegrationReloadTablesThenStop(t *testing.T) {
 		t.Fatalf("rules after moving the tables to 5000: %q (before %q)", after, before)
 	}
 	stop()
-	rules := b.Client.MustRun("ip", "rule", "show")
-	routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
-	if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
-		t.Errorf("left after stop:\n%s\n%s", rules, routes)
-	}
+	noneLeft(t, b, "after stop")
 }
 
 // With `congestion:` set, an upgrade in place never leaves the policy's
@@ -604,11 +596,7 @@ func TestIntegrationStopDuringUpgrade(t *testing.T) {
 			if !strings.Contains(log.String(), want) {
 				t.Errorf("log without %q:\n%s", want, log)
 			}
-			rules := b.Client.MustRun("ip", "rule", "show")
-			routes, _ := b.Client.Run("ip", "route", "show", "table", "all", "proto", "201")
-			if strings.Contains(rules, "proto 201") || strings.TrimSpace(routes) != "" {
-				t.Errorf("left after the stop:\n%s\n%s\n%s", rules, routes, log)
-			}
+			noneLeft(t, b, "after the stop", "\n", log)
 			if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != pmBefore {
 				t.Errorf("path_manager %q after the stop, want %q", pm, pmBefore)
 			}
