@@ -3,7 +3,8 @@ package pathmgr
 import (
 	"fmt"
 	"os"
-	"strings"
+
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // Config selects where a Client or an EventListener works. A nil *Config
@@ -35,20 +36,4 @@ func (cfg *Config) netnsFile() (*os.File, error) {
 // path such as /proc/PID/ns/net. It returns nil, nil for "" (the current
 // namespace). Errors name the namespace and wrap the open error, so
 // errors.Is(err, os.ErrNotExist) tells a missing namespace.
-func OpenNetNS(name string) (*os.File, error) {
-	if name == "" {
-		return nil, nil
-	}
-	p := name
-	if !strings.HasPrefix(p, "/") {
-		if strings.Contains(p, "/") || p == "." || p == ".." {
-			return nil, fmt.Errorf("network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", name)
-		}
-		p = "/run/netns/" + p
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("network namespace %q: %w", name, err)
-	}
-	return f, nil
-}
+func OpenNetNS(name string) (*os.File, error) { return netns.Open(name) }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gigapath/gigapath/ebpf/bpffs"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // Scheduler describes one of the shipped BPF schedulers.
@@ -198,40 +198,6 @@ func names() []string {
 	return n
 }
 
-// inNetNS runs fn on a thread switched into the network namespace netns:
-// a name from `ip netns list` (resolved under /run/netns), an absolute path
-// to a namespace file, or "" for the caller's own. The thread is not reused
-// afterwards.
-func inNetNS(netns string, fn func() error) error {
-	if netns == "" {
-		return fn()
-	}
-	path := netns
-	if !strings.HasPrefix(path, "/") {
-		if strings.Contains(path, "/") || path == "." || path == ".." {
-			return fmt.Errorf("network namespace %q: a name must not contain '/'; give a name from `ip netns list` or an absolute path", netns)
-		}
-		path = "/run/netns/" + path
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Never unlocked: the thread dies with the goroutine.
-		f, err := os.Open(path)
-		if err != nil {
-			errc <- fmt.Errorf("network namespace: %w", err)
-			return
-		}
-		defer f.Close()
-		if err := setnsNet(f); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 const (
 	sysctlScheduler = "/proc/sys/net/mptcp/scheduler"
 	sysctlAvailable = "/proc/sys/net/mptcp/available_schedulers"
@@ -259,7 +225,7 @@ var ErrNoSchedulerSysctl = errors.New("this kernel has no net.mptcp.scheduler sy
 // from `ip netns list`, a namespace file path, or "" for the caller's).
 func State(netnsPath string) (KernelState, error) {
 	var st KernelState
-	err := inNetNS(netnsPath, func() error {
+	err := netns.Do(netnsPath, func() error {
 		a, err := os.ReadFile(sysctlScheduler)
 		if errors.Is(err, os.ErrNotExist) {
 			if _, err := os.Stat("/proc/sys/net/mptcp"); err != nil {
@@ -305,7 +271,7 @@ func Use(netnsPath, name string) error {
 	}
 	need := ours && !Registered(name) && !slices.Contains(st.Available, name)
 	return registerFor(need, name, Register, Unregister, func() error {
-		return inNetNS(netnsPath, func() error {
+		return netns.Do(netnsPath, func() error {
 			b, err := os.ReadFile(sysctlAvailable)
 			if err != nil {
 				return fmt.Errorf("read net.mptcp.available_schedulers: %w", err)

@@ -3,12 +3,9 @@ package controller
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/gigapath/gigapath/pathmgr"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // The path manager is net.mptcp.path_manager ("kernel" | "userspace") since
@@ -18,7 +15,7 @@ const (
 	pmTypeSysctl = "/proc/sys/net/mptcp/pm_type"
 )
 
-// setPathManager sets the namespace's path manager (netns "" = ours) and
+// setPathManager sets the namespace's path manager (ns "" = ours) and
 // returns a restore function that puts the previous value back, or nil when
 // nothing was changed, and that previous value. was is the value an earlier
 // process of ours found before it changed the setting and then exec'd this
@@ -26,8 +23,8 @@ const (
 // to restore. A connection keeps the path manager it was created with, so
 // restoring on exit leaves live connections alone and only gives new ones
 // what the host had before the daemon started.
-func setPathManager(netns, value, was string) (restore func() error, prev string, err error) {
-	err = inNetNS(netns, func() error {
+func setPathManager(ns, value, was string) (restore func() error, prev string, err error) {
+	err = netns.Do(ns, func() error {
 		var err error
 		prev, err = swapPathManager(value)
 		return err
@@ -42,7 +39,7 @@ func setPathManager(netns, value, was string) (restore func() error, prev string
 		return nil, "", nil
 	}
 	return func() error {
-		return inNetNS(netns, func() error {
+		return netns.Do(ns, func() error {
 			// Only undo our own change: leave a value someone set since.
 			cur, err := readPathManager()
 			if err != nil || cur != value {
@@ -86,28 +83,4 @@ func swapPathManager(value string) (string, error) {
 		v = "1"
 	}
 	return prev, os.WriteFile(pmTypeSysctl, []byte(v), 0)
-}
-
-// inNetNS runs fn on a locked thread switched into the namespace (/proc/sys
-// shows the namespace of the thread that opens the file); the thread is
-// discarded afterwards. netns "" runs fn on a fresh thread of our own.
-func inNetNS(netns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := pathmgr.OpenNetNS(netns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		if f != nil {
-			defer f.Close()
-			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-				errc <- fmt.Errorf("enter network namespace %q: %w", netns, err)
-				return
-			}
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }

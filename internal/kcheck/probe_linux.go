@@ -19,6 +19,7 @@ import (
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/ebpf/sched"
+	"github.com/gigapath/gigapath/internal/netns"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -29,7 +30,7 @@ func run(cfg Config) ([]Item, error) {
 	add(kernelItem())
 
 	// Items that depend on the namespace's settings.
-	err := inNetNS(cfg.NetNS, func() error {
+	err := netns.Do(cfg.NetNS, func() error {
 		add(mptcpItem())
 		add(pathManagersItem())
 		add(schedulersItem())
@@ -83,29 +84,6 @@ func kernelItem() Item {
 		Value:       unix.ByteSliceToString(u.Release[:]),
 		Consequence: "every item below is probed on this kernel, not inferred from its version",
 	}
-}
-
-// inNetNS runs fn on a thread switched into netns ("" = the caller's). The
-// thread is never reused: it dies with its goroutine.
-func inNetNS(netns string, fn func() error) error {
-	if netns == "" {
-		return fn()
-	}
-	f, err := pathmgr.OpenNetNS(netns)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", f.Name(), err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // inScratchNetNS runs fn on a thread moved to a new, empty network

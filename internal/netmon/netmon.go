@@ -24,7 +24,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/gigapath/gigapath/pathmgr"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // Config selects the namespace and what is reported.
@@ -319,7 +319,7 @@ func usableAddr(a netip.Addr, flags uint32, includeLinkLocal bool) bool {
 // netnsFile opens the namespace file named by name (see Config.NetNS), or
 // returns nil for the current namespace.
 func netnsFile(name string) (*os.File, error) {
-	f, err := pathmgr.OpenNetNS(name)
+	f, err := netns.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("netmon: %w", err)
 	}

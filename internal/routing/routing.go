@@ -30,7 +30,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/gigapath/gigapath/pathmgr"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // Protocol marks gigapath's rules and routes (`ip rule` and `ip route`
@@ -172,7 +172,7 @@ func (c Config) desired(p Path) ([]Rule, []Route) {
 // netnsFile opens the namespace file named by name, or returns nil for the
 // current namespace.
 func netnsFile(name string) (*os.File, error) {
-	f, err := pathmgr.OpenNetNS(name)
+	f, err := netns.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("routing: %w", err)
 	}

@@ -11,12 +11,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // NamePrefix starts the name of every namespace the testbed creates, so that
@@ -98,26 +96,7 @@ func (n *NetNS) MustRun(args ...string) string {
 // Do runs fn on an OS thread switched into the namespace. The thread is
 // thrown away afterwards, so no other goroutine ever runs in the namespace
 // by accident. Sockets created by fn stay in the namespace.
-func (n *NetNS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Not unlocking: the goroutine exits with the thread locked, so the
-		// runtime terminates the thread instead of reusing it.
-		f, err := os.Open(n.Path())
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
+func (n *NetNS) Do(fn func() error) error { return netns.Do(n.Path(), fn) }
 
 // Veth creates a veth pair with end aName in a and end bName in b, both up.
 func Veth(a *NetNS, aName string, b *NetNS, bName string) error {
