@@ -25,9 +25,11 @@ deps:
 build:
 	$(GO) build -ldflags "-X github.com/gigapath/gigapath/internal/buildinfo.revision=$(REVISION)" -o $(BIN) ./cmd/gigapath
 
-# Regenerates the eBPF objects (needs clang and bpftool); the generated
-# *_bpfel.go/*.o are committed so `go build` needs neither.
+# Regenerates the eBPF objects (installs the pinned clang and libbpf's
+# headers if missing); the generated *_bpfel.go/*.o are committed so
+# `go build` needs neither.
 generate:
+	@.ci/install-deps generate
 	$(GO) generate ./ebpf/...
 
 lint:

@@ -3,7 +3,10 @@
 /* Per-path policy and telemetry: a sockops program attached to a cgroup v2.
  *
  * For every TCP socket of the cgroup (MPTCP subflows included: they are TCP
- * sockets in the connection's cgroup) it looks up the socket's local address
+ * sockets in the connection's cgroup) in the scope network namespace
+ * (scope_netns, set by the loader: a cgroup's processes can live in many
+ * namespaces, and local addresses repeat across them) it looks up the
+ * socket's local address
  * in `policies` and, when the connection is established, applies what the
  * entry asks for: the congestion control algorithm, SO_MARK, SO_PRIORITY.
  * For MPTCP subflows it then asks for RTT, retransmission and state
@@ -13,6 +16,9 @@
 #include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* The network namespace covered: its cookie (SO_NETNS_COOKIE). */
+volatile const __u64 scope_netns;
 
 #define POLICY_CONGESTION (1 << 0)
 #define POLICY_MARK (1 << 1)
@@ -176,6 +182,8 @@ SEC("sockops")
 int gigapath_sockops(struct bpf_sock_ops *skops)
 {
 	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	if (bpf_get_netns_cookie(skops) != scope_netns)
 		return 1;
 
 	switch (skops->op) {

@@ -19,15 +19,16 @@
  * shaped link's qdisc refuses packets, TCP's retries and retransmissions
  * outnumbered the data the link carried several times over).
  *
- * Only subflows whose socket belongs to the scope cgroup (or one of its
- * descendants) count, like the sockops policy attached there: the
- * tracepoint fires for every MPTCP connection of the machine, in every
- * network namespace, and local addresses repeat across namespaces.
- * Kernel-created subflows carry their connection's cgroup
- * (mptcp_attach_cgroup). The loader sets scope_cgid; the program walks
- * the socket's cgroup ancestors (up to SCOPE_MAX_DEPTH levels) looking for
- * it, so no depth computed from a (possibly namespaced) path is needed. The
- * root of the hierarchy takes every socket.
+ * Only subflows whose socket is in the scope network namespace and belongs
+ * to the scope cgroup (or one of its descendants) count, like the sockops
+ * policy attached there: the tracepoint fires for every MPTCP connection of
+ * the machine, in every network namespace, and local addresses repeat
+ * across namespaces. Kernel-created subflows carry their connection's
+ * cgroup (mptcp_attach_cgroup) and namespace. The loader sets scope_cgid
+ * and scope_netns; the program walks the socket's cgroup ancestors (up to
+ * SCOPE_MAX_DEPTH levels) looking for the scope cgroup, so no depth
+ * computed from a (possibly namespaced) path is needed. The root of the
+ * hierarchy takes every socket of the namespace.
  * raw_tracepoint programs load under lockdown=integrity. */
 #include "common.h"
 
@@ -36,8 +37,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define GP_TCPF_ESTABLISHED (1 << 1)
 #define GP_TCPF_CLOSE_WAIT (1 << 8)
 
-/* The scope: cgroup id (kernfs node id, the directory's inode number). */
+/* The scope: cgroup id (kernfs node id, the directory's inode number), and
+ * the network namespace's cookie (SO_NETNS_COOKIE). */
 volatile const __u64 scope_cgid;
+volatile const __u64 scope_netns;
 
 /* Scope cgroups deeper than this below the real root never match. */
 #define SCOPE_MAX_DEPTH 16
@@ -97,13 +100,17 @@ static __always_inline int key_of(struct sock *ssk, struct addr_key *k)
 	return 0;
 }
 
-/* in_scope: ssk's cgroup is the scope cgroup or below it: one of its
- * ancestors (cgroup->ancestors[0..level], itself included) is the scope. */
+/* in_scope: ssk is in the scope network namespace, and its cgroup is the
+ * scope cgroup or below it: one of its ancestors
+ * (cgroup->ancestors[0..level], itself included) is the scope. */
 static __always_inline int in_scope(struct sock *ssk)
 {
-	struct cgroup *cg = BPF_CORE_READ(ssk, sk_cgrp_data.cgroup), *anc;
+	struct cgroup *cg, *anc;
 	int level, i;
 
+	if (BPF_CORE_READ(ssk, __sk_common.skc_net.net, net_cookie) != scope_netns)
+		return 0;
+	cg = BPF_CORE_READ(ssk, sk_cgrp_data.cgroup);
 	if (!cg)
 		return 0;
 	level = BPF_CORE_READ(cg, level);

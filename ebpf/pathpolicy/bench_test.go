@@ -143,7 +143,7 @@ func BenchmarkSockopsBulk(b *testing.B) {
 				name = proto + "/attached-policy"
 			}
 			b.Run(name, func(b *testing.B) {
-				p, err := Load(Options{Cgroup: tp.cgroup})
+				p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.cli.Path()})
 				if err != nil {
 					b.Fatal(err)
 				}

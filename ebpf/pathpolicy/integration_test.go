@@ -32,7 +32,7 @@ func TestIntegrationPolicyAndTelemetry(t *testing.T) {
 		tp.cli.MustRun(a...)
 	}
 
-	p, err := Load(Options{Cgroup: tp.cgroup})
+	p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.cli.Path()})
 	if err != nil {
 		t.Fatal(err)
 	}

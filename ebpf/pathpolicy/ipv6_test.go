@@ -57,7 +57,7 @@ func TestIntegrationPolicyIPv6(t *testing.T) {
 	if err := tp.cli.Sysctl("net.ipv4.tcp_congestion_control", "reno"); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Load(Options{Cgroup: tp.cgroup, NoSendShare: true})
+	p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.cli.Path(), NoSendShare: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@
 // MPTCP subflows are TCP sockets in their connection's cgroup, so a policy
 // keyed by local address reaches each subflow by the interface it leaves
 // through: congestion control, SO_MARK and SO_PRIORITY are set when the
-// subflow is established. Everything here loads under lockdown=integrity
+// subflow is established. A PathPolicy covers one network namespace (the
+// programs compare each socket's namespace cookie): the cgroup's processes
+// may live in several, and addresses repeat across them. Everything here loads under lockdown=integrity
 // (sockops, raw_tracepoint).
 package pathpolicy
 
@@ -23,6 +25,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
+	"github.com/gigapath/gigapath/internal/netns"
 )
 
 // Policy is what to apply to the subflows leaving from one local address.
@@ -49,6 +52,11 @@ type Options struct {
 	// relative to the cgroup v2 mount. Empty means the root of the
 	// hierarchy, i.e. every socket of the machine.
 	Cgroup string
+	// NetNS is the network namespace whose sockets are covered: a name
+	// from `ip netns list`, a namespace file path, or "" for the caller's.
+	// Sockets of the cgroup in other namespaces get no policy, no
+	// telemetry entry and no send-share count.
+	NetNS string
 	// NoSendShare skips the scheduler-choice counters.
 	NoSendShare bool
 }
@@ -56,6 +64,7 @@ type Options struct {
 // PathPolicy is the loaded and attached program set. Close detaches it.
 type PathPolicy struct {
 	cgroup string
+	netns  uint64 // the covered namespace's cookie
 	objs   pathpolicyObjects
 	link   link.Link
 
@@ -83,8 +92,19 @@ func Load(opts Options) (*PathPolicy, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("pathpolicy: raise memlock limit: %w", err)
 	}
-	p := &PathPolicy{cgroup: cg}
-	if err := loadPathpolicyObjects(&p.objs, nil); err != nil {
+	cookie, err := netns.Cookie(opts.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("pathpolicy: %w", err)
+	}
+	p := &PathPolicy{cgroup: cg, netns: cookie}
+	spec, err := loadPathpolicy()
+	if err != nil {
+		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
+	}
+	if err := spec.Variables[pathpolicyVarScopeNetns].Set(cookie); err != nil {
+		return nil, fmt.Errorf("pathpolicy: network namespace scope: %w", err)
+	}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
 	}
 	p.link, err = link.AttachCgroup(link.CgroupOptions{
@@ -107,8 +127,8 @@ func Load(opts Options) (*PathPolicy, error) {
 
 func (p *PathPolicy) loadShare() error {
 	// The tracepoint sees every MPTCP connection of the machine; the
-	// program counts only sockets of p.cgroup and its descendants, the
-	// scope of the sockops policy.
+	// program counts only sockets of p.cgroup and its descendants in p's
+	// network namespace, the scope of the sockops policy.
 	id, err := cgroup.ID(p.cgroup)
 	if err != nil {
 		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
@@ -118,6 +138,9 @@ func (p *PathPolicy) loadShare() error {
 		return fmt.Errorf("pathpolicy: load send-share programs: %w", err)
 	}
 	if err := spec.Variables[sendshareVarScopeCgid].Set(id); err != nil {
+		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
+	}
+	if err := spec.Variables[sendshareVarScopeNetns].Set(p.netns); err != nil {
 		return fmt.Errorf("pathpolicy: send-share scope: %w", err)
 	}
 	p.share = new(sendshareObjects)
@@ -138,6 +161,9 @@ func (p *PathPolicy) loadShare() error {
 
 // Cgroup is the cgroup the sockops program is attached to.
 func (p *PathPolicy) Cgroup() string { return p.cgroup }
+
+// NetNSCookie is the cookie of the network namespace covered.
+func (p *PathPolicy) NetNSCookie() uint64 { return p.netns }
 
 // Links returns the attachments (the sockops cgroup link, then the
 // send-share tracepoints), for a caller that must keep them alive across

@@ -56,6 +56,7 @@ const (
 	pathpolicyMapPolicies         = "policies"
 	pathpolicyMapSubflows         = "subflows"
 	pathpolicyProgGigapathSockops = "gigapath_sockops"
+	pathpolicyVarScopeNetns       = "scope_netns"
 )
 
 // loadPathpolicy returns the embedded CollectionSpec for pathpolicy.
@@ -115,6 +116,7 @@ type pathpolicyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type pathpolicyVariableSpecs struct {
+	ScopeNetns *ebpf.VariableSpec `ebpf:"scope_netns"`
 }
 
 // pathpolicyObjects contains all objects after they have been loaded into the kernel.
@@ -152,6 +154,7 @@ func (m *pathpolicyMaps) Close() error {
 //
 // It can be passed to loadPathpolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type pathpolicyVariables struct {
+	ScopeNetns *ebpf.Variable `ebpf:"scope_netns"`
 }
 
 // pathpolicyPrograms contains all programs after they have been loaded into the kernel.

@@ -45,6 +45,7 @@ const (
 	sendshareMapShares           = "shares"
 	sendshareProgGigapathGetSend = "gigapath_get_send"
 	sendshareVarScopeCgid        = "scope_cgid"
+	sendshareVarScopeNetns       = "scope_netns"
 )
 
 // loadSendshare returns the embedded CollectionSpec for sendshare.
@@ -105,7 +106,8 @@ type sendshareMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sendshareVariableSpecs struct {
-	ScopeCgid *ebpf.VariableSpec `ebpf:"scope_cgid"`
+	ScopeCgid  *ebpf.VariableSpec `ebpf:"scope_cgid"`
+	ScopeNetns *ebpf.VariableSpec `ebpf:"scope_netns"`
 }
 
 // sendshareObjects contains all objects after they have been loaded into the kernel.
@@ -145,7 +147,8 @@ func (m *sendshareMaps) Close() error {
 //
 // It can be passed to loadSendshareObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sendshareVariables struct {
-	ScopeCgid *ebpf.Variable `ebpf:"scope_cgid"`
+	ScopeCgid  *ebpf.Variable `ebpf:"scope_cgid"`
+	ScopeNetns *ebpf.Variable `ebpf:"scope_netns"`
 }
 
 // sendsharePrograms contains all programs after they have been loaded into the kernel.

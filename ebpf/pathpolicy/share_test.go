@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,7 +51,7 @@ func TestIntegrationSendShare(t *testing.T) {
 	for _, dev := range []string{"wifi0", "lte0"} {
 		tp.cli.MustRun("tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "20mbit", "burst", "16kb", "latency", "30ms")
 	}
-	p, err := Load(Options{Cgroup: tp.cgroup})
+	p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.cli.Path()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestIntegrationSendShare(t *testing.T) {
 // cgroup of the scope is counted.
 func TestIntegrationSendShareScope(t *testing.T) {
 	tp := newTopo(t)
-	p, err := Load(Options{Cgroup: tp.cgroup})
+	p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.cli.Path()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,4 +251,79 @@ func txBytes(t *testing.T, tp *topo, dev string) uint64 {
 		t.Fatalf("ip -j -s link show dev %s: %v: %s", dev, err, out)
 	}
 	return links[0].Stats.TX.Bytes
+}
+
+// TestIntegrationNetNSScope: a cgroup's processes can live in several
+// network namespaces, and addresses repeat across them. Two identical
+// topologies, the same addresses in both, clients of both born in the
+// policy's cgroup: the policy loaded for the first namespace gives its lte
+// subflow cubic (ss -ti), while the second namespace's lte subflow keeps
+// the namespace default (reno), gets no telemetry entry and is not
+// counted in the send share.
+func TestIntegrationNetNSScope(t *testing.T) {
+	ours, other := newTopo(t), newTopo(t)
+	for _, tp := range []*topo{ours, other} {
+		if err := tp.cli.Sysctl("net.ipv4.tcp_congestion_control", "reno"); err != nil {
+			t.Fatal(err)
+		}
+		tp.startServer(t)
+	}
+	p, err := Load(Options{Cgroup: ours.cgroup, NetNS: ours.cli.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	if err := p.SetInterfacePolicy(netip.MustParseAddr(lteAddr), Policy{Congestion: "cubic"}); err != nil {
+		t.Fatal(err)
+	}
+	lteCC := func(tp *topo) string {
+		t.Helper()
+		// The lte subflow joins once the connection is up.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			for _, s := range ssTCP(t, tp.cli) {
+				if strings.HasPrefix(s.local, lteAddr+":") {
+					return s.cc
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ss -ti in %s shows no subflow from %s", tp.cli.Name, lteAddr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	_, stop := other.startClientIn(t, 3*time.Second, ours.cgroup)
+	if cc := lteCC(other); cc != "reno" {
+		t.Errorf("the other namespace's lte subflow uses %q: the policy reached a namespace it does not cover (want reno)", cc)
+	}
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	stats, err := p.Telemetry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats) != 0 {
+		t.Errorf("telemetry has subflows of the other namespace: %+v", stats)
+	}
+	shares, err := p.SendShares()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shares) != 0 {
+		t.Errorf("send share counted the other namespace: %+v", shares)
+	}
+
+	_, stop = ours.startClientIn(t, 3*time.Second, ours.cgroup)
+	if cc := lteCC(ours); cc != "cubic" {
+		t.Errorf("our namespace's lte subflow uses %q, want cubic", cc)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if stats, err = p.Telemetry(); err != nil || len(stats) == 0 {
+		t.Errorf("no telemetry for our namespace's subflows: %v %v", stats, err)
+	}
+	stop()
+	if shares, err = p.SendShares(); err != nil || len(shares) == 0 {
+		t.Errorf("send share counted nothing of our namespace: %v %v", shares, err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 
@@ -18,6 +19,8 @@ import (
 func Supported() (policy, sendShare error) {
 	if err := features.HaveProgramType(ebpf.SockOps); err != nil {
 		policy = fmt.Errorf("per-path policy needs BPF sockops programs: %w", err)
+	} else if err := features.HaveProgramHelper(ebpf.SockOps, asm.FnGetNetnsCookie); err != nil {
+		policy = fmt.Errorf("per-path policy needs bpf_get_netns_cookie in sockops programs (Linux 5.15 or newer) to keep to one network namespace: %w", err)
 	} else if _, err := cgroup.Mount(); err != nil {
 		policy = fmt.Errorf("per-path policy needs a cgroup v2 hierarchy: %w", err)
 	}

@@ -32,7 +32,7 @@ func (c *Controller) syncPathPolicy() {
 		if len(want) == 0 || c.ppFailed {
 			return
 		}
-		pp, err := pathpolicy.Load(pathpolicy.Options{Cgroup: c.pol.PathCgroup, NoSendShare: true})
+		pp, err := pathpolicy.Load(pathpolicy.Options{Cgroup: c.pol.PathCgroup, NetNS: c.cfg.NetNS, NoSendShare: true})
 		if err != nil {
 			c.ppFailed = true
 			c.log.Warn("per-interface congestion/mark not applied: sockops program not loaded; subflows keep the host's settings", "err", err)
