@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -176,6 +177,11 @@ func mptcpifyAttach(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
+	if gone, err := m.Prune(); err != nil {
+		return err
+	} else if len(gone) > 0 {
+		fmt.Fprintf(os.Stderr, "mptcpify attach: removed the pids of exited processes: %v\n", gone)
+	}
 	for _, p := range cgs {
 		if err := m.AddCgroup(p); err != nil {
 			return err
@@ -273,10 +279,13 @@ type mptcpifyState struct {
 	PinDir    string           `json:"pin_dir"`
 	Cgroups   []mptcpifyCgroup `json:"cgroups"`
 	Pids      []int            `json:"pids"`
+	// PidsExited are pids in the map whose process has exited: not in
+	// scope (a recycled pid is not either); the next attach removes them.
+	PidsExited []int `json:"pids_exited"`
 }
 
 func mptcpifyStatus(c *cli.Context) error {
-	st := mptcpifyState{PinDir: mptcpify.DefaultPinDir, Cgroups: []mptcpifyCgroup{}, Pids: []int{}}
+	st := mptcpifyState{PinDir: mptcpify.DefaultPinDir, Cgroups: []mptcpifyCgroup{}, Pids: []int{}, PidsExited: []int{}}
 	if err := mptcpify.Supported(); err != nil {
 		st.Reason = err.Error()
 	} else {
@@ -288,10 +297,15 @@ func mptcpifyStatus(c *cli.Context) error {
 			return err
 		}
 		ids, pids, err := m.Scope()
+		var stale []int
+		if err == nil {
+			stale, err = m.Stale()
+		}
 		m.Close()
 		if err != nil {
 			return err
 		}
+		st.PidsExited = append(st.PidsExited, stale...)
 		st.Attached = true
 		paths := cgroupPaths(ids)
 		for _, id := range ids {
@@ -321,6 +335,10 @@ func mptcpifyStatus(c *cli.Context) error {
 		fmt.Printf("cgroup %d %s\n", cg.ID, p)
 	}
 	for _, p := range st.Pids {
+		if slices.Contains(st.PidsExited, p) {
+			fmt.Printf("pid %d (exited: not in scope)\n", p)
+			continue
+		}
 		fmt.Printf("pid %d\n", p)
 	}
 	return nil

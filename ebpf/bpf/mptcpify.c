@@ -6,8 +6,12 @@
  * calls in socket(2) to let BPF pick the protocol. IPv4/IPv6 SOCK_STREAM
  * sockets asking for protocol 0 or IPPROTO_TCP get IPPROTO_MPTCP when the
  * calling task is in one of the cgroups in `cgroups` (or below one of them),
- * or its process id (tgid) is in `pids`. Both maps empty = nothing changes:
- * the program is never system-wide by accident. */
+ * or its process is in `pids`. Both maps empty = nothing changes: the
+ * program is never system-wide by accident.
+ *
+ * `pids` holds process ids as the loader sees them: in its PID namespace
+ * (`pid_scope`; a process of another namespace never matches), each with
+ * the process's start time, so a recycled pid does not inherit the scope. */
 #include "common.h"
 
 char __license[] SEC("license") = "GPL";
@@ -24,20 +28,63 @@ struct {
 	__type(value, __u8);
 } cgroups SEC(".maps");
 
+/* /proc/PID/stat's start time is in USER_HZ ticks since boot. */
+#define GP_USER_HZ 100
+#define GP_NSEC_PER_TICK (1000000000ULL / GP_USER_HZ)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
-	__type(key, __u32); /* tgid */
-	__type(value, __u8);
+	__type(key, __u32);   /* tgid in the pid_scope namespace */
+	__type(value, __u64); /* its start time, ticks since boot (/proc/PID/stat field 22) */
 } pids SEC(".maps");
+
+/* The PID namespace the pids are numbered in: dev and inode of the
+ * loader's /proc/self/ns/pid; ino 0 = the initial namespace. */
+struct pid_scope {
+	__u64 dev;
+	__u64 ino;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pid_scope);
+} pid_scope SEC(".maps");
+
+static __always_inline bool pid_in_scope(void)
+{
+	struct bpf_pidns_info ns = {};
+	struct task_struct *task;
+	struct pid_scope *ps;
+	__u32 zero = 0, tgid;
+	__u64 *start;
+
+	ps = bpf_map_lookup_elem(&pid_scope, &zero);
+	if (!ps)
+		return false;
+	if (ps->ino) {
+		/* Fails for a task of any other PID namespace. */
+		if (bpf_get_ns_current_pid_tgid(ps->dev, ps->ino, &ns, sizeof(ns)))
+			return false;
+		tgid = ns.tgid;
+	} else {
+		tgid = bpf_get_current_pid_tgid() >> 32;
+	}
+	start = bpf_map_lookup_elem(&pids, &tgid);
+	if (!start)
+		return false;
+	task = bpf_get_current_task_btf();
+	return BPF_CORE_READ(task, group_leader, start_boottime) / GP_NSEC_PER_TICK == *start;
+}
 
 static __always_inline bool in_scope(void)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 id;
 	int level;
 
-	if (bpf_map_lookup_elem(&pids, &tgid))
+	if (pid_in_scope())
 		return true;
 	id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&cgroups, &id))

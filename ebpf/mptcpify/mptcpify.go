@@ -2,6 +2,10 @@
 // BPF program on the kernel's update_socket_protocol() hook (fmod_ret,
 // Linux >= 6.6), scoped to cgroups v2 and/or process ids.
 //
+// Process ids are those of the loader's PID namespace, bound to the
+// process's start time: a process of another PID namespace, or a later
+// process that got a recycled pid, is not in scope.
+//
 // Lifecycle: Load, AddCgroup / AddPID, Attach; Close detaches unless the
 // program was pinned with Pin, in which case it stays until Unpin (or until
 // someone opens it with OpenPinned and calls Unpin). With no cgroup and no
@@ -107,10 +111,13 @@ func lockdown() string {
 
 // Mptcpify is the loaded program and its scope maps.
 type Mptcpify struct {
-	prog    *ebpf.Program
-	cgroups *ebpf.Map
-	pids    *ebpf.Map
-	link    link.Link
+	prog     *ebpf.Program
+	cgroups  *ebpf.Map
+	pids     *ebpf.Map
+	pidScope *ebpf.Map
+	link     link.Link
+	// pidErr, when set, says why pids cannot be added by this process.
+	pidErr error
 }
 
 // Load loads the program (not yet attached). On kernels that refuse it the
@@ -126,7 +133,17 @@ func Load() (*Mptcpify, error) {
 		}
 		return nil, fmt.Errorf("mptcpify: load: %w", err)
 	}
-	return &Mptcpify{prog: objs.Mptcpify, cgroups: objs.Cgroups, pids: objs.Pids}, nil
+	m := &Mptcpify{prog: objs.Mptcpify, cgroups: objs.Cgroups, pids: objs.Pids, pidScope: objs.PidScope}
+	// Pids are numbered in our PID namespace. When that cannot be told,
+	// the scope stays the initial namespace's and AddPID refuses, naming
+	// the reason; cgroups work either way.
+	if ps, err := ownPIDScope(); err != nil {
+		m.pidErr = err
+	} else if err := m.pidScope.Put(uint32(0), &ps); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mptcpify: set the PID namespace: %w", err)
+	}
+	return m, nil
 }
 
 // AddCgroup puts the cgroup v2 at path (absolute, or relative to the
@@ -176,15 +193,92 @@ func cgroupID(path string) (uint64, string, error) {
 	return id, p, nil
 }
 
-// AddPID puts process pid (all its threads) in scope.
+// AddPID puts process pid (all its threads) in scope: pid as this
+// process sees it, in its PID namespace. The entry is bound to the
+// process's start time, so once it exits its pid, when recycled, is not
+// in scope; Prune removes such entries.
 func (m *Mptcpify) AddPID(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("mptcpify: pid %d: want a positive process id", pid)
 	}
-	if err := m.pids.Put(uint32(pid), uint8(1)); err != nil {
+	if err := m.samePIDScope(); err != nil {
+		return err
+	}
+	start, err := startTicks(pid)
+	if err != nil {
+		return fmt.Errorf("mptcpify: %w", err)
+	}
+	if err := m.pids.Put(uint32(pid), start); err != nil {
 		return fmt.Errorf("mptcpify: add pid %d: %w", pid, err)
 	}
 	return nil
+}
+
+// samePIDScope checks that pids given by this process mean what the
+// program reads them as: the program numbers them in the PID namespace
+// of whoever loaded it (for a pinned program, maybe another process).
+func (m *Mptcpify) samePIDScope() error {
+	if m.pidErr != nil {
+		return m.pidErr
+	}
+	ours, err := ownPIDScope()
+	if err != nil {
+		return err
+	}
+	var theirs mptcpifyPidScope
+	if err := m.pidScope.Lookup(uint32(0), &theirs); err != nil {
+		return fmt.Errorf("mptcpify: read the PID namespace: %w", err)
+	}
+	if ours != theirs {
+		return fmt.Errorf("mptcpify: the program was loaded in another PID namespace (inode %d; ours is %d): its pids are not ours; add pids from that namespace, or use a cgroup", nsIno(theirs), nsIno(ours))
+	}
+	return nil
+}
+
+func nsIno(s mptcpifyPidScope) uint64 {
+	if s.Ino == 0 {
+		return initPIDNSIno
+	}
+	return s.Ino
+}
+
+// Stale lists the pids whose process has exited (or whose pid now belongs
+// to a later process): no socket of theirs is in scope any more. Only a
+// process in the program's PID namespace can tell; elsewhere it returns
+// nil, nil.
+func (m *Mptcpify) Stale() ([]int, error) {
+	if m.samePIDScope() != nil {
+		return nil, nil
+	}
+	var (
+		pid   uint32
+		start uint64
+		gone  []int
+	)
+	it := m.pids.Iterate()
+	for it.Next(&pid, &start) {
+		if now, err := startTicks(int(pid)); err != nil || now != start {
+			gone = append(gone, int(pid))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("mptcpify: read pids: %w", err)
+	}
+	return gone, nil
+}
+
+// Prune removes the Stale pids and returns them.
+func (m *Mptcpify) Prune() ([]int, error) {
+	gone, err := m.Stale()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range gone {
+		if err := m.RemovePID(p); err != nil {
+			return nil, err
+		}
+	}
+	return gone, nil
 }
 
 // RemovePID takes pid out of scope.
@@ -198,9 +292,8 @@ func (m *Mptcpify) RemovePID(pid int) error {
 // Scope lists the cgroup ids and pids in scope.
 func (m *Mptcpify) Scope() (cgroupIDs []uint64, pids []int, err error) {
 	var (
-		id  uint64
-		pid uint32
-		v   uint8
+		id uint64
+		v  uint8
 	)
 	it := m.cgroups.Iterate()
 	for it.Next(&id, &v) {
@@ -209,12 +302,21 @@ func (m *Mptcpify) Scope() (cgroupIDs []uint64, pids []int, err error) {
 	if err := it.Err(); err != nil {
 		return nil, nil, fmt.Errorf("mptcpify: read cgroups: %w", err)
 	}
-	it = m.pids.Iterate()
-	for it.Next(&pid, &v) {
-		pids = append(pids, int(pid))
-	}
-	if err := it.Err(); err != nil {
-		return nil, nil, fmt.Errorf("mptcpify: read pids: %w", err)
+	// Keys only: the values' layout differs in maps pinned by older
+	// versions.
+	var (
+		prev any
+		key  uint32
+	)
+	for {
+		if err := m.pids.NextKey(prev, &key); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			return nil, nil, fmt.Errorf("mptcpify: read pids: %w", err)
+		}
+		pids = append(pids, int(key))
+		prev = key
 	}
 	return cgroupIDs, pids, nil
 }
@@ -244,6 +346,7 @@ const (
 	pinLink    = "link"
 	pinCgroups = "cgroups"
 	pinPids    = "pids"
+	pinPIDNS   = "pid_scope"
 )
 
 // Pin pins the link and the scope maps under dir (in a BPF file system,
@@ -262,9 +365,15 @@ func (m *Mptcpify) Pin(dir string) error {
 		m.cgroups.Unpin()
 		return fmt.Errorf("mptcpify: pin: %w", err)
 	}
+	if err := m.pidScope.Pin(filepath.Join(dir, pinPIDNS)); err != nil {
+		m.cgroups.Unpin()
+		m.pids.Unpin()
+		return fmt.Errorf("mptcpify: pin: %w", err)
+	}
 	if err := m.link.Pin(filepath.Join(dir, pinLink)); err != nil {
 		m.cgroups.Unpin()
 		m.pids.Unpin()
+		m.pidScope.Unpin()
 		return fmt.Errorf("mptcpify: pin: %w", err)
 	}
 	return nil
@@ -296,7 +405,23 @@ func OpenPinned(dir string) (*Mptcpify, error) {
 		cg.Close()
 		return nil, fmt.Errorf("mptcpify: open pinned map: %w", err)
 	}
-	return &Mptcpify{cgroups: cg, pids: pids, link: l}, nil
+	m := &Mptcpify{cgroups: cg, pids: pids, link: l}
+	ps, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinPIDNS), nil)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || (err == nil && pids.ValueSize() != 8):
+		// Pinned by a gigapath from before pids had a namespace and a
+		// start time: it can still be listed and detached.
+		if ps != nil {
+			ps.Close()
+		}
+		m.pidErr = fmt.Errorf("mptcpify: the program pinned under %s comes from an older gigapath (pids without PID namespace and start time): detach it (gigapath mptcpify detach) and attach again", dir)
+	case err != nil:
+		m.Close()
+		return nil, fmt.Errorf("mptcpify: open pinned map: %w", err)
+	default:
+		m.pidScope = ps
+	}
+	return m, nil
 }
 
 // Unpin removes the pins; the program goes away at Close.
@@ -306,6 +431,9 @@ func (m *Mptcpify) Unpin() error {
 		errs = append(errs, m.link.Unpin())
 	}
 	errs = append(errs, m.cgroups.Unpin(), m.pids.Unpin())
+	if m.pidScope != nil {
+		errs = append(errs, m.pidScope.Unpin())
+	}
 	return errors.Join(errs...)
 }
 
@@ -321,5 +449,8 @@ func (m *Mptcpify) Close() error {
 		errs = append(errs, m.prog.Close())
 	}
 	errs = append(errs, m.cgroups.Close(), m.pids.Close())
+	if m.pidScope != nil {
+		errs = append(errs, m.pidScope.Close())
+	}
 	return errors.Join(errs...)
 }

@@ -8,15 +8,23 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type mptcpifyPidScope struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	mptcpifyMapCgroups   = "cgroups"
+	mptcpifyMapPidScope  = "pid_scope"
 	mptcpifyMapPids      = "pids"
 	mptcpifyProgMptcpify = "mptcpify"
 )
@@ -70,8 +78,9 @@ type mptcpifyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mptcpifyMapSpecs struct {
-	Cgroups *ebpf.MapSpec `ebpf:"cgroups"`
-	Pids    *ebpf.MapSpec `ebpf:"pids"`
+	Cgroups  *ebpf.MapSpec `ebpf:"cgroups"`
+	PidScope *ebpf.MapSpec `ebpf:"pid_scope"`
+	Pids     *ebpf.MapSpec `ebpf:"pids"`
 }
 
 // mptcpifyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -100,13 +109,15 @@ func (o *mptcpifyObjects) Close() error {
 //
 // It can be passed to loadMptcpifyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mptcpifyMaps struct {
-	Cgroups *ebpf.Map `ebpf:"cgroups"`
-	Pids    *ebpf.Map `ebpf:"pids"`
+	Cgroups  *ebpf.Map `ebpf:"cgroups"`
+	PidScope *ebpf.Map `ebpf:"pid_scope"`
+	Pids     *ebpf.Map `ebpf:"pids"`
 }
 
 func (m *mptcpifyMaps) Close() error {
 	return _MptcpifyClose(
 		m.Cgroups,
+		m.PidScope,
 		m.Pids,
 	)
 }
