@@ -235,6 +235,14 @@ func (m *Mptcpify) samePIDScope() error {
 	return nil
 }
 
+// initPIDNSIno is the inode of the initial PID namespace
+// (PROC_PID_INIT_INO), the same on every kernel.
+const initPIDNSIno = 0xEFFFFFFC
+
+// userHZ is the unit of /proc/PID/stat's start time, the same as the
+// program's GP_USER_HZ (100 on every architecture gigapath builds for).
+const userHZ = 100
+
 func nsIno(s mptcpifyPidScope) uint64 {
 	if s.Ino == 0 {
 		return initPIDNSIno

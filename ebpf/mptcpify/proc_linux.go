@@ -12,14 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initPIDNSIno is the inode of the initial PID namespace
-// (PROC_PID_INIT_INO), the same on every kernel.
-const initPIDNSIno = 0xEFFFFFFC
-
-// userHZ is the unit of /proc/PID/stat's start time, the same as the
-// program's GP_USER_HZ (100 on every architecture gigapath builds for).
-const userHZ = 100
-
 // ownPIDScope is the PID namespace our process ids are numbered in: ours,
 // as dev and inode of /proc/self/ns/pid; {0, 0} for the initial one. It is
 // an error when the /proc mounted here belongs to another PID namespace:
