@@ -177,6 +177,12 @@ func mptcpifyAttach(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
+	// Every pid is checked before anything changes: nothing half-applied.
+	for _, p := range pids {
+		if err := m.CheckPID(p); err != nil {
+			return err
+		}
+	}
 	if gone, err := m.Prune(); err != nil {
 		return err
 	} else if len(gone) > 0 {

@@ -198,10 +198,7 @@ func cgroupID(path string) (uint64, string, error) {
 // process's start time, so once it exits its pid, when recycled, is not
 // in scope; Prune removes such entries.
 func (m *Mptcpify) AddPID(pid int) error {
-	if pid <= 0 {
-		return fmt.Errorf("mptcpify: pid %d: want a positive process id", pid)
-	}
-	if err := m.samePIDScope(); err != nil {
+	if err := m.CheckPID(pid); err != nil {
 		return err
 	}
 	start, err := startTicks(pid)
@@ -210,6 +207,28 @@ func (m *Mptcpify) AddPID(pid int) error {
 	}
 	if err := m.pids.Put(uint32(pid), start); err != nil {
 		return fmt.Errorf("mptcpify: add pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// errNoProcess is wrapped when a pid names no live process.
+var errNoProcess = errors.New("no such process")
+
+// CheckPID says whether AddPID(pid) would work, changing nothing: pid
+// names a live process of our PID namespace, and the program numbers pids
+// in that namespace too.
+func (m *Mptcpify) CheckPID(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("mptcpify: pid %d: want a positive process id", pid)
+	}
+	if err := m.samePIDScope(); err != nil {
+		return err
+	}
+	if err := inOurPIDNS(pid); err != nil {
+		return fmt.Errorf("mptcpify: %w", err)
+	}
+	if _, err := startTicks(pid); err != nil {
+		return fmt.Errorf("mptcpify: %w", err)
 	}
 	return nil
 }
@@ -265,7 +284,14 @@ func (m *Mptcpify) Stale() ([]int, error) {
 	)
 	it := m.pids.Iterate()
 	for it.Next(&pid, &start) {
-		if now, err := startTicks(int(pid)); err != nil || now != start {
+		now, err := startTicks(int(pid))
+		switch {
+		case errors.Is(err, errNoProcess):
+			gone = append(gone, int(pid))
+		case err != nil:
+			// Unreadable is not gone (hidepid, EIO): keep it, say why.
+			return nil, fmt.Errorf("mptcpify: %w", err)
+		case now != start:
 			gone = append(gone, int(pid))
 		}
 	}

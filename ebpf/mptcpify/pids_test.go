@@ -5,6 +5,7 @@ package mptcpify
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -242,5 +243,31 @@ func TestIntegrationPIDNamespace(t *testing.T) {
 	}
 	if self != "6" {
 		t.Errorf("the helper, not in scope, got protocol %s, want 6: %q", self, got)
+	}
+}
+
+// TestInOurPIDNS: a process of a PID namespace nested below ours shows in
+// our /proc but cannot be scoped by pid; one of ours can; a missing pid
+// is "no such process".
+func TestInOurPIDNS(t *testing.T) {
+	needRoot(t)
+	ours := exec.Command("sleep", "5")
+	nested := exec.Command("sleep", "5")
+	nested.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	for _, c := range []*exec.Cmd{ours, nested} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	}
+	if err := inOurPIDNS(ours.Process.Pid); err != nil {
+		t.Errorf("a child in our PID namespace: %v", err)
+	}
+	err := inOurPIDNS(nested.Process.Pid)
+	if err == nil || !strings.Contains(err.Error(), "another PID namespace") || !strings.Contains(err.Error(), fmt.Sprint(nested.Process.Pid)) {
+		t.Errorf("a child in a nested PID namespace: %v, want a refusal naming it", err)
+	}
+	if err := inOurPIDNS(1 << 30); !errors.Is(err, errNoProcess) {
+		t.Errorf("a missing pid: %v, want errNoProcess", err)
 	}
 }

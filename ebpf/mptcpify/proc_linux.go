@@ -4,7 +4,9 @@ package mptcpify
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -28,7 +30,29 @@ func ownPIDScope() (mptcpifyPidScope, error) {
 	if st.Ino == initPIDNSIno {
 		return mptcpifyPidScope{}, nil
 	}
-	return mptcpifyPidScope{Dev: st.Dev, Ino: st.Ino}, nil
+	// bpf_get_ns_current_pid_tgid compares dev with the kernel's own
+	// encoding of nsfs's device (MKDEV: major << 20 | minor), not stat's.
+	return mptcpifyPidScope{Dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), Ino: st.Ino}, nil
+}
+
+// inOurPIDNS checks that process pid's active PID namespace is ours: a
+// process of a namespace nested below ours shows in our /proc, but the
+// program numbers only tasks of exactly the loader's namespace.
+func inOurPIDNS(pid int) error {
+	var ours, theirs unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &ours); err != nil {
+		return fmt.Errorf("our PID namespace: %w", err)
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &theirs); err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pid %d: %w", pid, errNoProcess)
+		}
+		return fmt.Errorf("pid %d: its PID namespace: %w", pid, err)
+	}
+	if ours.Dev != theirs.Dev || ours.Ino != theirs.Ino {
+		return fmt.Errorf("pid %d lives in another PID namespace (inode %d, nested in ours %d): only processes of our own namespace can be scoped by pid; put it in a cgroup instead", pid, theirs.Ino, ours.Ino)
+	}
+	return nil
 }
 
 // startTicks is the start time of process pid in ticks since boot as the
@@ -37,8 +61,8 @@ func ownPIDScope() (mptcpifyPidScope, error) {
 func startTicks(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		if os.IsNotExist(err) {
-			return 0, fmt.Errorf("pid %d: no such process", pid)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return 0, fmt.Errorf("pid %d: %w", pid, errNoProcess)
 		}
 		return 0, fmt.Errorf("pid %d: %w", pid, err)
 	}

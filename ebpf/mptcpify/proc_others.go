@@ -12,3 +12,5 @@ var errNotLinux = fmt.Errorf("mptcpify needs Linux (not %s/%s)", runtime.GOOS, r
 func ownPIDScope() (mptcpifyPidScope, error) { return mptcpifyPidScope{}, errNotLinux }
 
 func startTicks(int) (uint64, error) { return 0, errNotLinux }
+
+func inOurPIDNS(int) error { return errNotLinux }
