@@ -23,7 +23,8 @@ steering: aggregate
 #scheduler: default
 
 # Cgroup v2 whose sockets get the interfaces' congestion/mark (eBPF
-# sockops); default: the cgroup v2 root, i.e. every socket of the machine.
+# sockops); default: the cgroup v2 root, i.e. every socket of the managed
+# network namespace.
 #path_cgroup: system.slice/app.service
 
 # Cgroups (systemd unit names or cgroup v2 paths) whose TCP sockets are
