@@ -14,7 +14,7 @@ FUZZTIME   ?= 100000x
 
 export CLANG BPF_CFLAGS
 
-.PHONY: all deps build generate lint test unit fuzz demo bench vmtest clean
+.PHONY: all deps build generate lint test unit fuzz demo bench vmtest vmtest-systemd clean
 
 all: build
 
@@ -62,6 +62,11 @@ bench:
 # table in docs/kernels.md from the results (docs/kernels/*.json).
 vmtest:
 	.ci/vmtest --out docs/kernels
+
+# The systemd unit (docs/deploy/gigapath.service) under systemd as PID 1 in
+# a 6.12 guest (this host has no running systemd); part of .ci/run.
+vmtest-systemd:
+	.ci/vmtest-systemd 6.12
 
 demo: deps build
 	./$(BIN) demo

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 // The shipped systemd unit, pointed at the built binary, passes systemd's
 // own checks: `systemd-analyze verify` finds nothing to say, and the
 // offline security analysis rates its exposure at most 3.0 ("OK"). Its
-// ExecStartPre (`config check`) accepts the reference config.
+// ExecStart, given a bad policy, exits with the status
+// RestartPreventExitStatus names, so systemd does not restart it in a
+// loop (.ci/vmtest-systemd checks that under a running systemd).
 func TestSystemdUnit(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Fatal("systemd-analyze not found: .ci/install-deps installs the systemd package")
@@ -47,21 +50,26 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	t.Logf("systemd-analyze security: exposure %s %s", m[1], m[2])
 
-	// ExecStartPre runs `config check` on the installed policy: the
-	// reference config passes it.
-	example, err := exec.Command(bin, "config", "example").Output()
-	if err != nil {
+	// A bad policy: ExecStart exits with the status that prevents a
+	// restart.
+	if err := os.WriteFile(cfg, []byte("steering: sideways\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfg, example, 0o600); err != nil {
-		t.Fatal(err)
+	prevent := regexp.MustCompile(`(?m)^RestartPreventExitStatus=(\d+)$`).FindStringSubmatch(text)
+	start := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindStringSubmatch(text)
+	if prevent == nil || start == nil {
+		t.Fatal("the unit lacks ExecStart or RestartPreventExitStatus")
 	}
-	pre := regexp.MustCompile(`(?m)^ExecStartPre=(.*)$`).FindStringSubmatch(text)
-	if pre == nil {
-		t.Fatal("the unit has no ExecStartPre")
+	if regexp.MustCompile(`(?m)^ExecStartPre=`).MatchString(text) {
+		t.Error("the unit has an ExecStartPre: its failure is restarted in a loop, RestartPreventExitStatus applies to the main process only")
 	}
-	f := strings.Fields(pre[1])
-	if out, err := exec.Command(f[0], f[1:]...).CombinedOutput(); err != nil {
-		t.Errorf("ExecStartPre %s: %v\n%s", pre[1], err, out)
+	f := strings.Fields(start[1])
+	out, err = exec.Command(f[0], f[1:]...).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || strconv.Itoa(ee.ExitCode()) != prevent[1] {
+		t.Errorf("ExecStart with a bad policy: %v, want exit %s (RestartPreventExitStatus)\n%s", err, prevent[1], out)
+	}
+	if !strings.Contains(string(out), "sideways") {
+		t.Errorf("ExecStart with a bad policy does not name the bad value:\n%s", out)
 	}
 }
