@@ -64,22 +64,12 @@ func TestIntegrationLoadRefused(t *testing.T) {
 	t.Logf("refused as expected: %v", err)
 }
 
-// protoPy prints SO_PROTOCOL of a plain IPv4 stream socket, an IPv6 one,
-// one asking for IPPROTO_TCP explicitly, and a UDP one.
-const protoPy = `
-import socket
-out = []
-for fam, typ, proto in ((socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_STREAM, 0), (socket.AF_INET, socket.SOCK_STREAM, 6), (socket.AF_INET, socket.SOCK_DGRAM, 0)):
-    s = socket.socket(fam, typ, proto)
-    out.append(str(s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)))
-    s.close()
-print(" ".join(out))
-`
-
-// protocols runs protoPy, in the cgroup at cg when cg is not "".
+// protocols asks a fresh protoLoopPy once, in the cgroup at cg when cg is
+// not "".
 func protocols(t *testing.T, cg string) string {
 	t.Helper()
-	cmd := exec.CommandContext(context.Background(), "python3", "-c", protoPy)
+	cmd := exec.CommandContext(context.Background(), "python3", "-c", protoLoopPy)
+	cmd.Stdin = strings.NewReader("?\n")
 	if cg != "" {
 		f, err := os.Open(cg)
 		if err != nil {
@@ -93,6 +83,20 @@ func protocols(t *testing.T, cg string) string {
 		t.Fatalf("python3: %v: %s", err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// loadAttached loads and attaches mptcpify, detached again at cleanup.
+func loadAttached(t *testing.T) *Mptcpify {
+	t.Helper()
+	m, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func testCgroup(t *testing.T, name string) string {
@@ -116,14 +120,7 @@ func testCgroup(t *testing.T, name string) string {
 func TestIntegrationMptcpify(t *testing.T) {
 	needTracing(t)
 	cg := testCgroup(t, "mptcpify")
-	m, err := Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := m.Attach(); err != nil {
-		t.Fatal(err)
-	}
+	m := loadAttached(t)
 	const tcp, mptcp = "6 6 6 17", "262 262 262 17"
 	if got := protocols(t, cg); got != tcp {
 		t.Fatalf("empty scope: protocols in the cgroup %q, want %q (nothing changes)", got, tcp)

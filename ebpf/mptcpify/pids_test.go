@@ -19,7 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// protoLoopPy answers each line on stdin with protoPy's answer.
+// protoLoopPy answers each line on stdin with SO_PROTOCOL of a plain IPv4
+// stream socket, an IPv6 one, one asking for IPPROTO_TCP explicitly, and a
+// UDP one, made then.
 const protoLoopPy = `
 import socket, sys
 for _ in sys.stdin:
@@ -106,14 +108,7 @@ func TestStartTicks(t *testing.T) {
 // removes it.
 func TestIntegrationPIDScope(t *testing.T) {
 	needTracing(t)
-	m, err := Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := m.Attach(); err != nil {
-		t.Fatal(err)
-	}
+	m := loadAttached(t)
 	a, err := startAsker()
 	if err != nil {
 		t.Fatal(err)
