@@ -198,12 +198,9 @@ func cgroupID(path string) (uint64, string, error) {
 // process's start time, so once it exits its pid, when recycled, is not
 // in scope; Prune removes such entries.
 func (m *Mptcpify) AddPID(pid int) error {
-	if err := m.CheckPID(pid); err != nil {
-		return err
-	}
-	start, err := startTicks(pid)
+	start, err := m.checkPID(pid)
 	if err != nil {
-		return fmt.Errorf("mptcpify: %w", err)
+		return err
 	}
 	if err := m.pids.Put(uint32(pid), start); err != nil {
 		return fmt.Errorf("mptcpify: add pid %d: %w", pid, err)
@@ -218,19 +215,26 @@ var errNoProcess = errors.New("no such process")
 // names a live process of our PID namespace, and the program numbers pids
 // in that namespace too.
 func (m *Mptcpify) CheckPID(pid int) error {
+	_, err := m.checkPID(pid)
+	return err
+}
+
+// checkPID is CheckPID, returning the process's start time.
+func (m *Mptcpify) checkPID(pid int) (uint64, error) {
 	if pid <= 0 {
-		return fmt.Errorf("mptcpify: pid %d: want a positive process id", pid)
+		return 0, fmt.Errorf("mptcpify: pid %d: want a positive process id", pid)
 	}
 	if err := m.samePIDScope(); err != nil {
-		return err
+		return 0, err
 	}
 	if err := inOurPIDNS(pid); err != nil {
-		return fmt.Errorf("mptcpify: %w", err)
+		return 0, fmt.Errorf("mptcpify: %w", err)
 	}
-	if _, err := startTicks(pid); err != nil {
-		return fmt.Errorf("mptcpify: %w", err)
+	start, err := startTicks(pid)
+	if err != nil {
+		return 0, fmt.Errorf("mptcpify: %w", err)
 	}
-	return nil
+	return start, nil
 }
 
 // samePIDScope checks that pids given by this process mean what the
