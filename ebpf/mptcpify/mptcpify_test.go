@@ -101,16 +101,7 @@ func loadAttached(t *testing.T) *Mptcpify {
 
 func testCgroup(t *testing.T, name string) string {
 	t.Helper()
-	p, err := cgroup.Create(testbed.UniqueName("gigapath-test-" + name + "-"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(p); err != nil {
-			t.Error(err)
-		}
-	})
-	return p
+	return testbed.CgroupT(t, "gigapath-test-"+name+"-")
 }
 
 // TestIntegrationMptcpify: inside the cgroup (and a child cgroup of it) a

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -75,14 +74,7 @@ func newTopo(tb testing.TB) *topo {
 	}
 	_, err = t.cli.Run("ip", "mptcp", "endpoint", "add", lteAddr, "dev", "lte0", "subflow")
 	must(err)
-	cg, err := cgroup.Create("gigapath-test-" + testbed.UniqueName(""))
-	must(err)
-	t.cgroup = cg
-	tb.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			tb.Error(err)
-		}
-	})
+	t.cgroup = testbed.CgroupT(tb, "gigapath-test-")
 	return t
 }
 

@@ -19,7 +19,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/controller"
@@ -57,16 +56,7 @@ func builtBinary(t *testing.T) []byte {
 // cleanup.
 func testCgroup(t *testing.T) string {
 	t.Helper()
-	cg, err := cgroup.Create("gigapath-ctltest-" + testbed.UniqueName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cgroup.Remove(cg); err != nil {
-			t.Error(err)
-		}
-	})
-	return cg
+	return testbed.CgroupT(t, "gigapath-ctltest-")
 }
 
 // query asks the daemon's status socket.

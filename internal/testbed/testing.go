@@ -6,6 +6,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/gigapath/gigapath/ebpf/cgroup"
 )
 
 // NeedRoot skips t unless the process is root (CAP_NET_ADMIN is needed for
@@ -33,4 +35,21 @@ func UpT(t testing.TB, spec Spec) *Bed {
 		}
 	})
 	return b
+}
+
+// CgroupT creates a cgroup v2 child of the hierarchy's root named prefix
+// plus a random suffix, for a test's processes, and removes it in
+// t.Cleanup (a failure to remove fails the test).
+func CgroupT(t testing.TB, prefix string) string {
+	t.Helper()
+	cg, err := cgroup.Create(UniqueName(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cgroup.Remove(cg); err != nil {
+			t.Error(err)
+		}
+	})
+	return cg
 }
