@@ -117,6 +117,14 @@ func ev(typ pathmgr.EventType, local, remote netip.AddrPort, ifindex int) pathmg
 	return pathmgr.Event{Type: typ, Token: 1, Local: local, Remote: remote, IfIndex: ifindex}
 }
 
+// announced is the peer's ADD_ADDR of addr with address id id on
+// connection 1.
+func announced(addr netip.AddrPort, id uint8) pathmgr.Event {
+	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, addr, 0)
+	a.RemoteID = id
+	return a
+}
+
 func TestPeerAddressSubflows(t *testing.T) {
 	c, rec := peerController(t, "peer_addresses: use", 2)
 	now := time.Now()
@@ -128,11 +136,8 @@ func TestPeerAddressSubflows(t *testing.T) {
 	// The peer announces two addresses; max_subflows 2 leaves room for
 	// the first announced only, from each interface; the second (a lower
 	// id) does not displace it.
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerB, 0)
-	a.RemoteID = 7
-	c.handlePM(a, now)
-	a.Remote, a.RemoteID = peerA, 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerB, 7), now)
+	c.handlePM(announced(peerA, 2), now)
 	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerB.String(), "3>" + peerB.String()}) {
 		t.Errorf("creates after the announcements: %v, want wifi and lte to %s", cr, peerB)
 	}
@@ -151,9 +156,7 @@ func TestPeerAddressSubflows(t *testing.T) {
 func TestPeerAddressLifecycle(t *testing.T) {
 	c, rec := peerController(t, "peer_addresses: use", 2)
 	now := time.Now()
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	if cr, _ := rec.take(); len(cr) != 0 {
 		t.Fatalf("creates before established: %v", cr)
 	}
@@ -213,9 +216,7 @@ func TestPeerAddressLastSubflow(t *testing.T) {
 	c, rec := peerController(t, "peer_addresses: use", 2)
 	now := time.Now()
 	c.ifs[3].up = false // lte down
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	initial := netip.AddrPortFrom(wifiA, 40000)
 	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
 	onPeer := netip.AddrPortFrom(wifiA, 40001)
@@ -244,9 +245,7 @@ func TestPeerAddressIgnoredAndBackoff(t *testing.T) {
 		c, rec := peerController(t, tc.extra, tc.max)
 		now := time.Now()
 		c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
-		a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-		a.RemoteID = 2
-		c.handlePM(a, now)
+		c.handlePM(announced(peerA, 2), now)
 		if cr, _ := rec.take(); !slices.Equal(cr, []string{"3>" + remote.String()}) {
 			t.Errorf("%s, max_subflows %d: creates %v, want lte to the remote only", tc.extra, tc.max, cr)
 		}
@@ -259,9 +258,7 @@ func TestPeerAddressIgnoredAndBackoff(t *testing.T) {
 	rec.refuse[peerA] = true
 	now := time.Now()
 	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	rec.take()
 	cn := c.conns[1]
 	if _, ok := cn.backoff[slot{3, peerA}]; !ok || len(cn.backoff) != 2 {
@@ -310,9 +307,7 @@ func TestPeerAddressReloadIgnore(t *testing.T) {
 	now := time.Now()
 	initial := netip.AddrPortFrom(wifiA, 40000)
 	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	onPeer := netip.AddrPortFrom(wifiA, 40001)
 	c.handlePM(ev(pathmgr.EventSubEstablished, onPeer, peerA, 2), now)
 	c.handlePM(ev(pathmgr.EventSubEstablished, netip.AddrPortFrom(lteA, 40002), remote, 3), now)
@@ -340,9 +335,7 @@ func TestAdoptAfterRemoved(t *testing.T) {
 	now := time.Now()
 	initial := netip.AddrPortFrom(wifiA, 40000)
 	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 4
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 4), now)
 	onPeer := netip.AddrPortFrom(wifiA, 40001)
 	c.handlePM(ev(pathmgr.EventSubEstablished, onPeer, peerA, 2), now)
 	r := ev(pathmgr.EventRemoved, netip.AddrPort{}, netip.AddrPort{}, 0)
@@ -385,9 +378,7 @@ func TestPendingCreateNotRepeated(t *testing.T) {
 	c, rec := peerController(t, "peer_addresses: use", 2)
 	now := time.Now()
 	c.ifs[3].up = false // wifi only
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
 	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String()}) {
 		t.Fatalf("creates %v, want one to the announced address", cr)
@@ -422,9 +413,7 @@ func TestPeerGoneKeepsLiveDestinations(t *testing.T) {
 	now := time.Now()
 	c.ifs[3].up = false
 	for id, addr := range map[uint8]netip.AddrPort{2: peerA, 3: peerA, 4: remote} {
-		a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, addr, 0)
-		a.RemoteID = id
-		c.handlePM(a, now)
+		c.handlePM(announced(addr, id), now)
 	}
 	initial := netip.AddrPortFrom(wifiA, 40000)
 	c.handlePM(ev(pathmgr.EventEstablished, initial, remote, 2), now)
@@ -455,9 +444,7 @@ func TestFailingDestinationYieldsItsPlace(t *testing.T) {
 	rec.refuse[remote] = true
 	now := time.Now()
 	c.handlePM(ev(pathmgr.EventEstablished, netip.AddrPortFrom(wifiA, 40000), remote, 2), now)
-	a := ev(pathmgr.EventAnnounced, netip.AddrPort{}, peerA, 0)
-	a.RemoteID = 2
-	c.handlePM(a, now)
+	c.handlePM(announced(peerA, 2), now)
 	if cr, _ := rec.take(); !slices.Equal(cr, []string{"3>" + remote.String(), "3>" + peerA.String()}) {
 		t.Fatalf("creates %v, want lte to the remote (refused), then to the announced address", cr)
 	}
