@@ -46,6 +46,7 @@ func init() {
 			&cli.IntFlag{Name: "max-conns-per-client", Usage: "cap on concurrent connections per client IP (0: none)"},
 			&cli.BoolFlag{Name: "no-udp", Usage: "refuse UDP ASSOCIATE"},
 			&cli.BoolFlag{Name: "reuseport", Usage: "set SO_REUSEPORT on the listener: several relay processes share the address"},
+			&cli.DurationFlag{Name: "scheduler-poll", Value: time.Second, Usage: "how often the MPTCP listener checks net.mptcp.scheduler and, on a change, re-opens so new connections get the new packet scheduler (0: never)"},
 			&cli.StringFlag{Name: "congestion", Usage: "TCP congestion control `NAME` for the relay's sockets and every MPTCP subflow (default: the namespace's)"},
 			&cli.StringFlag{Name: "transparent", Usage: "also accept connections redirected by nftables on `ADDR:PORT` (original destination from conntrack)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (/metrics)"},
@@ -66,6 +67,10 @@ func relayAction(c *cli.Context) error {
 		IdleTimeout: c.Duration("idle-timeout"), DrainTimeout: c.Duration("drain-timeout"),
 		MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
 		DisableUDP: c.Bool("no-udp"), Transparent: c.String("transparent"), Congestion: c.String("congestion"), ReusePort: c.Bool("reuseport"),
+		SchedulerPoll: c.Duration("scheduler-poll"),
+	}
+	if cfg.SchedulerPoll == 0 {
+		cfg.SchedulerPoll = -1 // never: the Config's zero means the default
 	}
 	lvl := slog.LevelInfo
 	if c.Bool("debug") {

@@ -59,6 +59,13 @@ type Config struct {
 	// new connections over them, and a new relay can start before the old
 	// one drains.
 	ReusePort bool `yaml:"reuse_port"`
+	// SchedulerPoll is how often the MPTCP listener checks the network
+	// namespace's packet scheduler (net.mptcp.scheduler): the kernel gives
+	// accepted connections the listener's scheduler, chosen when the
+	// listener was created, so on a change the relay opens a new listener
+	// (SO_REUSEPORT) and retires the old one. 0 = every second; negative =
+	// never (the listener keeps the scheduler it started with).
+	SchedulerPoll time.Duration `yaml:"scheduler_poll"`
 	// Congestion is the TCP congestion control (TCP_CONGESTION) for the
 	// relay's sockets, listening and dialing, every MPTCP subflow included
 	// (empty: the namespace's default). On MPTCP, loss-based control
@@ -104,6 +111,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
+	}
+	if c.SchedulerPoll == 0 {
+		c.SchedulerPoll = time.Second
 	}
 }
 

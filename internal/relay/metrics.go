@@ -13,6 +13,7 @@ const (
 	MetricHandshakeErrors = "gigapath_relay_handshake_errors_total"
 	MetricSubflows        = "gigapath_relay_subflows"
 	MetricUDPDatagrams    = "gigapath_relay_udp_datagrams_total"
+	MetricRenewals        = "gigapath_relay_listener_renewals_total"
 )
 
 type metrics struct {
@@ -25,6 +26,7 @@ type metrics struct {
 	handshakeErrors prometheus.Counter
 	subflows        *prometheus.HistogramVec
 	udp             *prometheus.CounterVec
+	renewals        *prometheus.CounterVec
 	all             []prometheus.Collector
 }
 
@@ -49,8 +51,10 @@ func newMetrics() *metrics {
 			Buckets: []float64{1, 2, 3, 4, 5, 6, 7, 8}}, []string{"side"}),
 		udp: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricUDPDatagrams,
 			Help: "UDP ASSOCIATE datagrams relayed (up/down) or dropped."}, []string{"direction"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRenewals,
+			Help: "MPTCP listeners re-created because the namespace's packet scheduler changed, by the scheduler new connections get."}, []string{"scheduler"}),
 	}
-	m.all = []prometheus.Collector{m.conns, m.active, m.bytes, m.replies, m.rejected, m.handshake, m.handshakeErrors, m.subflows, m.udp}
+	m.all = []prometheus.Collector{m.conns, m.active, m.bytes, m.replies, m.rejected, m.handshake, m.handshakeErrors, m.subflows, m.udp, m.renewals}
 	return m
 }
 

@@ -97,11 +97,49 @@ func (s *Server) Collector() prometheus.Collector { return s.m }
 // Config returns the configuration in use, defaults filled in.
 func (s *Server) Config() Config { return s.cfg }
 
-// Listen opens the configured listen address (MPTCP unless NoMPTCP).
+// Listen opens the configured listen address (MPTCP unless NoMPTCP). An
+// MPTCP listener follows the namespace's packet scheduler (see
+// Config.SchedulerPoll).
 func (s *Server) Listen(ctx context.Context) (net.Listener, error) {
-	lc := net.ListenConfig{Control: s.listenControl}
+	if s.cfg.NoMPTCP || s.cfg.SchedulerPoll < 0 {
+		return s.listen(ctx, s.cfg.Listen, s.cfg.ReusePort)
+	}
+	renewed := func(_, to string) { s.m.renewals.WithLabelValues(to).Inc() }
+	addr := s.cfg.Listen
+	if !s.cfg.ReusePort {
+		// Every listener of a follower has SO_REUSEPORT, which would let
+		// this relay share an address another one holds. Without
+		// ReusePort that must fail as it always did: bind once without.
+		probe, err := s.listen(ctx, addr, false)
+		if err != nil {
+			return nil, err
+		}
+		addr = probe.Addr().String()
+		probe.Close()
+	}
+	open := func() (net.Listener, error) {
+		ln, err := s.listen(context.Background(), addr, true)
+		if err == nil {
+			addr = ln.Addr().String() // a port 0 resolved: its successors take the same
+		}
+		return ln, err
+	}
+	ln, err := newFollowListener(open, effectiveScheduler, s.cfg.SchedulerPoll, s.log, renewed)
+	if err != nil {
+		return nil, fmt.Errorf("relay listen: %w", err)
+	}
+	return ln, nil
+}
+
+// listen opens one listener on the listen address; reusePort sets
+// SO_REUSEPORT (always for a listener that follows the scheduler, whose
+// successor binds the same address).
+func (s *Server) listen(ctx context.Context, addr string, reusePort bool) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		return s.listenControl(network, address, c, reusePort)
+	}}
 	lc.SetMultipathTCP(!s.cfg.NoMPTCP)
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("relay listen: %w", err)
 	}
@@ -122,9 +160,9 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 var ErrServerClosed = errors.New("relay: server closed")
 
 // listenControl prepares the listening socket: SO_REUSEPORT when
-// configured, then the congestion control.
-func (s *Server) listenControl(network, address string, c syscall.RawConn) error {
-	if s.cfg.ReusePort {
+// reusePort, then the congestion control.
+func (s *Server) listenControl(network, address string, c syscall.RawConn, reusePort bool) error {
+	if reusePort {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = setReusePort(fd)
