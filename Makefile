@@ -14,7 +14,7 @@ FUZZTIME   ?= 100000x
 
 export CLANG BPF_CFLAGS
 
-.PHONY: all deps build generate lint test unit fuzz demo bench vmtest vmtest-systemd clean
+.PHONY: all deps build generate lint test unit fuzz demo bench vmtest vmtest-systemd sched-kernel vmtest-sched clean
 
 all: build
 
@@ -57,11 +57,25 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
 # The kernel matrix: installs virtme-ng and Debian's 6.1, 6.12 and newest
-# 7.x kernels (.ci/vmtest-setup, idempotent), runs gigapath check and the
+# 7.x kernels (.ci/vmtest-setup, idempotent) and the scheduler kernel
+# (.ci/sched-kernel), runs gigapath check and the
 # integration tests on the host and inside each kernel, and regenerates the
 # table in docs/kernels.md from the results (docs/kernels/*.json).
 vmtest:
 	.ci/vmtest --out docs/kernels
+
+# A kernel that registers BPF MPTCP schedulers (none released does):
+# Debian's newest linux-source-7.x + ebpf/kernel/mptcp-bpf-sched.patch,
+# configured from ebpf/kernel/sched.config, cached under
+# /var/cache/gigapath-kernel by a hash of its inputs (a second run with the
+# same inputs builds nothing). The last line printed is the bzImage.
+sched-kernel:
+	@.ci/sched-kernel
+
+# The five BPF schedulers proven on the wire in that kernel under
+# virtme-ng (builds it first if it is not cached); part of .ci/run.
+vmtest-sched:
+	.ci/vmtest --out bin/vmtest/sched sched
 
 # The systemd unit (docs/deploy/gigapath.service) under systemd as PID 1 in
 # a 6.12 guest (this host has no running systemd); part of .ci/run.
