@@ -19,9 +19,11 @@ func init() {
 		Usage: "list, select and unload MPTCP packet schedulers (kernel and BPF)",
 		Description: `The scheduler decides which subflow carries each piece of data. The kernel
    has its own ("default"); gigapath ships BPF schedulers for kernels that can
-   register them (today only the mptcp_net-next development tree). The choice
-   is per network namespace (sysctl net.mptcp.scheduler), e.g. the namespace
-   the relay runs in:
+   register them (no released one: ` + "`make sched-kernel`" + ` builds one, see
+   docs/kernels.md). The choice is per network namespace (sysctl
+   net.mptcp.scheduler) and applies on the sending side to connections
+   created after it; "gigapath relay" re-opens its listener to follow it.
+   E.g. in the namespace the relay runs in:
    gigapath sched list -j
    gigapath --netns relay sched use gp_minrtt
    gigapath sched unload gp_minrtt`,
@@ -44,9 +46,12 @@ func init() {
 			},
 			{
 				Name:      "unload",
-				Usage:     "unregister one of gigapath's BPF schedulers",
+				Usage:     "unregister one of gigapath's BPF schedulers (the namespace that selects it goes back to default)",
 				ArgsUsage: "NAME",
-				Action:    schedUnload,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "netns", Aliases: []string{"n"}, Usage: "network namespace `NAME` whose net.mptcp.scheduler is reset to default if it names the scheduler (default: the current one)"},
+				},
+				Action: schedUnload,
 			},
 		},
 	})
@@ -68,18 +73,24 @@ func schedEntries(netns string) ([]schedEntry, error) {
 		return nil, err
 	}
 	ok, reason := sched.Available()
+	// Active is what a new connection gets: net.mptcp.scheduler naming a
+	// scheduler that was unregistered since means "default".
+	eff := st.Effective()
 	var out []schedEntry
 	for _, name := range st.Available {
 		if _, ours := sched.Lookup(name); ours {
 			continue
 		}
-		out = append(out, schedEntry{Name: name, Kind: "kernel", Available: true, Active: st.Active == name})
+		out = append(out, schedEntry{Name: name, Kind: "kernel", Available: true, Active: eff == name})
 	}
 	for _, s := range sched.Shipped() {
-		e := schedEntry{Name: s.Name, Kind: "bpf", Available: ok, Active: st.Active == s.Name,
+		e := schedEntry{Name: s.Name, Kind: "bpf", Available: ok, Active: eff == s.Name,
 			Registered: slices.Contains(st.Available, s.Name)}
-		if !ok {
+		switch {
+		case !ok:
 			e.Reason = reason
+		case st.Active == s.Name && !e.Registered:
+			e.Reason = "net.mptcp.scheduler names it but it is not registered: new connections get default"
 		}
 		out = append(out, e)
 	}
@@ -192,5 +203,16 @@ func schedUnload(c *cli.Context) error {
 		}
 		return usageErrorf("sched unload: %q is not one of gigapath's BPF schedulers (%s)", name, strings.Join(names, ", "))
 	}
+	netns := netnsName(c)
+	if st, err := sched.State(netns); err == nil && st.Active == name {
+		// New connections would fall back to default anyway; say so in
+		// the sysctl too, so it does not name a scheduler that is gone.
+		if err := sched.Use(netns, "default"); err != nil {
+			return fmt.Errorf("sched unload %s: reset net.mptcp.scheduler to default first: %w", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "net.mptcp.scheduler was %s: now default\n", name)
+	}
+	// Connections that started under it keep it (they hold a reference)
+	// until they end.
 	return sched.Unregister(name)
 }

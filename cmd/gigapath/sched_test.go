@@ -119,7 +119,7 @@ func TestIntegrationSchedUse(t *testing.T) {
 		return
 	}
 	code, _, errs = ebpfCLIRun(t, "--netns", ns.Name, "sched", "use", "gp_minrtt")
-	want := "BTF type bpf_struct_ops_mptcp_sched_ops not found: this kernel has no BPF MPTCP schedulers (only the mptcp_net-next development tree has them)"
+	want := "BTF type bpf_struct_ops_mptcp_sched_ops not found: this kernel has no BPF MPTCP schedulers (no released kernel has them; `make sched-kernel` builds one, see docs/kernels.md)"
 	if code != 1 || !strings.Contains(errs, want) {
 		t.Fatalf("sched use gp_minrtt: exit %d: %q; want 1 and %q", code, errs, want)
 	}

@@ -1,18 +1,22 @@
 /* What gigapath's MPTCP schedulers need from the kernel beyond the host's
- * vmlinux.h: the BPF scheduler API of the mptcp_net-next development tree
- * ("export" branch). There, struct mptcp_sched_ops has
+ * vmlinux.h: the BPF scheduler API that ebpf/kernel/mptcp-bpf-sched.patch
+ * adds to Linux 7.x (`make sched-kernel`), after the one of the MPTCP
+ * development tree (multipath-tcp/mptcp_net-next). There,
+ * struct mptcp_sched_ops has
  *   int  (*get_send)(struct mptcp_sock *msk);
  *   int  (*get_retrans)(struct mptcp_sock *msk);
  *   void (*init)(struct mptcp_sock *msk);
  *   void (*release)(struct mptcp_sock *msk);
  *   char name[MPTCP_SCHED_NAME_MAX];
  * and a scheduler marks the subflows to send on with
- * mptcp_subflow_set_scheduled(). Released kernels have the struct (so
+ * mptcp_subflow_set_scheduled(); marking several in one get_send sends the
+ * same data on each (redundant sends). Released kernels have the struct (so
  * vmlinux.h describes it and CO-RE relocates against it) but not its
  * struct_ops registration (BTF type bpf_struct_ops_mptcp_sched_ops), so
  * loading fails there; the Go side checks for that type first.
  *
- * The kfuncs are declared weak so the object links everywhere. */
+ * The kfuncs are declared weak so the object links everywhere. Those that
+ * act on the connection take the struct mptcp_sock * the callback got. */
 #ifndef GIGAPATH_MPTCP_SCHED_H
 #define GIGAPATH_MPTCP_SCHED_H
 
@@ -28,7 +32,7 @@ extern void mptcp_subflow_set_scheduled(struct mptcp_subflow_context *subflow,
 					bool scheduled) __ksym __weak;
 extern bool mptcp_subflow_active(struct mptcp_subflow_context *subflow) __ksym __weak;
 extern bool bpf_sk_stream_memory_free(const struct sock *sk) __ksym __weak;
-extern void mptcp_set_timeout(struct sock *sk) __ksym __weak;
+extern void bpf_mptcp_set_timeout(struct mptcp_sock *msk) __ksym __weak;
 
 /* Open-coded iterator over a connection's subflows. */
 struct bpf_iter_mptcp_subflow {
@@ -36,18 +40,18 @@ struct bpf_iter_mptcp_subflow {
 } __attribute__((aligned(8)));
 
 extern int bpf_iter_mptcp_subflow_new(struct bpf_iter_mptcp_subflow *it,
-				      struct sock *sk) __ksym __weak;
+				      struct mptcp_sock *msk) __ksym __weak;
 extern struct mptcp_subflow_context *
 bpf_iter_mptcp_subflow_next(struct bpf_iter_mptcp_subflow *it) __ksym __weak;
 extern void bpf_iter_mptcp_subflow_destroy(struct bpf_iter_mptcp_subflow *it) __ksym __weak;
 
 /* libbpf's bpf_for_each (newer than the libbpf-dev headers used here):
  * for (subflow in msk's subflows), the iterator destroyed on scope exit. */
-#define gp_for_each_subflow(cur, sk)                                           \
+#define gp_for_each_subflow(cur, msk)                                          \
 	for (struct bpf_iter_mptcp_subflow ___it                               \
 		     __attribute__((cleanup(bpf_iter_mptcp_subflow_destroy))), \
 	     *___p __attribute__((unused)) =                                    \
-		     (bpf_iter_mptcp_subflow_new(&___it, (sk)),                 \
+		     (bpf_iter_mptcp_subflow_new(&___it, (msk)),                \
 		      (void)bpf_iter_mptcp_subflow_destroy, (void *)0);         \
 	     (((cur) = bpf_iter_mptcp_subflow_next(&___it)));)
 
@@ -70,7 +74,7 @@ static __always_inline bool gp_usable(struct mptcp_subflow_context *subflow)
  * minimum and MPTCP retransmits needlessly on slow paths. */
 static __always_inline void gp_begin(struct mptcp_sock *msk)
 {
-	mptcp_set_timeout((struct sock *)msk);
+	bpf_mptcp_set_timeout(msk);
 }
 
 static __always_inline int gp_schedule(struct mptcp_subflow_context *subflow)
@@ -88,7 +92,7 @@ static __always_inline int gp_get_retrans(struct mptcp_sock *msk)
 	struct mptcp_subflow_context *subflow, *pick = NULL, *backup = NULL;
 	int seen = 0;
 
-	gp_for_each_subflow(subflow, (struct sock *)msk) {
+	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
 		if (!mptcp_subflow_active(subflow))

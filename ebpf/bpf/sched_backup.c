@@ -26,7 +26,7 @@ int BPF_PROG(gp_backup_get_send, struct mptcp_sock *msk)
 
 	gp_begin(msk);
 
-	gp_for_each_subflow(subflow, (struct sock *)msk) {
+	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
 		if (!mptcp_subflow_active(subflow))

@@ -1,8 +1,10 @@
 //go:build ignore
 
-/* gp_first: everything on the first subflow that can take data, in the
- * connection's subflow order (the initial subflow first). Single-path
- * behaviour that still fails over. */
+/* gp_first: everything on the first active subflow, in the connection's
+ * subflow order (the initial subflow first). When that subflow's send
+ * buffer is full the scheduler waits for it rather than spilling onto the
+ * next one: single-path behaviour that still fails over, once the first
+ * subflow is gone or stale. */
 #include "mptcp_sched.h"
 
 char __license[] SEC("license") = "GPL";
@@ -25,13 +27,14 @@ int BPF_PROG(gp_first_get_send, struct mptcp_sock *msk)
 
 	gp_begin(msk);
 
-	gp_for_each_subflow(subflow, (struct sock *)msk) {
+	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
-		if (gp_usable(subflow)) {
+		if (!mptcp_subflow_active(subflow))
+			continue;
+		if (gp_usable(subflow))
 			pick = subflow;
-			break;
-		}
+		break; /* the first active one, or wait for it */
 	}
 	return gp_schedule(pick);
 }

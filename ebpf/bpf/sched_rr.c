@@ -41,7 +41,7 @@ int BPF_PROG(gp_rr_get_send, struct mptcp_sock *msk)
 	st = bpf_sk_storage_get(&gp_rr_state, msk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st)
 		return -1;
-	gp_for_each_subflow(subflow, (struct sock *)msk) {
+	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
 		if (!gp_usable(subflow))

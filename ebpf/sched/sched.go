@@ -2,9 +2,11 @@
 // mptcp_sched_ops) with the kernel and selects a scheduler per network
 // namespace through the net.mptcp.scheduler sysctl.
 //
-// Only kernels built from the mptcp_net-next development tree ("export"
-// branch) can register BPF MPTCP schedulers today. Available says whether
-// this kernel can; everything else fails with that reason where it cannot.
+// No released kernel can register BPF MPTCP schedulers: the mptcp_net-next
+// development tree can, and so can the kernel `make sched-kernel` builds
+// (Debian's 7.x source plus ebpf/kernel/mptcp-bpf-sched.patch). Available
+// says whether this kernel can; everything else fails with that reason
+// where it cannot.
 package sched
 
 import (
@@ -36,10 +38,10 @@ type Scheduler struct {
 }
 
 var shipped = []Scheduler{
-	{Name: "gp_first", Description: "everything on the first subflow that can take data; fails over in subflow order", load: loadFirst, mapName: "gp_first"},
+	{Name: "gp_first", Description: "everything on the first active subflow (waits for it when it is full); fails over in subflow order", load: loadFirst, mapName: "gp_first"},
 	{Name: "gp_backup", Description: "first usable non-backup subflow; backup subflows only while no other is active", load: loadBackup, mapName: "gp_backup"},
 	{Name: "gp_rr", Description: "round robin over the usable subflows", load: loadRr, mapName: "gp_rr"},
-	{Name: "gp_redundant", Description: "every piece of data on every usable subflow", load: loadRedundant, mapName: "gp_redundant"},
+	{Name: "gp_redundant", Description: "the same data on every subflow with room (redundant sends)", load: loadRedundant, mapName: "gp_redundant"},
 	{Name: "gp_minrtt", Description: "lowest smoothed RTT first; waits rather than use a path slower than the threshold (default 150 % of the fastest)", load: loadMinrtt, mapName: "gp_minrtt"},
 }
 
@@ -62,7 +64,7 @@ const StructOpsType = "bpf_struct_ops_mptcp_sched_ops"
 
 // ErrUnsupported is wrapped by errors that say the kernel has no BPF MPTCP
 // schedulers.
-var ErrUnsupported = errors.New("BTF type " + StructOpsType + " not found: this kernel has no BPF MPTCP schedulers (only the mptcp_net-next development tree has them)")
+var ErrUnsupported = errors.New("BTF type " + StructOpsType + " not found: this kernel has no BPF MPTCP schedulers (no released kernel has them; `make sched-kernel` builds one, see docs/kernels.md)")
 
 // Available reports whether this kernel can register BPF MPTCP schedulers,
 // and if not, why.
@@ -215,6 +217,17 @@ type KernelState struct {
 	// (before Linux 6.3): only the built-in scheduler runs there, reported
 	// as "default".
 	Fixed bool
+}
+
+// Effective is the scheduler a connection created now gets: Active when
+// the kernel has it registered, else the built-in "default" (the kernel
+// falls back to it when net.mptcp.scheduler names a scheduler that was
+// unregistered since).
+func (st KernelState) Effective() string {
+	if slices.Contains(st.Available, st.Active) {
+		return st.Active
+	}
+	return "default"
 }
 
 // ErrNoSchedulerSysctl is wrapped when a scheduler other than "default" is
