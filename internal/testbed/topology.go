@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // The fixed in-namespace plan of a bed. Every bed lives in its own
@@ -100,10 +101,11 @@ type Bed struct {
 	ProxyOriginAddr  netip.Addr `json:"proxy_origin_addr"`
 	ProxyOriginAddr6 netip.Addr `json:"proxy_origin_addr6"`
 
-	mu    sync.Mutex
-	rates map[Link]string
-	loss  map[Link]*lossState
-	down  map[Link]bool
+	mu     sync.Mutex
+	rates  map[Link]string
+	delays map[Link]time.Duration
+	loss   map[Link]*lossState
+	down   map[Link]bool
 }
 
 type lossState struct {
@@ -138,9 +140,10 @@ func newBed(spec Spec, cli, prx, org *NetNS) *Bed {
 		ProxyWiFiAddr6: planPrxWiFi6, ProxyLTEAddr6: planPrxLTE6,
 		OriginAddr: planOrigin, OriginAddr6: planOrigin6,
 		ProxyOriginAddr: planPrxOrigin, ProxyOriginAddr6: planPrxOrigin6,
-		rates: map[Link]string{},
-		loss:  map[Link]*lossState{},
-		down:  map[Link]bool{},
+		rates:  map[Link]string{},
+		delays: map[Link]time.Duration{},
+		loss:   map[Link]*lossState{},
+		down:   map[Link]bool{},
 	}
 }
 
@@ -390,6 +393,7 @@ func (b *Bed) SetRate(l Link, rate string) error {
 			}
 		}
 		delete(b.rates, l)
+		delete(b.delays, l) // it went with the root qdisc
 		return nil
 	}
 	bps, err := ParseRate(rate)
@@ -412,6 +416,58 @@ func (b *Bed) SetRate(l Link, rate string) error {
 		}
 	}
 	b.rates[l] = rate
+	if d := b.delays[l]; d > 0 {
+		// A new tbf has its own default child: put the delay back.
+		delete(b.delays, l)
+		b.mu.Unlock()
+		err := b.SetDelay(l, d)
+		b.mu.Lock()
+		return err
+	}
+	return nil
+}
+
+// SetDelay delays what the proxy sends on l by d (netem under the link's
+// tbf, or alone on an unshaped link), so the client's and the proxy's RTT
+// on l grow by d; 0 removes the delay. It needs sch_netem, which this
+// project's scheduler kernel has and the usual test host has not: the
+// error then says so.
+func (b *Bed) SetDelay(l Link, d time.Duration) error {
+	_, pif, err := Iface(l)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	parent := []string{"root", "handle", "1:"}
+	if b.rates[l] != "" {
+		parent = []string{"parent", "1:1", "handle", "10:"}
+	}
+	if d <= 0 {
+		if b.delays[l] == 0 {
+			return nil
+		}
+		delete(b.delays, l)
+		if rate := b.rates[l]; rate != "" {
+			// Deleting tbf's child leaves it with a qdisc that drops
+			// everything: build the link's tbf anew instead.
+			b.mu.Unlock()
+			err := b.SetRate(l, rate)
+			b.mu.Lock()
+			return err
+		}
+		_, err := b.Proxy.Run("tc", "qdisc", "del", "dev", pif, "root")
+		return err
+	}
+	args := append([]string{"tc", "qdisc", "replace", "dev", pif}, parent...)
+	args = append(args, "netem", "delay", strconv.FormatInt(d.Microseconds(), 10)+"us", "limit", "100000")
+	if _, err := b.Proxy.Run(args...); err != nil {
+		if strings.Contains(err.Error(), "unknown") {
+			return fmt.Errorf("delay on %s: this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): %w", pif, err)
+		}
+		return err
+	}
+	b.delays[l] = d
 	return nil
 }
 
