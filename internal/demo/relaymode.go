@@ -67,8 +67,12 @@ func startRelay(ctx context.Context, n *testbed.NetNS, bin, addr string, args ..
 	})
 }
 
-// startProc runs bin args... in n and waits (5 s at most) until ready
-// returns nil.
+// readyTimeout bounds how long startProc waits for a process to be ready
+// (tests under emulation raise it).
+var readyTimeout = 5 * time.Second
+
+// startProc runs bin args... in n and waits (readyTimeout at most) until
+// ready returns nil.
 func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string, ready func() error) (*relayProc, error) {
 	p := &relayProc{name: n.Name, out: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = n.Command(context.Background(), bin, args...)
@@ -92,7 +96,7 @@ func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string,
 	if err := <-started; err != nil {
 		return nil, err
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(readyTimeout); ; {
 		err := ready()
 		if err == nil {
 			return p, nil
@@ -107,7 +111,7 @@ func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string,
 		}
 		if time.Now().After(deadline) {
 			p.stop()
-			return nil, fmt.Errorf("[%s] gigapath %s not ready after 5s: %v: %s", n.Name, strings.Join(args, " "), err, p.out)
+			return nil, fmt.Errorf("[%s] gigapath %s not ready after %v: %v: %s", n.Name, strings.Join(args, " "), readyTimeout, err, p.out)
 		}
 	}
 }

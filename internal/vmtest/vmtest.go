@@ -19,7 +19,8 @@ import (
 
 // Result is what one kernel run produced.
 type Result struct {
-	// Series is how the kernel was asked for: "host", "6.1", "6.12", "7".
+	// Series is how the kernel was asked for: "host", "6.1", "6.12", "7",
+	// or "sched" (the kernel `make sched-kernel` builds).
 	Series string `json:"series"`
 	// Kernel is the guest's uname -r.
 	Kernel string `json:"kernel"`
@@ -164,11 +165,15 @@ func (r Result) Counts() (pass, fail, skip int) {
 	return
 }
 
-// seriesOrder puts the host first, then kernels by version.
+// seriesOrder puts the host first, then kernels by version, then the
+// scheduler kernel (`make sched-kernel`).
 func seriesOrder(results []Result) {
 	key := func(r Result) []int {
-		if r.Series == "host" {
+		switch r.Series {
+		case "host":
 			return []int{-1}
+		case "sched":
+			return []int{1 << 30}
 		}
 		var v []int
 		for _, f := range strings.Split(r.Series, ".") {
@@ -211,8 +216,11 @@ func short(v string, max int) string {
 func Render(w io.Writer, results []Result) {
 	seriesOrder(results)
 	col := func(r Result) string {
-		if r.Series == "host" {
+		switch r.Series {
+		case "host":
 			return "host " + r.Kernel
+		case "sched":
+			return r.Kernel + " (sched-kernel)"
 		}
 		return r.Kernel
 	}

@@ -1,0 +1,495 @@
+//go:build linux
+
+package demo
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/ebpf/sched"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// The BPF schedulers proven on the wire (docs/ebpf.md, "On the wire"; run
+// by `make vmtest-sched` on the kernel `make sched-kernel` builds, the only
+// kind that registers them). The chain is the product's: HTTP client in the
+// client namespace → `gigapath relay` (local entry) → MPTCP over wifi and
+// lte → `gigapath relay` (proxy) → origin. Downloads make the proxy the
+// MPTCP sender, so the scheduler is selected in the proxy's namespace, by
+// `gigapath sched use` and by a `gigapath run` daemon's `scheduler:` key.
+// The oracle is the client's interface byte counters per link; every
+// download is checked byte for byte (sha256).
+const (
+	wireRate  = "20mbit"
+	wireSize  = 6 << 20 // about 2.5 s on one link
+	wireDelay = 80 * time.Millisecond
+)
+
+// wireRow is one measured download, a row of the docs table.
+type wireRow struct {
+	Scheduler string  `json:"scheduler"`
+	Case      string  `json:"case"`
+	WiFi      uint64  `json:"wifi_bytes"`
+	LTE       uint64  `json:"lte_bytes"`
+	Seconds   float64 `json:"seconds"`
+	// MPTCP-level retransmitted segments on the proxy (MPTcpExtRetransSegs)
+	// and duplicate data the client dropped (MPTcpExtDuplicateData).
+	Retrans uint64 `json:"retrans_segs"`
+	Dup     uint64 `json:"dup_data"`
+}
+
+// mibs reads MPTCP counters of ns (nstat, absolute values).
+func mibs(t *testing.T, ns *testbed.NetNS, names ...string) map[string]uint64 {
+	t.Helper()
+	out := ns.RunT(t, append([]string{"nstat", "-az"}, names...)...)
+	m := map[string]uint64{}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m
+}
+
+func (r wireRow) share(l testbed.Link) float64 {
+	n := r.WiFi
+	if l == testbed.LTE {
+		n = r.LTE
+	}
+	return float64(n) / float64(wireSize)
+}
+
+type wireBed struct {
+	t     *testing.T
+	bin   string
+	bed   *testbed.Bed
+	data  []byte
+	sum   [32]byte
+	relay *relayProc // the proxy's
+	down  bool       // wifi taken down by the running download
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	rows  []wireRow
+}
+
+func TestIntegrationSchedulersOnTheWire(t *testing.T) {
+	testbed.NeedRoot(t)
+	if ok, why := sched.Available(); !ok {
+		t.Skip(why)
+	}
+	for _, s := range sched.Shipped() {
+		if sched.Registered(s.Name) {
+			t.Skipf("%s is already registered on this machine; not touching it", s.Name)
+		}
+	}
+	// Under emulation (the scheduler kernel runs in a VM without KVM) a
+	// process takes seconds to start.
+	readyTimeout = time.Minute
+	t.Cleanup(func() { readyTimeout = 5 * time.Second })
+	w := newWireBed(t)
+
+	// Every shipped scheduler loads (the verifier accepts it) and becomes
+	// available, then active.
+	for _, s := range sched.Shipped() {
+		t.Cleanup(func() {
+			if sched.Registered(s.Name) {
+				if err := sched.Unregister(s.Name); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		w.use(s.Name)
+	}
+
+	// The kernel's own, for reference.
+	w.use("default")
+	w.download("default", "equal links", nil)
+
+	// gp_first: the first subflow (wifi, the initial one) carries
+	// everything while it is up; lte takes over when wifi goes down.
+	w.use("gp_first")
+	r := w.download("gp_first", "equal links", nil)
+	w.atMost(r, testbed.LTE, 0.05)
+	// "30 %" is what the application had read: buffers in the two relays
+	// hold more, so wifi carried about half before it went down.
+	r = w.download("gp_first", "wifi down at 30 %", w.wifiDownAt(0.3))
+	w.atLeast(r, testbed.LTE, 0.3)
+
+	// gp_backup: lte's subflow is a backup one (the client's endpoint is
+	// flagged backup, so the join asks the proxy not to use it).
+	w.lteEndpoint(true)
+	w.use("gp_backup")
+	r = w.download("gp_backup", "lte backup", nil)
+	w.atMost(r, testbed.LTE, 0.05)
+	r = w.download("gp_backup", "lte backup, wifi down at 30 %", w.wifiDownAt(0.3))
+	w.atLeast(r, testbed.LTE, 0.3)
+	w.lteEndpoint(false)
+
+	// gp_rr: equal links share about evenly.
+	w.use("gp_rr")
+	r = w.download("gp_rr", "equal links", nil)
+	w.atLeast(r, testbed.WiFi, 0.35)
+	w.atLeast(r, testbed.LTE, 0.35)
+
+	// gp_redundant: every byte on both links.
+	w.use("gp_redundant")
+	r = w.download("gp_redundant", "equal links", nil)
+	w.atLeast(r, testbed.WiFi, 0.9)
+	w.atLeast(r, testbed.LTE, 0.9)
+
+	// gp_minrtt: lte delayed by 80 ms: wifi, the lower RTT, carries more.
+	if err := w.bed.SetDelay(testbed.LTE, wireDelay); err != nil {
+		t.Fatal(err)
+	}
+	w.use("default")
+	w.download("default", "lte +80 ms", nil)
+	w.use("gp_minrtt")
+	r = w.download("gp_minrtt", "lte +80 ms", nil)
+	if r.WiFi <= r.LTE || r.share(testbed.WiFi) < 0.6 {
+		t.Errorf("gp_minrtt with lte 80 ms slower: wifi %d B, lte %d B; want wifi, the lower RTT, to carry the larger share (at least 60 %%)", r.WiFi, r.LTE)
+	}
+	if err := w.bed.SetDelay(testbed.LTE, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// Unload while a connection runs under the scheduler: it keeps it (no
+	// reset, no lost byte, lte still idle under gp_first); the next
+	// connection gets the kernel's default, which uses both links.
+	w.use("gp_first")
+	w.keepsAndReturns("gp_first", "sched unload during the download", func() {
+		w.gp("--netns", w.bed.Proxy.Name, "sched", "unload", "gp_first")
+	})
+
+	// The daemon's scheduler: key, and a reload to scheduler: default.
+	w.daemonCase()
+
+	w.table()
+}
+
+func newWireBed(t *testing.T) *wireBed {
+	t.Helper()
+	bin := os.Getenv("GIGAPATH_TEST_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "gigapath")
+		if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/gigapath").CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v: %s", err, out)
+		}
+	}
+	bed := testbed.UpT(t, testbed.Spec{WiFiRate: wireRate, LTERate: wireRate, ClientRouting: true})
+	if err := bed.EnableKernelPM(); err != nil {
+		t.Fatal(err)
+	}
+	w := &wireBed{t: t, bin: bin, bed: bed, data: randomData(wireSize)}
+	w.sum = sha256.Sum256(w.data)
+	origin, err := serveOrigin(bed, w.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+
+	ctx := context.Background()
+	prxAddr := net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort))
+	w.relay, err = startRelay(ctx, bed.Proxy, bin, prxAddr, "--allow-client", "10.201.1.0/24", "--allow-client", "10.201.2.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.relay.stop()
+		t.Logf("proxy relay:\n%s", w.relay.out)
+	})
+	entry, err := startRelay(ctx, bed.Client, bin, localRelayAddr, "--upstream", "socks5://"+prxAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(entry.stop)
+	if w.dial, err = socksDial(bed); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// gp runs the gigapath binary and fails the test if it fails.
+func (w *wireBed) gp(args ...string) string {
+	w.t.Helper()
+	out, err := exec.Command(w.bin, args...).CombinedOutput()
+	if err != nil {
+		w.t.Fatalf("gigapath %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// use selects name in the proxy's namespace with `gigapath sched use`,
+// checks `sched list -j` reports it available and active, and waits until
+// the proxy's relay has re-opened its listener for it.
+func (w *wireBed) use(name string) {
+	w.t.Helper()
+	w.gp("--netns", w.bed.Proxy.Name, "sched", "use", name)
+	w.listed(name)
+	w.relayFollows(name)
+}
+
+// listed checks `gigapath sched list -j` in the proxy namespace: name is
+// available and the one active.
+func (w *wireBed) listed(name string) {
+	w.t.Helper()
+	var entries []struct {
+		Name      string `json:"name"`
+		Available bool   `json:"available"`
+		Active    bool   `json:"active"`
+	}
+	out := w.gp("--netns", w.bed.Proxy.Name, "sched", "list", "-j")
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		w.t.Fatalf("sched list -j: %v: %s", err, out)
+	}
+	for _, e := range entries {
+		if e.Name == name && (!e.Available || !e.Active) {
+			w.t.Fatalf("sched list -j: %s available %v active %v, want both: %s", name, e.Available, e.Active, out)
+		}
+		if e.Name != name && e.Active {
+			w.t.Fatalf("sched list -j: %s active, want %s: %s", e.Name, name, out)
+		}
+	}
+}
+
+// relayFollows waits until the proxy relay's listener serves name (its log
+// says so), or returns at once when it already does.
+func (w *wireBed) relayFollows(name string) {
+	w.t.Helper()
+	want := "to=" + name
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		lines := strings.Split(w.relay.out.String(), "\n")
+		last := "to=default" // the listener's first scheduler
+		for _, l := range lines {
+			if i := strings.Index(l, "listener renewed"); i >= 0 {
+				last = l[strings.LastIndex(l, " to=")+1:]
+			}
+		}
+		if strings.HasPrefix(last, want) {
+			return
+		}
+	}
+	w.t.Fatalf("the proxy relay did not re-open its listener for %s:\n%s", name, w.relay.out)
+}
+
+// lteEndpoint re-creates the client's lte subflow endpoint, flagged
+// backup or not (new connections' lte joins carry the flag).
+func (w *wireBed) lteEndpoint(backup bool) {
+	w.t.Helper()
+	w.bed.Client.RunT(w.t, "ip", "mptcp", "endpoint", "flush")
+	args := []string{"ip", "mptcp", "endpoint", "add", w.bed.LTEAddr.String(), "dev", testbed.LTEIf, "subflow"}
+	if backup {
+		args = append(args, "backup")
+	}
+	w.bed.Client.RunT(w.t, args...)
+}
+
+// wifiDownAt returns a progress hook that takes wifi down once frac of the
+// data arrived, and brings it back (with its routes) after the download.
+func (w *wireBed) wifiDownAt(frac float64) func(got int) {
+	done := false
+	return func(got int) {
+		if done || float64(got) < frac*wireSize {
+			return
+		}
+		done = true
+		if err := w.bed.LinkDown(testbed.WiFi); err != nil {
+			w.t.Error(err)
+		}
+		w.down = true // download brings it back
+	}
+}
+
+// fetch starts one download through the chain and returns its body.
+func (w *wireBed) fetch(ctx context.Context) (io.ReadCloser, error) {
+	tr := &http.Transport{DisableCompression: true, DialContext: w.dial, DisableKeepAlives: true}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(w.bed.OriginAddr.String(), strconv.Itoa(originPort))+"/data", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin answered %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// download fetches the data once through the chain, checks it, and
+// records the bytes each link carried (client interface counters). progress
+// is called with the byte count as data arrives. A link taken down by it is
+// brought back up afterwards.
+func (w *wireBed) download(name, what string, progress func(got int)) wireRow {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c0, err := w.bed.Counters()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	r0 := mibs(w.t, w.bed.Proxy, "MPTcpExtRetransSegs")["MPTcpExtRetransSegs"]
+	d0 := mibs(w.t, w.bed.Client, "MPTcpExtDuplicateData")["MPTcpExtDuplicateData"]
+	start := time.Now()
+	body, err := w.fetch(ctx)
+	if err != nil {
+		w.t.Fatalf("%s, %s: %v", name, what, err)
+	}
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	got := 0
+	for {
+		n, rerr := body.Read(buf)
+		h.Write(buf[:n])
+		got += n
+		if progress != nil && n > 0 {
+			progress(got)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			body.Close()
+			w.t.Fatalf("%s, %s: after %d bytes: %v", name, what, got, rerr)
+		}
+	}
+	body.Close()
+	secs := time.Since(start).Seconds()
+	c1, err := w.bed.Counters()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if got != wireSize || [32]byte(h.Sum(nil)) != w.sum {
+		w.t.Fatalf("%s, %s: %d bytes, sha256 mismatch or short (want %d)", name, what, got, wireSize)
+	}
+	if w.down {
+		if err := w.bed.LinkUp(testbed.WiFi); err != nil {
+			w.t.Fatal(err)
+		}
+		w.down = false
+	}
+	r := wireRow{Scheduler: name, Case: what, Seconds: secs,
+		WiFi:    c1[testbed.WiFi].RxBytes - c0[testbed.WiFi].RxBytes,
+		LTE:     c1[testbed.LTE].RxBytes - c0[testbed.LTE].RxBytes,
+		Retrans: mibs(w.t, w.bed.Proxy, "MPTcpExtRetransSegs")["MPTcpExtRetransSegs"] - r0,
+		Dup:     mibs(w.t, w.bed.Client, "MPTcpExtDuplicateData")["MPTcpExtDuplicateData"] - d0}
+	w.rows = append(w.rows, r)
+	w.t.Logf("%-12s %-32s wifi %5.1f %%  lte %5.1f %%  %.1f s  mptcp retrans %d dup %d", name, what, 100*r.share(testbed.WiFi), 100*r.share(testbed.LTE), secs, r.Retrans, r.Dup)
+	return r
+}
+
+func (w *wireBed) atMost(r wireRow, l testbed.Link, frac float64) {
+	w.t.Helper()
+	if s := r.share(l); s > frac {
+		w.t.Errorf("%s, %s: %s carried %.1f %% of the data, want at most %.0f %%", r.Scheduler, r.Case, l, 100*s, 100*frac)
+	}
+}
+
+func (w *wireBed) atLeast(r wireRow, l testbed.Link, frac float64) {
+	w.t.Helper()
+	if s := r.share(l); s < frac {
+		w.t.Errorf("%s, %s: %s carried %.1f %% of the data, want at least %.0f %%", r.Scheduler, r.Case, l, 100*s, 100*frac)
+	}
+}
+
+// keepsAndReturns runs a download A that starts under name (gp_first: lte
+// idle), calls change once A is a third through, then checks that A ended
+// byte-exact with lte still idle (it kept its scheduler) and that a new
+// download B used both links (the kernel's default, after the relay's
+// listener followed).
+func (w *wireBed) keepsAndReturns(name, what string, change func()) {
+	w.t.Helper()
+	changed := false
+	a := w.download(name, what, func(got int) {
+		if !changed && got >= wireSize/3 {
+			changed = true
+			change()
+		}
+	})
+	if !changed {
+		w.t.Fatalf("%s: the change never ran", what)
+	}
+	w.atMost(a, testbed.LTE, 0.05)
+	w.listed("default")
+	w.relayFollows("default")
+	b := w.download("default", "the next connection, after: "+what, nil)
+	w.atLeast(b, testbed.LTE, 0.2)
+}
+
+// daemonCase: `gigapath run` in the proxy namespace (side: server) selects
+// gp_first with its scheduler: key; a reload to scheduler: default (SIGHUP)
+// during a download returns new connections to the kernel's scheduler
+// while the running one keeps gp_first.
+func (w *wireBed) daemonCase() {
+	w.t.Helper()
+	dir := w.t.TempDir()
+	cfg := filepath.Join(dir, "policy.yaml")
+	sock := filepath.Join(dir, "status.sock")
+	write := func(scheduler string) {
+		pol := fmt.Sprintf(`side: server
+path_manager: kernel
+steering: aggregate
+interfaces:
+  - name: %s
+    role: wifi
+  - name: %s
+    role: lte
+limits: {subflows: 4, add_addr_accepted: 0}
+scheduler: %s
+metrics: {listen: ""}
+status_socket: %s
+`, testbed.ProxyWiFiIf, testbed.ProxyLTEIf, scheduler, sock)
+		if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	write("gp_first")
+	d, err := startProc(context.Background(), w.bed.Proxy, w.bin, []string{"run", "--config", cfg}, func() error {
+		_, err := os.Stat(sock)
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer func() {
+		d.stop()
+		w.t.Logf("proxy daemon:\n%s", d.out)
+	}()
+	w.listed("gp_first")
+	w.relayFollows("gp_first")
+	r := w.download("gp_first", "daemon scheduler: gp_first", nil)
+	w.atMost(r, testbed.LTE, 0.05)
+	w.keepsAndReturns("gp_first", "daemon reload to scheduler: default", func() {
+		write("default")
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			w.t.Error(err)
+		}
+	})
+}
+
+// table logs the measurements as the markdown table of docs/ebpf.md.
+func (w *wireBed) table() {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| scheduler | case | wifi bytes | lte bytes | wifi %% | lte %% | MPTCP retrans segs | dup data | s |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range w.rows {
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %.1f | %.1f | %d | %d | %.1f |\n", r.Scheduler, r.Case, r.WiFi, r.LTE,
+			100*r.share(testbed.WiFi), 100*r.share(testbed.LTE), r.Retrans, r.Dup, r.Seconds)
+	}
+	w.t.Logf("%d-byte downloads, links %s each (client interface counters, rx):%s", wireSize, wireRate, b.String())
+}
