@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,8 @@ func TestParseEndpointAdd(t *testing.T) {
 			endpointAddArgs{ep: pathmgr.Endpoint{ID: 7, Addr: netip.MustParseAddr("10.0.2.2"), Flags: pathmgr.FlagSubflow | pathmgr.FlagBackup}, dev: "lte0"}},
 		{strings.Fields("signal port 10100 fd00::1"),
 			endpointAddArgs{ep: pathmgr.Endpoint{Addr: netip.MustParseAddr("fd00::1"), Port: 10100, Flags: pathmgr.FlagSignal}}},
+		{strings.Fields("10.0.2.2 id 0 subflow"), // id 0: the kernel picks, as with ip mptcp
+			endpointAddArgs{ep: pathmgr.Endpoint{Addr: netip.MustParseAddr("10.0.2.2"), Flags: pathmgr.FlagSubflow}}},
 		{strings.Fields("::ffff:10.0.0.1 subflow fullmesh laminar"),
 			endpointAddArgs{ep: pathmgr.Endpoint{Addr: netip.MustParseAddr("10.0.0.1"), Flags: pathmgr.FlagSubflow | pathmgr.FlagFullmesh | pathmgr.FlagLaminar}}},
 	} {
@@ -60,8 +63,7 @@ func TestParseEndpointAdd(t *testing.T) {
 		{"10.0.2.2 foo", []string{`"foo"`, "signal, subflow, backup, fullmesh, laminar"}},
 		{"10.0.2.x subflow", []string{`bad address "10.0.2.x"`}},
 		{"subflow", []string{"missing the address"}},
-		{"10.0.2.2 id 0", []string{`bad id "0"`, "1..255"}},
-		{"10.0.2.2 id 256", []string{`bad id "256"`}},
+		{"10.0.2.2 id 256", []string{`bad id "256"`, "0..255"}},
 		{"10.0.2.2 port 70000 signal", []string{`bad port "70000"`, "1..65535"}},
 		{"10.0.2.2 dev", []string{`"dev" needs a value`}},
 		{"10.0.2.2 implicit", []string{`"implicit"`}},
@@ -82,17 +84,34 @@ func TestParseEndpointDelChange(t *testing.T) {
 	wantUsage(t, "del id 0", func() error { _, err := parseEndpointDel([]string{"id", "0"}); return err }(), "id 0", "needs the address")
 	wantUsage(t, "del id x", func() error { _, err := parseEndpointDel([]string{"id", "x"}); return err }(), `bad id "x"`, "0..255")
 
-	c, err := parseEndpointChange(strings.Fields("id 7 backup nofullmesh"))
-	if err != nil || c.id != 7 || c.set != pathmgr.FlagBackup || c.clear != pathmgr.FlagFullmesh {
-		t.Errorf("change = %+v, %v", c, err)
+	// The flags named are the flags the endpoint gets (ip mptcp's rule).
+	for args, want := range map[string]endpointChangeArgs{
+		"id 7 backup nofullmesh":       {id: 7, flags: pathmgr.FlagBackup},
+		"id 7 fullmesh":                {id: 7, flags: pathmgr.FlagFullmesh},
+		"id 7":                         {id: 7},
+		"id 7 nobackup":                {id: 7},
+		"id 7 backup backup fullmesh":  {id: 7, flags: pathmgr.FlagBackup | pathmgr.FlagFullmesh},
+		"10.0.2.2 fullmesh":            {addr: netip.MustParseAddr("10.0.2.2"), flags: pathmgr.FlagFullmesh},
+		"10.0.1.1 port 10100 nobackup": {addr: netip.MustParseAddr("10.0.1.1"), port: 10100},
+		"backup port 9 fd00::1 -j":     {addr: netip.MustParseAddr("fd00::1"), port: 9, flags: pathmgr.FlagBackup},
+	} {
+		c, err := parseEndpointChange(strings.Fields(args))
+		if err != nil || c != want {
+			t.Errorf("change %s = %+v, %v; want %+v", args, c, err, want)
+		}
 	}
-	c, err = parseEndpointChange(strings.Fields("10.0.2.2 nobackup backup"))
-	if err != nil || c.addr != netip.MustParseAddr("10.0.2.2") || c.set != pathmgr.FlagBackup || c.clear != 0 {
-		t.Errorf("change (last word wins) = %+v, %v", c, err)
+	for args, wants := range map[string][]string{
+		"backup":                   {"say which endpoint"},
+		"id 3 signal":              {`"signal"`, "nobackup"},
+		"id 3 backup nobackup":     {`"backup" and "nobackup" contradict`},
+		"id 3 nofullmesh fullmesh": {`"nofullmesh" and "fullmesh" contradict`},
+		"id 0 backup":              {`bad id "0"`, "1..255"},
+		"id 3 port 80 backup":      {"port 80 needs the address"},
+		"10.0.2.2 port 0":          {`bad port "0"`},
+	} {
+		_, err := parseEndpointChange(strings.Fields(args))
+		wantUsage(t, "change "+args, err, wants...)
 	}
-	wantUsage(t, "change nothing", func() error { _, err := parseEndpointChange([]string{"id", "3"}); return err }(), "nothing to change")
-	wantUsage(t, "change which", func() error { _, err := parseEndpointChange([]string{"backup"}); return err }(), "say which endpoint")
-	wantUsage(t, "change signal", func() error { _, err := parseEndpointChange(strings.Fields("id 3 signal")); return err }(), `"signal"`, "nobackup")
 }
 
 func TestParseEndpointShow(t *testing.T) {
@@ -299,6 +318,47 @@ func TestIntegrationCLIEndpointChangeWithPort(t *testing.T) {
 	}
 }
 
+// TestIntegrationCLIEndpointMatchesIP runs the same endpoint commands
+// through ip mptcp in one fresh namespace and through gigapath in another,
+// and after every step wants the same outcome (accepted or refused) and the
+// same `ip mptcp endpoint show` in both: id 0 on add lets the kernel pick,
+// change sets exactly the backup and fullmesh flags it names.
+func TestIntegrationCLIEndpointMatchesIP(t *testing.T) {
+	ipNS, gpNS := testbed.NetNST(t, "epip"), testbed.NetNST(t, "epgp")
+	for _, step := range []string{
+		"add 10.9.0.1 id 0 subflow",
+		"add 10.9.0.2 id 5 subflow backup",
+		"add 10.9.0.3 id 0",
+		"change id 5 fullmesh", // backup goes
+		"change id 5 backup",   // fullmesh goes
+		"change id 5 backup fullmesh",
+		"change id 5 nobackup", // both go
+		"change id 5 nofullmesh backup",
+		"change id 5",
+		"add 10.9.0.4 signal",
+		"change id 8 fullmesh", // refused: fullmesh on a signal endpoint
+		"change 10.9.0.4 backup",
+		"change 10.9.0.2 fullmesh",
+		"change id 99 backup",       // refused: no such endpoint
+		"add 10.9.0.5 id 5 subflow", // refused: id taken
+		"add 10.9.0.5 id 0 subflow fullmesh backup",
+	} {
+		args := strings.Fields(step)
+		_, ipErr := ipNS.Run(append([]string{"ip", "mptcp", "endpoint"}, args...)...)
+		code, _, gpErr := gp(t, append([]string{"--netns", gpNS.Name, "endpoint"}, args...)...)
+		if (ipErr == nil) != (code == 0) {
+			t.Errorf("endpoint %s: ip mptcp: %v; gigapath: exit %d %s", step, ipErr, code, gpErr)
+		}
+		if code == 2 {
+			t.Errorf("endpoint %s: gigapath exit 2 (usage) for input ip mptcp takes: %s", step, gpErr)
+		}
+		want, got := ipNS.RunT(t, "ip", "mptcp", "endpoint", "show"), gpNS.RunT(t, "ip", "mptcp", "endpoint", "show")
+		if got != want {
+			t.Fatalf("after endpoint %s:\ngigapath made:\n%s\nip mptcp made:\n%s", step, got, want)
+		}
+	}
+}
+
 // TestIntegrationCLIEndpoints drives endpoint and limits commands through
 // the built binary, with ip mptcp as the oracle in both directions.
 func TestIntegrationCLIEndpoints(t *testing.T) {
@@ -353,13 +413,16 @@ func TestIntegrationCLIEndpoints(t *testing.T) {
 		t.Errorf("endpoint show id 12 -j = %s (%v)", out, err)
 	}
 
-	// change keeps the flags not named (fullmesh stays when backup is set).
+	// change sets exactly the flags named, as ip mptcp does (fullmesh goes
+	// when only backup is named); TestIntegrationCLIEndpointMatchesIP
+	// compares the two step by step.
 	gpOK(t, append(n, strings.Fields("endpoint change id 12 backup")...)...)
 	gpOK(t, append(n, strings.Fields("endpoint change 10.0.2.2 nobackup")...)...)
 	show = ns.RunT(t, "ip", "mptcp", "endpoint", "show")
-	for _, want := range []string{"10.0.2.3 id 12 subflow backup fullmesh", "10.0.2.2 id 7 subflow dev lte0"} {
-		if !strings.Contains(show, want) {
-			t.Errorf("after change: ip mptcp endpoint show = %q, want %q", show, want)
+	lines := strings.Split(trimLines(show), "\n")
+	for _, want := range []string{"10.0.2.3 id 12 subflow backup", "10.0.2.2 id 7 subflow dev lte0"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("after change: ip mptcp endpoint show = %q, want the line %q", show, want)
 		}
 	}
 

@@ -31,7 +31,8 @@ func init() {
 				Name:      "add",
 				Usage:     "add an endpoint",
 				ArgsUsage: "ADDR [port P] [dev IF] [id N] [signal|subflow|backup|fullmesh|laminar]...",
-				Description: `Examples:
+				Description: `Without id, or with id 0, the kernel picks a free id (as with ip mptcp
+   endpoint add). Examples:
    gigapath endpoint add 10.0.2.2 dev lte0 id 7 subflow backup
    gigapath endpoint add 10.0.1.1 port 10100 signal
    gigapath endpoint add fd00:2::2 dev lte0 subflow fullmesh`,
@@ -49,13 +50,20 @@ func init() {
 			},
 			{
 				Name:      "change",
-				Usage:     "change the backup/fullmesh flags of an endpoint, found by id or address; other flags are kept",
-				ArgsUsage: "id N|ADDR [backup|nobackup|fullmesh|nofullmesh]...",
-				Description: `Only the flags named change (unlike ip mptcp endpoint change, which
-   clears fullmesh when you set backup). A backup change is sent to the peers
-   of existing connections (MP_PRIO). Examples:
+				Usage:     "set the backup and fullmesh flags of an endpoint, found by id or address",
+				ArgsUsage: "id N|ADDR [port P] [backup|nobackup|fullmesh|nofullmesh]...",
+				Description: `As ip mptcp endpoint change: the endpoint ends up with exactly the
+   backup and fullmesh flags named, so "change id 7 fullmesh" clears backup
+   and "change id 7" clears both; nobackup and nofullmesh only say so
+   explicitly. Other flags (signal, subflow, laminar) are kept. A backup
+   change is sent to the peers of existing connections (MP_PRIO).
+   Differences from ip mptcp: ADDR without port finds the endpoint with that
+   address whatever its port (ip mptcp then finds only one without a port),
+   and backup with nobackup (or fullmesh with nofullmesh) is refused rather
+   than read as backup. Examples:
    gigapath endpoint change id 7 backup
-   gigapath endpoint change 10.0.2.2 nobackup fullmesh`,
+   gigapath endpoint change 10.0.2.2 backup fullmesh
+   gigapath endpoint change 10.0.1.1 port 10100 nobackup`,
 				Action: endpointChange,
 			},
 			{
@@ -232,8 +240,8 @@ func parseEndpointAdd(args []string) (endpointAddArgs, error) {
 			r.dev, err = p.value(tok, "INTERFACE")
 		case "id":
 			var v string
-			if v, err = p.value(tok, "1..255"); err == nil {
-				r.ep.ID, err = p.parseID(v, 1)
+			if v, err = p.value(tok, "0..255 (0: the kernel picks)"); err == nil {
+				r.ep.ID, err = p.parseID(v, 0)
 			}
 		default:
 			if f, ok := pathmgr.ParseEndpointFlag(tok); ok && f != pathmgr.FlagImplicit {
@@ -321,34 +329,56 @@ func endpointDel(c *cli.Context) error {
 }
 
 // endpointChangeArgs is the parsed form of `endpoint change`: the
-// endpoint (by id or address) and the flags to set and to clear.
+// endpoint (by id, or by address and optional port) and the backup and
+// fullmesh flags it is to have.
 type endpointChangeArgs struct {
-	id         uint8
-	addr       netip.Addr
-	set, clear pathmgr.EndpointFlags
+	id    uint8
+	addr  netip.Addr
+	port  uint16
+	flags pathmgr.EndpointFlags
+}
+
+// changeWords are the flag words of `endpoint change`: each sets or
+// explicitly leaves out one of the two flags the kernel changes.
+var changeWords = map[string]struct {
+	flag pathmgr.EndpointFlags
+	set  bool
+}{
+	"backup":     {pathmgr.FlagBackup, true},
+	"nobackup":   {pathmgr.FlagBackup, false},
+	"fullmesh":   {pathmgr.FlagFullmesh, true},
+	"nofullmesh": {pathmgr.FlagFullmesh, false},
 }
 
 func parseEndpointChange(args []string) (endpointChangeArgs, error) {
 	p := newPMArgs("endpoint change", args)
-	const valid = "id N, ADDR, backup, nobackup, fullmesh, nofullmesh"
+	const valid = "id N, ADDR, port P, backup, nobackup, fullmesh, nofullmesh"
 	var r endpointChangeArgs
+	said := map[pathmgr.EndpointFlags]string{} // flag -> the word that named it
 	for p.more() {
 		tok := p.next()
 		var err error
+		if w, ok := changeWords[tok]; ok {
+			if prev, dup := said[w.flag]; dup && prev != tok {
+				return r, usageErrorf("endpoint change: %q and %q contradict each other: give one", prev, tok)
+			}
+			said[w.flag] = tok
+			if w.set {
+				r.flags |= w.flag
+			}
+			continue
+		}
 		switch tok {
 		case "id":
 			var v string
 			if v, err = p.value(tok, "1..255"); err == nil {
 				r.id, err = p.parseID(v, 1)
 			}
-		case "backup":
-			r.set, r.clear = r.set|pathmgr.FlagBackup, r.clear&^pathmgr.FlagBackup
-		case "nobackup":
-			r.set, r.clear = r.set&^pathmgr.FlagBackup, r.clear|pathmgr.FlagBackup
-		case "fullmesh":
-			r.set, r.clear = r.set|pathmgr.FlagFullmesh, r.clear&^pathmgr.FlagFullmesh
-		case "nofullmesh":
-			r.set, r.clear = r.set&^pathmgr.FlagFullmesh, r.clear|pathmgr.FlagFullmesh
+		case "port":
+			var v string
+			if v, err = p.value(tok, "1..65535"); err == nil {
+				r.port, err = p.parsePort(v)
+			}
 		default:
 			if r.addr.IsValid() || !looksLikeAddr(tok) {
 				return r, p.unknown(tok, valid)
@@ -360,10 +390,10 @@ func parseEndpointChange(args []string) (endpointChangeArgs, error) {
 		}
 	}
 	if r.id == 0 && !r.addr.IsValid() {
-		return r, usageErrorf("endpoint change: say which endpoint: gigapath endpoint change id N|ADDR [backup|nobackup|fullmesh|nofullmesh]")
+		return r, usageErrorf("endpoint change: say which endpoint: gigapath endpoint change id N|ADDR [port P] [backup|nobackup|fullmesh|nofullmesh]...")
 	}
-	if r.set == 0 && r.clear == 0 {
-		return r, usageErrorf("endpoint change: nothing to change: give backup, nobackup, fullmesh or nofullmesh")
+	if r.port != 0 && !r.addr.IsValid() {
+		return r, usageErrorf("endpoint change: port %d needs the address: gigapath endpoint change ADDR port %d ...", r.port, r.port)
 	}
 	return r, nil
 }
@@ -374,35 +404,44 @@ func endpointChange(c *cli.Context) error {
 		return err
 	}
 	return withPM(c, func(pm *pathmgr.Client) error {
-		// The kernel sets backup and fullmesh together from the request, so
-		// start from the endpoint's current flags to keep the ones not named.
-		cur, err := findEndpoint(pm, r.id, r.addr)
-		if err != nil {
-			return err
+		id := r.id
+		if id == 0 {
+			// Address it by the id found: a lookup by address alone misses
+			// an endpoint that has a port (the kernel compares both).
+			e, err := findEndpoint(pm, r.addr, r.port)
+			if err != nil {
+				return err
+			}
+			id = e.ID
 		}
-		flags := (cur.Flags | r.set) &^ r.clear
-		// Address it by the id found: a lookup by address alone misses an
-		// endpoint that has a port (the kernel compares address and port).
-		return pm.SetEndpointFlags(cur.ID, netip.Addr{}, flags)
+		return pm.SetEndpointFlags(id, netip.Addr{}, r.flags)
 	})
 }
 
-func findEndpoint(pm *pathmgr.Client, id uint8, addr netip.Addr) (pathmgr.Endpoint, error) {
-	if id != 0 {
-		e, err := pm.Endpoint(id)
-		if err != nil {
-			return e, fmt.Errorf("endpoint id %d: %w", id, err)
-		}
-		return e, nil
-	}
+// findEndpoint finds the endpoint with address addr and, when port is not
+// 0, that port; without a port the address must name one endpoint.
+func findEndpoint(pm *pathmgr.Client, addr netip.Addr, port uint16) (pathmgr.Endpoint, error) {
 	eps, err := pm.Endpoints()
 	if err != nil {
 		return pathmgr.Endpoint{}, err
 	}
+	var found []pathmgr.Endpoint
 	for _, e := range eps {
-		if e.Addr == addr {
-			return e, nil
+		if e.Addr == addr && (port == 0 || e.Port == port) {
+			found = append(found, e)
 		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		var ports []string
+		for _, e := range found {
+			ports = append(ports, fmt.Sprintf("port %d (id %d)", e.Port, e.ID))
+		}
+		return pathmgr.Endpoint{}, usageErrorf("endpoint change: %s names %d endpoints: %s; give port P or id N", addr, len(found), strings.Join(ports, ", "))
+	case port != 0:
+		return pathmgr.Endpoint{}, fmt.Errorf("endpoint change: no endpoint with address %s port %d (see `gigapath endpoint show`): %w", addr, port, os.ErrNotExist)
 	}
 	return pathmgr.Endpoint{}, fmt.Errorf("endpoint change: no endpoint with address %s (see `gigapath endpoint show`): %w", addr, os.ErrNotExist)
 }
