@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"testing"
 	"time"
 )
 
@@ -19,7 +18,7 @@ import (
 // NetNST creates a namespace for tb (see NewNetNS) and deletes it in
 // tb.Cleanup, reporting a failed deletion with tb.Error. It skips tb when
 // not root.
-func NetNST(tb testing.TB, role string) *NetNS {
+func NetNST(tb TB, role string) *NetNS {
 	tb.Helper()
 	NeedRoot(tb)
 	ns, err := NewNetNS(role)
@@ -36,7 +35,7 @@ func NetNST(tb testing.TB, role string) *NetNS {
 
 // RunT is Run for set-up steps and oracles: a failed command fails tb.
 // It returns the command's standard output.
-func (n *NetNS) RunT(tb testing.TB, args ...string) string {
+func (n *NetNS) RunT(tb TB, args ...string) string {
 	tb.Helper()
 	out, err := n.Run(args...)
 	if err != nil {
@@ -55,7 +54,7 @@ type VethLink struct {
 
 // ConnectT joins a and b with one veth pair per link and adds the links'
 // addresses. The links go with the namespaces.
-func ConnectT(tb testing.TB, a, b *NetNS, links ...VethLink) {
+func ConnectT(tb TB, a, b *NetNS, links ...VethLink) {
 	tb.Helper()
 	for _, l := range links {
 		if err := Veth(a, l.A, b, l.B); err != nil {
@@ -75,7 +74,7 @@ func ConnectT(tb testing.TB, a, b *NetNS, links ...VethLink) {
 // for every connection it accepts, until the test ends: tb.Cleanup closes
 // the listener and waits for the accept loop to stop. Connections still
 // open then are handle's to close. Sink and Echo are the usual handlers.
-func ServeT(tb testing.TB, ns *NetNS, network, addr string, mptcp bool, handle func(net.Conn)) net.Listener {
+func ServeT(tb TB, ns *NetNS, network, addr string, mptcp bool, handle func(net.Conn)) net.Listener {
 	tb.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() error {
@@ -111,7 +110,7 @@ func Echo(c net.Conn) { io.Copy(c, c); c.Close() }
 // DialMPTCPT opens an MPTCP connection from inside ns to remote
 // ("host:port"), from the local address local when it is not empty, with a
 // 5 s timeout. tb.Cleanup closes the connection.
-func DialMPTCPT(tb testing.TB, ns *NetNS, network, local, remote string) net.Conn {
+func DialMPTCPT(tb TB, ns *NetNS, network, local, remote string) net.Conn {
 	tb.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if local != "" {
@@ -138,7 +137,7 @@ func DialMPTCPT(tb testing.TB, ns *NetNS, network, local, remote string) net.Con
 // that times out after 1 s does not count) or the test ends; tb.Cleanup
 // stops the writer and waits for it. An MPTCP connection must carry data
 // to become fully established: an idle one never gets its subflows.
-func KeepSending(tb testing.TB, c net.Conn) {
+func KeepSending(tb TB, c net.Conn) {
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -169,7 +168,7 @@ func KeepSending(tb testing.TB, c net.Conn) {
 // pathmgr.EventListener: Collect(tb, l.Receive, ...). Register the close of
 // what receive reads from before calling Collect, so that the cleanup which
 // stops the loop runs first.
-func Collect[E any](tb testing.TB, receive func(context.Context) ([]E, error), handle func(batch []E, err error) bool) (stop func()) {
+func Collect[E any](tb TB, receive func(context.Context) ([]E, error), handle func(batch []E, err error) bool) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() {
@@ -191,7 +190,7 @@ func Collect[E any](tb testing.TB, receive func(context.Context) ([]E, error), h
 
 // Eventually polls cond every 50 ms until it holds, and fails tb with what
 // and the last state cond reported when it does not hold within 10 s.
-func Eventually(tb testing.TB, what string, cond func() (ok bool, state string)) {
+func Eventually(tb TB, what string, cond func() (ok bool, state string)) {
 	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -7,6 +7,9 @@ import (
 	"testing"
 )
 
+// The helpers take testing.TB values: a TB method testing.TB lacks breaks this.
+var _ TB = testing.TB(nil)
+
 func TestParseRate(t *testing.T) {
 	for _, c := range []struct {
 		in   string

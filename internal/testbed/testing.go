@@ -5,14 +5,29 @@ package testbed
 import (
 	"context"
 	"os"
-	"testing"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
 )
 
+// TB is the part of testing.TB the helpers use (*testing.T and
+// *testing.B have it). The helpers take it rather than testing.TB so that
+// this package does not import testing: the gigapath binary links the
+// package for `gigapath testbed` and `gigapath demo`, and a shipped binary
+// has no business carrying the test framework (make lint checks that
+// cmd/gigapath does not depend on it).
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Error(args ...any)
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+}
+
 // NeedRoot skips t unless the process is root (CAP_NET_ADMIN is needed for
 // namespaces, links and BPF).
-func NeedRoot(t testing.TB) {
+func NeedRoot(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_NET_ADMIN)")
@@ -22,7 +37,7 @@ func NeedRoot(t testing.TB) {
 // UpT builds a bed for a test or benchmark and closes it in t.Cleanup, even
 // when the test fails. It skips the test when not root and fails it when
 // the bed cannot be built.
-func UpT(t testing.TB, spec Spec) *Bed {
+func UpT(t TB, spec Spec) *Bed {
 	t.Helper()
 	NeedRoot(t)
 	b, err := Up(context.Background(), spec)
@@ -40,7 +55,7 @@ func UpT(t testing.TB, spec Spec) *Bed {
 // CgroupT creates a cgroup v2 child of the hierarchy's root named prefix
 // plus a random suffix, for a test's processes, and removes it in
 // t.Cleanup (a failure to remove fails the test).
-func CgroupT(t testing.TB, prefix string) string {
+func CgroupT(t TB, prefix string) string {
 	t.Helper()
 	cg, err := cgroup.Create(UniqueName(prefix))
 	if err != nil {
