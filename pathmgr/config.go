@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // Config selects where a Client or an EventListener works. A nil *Config
@@ -35,5 +35,6 @@ func (cfg *Config) netnsFile() (*os.File, error) {
 // a name from `ip netns list` (resolved under /run/netns) or an absolute
 // path such as /proc/PID/ns/net. It returns nil, nil for "" (the current
 // namespace). Errors name the namespace and wrap the open error, so
-// errors.Is(err, os.ErrNotExist) tells a missing namespace.
+// errors.Is(err, os.ErrNotExist) tells a missing namespace. It is
+// netns.Open; package netns also enters a namespace and reads its cookie.
 func OpenNetNS(name string) (*os.File, error) { return netns.Open(name) }

@@ -25,7 +25,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // Policy is what to apply to the subflows leaving from one local address.

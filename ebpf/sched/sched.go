@@ -23,7 +23,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gigapath/gigapath/ebpf/bpffs"
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // Scheduler describes one of the shipped BPF schedulers.

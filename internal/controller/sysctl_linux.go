@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // The path manager is net.mptcp.path_manager ("kernel" | "userspace") since

@@ -19,8 +19,8 @@ import (
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/ebpf/sched"
-	"github.com/gigapath/gigapath/internal/netns"
 	"github.com/gigapath/gigapath/pathmgr"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 func run(cfg Config) ([]Item, error) {

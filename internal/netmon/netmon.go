@@ -24,7 +24,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // Config selects the namespace and what is reported.

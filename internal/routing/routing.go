@@ -30,7 +30,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // Protocol marks gigapath's rules and routes (`ip rule` and `ip route`

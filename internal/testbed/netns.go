@@ -14,7 +14,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/gigapath/gigapath/internal/netns"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // NamePrefix starts the name of every namespace the testbed creates, so that

@@ -1,8 +1,11 @@
 // Package netns names, enters and identifies network namespaces the way
-// `ip -n` does, for every gigapath package that works in one: the
-// path-manager and rtnetlink clients open the namespace file, per-namespace
-// sysctls are read on a thread switched into it, and a sockops program's
-// policy is scoped to a namespace by its cookie.
+// `ip -n` does. It is public, part of the pathmgr library (Config.NetNS
+// takes the same names), and shared with the ebpf packages and gigapath's
+// daemon: the path-manager and rtnetlink clients open the namespace file,
+// per-namespace sysctls are read on a thread switched into it, and a
+// sockops program's policy is scoped to a namespace by its cookie. It
+// imports only the standard library and golang.org/x/sys; outside Linux,
+// entering another namespace and reading a cookie return an error saying so.
 package netns
 
 import (
