@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/gigapath/gigapath/ebpf/cgroup"
 )
 
@@ -128,7 +126,7 @@ func TestIntegrationSendShare(t *testing.T) {
 		t.Fatalf("with equal links the lte path got %.3f of the sends, want both paths used", shB[lte])
 	}
 
-	// The Prometheus collector exports the same numbers. The kernel keeps
+	// The byte counters match what the links carried. The kernel keeps
 	// sending what the client left queued after it exited: wait until the
 	// counters stop moving.
 	var final []PathShare
@@ -156,29 +154,6 @@ func TestIntegrationSendShare(t *testing.T) {
 		// acknowledgements after the scheduler's last look are not counted.
 		if r := float64(c.Bytes) / float64(link); r < 0.8 || r > 1.0 {
 			t.Errorf("%s: %d bytes counted since Load, its link sent %d (ratio %.3f): want 0.8-1.0", a, c.Bytes, link, r)
-		}
-	}
-	want := Shares(final)
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(p.Collector()); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "gigapath_path_send_share_ratio" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
-		}
-	}
-	for a, w := range want {
-		if g, ok := got[a.String()]; !ok || math.Abs(g-w) > 1e-9 {
-			t.Errorf("metric gigapath_path_send_share_ratio{local=%q} = %v (present %v), want %v", a, g, ok, w)
 		}
 	}
 }
