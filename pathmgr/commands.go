@@ -3,9 +3,9 @@ package pathmgr
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // commandNames are the mptcp_pm commands by number, named as in the
@@ -56,7 +56,7 @@ func (c *Client) SupportsConnectionAddrs() (bool, error) {
 	switch {
 	case err == nil:
 		return false, nil
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+	case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENOENT):
 		return true, nil
 	default:
 		return false, fmt.Errorf("pathmgr: probe GET_ADDR with a token: %w", err)

@@ -16,7 +16,7 @@ func Ensure(dir string) (string, error) {
 	if err := unix.Statfs(Root, &st); err != nil {
 		return "", fmt.Errorf("bpffs: %s: %w", Root, err)
 	}
-	if st.Type != unix.BPF_FS_MAGIC {
+	if !isBPFFS(&st) {
 		if err := unix.Mount("bpf", Root, "bpf", 0, "mode=0700"); err != nil {
 			return "", fmt.Errorf("bpffs: mount a BPF file system on %s: %w", Root, err)
 		}
@@ -30,5 +30,9 @@ func Ensure(dir string) (string, error) {
 // Mounted reports whether Root holds a BPF file system.
 func Mounted() bool {
 	var st unix.Statfs_t
-	return unix.Statfs(Root, &st) == nil && st.Type == unix.BPF_FS_MAGIC
+	return unix.Statfs(Root, &st) == nil && isBPFFS(&st)
 }
+
+// isBPFFS compares the file system magic as the unsigned 32-bit number it
+// is: Statfs_t.Type is int32 on 32-bit Linux, where 0xcafe4a11 is negative.
+func isBPFFS(st *unix.Statfs_t) bool { return uint32(st.Type) == uint32(unix.BPF_FS_MAGIC) }

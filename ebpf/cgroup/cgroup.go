@@ -69,12 +69,11 @@ func Resolve(path string) (string, error) {
 	if !filepath.IsAbs(p) || !within(root, p) {
 		p = filepath.Join(root, strings.TrimPrefix(path, "/"))
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(p, &st); err != nil {
+	ok, err := isCgroup2(p)
+	if err != nil {
 		return "", fmt.Errorf("cgroup %q: %w", path, err)
 	}
-	const cgroup2Magic = 0x63677270
-	if st.Type != cgroup2Magic {
+	if !ok {
 		return "", fmt.Errorf("cgroup %q: %s is not in the cgroup v2 hierarchy (mounted at %s)", path, p, root)
 	}
 	return p, nil
@@ -122,11 +121,11 @@ func Remove(path string) error {
 // ID returns the cgroup's id as bpf_get_current_cgroup_id() reports it: the
 // inode number of its directory in the cgroup v2 file system.
 func ID(path string) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	ino, err := inode(path)
+	if err != nil {
 		return 0, fmt.Errorf("cgroup id of %s: %w", path, err)
 	}
-	return st.Ino, nil
+	return ino, nil
 }
 
 // AddProcess moves process pid (all its threads) into the cgroup.

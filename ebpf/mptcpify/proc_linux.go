@@ -32,7 +32,7 @@ func ownPIDScope() (mptcpifyPidScope, error) {
 	}
 	// bpf_get_ns_current_pid_tgid compares dev with the kernel's own
 	// encoding of nsfs's device (MKDEV: major << 20 | minor), not stat's.
-	return mptcpifyPidScope{Dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), Ino: st.Ino}, nil
+	return mptcpifyPidScope{Dev: uint64(unix.Major(uint64(st.Dev)))<<20 | uint64(unix.Minor(uint64(st.Dev))), Ino: st.Ino}, nil
 }
 
 // inOurPIDNS checks that process pid's active PID namespace is ours: a
