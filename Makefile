@@ -32,10 +32,12 @@ generate:
 	@.ci/install-deps generate
 	$(GO) generate ./ebpf/...
 
+# gofmt, go vet and staticcheck (a go tool pinned in go.mod).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 # The whole suite: unit tests, integration tests against the real kernel in
 # fresh namespaces (needs root), race detector, bounded fuzzing.

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -233,8 +232,6 @@ func ssTCP(tb testing.TB, ns *testbed.NetNS) []ssSocket {
 	}
 	return socks
 }
-
-func cgroupName(p string) string { return filepath.Base(p) }
 
 // stripDev turns ss's "10.0.2.1%lte0:60755" (bound to a device) into
 // "10.0.2.1:60755".

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -67,7 +68,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

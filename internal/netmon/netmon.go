@@ -53,11 +53,6 @@ type Link struct {
 // Up reports whether the link can carry traffic.
 func (l Link) Up() bool { return l.AdminUp && l.OperUp }
 
-func (l Link) equal(o Link) bool {
-	return l.Index == o.Index && l.Name == o.Name && l.AdminUp == o.AdminUp &&
-		l.OperUp == o.OperUp && l.MTU == o.MTU && l.HardwareAddr.String() == o.HardwareAddr.String()
-}
-
 // Addr is a usable address of an interface with its prefix length
 // (10.0.2.2/24: address 10.0.2.2, connected subnet 10.0.2.0/24).
 type Addr struct {

@@ -219,8 +219,8 @@ func TestIntegrationEnsureRoutesByInterface(t *testing.T) {
 	if rules6 != wantRules6 {
 		t.Errorf("ip -6 rule show:\n%s\nwant:\n%s", rules6, wantRules6)
 	}
-	if got, want := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)), fmt.Sprintf(
-		"default via 10.81.2.1 dev lte0 proto 201 \n10.81.2.0/24 dev lte0 proto 201 scope link src 10.81.2.2 \n10.99.0.0/16 dev lte0 scope link \n"); got != want {
+	if got, want := tp.cli.RunT(t, "ip", "-4", "route", "show", "table", fmt.Sprint(lt)),
+		"default via 10.81.2.1 dev lte0 proto 201 \n10.81.2.0/24 dev lte0 proto 201 scope link src 10.81.2.2 \n10.99.0.0/16 dev lte0 scope link \n"; got != want {
 		t.Errorf("ip route show table %d:\n%q\nwant:\n%q", lt, got, want)
 	}
 	if got := tp.cli.RunT(t, "ip", "-6", "route", "show", "table", fmt.Sprint(lt)); !strings.Contains(got, "2001:db8:81:2::/64 dev lte0 proto 201") ||
