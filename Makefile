@@ -45,6 +45,12 @@ test: deps lint build
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 
+# Unit tests only: no root, no kernel feature, no namespace; quick to run
+# before a commit. Integration tests are the ones named TestIntegration*
+# (the real kernel, as root); `make test` runs them with the rest.
+unit:
+	$(GO) test -race -count=1 -skip '^TestIntegration' ./...
+
 fuzz:
 	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do \
 	  for spec in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$$f" | sed 's/^func //'); do \

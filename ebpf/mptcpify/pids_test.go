@@ -241,10 +241,11 @@ func TestIntegrationPIDNamespace(t *testing.T) {
 	}
 }
 
-// TestInOurPIDNS: a process of a PID namespace nested below ours shows in
+// TestIntegrationInOurPIDNS (root: it starts a process in a new PID
+// namespace): a process of a PID namespace nested below ours shows in
 // our /proc but cannot be scoped by pid; one of ours can; a missing pid
 // is "no such process".
-func TestInOurPIDNS(t *testing.T) {
+func TestIntegrationInOurPIDNS(t *testing.T) {
 	needRoot(t)
 	ours := exec.Command("sleep", "5")
 	nested := exec.Command("sleep", "5")
