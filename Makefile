@@ -11,10 +11,19 @@ REVISION   ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 # coordinator can fail a target with a bare "context deadline exceeded" when
 # the time runs out under load (golang/go#75804, fixed in Go 1.27).
 FUZZTIME   ?= 100000x
+# The public libraries (docs/architecture.md, "Rules") and the platforms
+# they build for besides the host (docs/pathmgr.md, docs/ebpf.md,
+# "Platforms"): both on 64- and 32-bit Linux, macOS and FreeBSD; pathmgr
+# also on big-endian Linux and Windows, where the ebpf packages do not build
+# (bpf2go's objects are little-endian; cilium/ebpf's Windows port has other
+# attach calls).
+LIBS              := ./pathmgr/... ./ebpf/...
+LIB_PLATFORMS     := linux/arm64 linux/arm darwin/arm64 freebsd/amd64
+PATHMGR_PLATFORMS := linux/s390x windows/amd64
 
 export CLANG BPF_CFLAGS
 
-.PHONY: all deps build generate lint test unit fuzz demo bench vmtest vmtest-systemd sched-kernel vmtest-sched clean
+.PHONY: all deps build generate lint crossbuild test unit fuzz demo bench vmtest vmtest-systemd sched-kernel vmtest-sched clean
 
 all: build
 
@@ -32,16 +41,27 @@ generate:
 	@.ci/install-deps generate
 	$(GO) generate ./ebpf/...
 
-# gofmt, go vet and staticcheck (a go tool pinned in go.mod).
+# gofmt, go vet, staticcheck (a go tool pinned in go.mod), and the
+# dependency rules: the binary does not link testing, the libraries import
+# nothing under internal/ and no Prometheus on any of their platforms.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	GO=$(GO) .ci/check-deps $(LIB_PLATFORMS) $(PATHMGR_PLATFORMS)
+
+# The libraries build on every platform their docs claim.
+crossbuild:
+	@set -e; for p in $(LIB_PLATFORMS); do \
+	  echo "build $(LIBS) for $$p"; GOOS=$${p%/*} GOARCH=$${p#*/} CGO_ENABLED=0 $(GO) build $(LIBS); \
+	done; for p in $(PATHMGR_PLATFORMS); do \
+	  echo "build ./pathmgr/... for $$p"; GOOS=$${p%/*} GOARCH=$${p#*/} CGO_ENABLED=0 $(GO) build ./pathmgr/...; \
+	done
 
 # The whole suite: unit tests, integration tests against the real kernel in
 # fresh namespaces (needs root), race detector, bounded fuzzing.
-test: deps lint build
+test: deps lint build crossbuild
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 
