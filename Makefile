@@ -12,8 +12,8 @@ REVISION   ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 # the time runs out under load (golang/go#75804, fixed in Go 1.27).
 FUZZTIME   ?= 100000x
 # The public libraries (docs/architecture.md, "Rules") and the platforms
-# they build for besides the host (docs/pathmgr.md, docs/ebpf.md,
-# "Platforms"): both on 64- and 32-bit Linux, macOS and FreeBSD; pathmgr
+# they build for besides the host (docs/pathmgr.md, docs/ebpf.md): both on
+# 64- and 32-bit Linux, macOS and FreeBSD; pathmgr
 # also on big-endian Linux and Windows, where the ebpf packages do not build
 # (bpf2go's objects are little-endian; cilium/ebpf's Windows port has other
 # attach calls).
