@@ -23,7 +23,7 @@ PATHMGR_PLATFORMS := linux/s390x windows/amd64
 
 export CLANG BPF_CFLAGS
 
-.PHONY: all deps build generate lint crossbuild test unit fuzz demo bench vmtest vmtest-systemd sched-kernel vmtest-sched clean
+.PHONY: all deps build generate lint crossbuild test unit fuzz demo bench vmtest vmtest-systemd sched-kernel vmtest-sched deb vmtest-deb clean
 
 all: build
 
@@ -110,8 +110,14 @@ vmtest-sched:
 vmtest-systemd:
 	.ci/vmtest-systemd 6.12
 
+# The Debian package: dist/gigapath_<version>_<arch>.deb (version from git
+# describe), built with nfpm (a Go tool pinned in .ci/deb/go.mod) and
+# checked with lintian (.ci/deb/build; docs/deploy.md).
+deb:
+	.ci/deb/build
+
 demo: deps build
 	./$(BIN) demo
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
