@@ -116,6 +116,11 @@ vmtest-systemd:
 deb:
 	.ci/deb/build
 
+# The package in the systemd guest: dpkg -i, systemctl start/reload/stop,
+# upgrade in place, dpkg -r and -P (.ci/deb-guest); part of .ci/run.
+vmtest-deb: deb
+	.ci/vmtest-systemd --deb $(wildcard dist/gigapath_*.deb) 6.12
+
 demo: deps build
 	./$(BIN) demo
 
