@@ -99,10 +99,11 @@ type Controller struct {
 	linkDownAt map[int]time.Time
 
 	// pp applies per-interface congestion/mark (nil until needed).
-	pp       *pathpolicy.PathPolicy
-	mp       *mptcpify.Mptcpify // nil unless attached
-	ppSet    map[netip.Addr]pathpolicy.Policy
-	ppFailed bool
+	pp          *pathpolicy.PathPolicy
+	mp          *mptcpify.Mptcpify // nil unless attached
+	ppSet       map[netip.Addr]pathpolicy.Policy
+	ppCollector *metrics.PathPolicyCollector // registered while pp is loaded
+	ppFailed    bool
 
 	// peersIn are the announced peer addresses of Config.Handoff by
 	// token, used by the start resync only; handoffOut is Handoff's value.
@@ -1211,6 +1212,7 @@ func (c *Controller) notePrimary(now time.Time) {
 }
 
 func (c *Controller) refreshGauges() {
+	c.refreshInterfaceGauges()
 	c.m.Subflows.Reset()
 	for _, cn := range c.conns {
 		for _, s := range cn.subs {

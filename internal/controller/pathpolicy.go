@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/metrics"
 )
 
 // pathPolicies is the per-address socket policy the interfaces' congestion
@@ -32,7 +33,18 @@ func (c *Controller) syncPathPolicy() {
 		if len(want) == 0 || c.ppFailed {
 			return
 		}
-		pp, err := pathpolicy.Load(pathpolicy.Options{Cgroup: c.pol.PathCgroup, NetNS: c.cfg.NetNS, NoSendShare: true})
+		opts := pathpolicy.Options{Cgroup: c.pol.PathCgroup, NetNS: c.cfg.NetNS}
+		pp, err := pathpolicy.Load(opts)
+		if err != nil {
+			// The send share (a raw tracepoint) is telemetry only:
+			// the policy applies without it.
+			opts.NoSendShare = true
+			var err2 error
+			if pp, err2 = pathpolicy.Load(opts); err2 == nil {
+				c.log.Warn("send share per path not exported", "err", err)
+			}
+			err = err2
+		}
 		if err != nil {
 			c.ppFailed = true
 			c.log.Warn("per-interface congestion/mark not applied: sockops program not loaded; subflows keep the host's settings", "err", err)
@@ -40,6 +52,11 @@ func (c *Controller) syncPathPolicy() {
 		}
 		c.pp = pp
 		c.ppSet = map[netip.Addr]pathpolicy.Policy{}
+		// Subflow telemetry and send share on /metrics.
+		c.ppCollector = metrics.NewPathPolicyCollector(pp)
+		if err := c.m.Registry.Register(c.ppCollector); err != nil {
+			c.log.Warn("path telemetry not exported", "err", err)
+		}
 		c.log.Info("per-interface socket policy attached", "cgroup", pp.Cgroup())
 	}
 	for a, pol := range want {
@@ -71,6 +88,7 @@ func (c *Controller) closePathPolicy() {
 	if c.pp == nil {
 		return
 	}
+	c.m.Registry.Unregister(c.ppCollector)
 	if err := c.pp.Close(); err != nil {
 		c.log.Warn("detach per-interface socket policy", "err", err)
 	}

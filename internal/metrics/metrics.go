@@ -27,7 +27,13 @@ const (
 	Resyncs          = "gigapath_resyncs_total"              // counter{reason}: full reconciliations
 	NetEvents        = "gigapath_interface_events_total"     // counter{type}: rtnetlink events received
 	ReconcileSeconds = "gigapath_reconcile_duration_seconds" // histogram: duration of a full reconciliation
+	InterfaceUp      = "gigapath_interface_up"               // gauge{interface,role}: 1 while a policy interface is up with an address
+	InterfaceHealthy = "gigapath_interface_healthy"          // gauge{interface,role}: 1 healthy, 0 unhealthy (sampled under handover and priority steering)
 )
+
+// PMCommands are the command label values of Commands and CommandErrors:
+// the path-manager commands the daemon sends.
+var PMCommands = []string{"subflow_create", "subflow_destroy", "subflow_set_backup", "announce", "remove", "add_addr", "del_addr", "set_limits"}
 
 // Metrics is the set the controller updates. The zero value is not usable:
 // build it with New.
@@ -44,6 +50,8 @@ type Metrics struct {
 	Resyncs          *prometheus.CounterVec
 	NetEvents        *prometheus.CounterVec
 	ReconcileSeconds prometheus.Histogram
+	InterfaceUp      *prometheus.GaugeVec
+	InterfaceHealthy *prometheus.GaugeVec
 }
 
 // New registers the daemon's metrics (and the Go and process collectors) on
@@ -65,9 +73,21 @@ func New() *Metrics {
 		NetEvents:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: NetEvents, Help: "Interface, address and route events, by type."}, []string{"type"}),
 		ReconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: ReconcileSeconds, Help: "Duration of full reconciliations.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		InterfaceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: InterfaceUp,
+			Help: "1 while a policy interface is up and has an address (subflows can use it), else 0."}, []string{"interface", "role"}),
+		InterfaceHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: InterfaceHealthy,
+			Help: "1 while a policy interface is healthy, 0 while unhealthy (handover and priority steering sample health; otherwise always 1)."},
+			[]string{"interface", "role"}),
+	}
+	// Every command's series exist from the start, at 0, so a rate of
+	// refusals is 0 rather than missing until the first one.
+	for _, cmd := range PMCommands {
+		m.Commands.WithLabelValues(cmd)
+		m.CommandErrors.WithLabelValues(cmd)
 	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
+		m.InterfaceUp, m.InterfaceHealthy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -19,6 +19,8 @@ func TestServe(t *testing.T) {
 	m.NetEvents.WithLabelValues("link_up").Inc()
 	m.ReactionLatency.Observe(0.001)
 	m.ReconcileSeconds.Observe(0.001)
+	m.InterfaceUp.WithLabelValues("lte0", "lte").Set(1)
+	m.InterfaceHealthy.WithLabelValues("lte0", "lte").Set(0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr, _, err := m.Serve(ctx, "127.0.0.1:0")
@@ -31,7 +33,7 @@ func TestServe(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds} {
+	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy} {
 		if !strings.Contains(string(b), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
