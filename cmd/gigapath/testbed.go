@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -19,11 +21,16 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "testbed",
-		Usage: "bring up, inspect and remove the built-in test network (namespaces cli, prx, org)",
+		Usage: "bring up, inspect and remove the built-in test network (namespaces cli, prx, org; lb and n1..nN for a fleet)",
 		Description: `A phone-like client namespace with two access links (wifi0, lte0) to an
-   MPTCP proxy namespace, which reaches an origin namespace. Addresses and
-   interfaces are in docs/testbed.md. The bed is recorded in ` + testbed.StateFile + `.
+   MPTCP proxy namespace, which reaches an origin namespace. With --proxies N
+   (2 or more) the access links end at a load balancer that owns the service
+   address and spreads new flows over N proxy nodes with nftables; each node
+   has its own address, reachable from both links (docs/fleet.md).
+   Addresses and interfaces are in docs/testbed.md. The bed is recorded in
+   ` + testbed.StateFile + `.
    gigapath testbed up --wifi-rate 100mbit --lte-rate 50mbit
+   gigapath testbed up --proxies 3 --balance numgen
    gigapath testbed status -j
    gigapath testbed down          (the recorded bed)
    gigapath testbed down --all    (every gp-* namespace, e.g. after a crash)
@@ -38,7 +45,9 @@ func init() {
 					&cli.StringFlag{Name: "wifi-rate", Usage: "shape wifi to `RATE` (tc syntax, e.g. 100mbit); empty = unshaped"},
 					&cli.StringFlag{Name: "lte-rate", Usage: "shape lte to `RATE`"},
 					&cli.BoolFlag{Name: "no-client-routing", Usage: "leave the client's routes and rules to the daemon"},
-					&cli.BoolFlag{Name: "kernel-pm", Usage: "configure the in-kernel PM: limits and a subflow endpoint on lte0"},
+					&cli.BoolFlag{Name: "kernel-pm", Usage: "configure the in-kernel PM: limits and a subflow endpoint on lte0 (a fleet: also a signal endpoint per node address and the C flag on every node)"},
+					&cli.IntFlag{Name: "proxies", Value: 1, Usage: "`N` proxy nodes: 1 = a single proxy; 2 to " + strconv.Itoa(testbed.MaxProxies) + " = a fleet behind an nftables load balancer"},
+					&cli.StringFlag{Name: "balance", Usage: "how the fleet's balancer spreads new flows: " + testbed.BalanceJHash + " (hash of source address and port, the default) or " + testbed.BalanceNumgen + " (round robin)"},
 					&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"},
 				},
 				Action: testbedUp,
@@ -69,6 +78,17 @@ func testbedUp(c *cli.Context) error {
 		WiFiRate:      c.String("wifi-rate"),
 		LTERate:       c.String("lte-rate"),
 		ClientRouting: !c.Bool("no-client-routing"),
+		Proxies:       c.Int("proxies"),
+		Balance:       c.String("balance"),
+	}
+	if spec.Proxies < 1 || spec.Proxies > testbed.MaxProxies {
+		return usageErrorf("--proxies %d: valid is 1 (a single proxy) to %d (a fleet)", spec.Proxies, testbed.MaxProxies)
+	}
+	if spec.Balance != "" && spec.Proxies < 2 {
+		return usageErrorf("--balance needs a fleet: --proxies 2 or more")
+	}
+	if b := spec.Balance; b != "" && b != testbed.BalanceJHash && b != testbed.BalanceNumgen {
+		return usageErrorf("--balance %q: valid is %s or %s", b, testbed.BalanceJHash, testbed.BalanceNumgen)
 	}
 	for _, f := range []struct{ flag, v string }{{"--wifi-rate", spec.WiFiRate}, {"--lte-rate", spec.LTERate}} {
 		if f.v != "" {
@@ -87,7 +107,11 @@ func testbedUp(c *cli.Context) error {
 		return fmt.Errorf("testbed up: %w", err)
 	}
 	if c.Bool("kernel-pm") {
-		if err := b.EnableKernelPM(); err != nil {
+		enable := b.EnableKernelPM
+		if b.IsFleet() {
+			enable = func() error { return b.EnableFleetPM(testbed.FleetPM{Signal: true, RefuseInitial: true}) }
+		}
+		if err := enable(); err != nil {
 			b.Close()
 			return fmt.Errorf("testbed up: kernel PM: %w", err)
 		}
@@ -143,7 +167,7 @@ func printBedStatus(b *testbed.Bed) {
 		if !n.Present {
 			state = "MISSING"
 		}
-		fmt.Printf("  %-7s %-16s %s\n", n.Role, n.Name, state)
+		fmt.Printf("  %-8s %-16s %s\n", n.Role, n.Name, state)
 	}
 	fmt.Println("links (client end):")
 	for _, l := range s.Links {
@@ -155,8 +179,27 @@ func printBedStatus(b *testbed.Bed) {
 	}
 	fmt.Println("addresses:")
 	for _, a := range s.Addresses {
-		fmt.Printf("  %-16s %-16s %-6s %-12s %s\n", a.Name, a.NetNS, a.Iface, a.Addr, a.Addr6)
+		fmt.Printf("  %-19s %-16s %-6s %-13s %s\n", a.Name, a.NetNS, a.Iface, a.Addr, a.Addr6)
 	}
+	if len(s.Nodes) > 0 {
+		fmt.Printf("balancer (%s, nft table inet %s in %s): service %s %s\n", b.Spec.Balance, testbed.LBTable, b.Proxy.Name, b.ProxyAddr, b.ProxyAddr6)
+		for _, n := range s.Nodes {
+			state := "in"
+			if !n.InBalancer {
+				state = "OUT"
+			}
+			fmt.Printf("  node%-2d %-16s %-3s new flows %d\n", n.Index, n.Name, state, n.Flows)
+		}
+	}
+}
+
+// nsNames lists the namespaces of b, space-separated.
+func nsNames(b *testbed.Bed) string {
+	var names []string
+	for _, n := range b.Namespaces() {
+		names = append(names, n.Name)
+	}
+	return strings.Join(names, " ")
 }
 
 // demoLeftover reports whether a demo's bed is recorded.
@@ -176,7 +219,7 @@ func testbedDown(c *cli.Context) error {
 		if err := b.Close(); err != nil {
 			errs = append(errs, err)
 		} else {
-			fmt.Fprintf(os.Stderr, "removed %s %s %s\n", b.Client.Name, b.Proxy.Name, b.Origin.Name)
+			fmt.Fprintf(os.Stderr, "removed %s\n", nsNames(b))
 		}
 		if err := os.Remove(testbedStateFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
@@ -190,7 +233,7 @@ func testbedDown(c *cli.Context) error {
 		if err := d.Close(); err != nil {
 			errs = append(errs, err)
 		} else {
-			fmt.Fprintf(os.Stderr, "removed the demo's %s %s %s\n", d.Client.Name, d.Proxy.Name, d.Origin.Name)
+			fmt.Fprintf(os.Stderr, "removed the demo's %s\n", nsNames(d))
 			os.Remove(demoStateFile())
 		}
 	}

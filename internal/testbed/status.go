@@ -14,6 +14,8 @@ type Status struct {
 	Namespaces []NSStatus   `json:"namespaces"`
 	Links      []LinkStatus `json:"links"`
 	Addresses  []AddrStatus `json:"addresses"`
+	// Nodes of a fleet, with the balancer's view of each.
+	Nodes []NodeStatus `json:"nodes,omitempty"`
 }
 
 // NSStatus is one namespace of the bed.
@@ -51,11 +53,18 @@ type AddrStatus struct {
 // reported, not errors.
 func (b *Bed) Status() Status {
 	var s Status
+	far := "proxy"
+	if b.IsFleet() {
+		far = "balancer"
+	}
 	for _, r := range []struct {
 		role string
 		n    *NetNS
-	}{{"client", b.Client}, {"proxy", b.Proxy}, {"origin", b.Origin}} {
+	}{{"client", b.Client}, {far, b.Proxy}, {"origin", b.Origin}} {
 		s.Namespaces = append(s.Namespaces, NSStatus{Role: r.role, Name: r.n.Name, Present: r.n.Exists()})
+	}
+	for _, n := range b.Nodes {
+		s.Namespaces = append(s.Namespaces, NSStatus{Role: "node" + strconv.Itoa(n.Index), Name: n.NetNS.Name, Present: n.NetNS.Exists()})
 	}
 	var cnt map[Link]LinkCounters
 	var links []struct {
@@ -85,11 +94,20 @@ func (b *Bed) Status() Status {
 	s.Addresses = []AddrStatus{
 		{"client wifi", b.Client.Name, WiFiIf, b.WiFiAddr, b.WiFiAddr6},
 		{"client lte", b.Client.Name, LTEIf, b.LTEAddr, b.LTEAddr6},
-		{"proxy service", b.Proxy.Name, "lo", b.ProxyAddr, b.ProxyAddr6},
-		{"proxy wifi", b.Proxy.Name, ProxyWiFiIf, b.ProxyWiFiAddr, b.ProxyWiFiAddr6},
-		{"proxy lte", b.Proxy.Name, ProxyLTEIf, b.ProxyLTEAddr, b.ProxyLTEAddr6},
-		{"proxy to origin", b.Proxy.Name, ProxyOriginIf, b.ProxyOriginAddr, b.ProxyOriginAddr6},
+		{far + " service", b.Proxy.Name, "lo", b.ProxyAddr, b.ProxyAddr6},
+		{far + " wifi", b.Proxy.Name, ProxyWiFiIf, b.ProxyWiFiAddr, b.ProxyWiFiAddr6},
+		{far + " lte", b.Proxy.Name, ProxyLTEIf, b.ProxyLTEAddr, b.ProxyLTEAddr6},
+		{far + " to origin", b.Proxy.Name, ProxyOriginIf, b.ProxyOriginAddr, b.ProxyOriginAddr6},
 		{"origin", b.Origin.Name, OriginIf, b.OriginAddr, b.OriginAddr6},
+	}
+	for _, n := range b.Nodes {
+		node := "node" + strconv.Itoa(n.Index)
+		s.Addresses = append(s.Addresses,
+			AddrStatus{node, n.NetNS.Name, "lo", n.Addr, n.Addr6},
+			AddrStatus{node + " backend", n.NetNS.Name, NodeUplinkIf, n.Backend, n.Backend6})
+	}
+	if b.IsFleet() && b.Proxy.Exists() {
+		s.Nodes = b.nodeStatus()
 	}
 	return s
 }

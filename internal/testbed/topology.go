@@ -72,6 +72,13 @@ type Spec struct {
 	// bound to the lte address leaves by lte0. Leave it off when the code
 	// under test (the daemon) manages client routing itself.
 	ClientRouting bool `json:"client_routing"`
+	// Proxies is the number of proxy nodes: 0 or 1 builds the single
+	// proxy above; 2 to MaxProxies builds a fleet, the nodes behind a
+	// load balancer that owns the service address (fleet.go).
+	Proxies int `json:"proxies,omitempty"`
+	// Balance is how the fleet's balancer spreads new flows:
+	// BalanceJHash (the default) or BalanceNumgen.
+	Balance string `json:"balance,omitempty"`
 }
 
 // Bed is a running topology. Its exported fields describe it and are what
@@ -79,8 +86,14 @@ type Spec struct {
 type Bed struct {
 	Spec   Spec   `json:"spec"`
 	Client *NetNS `json:"client"`
+	// Proxy is the namespace at the far end of the access links, which
+	// owns the service address: the proxy, or in a fleet the load
+	// balancer in front of the Nodes.
 	Proxy  *NetNS `json:"proxy"`
 	Origin *NetNS `json:"origin"`
+	// Nodes are the proxy nodes of a fleet (Spec.Proxies >= 2), nil for
+	// a single proxy.
+	Nodes []*Node `json:"nodes,omitempty"`
 
 	// Client addresses on each access link.
 	WiFiAddr  netip.Addr `json:"wifi_addr"`
@@ -106,6 +119,7 @@ type Bed struct {
 	delays map[Link]time.Duration
 	loss   map[Link]*lossState
 	down   map[Link]bool
+	out    map[int]bool // fleet nodes taken out of the balancer
 }
 
 type lossState struct {
@@ -144,13 +158,21 @@ func newBed(spec Spec, cli, prx, org *NetNS) *Bed {
 		delays: map[Link]time.Duration{},
 		loss:   map[Link]*lossState{},
 		down:   map[Link]bool{},
+		out:    map[int]bool{},
 	}
 }
 
 // Up builds a bed: three fresh namespaces, three veth pairs, addresses,
-// forwarding on the proxy, shaping, and client routes if asked. On error
-// everything made so far is removed.
+// forwarding on the proxy, shaping, and client routes if asked; for a
+// fleet also the nodes and the balancer's ruleset. On error everything
+// made so far is removed.
 func Up(ctx context.Context, spec Spec) (b *Bed, err error) {
+	if err := checkFleetSpec(spec); err != nil {
+		return nil, err
+	}
+	if spec.Proxies >= 2 && spec.Balance == "" {
+		spec.Balance = BalanceJHash
+	}
 	for _, r := range []struct {
 		name, rate string
 	}{{"wifi rate", spec.WiFiRate}, {"lte rate", spec.LTERate}} {
@@ -168,7 +190,14 @@ func Up(ctx context.Context, spec Spec) (b *Bed, err error) {
 			}
 		}
 	}()
-	for _, role := range []string{"cli", "prx", "org"} {
+	roles := []string{"cli", "prx", "org"}
+	if spec.Proxies >= 2 {
+		roles[1] = "lb"
+		for i := 1; i <= spec.Proxies; i++ {
+			roles = append(roles, "n"+strconv.Itoa(i))
+		}
+	}
+	for _, role := range roles {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -179,8 +208,16 @@ func Up(ctx context.Context, spec Spec) (b *Bed, err error) {
 		made = append(made, n)
 	}
 	b = newBed(spec, made[0], made[1], made[2])
+	for i, n := range made[3:] {
+		b.Nodes = append(b.Nodes, newNode(i+1, n))
+	}
 	if err := b.build(ctx); err != nil {
 		return nil, err
+	}
+	if b.IsFleet() {
+		if err := b.buildNodes(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -580,8 +617,9 @@ func (b *Bed) Counters() (map[Link]LinkCounters, error) {
 	return res, nil
 }
 
-// Close removes the loss programs and the three namespaces (the veth pairs,
-// qdiscs and routes go with them). It is safe to call more than once.
+// Close removes the loss programs and the namespaces (the veth pairs,
+// qdiscs, routes and the balancer's nftables table go with them). It is
+// safe to call more than once.
 func (b *Bed) Close() error {
 	b.mu.Lock()
 	for l, st := range b.loss {
@@ -592,7 +630,7 @@ func (b *Bed) Close() error {
 	}
 	b.mu.Unlock()
 	var errs []error
-	for _, n := range []*NetNS{b.Client, b.Proxy, b.Origin} {
+	for _, n := range b.Namespaces() {
 		if n != nil {
 			// Processes left inside (e.g. relays of a killed demo) would
 			// keep the namespace alive after its name is gone.
@@ -605,8 +643,15 @@ func (b *Bed) Close() error {
 	return errors.Join(errs...)
 }
 
-// Namespaces returns the bed's namespaces in the order client, proxy, origin.
-func (b *Bed) Namespaces() []*NetNS { return []*NetNS{b.Client, b.Proxy, b.Origin} }
+// Namespaces returns the bed's namespaces in the order client, proxy (the
+// balancer of a fleet), origin, then the fleet's nodes.
+func (b *Bed) Namespaces() []*NetNS {
+	ns := []*NetNS{b.Client, b.Proxy, b.Origin}
+	for _, n := range b.Nodes {
+		ns = append(ns, n.NetNS)
+	}
+	return ns
+}
 
 // ParseRate parses a tc-style rate ("100mbit", "1.5gbit", "500kbit",
 // "64000bit", also "Mbit" spellings and bps/kbps/mbps/gbps for bytes per
