@@ -77,6 +77,88 @@ func TestIntegrationCLITestbed(t *testing.T) {
 	}
 }
 
+// TestIntegrationCLITestbedFleet: up --proxies 3 records a fleet whose
+// balancer nft(8) sees with a chain per node, status -j describes the
+// service address and every node (namespace, addresses, in the balancer),
+// bad fleet flags exit 2, and down leaves no namespace of it, no link and
+// no nftables rule in the root namespace.
+func TestIntegrationCLITestbedFleet(t *testing.T) {
+	testbed.NeedRoot(t)
+	state := filepath.Join(t.TempDir(), "testbed.json")
+	t.Setenv("GIGAPATH_TESTBED_STATE", state)
+	t.Setenv("GIGAPATH_DEMO_STATE", filepath.Join(t.TempDir(), "demo.json"))
+	for _, bad := range [][]string{{"--proxies", "0"}, {"--proxies", "17"}, {"--balance", "numgen"}, {"--proxies", "3", "--balance", "maglev"}} {
+		if code, _, errs := gp(t, append([]string{"testbed", "up"}, bad...)...); code != 2 || !strings.Contains(errs, bad[len(bad)-2]) {
+			t.Errorf("testbed up %v: exit %d: %s", bad, code, errs)
+		}
+	}
+	root0 := testbed.RootStateT(t)
+	gpOK(t, "testbed", "up", "--proxies", "3", "--balance", "numgen", "--kernel-pm")
+	b, err := testbed.Load(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	out, err := exec.Command("ip", "netns", "exec", b.Proxy.Name, "nft", "list", "table", "inet", testbed.LBTable).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "numgen inc mod 3 vmap { 0 : goto node1, 1 : goto node2, 2 : goto node3 }") {
+		t.Errorf("balancer ruleset: %v\n%s", err, out)
+	}
+	// --kernel-pm on a fleet: the C flag and a signal endpoint per node.
+	for _, n := range b.Nodes {
+		ep, _ := exec.Command("ip", "-n", n.Name(), "mptcp", "endpoint", "show").CombinedOutput()
+		c, _ := exec.Command("ip", "netns", "exec", n.Name(), "sysctl", "-n", "net.mptcp.allow_join_initial_addr_port").CombinedOutput()
+		if !strings.Contains(string(ep), n.Addr.String()+" id 1 signal") || strings.TrimSpace(string(c)) != "0" {
+			t.Errorf("node%d kernel PM: endpoints %q, allow_join_initial_addr_port %q", n.Index, ep, c)
+		}
+	}
+
+	var st struct {
+		ServiceAddr string `json:"service_addr"`
+		Spec        struct {
+			Proxies int    `json:"proxies"`
+			Balance string `json:"balance"`
+		} `json:"spec"`
+		Nodes []struct {
+			Index int `json:"index"`
+			NetNS struct {
+				Name string `json:"name"`
+			} `json:"netns"`
+			Addr    string `json:"addr"`
+			Backend string `json:"backend"`
+		} `json:"nodes"`
+		Status testbed.Status `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(gpOK(t, "testbed", "status", "-j")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.ServiceAddr != "10.201.0.1" || st.Spec.Proxies != 3 || st.Spec.Balance != "numgen" || len(st.Nodes) != 3 || len(st.Status.Nodes) != 3 {
+		t.Errorf("status -j: service %q, spec %+v, %d nodes, %d node states", st.ServiceAddr, st.Spec, len(st.Nodes), len(st.Status.Nodes))
+	}
+	for i, n := range st.Nodes {
+		if n.Index != i+1 || n.NetNS.Name != b.Nodes[i].Name() || n.Addr != fmt.Sprintf("10.201.100.%d", i+1) || n.Backend != fmt.Sprintf("10.201.%d.2", 11+i) {
+			t.Errorf("status -j node %d: %+v", i+1, n)
+		}
+	}
+	for _, n := range st.Status.Nodes {
+		if !n.Present || !n.InBalancer {
+			t.Errorf("status -j: node %+v", n)
+		}
+	}
+	if text := gpOK(t, "testbed", "status"); !strings.Contains(text, "balancer") || !strings.Contains(text, "node3") || !strings.Contains(text, "10.201.100.3") {
+		t.Errorf("status text:\n%s", text)
+	}
+
+	gpOK(t, "testbed", "down")
+	for _, n := range b.Namespaces() {
+		if n.Exists() {
+			t.Errorf("%s left after down", n.Name)
+		}
+	}
+	if root1 := testbed.RootStateT(t); root1 != root0 {
+		t.Errorf("root namespace changed by up+down:\nbefore:\n%s\nafter:\n%s", root0, root1)
+	}
+}
+
 // TestIntegrationCLIDemoKilled: a demo killed with SIGKILL (no chance to
 // clean up) leaves its bed; testbed down finds and removes it.
 func TestIntegrationCLIDemoKilled(t *testing.T) {

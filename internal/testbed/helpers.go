@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os/exec"
+	"strings"
 	"time"
 )
 
@@ -203,4 +205,28 @@ func Eventually(tb TB, what string, cond func() (ok bool, state string)) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// RootStateT returns what a bed must leave as it found it in the root
+// namespace: its links (`ip -br link`, without the temporary veth ends
+// that beds being built right now hold for a moment) and its nftables
+// ruleset. Compare it before and after to check that nothing leaked.
+func RootStateT(tb TB) string {
+	tb.Helper()
+	links, err := exec.Command("ip", "-br", "link", "show").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("ip link: %v: %s", err, links)
+	}
+	rules, err := exec.Command("nft", "list", "ruleset").CombinedOutput()
+	if err != nil {
+		tb.Fatalf("nft list ruleset: %v: %s", err, rules)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(links), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && isVethTemp(strings.SplitN(f[0], "@", 2)[0]) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return "links:\n" + strings.Join(keep, "\n") + "nftables:\n" + string(rules)
 }

@@ -1,0 +1,406 @@
+//go:build linux
+
+package testbed
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fleetPort is where every node's test server listens.
+const fleetPort = 7000
+
+// pyClients is the client side of the fleet tests, in Python: an
+// implementation independent of Go's dialer and of the code under test.
+// It opens COUNT connections (protocol 6 = TCP, 262 = MPTCP) to DST:PORT,
+// from SRC when given, writes 512 bytes on each and checks the echo, then
+// prints "ready"; with "hold" it keeps doing that every 200 ms (an MPTCP
+// connection must carry data to get its subflows) until its standard input
+// closes. Any failure exits non-zero with the reason.
+const pyClients = `
+import select, socket, sys
+dst, port, count, proto, src, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "hold"
+fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+conns = []
+for i in range(count):
+    s = socket.socket(fam, socket.SOCK_STREAM, proto)
+    s.settimeout(5)
+    if src:
+        s.bind((src, 0))
+    try:
+        s.connect((dst, port))
+    except OSError as e:
+        sys.exit("connection %d to %s:%d: %s" % (i, dst, port, e))
+    conns.append(s)
+def ping():
+    for i, s in enumerate(conns):
+        s.sendall(b"x" * 512)
+        got = 0
+        while got < 512:
+            d = s.recv(512 - got)
+            if not d:
+                sys.exit("connection %d: closed by the server" % i)
+            got += len(d)
+ping()
+print("ready", flush=True)
+while hold:
+    r, _, _ = select.select([sys.stdin], [], [], 0.2)
+    if r:
+        break
+    ping()
+for s in conns:
+    s.close()
+`
+
+// pyRun runs pyClients in n and waits until it printed "ready". stop
+// closes its input and waits for it to exit; a failure of the script
+// fails t. Without hold it has exited when pyRun returns.
+func pyRun(t *testing.T, n *NetNS, dst netip.Addr, count, proto int, src string, hold bool) (stop func()) {
+	t.Helper()
+	mode := "once"
+	if hold {
+		mode = "hold"
+	}
+	cmd := n.Command(context.Background(), "python3", "-c", pyClients, dst.String(), strconv.Itoa(fleetPort), strconv.Itoa(count), strconv.Itoa(proto), src, mode)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(outR)
+		ok := false
+		for sc.Scan() {
+			if sc.Text() == "ready" && !ok {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		in.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("python client (%s %d x proto %d from %q): %v: %s", dst, count, proto, src, err, stderr.String())
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case ok := <-ready:
+		if !ok {
+			stop()
+			t.Fatalf("python client to %s never got ready", dst)
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("python client to %s: not ready after 60 s: %s", dst, stderr.String())
+	}
+	if !hold {
+		stop()
+	}
+	return stop
+}
+
+// serveNodes runs an MPTCP echo server on every node (all addresses, port
+// fleetPort) and returns the number of connections each accepted.
+func serveNodes(t *testing.T, b *Bed) []*atomic.Int64 {
+	t.Helper()
+	var accepted []*atomic.Int64
+	for _, n := range b.Nodes {
+		cnt := new(atomic.Int64)
+		accepted = append(accepted, cnt)
+		ServeT(t, n.NetNS, "tcp", ":"+strconv.Itoa(fleetPort), true, func(c net.Conn) {
+			cnt.Add(1)
+			Echo(c)
+		})
+	}
+	return accepted
+}
+
+func flowsT(t *testing.T, b *Bed) map[int]uint64 {
+	t.Helper()
+	f, err := b.BalancerFlows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestIntegrationFleetSpread: 200 TCP connections from a Python client to
+// the service address are spread over all 3 nodes (every node gets some),
+// and the balancer's nft counters agree with what each node accepted.
+// Out of the balancer, a node gets no new flow; back in, it does again.
+func TestIntegrationFleetSpread(t *testing.T) {
+	for _, balance := range []string{BalanceJHash, BalanceNumgen} {
+		t.Run(balance, func(t *testing.T) {
+			b := UpT(t, Spec{ClientRouting: true, Proxies: 3, Balance: balance})
+			accepted := serveNodes(t, b)
+			pyRun(t, b.Client, b.ProxyAddr, 200, 6, "", false)
+			flows := flowsT(t, b)
+			var sum uint64
+			for i, n := range b.Nodes {
+				got := uint64(accepted[i].Load())
+				t.Logf("node%d: %d flows (nft), %d accepted", n.Index, flows[n.Index], got)
+				if got == 0 {
+					t.Errorf("node%d got no connection of 200", n.Index)
+				}
+				if flows[n.Index] != got {
+					t.Errorf("node%d: nft counted %d flows, the node accepted %d", n.Index, flows[n.Index], got)
+				}
+				if balance == BalanceNumgen && (got < 66 || got > 67) {
+					t.Errorf("node%d: round robin gave %d of 200, want 66 or 67", n.Index, got)
+				}
+				sum += got
+			}
+			if sum != 200 {
+				t.Errorf("nodes accepted %d connections, want 200", sum)
+			}
+
+			if err := b.RemoveFromBalancer(2); err != nil {
+				t.Fatal(err)
+			}
+			if in := b.InBalancer(); fmt.Sprint(in) != "[1 3]" {
+				t.Errorf("InBalancer = %v after removing node 2", in)
+			}
+			pyRun(t, b.Client, b.ProxyAddr, 60, 6, "", false)
+			after := flowsT(t, b)
+			if after[2] != flows[2] || accepted[1].Load() != int64(flows[2]) {
+				t.Errorf("node2 out of the balancer got new flows: nft %d -> %d", flows[2], after[2])
+			}
+			if got := after[1] + after[3] - flows[1] - flows[3]; got != 60 {
+				t.Errorf("nodes 1 and 3 got %d of the 60 new flows", got)
+			}
+			if err := b.AddToBalancer(2); err != nil {
+				t.Fatal(err)
+			}
+			pyRun(t, b.Client, b.ProxyAddr, 60, 6, "", false)
+			if again := flowsT(t, b); again[2] == after[2] {
+				t.Errorf("node2 back in the balancer got none of 60 new flows: %v", again)
+			}
+		})
+	}
+}
+
+// TestIntegrationFleetReachability: the service address works from both
+// client links, IPv4 and IPv6 (a connection bound to the link's address,
+// the link's own counters grow), and every node's own address is
+// reachable directly from both links, over TCP (MPTCP) and UDP.
+func TestIntegrationFleetReachability(t *testing.T) {
+	b := UpT(t, Spec{ClientRouting: true, Proxies: 3})
+	serveNodes(t, b)
+	for _, n := range b.Nodes {
+		echo(t, n.NetNS)
+	}
+	for _, l := range Links {
+		_, src, src6, _, _, _ := b.linkPlan(l)
+		for _, p := range []struct{ src, dst netip.Addr }{{src, b.ProxyAddr}, {src6, b.ProxyAddr6}} {
+			c0, err := b.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pyRun(t, b.Client, p.dst, 20, 262, p.src.String(), false)
+			c1, err := b.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 20 x 512 bytes each way, plus headers.
+			if sent := c1[l].TxBytes - c0[l].TxBytes; sent < 20*512 {
+				t.Errorf("%s -> %s: %s sent only %d bytes", p.src, p.dst, l, sent)
+			}
+		}
+		for _, n := range b.Nodes {
+			for _, p := range []struct{ src, dst netip.Addr }{{src, n.Addr}, {src6, n.Addr6}} {
+				pyRun(t, b.Client, p.dst, 1, 262, p.src.String(), false)
+				mustReach(t, b, b.Client, p.src.String(), p.dst)
+			}
+		}
+	}
+	// The node addresses bypass the balancer: only the service address
+	// is DNATed (1 link x 2 families x 20 connections = 40 per link).
+	var sum uint64
+	for _, f := range flowsT(t, b) {
+		sum += f
+	}
+	if sum != 80 {
+		t.Errorf("the balancer counted %d flows, want the 80 to the service address", sum)
+	}
+}
+
+// TestIntegrationFleetCloseLeavesNothing: Close removes every namespace
+// of the fleet (and with them veths and the balancer's table), and the
+// root namespace's links and nftables ruleset are as before.
+func TestIntegrationFleetCloseLeavesNothing(t *testing.T) {
+	NeedRoot(t)
+	root0 := RootStateT(t)
+	b, err := Up(context.Background(), Spec{ClientRouting: true, Proxies: 3, WiFiRate: "50mbit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range b.Namespaces() {
+		names = append(names, n.Name)
+	}
+	if len(names) != 6 {
+		t.Errorf("namespaces %v, want client, balancer, origin and 3 nodes", names)
+	}
+	if out := b.Proxy.MustRun("nft", "list", "table", "inet", LBTable); !strings.Contains(out, "chain node3") {
+		t.Errorf("balancer table:\n%s", out)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := netnsList(t)
+	for _, n := range names {
+		if strings.Contains(after, n) {
+			t.Errorf("namespace %s left after Close", n)
+		}
+	}
+	if root1 := RootStateT(t); root1 != root0 {
+		t.Errorf("root namespace changed:\nbefore:\n%s\nafter:\n%s", root0, root1)
+	}
+}
+
+// clientLTESubflows lists, from the client's `ss`, the established TCP
+// subflows from the lte address, by remote address.
+func clientLTESubflows(t *testing.T, b *Bed) map[netip.Addr]int {
+	t.Helper()
+	out := b.Client.RunT(t, "ss", "-Htn", "state", "established", "src", b.LTEAddr.String())
+	got := map[netip.Addr]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(f[3])
+		if err != nil {
+			t.Fatalf("ss peer %q: %v", f[3], err)
+		}
+		got[ap.Addr()]++
+	}
+	return got
+}
+
+// mptcpConns counts the established MPTCP connections in n (ss -M).
+func mptcpConns(t *testing.T, n *NetNS) int {
+	t.Helper()
+	out := strings.TrimSpace(n.RunT(t, "ss", "-HMn", "state", "established"))
+	if out == "" {
+		return 0
+	}
+	return len(strings.Split(out, "\n"))
+}
+
+func countersT(t *testing.T, n *NetNS) map[string]uint64 {
+	t.Helper()
+	c, err := n.MPTCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestIntegrationFleetJoinsKernelPM is the problem of issue 10 shown with
+// the kernel's own path manager on the nodes, 200 MPTCP connections from a
+// Python client through the service address of 3 nodes.
+//
+// With the "C" flag on every node and a signal endpoint for each node's
+// own address, the client never joins the service address: every
+// connection gets its lte subflow to the address of the node that holds
+// it (a join succeeds only where the token is), and no node sees a join
+// for a token it does not have (MPTcpExtMPJoinNoTokenFound 0).
+//
+// Without them, a client that joins the service address has its joins
+// hashed by the balancer like any flow: most land on a node without the
+// connection, which refuses them, and the counters show it.
+func TestIntegrationFleetJoinsKernelPM(t *testing.T) {
+	const conns = 200
+	t.Run("node addresses and C flag", func(t *testing.T) {
+		b := UpT(t, Spec{ClientRouting: true, Proxies: 3})
+		if err := b.EnableFleetPM(FleetPM{Signal: true, RefuseInitial: true}); err != nil {
+			t.Fatal(err)
+		}
+		serveNodes(t, b)
+		stop := pyRun(t, b.Client, b.ProxyAddr, conns, 262, "", true)
+		var sub map[netip.Addr]int
+		Eventually(t, "an lte subflow for every connection", func() (bool, string) {
+			sub = clientLTESubflows(t, b)
+			n := 0
+			for _, c := range sub {
+				n += c
+			}
+			return n == conns, fmt.Sprintf("client lte subflows by remote address: %v", sub)
+		})
+		if sub[b.ProxyAddr] != 0 {
+			t.Errorf("%d lte subflows went to the service address", sub[b.ProxyAddr])
+		}
+		flows := flowsT(t, b)
+		for _, n := range b.Nodes {
+			c := countersT(t, n.NetNS)
+			held := mptcpConns(t, n.NetNS)
+			t.Logf("node%d: %d connections (ss -M), %d balanced flows, %d lte subflows to %s, join SYN %d ACK %d, no token %d",
+				n.Index, held, flows[n.Index], sub[n.Addr], n.Addr, c["MPTcpExtMPJoinSynRx"], c["MPTcpExtMPJoinAckRx"], c["MPTcpExtMPJoinNoTokenFound"])
+			if c["MPTcpExtMPJoinNoTokenFound"] != 0 {
+				t.Errorf("node%d: MPTcpExtMPJoinNoTokenFound %d, want 0", n.Index, c["MPTcpExtMPJoinNoTokenFound"])
+			}
+			// Every connection the balancer gave the node, and only
+			// those, got its join to the node's own address.
+			if uint64(sub[n.Addr]) != flows[n.Index] || uint64(held) != flows[n.Index] || c["MPTcpExtMPJoinAckRx"] != flows[n.Index] {
+				t.Errorf("node%d: %d balanced connections, %d held, %d lte subflows to its address, %d joins completed: want all equal",
+					n.Index, flows[n.Index], held, sub[n.Addr], c["MPTcpExtMPJoinAckRx"])
+			}
+		}
+		stop()
+	})
+	t.Run("joins to the service address", func(t *testing.T) {
+		b := UpT(t, Spec{ClientRouting: true, Proxies: 3})
+		if err := b.EnableFleetPM(FleetPM{ClientFlags: []string{"subflow"}}); err != nil {
+			t.Fatal(err)
+		}
+		serveNodes(t, b)
+		stop := pyRun(t, b.Client, b.ProxyAddr, conns, 262, "", true)
+		var syn, ack, noToken uint64
+		Eventually(t, "every join answered", func() (bool, string) {
+			syn, ack, noToken = 0, 0, 0
+			for _, n := range b.Nodes {
+				c := countersT(t, n.NetNS)
+				syn += c["MPTcpExtMPJoinSynRx"]
+				ack += c["MPTcpExtMPJoinAckRx"]
+				noToken += c["MPTcpExtMPJoinNoTokenFound"]
+			}
+			return syn >= conns && ack+noToken == syn, fmt.Sprintf("join SYN %d, completed %d, no token %d", syn, ack, noToken)
+		})
+		sub := clientLTESubflows(t, b)
+		t.Logf("%d joins to the service address: %d completed, %d refused (no token); client lte subflows %v", syn, ack, noToken, sub)
+		if noToken == 0 {
+			t.Errorf("no join landed on a wrong node of 3 (%d joins): the balancer does not spread joins", syn)
+		}
+		if sub[b.ProxyAddr] >= conns {
+			t.Errorf("every connection got its lte subflow (%d) although %d joins were refused", sub[b.ProxyAddr], noToken)
+		}
+		stop()
+	})
+}
