@@ -288,6 +288,11 @@ func TestCLIUsageExitCodes(t *testing.T) {
 		{"subflow", "subflow: want a subcommand: create, destroy, set"},
 		{"endpoint show --netns x", "--netns goes before the command"},
 		{"announce --bogus", "announce: flag provided but not defined: -bogus"},
+		{"demo --proxies 0", "--proxies 0: valid is 1 to 16"},
+		{"demo --conns 5", "--conns needs a fleet"},
+		{"demo --proxies 3 --down-for 1s", "--down-for is for the single-proxy demo"},
+		{"demo --proxies 3 --balance maglev", `--balance "maglev"`},
+		{"demo --proxies 3 --conns 500", "--conns 500: valid is 1 to 200"},
 	} {
 		code, _, errs := gp(t, strings.Fields(tt.args)...)
 		if code != 2 || !strings.Contains(errs, tt.want) {

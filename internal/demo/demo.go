@@ -233,7 +233,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	mode := ""
 	if o.Binary != "" {
-		stopRelays, err := startRelays(ctx, bed, o.Binary)
+		stopRelays, err := startRelays(ctx, bed, o.Binary, []*testbed.NetNS{bed.Proxy}, net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
 		if err == nil {
 			defer stopRelays()
 			dial, err = socksDial(bed)
@@ -249,29 +249,19 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		mode = "forwarder (no gigapath binary given for the relays): "
 	}
 	if dial == nil {
-		fwd, err := serveForwarder(bed)
+		fwd, err := serveForwarder(bed.Proxy, net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)), originTarget(bed))
 		if err != nil {
 			return nil, err
 		}
 		defer fwd.Close()
 		mode += "client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin"
-		dial = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var c net.Conn
-			err := bed.Client.Do(func() error {
-				d := net.Dialer{Timeout: 5 * time.Second}
-				d.SetMultipathTCP(true)
-				var err error
-				c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
-				return err
-			})
-			return c, err
-		}
+		dial = forwarderDial(bed)
 	}
 	logf("mode: %s", mode)
 
 	tr := &http.Transport{DisableCompression: true, DialContext: dial}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))+"/data", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+originTarget(bed)+"/data", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +521,29 @@ func randomData(n int64) []byte {
 	return b
 }
 
-// serveOrigin starts the origin's HTTP server in the origin namespace.
+// forwarderDial dials the proxy's service address over MPTCP from the
+// client namespace (the chain without relays).
+func forwarderDial(bed *testbed.Bed) func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var c net.Conn
+		err := bed.Client.Do(func() error {
+			d := net.Dialer{Timeout: 5 * time.Second}
+			d.SetMultipathTCP(true)
+			var err error
+			c, err = d.DialContext(ctx, "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
+			return err
+		})
+		return c, err
+	}
+}
+
+// originTarget is the origin's HTTP server as host:port.
+func originTarget(bed *testbed.Bed) string {
+	return net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))
+}
+
+// serveOrigin starts the origin's HTTP server in the origin namespace:
+// /data is the data, /data?n=N its first N bytes.
 func serveOrigin(bed *testbed.Bed, data []byte) (io.Closer, error) {
 	var ln net.Listener
 	err := bed.Origin.Do(func() (err error) {
@@ -543,9 +555,18 @@ func serveOrigin(bed *testbed.Bed, data []byte) (io.Closer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/data", func(w http.ResponseWriter, r *http.Request) {
+		body := data
+		if q := r.URL.Query().Get("n"); q != "" {
+			n, err := strconv.Atoi(q)
+			if err != nil || n < 0 || n > len(data) {
+				http.Error(w, fmt.Sprintf("n=%q: want 0 to %d", q, len(data)), http.StatusBadRequest)
+				return
+			}
+			body = data[:n]
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-		w.Write(data)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -561,19 +582,20 @@ type forwarder struct {
 	conns map[net.Conn]struct{}
 }
 
-func serveForwarder(bed *testbed.Bed) (*forwarder, error) {
+// serveForwarder accepts MPTCP connections in ns on listen and splices
+// each to target over TCP, dialled from ns.
+func serveForwarder(ns *testbed.NetNS, listen, target string) (*forwarder, error) {
 	f := &forwarder{conns: map[net.Conn]struct{}{}}
-	err := bed.Proxy.Do(func() error {
+	err := ns.Do(func() error {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(true)
 		var err error
-		f.ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
+		f.ln, err = lc.Listen(context.Background(), "tcp", listen)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("proxy listen: %w", err)
+		return nil, fmt.Errorf("[%s] forwarder listen: %w", ns.Name, err)
 	}
-	target := net.JoinHostPort(bed.OriginAddr.String(), strconv.Itoa(originPort))
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -585,7 +607,7 @@ func serveForwarder(bed *testbed.Bed) (*forwarder, error) {
 			f.wg.Add(1)
 			go func() {
 				defer f.wg.Done()
-				f.handle(bed, c, target)
+				f.handle(ns, c, target)
 			}()
 		}
 	}()
@@ -602,13 +624,13 @@ func (f *forwarder) track(c net.Conn, add bool) {
 	}
 }
 
-func (f *forwarder) handle(bed *testbed.Bed, c net.Conn, target string) {
+func (f *forwarder) handle(ns *testbed.NetNS, c net.Conn, target string) {
 	defer c.Close()
 	f.track(c, true)
 	defer f.track(c, false)
 	var up net.Conn
 	// The proxy's sockets must be made in the proxy namespace.
-	if err := bed.Proxy.Do(func() (err error) {
+	if err := ns.Do(func() (err error) {
 		up, err = net.DialTimeout("tcp", target, 5*time.Second)
 		return err
 	}); err != nil {

@@ -5,6 +5,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,16 @@ func TestIntegrationDemo(t *testing.T) {
 // relay` processes (local entry in the client, server in the proxy).
 func TestIntegrationDemoRelay(t *testing.T) {
 	testbed.NeedRoot(t)
+	s := runDemo(t, testBinary(t))
+	if !strings.HasPrefix(s.Mode, "relay:") || !strings.HasPrefix(s.PathManager, "daemon") {
+		t.Errorf("mode %q, path manager %q; want the relay chain and the daemon", s.Mode, s.PathManager)
+	}
+}
+
+// testBinary is the gigapath executable for the relays and the daemon:
+// $GIGAPATH_TEST_BIN, or one built for the test.
+func testBinary(t *testing.T) string {
+	t.Helper()
 	bin := os.Getenv("GIGAPATH_TEST_BIN")
 	if bin == "" {
 		bin = filepath.Join(t.TempDir(), "gigapath")
@@ -35,9 +46,82 @@ func TestIntegrationDemoRelay(t *testing.T) {
 			t.Fatalf("go build: %v: %s", err, out)
 		}
 	}
-	s := runDemo(t, bin)
-	if !strings.HasPrefix(s.Mode, "relay:") || !strings.HasPrefix(s.PathManager, "daemon") {
-		t.Errorf("mode %q, path manager %q; want the relay chain and the daemon", s.Mode, s.PathManager)
+	return bin
+}
+
+// TestIntegrationDemoFleet: the fleet demo with 3 nodes, through the
+// in-process forwarders and through the relay processes. Every connection
+// has both paths, each on its own node; no node refused a join; the
+// nodes' own counts (ss -M) match the balancer's (nft); nothing is left.
+func TestIntegrationDemoFleet(t *testing.T) {
+	testbed.NeedRoot(t)
+	for _, c := range []struct {
+		name, bin, mode string
+	}{{"forwarder", "", "forwarder"}, {"relay", testBinary(t), "relay:"}} {
+		t.Run(c.name, func(t *testing.T) {
+			var progress bytes.Buffer
+			s, err := RunFleet(context.Background(), FleetOptions{
+				Proxies: 3, Conns: 9, Size: 9e6, Binary: c.bin,
+				Progress: &progress, StateFile: filepath.Join(t.TempDir(), "demo.json"),
+			})
+			t.Logf("progress:\n%s", progress.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("summary:\n%s", s)
+			if !strings.HasPrefix(s.Mode, c.mode) || !strings.HasPrefix(s.PathManager, "kernel PM (not yet the daemon)") {
+				t.Errorf("mode %q, path manager %q", s.Mode, s.PathManager)
+			}
+			if !s.Verified || s.Bytes != 9e6 || s.BothPaths != 9 || len(s.Connections) != 9 {
+				t.Errorf("verified %v, %d bytes, %d of %d connections with both paths", s.Verified, s.Bytes, s.BothPaths, len(s.Connections))
+			}
+			held := 0
+			for _, n := range s.Nodes {
+				if uint64(n.Conns) != n.Flows || n.Joins != n.Flows || n.NoToken != 0 {
+					t.Errorf("node%d: %d connections, %d balanced flows, %d joins, %d no-token", n.Index, n.Conns, n.Flows, n.Joins, n.NoToken)
+				}
+				held += n.Conns
+			}
+			if held != 9 {
+				t.Errorf("the nodes hold %d connections, want 9", held)
+			}
+			for _, conn := range s.Connections {
+				if conn.Node == 0 || len(conn.Subflows) != 2 {
+					t.Errorf("connection %+v: want a subflow to the service address and one to its node", conn)
+				}
+			}
+			if s.LTEBytes < 1e6 {
+				t.Errorf("lte carried %d bytes of 9 MB", s.LTEBytes)
+			}
+			after, _ := exec.Command("ip", "netns", "list").Output()
+			if len(s.Namespaces) != 6 {
+				t.Errorf("namespaces %v", s.Namespaces)
+			}
+			for _, n := range s.Namespaces {
+				if bytes.Contains(after, []byte(n)) {
+					t.Errorf("namespace %s left behind", n)
+				}
+			}
+		})
+	}
+}
+
+func TestClientConns(t *testing.T) {
+	ss := `0 0 10.201.1.2:45172 10.201.0.1:1080 ino:11 sk:1 <->
+0 0 10.201.2.2%lte0:38529 10.201.100.1:1080 ino:11 sk:2 <->
+0 0 10.201.1.2:45173 10.201.0.1:1080 ino:12 sk:3 <->
+0 0 127.0.0.1:1080 127.0.0.1:5000 ino:13 sk:4 <->
+`
+	nodes := map[netip.Addr]int{netip.MustParseAddr("10.201.100.1"): 1}
+	got := clientConns(ss, netip.MustParseAddr("10.201.1.2"), netip.MustParseAddr("10.201.2.2"), netip.MustParseAddr("10.201.0.1"), nodes)
+	if len(got) != 2 {
+		t.Fatalf("clientConns = %+v, want 2 connections", got)
+	}
+	if c := got[0]; c.Node != 0 || !c.Wifi || c.LTE || len(c.Subflows) != 1 {
+		t.Errorf("wifi-only connection: %+v", c)
+	}
+	if c := got[1]; c.Node != 1 || !c.Wifi || !c.LTE || c.Subflows[1] != "10.201.2.2:38529 -> 10.201.100.1:1080" {
+		t.Errorf("two-path connection: %+v", c)
 	}
 }
 

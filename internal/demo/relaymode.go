@@ -127,21 +127,33 @@ func (p *relayProc) stop() {
 	}
 }
 
-// startRelays starts the proxy's relay (MPTCP listener, clients of the two
-// access subnets only) and the client's local entry chained to it.
-func startRelays(ctx context.Context, bed *testbed.Bed, bin string) (stop func(), err error) {
-	prxAddr := net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort))
-	srv, err := startRelay(ctx, bed.Proxy, bin, prxAddr,
-		"--allow-client", "10.201.1.0/24", "--allow-client", "10.201.2.0/24")
+// startRelays starts a relay on listen in each of servers (MPTCP listener,
+// clients of the two access subnets only) and the client's local entry
+// chained to the service address (the proxy's, or the fleet balancer's).
+func startRelays(ctx context.Context, bed *testbed.Bed, bin string, servers []*testbed.NetNS, listen string) (stop func(), err error) {
+	var procs []*relayProc
+	stop = func() {
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].stop()
+		}
+	}
+	for _, n := range servers {
+		srv, err := startRelay(ctx, n, bin, listen,
+			"--allow-client", "10.201.1.0/24", "--allow-client", "10.201.2.0/24")
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		procs = append(procs, srv)
+	}
+	service := net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort))
+	entry, err := startRelay(ctx, bed.Client, bin, localRelayAddr, "--upstream", "socks5://"+service)
 	if err != nil {
+		stop()
 		return nil, err
 	}
-	entry, err := startRelay(ctx, bed.Client, bin, localRelayAddr, "--upstream", "socks5://"+prxAddr)
-	if err != nil {
-		srv.stop()
-		return nil, err
-	}
-	return func() { entry.stop(); srv.stop() }, nil
+	procs = append(procs, entry)
+	return stop, nil
 }
 
 // nsDialer dials from a namespace (for x/net/proxy's SOCKS5 client).
