@@ -47,6 +47,7 @@ func init() {
 					&cli.BoolFlag{Name: "no-client-routing", Usage: "leave the client's routes and rules to the daemon"},
 					&cli.BoolFlag{Name: "kernel-pm", Usage: "configure the in-kernel PM: limits and a subflow endpoint on lte0 (a fleet: also a signal endpoint per node address and the C flag on every node)"},
 					&cli.IntFlag{Name: "proxies", Value: 1, Usage: "`N` proxy nodes: 1 = a single proxy; 2 to " + strconv.Itoa(testbed.MaxProxies) + " = a fleet behind an nftables load balancer"},
+					&cli.BoolFlag{Name: "dnat-to-node-addr", Usage: "fleet: the balancer DNATs to each node's own address (as kube-proxy does for hostNetwork pods), not to its backend address"},
 					&cli.StringFlag{Name: "balance", Usage: "how the fleet's balancer spreads new flows: " + testbed.BalanceJHash + " (hash of source address and port, the default) or " + testbed.BalanceNumgen + " (round robin)"},
 					&cli.BoolFlag{Name: "json", Aliases: []string{"j"}, Usage: "print JSON"},
 				},
@@ -80,12 +81,14 @@ func testbedUp(c *cli.Context) error {
 		ClientRouting: !c.Bool("no-client-routing"),
 		Proxies:       c.Int("proxies"),
 		Balance:       c.String("balance"),
+
+		DNATToNodeAddr: c.Bool("dnat-to-node-addr"),
 	}
 	if spec.Proxies < 1 || spec.Proxies > testbed.MaxProxies {
 		return usageErrorf("--proxies %d: valid is 1 (a single proxy) to %d (a fleet)", spec.Proxies, testbed.MaxProxies)
 	}
-	if spec.Balance != "" && spec.Proxies < 2 {
-		return usageErrorf("--balance needs a fleet: --proxies 2 or more")
+	if (spec.Balance != "" || spec.DNATToNodeAddr) && spec.Proxies < 2 {
+		return usageErrorf("--balance and --dnat-to-node-addr need a fleet: --proxies 2 or more")
 	}
 	if b := spec.Balance; b != "" && b != testbed.BalanceJHash && b != testbed.BalanceNumgen {
 		return usageErrorf("--balance %q: valid is %s or %s", b, testbed.BalanceJHash, testbed.BalanceNumgen)

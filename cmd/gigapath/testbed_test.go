@@ -87,7 +87,7 @@ func TestIntegrationCLITestbedFleet(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "testbed.json")
 	t.Setenv("GIGAPATH_TESTBED_STATE", state)
 	t.Setenv("GIGAPATH_DEMO_STATE", filepath.Join(t.TempDir(), "demo.json"))
-	for _, bad := range [][]string{{"--proxies", "0"}, {"--proxies", "17"}, {"--balance", "numgen"}, {"--proxies", "3", "--balance", "maglev"}} {
+	for _, bad := range [][]string{{"--proxies", "0"}, {"--proxies", "17"}, {"--balance", "numgen"}, {"--dnat-to-node-addr", "--balance", "jhash"}, {"--proxies", "3", "--balance", "maglev"}} {
 		if code, _, errs := gp(t, append([]string{"testbed", "up"}, bad...)...); code != 2 || !strings.Contains(errs, bad[len(bad)-2]) {
 			t.Errorf("testbed up %v: exit %d: %s", bad, code, errs)
 		}

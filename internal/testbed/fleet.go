@@ -111,6 +111,9 @@ func checkFleetSpec(spec Spec) error {
 	if spec.Balance != "" && spec.Proxies < 2 {
 		return fmt.Errorf("balance %q needs a fleet (proxies 2 or more)", spec.Balance)
 	}
+	if spec.DNATToNodeAddr && spec.Proxies < 2 {
+		return fmt.Errorf("dnat_to_node_addr needs a fleet (proxies 2 or more)")
+	}
 	return nil
 }
 
@@ -183,8 +186,12 @@ func (b *Bed) ruleset(create bool) string {
 	if create {
 		fmt.Fprintf(&s, "table inet %s {\n", LBTable)
 		for _, n := range b.Nodes {
+			to, to6 := n.Backend, n.Backend6
+			if b.Spec.DNATToNodeAddr {
+				to, to6 = n.Addr, n.Addr6
+			}
 			fmt.Fprintf(&s, "\tchain %s {\n\t\tmeta nfproto ipv4 counter dnat ip to %s\n\t\tmeta nfproto ipv6 counter dnat ip6 to %s\n\t}\n",
-				nodeChain(n.Index), n.Backend, n.Backend6)
+				nodeChain(n.Index), to, to6)
 		}
 		fmt.Fprintf(&s, "\tchain service {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n}\n")
 	}
@@ -366,8 +373,13 @@ func (n *NetNS) MPTCPCounters() (map[string]uint64, error) {
 // FleetPM configures the in-kernel path manager across a fleet.
 type FleetPM struct {
 	// Signal adds a `signal` endpoint for each node's own address, so
-	// the node announces it (ADD_ADDR) to every connection.
+	// the node announces it (ADD_ADDR) to every connection whose local
+	// address it is not (the kernel never announces that one).
 	Signal bool
+	// SignalPort gives the signal endpoints a port: the kernel then
+	// listens on it and announces the address with it, also to
+	// connections whose local address it is (Spec.DNATToNodeAddr).
+	SignalPort uint16
 	// RefuseInitial sets the "C" flag of RFC 8684 on every node
 	// (net.mptcp.allow_join_initial_addr_port=0): clients must not join
 	// the address they connected to, the balanced service address.
@@ -411,7 +423,11 @@ func (b *Bed) EnableFleetPM(pm FleetPM) error {
 			return err
 		}
 		if pm.Signal {
-			if _, err := n.Run("ip", "mptcp", "endpoint", "add", n.Addr.String(), "dev", "lo", "signal"); err != nil {
+			args := []string{"ip", "mptcp", "endpoint", "add", n.Addr.String(), "dev", "lo", "signal"}
+			if pm.SignalPort != 0 {
+				args = append(args, "port", strconv.Itoa(int(pm.SignalPort)))
+			}
+			if _, err := n.Run(args...); err != nil {
 				return err
 			}
 		}

@@ -404,3 +404,62 @@ func TestIntegrationFleetJoinsKernelPM(t *testing.T) {
 		stop()
 	})
 }
+
+// TestIntegrationFleetNodeAddrIsLocal: when the balancer DNATs to the
+// node's own address (kube-proxy with hostNetwork pods), that address is
+// every connection's local address, and the kernel does not announce it
+// (it is the connection's id 0): no connection gets an lte subflow. The
+// same address with another port is announced, the kernel listens on the
+// port, and every connection gets its lte subflow on its own node. What
+// a node announces must differ from the connection's local address:port.
+func TestIntegrationFleetNodeAddrIsLocal(t *testing.T) {
+	const conns = 30
+	for _, c := range []struct {
+		name string
+		port uint16
+		want int
+	}{{"same address and port", 0, 0}, {"another port", fleetPort + 1, conns}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := UpT(t, Spec{ClientRouting: true, Proxies: 3, DNATToNodeAddr: true})
+			if err := b.EnableFleetPM(FleetPM{Signal: true, SignalPort: c.port, RefuseInitial: true}); err != nil {
+				t.Fatal(err)
+			}
+			serveNodes(t, b)
+			stop := pyRun(t, b.Client, b.ProxyAddr, conns, 262, "", true)
+			var got int
+			var sub map[netip.Addr]int
+			Eventually(t, "every connection fully established", func() (bool, string) {
+				held := 0
+				for _, n := range b.Nodes {
+					held += mptcpConns(t, n.NetNS)
+				}
+				sub = clientLTESubflows(t, b)
+				got = 0
+				for _, x := range sub {
+					got += x
+				}
+				return held == conns && got >= c.want, fmt.Sprintf("%d connections on the nodes, lte subflows %v", held, sub)
+			})
+			// Give the PM a moment to announce (it does so at once
+			// when it does at all).
+			time.Sleep(300 * time.Millisecond)
+			sub = clientLTESubflows(t, b)
+			got = 0
+			for a, x := range sub {
+				got += x
+				if a == b.ProxyAddr {
+					t.Errorf("%d lte subflows to the service address despite the C flag", x)
+				}
+			}
+			var announced uint64
+			for _, n := range b.Nodes {
+				announced += countersT(t, n.NetNS)["MPTcpExtAddAddrTx"]
+			}
+			t.Logf("port %d: %d ADD_ADDR sent, lte subflows %v", c.port, announced, sub)
+			if got != c.want {
+				t.Errorf("%d lte subflows, want %d", got, c.want)
+			}
+			stop()
+		})
+	}
+}

@@ -79,6 +79,12 @@ type Spec struct {
 	// Balance is how the fleet's balancer spreads new flows:
 	// BalanceJHash (the default) or BalanceNumgen.
 	Balance string `json:"balance,omitempty"`
+	// DNATToNodeAddr makes the fleet's balancer DNAT to each node's own
+	// address instead of its backend address, as kube-proxy does for
+	// hostNetwork pods: the node address is then the local address of
+	// every balanced connection, and a node can announce it only with
+	// another port (docs/fleet.md).
+	DNATToNodeAddr bool `json:"dnat_to_node_addr,omitempty"`
 }
 
 // Bed is a running topology. Its exported fields describe it and are what
