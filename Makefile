@@ -61,7 +61,11 @@ crossbuild:
 
 # The whole suite: unit tests, integration tests against the real kernel in
 # fresh namespaces (needs root), race detector, bounded fuzzing.
+# kubectl-validate (pinned in .ci/k8s/go.mod, its own module) is built
+# first, so its few minutes of compiling are not spent inside a test's
+# timeout; TestKubernetesManifests runs it from the build cache.
 test: deps lint build crossbuild
+	$(GO) tool -modfile=.ci/k8s/go.mod -n kubectl-validate >/dev/null
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 
