@@ -149,19 +149,15 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 		fmt.Fprintf(o.Progress, format+"\n", args...)
 	}
 	logf("testbed: wifi %s + lte %s ...", o.WiFiRate, o.LTERate)
-	bed, err := testbed.Up(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate})
+	bed, closeBed, err := upRecorded(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate}, o.StateFile, logf)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if cerr := bed.Close(); cerr != nil && err == nil {
+		if cerr := closeBed(); cerr != nil && err == nil {
 			err = cerr
 		}
-		os.Remove(o.StateFile)
 	}()
-	if err := bed.Save(o.StateFile); err != nil {
-		logf("note: cannot record the bed in %s: %v", o.StateFile, err)
-	}
 	// The proxy runs the in-kernel PM (it only accepts subflows).
 	if _, err := bed.Proxy.Run("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4"); err != nil {
 		return nil, err
@@ -230,33 +226,14 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 
 	// The chain: client app -> local relay (cli) -> MPTCP over wifi+lte ->
 	// relay (prx) -> origin; or the forwarder when no relay can run.
-	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	mode := ""
-	if o.Binary != "" {
-		stopRelays, err := startRelays(ctx, bed, o.Binary, []*testbed.NetNS{bed.Proxy}, net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)))
-		if err == nil {
-			defer stopRelays()
-			dial, err = socksDial(bed)
-		}
-		if err == nil {
-			mode = "relay: client app | SOCKS5 | gigapath relay (client, local entry) | MPTCP over wifi+lte | gigapath relay (proxy) | TCP | origin"
-		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
-		} else {
-			mode = fmt.Sprintf("forwarder (the relays did not start: %v): ", err)
-		}
-	} else {
-		mode = "forwarder (no gigapath binary given for the relays): "
+	dial, mode, stopChain, err := startChain(ctx, bed, o.Binary, []*testbed.NetNS{bed.Proxy},
+		net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)),
+		"client app | SOCKS5 | gigapath relay (client, local entry) | MPTCP over wifi+lte | gigapath relay (proxy) | TCP | origin",
+		"client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin")
+	if err != nil {
+		return nil, err
 	}
-	if dial == nil {
-		fwd, err := serveForwarder(bed.Proxy, net.JoinHostPort(bed.ProxyAddr.String(), strconv.Itoa(proxyPort)), originTarget(bed))
-		if err != nil {
-			return nil, err
-		}
-		defer fwd.Close()
-		mode += "client app | MPTCP over wifi+lte | TCP forwarder on the proxy | origin"
-		dial = forwarderDial(bed)
-	}
+	defer stopChain()
 	logf("mode: %s", mode)
 
 	tr := &http.Transport{DisableCompression: true, DialContext: dial}
@@ -348,24 +325,12 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	progWG.Add(1)
 	go func() {
 		defer progWG.Done()
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		prev, prevT := c0, time.Now()
-		for {
-			select {
-			case <-done:
+		rates := &linkRates{bed: bed, prev: c0, at: time.Now()}
+		tickUntil(done, func() {
+			w, l, ok := rates.sample()
+			if !ok {
 				return
-			case <-tick.C:
 			}
-			cur, err := bed.Counters()
-			if err != nil {
-				continue
-			}
-			now := time.Now()
-			dt := now.Sub(prevT).Seconds()
-			w := float64(cur[testbed.WiFi].RxBytes-prev[testbed.WiFi].RxBytes) * 8 / dt / 1e6
-			l := float64(cur[testbed.LTE].RxBytes-prev[testbed.LTE].RxBytes) * 8 / dt / 1e6
-			prev, prevT = cur, now
 			n := subflows(bed)
 			mu.Lock()
 			if n > maxSub {
@@ -373,13 +338,13 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 			}
 			mu.Unlock()
 			line := fmt.Sprintf("%6.1fs  wifi %6.1f Mbit/s  lte %6.1f Mbit/s  subflows %d  %5.1f/%.1f MB",
-				now.Sub(start).Seconds(), w, l, n, float64(got.Load())/1e6, float64(o.Size)/1e6)
+				time.Since(start).Seconds(), w, l, n, float64(got.Load())/1e6, float64(o.Size)/1e6)
 			if o.Live {
 				fmt.Fprintf(o.Progress, "\r%s", line)
 			} else {
 				fmt.Fprintln(o.Progress, line)
 			}
-		}
+		})
 	}()
 	stopProgress := func() {
 		select {
@@ -521,6 +486,59 @@ func randomData(n int64) []byte {
 	return b
 }
 
+// linkRates turns the client's link counters into receive rates.
+type linkRates struct {
+	bed  *testbed.Bed
+	prev map[testbed.Link]testbed.LinkCounters
+	at   time.Time
+}
+
+// sample returns each link's receive rate in Mbit/s since the previous
+// sample (ok false when the counters cannot be read).
+func (r *linkRates) sample() (wifi, lte float64, ok bool) {
+	cur, err := r.bed.Counters()
+	if err != nil {
+		return 0, 0, false
+	}
+	now := time.Now()
+	dt := now.Sub(r.at).Seconds()
+	wifi = float64(cur[testbed.WiFi].RxBytes-r.prev[testbed.WiFi].RxBytes) * 8 / dt / 1e6
+	lte = float64(cur[testbed.LTE].RxBytes-r.prev[testbed.LTE].RxBytes) * 8 / dt / 1e6
+	r.prev, r.at = cur, now
+	return wifi, lte, true
+}
+
+// tickUntil calls fn every 500 ms until done is closed.
+func tickUntil(done <-chan struct{}, fn func()) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		fn()
+	}
+}
+
+// upRecorded builds a bed and records it in stateFile, so that `gigapath
+// testbed down` finds it if the demo dies; closeBed removes both.
+func upRecorded(ctx context.Context, spec testbed.Spec, stateFile string, logf func(string, ...any)) (bed *testbed.Bed, closeBed func() error, err error) {
+	bed, err = testbed.Up(ctx, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := bed.Save(stateFile); err != nil {
+		logf("note: cannot record the bed in %s: %v", stateFile, err)
+	}
+	return bed, func() error {
+		err := bed.Close()
+		os.Remove(stateFile)
+		return err
+	}, nil
+}
+
 // forwarderDial dials the proxy's service address over MPTCP from the
 // client namespace (the chain without relays).
 func forwarderDial(bed *testbed.Bed) func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -535,6 +553,44 @@ func forwarderDial(bed *testbed.Bed) func(ctx context.Context, _, _ string) (net
 		})
 		return c, err
 	}
+}
+
+// startChain starts the proxy side of the download chain in servers, each
+// listening on listen: `gigapath relay` processes and the client's local
+// entry chained to the service address when bin is given and they start,
+// else an in-process forwarder in each. It returns the client's dial, the
+// mode line (relayMode or fwdMode, the latter prefixed with why) and what
+// stops it all.
+func startChain(ctx context.Context, bed *testbed.Bed, bin string, servers []*testbed.NetNS, listen, relayMode, fwdMode string) (dial func(ctx context.Context, network, addr string) (net.Conn, error), mode string, stop func(), err error) {
+	why := "no gigapath binary given for the relays"
+	if bin != "" {
+		stopRelays, err := startRelays(ctx, bed, bin, servers, listen)
+		if err == nil {
+			if dial, err = socksDial(bed); err == nil {
+				return dial, "relay: " + relayMode, stopRelays, nil
+			}
+			stopRelays()
+		}
+		if ctx.Err() != nil {
+			return nil, "", nil, ctx.Err()
+		}
+		why = fmt.Sprintf("the relays did not start: %v", err)
+	}
+	var fwds []*forwarder
+	stop = func() {
+		for _, f := range fwds {
+			f.Close()
+		}
+	}
+	for _, n := range servers {
+		f, err := serveForwarder(n, listen, originTarget(bed))
+		if err != nil {
+			stop()
+			return nil, "", nil, err
+		}
+		fwds = append(fwds, f)
+	}
+	return forwarderDial(bed), "forwarder (" + why + "): " + fwdMode, stop, nil
 }
 
 // originTarget is the origin's HTTP server as host:port.

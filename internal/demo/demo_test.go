@@ -93,15 +93,7 @@ func TestIntegrationDemoFleet(t *testing.T) {
 			if s.LTEBytes < 1e6 {
 				t.Errorf("lte carried %d bytes of 9 MB", s.LTEBytes)
 			}
-			after, _ := exec.Command("ip", "netns", "list").Output()
-			if len(s.Namespaces) != 6 {
-				t.Errorf("namespaces %v", s.Namespaces)
-			}
-			for _, n := range s.Namespaces {
-				if bytes.Contains(after, []byte(n)) {
-					t.Errorf("namespace %s left behind", n)
-				}
-			}
+			noneLeft(t, s.Namespaces, 6)
 		})
 	}
 }
@@ -165,17 +157,23 @@ func runDemo(t *testing.T, bin string) *Summary {
 	if s.AggregateMbps > 1.5*s.LinkSumMbps {
 		t.Errorf("aggregate %.1f Mbit/s above the link sum %.0f", s.AggregateMbps, s.LinkSumMbps)
 	}
-	// Nothing left behind.
-	after, _ := exec.Command("ip", "netns", "list").Output()
-	if len(s.Namespaces) != 3 {
-		t.Errorf("namespaces %v", s.Namespaces)
+	noneLeft(t, s.Namespaces, 3)
+	return s
+}
+
+// noneLeft checks that a finished demo used want namespaces and that none
+// of them is left.
+func noneLeft(t *testing.T, names []string, want int) {
+	t.Helper()
+	if len(names) != want {
+		t.Errorf("namespaces %v, want %d", names, want)
 	}
-	for _, n := range s.Namespaces {
+	after, _ := exec.Command("ip", "netns", "list").Output()
+	for _, n := range names {
 		if bytes.Contains(after, []byte(n)) {
 			t.Errorf("namespace %s left behind", n)
 		}
 	}
-	return s
 }
 
 func TestIntegrationDemoCancelLeavesNothing(t *testing.T) {

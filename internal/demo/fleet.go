@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,19 +152,15 @@ func RunFleet(ctx context.Context, o FleetOptions) (s *FleetSummary, err error) 
 	logf := func(format string, args ...any) { fmt.Fprintf(o.Progress, format+"\n", args...) }
 
 	logf("testbed: %d proxy nodes behind a load balancer, wifi %s + lte %s ...", o.Proxies, o.WiFiRate, o.LTERate)
-	bed, err := testbed.Up(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate, ClientRouting: true, Proxies: o.Proxies, Balance: o.Balance})
+	bed, closeBed, err := upRecorded(ctx, testbed.Spec{WiFiRate: o.WiFiRate, LTERate: o.LTERate, ClientRouting: true, Proxies: o.Proxies, Balance: o.Balance}, o.StateFile, logf)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if cerr := bed.Close(); cerr != nil && err == nil {
+		if cerr := closeBed(); cerr != nil && err == nil {
 			err = cerr
 		}
-		os.Remove(o.StateFile)
 	}()
-	if err := bed.Save(o.StateFile); err != nil {
-		logf("note: cannot record the bed in %s: %v", o.StateFile, err)
-	}
 	pm, err := nodePathManager(bed)
 	if err != nil {
 		return nil, err
@@ -186,35 +181,13 @@ func RunFleet(ctx context.Context, o FleetOptions) (s *FleetSummary, err error) 
 	for _, n := range bed.Nodes {
 		nodes = append(nodes, n.NetNS)
 	}
-	var dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	mode := ""
-	if o.Binary != "" {
-		stopRelays, err := startRelays(ctx, bed, o.Binary, nodes, listen)
-		if err == nil {
-			defer stopRelays()
-			dial, err = socksDial(bed)
-		}
-		if err == nil {
-			mode = "relay: client app | SOCKS5 | gigapath relay (client, local entry) | MPTCP to the service address | nftables balancer | gigapath relay (each node) | TCP | origin"
-		} else if ctx.Err() != nil {
-			return nil, ctx.Err()
-		} else {
-			mode = fmt.Sprintf("forwarder (the relays did not start: %v): ", err)
-		}
-	} else {
-		mode = "forwarder (no gigapath binary given for the relays): "
+	dial, mode, stopChain, err := startChain(ctx, bed, o.Binary, nodes, listen,
+		"client app | SOCKS5 | gigapath relay (client, local entry) | MPTCP to the service address | nftables balancer | gigapath relay (each node) | TCP | origin",
+		"client app | MPTCP to the service address | nftables balancer | TCP forwarder on each node | origin")
+	if err != nil {
+		return nil, err
 	}
-	if dial == nil {
-		for _, n := range nodes {
-			fwd, err := serveForwarder(n, listen, originTarget(bed))
-			if err != nil {
-				return nil, err
-			}
-			defer fwd.Close()
-		}
-		mode += "client app | MPTCP to the service address | nftables balancer | TCP forwarder on each node | origin"
-		dial = forwarderDial(bed)
-	}
+	defer stopChain()
 	logf("mode: %s", mode)
 
 	c0, err := bed.Counters()
@@ -351,26 +324,14 @@ func fleetProgress(bed *testbed.Bed, w io.Writer, got *atomic.Int64, total int64
 		if err != nil {
 			return
 		}
-		prevT, start := time.Now(), time.Now()
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
+		start := time.Now()
+		rates := &linkRates{bed: bed, prev: prev, at: start}
+		tickUntil(done, func() {
+			if wifi, lte, ok := rates.sample(); ok {
+				fmt.Fprintf(w, "%6.1fs  wifi %6.1f Mbit/s  lte %6.1f Mbit/s  %5.1f/%.1f MB\n",
+					time.Since(start).Seconds(), wifi, lte, float64(got.Load())/1e6, float64(total)/1e6)
 			}
-			cur, err := bed.Counters()
-			if err != nil {
-				continue
-			}
-			dt := time.Since(prevT).Seconds()
-			wifi := float64(cur[testbed.WiFi].RxBytes-prev[testbed.WiFi].RxBytes) * 8 / dt / 1e6
-			lte := float64(cur[testbed.LTE].RxBytes-prev[testbed.LTE].RxBytes) * 8 / dt / 1e6
-			prev, prevT = cur, time.Now()
-			fmt.Fprintf(w, "%6.1fs  wifi %6.1f Mbit/s  lte %6.1f Mbit/s  %5.1f/%.1f MB\n",
-				time.Since(start).Seconds(), wifi, lte, float64(got.Load())/1e6, float64(total)/1e6)
-		}
+		})
 	}()
 	return func() { close(done); <-stopped }
 }

@@ -270,15 +270,7 @@ func TestIntegrationFleetCloseLeavesNothing(t *testing.T) {
 	if out := b.Proxy.MustRun("nft", "list", "table", "inet", LBTable); !strings.Contains(out, "chain node3") {
 		t.Errorf("balancer table:\n%s", out)
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	after := netnsList(t)
-	for _, n := range names {
-		if strings.Contains(after, n) {
-			t.Errorf("namespace %s left after Close", n)
-		}
-	}
+	closeLeavesNone(t, b, names)
 	if root1 := RootStateT(t); root1 != root0 {
 		t.Errorf("root namespace changed:\nbefore:\n%s\nafter:\n%s", root0, root1)
 	}

@@ -437,6 +437,21 @@ func netnsList(t *testing.T) string {
 	return string(out)
 }
 
+// closeLeavesNone closes b and checks that none of the namespaces names
+// is left.
+func closeLeavesNone(t *testing.T, b *Bed, names []string) {
+	t.Helper()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := netnsList(t)
+	for _, n := range names {
+		if strings.Contains(after, n) {
+			t.Errorf("namespace %s left after Close", n)
+		}
+	}
+}
+
 func TestIntegrationBedCloseLeavesNothing(t *testing.T) {
 	NeedRoot(t)
 	b, err := Up(context.Background(), Spec{ClientRouting: true, WiFiRate: "10mbit"})
@@ -454,15 +469,7 @@ func TestIntegrationBedCloseLeavesNothing(t *testing.T) {
 			t.Errorf("namespace %s not listed / not prefixed: %s", n, before)
 		}
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	after := netnsList(t)
-	for _, n := range names {
-		if strings.Contains(after, n) {
-			t.Errorf("namespace %s left after Close", n)
-		}
-	}
+	closeLeavesNone(t, b, names)
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
