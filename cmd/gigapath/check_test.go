@@ -74,6 +74,9 @@ func lockdownOracle(t *testing.T) string {
 	if os.IsNotExist(err) {
 		dir := t.TempDir()
 		if out, err := exec.Command("mount", "-t", "securityfs", "none", dir).CombinedOutput(); err != nil {
+			if strings.Contains(string(out), "unknown filesystem type") {
+				return "none" // no securityfs: no LSM, so no lockdown
+			}
 			t.Fatalf("mount securityfs: %v: %s", err, out)
 		}
 		defer exec.Command("umount", dir).Run()
