@@ -107,7 +107,7 @@ sched-kernel:
 # The five BPF schedulers proven on the wire in that kernel under
 # virtme-ng (builds it first if it is not cached); part of .ci/run.
 vmtest-sched:
-	.ci/vmtest --out bin/vmtest/sched sched
+	.ci/vmtest --quick --out bin/vmtest/sched sched
 
 # The systemd unit (docs/deploy/gigapath.service) under systemd as PID 1 in
 # a 6.12 guest (this host has no running systemd); part of .ci/run.
