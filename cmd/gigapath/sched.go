@@ -19,7 +19,7 @@ func init() {
 		Usage: "list, select and unload MPTCP packet schedulers (kernel and BPF)",
 		Description: `The scheduler decides which subflow carries each piece of data. The kernel
    has its own ("default"); gigapath ships BPF schedulers for kernels that can
-   register them (no released one: ` + "`make sched-kernel`" + ` builds one, see
+   register them (no released one; "make sched-kernel" builds one, see
    docs/kernels.md). The choice is per network namespace (sysctl
    net.mptcp.scheduler) and applies on the sending side to connections
    created after it; "gigapath relay" re-opens its listener to follow it.
