@@ -183,13 +183,7 @@ func TestIntegrationSchedulersOnTheWire(t *testing.T) {
 
 func newWireBed(t *testing.T) *wireBed {
 	t.Helper()
-	bin := os.Getenv("GIGAPATH_TEST_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "gigapath")
-		if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/gigapath").CombinedOutput(); err != nil {
-			t.Fatalf("go build: %v: %s", err, out)
-		}
-	}
+	bin := testBinary(t)
 	bed := testbed.UpT(t, testbed.Spec{WiFiRate: wireRate, LTERate: wireRate, ClientRouting: true})
 	if err := bed.EnableKernelPM(); err != nil {
 		t.Fatal(err)
