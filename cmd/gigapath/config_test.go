@@ -95,7 +95,7 @@ func TestConfigCheckExitCodes(t *testing.T) {
 			`line 9: announce[0].address: "192.0.2.300" is not an IP address`},
 		{"bad steering", "path_manager: userspace\nsteering: turbo\n" + ifs,
 			`line 2: steering: "turbo" is not valid; use one of aggregate, active-standby, handover, priority`},
-		{"limits above 8", "path_manager: userspace\nlimits: {subflows: 16}\n" + ifs,
+		{"limits above 8", "path_manager: kernel\nlimits: {subflows: 16}\n" + ifs,
 			"line 2: limits.subflows: 16 is out of range; use 0 to 8"},
 		{"bad peer_addresses", "path_manager: userspace\npeer_addresses: all\n" + ifs,
 			`line 2: peer_addresses: "all" is not valid; use one of ignore, use`},

@@ -3,16 +3,13 @@ package policy
 import (
 	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Diff is what changed from one policy to the next. The controller applies
-// a reload as this difference; fields that need a restart are listed in
-// NeedsRestart.
+// a reload as this difference; keys whose Fate is Restart are listed in
+// NeedsRestart, and a reload that has any is refused as a whole.
 type Diff struct {
 	// Interfaces, keyed by name or match pattern.
 	Added   []Interface
@@ -35,8 +32,11 @@ type Diff struct {
 	LinkLocalChanged   bool
 	RelayChanged       bool
 
-	// NeedsRestart names the keys whose change a reload cannot apply
-	// (side, path_manager, metrics.listen, status_socket).
+	// Keys are the key paths that changed (see Keys), in Keys order.
+	Keys []string
+	// NeedsRestart names the changed keys whose Fate is Restart (side,
+	// path_manager, path_cgroup, mptcpify, metrics.listen, status_socket),
+	// and any changed key without a fate.
 	NeedsRestart []string
 }
 
@@ -95,36 +95,14 @@ func Compare(old, new *Policy) Diff {
 	d.StatusChanged = old.StatusSocket != new.StatusSocket
 	d.LogChanged = old.Log != new.Log
 	d.LinkLocalChanged = old.SkipLinkLocal != new.SkipLinkLocal
-	d.RelayChanged = !nodeEqual(old.Relay, new.Relay)
-	if d.SideChanged {
-		d.NeedsRestart = append(d.NeedsRestart, "side")
-	}
-	if d.PathManagerChanged {
-		d.NeedsRestart = append(d.NeedsRestart, "path_manager")
-	}
-	if d.MetricsChanged {
-		d.NeedsRestart = append(d.NeedsRestart, "metrics.listen")
-	}
-	if !slices.Equal(old.Mptcpify, new.Mptcpify) {
-		d.NeedsRestart = append(d.NeedsRestart, "mptcpify")
-	}
-	if old.PathCgroup != new.PathCgroup {
-		d.NeedsRestart = append(d.NeedsRestart, "path_cgroup")
-	}
-	if d.StatusChanged {
-		d.NeedsRestart = append(d.NeedsRestart, "status_socket")
+	d.RelayChanged = !reflect.DeepEqual(old.Relay, new.Relay)
+	d.Keys = changedKeys(old, new)
+	for _, k := range d.Keys {
+		if f, ok := FateOf(k); !ok || f == Restart {
+			d.NeedsRestart = append(d.NeedsRestart, k)
+		}
 	}
 	return d
-}
-
-// nodeEqual compares two YAML trees by content, ignoring positions.
-func nodeEqual(a, b *yaml.Node) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	ea, err1 := yaml.Marshal(a)
-	eb, err2 := yaml.Marshal(b)
-	return err1 == nil && err2 == nil && string(ea) == string(eb)
 }
 
 // Describe lists what a reload from old to new changes, one line per
@@ -167,7 +145,7 @@ func Describe(old, new *Policy) []string {
 	change(d.LogChanged, "log", old.Log.Level+"/"+old.Log.Format, new.Log.Level+"/"+new.Log.Format)
 	change(d.LinkLocalChanged, "skip_link_local", old.SkipLinkLocal, new.SkipLinkLocal)
 	if d.RelayChanged {
-		add("~ relay: changed")
+		add("~ relay: changed (gigapath relay --config reads it when it starts; the daemon does not use it)")
 	}
 	if len(d.NeedsRestart) > 0 {
 		add("! needs a restart: %s", strings.Join(d.NeedsRestart, ", "))
@@ -188,6 +166,9 @@ func ifaceSettings(i Interface) string {
 	}
 	if i.Mark != 0 {
 		s += fmt.Sprintf(" mark %#x", i.Mark)
+	}
+	if !i.Gateway.IsZero() {
+		s += " gateway " + i.Gateway.String()
 	}
 	return s
 }

@@ -41,6 +41,9 @@ interfaces:
                           # one per destination (remote, then peer_addresses)
     #congestion: cubic    # TCP congestion control of its subflows (eBPF sockops)
     #mark: 0              # fwmark of its subflows (0: none)
+    #gateway: 192.0.2.1   # next hop of its table's default route (one per
+                          # family); default: its default route in the main
+                          # table, else on-link
   - name: lte0
     role: lte
   #- match: "eth*"        # a glob instead of a name
@@ -58,10 +61,11 @@ peer_addresses: ignore
 #  - address: 192.0.2.10  # one address
 #    port: 443            # optional; default: the connection's port
 
-# MPTCP limits per connection (the kernel allows at most 8 each).
-limits:
-  subflows: 4
-  add_addr_accepted: 4
+# path_manager: kernel only — the in-kernel PM's limits per connection
+# (the kernel allows at most 8 each).
+#limits:
+#  subflows: 4
+#  add_addr_accepted: 4
 
 # Mode "managed": a routing table and a "from ADDR lookup TABLE" rule per
 # interface, so each subflow leaves by its own interface; "off": leave
@@ -110,9 +114,11 @@ log:
 # Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
 skip_link_local: true
 
-# The SOCKS5 relay's own section, decoded by the relay (docs/relay.md).
+# The SOCKS5 relay's section: gigapath relay --config FILE reads it when
+# it starts (docs/relay.md); the daemon does not use it.
 #relay:
 #  listen: 127.0.0.1:1080
+#  idle_timeout: 5m
 `
 
 // Example returns the commented reference configuration. It parses as is.

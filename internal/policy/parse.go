@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gigapath/gigapath/internal/relay"
 )
 
 // Error is one problem in a configuration file: where (line, key path) and
@@ -86,17 +88,38 @@ type rawFile struct {
 	StatusSocket  *string        `yaml:"status_socket"`
 	Log           *rawLog        `yaml:"log"`
 	SkipLinkLocal *bool          `yaml:"skip_link_local"`
-	Relay         yaml.Node      `yaml:"relay"`
+	Relay         *relay.Config  `yaml:"relay"`
 }
 
 type rawInterface struct {
-	Name        *string `yaml:"name"`
-	Match       *string `yaml:"match"`
-	Role        *string `yaml:"role"`
-	Backup      *bool   `yaml:"backup"`
-	MaxSubflows *int    `yaml:"max_subflows"`
-	Congestion  string  `yaml:"congestion"`
-	Mark        uint32  `yaml:"mark"`
+	Name        *string  `yaml:"name"`
+	Match       *string  `yaml:"match"`
+	Role        *string  `yaml:"role"`
+	Backup      *bool    `yaml:"backup"`
+	MaxSubflows *int     `yaml:"max_subflows"`
+	Congestion  string   `yaml:"congestion"`
+	Mark        uint32   `yaml:"mark"`
+	Gateway     rawAddrs `yaml:"gateway"`
+}
+
+// rawAddrs is one address or a list of them.
+type rawAddrs []string
+
+func (r *rawAddrs) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*r = rawAddrs{s}
+		return nil
+	}
+	var l []string
+	if err := n.Decode(&l); err != nil {
+		return err
+	}
+	*r = l
+	return nil
 }
 
 type rawAnnounce struct {
@@ -295,6 +318,10 @@ func describeType(t string) string {
 		return "true or false"
 	case t == "float64":
 		return "a number"
+	case t == "time.Duration":
+		return "a duration such as 500ms, 10s or 5m"
+	case t == "relay.Config":
+		return "a mapping of the relay's keys (see docs/relay.md)"
 	case t == "string":
 		return "a string"
 	case strings.HasPrefix(t, "[]"):
@@ -517,6 +544,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 		if it.Congestion != "" && !nameRE.MatchString(it.Congestion) {
 			c.errorf(ip+".congestion", "%q is not a valid congestion control name; want 1-15 of a-z, 0-9, _ such as cubic or bbr (see sysctl net.ipv4.tcp_available_congestion_control)", it.Congestion)
 		}
+		it.Gateway = c.gateway(ip+".gateway", ri.Gateway)
 		p.Interfaces = append(p.Interfaces, it)
 	}
 	if p.Steering == SteerActiveStandby || p.Steering == SteerHandover {
@@ -670,19 +698,58 @@ func (c *checker) validate(r *rawFile) *Policy {
 		}
 	}
 
-	// relay: kept raw for the relay's own strict decoder
-	if r.Relay.Kind != 0 {
-		n := r.Relay
-		if n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = *n.Alias
+	// relay: the section of `gigapath relay --config`, checked here as
+	// far as it can be without reading its credentials file.
+	if r.Relay != nil {
+		cfg := *r.Relay
+		if err := cfg.Check(); err != nil {
+			c.errorf("relay", "%v", err)
 		}
-		if n.Kind != yaml.MappingNode {
-			if !(n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
-				c.errorf("relay", "want a mapping of the relay's keys (see docs/relay.md)")
-			}
-		} else {
-			p.Relay = &n
+		p.Relay = &cfg
+	}
+
+	// Keys the chosen path manager would not use are refused rather than
+	// accepted and ignored.
+	if p.PathManager == PMKernel {
+		if len(r.Announce) > 0 {
+			c.errorf("announce", "only valid with path_manager: userspace (the in-kernel PM announces every interface address as a signal endpoint); remove it or use the userspace PM")
 		}
+		if p.PeerAddresses == PeerUse {
+			c.errorf("peer_addresses", "use is only valid with path_manager: userspace (the in-kernel PM accepts announcements up to limits.add_addr_accepted); use ignore or remove the key")
+		}
+		if p.Steering == SteerHandover || p.Steering == SteerPriority {
+			c.errorf("steering", "%s needs path_manager: userspace (it opens, closes and re-flags subflows itself; the in-kernel PM supports aggregate and active-standby)", p.Steering)
+		}
+	} else if r.Limits != nil {
+		c.errorf("limits", "only valid with path_manager: kernel (the kernel's limits do not bound the userspace PM; max_subflows per interface does); remove it or use the in-kernel PM")
 	}
 	return p
+}
+
+// gateway validates an interface's gateway addresses: unicast, no zone, at
+// most one per family.
+func (c *checker) gateway(p string, in rawAddrs) Gateway {
+	var g Gateway
+	for _, v := range in {
+		a, err := netip.ParseAddr(v)
+		switch {
+		case err != nil || a.Zone() != "":
+			c.errorf(p, "%q is not an IP address; want e.g. 192.0.2.1 or fe80::1 (no %%zone: the interface is the zone)", v)
+			continue
+		case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast():
+			c.errorf(p, "%q cannot be a next hop; want a unicast address of a router on the link", v)
+			continue
+		}
+		a = a.Unmap()
+		dst := &g.V4
+		if a.Is6() {
+			dst = &g.V6
+		}
+		if dst.IsValid() {
+			c.errorf(p, "two IPv%d gateways (%s and %s); give at most one per family", map[bool]int{false: 4, true: 6}[a.Is6()], *dst, a)
+			continue
+		}
+		*dst = a
+	}
+	return g
 }

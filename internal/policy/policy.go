@@ -9,13 +9,14 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/gigapath/gigapath/internal/relay"
 )
 
 // Side says which end of MPTCP connections this node is.
@@ -141,9 +142,11 @@ type Policy struct {
 	StatusSocket  string     `json:"status_socket"` // empty disables the status socket
 	Log           Log        `json:"log"`
 	SkipLinkLocal bool       `json:"skip_link_local"`
-	// Relay is the raw `relay:` mapping, nil when absent. The relay decodes
-	// it with its own strict struct; policy only checks it is a mapping.
-	Relay *yaml.Node `json:"-"`
+	// Relay is the `relay:` section, nil when absent: the configuration of
+	// `gigapath relay --config FILE`, decoded as strictly as the rest. The
+	// daemon does not use it. Not in the JSON form: an upstream URL may
+	// carry a password.
+	Relay *relay.Config `json:"-" key:"relay"`
 }
 
 // Interface is one entry of `interfaces:`. Exactly one of Name and Match is
@@ -162,6 +165,50 @@ type Interface struct {
 	MaxSubflows int    `json:"max_subflows"`
 	Congestion  string `json:"congestion,omitempty"` // TCP congestion control for its subflows, "" = host default
 	Mark        uint32 `json:"mark,omitempty"`       // fwmark for its subflows, 0 = none
+	// Gateway is the next hop of the interface's default route in its
+	// managed table (routing: managed), per family; a zero address leaves
+	// the choice to the main table's default route through the interface,
+	// or else an on-link default.
+	Gateway Gateway `json:"gateway,omitzero"`
+}
+
+// Gateway holds an interface's next hops, at most one per family.
+type Gateway struct {
+	V4, V6 netip.Addr
+}
+
+// IsZero reports whether no gateway is set.
+func (g Gateway) IsZero() bool { return !g.V4.IsValid() && !g.V6.IsValid() }
+
+// For returns the gateway of the family (v6 or not), if set.
+func (g Gateway) For(v6 bool) (netip.Addr, bool) {
+	a := g.V4
+	if v6 {
+		a = g.V6
+	}
+	return a, a.IsValid()
+}
+
+// String lists the set gateways ("10.0.2.1 fe80::1"), "" if none.
+func (g Gateway) String() string {
+	var s []string
+	for _, a := range []netip.Addr{g.V4, g.V6} {
+		if a.IsValid() {
+			s = append(s, a.String())
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// MarshalJSON writes the set gateways as a list of addresses.
+func (g Gateway) MarshalJSON() ([]byte, error) {
+	out := []netip.Addr{}
+	for _, a := range []netip.Addr{g.V4, g.V6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return json.Marshal(out)
 }
 
 // Key is the name or the pattern that identifies the entry.
@@ -209,7 +256,7 @@ type Routing struct {
 // HysteresisPercent for at least Hold. A direction that carried no data in
 // a sample gives no evidence; 0 turns a check off.
 type Priority struct {
-	RTT               time.Duration `json:"rtt"`
+	RTT               time.Duration `json:"rtt" key:"rtt_ms"`
 	LossPercent       float64       `json:"loss_percent"`
 	ReorderPercent    float64       `json:"reorder_percent"`
 	HysteresisPercent float64       `json:"hysteresis_percent"`
@@ -222,7 +269,7 @@ type Priority struct {
 // reorder share above ReorderPercent (see Priority); backup subflows are
 // closed again once the primary has been healthy for Hold.
 type Handover struct {
-	RTT            time.Duration `json:"rtt"`
+	RTT            time.Duration `json:"rtt" key:"rtt_ms"`
 	LossPercent    float64       `json:"loss_percent"`
 	ReorderPercent float64       `json:"reorder_percent"`
 	Interval       time.Duration `json:"interval"`

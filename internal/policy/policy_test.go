@@ -2,14 +2,15 @@ package policy
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"gopkg.in/yaml.v3"
 )
 
 const minimal = `path_manager: userspace        # or: kernel
@@ -20,6 +21,9 @@ interfaces:
   - name: lte0
     role: lte
 `
+
+// addrEq compares addresses (netip.Addr has unexported fields).
+var addrEq = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 
 func mustParse(t *testing.T, s string) *Policy {
 	t.Helper()
@@ -52,7 +56,7 @@ func TestParseMinimal(t *testing.T) {
 		Log:           Log{Level: "info", Format: "text"},
 		SkipLinkLocal: true,
 	}
-	if d := cmp.Diff(want, p); d != "" {
+	if d := cmp.Diff(want, p, addrEq); d != "" {
 		t.Errorf("minimal policy (-want +got):\n%s", d)
 	}
 }
@@ -69,12 +73,10 @@ interfaces:
     max_subflows: 2
     congestion: bbr
     mark: 0x10
+    gateway: [192.0.2.1, "fe80::1"]
   - match: "wwan*"
     role: lte
-announce:
-  - interface: eth0
-  - address: "2001:db8::10"
-    port: 8443
+    gateway: 10.64.0.1
 limits: {subflows: 8, add_addr_accepted: 0}
 routing:
   mode: managed
@@ -86,19 +88,19 @@ log: {level: debug, format: json}
 skip_link_local: false
 relay:
   listen: 127.0.0.1:1080
-  anything: [1, 2]
+  idle_timeout: 5m
+  allow_dest: [10.0.0.0/8]
 `)
 	if p.Side != SideServer || p.PathManager != PMKernel || p.Steering != SteerActiveStandby || p.Scheduler != "redundant" {
 		t.Errorf("top level: %+v", p)
 	}
 	if d := cmp.Diff([]Interface{
-		{Name: "eth0", Role: RoleEthernet, MaxSubflows: 2, Congestion: "bbr", Mark: 0x10},
-		{Match: "wwan*", Role: RoleLTE, MaxSubflows: 1, Backup: true}, // lte is backup under active-standby
-	}, p.Interfaces); d != "" {
+		{Name: "eth0", Role: RoleEthernet, MaxSubflows: 2, Congestion: "bbr", Mark: 0x10,
+			Gateway: Gateway{V4: netip.MustParseAddr("192.0.2.1"), V6: netip.MustParseAddr("fe80::1")}},
+		{Match: "wwan*", Role: RoleLTE, MaxSubflows: 1, Backup: true, // lte is backup under active-standby
+			Gateway: Gateway{V4: netip.MustParseAddr("10.64.0.1")}},
+	}, p.Interfaces, addrEq); d != "" {
 		t.Errorf("interfaces (-want +got):\n%s", d)
-	}
-	if len(p.Announce) != 2 || p.Announce[0].Interface != "eth0" || p.Announce[1].Address.String() != "2001:db8::10" || p.Announce[1].Port != 8443 {
-		t.Errorf("announce: %+v", p.Announce)
 	}
 	if p.Limits != (Limits{8, 0}) || p.Routing != (Routing{RoutingManaged, 5000, 200}) {
 		t.Errorf("limits %+v routing %+v", p.Limits, p.Routing)
@@ -106,16 +108,17 @@ relay:
 	if p.Metrics.Listen != "" || p.StatusSocket != "" || p.Log != (Log{"debug", "json"}) || p.SkipLinkLocal {
 		t.Errorf("observation: %+v %q %+v %v", p.Metrics, p.StatusSocket, p.Log, p.SkipLinkLocal)
 	}
-	// The relay section stays raw for the relay's own strict decoder.
+	// The relay section is decoded into the relay's own Config.
 	if p.Relay == nil {
 		t.Fatal("relay section lost")
 	}
-	var relay struct {
-		Listen   string `yaml:"listen"`
-		Anything []int  `yaml:"anything"`
+	if p.Relay.Listen != "127.0.0.1:1080" || p.Relay.IdleTimeout != 5*time.Minute || !slices.Equal(p.Relay.AllowDest, []string{"10.0.0.0/8"}) {
+		t.Errorf("relay section decoded as %+v", *p.Relay)
 	}
-	if err := p.Relay.Decode(&relay); err != nil || relay.Listen != "127.0.0.1:1080" || len(relay.Anything) != 2 {
-		t.Errorf("relay decode: %+v, %v", relay, err)
+	// The server side's announcements, with the userspace PM.
+	s := mustParse(t, "side: server\npath_manager: userspace\ninterfaces:\n  - name: eth0\n    role: ethernet\nannounce:\n  - interface: eth0\n  - address: \"2001:db8::10\"\n    port: 8443\n")
+	if len(s.Announce) != 2 || s.Announce[0].Interface != "eth0" || s.Announce[1].Address.String() != "2001:db8::10" || s.Announce[1].Port != 8443 {
+		t.Errorf("announce: %+v", s.Announce)
 	}
 }
 
@@ -138,7 +141,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
 		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
 			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
-				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark`}},
+				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark, gateway`}},
 		{"bad role", "path_manager: userspace\n" + strings.Replace(ifs, "role: lte", "role: 4g", 1),
 			[]string{`line 6: interfaces[1].role: "4g" is not valid; use one of wifi, lte, ethernet, other`}},
 		{"missing interface name", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n  - role: lte\n",
@@ -169,10 +172,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{`path_manager: missing; use one of userspace, kernel`}},
 		{"bad side", "side: both\npath_manager: userspace\n" + ifs,
 			[]string{`line 1: side: "both" is not valid; use one of client, server`}},
-		{"limits above 8", "path_manager: userspace\nlimits:\n  subflows: 9\n  add_addr_accepted: 12\n" + ifs,
+		{"limits above 8", "path_manager: kernel\nlimits:\n  subflows: 9\n  add_addr_accepted: 12\n" + ifs,
 			[]string{`line 3: limits.subflows: 9 is out of range; use 0 to 8 (the kernel's maximum)`,
 				`line 4: limits.add_addr_accepted: 12 is out of range; use 0 to 8 (the kernel's maximum)`}},
-		{"limits not a number", "path_manager: userspace\nlimits: {subflows: many}\n" + ifs,
+		{"limits not a number", "path_manager: kernel\nlimits: {subflows: many}\n" + ifs,
 			[]string{`line 2: limits.subflows: "many" is not valid; want an integer`}},
 		{"no interfaces", "path_manager: userspace\n",
 			[]string{`interfaces: missing; list at least one interface (name and role)`}},
@@ -212,7 +215,25 @@ func TestParseErrors(t *testing.T) {
 		{"bad congestion", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    congestion: \"Reno!\"\n",
 			[]string{`line 5: interfaces[0].congestion: "Reno!" is not a valid congestion control name; want 1-15 of a-z, 0-9, _ such as cubic or bbr (see sysctl net.ipv4.tcp_available_congestion_control)`}},
 		{"relay not a mapping", "path_manager: userspace\nrelay: yes\n" + ifs,
-			[]string{`line 2: relay: want a mapping of the relay's keys (see docs/relay.md)`}},
+			[]string{`line 2: relay: "yes" is not valid; want a mapping of the relay's keys (see docs/relay.md)`}},
+		{"unknown relay key", "path_manager: userspace\nrelay:\n  listen: 127.0.0.1:1080\n  lisen: 127.0.0.1:1081\n" + ifs,
+			[]string{`line 4: relay.lisen: unknown key; valid keys: listen, no_mptcp, upstream, upstream_mptcp, credentials, allow_clients, allow_dest, deny_dest, handshake_timeout, dial_timeout, idle_timeout, drain_timeout, max_conns, max_conns_per_client, disable_udp, reuse_port, congestion, transparent`}},
+		{"bad relay duration", "path_manager: userspace\nrelay:\n  idle_timeout: soon\n" + ifs,
+			[]string{`line 3: relay.idle_timeout: "soon" is not valid; want a duration such as 500ms, 10s or 5m`}},
+		{"open relay", "path_manager: userspace\nrelay:\n  listen: 0.0.0.0:1080\n" + ifs,
+			[]string{`line 3: relay: refusing to run an open relay on 0.0.0.0:1080: anyone who can reach it could use it; add --credentials FILE or --allow-client CIDR, or listen on 127.0.0.1`}},
+		{"bad gateway", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    gateway: router\n",
+			[]string{`line 5: interfaces[0].gateway: "router" is not an IP address; want e.g. 192.0.2.1 or fe80::1 (no %zone: the interface is the zone)`}},
+		{"two IPv4 gateways", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    gateway: [10.0.0.1, 10.0.0.2]\n",
+			[]string{`line 5: interfaces[0].gateway: two IPv4 gateways (10.0.0.1 and 10.0.0.2); give at most one per family`}},
+		{"announce with kernel PM", "side: server\npath_manager: kernel\n" + ifs + "announce:\n  - interface: lte0\n",
+			[]string{`line 9: announce: only valid with path_manager: userspace (the in-kernel PM announces every interface address as a signal endpoint); remove it or use the userspace PM`}},
+		{"peer_addresses use with kernel PM", "path_manager: kernel\npeer_addresses: use\n" + ifs,
+			[]string{`line 2: peer_addresses: use is only valid with path_manager: userspace (the in-kernel PM accepts announcements up to limits.add_addr_accepted); use ignore or remove the key`}},
+		{"priority with kernel PM", "path_manager: kernel\nsteering: priority\n" + ifs,
+			[]string{`line 2: steering: priority needs path_manager: userspace (it opens, closes and re-flags subflows itself; the in-kernel PM supports aggregate and active-standby)`}},
+		{"limits with userspace PM", "path_manager: userspace\nlimits: {subflows: 2}\n" + ifs,
+			[]string{`line 2: limits: only valid with path_manager: kernel (the kernel's limits do not bound the userspace PM; max_subflows per interface does); remove it or use the in-kernel PM`}},
 		{"top level list", "- a\n- b\n",
 			[]string{`line 1: the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)`}},
 		{"empty", "", []string{"the file is empty; see `gigapath config example`"}},
@@ -249,31 +270,51 @@ func TestExampleParses(t *testing.T) {
 	p := mustParse(t, Example())
 	// The example shows the defaults: it must mean the same as the minimal
 	// form plus its two interfaces.
-	if d := cmp.Diff(mustParse(t, minimal), p); d != "" {
+	if d := cmp.Diff(mustParse(t, minimal), p, addrEq); d != "" {
 		t.Errorf("example differs from the defaults (-minimal +example):\n%s", d)
 	}
 	// Its optional settings ('#' directly before a key, or '#' and two
-	// spaces for a continuation line) are valid too once uncommented.
-	var uncommented []string
-	n := 0
-	for _, l := range strings.Split(Example(), "\n") {
-		trim := strings.TrimLeft(l, " ")
-		if strings.HasPrefix(trim, "#") && len(trim) > 1 && (trim[1] != ' ' || strings.HasPrefix(trim, "#  ")) {
-			l = l[:len(l)-len(trim)] + trim[1:]
-			n++
+	// spaces for a continuation line) are valid too once uncommented:
+	// the limits block with the in-kernel PM, everything else with the
+	// userspace PM on the server side.
+	uncomment := func(limits bool) (string, int) {
+		var out []string
+		n, inLimits := 0, false
+		for _, l := range strings.Split(Example(), "\n") {
+			trim := strings.TrimLeft(l, " ")
+			if strings.HasPrefix(trim, "#limits:") {
+				inLimits = true
+			} else if !strings.HasPrefix(trim, "#  ") {
+				inLimits = false
+			}
+			if inLimits == limits && strings.HasPrefix(trim, "#") && len(trim) > 1 && (trim[1] != ' ' || strings.HasPrefix(trim, "#  ")) {
+				l = l[:len(l)-len(trim)] + trim[1:]
+				n++
+			}
+			out = append(out, l)
 		}
-		uncommented = append(uncommented, l)
+		return strings.Join(out, "\n"), n
 	}
+	text, n := uncomment(false)
 	if n < 10 {
 		t.Fatalf("found only %d optional lines in the example", n)
 	}
-	text := strings.Replace(strings.Join(uncommented, "\n"), "side: client", "side: server", 1)
+	text = strings.Replace(text, "side: client", "side: server", 1)
 	full, err := Parse([]byte(text))
 	if err != nil {
 		t.Fatalf("example with its commented keys turned on does not parse:\n%s\n%v", text, err)
 	}
-	if full.Scheduler != "default" || len(full.Interfaces) != 3 || len(full.Announce) != 2 || full.Relay == nil {
-		t.Errorf("uncommented example: scheduler %q, %d interfaces, %d announce, relay %v", full.Scheduler, len(full.Interfaces), len(full.Announce), full.Relay)
+	if full.Scheduler != "default" || len(full.Interfaces) != 3 || len(full.Announce) != 2 || full.Relay == nil || full.Interfaces[0].Gateway.IsZero() {
+		t.Errorf("uncommented example: scheduler %q, %d interfaces, %d announce, relay %v, gateway %v", full.Scheduler, len(full.Interfaces), len(full.Announce), full.Relay, full.Interfaces[0].Gateway)
+	}
+	text, n = uncomment(true)
+	text = strings.Replace(text, "path_manager: userspace", "path_manager: kernel", 1)
+	kern, err := Parse([]byte(text))
+	if err != nil || n != 3 {
+		t.Fatalf("example with the limits block turned on (%d lines) under path_manager: kernel: %v", n, err)
+	}
+	if kern.Limits != (Limits{DefaultLimitSubflows, DefaultLimitAddAddr}) {
+		t.Errorf("the example's limits are not the defaults: %+v", kern.Limits)
 	}
 }
 
@@ -309,10 +350,9 @@ func TestDiff(t *testing.T) {
 	}
 	nw := mustParse(t, `path_manager: kernel
 steering: active-standby
-peer_addresses: use
 limits: {subflows: 2}
 routing: {table_base: 2000}
-relay: {listen: ":1080"}
+relay: {listen: "127.0.0.1:1081"}
 interfaces:
   - name: wifi0
     role: wifi
@@ -328,13 +368,14 @@ interfaces:
 		Changed:            []InterfaceChange{{Old: old.Interfaces[1], New: nw.Interfaces[1]}},
 		PathManagerChanged: true,
 		SteeringChanged:    true,
-		PeerAddrsChanged:   true,
 		LimitsChanged:      true,
 		RoutingChanged:     true,
 		RelayChanged:       true,
-		NeedsRestart:       []string{"path_manager"},
+		Keys: []string{"path_manager", "steering", "interfaces", "interfaces[].backup", "interfaces[].max_subflows",
+			"limits.subflows", "routing.table_base", "relay"},
+		NeedsRestart: []string{"path_manager"},
 	}
-	if diff := cmp.Diff(want, d, cmp.Comparer(func(a, b *yaml.Node) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(want, d, addrEq); diff != "" {
 		t.Errorf("diff (-want +got):\n%s", diff)
 	}
 	back := Compare(nw, old)
@@ -429,7 +470,6 @@ func TestDescribe(t *testing.T) {
 	old := mustParse(t, minimal)
 	nw := mustParse(t, `path_manager: kernel
 steering: active-standby
-peer_addresses: use
 routing: off
 interfaces:
   - name: wifi0
@@ -444,7 +484,6 @@ interfaces:
 		"+ interface eth0 (ethernet backup max_subflows 1 congestion bbr)",
 		"~ path_manager: userspace -> kernel",
 		"~ steering: aggregate -> active-standby",
-		"~ peer_addresses: ignore -> use",
 		"~ routing: managed table_base 1000 rule_priority 1000 -> off",
 		"! needs a restart: path_manager",
 	}

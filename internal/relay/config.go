@@ -222,7 +222,21 @@ func isLoopbackListen(listen string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
-func (c *Config) validate() (*policy, error) {
+// Check validates c as New does, except that it does not read the
+// credentials file (a set Credentials counts as credentials): addresses,
+// CIDRs, the upstream URL, the caps, and the open-relay refusal. The
+// daemon's policy loader runs it on the `relay:` section, so `gigapath
+// config check` finds what `gigapath relay --config` would refuse.
+func (c Config) Check() error {
+	c.setDefaults()
+	_, err := c.check(false)
+	return err
+}
+
+func (c *Config) validate() (*policy, error) { return c.check(true) }
+
+// check validates c; readCreds loads the credentials file.
+func (c *Config) check(readCreds bool) (*policy, error) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return nil, fmt.Errorf("listen %q: want host:port: %v", c.Listen, err)
 	}
@@ -237,7 +251,8 @@ func (c *Config) validate() (*policy, error) {
 	if p.denyDest, err = parsePrefixes("deny-dest", c.DenyDest); err != nil {
 		return nil, err
 	}
-	if c.Credentials != "" {
+	hasCreds := c.Credentials != ""
+	if hasCreds && readCreds {
 		if p.creds, err = loadCredentials(c.Credentials); err != nil {
 			return nil, err
 		}
@@ -258,7 +273,7 @@ func (c *Config) validate() (*policy, error) {
 			return nil, fmt.Errorf("%w on transparent %s: it has no authentication; listen on 127.0.0.1 (nftables redirect goes there) or add --allow-client CIDR", ErrOpenRelay, c.Transparent)
 		}
 	}
-	if !isLoopbackListen(c.Listen) && len(p.creds) == 0 && len(p.allowClients) == 0 {
+	if !isLoopbackListen(c.Listen) && !hasCreds && len(p.allowClients) == 0 {
 		return nil, fmt.Errorf("%w on %s: anyone who can reach it could use it; add --credentials FILE or --allow-client CIDR, or listen on 127.0.0.1", ErrOpenRelay, c.Listen)
 	}
 	return p, nil
