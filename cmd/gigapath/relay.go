@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/relay"
 )
 
@@ -28,8 +29,12 @@ func init() {
    Local entry on a dual-homed client, chained to it over MPTCP:
    gigapath relay --listen 127.0.0.1:1080 --upstream socks5://user:pass@proxy:1080
    curl --socks5-hostname 127.0.0.1:1080 https://example.org/
+   From the relay: section of the node's policy file (the daemon's file;
+   flags given on the command line win over the file's values):
+   gigapath relay --config /etc/gigapath/gigapath.yaml
    See docs/relay.md.`,
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "read the relay: section of the policy `FILE` (gigapath run's file); flags override it"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:1080", Usage: "SOCKS5 listen `ADDR:PORT`"},
 			&cli.BoolFlag{Name: "no-mptcp", Usage: "listen with plain TCP instead of MPTCP"},
 			&cli.StringFlag{Name: "upstream", Usage: "forward CONNECT and UDP ASSOCIATE through `socks5://[user:pass@]host:port` over MPTCP"},
@@ -58,19 +63,12 @@ func init() {
 }
 
 func relayAction(c *cli.Context) error {
-	cfg := relay.Config{
-		Listen: c.String("listen"), NoMPTCP: c.Bool("no-mptcp"),
-		Upstream: c.String("upstream"), UpstreamMPTCP: c.Bool("upstream-mptcp"),
-		Credentials: c.String("credentials"), AllowClients: c.StringSlice("allow-client"),
-		AllowDest: c.StringSlice("allow-dest"), DenyDest: c.StringSlice("deny-dest"),
-		HandshakeTimeout: c.Duration("handshake-timeout"), DialTimeout: c.Duration("dial-timeout"),
-		IdleTimeout: c.Duration("idle-timeout"), DrainTimeout: c.Duration("drain-timeout"),
-		MaxConns: c.Int("max-conns"), MaxConnsPerClient: c.Int("max-conns-per-client"),
-		DisableUDP: c.Bool("no-udp"), Transparent: c.String("transparent"), Congestion: c.String("congestion"), ReusePort: c.Bool("reuseport"),
-		SchedulerPoll: c.Duration("scheduler-poll"),
+	if c.NArg() != 0 {
+		return usageErrorf("relay: unexpected arguments %q", c.Args().Slice())
 	}
-	if cfg.SchedulerPoll == 0 {
-		cfg.SchedulerPoll = -1 // never: the Config's zero means the default
+	cfg, err := relayConfig(c)
+	if err != nil {
+		return err
 	}
 	lvl := slog.LevelInfo
 	if c.Bool("debug") {
@@ -123,4 +121,75 @@ func relayAction(c *cli.Context) error {
 		return nil
 	}
 	return err
+}
+
+// relayConfig is the relay's configuration: the relay: section of --config
+// when given, with every flag set on the command line applied over it;
+// otherwise the flags with their defaults.
+func relayConfig(c *cli.Context) (relay.Config, error) {
+	var cfg relay.Config
+	file := c.String("config")
+	if file != "" {
+		p, err := policy.Load(file)
+		if err != nil {
+			return cfg, usageErrorf("%v", err)
+		}
+		if p.Relay == nil {
+			return cfg, usageErrorf("relay: %s has no relay: section (see gigapath config example and docs/relay.md)", file)
+		}
+		cfg = *p.Relay
+	}
+	// Without a file every flag applies, defaults included; with one, only
+	// those given.
+	set := func(name string) bool { return file == "" || c.IsSet(name) }
+	str := func(name string, dst *string) {
+		if set(name) {
+			*dst = c.String(name)
+		}
+	}
+	boolean := func(name string, dst *bool) {
+		if set(name) {
+			*dst = c.Bool(name)
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if set(name) {
+			*dst = c.Duration(name)
+		}
+	}
+	integer := func(name string, dst *int) {
+		if set(name) {
+			*dst = c.Int(name)
+		}
+	}
+	list := func(name string, dst *[]string) {
+		if set(name) {
+			*dst = c.StringSlice(name)
+		}
+	}
+	str("listen", &cfg.Listen)
+	boolean("no-mptcp", &cfg.NoMPTCP)
+	str("upstream", &cfg.Upstream)
+	boolean("upstream-mptcp", &cfg.UpstreamMPTCP)
+	str("credentials", &cfg.Credentials)
+	list("allow-client", &cfg.AllowClients)
+	list("allow-dest", &cfg.AllowDest)
+	list("deny-dest", &cfg.DenyDest)
+	dur("handshake-timeout", &cfg.HandshakeTimeout)
+	dur("dial-timeout", &cfg.DialTimeout)
+	dur("idle-timeout", &cfg.IdleTimeout)
+	dur("drain-timeout", &cfg.DrainTimeout)
+	integer("max-conns", &cfg.MaxConns)
+	integer("max-conns-per-client", &cfg.MaxConnsPerClient)
+	boolean("no-udp", &cfg.DisableUDP)
+	boolean("reuseport", &cfg.ReusePort)
+	str("congestion", &cfg.Congestion)
+	str("transparent", &cfg.Transparent)
+	if set("scheduler-poll") {
+		// The flag's 0 is never; the Config's zero means the default.
+		if cfg.SchedulerPoll = c.Duration("scheduler-poll"); cfg.SchedulerPoll == 0 {
+			cfg.SchedulerPoll = -1
+		}
+	}
+	return cfg, nil
 }
