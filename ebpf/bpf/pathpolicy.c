@@ -11,8 +11,19 @@
  * entry asks for: the congestion control algorithm, SO_MARK, SO_PRIORITY.
  * For MPTCP subflows it then asks for RTT, retransmission and state
  * callbacks and keeps one `subflows` entry per subflow (keyed by socket
- * cookie) with the latest srtt, retransmits, delivery rate and byte counts;
- * the entry goes when the socket closes. */
+ * cookie) with the latest srtt, retransmits, delivery rate and byte counts,
+ * and the receive side the daemon's path health needs (data segments in,
+ * out-of-order packets, the receiver's RTT estimate); the entry goes when
+ * the socket closes.
+ *
+ * A subflow that only receives (a phone's download) never gets an RTT
+ * callback: it acknowledges, it sends no data. So the program also asks
+ * for the header-option length callback (WRITE_HDR_OPT_CB_FLAG), which
+ * runs for each segment the socket sends, ACKs included, reserves no
+ * option space, and refreshes the entry at most every REFRESH_NS. A
+ * socket whose callbacks an earlier instance of the program enabled (the
+ * daemon before an upgrade or a restart) gets its entry at its next
+ * callback. */
 #include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -51,7 +62,16 @@ struct subflow_stats {
 	__u64 updated_ns;
 	__u32 applied; /* POLICY_* bits that were applied successfully */
 	__u32 is_mptcp;
+	__u64 bytes_retrans;
+	__u32 data_segs_in;
+	__u32 rcv_ooopack;
+	__u32 rcv_rtt_us; /* the receiver's RTT estimate, as tcpi_rcv_rtt */
+	__u32 _pad;
 };
+
+/* Header-option length callbacks (one per segment sent) refresh an entry
+ * at most this often. */
+#define REFRESH_NS (50 * 1000 * 1000ULL)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -117,6 +137,18 @@ static __always_inline __u32 apply_policy(struct bpf_sock_ops *skops, struct add
 
 static __always_inline void fill(struct bpf_sock_ops *skops, struct subflow_stats *s)
 {
+	struct bpf_sock *sk = skops->sk;
+	struct tcp_sock *tp;
+
+	if (sk) {
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (tp) {
+			s->bytes_retrans = tp->bytes_retrans;
+			s->rcv_ooopack = tp->rcv_ooopack;
+			s->rcv_rtt_us = tp->rcv_rtt_est.rtt_us >> 3;
+		}
+	}
+	s->data_segs_in = skops->data_segs_in;
 	s->srtt_us8 = skops->srtt_us;
 	s->rtt_min_us = skops->rtt_min;
 	s->total_retrans = skops->total_retrans;
@@ -130,38 +162,60 @@ static __always_inline void fill(struct bpf_sock_ops *skops, struct subflow_stat
 	s->updated_ns = bpf_ktime_get_ns();
 }
 
-static __always_inline void established(struct bpf_sock_ops *skops)
+/* describe fills the socket's addresses and MPTCP flag into s. */
+static __always_inline void describe(struct bpf_sock_ops *skops, struct subflow_stats *s)
 {
-	struct subflow_stats s = {};
-	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct bpf_sock *sk;
 	struct tcp_sock *tp;
 
-	local_key(skops, &s.local);
-	s.applied = apply_policy(skops, &s.local);
-	if (s.local.family == AF_INET) {
-		s.remote[0] = skops->remote_ip4;
+	if (s->local.family == AF_INET) {
+		s->remote[0] = skops->remote_ip4;
 	} else {
-		s.remote[0] = skops->remote_ip6[0];
-		s.remote[1] = skops->remote_ip6[1];
-		s.remote[2] = skops->remote_ip6[2];
-		s.remote[3] = skops->remote_ip6[3];
+		s->remote[0] = skops->remote_ip6[0];
+		s->remote[1] = skops->remote_ip6[1];
+		s->remote[2] = skops->remote_ip6[2];
+		s->remote[3] = skops->remote_ip6[3];
 	}
-	s.local_port = skops->local_port;
-	s.remote_port = bpf_ntohl(skops->remote_port);
+	s->local_port = skops->local_port;
+	s->remote_port = bpf_ntohl(skops->remote_port);
 	sk = skops->sk;
 	if (sk) {
 		tp = bpf_skc_to_tcp_sock(sk);
 		if (tp)
-			s.is_mptcp = BPF_CORE_READ_BITFIELD(tp, is_mptcp);
+			s->is_mptcp = BPF_CORE_READ_BITFIELD(tp, is_mptcp);
 	}
+}
+
+static __always_inline void established(struct bpf_sock_ops *skops)
+{
+	struct subflow_stats s = {};
+	__u64 cookie = bpf_get_socket_cookie(skops);
+
+	local_key(skops, &s.local);
+	s.applied = apply_policy(skops, &s.local);
+	describe(skops, &s);
 	if (!s.is_mptcp)
 		return;
 	fill(skops, &s);
 	bpf_map_update_elem(&subflows, &cookie, &s, BPF_ANY);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 			BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG |
-			BPF_SOCK_OPS_STATE_CB_FLAG);
+			BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
+/* adopt makes the entry of a subflow whose callbacks an earlier instance
+ * of the program enabled (no policy is applied: that happens only when a
+ * subflow is established). */
+static __always_inline void adopt(struct bpf_sock_ops *skops, __u64 cookie)
+{
+	struct subflow_stats s = {};
+
+	local_key(skops, &s.local);
+	describe(skops, &s);
+	if (!s.is_mptcp)
+		return;
+	fill(skops, &s);
+	bpf_map_update_elem(&subflows, &cookie, &s, BPF_NOEXIST);
 }
 
 static __always_inline void update(struct bpf_sock_ops *skops)
@@ -169,8 +223,10 @@ static __always_inline void update(struct bpf_sock_ops *skops)
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct subflow_stats *s = bpf_map_lookup_elem(&subflows, &cookie);
 
-	if (!s)
+	if (!s) {
+		adopt(skops, cookie);
 		return;
+	}
 	fill(skops, s);
 	/* RTT_CB runs (once per round trip) just before the kernel stores the
 	 * new srtt; kernels that pass it give it in args[1]. */
@@ -195,6 +251,18 @@ int gigapath_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_RETRANS_CB:
 		update(skops);
 		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB: {
+		/* Once per segment sent: refresh now and then only. */
+		__u64 cookie = bpf_get_socket_cookie(skops);
+		struct subflow_stats *s = bpf_map_lookup_elem(&subflows, &cookie);
+
+		if (!s) {
+			adopt(skops, cookie);
+		} else if (bpf_ktime_get_ns() - s->updated_ns >= REFRESH_NS) {
+			fill(skops, s);
+		}
+		break;
+	}
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == GP_TCP_CLOSE) {
 			__u64 cookie = bpf_get_socket_cookie(skops);

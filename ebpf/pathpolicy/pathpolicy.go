@@ -319,7 +319,8 @@ type Applied struct {
 
 // SubflowStats is the latest telemetry of one TCP socket (an MPTCP subflow
 // when MPTCP is true) in the cgroup, updated once per round trip (RTT_CB),
-// retransmission and state change.
+// retransmission and state change, and at most every 50 ms while it sends
+// segments (ACKs included, so a subflow that only receives is updated too).
 type SubflowStats struct {
 	Cookie uint64         `json:"cookie"`
 	Local  netip.AddrPort `json:"local"`
@@ -336,6 +337,14 @@ type SubflowStats struct {
 	Cwnd          uint32 `json:"cwnd"`
 	BytesAcked    uint64 `json:"bytes_acked"`
 	BytesReceived uint64 `json:"bytes_received"`
+	// BytesRetrans are the bytes retransmitted (tcpi_bytes_retrans).
+	BytesRetrans uint64 `json:"bytes_retrans"`
+	// DataSegsIn counts the data segments received, RcvOOOPack those
+	// that arrived out of order (tcpi_data_segs_in, tcpi_rcv_ooopack).
+	DataSegsIn uint32 `json:"data_segs_in"`
+	RcvOOOPack uint32 `json:"rcv_ooopack"`
+	// RcvRTT is the receiver's RTT estimate (tcpi_rcv_rtt).
+	RcvRTT time.Duration `json:"rcv_rtt"`
 	// State is the TCP state number (1 = ESTABLISHED).
 	State   uint32  `json:"state"`
 	Applied Applied `json:"applied"`
@@ -353,6 +362,10 @@ func statsFrom(cookie uint64, s *pathpolicySubflowStats) SubflowStats {
 		Cwnd:          s.SndCwnd,
 		BytesAcked:    s.BytesAcked,
 		BytesReceived: s.BytesReceived,
+		BytesRetrans:  s.BytesRetrans,
+		DataSegsIn:    s.DataSegsIn,
+		RcvOOOPack:    s.RcvOoopack,
+		RcvRTT:        time.Duration(s.RcvRttUs) * time.Microsecond,
 		State:         s.State,
 		Applied: Applied{
 			Congestion: s.Applied&flagCongestion != 0,
@@ -367,14 +380,23 @@ func statsFrom(cookie uint64, s *pathpolicySubflowStats) SubflowStats {
 	return out
 }
 
+// telemetryBatch is how many entries one BPF_MAP_LOOKUP_BATCH reads.
+const telemetryBatch = 1024
+
 // Telemetry returns the current per-subflow statistics (MPTCP subflows
 // only; plain TCP sockets in the cgroup get their policy but no entry).
+// It reads the map in batches (one system call per 1,024 entries) where
+// the kernel can (5.6+), one entry at a time otherwise.
 func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
+	out, err := p.telemetryBatched()
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return out, err
+	}
 	var (
 		cookie uint64
 		s      pathpolicySubflowStats
-		out    []SubflowStats
 	)
+	out = out[:0]
 	it := p.objs.Subflows.Iterate()
 	for it.Next(&cookie, &s) {
 		out = append(out, statsFrom(cookie, &s))
@@ -383,6 +405,27 @@ func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
 		return out, fmt.Errorf("read subflow telemetry: %w", err)
 	}
 	return out, nil
+}
+
+func (p *PathPolicy) telemetryBatched() ([]SubflowStats, error) {
+	var (
+		cursor ebpf.MapBatchCursor
+		keys   = make([]uint64, telemetryBatch)
+		vals   = make([]pathpolicySubflowStats, telemetryBatch)
+		out    []SubflowStats
+	)
+	for {
+		n, err := p.objs.Subflows.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			out = append(out, statsFrom(keys[i], &vals[i]))
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil // the last batch
+		}
+		if err != nil {
+			return out, fmt.Errorf("read subflow telemetry: %w", err)
+		}
+	}
 }
 
 // PathShare counts the kernel scheduler's decisions for one local address.

@@ -47,6 +47,11 @@ type pathpolicySubflowStats struct {
 	UpdatedNs      uint64
 	Applied        uint32
 	IsMptcp        uint32
+	BytesRetrans   uint64
+	DataSegsIn     uint32
+	RcvOoopack     uint32
+	RcvRttUs       uint32
+	Pad            uint32
 }
 
 // Names of all BPF objects in the ELF.
