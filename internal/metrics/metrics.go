@@ -29,6 +29,8 @@ const (
 	ReconcileSeconds = "gigapath_reconcile_duration_seconds" // histogram: duration of a full reconciliation
 	InterfaceUp      = "gigapath_interface_up"               // gauge{interface,role}: 1 while a policy interface is up with an address
 	InterfaceHealthy = "gigapath_interface_healthy"          // gauge{interface,role}: 1 healthy, 0 unhealthy (sampled under handover and priority steering)
+	SubflowFailures  = "gigapath_subflow_failures_total"     // counter{interface}: subflows the daemon created that did not get established
+	HealthSample     = "gigapath_health_sample_seconds"      // histogram{source}: time to read one health sample (off the event loop)
 )
 
 // PMCommands are the command label values of Commands and CommandErrors:
@@ -52,6 +54,10 @@ type Metrics struct {
 	ReconcileSeconds prometheus.Histogram
 	InterfaceUp      *prometheus.GaugeVec
 	InterfaceHealthy *prometheus.GaugeVec
+	SubflowFailures  *prometheus.CounterVec
+	// HealthSampleSeconds is labelled by source: telemetry (the sockops
+	// map) or sock_diag.
+	HealthSampleSeconds *prometheus.HistogramVec
 }
 
 // New registers the daemon's metrics (and the Go and process collectors) on
@@ -78,6 +84,11 @@ func New() *Metrics {
 		InterfaceHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: InterfaceHealthy,
 			Help: "1 while a policy interface is healthy, 0 while unhealthy (handover and priority steering sample health; otherwise always 1)."},
 			[]string{"interface", "role"}),
+		SubflowFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: SubflowFailures,
+			Help: "Subflows the daemon created that did not get established (refused, or closed before established), by interface."}, []string{"interface"}),
+		HealthSampleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: HealthSample,
+			Help:    "Time to read one health sample of every subflow, by source (telemetry: the sockops map; sock_diag: a socket dump).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"source"}),
 	}
 	// Every command's series exist from the start, at 0, so a rate of
 	// refusals is 0 rather than missing until the first one.
@@ -87,7 +98,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
-		m.InterfaceUp, m.InterfaceHealthy,
+		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,30 +108,42 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
-// Serve listens on addr and serves /metrics until ctx ends. The listener is
-// opened before Serve returns the first time, so a bad address fails at
-// once: the error names the address.
-func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, <-chan error, error) {
+// Server serves /metrics. Make it with Listen, run it with Serve.
+type Server struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Listen opens addr for /metrics, so that a bad address fails at once: the
+// error names the address.
+func (m *Metrics) Listen(addr string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+// Addr is the address listened on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until ctx ends, then shuts the server down (requests in
+// flight get a second) and returns nil; otherwise the error that stopped it.
+func (s *Server) Serve(ctx context.Context) error {
 	done := make(chan error, 1)
-	go func() {
-		err := srv.Serve(ln)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		done <- err
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	return ln.Addr(), done, nil
+	go func() { done <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.srv.Shutdown(sctx)
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

@@ -21,19 +21,29 @@ func TestServe(t *testing.T) {
 	m.ReconcileSeconds.Observe(0.001)
 	m.InterfaceUp.WithLabelValues("lte0", "lte").Set(1)
 	m.InterfaceHealthy.WithLabelValues("lte0", "lte").Set(0)
+	m.SubflowFailures.WithLabelValues("lte0").Inc()
+	m.HealthSampleSeconds.WithLabelValues("telemetry").Observe(0.001)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, _, err := m.Serve(ctx, "127.0.0.1:0")
+	srv, err := m.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	resp, err := http.Get("http://" + srv.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy} {
+	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample} {
 		if !strings.Contains(string(b), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
@@ -41,7 +51,7 @@ func TestServe(t *testing.T) {
 	if !strings.Contains(string(b), `gigapath_subflows{interface="lte0",role="lte"} 1`) {
 		t.Errorf("/metrics lacks the lte subflow gauge")
 	}
-	if _, _, err := m.Serve(ctx, "not-an-address"); err == nil || !strings.Contains(err.Error(), "not-an-address") {
+	if _, err := m.Listen("not-an-address"); err == nil || !strings.Contains(err.Error(), "not-an-address") {
 		t.Errorf("bad listen address: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -76,50 +77,90 @@ type Subflow struct {
 	Backup    bool           `json:"backup"`
 }
 
-// Serve listens on the unix socket at path (replacing a stale socket file)
-// and answers every connection with the JSON of get(). It returns once the
-// socket is listening; the server stops and removes the file when ctx ends.
-func Serve(ctx context.Context, path string, get func(context.Context) (Snapshot, error)) error {
+// Server answers status requests on a unix socket. Make it with Listen,
+// run it with Serve.
+type Server struct {
+	path string
+	ln   net.Listener
+}
+
+// Listen opens the unix socket at path (replacing a stale socket file; a
+// live daemon there is an error).
+func Listen(path string) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("status socket %s: %w", path, err)
+		return nil, fmt.Errorf("status socket %s: %w", path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		// A stale socket from a killed daemon; a live one would answer.
 		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 			c.Close()
-			return fmt.Errorf("status socket %s: another daemon is listening there", path)
+			return nil, fmt.Errorf("status socket %s: another daemon is listening there", path)
 		}
 		os.Remove(path)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("status socket: %w", err)
+		return nil, fmt.Errorf("status socket: %w", err)
 	}
 	os.Chmod(path, 0o660)
+	return &Server{path: path, ln: ln}, nil
+}
+
+// Serve answers every connection with the JSON of get() until ctx ends,
+// then closes the socket, removes its file and returns once every
+// request it was answering is done. It returns nil then; an error only
+// when accepting fails otherwise.
+func (s *Server) Serve(ctx context.Context, get func(context.Context) (Snapshot, error)) error {
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
 	go func() {
-		<-ctx.Done()
-		ln.Close()
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		s.ln.Close()
 	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
+	var err error
+	for {
+		c, aerr := s.ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("status socket %s: %w", s.path, aerr)
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			s, err := get(rctx)
 			if err != nil {
+				json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				defer cancel()
-				s, err := get(rctx)
-				if err != nil {
-					json.NewEncoder(c).Encode(map[string]string{"error": err.Error()})
-					return
-				}
-				json.NewEncoder(c).Encode(s)
-			}()
-		}
-	}()
+			json.NewEncoder(c).Encode(s)
+		}()
+	}
+	close(stop)
+	wg.Wait()
+	os.Remove(s.path)
+	return err
+}
+
+// Serve is Listen, then Server.Serve on its own goroutine: it returns once
+// the socket is listening; the server stops and removes the file when ctx
+// ends.
+func Serve(ctx context.Context, path string, get func(context.Context) (Snapshot, error)) error {
+	s, err := Listen(path)
+	if err != nil {
+		return err
+	}
+	go s.Serve(ctx, get)
 	return nil
 }
 
