@@ -39,13 +39,14 @@ func (a *annPM) take() []string { c := a.cmds; a.cmds = nil; return c }
 
 // A server whose policy announces interface lte1 (index 5) and a fixed
 // address: the interface's address follows the interface — announced when
-// it is added after the connection, replaced when it changes, withdrawn
-// when it goes or the link has been down for announceHold (not for a
-// shorter blip), kept when a lower one is added —
-// while the fixed one stays, under its id even when the address moves to
-// another interface; a failed RM_ADDR is retried after the back-off; an
-// IPv6 connection is offered the interface's global IPv6 address, not its
-// link-local one; a refused announce waits retryBackoff.
+// it is added after the connection, replaced when it changes (a new
+// address, a new id), withdrawn when it goes or the link has been down for
+// announceHold (not for a shorter blip), kept when a lower one is added —
+// while the fixed one stays, under its id even when the address shows up
+// on an interface; a failed RM_ADDR is retried after the back-off; an IPv6
+// connection is offered the interface's global IPv6 address, not its
+// link-local one; a refused announce waits retryBackoff. Ids are the
+// allocator's: one per address and port, the lowest free of the family.
 func TestAnnounceFollowsInterface(t *testing.T) {
 	p, err := policy.Parse([]byte(`side: server
 path_manager: userspace
@@ -74,8 +75,8 @@ announce:
 	cn.server, cn.established = true, true
 	cn.local, cn.remote = netip.MustParseAddrPort("10.0.1.1:443"), netip.MustParseAddrPort("10.0.9.9:50000")
 	c.conns[9] = cn
-	fixed := fmt.Sprintf("announce %d 192.0.2.50:8443", localID(0, false))
-	id := localID(5, false)
+	const fixedID, firstID, id = 1, 2, 3
+	fixed := fmt.Sprintf("announce %d 192.0.2.50:8443", fixedID)
 	step := func(what string, want ...string) {
 		t.Helper()
 		c.reconcileConn(cn)
@@ -86,11 +87,11 @@ announce:
 	step("no address on lte1 yet", fixed)
 	step("nothing changed")
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.1/24")}}
-	step("address added", fmt.Sprintf("announce %d 10.0.2.1:0", id))
+	step("address added", fmt.Sprintf("announce %d 10.0.2.1:0", firstID))
 	c.netSt.Addrs[5] = append(c.netSt.Addrs[5], netmon.Addr{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.0/24")})
 	step("a lower address added: the announced one stays")
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.7/24")}}
-	step("address replaced", fmt.Sprintf("remove %d", id), fmt.Sprintf("announce %d 10.0.2.7:0", id))
+	step("address replaced", fmt.Sprintf("remove %d", firstID), fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	lte.OperUp = false
 	c.netSt.Links[5] = lte
 	c.noteLinksDown(time.Now())
@@ -118,13 +119,13 @@ announce:
 	step("remove retried after the back-off", fmt.Sprintf("remove %d", id))
 	step("withdrawn: nothing more")
 
-	// The fixed address shows up on lte1 (a VIP moving here): its derived
-	// id is now lte1's, but it keeps the id it was announced with (no
-	// RM_ADDR); lte1's own entry announces the address too, without port.
+	// The fixed address shows up on lte1 (a VIP moving here): it keeps
+	// the id it was announced with (no RM_ADDR); lte1's own entry
+	// announces the address too, without port: another id.
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("192.0.2.50/32")}}
-	step("the fixed address on lte1", fmt.Sprintf("announce %d 192.0.2.50:0", id))
-	if e, ok := cn.ann[localID(0, false)]; !ok || e.Addr != netip.MustParseAddr("192.0.2.50") || e.Port != 8443 {
-		t.Errorf("the fixed address's announcement: %+v, %v; want it kept under id %d", e, ok, localID(0, false))
+	step("the fixed address on lte1", "announce 4 192.0.2.50:0")
+	if e, ok := cn.ann[fixedID]; !ok || e.Addr != netip.MustParseAddr("192.0.2.50") || e.Port != 8443 {
+		t.Errorf("the fixed address's announcement: %+v, %v; want it kept under id %d", e, ok, fixedID)
 	}
 
 	v6 := newConn(10)
@@ -137,7 +138,7 @@ announce:
 		{Index: 5, Prefix: netip.MustParsePrefix("10.0.2.1/24")},
 	}
 	c.reconcileConn(v6)
-	if got, want := pm.take(), []string{fmt.Sprintf("announce %d [fd00:2::1]:0", localID(5, true))}; !slices.Equal(got, want) {
+	if got, want := pm.take(), []string{"announce 128 [fd00:2::1]:0"}; !slices.Equal(got, want) {
 		t.Errorf("IPv6 connection: %q, want %q (global before link-local, the lowest; no IPv4)", got, want)
 	}
 }

@@ -3,7 +3,6 @@ package controller
 import (
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,26 +11,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrUpgrade, as the cause of the cancellation of the context given to Run
-// (context.WithCancelCause), makes Run return without undoing what it set
-// up in the kernel: the source rules and routes stay, and so does
-// net.mptcp.path_manager, and systemd is told RELOADING=1 rather than
-// STOPPING=1. The caller is about to exec a new binary in the same process
-// (upgrade in place), which adopts all of it and is given Handoff and
-// HeldLinks.
-var ErrUpgrade = errors.New("upgrade in place")
-
 // handoffVersion numbers the format of Handoff; a process refuses a
 // handoff of another version (it then starts as after a crash).
 const handoffVersion = 1
 
 // handoff is what the kernel cannot tell a new process: the addresses each
 // connection's peer announced (the inventory shows only those that carry a
-// subflow), and the path manager the host had before gigapath changed it.
+// subflow), the path manager the host had before gigapath changed it, and
+// the local address ids with the endpoints the daemon made (a binary
+// without IDs reads the record in Config.StateDir instead).
 type handoff struct {
 	Version        int           `json:"version"`
 	PathManagerWas string        `json:"path_manager_was,omitempty"`
 	Conns          []handoffConn `json:"conns,omitempty"`
+	IDs            *idRecord     `json:"ids,omitempty"`
 }
 
 type handoffConn struct {
@@ -44,22 +37,10 @@ type handoffPeer struct {
 	Addr netip.AddrPort `json:"addr"`
 }
 
-// Handoff returns the state for the process that takes over after an
-// upgrade in place (Config.Handoff of the new process). It is set when Run
-// returned because of ErrUpgrade, nil otherwise.
-func (c *Controller) Handoff() []byte { return c.handoffOut }
-
-// HeldLinks returns descriptors of this process's BPF links (pathpolicy,
-// mptcpify), duplicated without FD_CLOEXEC when Run returned because of
-// ErrUpgrade: they keep the programs attached across the exec until the
-// new process, given them as Config.HeldLinks, has attached its own. They
-// travel apart from Handoff so that a new binary that cannot read the
-// handoff still releases them.
-func (c *Controller) HeldLinks() []int { return c.heldOut }
-
 // makeHandoff encodes the state a new process needs (loop goroutine).
-func (c *Controller) makeHandoff(pmWas string) []byte {
-	h := handoff{Version: handoffVersion, PathManagerWas: pmWas}
+func (c *Controller) makeHandoff() []byte {
+	rec := c.ids.record()
+	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, IDs: &rec}
 	for tok, cn := range c.conns {
 		if len(cn.peers) == 0 {
 			continue
@@ -81,7 +62,9 @@ func (c *Controller) makeHandoff(pmWas string) []byte {
 }
 
 // holdLinks duplicates the descriptors of the BPF links this process
-// holds. A duplicate does not have FD_CLOEXEC, so it outlives the exec
+// holds (pathpolicy, mptcpify). They travel apart from the handoff
+// ($GIGAPATH_HELD_BPF_LINKS), so that a new binary that cannot read the
+// handoff still releases them. A duplicate does not have FD_CLOEXEC, so it outlives the exec
 // and keeps the program attached while the old process closes its own
 // descriptors and the new binary starts: sockets made in that gap still
 // get their congestion control, mark and MPTCP.

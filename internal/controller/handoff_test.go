@@ -10,13 +10,13 @@ import (
 // announcement order (not id order) and the path manager the host had;
 // inheritPeers gives them back in that order.
 func TestHandoffRoundTrip(t *testing.T) {
-	c := &Controller{conns: map[uint32]*conn{}}
+	c := &Controller{conns: map[uint32]*conn{}, ids: newIDAlloc(), pmWas: "kernel"}
 	a := newConn(7)
 	a.addPeer(9, netip.MustParseAddrPort("10.0.9.1:443"))
 	a.addPeer(3, netip.MustParseAddrPort("[fd00::9]:443"))
 	c.conns[7] = a
 	c.conns[8] = newConn(8) // no peers: not carried
-	h, err := parseHandoff(c.makeHandoff("kernel"))
+	h, err := parseHandoff(c.makeHandoff())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,25 +3,9 @@ package controller
 import (
 	"time"
 
-	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
-// sampleHealth reads the subflows' tcp_info from the inventory and updates
-// each interface's health.
-func (c *Controller) sampleHealth() {
-	if c.inv == nil {
-		return
-	}
-	list, err := c.inv.Connections(pathmgr.ListOptions{})
-	if err != nil {
-		c.log.Warn("inventory", "err", err)
-		return
-	}
-	c.applyHealth(list, time.Now())
-}
-
-// rxCount is a subflow's receive counters at the previous sample.
 // rxCount is a subflow's counters at the previous health sample: data
 // segments received and out-of-order packets (receive side), and bytes on
 // the wire (acknowledged + retransmitted) and retransmitted (send side).
@@ -57,7 +41,8 @@ const takeoverGrace = 2 * time.Second
 // rcvRTTValid); the initial congestion window.
 const rcvRTTMinSegs = 10
 
-// applyHealth computes, per interface, the send side (largest smoothed
+// applyHealth takes one health sample (the sampler's, see sampler.go)
+// and computes, per interface, the send side (largest smoothed
 // RTT, retransmitted share of the bytes acknowledged or retransmitted
 // since the last sample) and the
 // receive side (largest rcv_rtt of the subflows that received enough data
@@ -65,7 +50,11 @@ const rcvRTTMinSegs = 10
 // segments received) and
 // updates the health (with hysteresis). A direction without data in the
 // window gives no evidence.
-func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
+func (c *Controller) applyHealth(list []subflowSample, now time.Time) {
+	thr := c.strat.thresholds()
+	if thr == nil {
+		return // the mode changed since the sample was asked for
+	}
 	type agg struct {
 		rtt        time.Duration
 		sent, retr uint64
@@ -76,44 +65,41 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 	rx := make(map[pathmgr.Subflow]rxCount, len(c.prevRx))
 	window := now.Sub(c.prevRxAt)
 	c.prevRxAt = now
-	for _, k := range list {
-		for _, s := range k.Subflows {
-			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
-			a := per[idx]
-			if a == nil {
-				a = &agg{}
-				per[idx] = a
-			}
-			if s.RTT > a.rtt {
-				a.rtt = s.RTT
-			}
-			// Counters are taken per subflow, so a subflow that closes or
-			// opens between two samples does not make the interface's
-			// totals jump; a subflow's first sample is only its baseline.
-			// What went over the wire is acknowledged plus retransmitted
-			// bytes. bytes_sent also counts every attempt a local qdisc
-			// refused (the segment stays queued and is sent again), so a
-			// sender that overruns its own shaper would hide its loss.
-			key := s.Subflow()
-			cur := rxCount{segs: s.DataSegsIn, ooo: s.RcvOOOPack, wire: s.BytesAcked + s.BytesRetrans, retr: s.BytesRetrans}
-			rx[key] = cur
-			prev, seen := c.prevRx[key]
-			if !seen {
-				continue
-			}
-			if cur.wire > prev.wire && cur.retr >= prev.retr {
-				a.sent += cur.wire - prev.wire
-				a.retr += cur.retr - prev.retr
-			}
-			if cur.segs <= prev.segs || cur.ooo < prev.ooo {
-				continue
-			}
-			d := cur.segs - prev.segs
-			a.segs += uint64(d)
-			a.ooo += uint64(cur.ooo - prev.ooo)
-			if s.RcvRTT > a.rxRTT && rcvRTTValid(s.RcvRTT, d, window) {
-				a.rxRTT = s.RcvRTT
-			}
+	for _, s := range list {
+		idx := c.ifindexOf(s.sf.Local.Addr(), s.ifindex)
+		a := per[idx]
+		if a == nil {
+			a = &agg{}
+			per[idx] = a
+		}
+		if s.rtt > a.rtt {
+			a.rtt = s.rtt
+		}
+		// Counters are taken per subflow, so a subflow that closes or
+		// opens between two samples does not make the interface's
+		// totals jump; a subflow's first sample is only its baseline.
+		// What went over the wire is acknowledged plus retransmitted
+		// bytes. bytes_sent also counts every attempt a local qdisc
+		// refused (the segment stays queued and is sent again), so a
+		// sender that overruns its own shaper would hide its loss.
+		cur := rxCount{segs: s.dataSegsIn, ooo: s.rcvOOOPack, wire: s.bytesAcked + s.bytesRetrans, retr: s.bytesRetrans}
+		rx[s.sf] = cur
+		prev, seen := c.prevRx[s.sf]
+		if !seen {
+			continue
+		}
+		if cur.wire > prev.wire && cur.retr >= prev.retr {
+			a.sent += cur.wire - prev.wire
+			a.retr += cur.retr - prev.retr
+		}
+		if cur.segs <= prev.segs || cur.ooo < prev.ooo {
+			continue
+		}
+		d := cur.segs - prev.segs
+		a.segs += uint64(d)
+		a.ooo += uint64(cur.ooo - prev.ooo)
+		if s.rcvRTT > a.rxRTT && rcvRTTValid(s.rcvRTT, d, window) {
+			a.rxRTT = s.rcvRTT
 		}
 	}
 	c.prevRx = rx
@@ -135,13 +121,13 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
 		}
 		if h.tx || h.rx {
-			h.update(c.pol, now)
+			h.update(thr, now)
 		} else {
 			// No data through it either way since the last sample (a
 			// backup path carries none): no evidence. An unhealthy path
 			// is given traffic again after Hold, and demoted again by
 			// the next samples if it is still bad.
-			h.idle(c.pol, now)
+			h.idle(thr, now)
 		}
 		if was != h.unhealthy {
 			c.log.Info("path health", "interface", i.name, "unhealthy", h.unhealthy,
@@ -156,11 +142,8 @@ func (c *Controller) applyHealth(list []pathmgr.Connection, now time.Time) {
 // or receive reorder share above reorder_percent; a threshold of 0 is off)
 // and good when every direction with data is below the thresholds lowered
 // by the hysteresis.
-func (h *health) update(p *policy.Policy, now time.Time) {
-	rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded := p.Priority.RTT, p.Priority.LossPercent, p.Priority.ReorderPercent, p.Priority.Hold, p.Priority.HysteresisPercent, 1
-	if p.Steering == policy.SteerHandover {
-		rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded = p.Handover.RTT, p.Handover.LossPercent, p.Handover.ReorderPercent, p.Handover.Hold, 0, p.Handover.Failures
-	}
+func (h *health) update(t *thresholds, now time.Time) {
+	rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded := t.rtt, t.loss, t.reorder, t.hold, t.hysteresis, max(t.failures, 1)
 	// above reports whether v crosses max lowered by the fraction cut.
 	above := func(v, max, cut float64) bool { return max > 0 && v > max*(1-cut) }
 	rtt := float64(rttMax)
@@ -203,12 +186,8 @@ func (h *health) update(p *policy.Policy, now time.Time) {
 
 // idle handles a sample without traffic: an unhealthy path is retried once
 // it has been unhealthy for the hold time.
-func (h *health) idle(p *policy.Policy, now time.Time) {
-	hold := p.Priority.Hold
-	if p.Steering == policy.SteerHandover {
-		hold = p.Handover.Hold
-	}
-	if h.unhealthy && now.Sub(h.since) >= hold {
+func (h *health) idle(t *thresholds, now time.Time) {
+	if h.unhealthy && now.Sub(h.since) >= t.hold {
 		h.unhealthy = false
 		h.failures = 0
 		h.loss, h.reorder = 0, 0

@@ -25,12 +25,16 @@ func (c *Controller) pathPolicies() map[netip.Addr]pathpolicy.Policy {
 // syncPathPolicy makes the sockops program's per-address policies match
 // the interfaces' addresses: set for new ones, removed for gone ones. The
 // program is loaded (attached to the policy's path_cgroup) the first time
-// an interface asks for congestion or mark. Failures are logged, not
-// fatal: subflows then keep the host's settings.
+// an interface asks for congestion or mark, or the steering mode needs
+// health samples: its telemetry map is then where they come from, when it
+// covers every socket of the namespace (no path_cgroup). Failures are
+// logged, not fatal: subflows then keep the host's settings, and health
+// samples come from sock_diag.
 func (c *Controller) syncPathPolicy() {
 	want := c.pathPolicies()
 	if c.pp == nil {
-		if len(want) == 0 || c.ppFailed {
+		health := c.strat.thresholds() != nil && c.pol.PathCgroup == ""
+		if (len(want) == 0 && !health) || c.ppFailed {
 			return
 		}
 		opts := pathpolicy.Options{Cgroup: c.pol.PathCgroup, NetNS: c.cfg.NetNS}
@@ -47,7 +51,11 @@ func (c *Controller) syncPathPolicy() {
 		}
 		if err != nil {
 			c.ppFailed = true
-			c.log.Warn("per-interface congestion/mark not applied: sockops program not loaded; subflows keep the host's settings", "err", err)
+			if len(want) > 0 {
+				c.log.Warn("per-interface congestion/mark not applied: sockops program not loaded; subflows keep the host's settings", "err", err)
+			} else {
+				c.log.Info("health samples come from sock_diag: the sockops telemetry program did not load", "err", err)
+			}
 			return
 		}
 		c.pp = pp
@@ -57,7 +65,10 @@ func (c *Controller) syncPathPolicy() {
 		if err := c.m.Registry.Register(c.ppCollector); err != nil {
 			c.log.Warn("path telemetry not exported", "err", err)
 		}
-		c.log.Info("per-interface socket policy attached", "cgroup", pp.Cgroup())
+		c.log.Info("sockops program attached (per-interface socket policy, subflow telemetry)", "cgroup", pp.Cgroup())
+	}
+	if c.sampler != nil && c.pol.PathCgroup == "" && c.sampler.tel.Load() == nil {
+		c.sampler.tel.Store(c.pp)
 	}
 	for a, pol := range want {
 		if old, ok := c.ppSet[a]; ok && old == pol {
@@ -83,14 +94,30 @@ func (c *Controller) syncPathPolicy() {
 	}
 }
 
-// closePathPolicy detaches the sockops program.
+// closePathPolicy detaches the sockops program (the sampler has stopped).
 func (c *Controller) closePathPolicy() {
 	if c.pp == nil {
 		return
 	}
 	c.m.Registry.Unregister(c.ppCollector)
+	if c.sampler != nil {
+		c.sampler.tel.Store(nil)
+	}
 	if err := c.pp.Close(); err != nil {
 		c.log.Warn("detach per-interface socket policy", "err", err)
 	}
 	c.pp, c.ppSet = nil, nil
+}
+
+// healthSourceName says where health samples come from now ("" when the
+// steering mode takes none).
+func (c *Controller) healthSourceName() string {
+	switch {
+	case c.strat.thresholds() == nil:
+		return ""
+	case c.sampler != nil && c.sampler.tel.Load() != nil:
+		return sourceTelemetry
+	default:
+		return sourceSockDiag
+	}
 }

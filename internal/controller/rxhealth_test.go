@@ -24,15 +24,21 @@ func healthCtl(t *testing.T, p *policy.Policy) (*Controller, *iface, *iface) {
 	return c, w, l
 }
 
+// conns is the health sample of the subflows, as the sock_diag source
+// reads them.
+func conns(sfs ...pathmgr.SubflowInfo) []subflowSample {
+	out := make([]subflowSample, len(sfs))
+	for i, sf := range sfs {
+		out[i] = sampleOf(sf)
+	}
+	return out
+}
+
 // rxSub is a downloading subflow: it sends nothing but ACKs (no bytes),
 // and has received segs data segments, ooo of them out of order.
 func rxSub(local string, ifindex int, segs, ooo uint32, rcvRTT time.Duration) pathmgr.SubflowInfo {
 	return pathmgr.SubflowInfo{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort("10.0.0.9:443"),
 		IfIndex: ifindex, RTT: time.Millisecond, DataSegsIn: segs, RcvOOOPack: ooo, RcvRTT: rcvRTT}
-}
-
-func conns(sfs ...pathmgr.SubflowInfo) []pathmgr.Connection {
-	return []pathmgr.Connection{{Token: 1, Subflows: sfs}}
 }
 
 // A download-only path: nothing is sent, so the send side gives no
@@ -194,7 +200,7 @@ func TestHealthReceiveSideHandoverFailures(t *testing.T) {
 
 // A path that has just become the primary fills its own queue for a
 // moment: its reorder share does not count for takeoverGrace after the
-// switch (notePrimary), and counts again after it.
+// switch (priority.observe), and counts again after it.
 func TestHealthTakeoverGrace(t *testing.T) {
 	p := testPolicy(t, "priority")
 	p.Priority.ReorderPercent, p.Priority.Hold = 30, time.Second
@@ -202,15 +208,16 @@ func TestHealthTakeoverGrace(t *testing.T) {
 	w.up, l.up = true, true
 	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
 	now := time.Unix(1000, 0)
-	c.notePrimary(now)
-	if c.primary != w.index || !w.health.tookOver.IsZero() {
-		t.Fatalf("first primary %d (tookOver %v): want wifi, no takeover at start", c.primary, w.health.tookOver)
+	pr := c.strat.(*priority)
+	pr.observe(c.available(), now)
+	if pr.primary != w.index || !w.health.tookOver.IsZero() {
+		t.Fatalf("first primary %d (tookOver %v): want wifi, no takeover at start", pr.primary, w.health.tookOver)
 	}
 	// wifi turns bad: lte takes over.
 	w.health.unhealthy = true
-	c.notePrimary(now)
-	if c.primary != l.index || !l.health.tookOver.Equal(now) {
-		t.Fatalf("primary %d, lte tookOver %v: want lte taking over at %v", c.primary, l.health.tookOver, now)
+	pr.observe(c.available(), now)
+	if pr.primary != l.index || !l.health.tookOver.Equal(now) {
+		t.Fatalf("primary %d, lte tookOver %v: want lte taking over at %v", pr.primary, l.health.tookOver, now)
 	}
 	var segs, ooo uint32 = 5000, 0
 	sample := func(at time.Time, dSegs, dOOO uint32) {

@@ -7,16 +7,42 @@ import (
 
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/routing"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
-// PM is what the controller asks of the path manager (pathmgr.Client).
+// PM is what the controller asks of the userspace path manager
+// (pathmgr.Client): the commands of the decision core.
 type PM interface {
 	CreateSubflow(token uint32, local pathmgr.Endpoint, remote netip.AddrPort) error
 	DestroySubflow(token uint32, sf pathmgr.Subflow) error
 	SetSubflowBackup(token uint32, sf pathmgr.Subflow, backup bool) error
 	Announce(token uint32, e pathmgr.Endpoint) error
 	Remove(token uint32, id uint8) error
+}
+
+// kernelPM is what the controller asks of the in-kernel path manager and
+// of the kernel's per-connection address lists (pathmgr.Client).
+type kernelPM interface {
+	SetLimits(u pathmgr.LimitsUpdate) error
+	Endpoints() ([]pathmgr.Endpoint, error)
+	AddEndpoint(e pathmgr.Endpoint) error
+	DeleteEndpoint(id uint8, addr netip.Addr) error
+	ConnectionAddrs(token uint32) ([]pathmgr.Endpoint, error)
+}
+
+// inventory lists the kernel's MPTCP connections (pathmgr.Inventory).
+type inventory interface {
+	Connections(opts pathmgr.ListOptions) ([]pathmgr.Connection, error)
+}
+
+// router keeps the per-interface tables and source rules
+// (routing.Manager).
+type router interface {
+	Ensure(p routing.Path) error
+	Prune(keep []int) error
+	Cleanup() error
+	Close() error
 }
 
 // conn is one MPTCP connection the controller tracks.
@@ -203,8 +229,9 @@ func (i *iface) addrFor(remote netip.Addr) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// buildIfaces maps the netmon snapshot onto the policy.
-func buildIfaces(p *policy.Policy, st netmon.State, prev map[int]*iface) map[int]*iface {
+// buildIfaces maps the netmon snapshot onto the policy; now is when an
+// interface that became available since prev did.
+func buildIfaces(p *policy.Policy, st netmon.State, prev map[int]*iface, now time.Time) map[int]*iface {
 	out := map[int]*iface{}
 	for idx, l := range st.Links {
 		pi, ok := p.InterfaceFor(l.Name)
@@ -220,78 +247,12 @@ func buildIfaces(p *policy.Policy, st netmon.State, prev map[int]*iface) map[int
 			ifc.health = old.health
 			ifc.availSince = old.availSince
 			if ifc.available() && !old.available() {
-				ifc.availSince = time.Now()
+				ifc.availSince = now
 			}
 		} else if prev != nil {
-			ifc.availSince = time.Now()
+			ifc.availSince = now
 		}
 		out[idx] = ifc
 	}
 	return out
-}
-
-// localID is the address id the controller uses for subflows from
-// interface index: stable across restarts, never 0 (the initial subflow).
-func localID(index int, v6 bool) uint8 {
-	id := uint8(index%120) + 1
-	if v6 {
-		id += 128
-	}
-	return id
-}
-
-// want is the steering decision for one interface of one connection.
-type want struct {
-	open   bool // a subflow should exist
-	backup bool // with this backup flag
-}
-
-// steer decides, for the available interfaces, which should carry a
-// subflow and with which backup flag.
-func steer(p *policy.Policy, ifs []*iface, now time.Time) map[int]want {
-	out := map[int]want{}
-	switch p.Steering {
-	case policy.SteerHandover:
-		// A primary that came back must stay for Hold before the backup
-		// subflows close; until then they keep carrying.
-		var primaryOK bool
-		for _, i := range ifs {
-			if !i.pol.Backup && !i.health.unhealthy && now.Sub(i.availSince) >= p.Handover.Hold {
-				primaryOK = true
-			}
-		}
-		for _, i := range ifs {
-			if i.pol.Backup {
-				out[i.index] = want{open: !primaryOK, backup: false}
-			} else {
-				out[i.index] = want{open: true, backup: !primaryOK && i.health.unhealthy}
-			}
-		}
-	case policy.SteerPriority:
-		primary := primaryOf(ifs)
-		for _, i := range ifs {
-			out[i.index] = want{open: true, backup: primary != nil && i != primary}
-		}
-	default: // aggregate, active-standby
-		for _, i := range ifs {
-			out[i.index] = want{open: true, backup: i.pol.Backup}
-		}
-	}
-	return out
-}
-
-// primaryOf is the first healthy interface in policy order, or the first
-// one when none is healthy.
-func primaryOf(ifs []*iface) *iface {
-	sorted := slices.Clone(ifs)
-	slices.SortFunc(sorted, func(a, b *iface) int { return a.order - b.order })
-	for _, i := range sorted {
-		if !i.health.unhealthy {
-			return i
-		}
-	}
-	if len(sorted) > 0 {
-		return sorted[0]
-	}
-	return nil
 }

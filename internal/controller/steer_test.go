@@ -39,7 +39,7 @@ func TestSteer(t *testing.T) {
 		p := testPolicy(t, tc.steering)
 		w, l = ifaces(p)
 		w.health.unhealthy = tc.wifiUnhealthy
-		got := steer(p, []*iface{w, l}, time.Now())
+		got := strategyFor(p).decide([]*iface{w, l}, time.Now())
 		if got[w.index] != tc.wantWiFi || got[l.index] != tc.wantLTE {
 			t.Errorf("%s (wifi unhealthy %v): wifi %+v lte %+v, want %+v %+v", tc.steering, tc.wifiUnhealthy, got[w.index], got[l.index], tc.wantWiFi, tc.wantLTE)
 		}
@@ -47,13 +47,13 @@ func TestSteer(t *testing.T) {
 	// handover with wifi gone: lte carries, active.
 	p := testPolicy(t, "handover")
 	_, l = ifaces(p)
-	if got := steer(p, []*iface{l}, time.Now()); got[l.index] != (want{open: true}) {
+	if got := strategyFor(p).decide([]*iface{l}, time.Now()); got[l.index] != (want{open: true}) {
 		t.Errorf("handover without wifi: lte %+v", got[l.index])
 	}
 	// handover with wifi back for less than Hold: lte stays open.
 	w, l = ifaces(p)
 	w.availSince = time.Now()
-	if got := steer(p, []*iface{w, l}, time.Now()); !got[l.index].open {
+	if got := strategyFor(p).decide([]*iface{w, l}, time.Now()); !got[l.index].open {
 		t.Errorf("handover, wifi back for less than hold: lte %+v", got[l.index])
 	}
 }
@@ -67,7 +67,7 @@ func TestHealthHysteresis(t *testing.T) {
 	now := time.Unix(1000, 0)
 	step := func(loss float64) bool {
 		h.loss, h.tx = loss, true
-		h.update(p, now)
+		h.update(strategyFor(p).thresholds(), now)
 		now = now.Add(time.Second)
 		return h.unhealthy
 	}
@@ -87,21 +87,5 @@ func TestHealthHysteresis(t *testing.T) {
 	}
 	if step(1) {
 		t.Fatal("still unhealthy after Hold below the recovery threshold")
-	}
-}
-
-func TestLocalIDStableNonZero(t *testing.T) {
-	seen := map[uint8]int{}
-	for idx := 1; idx <= 120; idx++ {
-		for _, v6 := range []bool{false, true} {
-			id := localID(idx, v6)
-			if id == 0 {
-				t.Fatalf("localID(%d, %v) = 0, the initial subflow's id", idx, v6)
-			}
-			if o, dup := seen[id]; dup {
-				t.Fatalf("localID(%d) = localID(%d) = %d", idx, o, id)
-			}
-			seen[id] = idx
-		}
 	}
 }

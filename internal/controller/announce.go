@@ -1,0 +1,195 @@
+package controller
+
+import (
+	"errors"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// The server side of the decision core: what each accepted connection is
+// told (ADD_ADDR, RM_ADDR) follows the policy's announce: entries and the
+// interfaces.
+
+// announceWant lists, by local id, what the policy announces to a
+// server-side connection now: each fixed address, and for each interface
+// entry one address per family while the interface is up, of the
+// connection's family and other than the connection's own address. What
+// the connection was told stays as long as it is still valid: an
+// interface keeps its announced address while it has it (a new, lower one
+// does not replace it), and an address keeps the id it was announced with
+// (an address moving to another interface is not withdrawn and announced
+// again), because every RM_ADDR makes the peer close its subflows to the
+// address. Otherwise: a global address before a link-local one, then the
+// lowest.
+func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
+	out := map[uint8]pathmgr.Endpoint{}
+	v4 := cn.remote.Addr().Unmap().Is4()
+	own := cn.local.Addr().Unmap()
+	for _, a := range c.pol.Announce {
+		var addr netip.Addr
+		if a.Address.IsValid() {
+			addr = a.Address.Unmap()
+		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && c.announceUp(l) {
+			var cands []netip.Addr
+			for _, x := range c.netSt.Addrs[l.Index] {
+				if cand := x.Prefix.Addr().Unmap(); cand.Is4() == v4 && cand != own {
+					cands = append(cands, cand)
+				}
+			}
+			if cur, ok := announcedOf(cn, cands); ok {
+				addr = cur
+			} else {
+				for _, cand := range cands {
+					if !addr.IsValid() || better(cand, addr) {
+						addr = cand
+					}
+				}
+			}
+		}
+		if !addr.IsValid() || addr.Is4() != v4 || addr == own {
+			continue
+		}
+		id, ok := uint8(0), false
+		for aid, e := range cn.ann {
+			if e.Addr == addr && e.Port == a.Port {
+				id, ok = aid, true // announced before under this id: keep it
+			}
+		}
+		if !ok {
+			if id, ok = c.ids.get(netip.AddrPortFrom(addr, a.Port), c.addrLive); !ok {
+				c.log.Warn("announce: no free address id", "token", cn.token, "addr", addr)
+				continue
+			}
+		}
+		if _, dup := out[id]; !dup {
+			out[id] = pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port}
+		}
+	}
+	return out
+}
+
+// announceHold is how long an interface may be down before what it
+// announced is withdrawn: a carrier blip shorter than this does not make
+// every peer close its subflows to the address and open them again.
+const announceHold = 3 * time.Second
+
+// announceUp reports whether an announce entry's interface counts as up:
+// up, or down for less than announceHold (the tick reconciles, so the
+// withdrawal follows within a second of the hold).
+func (c *Controller) announceUp(l netmon.Link) bool {
+	if l.Up() {
+		return true
+	}
+	at, ok := c.linkDownAt[l.Index]
+	return ok && c.now().Sub(at) < announceHold
+}
+
+// noteLinksDown records when each link went down (for announceUp).
+func (c *Controller) noteLinksDown(now time.Time) {
+	for idx, l := range c.netSt.Links {
+		if l.Up() {
+			delete(c.linkDownAt, idx)
+		} else if _, ok := c.linkDownAt[idx]; !ok {
+			c.linkDownAt[idx] = now
+		}
+	}
+	for idx := range c.linkDownAt {
+		if _, ok := c.netSt.Links[idx]; !ok {
+			delete(c.linkDownAt, idx)
+		}
+	}
+}
+
+// better orders the candidates for an interface's announced address.
+func better(a, b netip.Addr) bool {
+	if la, lb := a.IsLinkLocalUnicast(), b.IsLinkLocalUnicast(); la != lb {
+		return lb
+	}
+	return a.Less(b)
+}
+
+// syncAnnounce makes what a server-side connection was told match
+// announceWant: RM_ADDR for what is no longer there (an address removed,
+// its interface down, a reload), ADD_ADDR for what is new (an address
+// added later, its interface back). A refused announce is retried after
+// retryBackoff.
+func (c *Controller) syncAnnounce(cn *conn) {
+	want := c.announceWant(cn)
+	now := c.now()
+	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
+		e := cn.ann[id]
+		if w, ok := want[id]; ok && w.Addr == e.Addr && w.Port == e.Port {
+			continue
+		}
+		if now.Before(cn.annRetry[id]) {
+			continue
+		}
+		c.m.Commands.WithLabelValues("remove").Inc()
+		if err := c.pm.Remove(cn.token, id); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+			// Still announced in the kernel: tried again after the
+			// back-off (ENOENT/EINVAL: the kernel has no such id).
+			c.m.CommandErrors.WithLabelValues("remove").Inc()
+			c.log.Warn("withdraw", "token", cn.token, "addr", e.Addr, "id", id, "err", err)
+			cn.annRetry[id] = now.Add(retryBackoff)
+			continue
+		}
+		delete(cn.ann, id)
+		delete(cn.annRetry, id)
+		c.log.Debug("withdrawn", "token", cn.token, "addr", e.Addr, "id", id)
+	}
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		if _, ok := cn.ann[id]; ok || now.Before(cn.annRetry[id]) {
+			continue
+		}
+		ep := want[id]
+		c.m.Commands.WithLabelValues("announce").Inc()
+		if err := c.pm.Announce(cn.token, ep); err != nil {
+			c.m.CommandErrors.WithLabelValues("announce").Inc()
+			c.log.Warn("announce", "token", cn.token, "addr", ep.Addr, "id", id, "err", err)
+			cn.annRetry[id] = now.Add(retryBackoff)
+			continue
+		}
+		delete(cn.annRetry, id)
+		cn.ann[id] = ep
+		c.log.Debug("announced", "token", cn.token, "addr", ep.Addr, "id", id)
+	}
+}
+
+// adoptAnnounced fills a server-side connection's record of what it was
+// announced from the kernel (GET_ADDR with its token, Linux 6.7 and
+// later), so an address that went away while no daemon ran is withdrawn.
+// Without it (older kernels) everything is announced again.
+func (c *Controller) adoptAnnounced(cn *conn) {
+	if c.kpm == nil || c.pol.Side != policy.SideServer || c.pol.PathManager != policy.PMUserspace {
+		return
+	}
+	eps, err := c.kpm.ConnectionAddrs(cn.token)
+	if err != nil {
+		c.log.Debug("announced addresses of an adopted connection unknown", "token", cn.token, "err", err)
+		return
+	}
+	for _, e := range eps {
+		if e.Flags&pathmgr.FlagSignal != 0 && e.ID != 0 {
+			cn.ann[e.ID] = pathmgr.Endpoint{ID: e.ID, Addr: e.Addr.Unmap(), Port: e.Port}
+			c.ids.adopt(netip.AddrPortFrom(e.Addr, e.Port), e.ID)
+		}
+	}
+}
+
+// announcedOf is the address among cands the connection was told, if any.
+func announcedOf(cn *conn, cands []netip.Addr) (netip.Addr, bool) {
+	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
+		if a := cn.ann[id].Addr; slices.Contains(cands, a) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}

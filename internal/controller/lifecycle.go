@@ -1,0 +1,369 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/internal/status"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// stopMode is how Run leaves the kernel state it set up.
+type stopMode int
+
+const (
+	// modeStop undoes it: the rules and routes go, net.mptcp.path_manager
+	// is restored, the BPF programs are detached.
+	modeStop stopMode = iota
+	// modeUpgrade leaves all of it to the binary Run execs next, which
+	// adopts it (Upgrade).
+	modeUpgrade
+)
+
+func (m stopMode) String() string {
+	if m == modeUpgrade {
+		return "upgrade"
+	}
+	return "stop"
+}
+
+// undoStack is what Run set up, each with how to take it down; shutdown
+// runs them last first.
+type undoStack []func(stopMode)
+
+func (s *undoStack) push(f func(stopMode)) { *s = append(*s, f) }
+
+// shutdown takes everything down in reverse order of setting it up.
+func (s undoStack) shutdown(m stopMode) {
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i](m)
+	}
+}
+
+// errUpgrading ends the errgroup when the loop accepted an upgrade.
+var errUpgrading = errors.New("upgrading in place")
+
+// inputs are what the loop selects on besides its own tickers.
+type inputs struct {
+	pm       <-chan pmBatch
+	net      <-chan netmon.Event
+	failures <-chan createFailure
+	health   <-chan healthBatch
+	notify   *notifier
+}
+
+type pmBatch struct {
+	events []pathmgr.Event
+	lost   bool
+	at     time.Time
+}
+
+// Run starts the daemon and blocks until ctx ends (nil) or a subsystem
+// fails (its error). Every goroutine it starts runs under one errgroup and
+// is joined before Run returns; then shutdown undoes what Run set up in the
+// kernel (the rules and routes it made, net.mptcp.path_manager, the BPF
+// programs). After an accepted Upgrade it leaves all of that in place and
+// execs the new binary in this process instead: Run returns only when that
+// fails.
+func (c *Controller) Run(ctx context.Context) (err error) {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("controller: Run may be called once")
+	}
+	var undo undoStack
+	mode := modeStop
+	var up *upgrade
+	defer func() {
+		c.log.Debug("shutting down", "mode", mode)
+		c.upgrading = up
+		undo.shutdown(mode)
+		c.releaseHeldLinks()
+		if up == nil {
+			return
+		}
+		if mode != modeUpgrade {
+			up.abandon()
+			return
+		}
+		// A stop asked for after the loop handed over (ctx is done) goes
+		// to the new binary, which adopts, then stops and cleans up.
+		err = up.exec(ctx.Err() != nil)
+	}()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	in, err := c.open(gctx, g, &undo)
+	if err != nil {
+		close(c.loopDone)
+		cancel()
+		if werr := g.Wait(); werr != nil {
+			c.log.Warn("while giving up the start", "err", werr)
+		}
+		return err
+	}
+	g.Go(func() error {
+		defer close(c.loopDone) // Upgrade must not wait for a loop that is gone
+		u, err := c.loop(gctx, in)
+		if u != nil {
+			up = u
+			return errUpgrading
+		}
+		return err
+	})
+	err = g.Wait()
+	if errors.Is(err, errUpgrading) {
+		mode, err = modeUpgrade, nil
+	}
+	return err
+}
+
+// open sets up everything the loop needs, in order, pushing how to take
+// each down onto undo, and starts the goroutines that feed the loop in g.
+// It ends with the first reconciliation: the controller is ready.
+func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStack) (inputs, error) {
+	var in inputs
+	p := c.pol
+	h, err := parseHandoff(c.cfg.Handoff)
+	if err != nil {
+		// Starting as after a crash loses only what the handoff adds.
+		c.log.Warn("ignoring the handoff", "err", err)
+	}
+	pmWas := ""
+	if h != nil {
+		pmWas, c.peersIn = h.PathManagerWas, h.peersByToken()
+	}
+	c.loadIDs(h)
+
+	restorePM, pmWas, err := setPathManager(c.cfg.NetNS, string(p.PathManager), pmWas)
+	if err != nil {
+		return in, err
+	}
+	c.pmWas = pmWas
+	undo.push(func(m stopMode) {
+		if restorePM == nil || m == modeUpgrade {
+			return
+		}
+		if err := restorePM(); err != nil {
+			c.log.Warn("restore net.mptcp.path_manager", "err", err)
+		}
+	})
+	if err := c.applyScheduler(p.Scheduler); err != nil {
+		return in, err
+	}
+
+	pmcfg := &pathmgr.Config{NetNS: c.cfg.NetNS}
+	client, err := pathmgr.Dial(pmcfg)
+	if err != nil {
+		return in, fmt.Errorf("path manager: %w", err)
+	}
+	undo.push(func(stopMode) { client.Close() })
+	if c.kpm == nil {
+		c.kpm = client
+	}
+	var pool *asyncPM
+	if c.pm == nil {
+		pool, err = newAsyncPM(client, min(max(runtime.GOMAXPROCS(0), 1), 8), func() (PM, func() error, error) {
+			cl, err := pathmgr.Dial(pmcfg)
+			if err != nil {
+				return nil, nil, fmt.Errorf("path manager: %w", err)
+			}
+			return cl, cl.Close, nil
+		})
+		if err != nil {
+			return in, err
+		}
+		undo.push(func(stopMode) { pool.Close() })
+		c.pm = pool
+		in.failures = pool.Failures()
+	}
+	inv, err := pathmgr.OpenInventory(pmcfg)
+	if err != nil {
+		return in, fmt.Errorf("inventory: %w", err)
+	}
+	undo.push(func(stopMode) { inv.Close() })
+	if c.inv == nil {
+		c.inv = inv
+	}
+
+	// Events first, so nothing between the inventory read and the loop is missed.
+	el, err := pathmgr.ListenEvents(pmcfg)
+	if err != nil {
+		return in, fmt.Errorf("path-manager events: %w", err)
+	}
+	undo.push(func(stopMode) { el.Close() })
+	pmCh := make(chan pmBatch, 64)
+	in.pm = pmCh
+	g.Go(func() error { return c.readEvents(ctx, el, pmCh) })
+
+	// Link-local addresses are filtered by the controller (view), so that
+	// skip_link_local can change at a reload.
+	w, err := netmon.New(netmon.Config{NetNS: c.cfg.NetNS, IncludeLinkLocal: true})
+	if err != nil {
+		return in, fmt.Errorf("interfaces: %w", err)
+	}
+	c.watcher = w
+	netCh, unsub := w.Subscribe(1024)
+	undo.push(func(stopMode) { unsub() })
+	in.net = netCh
+	g.Go(func() error {
+		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("interface watcher stopped: %v", err)
+		}
+		return nil
+	})
+	select {
+	case <-w.Ready():
+	case <-ctx.Done():
+		return in, ctx.Err()
+	}
+
+	if c.newRouter == nil {
+		c.newRouter = func(r policy.Routing) (router, error) {
+			return routing.New(routing.Config{NetNS: c.cfg.NetNS, TableBase: r.TableBase, RulePriority: r.RulePriority})
+		}
+	}
+	if p.Routing.Mode == policy.RoutingManaged {
+		rt, err := c.newRouter(p.Routing)
+		if err != nil {
+			return in, fmt.Errorf("routing: %w", err)
+		}
+		c.rt = rt
+	}
+	undo.push(func(m stopMode) {
+		// c.rt: a reload may have replaced or removed the manager.
+		if c.rt == nil {
+			return
+		}
+		if m == modeUpgrade {
+			c.log.Info("leaving the routing in place for the new binary")
+		} else if err := c.rt.Cleanup(); err != nil {
+			c.log.Warn("routing cleanup", "err", err)
+		}
+		c.rt.Close()
+		c.rt = nil
+	})
+	if pool != nil {
+		// Taken down before the routing above: no subflow is created
+		// once the source rules are going.
+		undo.push(func(stopMode) { pool.Close() })
+	}
+
+	statusPath := p.StatusSocket
+	if c.cfg.StatusSocket != "" {
+		statusPath = c.cfg.StatusSocket
+	}
+	if statusPath != "" {
+		srv, err := status.Listen(statusPath)
+		if err != nil {
+			return in, err
+		}
+		g.Go(func() error { return srv.Serve(ctx, c.Snapshot) })
+	}
+	listen := p.Metrics.Listen
+	if c.cfg.MetricsListen != "" {
+		listen = c.cfg.MetricsListen
+	}
+	if listen != "" && listen != "-" {
+		srv, err := c.m.Listen(listen)
+		if err != nil {
+			return in, fmt.Errorf("metrics.listen %s: %w", listen, err)
+		}
+		c.metricsAddr = srv.Addr().String()
+		g.Go(func() error { return srv.Serve(ctx) })
+	}
+
+	c.sampler = newSampler(c.inv, c.now, func(src string, d time.Duration) {
+		c.m.HealthSampleSeconds.WithLabelValues(src).Observe(d.Seconds())
+	})
+	in.health = c.sampler.out
+	g.Go(func() error { return c.sampler.run(ctx) })
+
+	c.netSt = c.view(w.State())
+	c.noteLinksDown(time.Time{}) // down before we started: no hold
+	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
+	if needsCgroup(p) {
+		if err := ensureCgroup2(c.log, cgroupUsers(p)); err != nil {
+			return in, err
+		}
+	}
+	undo.push(func(m stopMode) {
+		// Runs before the routing goes and, at an upgrade, while the
+		// links are still held: the duplicates keep the programs attached
+		// across the exec.
+		if m == modeUpgrade && c.upgrading != nil {
+			c.upgrading.held = c.holdLinks()
+			c.log.Info("handing over to the new binary", "connections", len(c.conns), "bpf_links", len(c.upgrading.held))
+		}
+		if c.mp != nil {
+			c.mp.Close()
+			c.mp = nil
+		}
+		c.closePathPolicy()
+	})
+	c.syncPathPolicy()
+	c.mp = c.startMptcpify(p.Mptcpify)
+	// The new programs are attached: the previous process's may go.
+	c.releaseHeldLinks()
+	c.ensureRouting(true)
+	c.applyKernelPM()
+	c.resync("start")
+	c.peersIn = nil
+	c.sampler.setEvery(c.sampleEvery())
+	c.saveIDs()
+
+	in.notify = newNotifier()
+	undo.push(func(m stopMode) {
+		// First on the way out.
+		if m == modeUpgrade {
+			// The same PID comes back with READY=1 from the new binary.
+			in.notify.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+		} else {
+			in.notify.send("STOPPING=1")
+		}
+	})
+	close(c.ready)
+	in.notify.send("READY=1")
+	c.log.Info("gigapath running", "policy", p.Summary(), "netns", c.cfg.NetNS, "status", statusPath, "metrics", c.metricsAddr,
+		"health", c.healthSourceName())
+	return in, nil
+}
+
+// readEvents passes the kernel's path-manager events to the loop until ctx
+// ends (nil) or the socket fails (its error).
+func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, out chan<- pmBatch) error {
+	for {
+		evs, err := el.Receive(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		b := pmBatch{events: evs, at: c.now()}
+		if err != nil {
+			if !errors.Is(err, pathmgr.ErrEventsLost) {
+				return fmt.Errorf("path-manager events: %w", err)
+			}
+			b.lost = true
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// sampleEvery is the health sampling interval of the steering mode (0:
+// the mode needs none).
+func (c *Controller) sampleEvery() time.Duration {
+	if t := c.strat.thresholds(); t != nil {
+		return t.every
+	}
+	return 0
+}

@@ -1,0 +1,274 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// loop is the event loop: the one goroutine that owns the decision state.
+// It returns when ctx ends (nil, nil) or when it accepted an upgrade (the
+// upgrade, with the handoff made).
+func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
+	tick := time.NewTicker(tickEvery)
+	defer tick.Stop()
+	var wdC <-chan time.Time
+	if iv := watchdogInterval(); iv > 0 {
+		wd := time.NewTicker(iv)
+		defer wd.Stop()
+		wdC = wd.C
+	}
+	lastResync := c.now()
+	netCh := in.net
+	for {
+		select {
+		case <-ctx.Done():
+			c.log.Info("stopping")
+			return nil, nil
+		case b := <-in.pm:
+			for _, ev := range b.events {
+				c.handlePM(ev, b.at)
+			}
+			if b.lost {
+				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
+				c.resync("events_lost")
+			}
+		case f := <-in.failures:
+			c.createFailed(f)
+		case ev, ok := <-netCh:
+			if !ok {
+				netCh = nil
+				continue
+			}
+			c.handleNet(ev)
+		case b := <-in.health:
+			c.healthSample(b)
+		case <-tick.C:
+			c.tick()
+			if now := c.now(); now.Sub(lastResync) > periodicResync {
+				lastResync = now
+				c.resync("periodic")
+			}
+		case <-wdC:
+			in.notify.send("WATCHDOG=1")
+		case r := <-c.reloadCh:
+			r.err <- c.reload(r.p)
+		case ch := <-c.statusCh:
+			ch <- c.snapshot()
+		case u := <-c.upgradeCh:
+			u.handoff = c.makeHandoff()
+			return u, nil
+		}
+	}
+}
+
+// tick retries what is due, lets announcement hold-downs expire and
+// refreshes the subflow gauges.
+func (c *Controller) tick() {
+	c.reconcileAll()
+	c.refreshGauges()
+}
+
+// healthSample applies a health sample the sampler read off the loop and
+// steers by it at once.
+func (c *Controller) healthSample(b healthBatch) {
+	if b.fellBack != "" {
+		c.log.Debug("health sample from sock_diag", "why", b.fellBack)
+	}
+	if b.err != nil {
+		c.log.Warn("health sample", "source", b.source, "err", b.err)
+		return
+	}
+	c.applyHealth(b.subs, b.at)
+	if p, ok := c.strat.(*priority); ok {
+		p.observe(c.available(), b.at)
+	}
+	c.reconcileAll()
+}
+
+// handlePM applies one path-manager event.
+func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
+	c.m.Events.WithLabelValues(ev.Type.String()).Inc()
+	c.log.Debug("pm event", "event", eventLog(ev))
+	switch ev.Type {
+	case pathmgr.EventCreated:
+		cn := c.conn(ev.Token)
+		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+	case pathmgr.EventEstablished:
+		cn := c.conn(ev.Token)
+		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+		cn.established = true
+		cn.estAt = at
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		if _, ok := cn.subs[sf]; !ok {
+			cn.subs[sf] = &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup}
+		}
+		c.m.Connections.Set(float64(len(c.conns)))
+		c.reconcileConn(cn)
+	case pathmgr.EventClosed:
+		delete(c.conns, ev.Token)
+		c.m.Connections.Set(float64(len(c.conns)))
+	case pathmgr.EventSubEstablished:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
+		cn.subs[sf] = &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup}
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
+			delete(cn.pending, k)
+			if !cn.measured && !cn.estAt.IsZero() {
+				cn.measured = true
+				c.m.ReactionLatency.Observe(at.Sub(cn.estAt).Seconds())
+			}
+		}
+		c.reconcileConn(cn)
+	case pathmgr.EventSubClosed:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
+		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
+		delete(cn.subs, sf)
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
+			// A subflow this controller created closed before it was
+			// established: a failed join.
+			delete(cn.pending, k)
+			cn.backoff[k] = at.Add(retryBackoff)
+			why := "closed before it was established"
+			if ev.HasError() && ev.Error != 0 {
+				why = unix.Errno(ev.Error).Error()
+			}
+			c.subflowFailed(idx, cn.token, ev.Local.Addr(), ev.Remote, why, at)
+		}
+	case pathmgr.EventAnnounced:
+		// ADD_ADDR from the peer. The event may come before the
+		// connection is established; reconcileConn waits for that.
+		if !ev.Remote.IsValid() {
+			return
+		}
+		cn := c.conn(ev.Token)
+		if old, ok := cn.peers[ev.RemoteID]; ok && norm(old.addr) != norm(ev.Remote) {
+			c.peerGone(cn, ev.RemoteID, old.addr, at)
+		}
+		cn.addPeer(ev.RemoteID, ev.Remote)
+		for _, s := range cn.subs {
+			if norm(s.sf.Remote) == norm(ev.Remote) {
+				s.goneAt = time.Time{} // announced again
+			}
+		}
+		c.reconcileConn(cn)
+	case pathmgr.EventRemoved:
+		cn, ok := c.conns[ev.Token]
+		if !ok {
+			return
+		}
+		if old, ok := cn.peers[ev.RemoteID]; ok {
+			delete(cn.peers, ev.RemoteID)
+			c.peerGone(cn, ev.RemoteID, old.addr, at)
+			c.reconcileConn(cn)
+		}
+	case pathmgr.EventSubPriority:
+		if cn, ok := c.conns[ev.Token]; ok {
+			if s, ok := cn.subs[pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}]; ok {
+				s.backup = ev.Backup
+			}
+		}
+	}
+}
+
+// eventLog formats an event for the log only when a record is written, so
+// the event loop does not format every event for a disabled debug level.
+type eventLog pathmgr.Event
+
+func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(e).String()) }
+
+// handleNet applies an interface change: routing first, then subflows.
+func (c *Controller) handleNet(ev netmon.Event) {
+	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
+	c.netSt = c.view(c.watcher.State())
+	now := c.now()
+	c.noteLinksDown(now)
+	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs, now)
+	c.syncPathPolicy()
+	idx := ev.Link.Index
+	if ev.Type == netmon.AddrAdded || ev.Type == netmon.AddrRemoved {
+		idx = ev.Addr.Index
+	} else if ev.Type == netmon.RouteAdded || ev.Type == netmon.RouteRemoved {
+		idx = ev.Route.Index
+	}
+	if ev.Type == netmon.Resync {
+		c.ensureRouting(true)
+		c.applyKernelPM()
+		c.resync("netmon")
+		return
+	}
+	if _, ok := c.ifs[idx]; !ok {
+		return // announce entries name policy interfaces only (policy.Load)
+	}
+	c.ensureRouting(false, idx)
+	c.applyKernelPM()
+	if ev.Type == netmon.LinkUp || ev.Type == netmon.AddrAdded || ev.Type == netmon.RouteAdded {
+		for _, cn := range c.conns {
+			for k := range cn.backoff {
+				if k.ifindex == idx {
+					delete(cn.backoff, k)
+				}
+			}
+		}
+	}
+	c.reconcileAll()
+}
+
+// view is the watcher's state as the policy sees it: without link-local
+// addresses when skip_link_local is set.
+func (c *Controller) view(st netmon.State) netmon.State {
+	if !c.pol.SkipLinkLocal {
+		return st
+	}
+	out := st
+	out.Addrs = make(map[int][]netmon.Addr, len(st.Addrs))
+	for idx, as := range st.Addrs {
+		var keep []netmon.Addr
+		for _, a := range as {
+			if !a.Prefix.Addr().IsLinkLocalUnicast() {
+				keep = append(keep, a)
+			}
+		}
+		if len(keep) > 0 {
+			out.Addrs[idx] = keep
+		}
+	}
+	return out
+}
+
+// ifindexOf finds the interface holding addr; hint (the kernel's if_idx) is
+// used when no interface has it.
+func (c *Controller) ifindexOf(addr netip.Addr, hint int) int {
+	addr = addr.Unmap()
+	for idx, as := range c.netSt.Addrs {
+		for _, a := range as {
+			if a.Prefix.Addr() == addr {
+				return idx
+			}
+		}
+	}
+	return hint
+}
+
+func (c *Controller) conn(token uint32) *conn {
+	cn, ok := c.conns[token]
+	if !ok {
+		cn = newConn(token)
+		c.conns[token] = cn
+	}
+	return cn
+}

@@ -1,0 +1,446 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// The decision core for userspace-PM connections: per connection, what
+// the kernel has (the subflows by interface) against what the policy wants
+// (plan: the steering strategy's decision, each interface's destinations),
+// and the commands that close the gap (converge).
+
+// available lists the policy interfaces that can carry subflows, by index.
+func (c *Controller) available() []*iface {
+	var out []*iface
+	for _, i := range c.ifs {
+		if i.available() {
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, func(a, b *iface) int { return a.index - b.index })
+	return out
+}
+
+func (c *Controller) reconcileAll() {
+	for _, cn := range c.conns {
+		c.reconcileConn(cn)
+	}
+}
+
+// reconcileConn makes one connection's subflows what the policy wants.
+func (c *Controller) reconcileConn(cn *conn) {
+	if !cn.established {
+		return
+	}
+	p := c.pol
+	if p.PathManager != policy.PMUserspace {
+		return
+	}
+	if p.Side == policy.SideServer {
+		if cn.server {
+			c.syncAnnounce(cn)
+		}
+		return
+	}
+	if cn.server {
+		return // accepted here: the client side of it is the peer's business
+	}
+	now := c.now()
+	avail := c.available()
+	have := map[int][]*sub{}
+	for _, s := range cn.subs {
+		have[s.ifindex] = append(have[s.ifindex], s)
+	}
+	want, keepers := c.plan(cn, avail, have, now)
+	c.converge(cn, avail, have, want, keepers, now)
+}
+
+// ifPlan is what one interface should have for one connection: the
+// strategy's decision and, when it carries subflows, the destinations it
+// keeps one each to.
+type ifPlan struct {
+	want
+	dests []netip.AddrPort
+}
+
+// plan is the want side of a connection: per available interface, the
+// strategy's decision and the destinations (targets) of those that carry
+// subflows. keepers counts the subflows the plan keeps: while there are
+// none, converge closes nothing, so a connection never loses its last
+// subflow.
+func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) (map[int]ifPlan, int) {
+	decided := c.strat.decide(avail, now)
+	dests := cn.dests(c.pol.PeerAddresses == policy.PeerUse)
+	out := make(map[int]ifPlan, len(avail))
+	keepers := 0
+	for _, i := range avail {
+		w := decided[i.index]
+		pl := ifPlan{want: w}
+		if w.open {
+			held := func(d netip.AddrPort) bool {
+				for _, s := range have[i.index] {
+					if s.goneAt.IsZero() && norm(s.sf.Remote) == d {
+						return true
+					}
+				}
+				t, ok := cn.pending[slot{i.index, d}]
+				return ok && now.Sub(t) < pendingTimeout
+			}
+			failing := func(d netip.AddrPort) bool {
+				t, ok := cn.backoff[slot{i.index, d}]
+				return ok && now.Before(t)
+			}
+			pl.dests = targets(i, dests, held, failing)
+			for _, s := range have[i.index] {
+				if s.goneAt.IsZero() && slices.Contains(pl.dests, norm(s.sf.Remote)) {
+					keepers++
+				}
+			}
+		}
+		out[i.index] = pl
+	}
+	return out, keepers
+}
+
+// converge sends the commands that turn what the connection has into
+// what the plan wants: creates for missing subflows, MP_PRIO for wrong
+// backup flags, destroys for subflows no interface should keep (never the
+// last one while the plan keeps none).
+func (c *Controller) converge(cn *conn, avail []*iface, have map[int][]*sub, want map[int]ifPlan, keepers int, now time.Time) {
+	for _, i := range avail {
+		pl := want[i.index]
+		subs := have[i.index]
+		if !pl.open {
+			for _, s := range subs {
+				if keepers == 0 {
+					break // never close the last subflow
+				}
+				c.destroy(cn, s, "steering")
+			}
+			continue
+		}
+		for _, dst := range pl.dests {
+			var cur []*sub
+			for _, s := range subs {
+				if norm(s.sf.Remote) == dst {
+					cur = append(cur, s)
+				}
+			}
+			if len(cur) == 0 {
+				c.create(cn, i, dst, pl.backup, now)
+				continue
+			}
+			// Two subflows in one slot (a create that outlived its pending
+			// window and then succeeded too): keep one that is not being
+			// withdrawn, then the lowest local port.
+			slices.SortFunc(cur, func(a, b *sub) int {
+				if ga, gb := !a.goneAt.IsZero(), !b.goneAt.IsZero(); ga != gb {
+					if ga {
+						return 1
+					}
+					return -1
+				}
+				return int(a.sf.Local.Port()) - int(b.sf.Local.Port())
+			})
+			for _, s := range cur[1:] {
+				c.destroy(cn, s, "duplicate")
+			}
+			c.setBackup(cn, i, cur[0], pl.backup)
+		}
+		// Subflows to destinations this interface no longer keeps: a
+		// withdrawn peer address (after the kernel's grace), peer
+		// addresses after peer_addresses became ignore, or beyond a
+		// lowered max_subflows.
+		for _, s := range subs {
+			if slices.Contains(pl.dests, norm(s.sf.Remote)) && s.goneAt.IsZero() {
+				continue
+			}
+			if !s.goneAt.IsZero() && now.Sub(s.goneAt) < goneGrace {
+				continue // the kernel is closing it
+			}
+			if keepers == 0 {
+				break
+			}
+			c.destroy(cn, s, "destination not wanted")
+		}
+	}
+	// Subflows on policy interfaces that are gone or down.
+	for idx, ss := range have {
+		i, isPolicy := c.ifs[idx]
+		if isPolicy && i.available() {
+			continue
+		}
+		if !isPolicy {
+			if _, exists := c.netSt.Links[idx]; exists {
+				continue // not ours to manage
+			}
+		}
+		for _, s := range ss {
+			if keepers == 0 {
+				break
+			}
+			c.destroy(cn, s, "interface gone")
+		}
+	}
+}
+
+// setBackup sends MP_PRIO when a subflow's backup flag is not what
+// steering wants.
+func (c *Controller) setBackup(cn *conn, i *iface, s *sub, backup bool) {
+	if s.backup == backup {
+		return
+	}
+	c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
+	if err := c.pm.SetSubflowBackup(cn.token, s.sf, backup); err != nil {
+		c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
+		c.log.Warn("subflow backup", "token", cn.token, "interface", i.name, "remote", s.sf.Remote, "backup", backup, "err", err)
+		return
+	}
+	s.backup = backup
+	c.m.SteeringSwitches.Inc()
+}
+
+// create asks for a subflow from interface i to dst unless one is pending
+// or the slot is backing off after a failure.
+func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool, now time.Time) {
+	k := slot{i.index, dst}
+	if t, ok := cn.pending[k]; ok && now.Sub(t) < pendingTimeout {
+		return
+	}
+	if t, ok := cn.backoff[k]; ok && now.Before(t) {
+		return
+	}
+	addr, ok := i.addrFor(dst.Addr())
+	if !ok {
+		return
+	}
+	id, ok := c.localID(cn, addr)
+	if !ok {
+		cn.backoff[k] = now.Add(retryBackoff)
+		c.log.Warn("subflow create: no free address id", "token", cn.token, "interface", i.name, "local", addr)
+		return
+	}
+	ep := pathmgr.Endpoint{ID: id, Addr: addr, IfIndex: i.index}
+	if backup {
+		ep.Flags = pathmgr.FlagBackup
+	}
+	c.m.Commands.WithLabelValues("subflow_create").Inc()
+	if err := c.pm.CreateSubflow(cn.token, ep, dst); err != nil {
+		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+		cn.backoff[k] = now.Add(retryBackoff)
+		c.subflowFailed(i.index, cn.token, addr, dst, err.Error(), now)
+		return
+	}
+	cn.pending[k] = now
+	c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "id", id, "remote", dst, "backup", backup)
+}
+
+// localID is the address id a subflow of cn from addr uses: the one the
+// connection already knows addr by (one of its subflows has it), else the
+// allocator's.
+func (c *Controller) localID(cn *conn, addr netip.Addr) (uint8, bool) {
+	addr = addr.Unmap()
+	for _, s := range cn.subs {
+		if s.localID != 0 && s.sf.Local.Addr().Unmap() == addr {
+			return s.localID, true
+		}
+	}
+	id, ok := c.ids.get(netip.AddrPortFrom(addr, 0), c.addrLive)
+	if ok && c.ids.changed {
+		c.saveIDs()
+	}
+	return id, ok
+}
+
+// addrLive reports whether an interface has addr now.
+func (c *Controller) addrLive(addr netip.Addr) bool {
+	for _, as := range c.netSt.Addrs {
+		for _, a := range as {
+			if a.Prefix.Addr() == addr {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// createFailed handles a SUBFLOW_CREATE the kernel refused after the event
+// loop went on (asyncPM): that (interface, destination) slot is retried
+// after the back-off.
+func (c *Controller) createFailed(f createFailure) {
+	c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+	cn, ok := c.conns[f.token]
+	if !ok {
+		c.log.Debug("subflow create for a closed connection", "token", f.token, "local", f.local.Addr, "remote", f.remote, "err", f.err)
+		return
+	}
+	now := c.now()
+	k := slot{f.local.IfIndex, norm(f.remote)}
+	delete(cn.pending, k)
+	cn.backoff[k] = now.Add(retryBackoff)
+	c.subflowFailed(f.local.IfIndex, f.token, f.local.Addr, f.remote, f.err.Error(), now)
+}
+
+func (c *Controller) destroy(cn *conn, s *sub, why string) {
+	if s.sf.Local.Port() == 0 || s.sf.Remote.Port() == 0 {
+		return
+	}
+	c.m.Commands.WithLabelValues("subflow_destroy").Inc()
+	if err := c.pm.DestroySubflow(cn.token, s.sf); err != nil {
+		c.m.CommandErrors.WithLabelValues("subflow_destroy").Inc()
+		lvl := slog.LevelWarn
+		if !s.goneAt.IsZero() {
+			lvl = slog.LevelDebug // the kernel closed it on the peer's RM_ADDR
+		}
+		c.log.Log(context.Background(), lvl, "subflow destroy", "token", cn.token, "local", s.sf.Local, "remote", s.sf.Remote, "why", why, "err", err)
+	}
+	delete(cn.subs, s.sf)
+	c.log.Debug("subflow destroyed", "token", cn.token, "local", s.sf.Local, "why", why)
+}
+
+// peerGone forgets the retries to a peer address withdrawn (or replaced)
+// under id and marks its subflows: the kernel closes them on RM_ADDR, so
+// reconcileConn leaves them to it for goneGrace. An address that is still a
+// destination — the connection's own remote address, or announced again
+// under another id — is not gone.
+func (c *Controller) peerGone(cn *conn, id uint8, addr netip.AddrPort, at time.Time) {
+	addr = norm(addr)
+	if addr == norm(cn.remote) {
+		return
+	}
+	for pid, p := range cn.peers {
+		if pid != id && norm(p.addr) == addr {
+			return
+		}
+	}
+	for k := range cn.pending {
+		if k.dst == addr {
+			delete(cn.pending, k)
+		}
+	}
+	for k := range cn.backoff {
+		if k.dst == addr {
+			delete(cn.backoff, k)
+		}
+	}
+	for _, s := range cn.subs {
+		if norm(s.sf.Remote) == addr {
+			s.goneAt = at
+		}
+	}
+}
+
+// resync replaces the connection state with the kernel's inventory and
+// reconciles every connection.
+func (c *Controller) resync(reason string) {
+	start := time.Now()
+	c.m.Resyncs.WithLabelValues(reason).Inc()
+	if c.inv == nil {
+		c.reconcileAll()
+		return
+	}
+	list, err := c.inv.Connections(pathmgr.ListOptions{ListenersToo: true})
+	if err != nil {
+		c.log.Warn("inventory", "reason", reason, "err", err)
+		c.reconcileAll()
+		return
+	}
+	c.adopt(list, c.now())
+	c.reconcileAll()
+	c.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// adopt makes the connection state the inventory's. The local address ids
+// of the subflows it finds are the allocator's from then on (a restart
+// without the record keeps them).
+func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
+	listen := map[uint16]bool{}
+	for _, k := range list {
+		if k.State.String() == "listen" {
+			listen[k.Local.Port()] = true
+		}
+	}
+	seen := map[uint32]bool{}
+	for _, k := range list {
+		if k.Token == 0 || k.State.String() != "established" {
+			continue
+		}
+		seen[k.Token] = true
+		cn, known := c.conns[k.Token]
+		if !known {
+			cn = newConn(k.Token)
+			cn.server = listen[k.Local.Port()]
+			c.conns[k.Token] = cn
+			c.inheritPeers(cn)
+			if cn.server {
+				c.adoptAnnounced(cn)
+			}
+		}
+		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
+		old := cn.subs
+		cn.subs = map[pathmgr.Subflow]*sub{}
+		for _, s := range k.Subflows {
+			sf := s.Subflow()
+			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
+			ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
+			if s.LocalID != 0 && !known {
+				c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
+			}
+			cn.subs[sf] = ns
+			delete(cn.pending, slot{idx, norm(s.Remote)})
+			// The inventory has no list of the peer's announced
+			// addresses; a subflow to one (remote id != 0, not the
+			// connection's remote) shows it.
+			o, known := old[sf]
+			if known {
+				ns.goneAt = o.goneAt
+			}
+			// A subflow the kernel is still closing after the peer's
+			// RM_ADDR (goneAt set) does not bring its address back.
+			if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
+				if _, ok := cn.peers[s.RemoteID]; !ok {
+					cn.addPeer(s.RemoteID, s.Remote)
+				}
+			}
+		}
+	}
+	for tok, cn := range c.conns {
+		// Connections created but not yet established are kept: their
+		// ESTABLISHED event is still to come.
+		if !seen[tok] && cn.established {
+			delete(c.conns, tok)
+		}
+	}
+	c.m.Connections.Set(float64(len(c.conns)))
+	if c.ids.changed {
+		c.saveIDs()
+	}
+}
+
+func (c *Controller) refreshGauges() {
+	c.refreshInterfaceGauges()
+	c.m.Subflows.Reset()
+	n := 0
+	for _, cn := range c.conns {
+		n += len(cn.subs)
+		for _, s := range cn.subs {
+			name, role := "other", "none"
+			if i, ok := c.ifs[s.ifindex]; ok {
+				name, role = i.name, string(i.pol.Role)
+			} else if l, ok := c.netSt.Links[s.ifindex]; ok {
+				name = l.Name
+			}
+			c.m.Subflows.WithLabelValues(name, role).Inc()
+		}
+	}
+	if c.sampler != nil {
+		c.sampler.known.Store(int64(n))
+	}
+}

@@ -1,0 +1,172 @@
+package controller
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// subflowSample is one subflow's counters at a health sample, whichever
+// source read them.
+type subflowSample struct {
+	sf      pathmgr.Subflow
+	ifindex int // the kernel's, 0 when the source does not say
+	// smoothed RTT of what this host sends, and the receiver's RTT
+	// estimate (tcpi_rcv_rtt) of what it receives
+	rtt, rcvRTT              time.Duration
+	bytesAcked, bytesRetrans uint64
+	dataSegsIn, rcvOOOPack   uint32
+}
+
+// Health sources.
+const (
+	sourceTelemetry = "telemetry" // the sockops program's per-subflow map
+	sourceSockDiag  = "sock_diag" // a dump of the namespace's MPTCP sockets
+)
+
+// healthBatch is one health sample, as the sampler hands it to the loop.
+type healthBatch struct {
+	at     time.Time
+	subs   []subflowSample
+	source string
+	err    error
+	// fellBack says why the telemetry was not used for this sample.
+	fellBack string
+}
+
+// sampler reads health samples off the event loop: every so often (as
+// the loop sets it; 0 stops sampling) it reads every subflow's counters
+// from the telemetry map of the sockops program where that is loaded and
+// covers the subflows the loop knows of, from a sock_diag dump otherwise,
+// and sends them to the loop, which only applies them.
+type sampler struct {
+	diag  inventory                             // the sock_diag source
+	tel   atomic.Pointer[pathpolicy.PathPolicy] // the telemetry source, nil until loaded
+	known atomic.Int64                          // subflows the loop knows of
+	every chan time.Duration                    // from the loop; the latest wins
+	out   chan healthBatch                      // to the loop
+	now   func() time.Time
+	took  func(source string, d time.Duration) // metrics
+}
+
+func newSampler(diag inventory, now func() time.Time, took func(string, time.Duration)) *sampler {
+	return &sampler{diag: diag, every: make(chan time.Duration, 1), out: make(chan healthBatch, 1), now: now, took: took}
+}
+
+// setEvery changes the interval (0: stop sampling). It never blocks.
+func (s *sampler) setEvery(d time.Duration) {
+	for {
+		select {
+		case s.every <- d:
+			return
+		default:
+		}
+		select {
+		case <-s.every: // replace a value the sampler has not taken yet
+		default:
+		}
+	}
+}
+
+// run samples until ctx ends; it returns nil then.
+func (s *sampler) run(ctx context.Context) error {
+	var t *time.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case d := <-s.every:
+			if t != nil {
+				t.Stop()
+				t, tick = nil, nil
+			}
+			if d > 0 {
+				t = time.NewTicker(d)
+				tick = t.C
+			}
+		case <-tick:
+			b := s.sample()
+			select {
+			case s.out <- b:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// sample reads one sample: from the telemetry map when it is loaded and
+// holds at least as many established subflows as the loop knows (a
+// subflow established before the program was attached, e.g. before a
+// restart, has no entry until its first callback; then the dump is the
+// one that sees every subflow), from sock_diag otherwise.
+func (s *sampler) sample() healthBatch {
+	if pp := s.tel.Load(); pp != nil {
+		start := time.Now()
+		stats, err := pp.Telemetry()
+		b := healthBatch{source: sourceTelemetry}
+		switch {
+		case err != nil:
+			b.fellBack = "telemetry: " + err.Error()
+		default:
+			subs := make([]subflowSample, 0, len(stats))
+			for _, st := range stats {
+				if st.State != tcpEstablished {
+					continue
+				}
+				subs = append(subs, subflowSample{sf: pathmgr.Subflow{Local: st.Local, Remote: st.Remote},
+					rtt: st.SRTT, rcvRTT: st.RcvRTT, bytesAcked: st.BytesAcked, bytesRetrans: st.BytesRetrans,
+					dataSegsIn: st.DataSegsIn, rcvOOOPack: st.RcvOOOPack})
+			}
+			if int64(len(subs)) >= s.known.Load() {
+				b.at, b.subs = s.now(), subs
+				s.took(sourceTelemetry, time.Since(start))
+				return b
+			}
+			b.fellBack = "the telemetry map does not hold every subflow yet"
+		}
+		d := s.fromDiag()
+		d.fellBack = b.fellBack
+		return d
+	}
+	return s.fromDiag()
+}
+
+const tcpEstablished = 1
+
+// fromDiag reads every subflow's tcp_info from a sock_diag dump.
+func (s *sampler) fromDiag() healthBatch {
+	start := time.Now()
+	list, err := s.diag.Connections(pathmgr.ListOptions{})
+	b := healthBatch{at: s.now(), source: sourceSockDiag, err: err}
+	if err != nil {
+		return b
+	}
+	n := 0
+	for _, k := range list {
+		n += len(k.Subflows)
+	}
+	b.subs = make([]subflowSample, 0, n)
+	for _, k := range list {
+		for _, sf := range k.Subflows {
+			b.subs = append(b.subs, sampleOf(sf))
+		}
+	}
+	s.took(sourceSockDiag, time.Since(start))
+	return b
+}
+
+// sampleOf is a subflow's sample from the sock_diag inventory.
+func sampleOf(sf pathmgr.SubflowInfo) subflowSample {
+	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
+		bytesAcked: sf.BytesAcked, bytesRetrans: sf.BytesRetrans, dataSegsIn: sf.DataSegsIn, rcvOOOPack: sf.RcvOOOPack}
+}
