@@ -639,6 +639,14 @@ func (c *checker) validate(r *rawFile) *Policy {
 		}
 	}
 
+	if p.Routing.Mode == RoutingOff {
+		for i, it := range p.Interfaces {
+			if !it.Gateway.IsZero() {
+				c.errorf(fmt.Sprintf("interfaces[%d].gateway", i), "only used with routing: managed (it is the next hop of the interface's table); with routing: off set the route yourself")
+			}
+		}
+	}
+
 	// priority and handover
 	var rp rawPriority
 	if r.Priority != nil {

@@ -226,6 +226,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 5: interfaces[0].gateway: "router" is not an IP address; want e.g. 192.0.2.1 or fe80::1 (no %zone: the interface is the zone)`}},
 		{"two IPv4 gateways", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n    gateway: [10.0.0.1, 10.0.0.2]\n",
 			[]string{`line 5: interfaces[0].gateway: two IPv4 gateways (10.0.0.1 and 10.0.0.2); give at most one per family`}},
+		{"gateway with routing off", "path_manager: userspace\nrouting: off\ninterfaces:\n  - name: wifi0\n    role: wifi\n    gateway: 10.0.0.1\n",
+			[]string{`line 6: interfaces[0].gateway: only used with routing: managed (it is the next hop of the interface's table); with routing: off set the route yourself`}},
 		{"announce with kernel PM", "side: server\npath_manager: kernel\n" + ifs + "announce:\n  - interface: lte0\n",
 			[]string{`line 9: announce: only valid with path_manager: userspace (the in-kernel PM announces every interface address as a signal endpoint); remove it or use the userspace PM`}},
 		{"peer_addresses use with kernel PM", "path_manager: kernel\npeer_addresses: use\n" + ifs,
