@@ -35,6 +35,7 @@ import (
 
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/ebpf/sched"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -104,6 +105,10 @@ type Controller struct {
 	rt  router
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)
+	// netRaw is the interface watcher's state (before view).
+	netRaw func() netmon.State
+	// useScheduler selects an MPTCP scheduler in a namespace (sched.Use).
+	useScheduler func(netns, name string) error
 
 	// The decision state; only the loop goroutine touches it.
 	pol   *policy.Policy
@@ -142,7 +147,6 @@ type Controller struct {
 
 	// Lifecycle.
 	running   atomic.Bool
-	watcher   *netmon.Watcher
 	sampler   *sampler
 	reloadCh  chan reloadReq
 	statusCh  chan chan status.Snapshot
@@ -172,7 +176,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Metrics = metrics.New()
 	}
 	return &Controller{
-		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now,
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now, useScheduler: sched.Use,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},

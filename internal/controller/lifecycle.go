@@ -209,7 +209,9 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	if err != nil {
 		return in, fmt.Errorf("interfaces: %w", err)
 	}
-	c.watcher = w
+	if c.netRaw == nil {
+		c.netRaw = w.State
+	}
 	netCh, unsub := w.Subscribe(1024)
 	undo.push(func(stopMode) { unsub() })
 	in.net = netCh
@@ -286,7 +288,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	in.health = c.sampler.out
 	g.Go(func() error { return c.sampler.run(ctx) })
 
-	c.netSt = c.view(w.State())
+	c.netSt = c.view(c.netRaw())
 	c.noteLinksDown(time.Time{}) // down before we started: no hold
 	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
 	if needsCgroup(p) {

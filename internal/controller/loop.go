@@ -194,7 +194,7 @@ func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(
 // handleNet applies an interface change: routing first, then subflows.
 func (c *Controller) handleNet(ev netmon.Event) {
 	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
-	c.netSt = c.view(c.watcher.State())
+	c.netSt = c.view(c.netRaw())
 	now := c.now()
 	c.noteLinksDown(now)
 	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs, now)

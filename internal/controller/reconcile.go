@@ -244,7 +244,9 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 
 // localID is the address id a subflow of cn from addr uses: the one the
 // connection already knows addr by (one of its subflows has it), else the
-// allocator's.
+// allocator's, unless the connection knows that id with another address
+// (its subflows from before a restart that lost the record): then the
+// lowest id free in both, for this connection only.
 func (c *Controller) localID(cn *conn, addr netip.Addr) (uint8, bool) {
 	addr = addr.Unmap()
 	for _, s := range cn.subs {
@@ -253,10 +255,28 @@ func (c *Controller) localID(cn *conn, addr netip.Addr) (uint8, bool) {
 		}
 	}
 	id, ok := c.ids.get(netip.AddrPortFrom(addr, 0), c.addrLive)
-	if ok && c.ids.changed {
-		c.saveIDs()
+	c.saveIDs()
+	if !ok || !idTakenIn(cn, id, addr) {
+		return id, ok
 	}
-	return id, ok
+	lo, hi := idRange(addr.Is6())
+	for x := lo; x <= hi; x++ {
+		if !c.ids.foreign[x] && !c.ids.addr[x].IsValid() && !idTakenIn(cn, uint8(x), addr) {
+			return uint8(x), true
+		}
+	}
+	return 0, false
+}
+
+// idTakenIn reports whether connection cn knows id with an address other
+// than addr.
+func idTakenIn(cn *conn, id uint8, addr netip.Addr) bool {
+	for _, s := range cn.subs {
+		if s.localID == id && s.sf.Local.Addr().Unmap() != addr {
+			return true
+		}
+	}
+	return false
 }
 
 // addrLive reports whether an interface has addr now.

@@ -91,8 +91,8 @@ func (c *Controller) reload(p *policy.Policy) error {
 		c.rt = newRT
 		clear(c.nextHops)
 	}
-	if c.watcher != nil {
-		c.netSt = c.view(c.watcher.State()) // skip_link_local
+	if c.netRaw != nil {
+		c.netSt = c.view(c.netRaw()) // skip_link_local
 	}
 	c.ifs = buildIfaces(p, c.netSt, c.ifs, c.now())
 	c.syncPathPolicy()

@@ -17,7 +17,7 @@ func (c *Controller) applyScheduler(name string) error {
 	if name == "" {
 		return nil
 	}
-	err := sched.Use(c.cfg.NetNS, name)
+	err := c.useScheduler(c.cfg.NetNS, name)
 	switch {
 	case err == nil:
 		c.log.Info("scheduler selected", "scheduler", name, "netns", c.cfg.NetNS)

@@ -1,0 +1,180 @@
+package controller
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// fakeKernel is the kernel as the decision core sees it (PM, kernelPM,
+// inventory, router, the scheduler sysctl), recording what it is asked.
+type fakeKernel struct {
+	cmds      []string // userspace PM commands
+	limits    []string
+	endpoints []pathmgr.Endpoint
+	epCmds    []string
+	conns     []pathmgr.Connection
+	ensured   map[int]routing.Path
+	cleanups  int
+	routers   []policy.Routing
+	scheds    []string
+}
+
+func newFakeKernel() *fakeKernel { return &fakeKernel{ensured: map[int]routing.Path{}} }
+
+func (k *fakeKernel) CreateSubflow(_ uint32, l pathmgr.Endpoint, dst netip.AddrPort) error {
+	k.cmds = append(k.cmds, fmt.Sprintf("create %d>%s id %d backup %v", l.IfIndex, dst, l.ID, l.Flags&pathmgr.FlagBackup != 0))
+	return nil
+}
+func (k *fakeKernel) DestroySubflow(_ uint32, sf pathmgr.Subflow) error {
+	k.cmds = append(k.cmds, fmt.Sprintf("destroy %s>%s", sf.Local, sf.Remote))
+	return nil
+}
+func (k *fakeKernel) SetSubflowBackup(_ uint32, sf pathmgr.Subflow, b bool) error {
+	k.cmds = append(k.cmds, fmt.Sprintf("backup %s %v", sf.Local, b))
+	return nil
+}
+func (k *fakeKernel) Announce(_ uint32, e pathmgr.Endpoint) error {
+	k.cmds = append(k.cmds, fmt.Sprintf("announce %s", netip.AddrPortFrom(e.Addr, e.Port)))
+	return nil
+}
+func (k *fakeKernel) Remove(_ uint32, id uint8) error {
+	k.cmds = append(k.cmds, fmt.Sprintf("remove %d", id))
+	return nil
+}
+
+func (k *fakeKernel) SetLimits(u pathmgr.LimitsUpdate) error {
+	k.limits = append(k.limits, fmt.Sprintf("subflows %d add_addr_accepted %d", *u.Subflows, *u.AddAddrAccepted))
+	return nil
+}
+func (k *fakeKernel) Endpoints() ([]pathmgr.Endpoint, error) { return slices.Clone(k.endpoints), nil }
+func (k *fakeKernel) AddEndpoint(e pathmgr.Endpoint) error {
+	for _, o := range k.endpoints {
+		if o.ID == e.ID || o.Addr == e.Addr {
+			return fmt.Errorf("endpoint %d %s exists", o.ID, o.Addr)
+		}
+	}
+	k.endpoints = append(k.endpoints, e)
+	k.epCmds = append(k.epCmds, fmt.Sprintf("add %d %s dev %d", e.ID, e.Addr, e.IfIndex))
+	return nil
+}
+func (k *fakeKernel) DeleteEndpoint(id uint8, addr netip.Addr) error {
+	k.endpoints = slices.DeleteFunc(k.endpoints, func(e pathmgr.Endpoint) bool { return e.ID == id })
+	k.epCmds = append(k.epCmds, fmt.Sprintf("del %d %s", id, addr))
+	return nil
+}
+func (k *fakeKernel) ConnectionAddrs(uint32) ([]pathmgr.Endpoint, error) { return nil, nil }
+
+func (k *fakeKernel) Connections(pathmgr.ListOptions) ([]pathmgr.Connection, error) {
+	return slices.Clone(k.conns), nil
+}
+
+func (k *fakeKernel) newRouter(r policy.Routing) (router, error) {
+	k.routers = append(k.routers, r)
+	return fakeRouter{k}, nil
+}
+
+func (k *fakeKernel) useScheduler(_, name string) error {
+	k.scheds = append(k.scheds, name)
+	return nil
+}
+
+func (k *fakeKernel) take() []string { c := k.cmds; k.cmds = nil; slices.Sort(c); return c }
+
+type fakeRouter struct{ k *fakeKernel }
+
+func (r fakeRouter) Ensure(p routing.Path) error { r.k.ensured[p.Index] = p; return nil }
+func (r fakeRouter) Prune([]int) error           { return nil }
+func (r fakeRouter) Cleanup() error              { r.k.cleanups++; clear(r.k.ensured); return nil }
+func (r fakeRouter) Close() error                { return nil }
+
+// syncBuf is a log destination tests read while the controller writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// The fake namespace: wifi0 (2, 10.1.1.2, default route via 10.1.1.1),
+// lte0 (3, 10.1.2.2 and fe80::2) and eth0 (4, 10.1.4.2), all up.
+var (
+	fakeRemote = netip.MustParseAddrPort("10.0.0.1:443")
+	fakePeer   = netip.MustParseAddrPort("10.0.9.1:443")
+	fakeWiFi   = netip.MustParseAddrPort("10.1.1.2:40000")
+	fakeLTE    = netip.MustParseAddrPort("10.1.2.2:40001")
+)
+
+func fakeNetState() netmon.State {
+	link := func(i int, n string) netmon.Link { return netmon.Link{Index: i, Name: n, AdminUp: true, OperUp: true} }
+	addr := func(i int, p string) netmon.Addr { return netmon.Addr{Index: i, Prefix: netip.MustParsePrefix(p)} }
+	return netmon.State{
+		Links: map[int]netmon.Link{2: link(2, "wifi0"), 3: link(3, "lte0"), 4: link(4, "eth0")},
+		Addrs: map[int][]netmon.Addr{2: {addr(2, "10.1.1.2/24")}, 3: {addr(3, "10.1.2.2/24"), addr(3, "fe80::2/64")},
+			4: {addr(4, "10.1.4.2/24")}},
+		DefaultRoutes: map[int][]netmon.Route{2: {{Index: 2, Family: 2, Gateway: netip.MustParseAddr("10.1.1.1")}}},
+	}
+}
+
+// fakeController is a controller over fakeKernel in the fake namespace,
+// set up as Run would (without running it), logging to log, with one
+// established connection: a client one (wifi initial subflow, lte
+// subflow, a peer address announced) or, with side: server, an accepted
+// one.
+func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fakeKernel, *conn) {
+	t.Helper()
+	p, err := policy.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("policy:\n%s\n%v", yaml, err)
+	}
+	c, err := New(Config{Policy: p, Metrics: metrics.New(), Logger: NewLogger(log, p.Log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKernel()
+	c.pm, c.kpm, c.inv, c.newRouter, c.useScheduler = k, k, k, k.newRouter, k.useScheduler
+	if p.Routing.Mode == policy.RoutingManaged {
+		c.rt = fakeRouter{k}
+	}
+	c.netRaw = fakeNetState
+	c.netSt = c.view(c.netRaw())
+	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
+	c.sampler = newSampler(k, c.now, func(string, time.Duration) {})
+	c.ppFailed = true // no BPF here: the desired per-address policy is what is checked
+	c.ensureRouting(true)
+	c.applyKernelPM()
+
+	// One connection, adopted from the inventory as at a start (its
+	// subflows' ids are the allocator's then).
+	if p.Side == policy.SideServer {
+		k.conns = []pathmgr.Connection{
+			{Local: netip.MustParseAddrPort("0.0.0.0:443"), State: 10}, // the listener
+			{Token: 1, Local: netip.MustParseAddrPort("10.1.1.2:443"), Remote: netip.MustParseAddrPort("10.9.9.9:50000"), State: 1,
+				Subflows: []pathmgr.SubflowInfo{{Local: netip.MustParseAddrPort("10.1.1.2:443"), Remote: netip.MustParseAddrPort("10.9.9.9:50000"), IfIndex: 2, State: 1}}},
+		}
+	} else {
+		k.conns = []pathmgr.Connection{{Token: 1, Local: fakeWiFi, Remote: fakeRemote, State: 1, Subflows: []pathmgr.SubflowInfo{
+			{Local: fakeWiFi, Remote: fakeRemote, IfIndex: 2, State: 1},
+			{Local: fakeLTE, Remote: fakeRemote, IfIndex: 3, LocalID: 1, State: 1},
+		}}}
+	}
+	c.adopt(k.conns, c.now())
+	cn := c.conns[1]
+	if p.Side != policy.SideServer {
+		cn.addPeer(5, fakePeer)
+	}
+	c.reconcileAll()
+	k.take()
+	return c, k, cn
+}
