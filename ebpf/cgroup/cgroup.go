@@ -57,10 +57,17 @@ func unescape(s string) string {
 }
 
 // Resolve turns path into an absolute path inside the cgroup v2 hierarchy:
-// an absolute path under the mount is kept, anything else is taken relative
-// to the mount ("gigapath/relay" → /sys/fs/cgroup/unified/gigapath/relay).
-// It fails when the result is not a cgroup v2 directory.
+// an absolute path that is a cgroup v2 directory is kept (under the mount
+// /proc/mounts lists, or under one it does not, such as a detached mount
+// reached through /proc/self/fd/N), anything else is taken relative to the
+// mount ("gigapath/relay" → /sys/fs/cgroup/unified/gigapath/relay). It
+// fails when the result is not a cgroup v2 directory.
 func Resolve(path string) (string, error) {
+	if filepath.IsAbs(path) {
+		if ok, err := isCgroup2(path); err == nil && ok {
+			return path, nil
+		}
+	}
 	root, err := Mount()
 	if err != nil {
 		return "", err

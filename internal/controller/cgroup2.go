@@ -2,8 +2,8 @@ package controller
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -33,49 +33,59 @@ func cgroupUsers(p *policy.Policy) []string {
 
 func needsCgroup(p *policy.Policy) bool { return len(cgroupUsers(p)) > 0 }
 
-// cgroup2Dir is where ensureCgroup2 mounts one: the standard place, which
-// a fresh sysfs (ip netns exec's) has as an empty directory.
-const cgroup2Dir = "/sys/fs/cgroup"
-
-// ensureCgroup2 makes a cgroup v2 hierarchy visible to the daemon, for the
-// keys in users. `ip netns exec` runs its command in a mount namespace of
-// its own with a fresh /sys, in which no cgroup v2 is mounted: there the
-// daemon mounts one for its own use (nobody else sees that mount
-// namespace). In the host's mount namespace (the init process's) it mounts
-// nothing, and fails instead, naming the keys and what to do.
-func ensureCgroup2(log *slog.Logger, users []string) error {
+// ensureCgroup2 makes a cgroup v2 hierarchy reachable for the keys in
+// users. Where none is mounted in the daemon's mount namespace — `ip
+// netns exec` runs its command with a fresh /sys that has none — it mounts
+// one for its own use only: a detached mount (fsopen, fsmount) attached to
+// no directory, which no other process sees, in this mount namespace or
+// any other, reached through its descriptor; cgroup paths are then taken
+// relative to it (cgroupPath). Where that is not possible (no
+// CAP_SYS_ADMIN, a kernel before 5.2) the start fails, naming the keys.
+func (c *Controller) ensureCgroup2(users []string) error {
+	if c.cgroupRoot != nil {
+		return nil
+	}
 	if _, err := cgroup.Mount(); err == nil {
 		return nil
 	}
-	need := strings.Join(users, ", ")
-	private, err := privateMountNS()
+	root, err := detachedCgroup2()
 	if err != nil {
-		return fmt.Errorf("%s need a cgroup v2, and none is mounted here: %w", need, err)
+		return fmt.Errorf("%s need a cgroup v2 (the eBPF programs that apply them attach to one) and none is mounted in the daemon's mount namespace (ip netns exec mounts a fresh /sys without one); mounting one for the daemon's own use failed: %w; run the daemon with --netns NAME instead of under ip netns exec, or mount one (mount -t cgroup2 none /sys/fs/cgroup)",
+			strings.Join(users, ", "), err)
 	}
-	if !private {
-		return fmt.Errorf("%s need a cgroup v2 (the eBPF programs that apply them attach to one), and none is mounted in this mount namespace, which is the host's: mount one (mount -t cgroup2 none %s)", need, cgroup2Dir)
-	}
-	if st, err := os.Stat(cgroup2Dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("%s need a cgroup v2 and none is visible in the daemon's mount namespace (ip netns exec mounts a fresh /sys without one), and %s is not a directory to mount one on: run the daemon with --netns NAME instead of under ip netns exec", need, cgroup2Dir)
-	}
-	if err := unix.Mount("cgroup2", cgroup2Dir, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("%s need a cgroup v2 and none is visible in the daemon's mount namespace (ip netns exec mounts a fresh /sys without one); mounting one at %s failed: %w; run the daemon with --netns NAME instead of under ip netns exec", need, cgroup2Dir, err)
-	}
-	log.Info("mounted a cgroup v2 for the daemon's own use: none was visible in its mount namespace (ip netns exec mounts a fresh /sys)", "at", cgroup2Dir, "for", need)
+	c.cgroupRoot = root
+	c.log.Info("mounted a cgroup v2 for the daemon's own use: none was visible in its mount namespace (ip netns exec mounts a fresh /sys); the mount is attached nowhere, no other process sees it",
+		"root", root.Name(), "for", strings.Join(users, ", "))
 	return nil
 }
 
-// privateMountNS reports whether this process runs in a mount namespace
-// other than the init process's (ip netns exec, a unit with private
-// mounts), where a mount it makes is seen by nobody else.
-func privateMountNS() (bool, error) {
-	self, err := os.Readlink("/proc/self/ns/mnt")
+// detachedCgroup2 mounts the cgroup v2 hierarchy on no directory and
+// returns the mount's root; /proc/self/fd/N (its Name) is a path to it
+// for this process only.
+func detachedCgroup2() (*os.File, error) {
+	fsfd, err := unix.Fsopen("cgroup2", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return false, err
+		return nil, fmt.Errorf("fsopen cgroup2: %w", err)
 	}
-	init, err := os.Readlink("/proc/1/ns/mnt")
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return nil, fmt.Errorf("fsconfig cgroup2: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 	if err != nil {
-		return false, fmt.Errorf("cannot tell whether this is the host's mount namespace: %w", err)
+		return nil, fmt.Errorf("fsmount cgroup2: %w", err)
 	}
-	return self != init, nil
+	return os.NewFile(uintptr(mfd), fmt.Sprintf("/proc/self/fd/%d", mfd)), nil
+}
+
+// cgroupPath is the path the eBPF packages get for a cgroup of the policy
+// (relative to the cgroup v2 root, or absolute): unchanged where the
+// hierarchy is mounted; under the daemon's own detached mount otherwise,
+// where every path, absolute ones too, is taken relative to the root of
+// the hierarchy ("" is the root itself).
+func (c *Controller) cgroupPath(p string) string {
+	if c.cgroupRoot == nil {
+		return p
+	}
+	return filepath.Join(c.cgroupRoot.Name(), strings.TrimPrefix(p, "/"))
 }

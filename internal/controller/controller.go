@@ -138,6 +138,9 @@ type Controller struct {
 	ppSet       map[netip.Addr]pathpolicy.Policy
 	ppCollector *metrics.PathPolicyCollector // registered while pp is loaded
 	ppFailed    bool
+	// cgroupRoot is the daemon's own cgroup v2 mount where none is
+	// visible (cgroup2.go), nil otherwise.
+	cgroupRoot *os.File
 
 	// peersIn are the announced peer addresses of Config.Handoff by
 	// token, used by the start resync only.

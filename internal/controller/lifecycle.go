@@ -291,8 +291,14 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.netSt = c.view(c.netRaw())
 	c.noteLinksDown(time.Time{}) // down before we started: no hold
 	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
+	undo.push(func(stopMode) {
+		if c.cgroupRoot != nil {
+			c.cgroupRoot.Close()
+			c.cgroupRoot = nil
+		}
+	})
 	if needsCgroup(p) {
-		if err := ensureCgroup2(c.log, cgroupUsers(p)); err != nil {
+		if err := c.ensureCgroup2(cgroupUsers(p)); err != nil {
 			return in, err
 		}
 	}

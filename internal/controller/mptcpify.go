@@ -23,7 +23,7 @@ func (c *Controller) startMptcpify(entries []string) *mptcpify.Mptcpify {
 	}
 	added := 0
 	for _, e := range entries {
-		if err := m.AddCgroup(policy.MptcpifyCgroup(e)); err != nil {
+		if err := m.AddCgroup(c.cgroupPath(policy.MptcpifyCgroup(e))); err != nil {
 			c.log.Warn("mptcpify: cgroup skipped", "entry", e, "err", err.Error())
 			continue
 		}

@@ -37,7 +37,7 @@ func (c *Controller) syncPathPolicy() {
 		if (len(want) == 0 && !health) || c.ppFailed {
 			return
 		}
-		opts := pathpolicy.Options{Cgroup: c.pol.PathCgroup, NetNS: c.cfg.NetNS}
+		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS}
 		pp, err := pathpolicy.Load(opts)
 		if err != nil {
 			// The send share (a raw tracepoint) is telemetry only:

@@ -39,7 +39,7 @@ func (c *Controller) reload(p *policy.Policy) error {
 
 	// What can fail.
 	if needsCgroup(p) && !needsCgroup(old) {
-		if err := ensureCgroup2(c.log, cgroupUsers(p)); err != nil {
+		if err := c.ensureCgroup2(cgroupUsers(p)); err != nil {
 			return fmt.Errorf("reload refused, keeping the old policy: %w", err)
 		}
 	}
