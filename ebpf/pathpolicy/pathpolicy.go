@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -59,7 +60,16 @@ type Options struct {
 	NetNS string
 	// NoSendShare skips the scheduler-choice counters.
 	NoSendShare bool
+	// MaxSubflows sizes the telemetry map (0: DefaultMaxSubflows). It is
+	// an LRU map, allocated in full at load (about 200 bytes of kernel
+	// memory per entry): when more subflows live at once, those updated
+	// least recently have no entry.
+	MaxSubflows uint32
 }
+
+// DefaultMaxSubflows is the telemetry map's size when Options.MaxSubflows
+// is 0.
+const DefaultMaxSubflows = 16384
 
 // PathPolicy is the loaded and attached program set. Close detaches it.
 type PathPolicy struct {
@@ -70,6 +80,10 @@ type PathPolicy struct {
 
 	share      *sendshareObjects
 	shareLinks []link.Link
+
+	// lastTelemetry is how many entries Telemetry read last time: the
+	// capacity of the next answer.
+	lastTelemetry atomic.Int64
 }
 
 // Load loads the sockops program, attaches it to the cgroup and, unless
@@ -103,6 +117,9 @@ func Load(opts Options) (*PathPolicy, error) {
 	}
 	if err := spec.Variables[pathpolicyVarScopeNetns].Set(cookie); err != nil {
 		return nil, fmt.Errorf("pathpolicy: network namespace scope: %w", err)
+	}
+	if n := opts.MaxSubflows; n > 0 {
+		spec.Maps[pathpolicyMapSubflows].MaxEntries = n
 	}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
@@ -412,7 +429,7 @@ func (p *PathPolicy) telemetryBatched() ([]SubflowStats, error) {
 		cursor ebpf.MapBatchCursor
 		keys   = make([]uint64, telemetryBatch)
 		vals   = make([]pathpolicySubflowStats, telemetryBatch)
-		out    []SubflowStats
+		out    = make([]SubflowStats, 0, p.lastTelemetry.Load()+telemetryBatch)
 	)
 	for {
 		n, err := p.objs.Subflows.BatchLookup(&cursor, keys, vals, nil)
@@ -420,6 +437,7 @@ func (p *PathPolicy) telemetryBatched() ([]SubflowStats, error) {
 			out = append(out, statsFrom(keys[i], &vals[i]))
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			p.lastTelemetry.Store(int64(len(out)))
 			return out, nil // the last batch
 		}
 		if err != nil {

@@ -22,6 +22,11 @@ func (c *Controller) pathPolicies() map[netip.Addr]pathpolicy.Policy {
 	return want
 }
 
+// telemetrySubflows sizes the telemetry map: 16,384 connections of two
+// subflows (about 6 MiB of kernel memory, allocated at load). Beyond that
+// health samples come from sock_diag (the sampler's coverage check).
+const telemetrySubflows = 32768
+
 // syncPathPolicy makes the sockops program's per-address policies match
 // the interfaces' addresses: set for new ones, removed for gone ones. The
 // program is loaded (attached to the policy's path_cgroup) the first time
@@ -37,7 +42,7 @@ func (c *Controller) syncPathPolicy() {
 		if (len(want) == 0 && !health) || c.ppFailed {
 			return
 		}
-		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS}
+		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS, MaxSubflows: telemetrySubflows}
 		pp, err := pathpolicy.Load(opts)
 		if err != nil {
 			// The send share (a raw tracepoint) is telemetry only:
