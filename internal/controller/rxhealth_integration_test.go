@@ -36,11 +36,30 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 
 	wait := e.download(t, size)
 	waitPrimary(t, b, "wifi active, lte backup", true, 10*time.Second)
-	// A healthy download stays on wifi: the receive side must not make
-	// a clean path unhealthy.
-	time.Sleep(3 * time.Second)
-	if w, l, ok := backupFlags(t, b); !ok || w || !l {
-		t.Fatalf("clean download: wifi backup %v, lte backup %v (both present %v); want wifi active, lte backup", w, l, ok)
+	// A healthy download stays on wifi: the receive side must not keep a
+	// clean path unhealthy. On this testbed the first seconds of the
+	// download hold a genuine loss burst on wifi (slow start overshooting
+	// the 40 Mbit tbf around the time the lte subflow joins: one window
+	// of 38-85 % out of order, seen alike from sock_diag and from the
+	// telemetry map, and with no sockops program loaded at all), which
+	// may demote wifi for hold (1 s). What must hold is that wifi is
+	// then the primary for a steady 3 s.
+	steady, deadline := time.Time{}, time.Now().Add(15*time.Second)
+	for {
+		w, l, ok := backupFlags(t, b)
+		switch {
+		case !ok || w || !l:
+			steady = time.Time{}
+		case steady.IsZero():
+			steady = time.Now()
+		}
+		if !steady.IsZero() && time.Since(steady) >= 3*time.Second {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clean download: wifi not the primary for a steady 3 s within 15 s (now wifi backup %v, lte backup %v, both present %v)", w, l, ok)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
