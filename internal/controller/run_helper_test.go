@@ -4,7 +4,9 @@ package controller_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 
@@ -45,4 +47,19 @@ func runController(t testing.TB, cfg controller.Config) (*controller.Controller,
 		t.Fatalf("controller: %v", err)
 	}
 	return ctl, stop
+}
+
+// TestMain gives the daemons the tests start as processes a state
+// directory of the test run's own ($GIGAPATH_STATE_DIR, the default of
+// --state-dir), removed at the end, instead of /run/gigapath.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gigapath-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("GIGAPATH_STATE_DIR", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
