@@ -3,13 +3,9 @@
 package pathpolicy
 
 import (
-	"context"
-	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -58,19 +54,8 @@ func TestIntegrationReceiveTelemetry(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 
-	src := tp.srv.Command(context.Background(), "python3", "-c", sourcePy, srvPort)
-	waitLine(t, src, "ready")
-	t.Cleanup(func() { src.Process.Kill(); src.Wait() })
-	cli := tp.cli.Command(context.Background(), "python3", "-c", receiverPy, srvAddr, srvPort)
-	fd, err := os.Open(tp.cgroup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
-	out := waitLine(t, cli, "connected")
-	fd.Close()
-	go io.Copy(io.Discard, out)
-	t.Cleanup(func() { cli.Process.Kill(); cli.Wait() })
+	tp.startServerScript(t, sourcePy)
+	tp.startClientScript(t, receiverPy, tp.cgroup)
 	time.Sleep(2 * time.Second) // the lte subflow joins, data flows on both
 
 	byLocal := func() map[string]SubflowStats {

@@ -105,9 +105,13 @@ print("done", flush=True)
 `
 
 // startServer runs an MPTCP sink in the server namespace.
-func (t *topo) startServer(tb testing.TB) {
+func (t *topo) startServer(tb testing.TB) { t.startServerScript(tb, serverPy) }
+
+// startServerScript runs a python server in the server namespace, with
+// the port as its argument, until the test ends; it prints "ready".
+func (t *topo) startServerScript(tb testing.TB, script string) {
 	tb.Helper()
-	cmd := t.srv.Command(context.Background(), "python3", "-c", serverPy, srvPort)
+	cmd := t.srv.Command(context.Background(), "python3", "-c", script, srvPort)
 	waitLine(tb, cmd, "ready")
 	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
@@ -126,8 +130,15 @@ func (t *topo) startClient(tb testing.TB, d time.Duration) <-chan struct{} {
 // queued data still goes out) and waits for it.
 func (t *topo) startClientIn(tb testing.TB, d time.Duration, cg string) (done <-chan struct{}, stop func()) {
 	tb.Helper()
-	cmd := t.cli.Command(context.Background(), "python3", "-c", clientPy, srvAddr, srvPort,
-		strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+	return t.startClientScript(tb, clientPy, cg, strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
+}
+
+// startClientScript runs a python client in the client namespace, born in
+// cgroup cg ("" = the test's own), with the server's address and port and
+// args as its arguments, and returns once it printed "connected".
+func (t *topo) startClientScript(tb testing.TB, script, cg string, args ...string) (done <-chan struct{}, stop func()) {
+	tb.Helper()
+	cmd := t.cli.Command(context.Background(), "python3", append([]string{"-c", script, srvAddr, srvPort}, args...)...)
 	if cg != "" {
 		fd, err := os.Open(cg)
 		if err != nil {

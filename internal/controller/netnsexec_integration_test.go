@@ -5,17 +5,12 @@ package controller_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 
 	"github.com/gigapath/gigapath/ebpf/cgroup"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
@@ -62,25 +57,9 @@ func TestIntegrationNetnsExecCgroup(t *testing.T) {
 	rel := strings.TrimPrefix(cg, root+"/") // the same cgroup in the daemon's own mount
 	dir := t.TempDir()
 	bin := buildBinary(t)
-	sock := filepath.Join(dir, "status.sock")
-	cfg := filepath.Join(dir, "gigapath.yaml")
-	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +
-		"path_cgroup: " + rel + "\n"
-	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cgf, err := os.Open(cg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cgf.Close()
-	attached := func() int {
-		q, err := link.QueryPrograms(link.QueryOptions{Target: int(cgf.Fd()), Attach: ebpf.AttachCGroupSockOps})
-		if err != nil {
-			t.Fatalf("BPF_PROG_QUERY %s: %v", cg, err)
-		}
-		return len(q.Programs)
-	}
+	sock, cfg := congestionPolicy(t, dir, rel)
+	sockops := sockopsOn(t, cg)
+	attached := func() int { return len(sockops()) }
 	mounts := cgroup2Mounts(t)
 
 	log := &lockedBuf{}

@@ -52,6 +52,42 @@ func builtBinary(t *testing.T) []byte {
 	return b
 }
 
+// congestionPolicy writes into dir a policy with congestion: cubic on
+// lte0 and path_cgroup cg, and returns its status socket and file.
+func congestionPolicy(t *testing.T, dir, cg string) (sock, cfg string) {
+	t.Helper()
+	sock, cfg = filepath.Join(dir, "status.sock"), filepath.Join(dir, "gigapath.yaml")
+	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +
+		"path_cgroup: " + cg + "\n"
+	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sock, cfg
+}
+
+// sockopsOn returns a function that lists the sockops programs attached
+// to cgroup cg (BPF_PROG_QUERY).
+func sockopsOn(t *testing.T, cg string) func() []ebpf.ProgramID {
+	t.Helper()
+	cgf, err := os.Open(cg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cgf.Close() })
+	return func() []ebpf.ProgramID {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(cgf.Fd()), Attach: ebpf.AttachCGroupSockOps})
+		if err != nil {
+			t.Errorf("BPF_PROG_QUERY %s: %v", cg, err)
+			return nil
+		}
+		var ids []ebpf.ProgramID
+		for _, p := range q.Programs {
+			ids = append(ids, p.ID)
+		}
+		return ids
+	}
+}
+
 // testCgroup creates a cgroup v2 child for the test and removes it at
 // cleanup.
 func testCgroup(t *testing.T) string {
@@ -279,30 +315,8 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "gigapath")
 	installBinary(t, builtBinary(t), bin)
-	sock := filepath.Join(dir, "status.sock")
-	cfg := filepath.Join(dir, "gigapath.yaml")
-	pol := strings.Replace(fmt.Sprintf(basePolicy, "aggregate", sock), "    role: lte\n", "    role: lte\n    congestion: cubic\n", 1) +
-		"path_cgroup: " + cg + "\n"
-	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cgf, err := os.Open(cg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cgf.Close()
-	attached := func() []ebpf.ProgramID {
-		q, err := link.QueryPrograms(link.QueryOptions{Target: int(cgf.Fd()), Attach: ebpf.AttachCGroupSockOps})
-		if err != nil {
-			t.Errorf("BPF_PROG_QUERY %s: %v", cg, err)
-			return nil
-		}
-		var ids []ebpf.ProgramID
-		for _, p := range q.Programs {
-			ids = append(ids, p.ID)
-		}
-		return ids
-	}
+	sock, cfg := congestionPolicy(t, dir, cg)
+	attached := sockopsOn(t, cg)
 
 	log := &lockedBuf{}
 	// --netns rather than `ip netns exec`, which mounts a sysfs of its own

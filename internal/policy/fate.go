@@ -150,17 +150,18 @@ func keysOf(t reflect.Type, p string, out *[]string) {
 		return
 	}
 	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name := keyName(f)
-		if strings.HasSuffix(p, "[]") {
-			keysOf(f.Type, p+"."+name, out)
-		} else {
-			keysOf(f.Type, join(p, name), out)
+		if f := t.Field(i); f.IsExported() {
+			keysOf(f.Type, fieldPath(p, f), out)
 		}
 	}
+}
+
+// fieldPath is the key path of field f of the mapping at p.
+func fieldPath(p string, f reflect.StructField) string {
+	if strings.HasSuffix(p, "[]") {
+		return p + "." + keyName(f)
+	}
+	return join(p, keyName(f))
 }
 
 // changedKeys lists the key paths (as Keys names them) whose values differ
@@ -221,15 +222,8 @@ func diffValues(a, b reflect.Value, p string, set map[string]bool) {
 		return
 	}
 	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
+		if f := t.Field(i); f.IsExported() {
+			diffValues(a.Field(i), b.Field(i), fieldPath(p, f), set)
 		}
-		name := keyName(f)
-		np := join(p, name)
-		if strings.HasSuffix(p, "[]") {
-			np = p + "." + name
-		}
-		diffValues(a.Field(i), b.Field(i), np, set)
 	}
 }
