@@ -324,6 +324,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.applyKernelPM()
 	c.resync("start")
 	c.peersIn = nil
+	c.refreshGauges() // and tells the sampler how many subflows there are
 	c.sampler.setEvery(c.sampleEvery())
 	c.saveIDs()
 
