@@ -104,7 +104,13 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 	if err != nil {
 		close(c.loopDone)
 		cancel()
-		if werr := g.Wait(); werr != nil {
+		werr := g.Wait()
+		switch {
+		case ctx.Err() != nil:
+			return nil // stopped while starting
+		case errors.Is(err, context.Canceled) && werr != nil:
+			return werr // a subsystem failed while the start waited for it
+		case werr != nil:
 			c.log.Warn("while giving up the start", "err", werr)
 		}
 		return err
