@@ -217,7 +217,7 @@ func TestParseErrors(t *testing.T) {
 		{"relay not a mapping", "path_manager: userspace\nrelay: yes\n" + ifs,
 			[]string{`line 2: relay: "yes" is not valid; want a mapping of the relay's keys (see docs/relay.md)`}},
 		{"unknown relay key", "path_manager: userspace\nrelay:\n  listen: 127.0.0.1:1080\n  lisen: 127.0.0.1:1081\n" + ifs,
-			[]string{`line 4: relay.lisen: unknown key; valid keys: listen, no_mptcp, upstream, upstream_mptcp, credentials, allow_clients, allow_dest, deny_dest, handshake_timeout, dial_timeout, idle_timeout, drain_timeout, max_conns, max_conns_per_client, disable_udp, reuse_port, congestion, transparent`}},
+			[]string{`line 4: relay.lisen: unknown key; valid keys: listen, no_mptcp, upstream, upstream_mptcp, credentials, allow_clients, allow_dest, deny_dest, handshake_timeout, dial_timeout, idle_timeout, drain_timeout, max_conns, max_conns_per_client, disable_udp, reuse_port, scheduler_poll, congestion, transparent`}},
 		{"bad relay duration", "path_manager: userspace\nrelay:\n  idle_timeout: soon\n" + ifs,
 			[]string{`line 3: relay.idle_timeout: "soon" is not valid; want a duration such as 500ms, 10s or 5m`}},
 		{"open relay", "path_manager: userspace\nrelay:\n  listen: 0.0.0.0:1080\n" + ifs,
