@@ -22,9 +22,6 @@ interfaces:
     role: wifi
   - name: ` + testbed.LTEIf + `
     role: lte
-limits:
-  subflows: 4
-  add_addr_accepted: 4
 routing:
   mode: managed
 metrics:
