@@ -84,7 +84,7 @@ status_socket: %s
 	// exec remounts /sys), and serves /metrics here.
 	var daemonMetrics string
 	metricsAt := regexp.MustCompile(`gigapath running.* metrics=(\S+)`)
-	startLogged(t, "daemon", exec.Command(bin, "--netns", bed.Client.Name, "run", "--config", cfg), func(line string) bool {
+	startLogged(t, "daemon", exec.Command(bin, "--netns", bed.Client.Name, "run", "--config", cfg, "--state-dir", t.TempDir()), func(line string) bool {
 		if m := metricsAt.FindStringSubmatch(line); m != nil {
 			daemonMetrics = m[1]
 			return true

@@ -63,7 +63,7 @@ func startDaemon(ctx context.Context, bed *testbed.Bed, bin string) (stop func()
 			return nil, err
 		}
 	}
-	p, err := startProc(ctx, bed.Client, bin, []string{"run", "--config", cfg, "--metrics-listen", "-"}, func() error {
+	p, err := startProc(ctx, bed.Client, bin, []string{"run", "--config", cfg, "--metrics-listen", "-", "--state-dir", ""}, func() error {
 		out, err := bed.Client.Run("ip", "rule", "show")
 		if err != nil {
 			return err

@@ -454,7 +454,7 @@ status_socket: %s
 		}
 	}
 	write("gp_first")
-	d, err := startProc(context.Background(), w.bed.Proxy, w.bin, []string{"run", "--config", cfg}, func() error {
+	d, err := startProc(context.Background(), w.bed.Proxy, w.bin, []string{"run", "--config", cfg, "--state-dir", ""}, func() error {
 		_, err := os.Stat(sock)
 		return err
 	})
