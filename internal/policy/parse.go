@@ -369,22 +369,28 @@ func Parse(b []byte) (*Policy, error) {
 		return nil, Errors{{Line: doc.Line, Msg: "the top level must be a mapping of keys (side, path_manager, steering, interfaces, ...)"}}
 	}
 	c.walk(doc, reflect.TypeOf(rawFile{}), "")
-	var raw rawFile
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	// With unknown keys already reported, decode leniently to find the
-	// other problems too; otherwise strictly, as a second guard.
-	dec.KnownFields(len(c.errs) == 0)
-	if err := dec.Decode(&raw); err != nil {
+	var first, extra yaml.Node
+	if err := dec.Decode(&first); err == nil {
+		if err := dec.Decode(&extra); err != io.EOF {
+			return nil, Errors{{Line: extra.Line, Msg: "more than one YAML document; put the whole policy in one"}}
+		}
+	}
+	before := len(c.errs)
+	c.expandEnv(doc, map[*yaml.Node]bool{})
+	if len(c.errs) > before {
+		return nil, c.sorted()
+	}
+	// The walk reported unknown keys, with their paths; the values are
+	// decoded from the expanded document.
+	var raw rawFile
+	if err := doc.Decode(&raw); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			c.typeErrors(te)
 			return nil, c.sorted()
 		}
 		return nil, Errors{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, Errors{{Line: extra.Line, Msg: "more than one YAML document; put the whole policy in one"}}
 	}
 	p := c.validate(&raw)
 	if len(c.errs) > 0 {
