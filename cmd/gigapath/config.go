@@ -44,14 +44,19 @@ func configCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	notes := p.Notes()
 	if jsonOutput(c) {
 		return printJSON(struct {
 			OK     bool           `json:"ok"`
 			File   string         `json:"file"`
 			Policy *policy.Policy `json:"policy"`
-		}{true, file, p})
+			Notes  []string       `json:"notes"`
+		}{true, file, p, notes})
 	}
 	fmt.Printf("ok: %s: %s\n", file, p.Summary())
+	for _, n := range notes {
+		fmt.Printf("note: %s\n", n)
+	}
 	return nil
 }
 

@@ -77,6 +77,40 @@ func TestConfigExampleChecksOK(t *testing.T) {
 	}
 }
 
+// TestConfigCheckExplainsFleetKeys: config check of a fleet node's policy
+// says what initial_address_joins: refuse does and that the daemon listens
+// behind the announced port, takes ${NODE_IP} from its environment, and
+// names an unset variable.
+func TestConfigCheckExplainsFleetKeys(t *testing.T) {
+	bin := buildGigapathForConfig(t)
+	f := writeConfigFile(t, "node.yaml", "side: server\npath_manager: userspace\ninitial_address_joins: refuse\n"+
+		"interfaces:\n  - {match: \"e*\", role: ethernet}\nannounce:\n  - address: ${NODE_IP}\n    port: 1081\n")
+	cmd := exec.Command(bin, "config", "check", f)
+	cmd.Env = append(os.Environ(), "NODE_IP=192.0.2.7")
+	out, err := cmd.CombinedOutput()
+	for _, want := range []string{
+		"ok: " + f + ": side server",
+		`note: initial_address_joins: refuse: the connections this node accepts carry the "C" flag (RFC 8684 §3.1)`,
+		"net.mptcp.allow_join_initial_addr_port=0",
+		"note: announce[0]: the daemon keeps an MPTCP listener on 192.0.2.7 port 1081",
+	} {
+		if err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("config check: %v, output:\n%s\nwant %q", err, out, want)
+		}
+	}
+	cmd = exec.Command(bin, "config", "check", f)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NODE_IP=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err = cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "line 7: announce[0].address: the environment variable NODE_IP (in ${NODE_IP}) is not set") {
+		t.Errorf("config check without NODE_IP: %v, output:\n%s", err, out)
+	}
+}
+
 // TestConfigCheckExitCodes runs the built binary on each bad-config class
 // of the issue: exit 2 and a message naming the problem.
 func TestConfigCheckExitCodes(t *testing.T) {

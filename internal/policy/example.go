@@ -59,7 +59,15 @@ peer_addresses: ignore
 #announce:
 #  - interface: lte0      # every address of this interface, or
 #  - address: 192.0.2.10  # one address
-#    port: 443            # optional; default: the connection's port
+#    port: 443            # optional; default: the connection's port; with a
+                          # port the daemon listens there for joins
+
+# Server side only: "refuse" sets the "C" flag of RFC 8684 on the
+# connections this node accepts (net.mptcp.allow_join_initial_addr_port=0
+# while the daemon runs): clients join only the announced addresses, never
+# the address they connected to. For nodes behind a load balancer, whose
+# shared address must not get joins (docs/fleet.md).
+initial_address_joins: allow
 
 # path_manager: kernel only — the in-kernel PM's limits per connection
 # (the kernel allows at most 8 each).

@@ -62,6 +62,9 @@ var fates = map[string]Fate{
 	"announce[].address":   Applied,
 	"announce[].interface": Applied,
 	"announce[].port":      Applied,
+	// net.mptcp.allow_join_initial_addr_port: read when a connection is
+	// accepted, so a change applies to connections accepted from then on.
+	"initial_address_joins": Applied,
 
 	"limits.subflows":          Applied,
 	"limits.add_addr_accepted": Applied,

@@ -80,6 +80,7 @@ type rawFile struct {
 	Interfaces    []rawInterface `yaml:"interfaces"`
 	PeerAddresses *string        `yaml:"peer_addresses"`
 	Announce      []rawAnnounce  `yaml:"announce"`
+	InitialJoins  *string        `yaml:"initial_address_joins"`
 	Limits        *rawLimits     `yaml:"limits"`
 	Routing       *rawRouting    `yaml:"routing"`
 	Priority      *rawPriority   `yaml:"priority"`
@@ -600,6 +601,11 @@ func (c *checker) validate(r *rawFile) *Policy {
 			}
 		}
 		p.Announce = append(p.Announce, a)
+	}
+
+	p.InitialAddressJoins = oneOf(c, "initial_address_joins", r.InitialJoins, JoinsAllow, JoinsAllow, JoinsRefuse)
+	if p.InitialAddressJoins == JoinsRefuse && p.Side != SideServer {
+		c.errorf("initial_address_joins", "refuse is only valid with side: server (the C flag is sent by the end that accepts connections); use allow or remove the key")
 	}
 
 	// limits

@@ -80,6 +80,22 @@ const (
 	PeerUse PeerAddresses = "use"
 )
 
+// InitialJoins says whether the clients of a server may open subflows to
+// the address they connected to.
+type InitialJoins string
+
+// Initial address join modes.
+const (
+	// JoinsAllow leaves net.mptcp.allow_join_initial_addr_port as it is
+	// (the kernel's default 1: joins to the initial address are allowed).
+	JoinsAllow InitialJoins = "allow"
+	// JoinsRefuse sets the "C" flag of RFC 8684 §3.1 on the connections
+	// the node accepts (net.mptcp.allow_join_initial_addr_port=0 while the
+	// daemon runs): clients must not join the address they connected to
+	// (a load balancer's shared address), only the announced ones.
+	JoinsRefuse InitialJoins = "refuse"
+)
+
 // RoutingMode says whether gigapath manages per-interface tables and rules.
 type RoutingMode string
 
@@ -133,15 +149,18 @@ type Policy struct {
 	// (client side, userspace PM).
 	PeerAddresses PeerAddresses `json:"peer_addresses"`
 	// Announce lists what the server side advertises (ADD_ADDR).
-	Announce      []Announce `json:"announce"`
-	Limits        Limits     `json:"limits"`
-	Routing       Routing    `json:"routing"`
-	Priority      Priority   `json:"priority"`
-	Handover      Handover   `json:"handover"`
-	Metrics       Metrics    `json:"metrics"`
-	StatusSocket  string     `json:"status_socket"` // empty disables the status socket
-	Log           Log        `json:"log"`
-	SkipLinkLocal bool       `json:"skip_link_local"`
+	Announce []Announce `json:"announce"`
+	// InitialAddressJoins: refuse sets the C flag on accepted connections
+	// (server side).
+	InitialAddressJoins InitialJoins `json:"initial_address_joins"`
+	Limits              Limits       `json:"limits"`
+	Routing             Routing      `json:"routing"`
+	Priority            Priority     `json:"priority"`
+	Handover            Handover     `json:"handover"`
+	Metrics             Metrics      `json:"metrics"`
+	StatusSocket        string       `json:"status_socket"` // empty disables the status socket
+	Log                 Log          `json:"log"`
+	SkipLinkLocal       bool         `json:"skip_link_local"`
 	// Relay is the `relay:` section, nil when absent: the configuration of
 	// `gigapath relay --config FILE`, decoded as strictly as the rest. The
 	// daemon does not use it. Not in the JSON form: an upstream URL may
@@ -321,6 +340,37 @@ func (p *Policy) Summary() string {
 	}
 	return fmt.Sprintf("side %s, path_manager %s, steering %s, routing %s, %d %s (%s)",
 		p.Side, p.PathManager, p.Steering, p.Routing.Mode, len(ifs), noun, strings.Join(ifs, ", "))
+}
+
+// Notes explain, in sentences, what the policy makes the daemon do beyond
+// the summary where that is easy to get wrong: the C flag, the listeners
+// behind announced ports. `gigapath config check` prints them.
+func (p *Policy) Notes() []string {
+	var out []string
+	if p.Side != SideServer {
+		return out
+	}
+	if p.InitialAddressJoins == JoinsRefuse {
+		out = append(out, `initial_address_joins: refuse: the connections this node accepts carry the "C" flag (RFC 8684 §3.1): clients must not open subflows to the address they connected to, only to the addresses announced to them; the daemon sets net.mptcp.allow_join_initial_addr_port=0 in its network namespace while it runs and puts the value it found back when it stops`)
+		if len(p.Announce) == 0 && p.PathManager == PMUserspace {
+			out = append(out, "initial_address_joins: refuse with nothing to announce: clients get no second path (list the node's own address under announce:)")
+		}
+	}
+	for i, a := range p.Announce {
+		if a.Port == 0 {
+			continue
+		}
+		what := a.Address.String()
+		if a.Interface != "" {
+			what = "the address of " + a.Interface
+		}
+		if p.PathManager == PMKernel {
+			out = append(out, fmt.Sprintf("announce[%d]: %s port %d is a signal endpoint with a port: the kernel listens there for joins itself", i, what, a.Port))
+			continue
+		}
+		out = append(out, fmt.Sprintf("announce[%d]: the daemon keeps an MPTCP listener on %s port %d for the peers' joins while it is announced, unless another socket listens there (the kernel accepts a join to another port than the connection's only through a listener bound to exactly that address and port)", i, what, a.Port))
+	}
+	return out
 }
 
 // MptcpifyCgroup is the cgroup path of a `mptcpify:` entry: a systemd unit

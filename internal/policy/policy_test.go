@@ -44,9 +44,10 @@ func TestParseMinimal(t *testing.T) {
 			{Name: "wifi0", Role: RoleWiFi, MaxSubflows: 1},
 			{Name: "lte0", Role: RoleLTE, MaxSubflows: 1},
 		},
-		PeerAddresses: PeerIgnore,
-		Limits:        Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
-		Routing:       Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
+		PeerAddresses:       PeerIgnore,
+		InitialAddressJoins: JoinsAllow,
+		Limits:              Limits{Subflows: DefaultLimitSubflows, AddAddrAccepted: DefaultLimitAddAddr},
+		Routing:             Routing{Mode: RoutingManaged, TableBase: 1000, RulePriority: 1000},
 		Priority: Priority{RTT: 200 * time.Millisecond, LossPercent: 5, ReorderPercent: 30,
 			HysteresisPercent: 20, Hold: 5 * time.Second},
 		Handover: Handover{RTT: 500 * time.Millisecond, LossPercent: 20, ReorderPercent: 10,
@@ -120,6 +121,12 @@ relay:
 	if len(s.Announce) != 2 || s.Announce[0].Interface != "eth0" || s.Announce[1].Address.String() != "2001:db8::10" || s.Announce[1].Port != 8443 {
 		t.Errorf("announce: %+v", s.Announce)
 	}
+	if s.InitialAddressJoins != JoinsAllow {
+		t.Errorf("initial_address_joins defaults to %q, want allow", s.InitialAddressJoins)
+	}
+	if r := mustParse(t, "side: server\npath_manager: kernel\ninitial_address_joins: refuse\ninterfaces: [{name: eth0, role: ethernet}]\n"); r.InitialAddressJoins != JoinsRefuse {
+		t.Errorf("initial_address_joins: refuse parsed as %q", r.InitialAddressJoins)
+	}
 }
 
 func TestRoutingShortForm(t *testing.T) {
@@ -138,7 +145,7 @@ func TestParseErrors(t *testing.T) {
 		want     []string
 	}{
 		{"unknown key at top", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
-			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
+			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
 		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
 			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
 				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark, gateway`}},
@@ -156,6 +163,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 7: interfaces[2].name: "wifi0" is already used by interfaces[0]; list each interface once`}},
 		{"bad address", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 10.0.0.300\n",
 			[]string{`line 9: announce[0].address: "10.0.0.300" is not an IP address; want e.g. 192.0.2.10 or 2001:db8::10`}},
+		{"refuse on a client", "path_manager: userspace\ninitial_address_joins: refuse\n" + ifs,
+			[]string{`line 2: initial_address_joins: refuse is only valid with side: server (the C flag is sent by the end that accepts connections); use allow or remove the key`}},
+		{"bad initial_address_joins", "side: server\npath_manager: userspace\ninitial_address_joins: deny\n" + ifs,
+			[]string{`line 3: initial_address_joins: "deny" is not valid; use one of allow, refuse`}},
 		{"loopback announce", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 127.0.0.1\n",
 			[]string{`line 9: announce[0].address: "127.0.0.1" cannot be announced; want a unicast address of this host`}},
 		{"announce unknown interface", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - interface: eth9\n",
@@ -244,7 +255,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: mapping key "path_manager" already defined at line 1`}},
 		{"several problems at once", "path_manager: userspace\nsteering: fast\nbogus: 1\ninterfaces:\n  - name: wifi0\n    role: 5g\n",
 			[]string{`line 2: steering: "fast" is not valid; use one of aggregate, active-standby, handover, priority`,
-				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
+				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
 				`line 6: interfaces[0].role: "5g" is not valid; use one of wifi, lte, ethernet, other`}},
 	}
 	for _, tt := range tests {
