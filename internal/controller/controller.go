@@ -109,6 +109,8 @@ type Controller struct {
 	netRaw func() netmon.State
 	// useScheduler selects an MPTCP scheduler in a namespace (sched.Use).
 	useScheduler func(netns, name string) error
+	// sysctl sets a sysctl file in a namespace (swapSysctl).
+	sysctl func(netns, file, value, onlyIf string) (prev string, err error)
 
 	// The decision state; only the loop goroutine touches it.
 	pol   *policy.Policy
@@ -147,6 +149,10 @@ type Controller struct {
 	peersIn map[uint32][]handoffPeer
 	// pmWas is the path manager setting the first process found.
 	pmWas string
+	// joinsWas is what net.mptcp.allow_join_initial_addr_port was before
+	// this daemon (or the one it upgraded from) set it to 0; "" when it
+	// did not.
+	joinsWas string
 
 	// Lifecycle.
 	running   atomic.Bool
@@ -179,7 +185,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Metrics = metrics.New()
 	}
 	return &Controller{
-		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now, useScheduler: sched.Use,
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},

@@ -28,9 +28,12 @@ type fakeKernel struct {
 	cleanups  int
 	routers   []policy.Routing
 	scheds    []string
+	sysctls   map[string]string // file -> value; a file not in it reads as "1"
 }
 
-func newFakeKernel() *fakeKernel { return &fakeKernel{ensured: map[int]routing.Path{}} }
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{ensured: map[int]routing.Path{}, sysctls: map[string]string{}}
+}
 
 func (k *fakeKernel) CreateSubflow(_ uint32, l pathmgr.Endpoint, dst netip.AddrPort) error {
 	k.cmds = append(k.cmds, fmt.Sprintf("create %d>%s id %d backup %v", l.IfIndex, dst, l.ID, l.Flags&pathmgr.FlagBackup != 0))
@@ -89,6 +92,17 @@ func (k *fakeKernel) useScheduler(_, name string) error {
 	return nil
 }
 
+func (k *fakeKernel) sysctl(_, file, value, onlyIf string) (string, error) {
+	prev, ok := k.sysctls[file]
+	if !ok {
+		prev = "1"
+	}
+	if onlyIf == "" || prev == onlyIf {
+		k.sysctls[file] = value
+	}
+	return prev, nil
+}
+
 func (k *fakeKernel) take() []string { c := k.cmds; k.cmds = nil; slices.Sort(c); return c }
 
 type fakeRouter struct{ k *fakeKernel }
@@ -143,7 +157,7 @@ func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fake
 		t.Fatal(err)
 	}
 	k := newFakeKernel()
-	c.pm, c.kpm, c.inv, c.newRouter, c.useScheduler = k, k, k, k.newRouter, k.useScheduler
+	c.pm, c.kpm, c.inv, c.newRouter, c.useScheduler, c.sysctl = k, k, k, k.newRouter, k.useScheduler, k.sysctl
 	if p.Routing.Mode == policy.RoutingManaged {
 		c.rt = fakeRouter{k}
 	}

@@ -21,10 +21,13 @@ const handoffVersion = 1
 // the local address ids with the endpoints the daemon made (a binary
 // without IDs reads the record in Config.StateDir instead).
 type handoff struct {
-	Version        int           `json:"version"`
-	PathManagerWas string        `json:"path_manager_was,omitempty"`
-	Conns          []handoffConn `json:"conns,omitempty"`
-	IDs            *idRecord     `json:"ids,omitempty"`
+	Version        int    `json:"version"`
+	PathManagerWas string `json:"path_manager_was,omitempty"`
+	// JoinsWas is net.mptcp.allow_join_initial_addr_port before the
+	// daemon set it to 0 (initial_address_joins: refuse).
+	JoinsWas string        `json:"allow_join_initial_was,omitempty"`
+	Conns    []handoffConn `json:"conns,omitempty"`
+	IDs      *idRecord     `json:"ids,omitempty"`
 }
 
 type handoffConn struct {
@@ -40,7 +43,7 @@ type handoffPeer struct {
 // makeHandoff encodes the state a new process needs (loop goroutine).
 func (c *Controller) makeHandoff() []byte {
 	rec := c.ids.record()
-	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, IDs: &rec}
+	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, JoinsWas: c.joinsWas, IDs: &rec}
 	for tok, cn := range c.conns {
 		if len(cn.peers) == 0 {
 			continue
@@ -119,6 +122,9 @@ func parseHandoff(b []byte) (*handoff, error) {
 	case "", "kernel", "userspace":
 	default:
 		return nil, fmt.Errorf("handoff from the previous process: path_manager_was %q, want kernel or userspace", h.PathManagerWas)
+	}
+	if !validJoinsWas(h.JoinsWas) {
+		return nil, fmt.Errorf("handoff from the previous process: allow_join_initial_was %q, want a number", h.JoinsWas)
 	}
 	return &h, nil
 }

@@ -144,7 +144,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	}
 	pmWas := ""
 	if h != nil {
-		pmWas, c.peersIn = h.PathManagerWas, h.peersByToken()
+		pmWas, c.peersIn, c.joinsWas = h.PathManagerWas, h.peersByToken(), h.JoinsWas
 	}
 	c.loadIDs(h)
 
@@ -159,6 +159,14 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		}
 		if err := restorePM(); err != nil {
 			c.log.Warn("restore net.mptcp.path_manager", "err", err)
+		}
+	})
+	if err := c.applyInitialJoins(); err != nil {
+		return in, err
+	}
+	undo.push(func(m stopMode) {
+		if m != modeUpgrade {
+			c.restoreInitialJoins()
 		}
 	})
 	if err := c.applyScheduler(p.Scheduler); err != nil {

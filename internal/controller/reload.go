@@ -60,6 +60,20 @@ func (c *Controller) reload(p *policy.Policy) error {
 		}
 		newRT = rt
 	}
+	if changed("initial_address_joins") {
+		c.pol = p
+		err := c.applyInitialJoins()
+		c.pol = old
+		if err != nil {
+			if changed("scheduler") {
+				c.applyScheduler(old.Scheduler)
+			}
+			if newRT != nil {
+				newRT.Close()
+			}
+			return fmt.Errorf("reload refused, keeping the old policy: %w", err)
+		}
+	}
 
 	// The new policy.
 	if logChanged {

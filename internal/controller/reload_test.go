@@ -167,6 +167,12 @@ var reloadCases = map[string]reloadCase{
 		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
 			hasCmd(t, k, "announce 192.0.2.50:8443", "remove 2")
 		}},
+	"initial_address_joins": {base: "server", replace: []string{"side: server", "side: server\ninitial_address_joins: refuse"},
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+			if v := k.sysctls[joinsSysctl]; v != "0" {
+				t.Errorf("%s = %q after the reload to refuse, want 0", joinsKey, v)
+			}
+		}},
 	"limits.subflows": {base: "kernel", replace: []string{"subflows: 4,", "subflows: 2,"},
 		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
 			if l := k.limits[len(k.limits)-1]; l != "subflows 2 add_addr_accepted 4" {
@@ -342,5 +348,56 @@ func TestReloadLogNeedsNewLogger(t *testing.T) {
 	np2, _ := policy.Parse([]byte(strings.Replace(reloadClient, "level: info", "level: warn", 1)))
 	if err := c2.reload(np2); err == nil || !strings.Contains(err.Error(), "log") || !strings.Contains(err.Error(), "needs a restart") {
 		t.Fatalf("a caller's logger: %v, want the log change refused", err)
+	}
+}
+
+// initial_address_joins: refuse sets the sysctl to 0; a reload back to
+// allow puts back the value found, and only while it is still 0; a value
+// an upgrading predecessor found (the handoff) is the one restored.
+func TestInitialJoinsRestored(t *testing.T) {
+	refuse := strings.Replace(reloadBases["server"], "side: server", "side: server\ninitial_address_joins: refuse", 1)
+	allow, err := policy.Parse([]byte(reloadBases["server"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, _ := fakeController(t, refuse, &syncBuf{})
+	if err := c.applyInitialJoins(); err != nil { // as Run does
+		t.Fatal(err)
+	}
+	if k.sysctls[joinsSysctl] != "0" || c.joinsWas != "1" {
+		t.Fatalf("refuse: sysctl %q, was %q; want 0 and 1", k.sysctls[joinsSysctl], c.joinsWas)
+	}
+	if err := c.reload(allow); err != nil {
+		t.Fatal(err)
+	}
+	if k.sysctls[joinsSysctl] != "1" || c.joinsWas != "" {
+		t.Errorf("back to allow: sysctl %q, was %q; want 1 and nothing", k.sysctls[joinsSysctl], c.joinsWas)
+	}
+
+	// Someone set it to 2 meanwhile: the stop leaves it.
+	c2, k2, _ := fakeController(t, refuse, &syncBuf{})
+	c2.applyInitialJoins()
+	k2.sysctls[joinsSysctl] = "2"
+	c2.restoreInitialJoins()
+	if k2.sysctls[joinsSysctl] != "2" {
+		t.Errorf("a value set by someone else was overwritten: %q", k2.sysctls[joinsSysctl])
+	}
+
+	// Started by an upgrade: the sysctl is already 0, the predecessor
+	// found 1, and that is what a stop restores.
+	c3, k3, _ := fakeController(t, refuse, &syncBuf{})
+	k3.sysctls[joinsSysctl] = "0"
+	c3.joinsWas = "1" // from the handoff
+	c3.applyInitialJoins()
+	c3.restoreInitialJoins()
+	if k3.sysctls[joinsSysctl] != "1" {
+		t.Errorf("after an upgrade, the stop restored %q, want 1", k3.sysctls[joinsSysctl])
+	}
+	if h, err := parseHandoff(c.makeHandoff()); err != nil || h.JoinsWas != "" {
+		t.Errorf("handoff %+v, %v", h, err)
+	}
+	c3.joinsWas = "1"
+	if h, err := parseHandoff(c3.makeHandoff()); err != nil || h.JoinsWas != "1" {
+		t.Errorf("handoff %+v, %v: want allow_join_initial_was 1", h, err)
 	}
 }

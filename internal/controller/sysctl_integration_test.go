@@ -55,3 +55,37 @@ func TestIntegrationPathManagerRestored(t *testing.T) {
 		t.Errorf("started on userspace: path_manager %q after stop, want userspace", got)
 	}
 }
+
+// initial_address_joins: refuse sets net.mptcp.allow_join_initial_addr_port
+// to 0 in the managed namespace while the daemon runs (sysctl is the
+// oracle) and puts back what it found when it stops.
+func TestIntegrationInitialJoinsRestored(t *testing.T) {
+	b := testbed.UpT(t, testbed.Spec{})
+	get := func() string {
+		return strings.TrimSpace(b.Proxy.MustRun("sysctl", "-n", "net.mptcp.allow_join_initial_addr_port"))
+	}
+	p, err := policy.Parse([]byte(`side: server
+path_manager: userspace
+initial_address_joins: refuse
+routing: off
+interfaces:
+  - name: wifi1
+    role: wifi
+metrics: {listen: ""}
+status_socket: ""
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != "1" {
+		t.Fatalf("fresh namespace: %q, want the kernel's default 1", got)
+	}
+	_, stop := runController(t, controller.Config{Policy: p, NetNS: b.Proxy.Name})
+	if got := get(); got != "0" {
+		t.Errorf("while running with refuse: %q, want 0", got)
+	}
+	stop()
+	if got := get(); got != "1" {
+		t.Errorf("after stop: %q, want 1 (restored)", got)
+	}
+}

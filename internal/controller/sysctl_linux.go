@@ -84,3 +84,27 @@ func swapPathManager(value string) (string, error) {
 	}
 	return prev, os.WriteFile(pmTypeSysctl, []byte(v), 0)
 }
+
+// joinsSysctl is the switch of the "C" flag (RFC 8684 §3.1): 0 makes the
+// kernel set it on the MP_CAPABLE of every connection the namespace
+// accepts (initial_address_joins: refuse).
+const joinsSysctl = "/proc/sys/net/mptcp/allow_join_initial_addr_port"
+
+// swapSysctl sets the sysctl file in namespace ns ("" = ours) to value
+// and returns the value it found. With onlyIf set it writes only while
+// the value is onlyIf (putting back our own change, not one someone made
+// since).
+func swapSysctl(ns, file, value, onlyIf string) (prev string, err error) {
+	err = netns.Do(ns, func() error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		prev = strings.TrimSpace(string(b))
+		if prev == value || (onlyIf != "" && prev != onlyIf) {
+			return nil
+		}
+		return os.WriteFile(file, []byte(value), 0)
+	})
+	return prev, err
+}
