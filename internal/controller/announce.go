@@ -21,7 +21,11 @@ import (
 // announceWant lists, by local id, what the policy announces to a
 // server-side connection now: each fixed address, and for each interface
 // entry one address per family while the interface is up, of the
-// connection's family and other than the connection's own address. What
+// connection's family and other than the connection's own address and
+// port (the kernel never announces that one: it is the connection's id
+// 0). The connection's own address with another port is announced: a
+// balancer that DNATs to the node's address (kube-proxy, host network)
+// makes that address every connection's local one. What
 // the connection was told stays as long as it is still valid: an
 // interface keeps its announced address while it has it (a new, lower one
 // does not replace it), and an address keeps the id it was announced with
@@ -32,7 +36,9 @@ import (
 func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 	out := map[uint8]pathmgr.Endpoint{}
 	v4 := cn.remote.Addr().Unmap().Is4()
-	own := cn.local.Addr().Unmap()
+	own := func(addr netip.Addr, port uint16) bool {
+		return addr == cn.local.Addr().Unmap() && (port == 0 || port == cn.local.Port())
+	}
 	for _, a := range c.pol.Announce {
 		var addr netip.Addr
 		if a.Address.IsValid() {
@@ -40,7 +46,7 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && c.announceUp(l) {
 			var cands []netip.Addr
 			for _, x := range c.netSt.Addrs[l.Index] {
-				if cand := x.Prefix.Addr().Unmap(); cand.Is4() == v4 && cand != own {
+				if cand := x.Prefix.Addr().Unmap(); cand.Is4() == v4 && !own(cand, a.Port) {
 					cands = append(cands, cand)
 				}
 			}
@@ -54,7 +60,7 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 				}
 			}
 		}
-		if !addr.IsValid() || addr.Is4() != v4 || addr == own {
+		if !addr.IsValid() || addr.Is4() != v4 || own(addr, a.Port) {
 			continue
 		}
 		id, ok := uint8(0), false

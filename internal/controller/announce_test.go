@@ -142,3 +142,41 @@ announce:
 		t.Errorf("IPv6 connection: %q, want %q (global before link-local, the lowest; no IPv4)", got, want)
 	}
 }
+
+// The connection's own local address is not announced with its own port
+// (or none, which means the connection's port: the kernel's id 0), but is
+// with another one: a balancer that DNATs to the node address makes that
+// address the local one of every connection, and the node announces it
+// with a port of its own (TestIntegrationFleetNodeAddrIsLocal).
+func TestAnnounceOwnAddressOtherPort(t *testing.T) {
+	for _, tt := range []struct {
+		entries string
+		want    []string
+	}{
+		{"  - address: 10.0.1.1\n", nil},
+		{"  - address: 10.0.1.1\n    port: 443\n", nil},
+		{"  - address: 10.0.1.1\n    port: 1081\n", []string{"announce 1 10.0.1.1:1081"}},
+		{"  - interface: lte1\n", nil},
+		{"  - interface: lte1\n    port: 1081\n", []string{"announce 1 10.0.1.1:1081"}},
+	} {
+		p, err := policy.Parse([]byte("side: server\npath_manager: userspace\ninterfaces:\n  - name: lte1\n    role: lte\nannounce:\n" + tt.entries))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(Config{Policy: p, Metrics: metrics.New(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm := &annPM{}
+		c.pm = pm
+		c.netSt = netmon.State{Links: map[int]netmon.Link{5: {Index: 5, Name: "lte1", AdminUp: true, OperUp: true}},
+			Addrs: map[int][]netmon.Addr{5: {{Index: 5, Prefix: netip.MustParsePrefix("10.0.1.1/24")}}}}
+		cn := newConn(9)
+		cn.server, cn.established = true, true
+		cn.local, cn.remote = netip.MustParseAddrPort("10.0.1.1:443"), netip.MustParseAddrPort("10.0.9.9:50000")
+		c.reconcileConn(cn)
+		if got := pm.take(); !slices.Equal(got, tt.want) {
+			t.Errorf("%q to a connection on 10.0.1.1:443: %q, want %q", tt.entries, got, tt.want)
+		}
+	}
+}
