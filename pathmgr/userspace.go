@@ -20,8 +20,12 @@ type Subflow struct {
 
 // Announce makes a userspace-PM connection send ADD_ADDR for a local
 // address (`pm_nl_ctl ann`). e.ID must be 1..255 and may not already name
-// another address of the connection ("did not match address and id"); with
-// e.Port the kernel also listens on that port for the peer's joins.
+// another address of the connection ("did not match address and id"). With
+// e.Port the kernel does not listen there: a join to a port other than the
+// connection's is accepted only through an MPTCP socket listening on
+// exactly that address and port, which the caller must keep open (the
+// in-kernel PM opens one for a signal endpoint with a port; checked on
+// 6.18).
 func (c *Client) Announce(token uint32, e Endpoint) error {
 	if err := checkAddr("announce", e.Addr); err != nil {
 		return err

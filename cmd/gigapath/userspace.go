@@ -18,8 +18,11 @@ func init() {
 		Name:      "announce",
 		Usage:     "userspace PM: advertise a local address to the peer of a connection (ADD_ADDR)",
 		ArgsUsage: "ADDR id N token T [dev IF] [port P]",
-		Description: `The address gets local id N (1..255) in that connection. With a port the
-   kernel also listens there for the peer's joins. Tokens are decimal, as
+		Description: `The address gets local id N (1..255) in that connection. With a port,
+   something must listen there: the kernel accepts a join to another port
+   than the connection's only through an MPTCP socket bound to exactly that
+   address and port, and this command opens none (gigapath run keeps one
+   for each announce: entry with a port). Tokens are decimal, as
    gigapath monitor prints them, or hex with 0x (ss -Mi prints
    "token:81ec9513": write 0x81ec9513). Examples:
    gigapath announce 10.0.2.2 id 2 token 3482749567

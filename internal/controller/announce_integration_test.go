@@ -3,13 +3,19 @@
 package controller_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -120,4 +126,136 @@ status_socket: ""
 		waitFor(t, b, "the subflow to the withdrawn address gone", 10*time.Second, func() bool { return !toLTE() })
 	}
 	wait()
+}
+
+// joinListenerPolicy announces the proxy's lte1 address with port 7443,
+// not the connection's port (5201).
+const joinListenerPolicy = `
+side: server
+path_manager: userspace
+routing: off
+interfaces:
+  - name: wifi1
+    role: wifi
+  - name: lte1
+    role: lte
+announce:
+  - address: %s
+    port: 7443
+metrics:
+  listen: ""
+status_socket: ""
+`
+
+// The userspace PM opens no listener for an announced address:port, and
+// the kernel accepts a join to a port other than the connection's only
+// through a listener bound to exactly that address and port. The daemon
+// keeps one: the proxy's `ss -Mltn` shows it bound to the lte1 address
+// (not the wildcard), the client's in-kernel PM joins the announced
+// address and port (client `ss`; MPTcpExtMPJoinPortSynRx on the proxy),
+// every byte arrives, and a new connection to that port is reset
+// (Python) and counted. When a wildcard socket of someone else's holds
+// the port, the daemon cannot listen and the same join is refused
+// (MPTcpExtMismatchPortSynRx): the listener is what makes it work.
+func TestIntegrationJoinListener(t *testing.T) {
+	const size = 24 << 20
+	for _, taken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("port taken %v", taken), func(t *testing.T) {
+			e := setup(t, size)
+			b := e.bed
+			b.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+			announced := netip.AddrPortFrom(b.ProxyLTEAddr, 7443)
+			if taken {
+				// A wildcard MPTCP listener of someone else's on 7443.
+				ctx, cancel := context.WithCancel(context.Background())
+				cmd := b.Proxy.Command(ctx, "python3", "-c", `import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.bind(("0.0.0.0", 7443)); s.listen(8)
+print("ok", flush=True); sys.stdin.read()`)
+				in, _ := cmd.StdinPipe()
+				out, _ := cmd.StdoutPipe()
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { in.Close(); cancel(); cmd.Wait() })
+				if l, _ := bufio.NewReader(out).ReadString('\n'); l != "ok\n" {
+					t.Fatalf("wildcard listener: %q", l)
+				}
+			}
+			p, err := policy.Parse([]byte(fmt.Sprintf(joinListenerPolicy, b.ProxyLTEAddr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := metrics.New()
+			runController(t, controller.Config{Policy: p, NetNS: b.Proxy.Name, Metrics: m})
+			ln := b.Proxy.MustRun("ss", "-MltnH")
+			if got := strings.Contains(ln, announced.String()); got == taken {
+				t.Fatalf("proxy's MPTCP listeners (ss -Mltn), taken %v:\n%s", taken, ln)
+			}
+			if got := metricValue(m.JoinListeners); got != float64(b2i(!taken)) {
+				t.Errorf("%s = %v", metrics.JoinListeners, got)
+			}
+
+			wait := e.download(t, size)
+			c0 := countersOf(t, b.Proxy)
+			toPort := func() bool {
+				out, _ := b.Client.Run("ss", "-tnH", "state", "established", "dst", announced.String())
+				return strings.TrimSpace(out) != ""
+			}
+			if !taken {
+				waitFor(t, b, "the client's subflow to "+announced.String(), 10*time.Second, toPort)
+				wait()
+				if c := countersOf(t, b.Proxy); c["MPTcpExtMPJoinPortSynRx"] < 1 || c["MPTcpExtMismatchPortSynRx"] != 0 {
+					t.Errorf("proxy counters %v: want a join to another port and no mismatch", c)
+				}
+				// A new connection to the join port: reset, counted.
+				out, err := b.Client.Run("python3", "-c", `import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+s.settimeout(5)
+s.connect((sys.argv[1], 7443))
+try:
+    print("read", len(s.recv(1)))
+except ConnectionResetError:
+    print("reset")`, b.ProxyLTEAddr.String())
+				if err != nil || (strings.TrimSpace(out) != "reset" && strings.TrimSpace(out) != "read 0") {
+					t.Errorf("a new connection to the join port: %v %q, want it reset or closed", err, out)
+				}
+				waitFor(t, b, "the refused connection counted", 5*time.Second, func() bool { return metricValue(m.JoinPortRefused) == 1 })
+				return
+			}
+			waitFor(t, b, "the refused join", 10*time.Second, func() bool {
+				return countersOf(t, b.Proxy)["MPTcpExtMismatchPortSynRx"] > c0["MPTcpExtMismatchPortSynRx"]
+			})
+			if toPort() {
+				t.Error("a subflow to the announced port although no listener was bound to it")
+			}
+			wait()
+		})
+	}
+}
+
+func countersOf(t *testing.T, n *testbed.NetNS) map[string]uint64 {
+	t.Helper()
+	c, err := n.MPTCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// metricValue reads a gauge's or counter's value.
+func metricValue(m prometheus.Metric) float64 {
+	var v dto.Metric
+	m.Write(&v)
+	if v.Gauge != nil {
+		return v.GetGauge().GetValue()
+	}
+	return v.GetCounter().GetValue()
 }

@@ -133,6 +133,9 @@ type Controller struct {
 	// since the last warning about it (failures.go).
 	failures map[int]*failureLog
 
+	// lst are the listeners behind announced ports (listeners.go).
+	lst *joinListeners
+
 	// pp applies per-interface congestion/mark and holds the telemetry
 	// (nil until needed).
 	pp          *pathpolicy.PathPolicy
@@ -185,6 +188,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Metrics = metrics.New()
 	}
 	return &Controller{
+		lst: newJoinListeners(cfg.NetNS, cfg.Logger, cfg.Metrics),
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, ids: newIDAlloc(),

@@ -3,6 +3,7 @@ package controller
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -29,10 +30,49 @@ type fakeKernel struct {
 	routers   []policy.Routing
 	scheds    []string
 	sysctls   map[string]string // file -> value; a file not in it reads as "1"
+	// listening are the join listeners open, listenErr what opening one
+	// fails with.
+	listening map[netip.AddrPort]*fakeListener
+	listenErr map[netip.AddrPort]error
+}
+
+// fakeListener is a listener that accepts nothing until it is closed.
+type fakeListener struct {
+	ap   netip.AddrPort
+	done chan struct{}
+	once sync.Once
+	k    *fakeKernel
+}
+
+func (l *fakeListener) Accept() (net.Conn, error) { <-l.done; return nil, net.ErrClosed }
+func (l *fakeListener) Close() error {
+	l.once.Do(func() { close(l.done); delete(l.k.listening, l.ap) })
+	return nil
+}
+func (l *fakeListener) Addr() net.Addr { return net.TCPAddrFromAddrPort(l.ap) }
+
+func (k *fakeKernel) listen(_ string, ap netip.AddrPort, _ string) (net.Listener, error) {
+	if err := k.listenErr[ap]; err != nil {
+		return nil, err
+	}
+	l := &fakeListener{ap: ap, done: make(chan struct{}), k: k}
+	k.listening[ap] = l
+	return l, nil
+}
+
+// listens lists the open join listeners, sorted.
+func (k *fakeKernel) listens() []string {
+	var out []string
+	for ap := range k.listening {
+		out = append(out, ap.String())
+	}
+	slices.Sort(out)
+	return out
 }
 
 func newFakeKernel() *fakeKernel {
-	return &fakeKernel{ensured: map[int]routing.Path{}, sysctls: map[string]string{}}
+	return &fakeKernel{ensured: map[int]routing.Path{}, sysctls: map[string]string{},
+		listening: map[netip.AddrPort]*fakeListener{}, listenErr: map[netip.AddrPort]error{}}
 }
 
 func (k *fakeKernel) CreateSubflow(_ uint32, l pathmgr.Endpoint, dst netip.AddrPort) error {
@@ -158,6 +198,8 @@ func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fake
 	}
 	k := newFakeKernel()
 	c.pm, c.kpm, c.inv, c.newRouter, c.useScheduler, c.sysctl = k, k, k, k.newRouter, k.useScheduler, k.sysctl
+	c.lst.listen = k.listen
+	t.Cleanup(c.lst.close)
 	if p.Routing.Mode == policy.RoutingManaged {
 		c.rt = fakeRouter{k}
 	}
@@ -168,6 +210,7 @@ func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fake
 	c.ppFailed = true // no BPF here: the desired per-address policy is what is checked
 	c.ensureRouting(true)
 	c.applyKernelPM()
+	c.syncListeners()
 
 	// One connection, adopted from the inventory as at a start (its
 	// subflows' ids are the allocator's then).

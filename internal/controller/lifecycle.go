@@ -336,6 +336,8 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.releaseHeldLinks()
 	c.ensureRouting(true)
 	c.applyKernelPM()
+	undo.push(func(stopMode) { c.lst.close() })
+	c.syncListeners()
 	c.resync("start")
 	c.peersIn = nil
 	c.refreshGauges() // and tells the sampler how many subflows there are

@@ -71,6 +71,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 // tick retries what is due, lets announcement hold-downs expire and
 // refreshes the subflow gauges.
 func (c *Controller) tick() {
+	c.syncListeners()
 	c.reconcileAll()
 	c.refreshGauges()
 }
@@ -208,6 +209,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 	if ev.Type == netmon.Resync {
 		c.ensureRouting(true)
 		c.applyKernelPM()
+		c.syncListeners()
 		c.resync("netmon")
 		return
 	}
@@ -216,6 +218,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 	}
 	c.ensureRouting(false, idx)
 	c.applyKernelPM()
+	c.syncListeners()
 	if ev.Type == netmon.LinkUp || ev.Type == netmon.AddrAdded || ev.Type == netmon.RouteAdded {
 		for _, cn := range c.conns {
 			for k := range cn.backoff {

@@ -115,6 +115,7 @@ func (c *Controller) reload(p *policy.Policy) error {
 	}
 	c.ensureRouting(true)
 	c.applyKernelPM()
+	c.syncListeners()
 	c.resync("reload")
 	return nil
 }

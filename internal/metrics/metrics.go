@@ -31,6 +31,8 @@ const (
 	InterfaceHealthy = "gigapath_interface_healthy"          // gauge{interface,role}: 1 healthy, 0 unhealthy (sampled under handover and priority steering)
 	SubflowFailures  = "gigapath_subflow_failures_total"     // counter{interface}: subflows the daemon created that did not get established
 	HealthSample     = "gigapath_health_sample_seconds"      // histogram{source}: time to read one health sample (off the event loop)
+	JoinListeners    = "gigapath_join_listeners"             // gauge: MPTCP listeners the daemon keeps behind announced address:ports
+	JoinPortRefused  = "gigapath_join_port_refused_total"    // counter: new connections (not joins) to such a port, closed with a reset
 )
 
 // PMCommands are the command label values of Commands and CommandErrors:
@@ -58,6 +60,8 @@ type Metrics struct {
 	// HealthSampleSeconds is labelled by source: telemetry (the sockops
 	// map) or sock_diag.
 	HealthSampleSeconds *prometheus.HistogramVec
+	JoinListeners       prometheus.Gauge
+	JoinPortRefused     prometheus.Counter
 }
 
 // New registers the daemon's metrics (and the Go and process collectors) on
@@ -89,6 +93,10 @@ func New() *Metrics {
 		HealthSampleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: HealthSample,
 			Help:    "Time to read one health sample of every subflow, by source (telemetry: the sockops map; sock_diag: a socket dump).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"source"}),
+		JoinListeners: prometheus.NewGauge(prometheus.GaugeOpts{Name: JoinListeners,
+			Help: "MPTCP listeners the daemon keeps on announced address:ports (announce[].port) for the peers' joins."}),
+		JoinPortRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: JoinPortRefused,
+			Help: "New connections (not joins) to a port the daemon listens on for joins only, closed with a reset."}),
 	}
 	// Every command's series exist from the start, at 0, so a rate of
 	// refusals is 0 rather than missing until the first one.
@@ -98,7 +106,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
-		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds,
+		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds, m.JoinListeners, m.JoinPortRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -43,7 +43,7 @@ func TestServe(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample} {
+	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample, JoinListeners, JoinPortRefused} {
 		if !strings.Contains(string(b), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
