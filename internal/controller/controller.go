@@ -133,6 +133,10 @@ type Controller struct {
 	// since the last warning about it (failures.go).
 	failures map[int]*failureLog
 
+	// kpmFailed are the in-kernel PM endpoints that could not be added,
+	// with the kernel's error; while there are any, the tick tries again
+	// (an announced address not on the host yet).
+	kpmFailed map[netip.AddrPort]string
 	// lst are the listeners behind announced ports (listeners.go).
 	lst *joinListeners
 

@@ -34,6 +34,7 @@ type fakeKernel struct {
 	// fails with.
 	listening map[netip.AddrPort]*fakeListener
 	listenErr map[netip.AddrPort]error
+	addErr    map[netip.Addr]error // what AddEndpoint fails with
 }
 
 // fakeListener is a listener that accepts nothing until it is closed.
@@ -102,13 +103,20 @@ func (k *fakeKernel) SetLimits(u pathmgr.LimitsUpdate) error {
 }
 func (k *fakeKernel) Endpoints() ([]pathmgr.Endpoint, error) { return slices.Clone(k.endpoints), nil }
 func (k *fakeKernel) AddEndpoint(e pathmgr.Endpoint) error {
+	if err := k.addErr[e.Addr]; err != nil {
+		return err
+	}
 	for _, o := range k.endpoints {
 		if o.ID == e.ID || o.Addr == e.Addr {
 			return fmt.Errorf("endpoint %d %s exists", o.ID, o.Addr)
 		}
 	}
 	k.endpoints = append(k.endpoints, e)
-	k.epCmds = append(k.epCmds, fmt.Sprintf("add %d %s dev %d", e.ID, e.Addr, e.IfIndex))
+	if e.Port != 0 {
+		k.epCmds = append(k.epCmds, fmt.Sprintf("add %d %s port %d dev %d flags %s", e.ID, e.Addr, e.Port, e.IfIndex, e.Flags))
+	} else {
+		k.epCmds = append(k.epCmds, fmt.Sprintf("add %d %s dev %d", e.ID, e.Addr, e.IfIndex))
+	}
 	return nil
 }
 func (k *fakeKernel) DeleteEndpoint(id uint8, addr netip.Addr) error {

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 
 	"github.com/gigapath/gigapath/internal/policy"
@@ -8,9 +10,9 @@ import (
 )
 
 // applyKernelPM reconciles the in-kernel PM's endpoints and limits to the
-// policy (path_manager: kernel): one endpoint per interface and family
-// while the interface is available (subflow on the client, signal on the
-// server, backup per policy). An endpoint is the daemon's when the
+// policy (path_manager: kernel): kernelEndpointsWant. An endpoint that
+// cannot be added (an announced address not on the host yet) is tried
+// again every tick. An endpoint is the daemon's when the
 // allocator recorded that the daemon made it (idAlloc.own: kept across
 // restarts in the record and across upgrades in the handoff), never
 // because its id or interface look like it: endpoints made by anyone else
@@ -50,37 +52,10 @@ func (c *Controller) applyKernelPM() {
 	}
 	c.ids.setForeign(foreign)
 
-	want := map[uint8]pathmgr.Endpoint{}
-	for _, i := range c.available() {
-		var fams [2]bool
-		for _, a := range i.addrs {
-			v6 := a.Unmap().Is6()
-			if fams[b2i(v6)] {
-				continue // one address per family and interface
-			}
-			fams[b2i(v6)] = true
-			if id, taken := foreignAddr[a.Unmap()]; taken {
-				c.log.Debug("endpoint left to its maker", "interface", i.name, "addr", a, "id", id)
-				continue
-			}
-			id, ok := c.ids.get(netip.AddrPortFrom(a, 0), c.addrLive)
-			if !ok {
-				c.log.Warn("endpoint: no free address id", "interface", i.name, "addr", a)
-				continue
-			}
-			f := pathmgr.FlagSubflow
-			if p.Side == policy.SideServer {
-				f = pathmgr.FlagSignal
-			}
-			if i.pol.Backup {
-				f |= pathmgr.FlagBackup
-			}
-			want[id] = pathmgr.Endpoint{ID: id, Addr: a, IfIndex: i.index, Flags: f}
-		}
-	}
+	want := c.kernelEndpointsWant(foreignAddr)
 	for id, e := range ours {
 		w, ok := want[id]
-		if ok && w.Addr == e.Addr && w.IfIndex == e.IfIndex && w.Flags == e.Flags&^pathmgr.FlagImplicit {
+		if ok && w.Addr == e.Addr && w.Port == e.Port && w.IfIndex == e.IfIndex && w.Flags == e.Flags&^pathmgr.FlagImplicit {
 			delete(want, id)
 			continue
 		}
@@ -92,18 +67,96 @@ func (c *Controller) applyKernelPM() {
 		}
 		c.ids.disown(id)
 	}
+	failed := map[netip.AddrPort]string{}
 	for id, e := range want {
 		c.m.Commands.WithLabelValues("add_addr").Inc()
 		if err := c.kpm.AddEndpoint(e); err != nil {
 			c.m.CommandErrors.WithLabelValues("add_addr").Inc()
-			c.log.Warn("endpoint add", "id", e.ID, "addr", e.Addr, "err", err)
+			k := netip.AddrPortFrom(e.Addr, e.Port)
+			lvl := slog.LevelWarn
+			if c.kpmFailed[k] == err.Error() {
+				lvl = slog.LevelDebug // retried every tick: said once
+			}
+			c.log.Log(context.Background(), lvl, "endpoint add", "id", e.ID, "addr", e.Addr, "port", e.Port, "err", err)
+			failed[k] = err.Error()
 			continue
 		}
 		c.ids.own(id, e.Addr)
 	}
+	c.kpmFailed = failed
 	if c.ids.changed {
 		c.saveIDs()
 	}
+}
+
+// kernelEndpointsWant is the in-kernel PM's endpoints the policy wants, by
+// id: one per available interface and family (subflow on the client,
+// signal on the server, backup per policy), or on the server with
+// announce: entries, a signal endpoint for each of them instead (an
+// address, with its port; an interface's address per family while it is
+// available). A signal endpoint with a port makes the kernel listen there
+// itself. Addresses that have an endpoint of someone else's (foreign) get
+// none.
+func (c *Controller) kernelEndpointsWant(foreign map[netip.Addr]uint8) map[uint8]pathmgr.Endpoint {
+	p := c.pol
+	want := map[uint8]pathmgr.Endpoint{}
+	add := func(what string, a netip.Addr, port uint16, ifindex int, f pathmgr.EndpointFlags) {
+		if id, taken := foreign[a.Unmap()]; taken {
+			c.log.Debug("endpoint left to its maker", "for", what, "addr", a, "id", id)
+			return
+		}
+		id, ok := c.ids.get(netip.AddrPortFrom(a, port), c.addrLive)
+		if !ok {
+			c.log.Warn("endpoint: no free address id", "for", what, "addr", a)
+			return
+		}
+		want[id] = pathmgr.Endpoint{ID: id, Addr: a, Port: port, IfIndex: ifindex, Flags: f}
+	}
+	if p.Side == policy.SideServer && len(p.Announce) > 0 {
+		for _, a := range p.Announce {
+			if a.Address.IsValid() {
+				add("announce", a.Address, a.Port, c.ifindexOf(a.Address, 0), pathmgr.FlagSignal)
+				continue
+			}
+			for _, i := range c.available() {
+				if i.name != a.Interface {
+					continue
+				}
+				for _, x := range firstPerFamily(i.addrs) {
+					add(i.name, x, a.Port, i.index, pathmgr.FlagSignal)
+				}
+			}
+		}
+		return want
+	}
+	for _, i := range c.available() {
+		f := pathmgr.FlagSubflow
+		if p.Side == policy.SideServer {
+			f = pathmgr.FlagSignal
+		}
+		if i.pol.Backup {
+			f |= pathmgr.FlagBackup
+		}
+		for _, a := range firstPerFamily(i.addrs) {
+			add(i.name, a, 0, i.index, f)
+		}
+	}
+	return want
+}
+
+// firstPerFamily is the first address of each family in addrs (IPv4
+// first): one endpoint per family and interface.
+func firstPerFamily(addrs []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	var fams [2]bool
+	for _, a := range addrs {
+		v6 := a.Unmap().Is6()
+		if !fams[b2i(v6)] {
+			fams[b2i(v6)] = true
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func ptr[T any](v T) *T { return &v }

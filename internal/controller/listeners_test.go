@@ -11,6 +11,7 @@ import (
 
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // A server with the userspace PM listens on every address:port it
@@ -84,5 +85,48 @@ func TestJoinListeners(t *testing.T) {
 	}
 	if got := k.listens(); slices.Contains(got, "192.0.2.60:1082") {
 		t.Errorf("after the reload without port 1082: listening on %q", got)
+	}
+}
+
+// With the in-kernel PM on the server, announce: entries are its signal
+// endpoints (with their ports) instead of one per interface address, and
+// the daemon opens no listener: the kernel listens for a signal endpoint
+// with a port itself. An address not on the host is tried again every
+// tick until it is.
+func TestKernelPMAnnounce(t *testing.T) {
+	yaml := strings.Replace(reloadBases["server"], "path_manager: userspace", "path_manager: kernel", 1)
+	yaml = strings.Replace(yaml, "announce:\n  - interface: lte0\n  - address: 192.0.2.50\n",
+		"announce:\n  - interface: lte0\n    port: 1081\n  - address: 10.1.4.2\n", 1)
+	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	want := []string{"add 1 10.1.2.2 port 1081 dev 3 flags signal", "add 2 10.1.4.2 dev 4"}
+	if got := slices.Sorted(slices.Values(k.epCmds)); !slices.Equal(got, want) {
+		t.Errorf("endpoints %q, want %q", got, want)
+	}
+	if got := k.listens(); len(got) != 0 {
+		t.Errorf("in-kernel PM: the daemon listens on %q", got)
+	}
+	for _, e := range k.endpoints {
+		if e.Flags != pathmgr.FlagSignal {
+			t.Errorf("endpoint %+v is not signal only", e)
+		}
+	}
+
+	// A fixed address the host does not have (yet).
+	k.epCmds = nil
+	k.addErr = map[netip.Addr]error{netip.MustParseAddr("192.0.2.99"): fmt.Errorf("create listen socket error: -99")}
+	np, err := policy.Parse([]byte(strings.Replace(yaml, "address: 10.1.4.2", "address: 192.0.2.99", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reload(np); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.kpmFailed) != 1 {
+		t.Fatalf("failed endpoints %v", c.kpmFailed)
+	}
+	delete(k.addErr, netip.MustParseAddr("192.0.2.99"))
+	c.tick()
+	if len(c.kpmFailed) != 0 || !slices.Contains(k.epCmds, "add 3 192.0.2.99 dev 0") {
+		t.Errorf("retried at the tick: failed %v, commands %q", c.kpmFailed, k.epCmds)
 	}
 }

@@ -71,6 +71,9 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 // tick retries what is due, lets announcement hold-downs expire and
 // refreshes the subflow gauges.
 func (c *Controller) tick() {
+	if len(c.kpmFailed) > 0 {
+		c.applyKernelPM()
+	}
 	c.syncListeners()
 	c.reconcileAll()
 	c.refreshGauges()

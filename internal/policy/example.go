@@ -55,7 +55,8 @@ interfaces:
 # "ignore": only to the connection's remote address.
 peer_addresses: ignore
 
-# Server side only: what to advertise to each connection (ADD_ADDR).
+# Server side only: what to advertise to each connection (ADD_ADDR; with
+# path_manager: kernel, the in-kernel PM's signal endpoints).
 #announce:
 #  - interface: lte0      # every address of this interface, or
 #  - address: 192.0.2.10  # one address

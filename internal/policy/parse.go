@@ -731,9 +731,6 @@ func (c *checker) validate(r *rawFile) *Policy {
 	// Keys the chosen path manager would not use are refused rather than
 	// accepted and ignored.
 	if p.PathManager == PMKernel {
-		if len(r.Announce) > 0 {
-			c.errorf("announce", "only valid with path_manager: userspace (the in-kernel PM announces every interface address as a signal endpoint); remove it or use the userspace PM")
-		}
 		if p.PeerAddresses == PeerUse {
 			c.errorf("peer_addresses", "use is only valid with path_manager: userspace (the in-kernel PM accepts announcements up to limits.add_addr_accepted); use ignore or remove the key")
 		}

@@ -148,7 +148,9 @@ type Policy struct {
 	// PeerAddresses: subflows to the peer's announced addresses or not
 	// (client side, userspace PM).
 	PeerAddresses PeerAddresses `json:"peer_addresses"`
-	// Announce lists what the server side advertises (ADD_ADDR).
+	// Announce lists what the server side advertises: ADD_ADDR to each
+	// connection (userspace PM), or the in-kernel PM's signal endpoints,
+	// instead of one per interface address.
 	Announce []Announce `json:"announce"`
 	// InitialAddressJoins: refuse sets the C flag on accepted connections
 	// (server side).

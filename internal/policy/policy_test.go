@@ -239,8 +239,6 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 5: interfaces[0].gateway: two IPv4 gateways (10.0.0.1 and 10.0.0.2); give at most one per family`}},
 		{"gateway with routing off", "path_manager: userspace\nrouting: off\ninterfaces:\n  - name: wifi0\n    role: wifi\n    gateway: 10.0.0.1\n",
 			[]string{`line 6: interfaces[0].gateway: only used with routing: managed (it is the next hop of the interface's table); with routing: off set the route yourself`}},
-		{"announce with kernel PM", "side: server\npath_manager: kernel\n" + ifs + "announce:\n  - interface: lte0\n",
-			[]string{`line 9: announce: only valid with path_manager: userspace (the in-kernel PM announces every interface address as a signal endpoint); remove it or use the userspace PM`}},
 		{"peer_addresses use with kernel PM", "path_manager: kernel\npeer_addresses: use\n" + ifs,
 			[]string{`line 2: peer_addresses: use is only valid with path_manager: userspace (the in-kernel PM accepts announcements up to limits.add_addr_accepted); use ignore or remove the key`}},
 		{"priority with kernel PM", "path_manager: kernel\nsteering: priority\n" + ifs,
