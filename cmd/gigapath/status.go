@@ -66,7 +66,11 @@ func showStatus(c *cli.Context) error {
 	tw.Flush()
 	fmt.Printf("\nconnections: %d\n", len(s.Connections))
 	for _, k := range s.Connections {
-		fmt.Printf("token %08x %s -> %s\n", k.Token, k.Local, k.Remote)
+		c := ""
+		if k.NoJoinRemote {
+			c = " (peer refuses joins to " + k.Remote.Addr().String() + ": C flag)"
+		}
+		fmt.Printf("token %08x %s -> %s%s\n", k.Token, k.Local, k.Remote, c)
 		for _, a := range k.PeerAddrs {
 			fmt.Printf("  peer address id %d %s\n", a.ID, a.Addr)
 		}

@@ -151,9 +151,9 @@ type Controller struct {
 	// visible (cgroup2.go), nil otherwise.
 	cgroupRoot *os.File
 
-	// peersIn are the announced peer addresses of Config.Handoff by
-	// token, used by the start resync only.
-	peersIn map[uint32][]handoffPeer
+	// peersIn are the connections of Config.Handoff (announced peer
+	// addresses, C flag) by token, used by the start resync only.
+	peersIn map[uint32]handoffConn
 	// pmWas is the path manager setting the first process found.
 	pmWas string
 	// joinsWas is what net.mptcp.allow_join_initial_addr_port was before

@@ -33,6 +33,9 @@ type handoff struct {
 type handoffConn struct {
 	Token uint32        `json:"token"`
 	Peers []handoffPeer `json:"peers"` // in the order they were announced
+	// NoJoinRemote: the peer set the C flag, which the inventory does
+	// not show.
+	NoJoinRemote bool `json:"no_join_remote,omitempty"`
 }
 
 type handoffPeer struct {
@@ -45,7 +48,7 @@ func (c *Controller) makeHandoff() []byte {
 	rec := c.ids.record()
 	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, JoinsWas: c.joinsWas, IDs: &rec}
 	for tok, cn := range c.conns {
-		if len(cn.peers) == 0 {
+		if len(cn.peers) == 0 && !cn.noJoinRemote {
 			continue
 		}
 		ids := make([]uint8, 0, len(cn.peers))
@@ -53,7 +56,7 @@ func (c *Controller) makeHandoff() []byte {
 			ids = append(ids, id)
 		}
 		slices.SortFunc(ids, func(a, b uint8) int { return cmp.Compare(cn.peers[a].seq, cn.peers[b].seq) })
-		hc := handoffConn{Token: tok}
+		hc := handoffConn{Token: tok, NoJoinRemote: cn.noJoinRemote}
 		for _, id := range ids {
 			hc.Peers = append(hc.Peers, handoffPeer{ID: id, Addr: cn.peers[id].addr})
 		}
@@ -129,21 +132,24 @@ func parseHandoff(b []byte) (*handoff, error) {
 	return &h, nil
 }
 
-// peersByToken indexes the announced peer addresses by connection token.
-func (h *handoff) peersByToken() map[uint32][]handoffPeer {
-	m := make(map[uint32][]handoffPeer, len(h.Conns))
+// connsByToken indexes the handed-over connections by token.
+func (h *handoff) connsByToken() map[uint32]handoffConn {
+	m := make(map[uint32]handoffConn, len(h.Conns))
 	for _, hc := range h.Conns {
-		m[hc.Token] = hc.Peers
+		m[hc.Token] = hc
 	}
 	return m
 }
 
-// inheritPeers gives a connection adopted at start the peer addresses the
-// previous process knew, in their announcement order.
+// inheritPeers gives a connection adopted at start what the previous
+// process knew and the inventory does not show: the peer addresses, in
+// their announcement order, and the peer's C flag.
 func (c *Controller) inheritPeers(cn *conn) {
-	for _, p := range c.peersIn[cn.token] {
+	hc := c.peersIn[cn.token]
+	for _, p := range hc.Peers {
 		if p.Addr.IsValid() {
 			cn.addPeer(p.ID, p.Addr)
 		}
 	}
+	cn.noJoinRemote = hc.NoJoinRemote
 }

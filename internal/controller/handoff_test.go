@@ -7,8 +7,8 @@ import (
 )
 
 // The handoff carries each connection's announced peer addresses in
-// announcement order (not id order) and the path manager the host had;
-// inheritPeers gives them back in that order.
+// announcement order (not id order), the peer's C flag and the path
+// manager the host had; inheritPeers gives them back in that order.
 func TestHandoffRoundTrip(t *testing.T) {
 	c := &Controller{conns: map[uint32]*conn{}, ids: newIDAlloc(), pmWas: "kernel"}
 	a := newConn(7)
@@ -16,20 +16,27 @@ func TestHandoffRoundTrip(t *testing.T) {
 	a.addPeer(3, netip.MustParseAddrPort("[fd00::9]:443"))
 	c.conns[7] = a
 	c.conns[8] = newConn(8) // no peers: not carried
+	cflag := newConn(9)
+	cflag.noJoinRemote = true // no peers yet, but the C flag
+	c.conns[9] = cflag
 	h, err := parseHandoff(c.makeHandoff())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.PathManagerWas != "kernel" || len(h.Conns) != 1 || h.Conns[0].Token != 7 {
+	if h.PathManagerWas != "kernel" || len(h.Conns) != 2 || h.Conns[0].Token != 7 || h.Conns[1].Token != 9 {
 		t.Fatalf("handoff %+v", h)
 	}
-	n := &Controller{peersIn: h.peersByToken()}
+	n := &Controller{peersIn: h.connsByToken()}
+	c9 := newConn(9)
+	if n.inheritPeers(c9); !c9.noJoinRemote {
+		t.Error("the C flag was not handed over")
+	}
 	got := newConn(7)
 	n.inheritPeers(got)
 	other := newConn(8)
 	n.inheritPeers(other)
-	if len(other.peers) != 0 {
-		t.Errorf("connection 8 got peers %v", other.peers)
+	if len(other.peers) != 0 || other.noJoinRemote || got.noJoinRemote {
+		t.Errorf("connection 8 got peers %v, C flags %v %v", other.peers, other.noJoinRemote, got.noJoinRemote)
 	}
 	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.9.1:443"), netip.MustParseAddrPort("[fd00::9]:443")}
 	d := got.dests(true)

@@ -144,7 +144,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	}
 	pmWas := ""
 	if h != nil {
-		pmWas, c.peersIn, c.joinsWas = h.PathManagerWas, h.peersByToken(), h.JoinsWas
+		pmWas, c.peersIn, c.joinsWas = h.PathManagerWas, h.connsByToken(), h.JoinsWas
 	}
 	c.loadIDs(h)
 

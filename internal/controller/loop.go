@@ -104,9 +104,11 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 	case pathmgr.EventCreated:
 		cn := c.conn(ev.Token)
 		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+		cn.noJoinRemote = ev.DenyJoinID0
 	case pathmgr.EventEstablished:
 		cn := c.conn(ev.Token)
 		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
+		cn.noJoinRemote = cn.noJoinRemote || ev.DenyJoinID0
 		cn.established = true
 		cn.estAt = at
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}

@@ -466,3 +466,43 @@ func TestFailingDestinationYieldsItsPlace(t *testing.T) {
 		t.Errorf("after the subflow closed: creates %v, want lte to the remote", cr)
 	}
 }
+
+// A connection whose peer set the C flag (deny_join_id0 in the CREATED
+// event): with peer_addresses: use, the lte subflow goes to the address
+// the peer announces, never to the connection's remote address, and wifi
+// keeps its initial subflow to the remote; before any announcement lte
+// gets nothing. Without the flag, lte joins the remote address (the
+// first destination) as before. Oracle: the commands sent to the fake
+// kernel.
+func TestCFlagNoJoinToRemote(t *testing.T) {
+	peers := reloadBases["peers"] // peer_addresses: use, max_subflows 1
+	for _, cflag := range []bool{true, false} {
+		c, k, _ := fakeController(t, peers, &syncBuf{})
+		const tok = 42
+		wifi := netip.MustParseAddrPort("10.1.1.2:41000")
+		ev := pathmgr.Event{Token: tok, Local: wifi, Remote: fakeRemote, IfIndex: 2, DenyJoinID0: cflag}
+		ev.Type = pathmgr.EventCreated
+		c.handlePM(ev, c.now())
+		ev.Type, ev.DenyJoinID0 = pathmgr.EventEstablished, false // the flag is on both; one suffices
+		c.handlePM(ev, c.now())
+		got := k.take()
+		toRemote := "create 3>" + fakeRemote.String() + " id 1 backup false"
+		if cflag && len(got) != 0 {
+			t.Errorf("C flag, nothing announced yet: commands %q, want none", got)
+		}
+		if !cflag && !slices.Equal(got, []string{toRemote}) {
+			t.Errorf("no C flag: commands %q, want %q", got, toRemote)
+		}
+		c.handlePM(pathmgr.Event{Type: pathmgr.EventAnnounced, Token: tok, RemoteID: 3, Remote: fakePeer}, c.now())
+		got = k.take()
+		if cflag && !slices.Equal(got, []string{"create 3>" + fakePeer.String() + " id 1 backup false"}) {
+			t.Errorf("C flag, the peer's address announced: commands %q, want lte to it only", got)
+		}
+		if !cflag && len(got) != 0 {
+			t.Errorf("no C flag: lte already joins the remote; commands %q", got)
+		}
+		if s := c.snapshot(); s.Connections[len(s.Connections)-1].NoJoinRemote != cflag {
+			t.Errorf("status no_join_remote %v, want %v", !cflag, cflag)
+		}
+	}
+}

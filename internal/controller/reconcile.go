@@ -93,7 +93,14 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 				t, ok := cn.pending[slot{i.index, d}]
 				return ok && now.Sub(t) < pendingTimeout
 			}
+			// Backing off after a failure, or the remote address of a
+			// connection whose peer set the C flag: never joined, but
+			// an interface that holds its subflow (the initial one)
+			// keeps it.
 			failing := func(d netip.AddrPort) bool {
+				if cn.noJoinRemote && d == norm(cn.remote) {
+					return true
+				}
 				t, ok := cn.backoff[slot{i.index, d}]
 				return ok && now.Before(t)
 			}

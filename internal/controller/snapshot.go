@@ -32,7 +32,7 @@ func (c *Controller) snapshot() status.Snapshot {
 	}
 	slices.SortFunc(s.Interfaces, func(a, b status.Interface) int { return a.Index - b.Index })
 	for _, cn := range c.conns {
-		sc := status.Connection{Token: cn.token, Local: cn.local, Remote: cn.remote, ServerSide: cn.server}
+		sc := status.Connection{Token: cn.token, Local: cn.local, Remote: cn.remote, ServerSide: cn.server, NoJoinRemote: cn.noJoinRemote}
 		for _, x := range cn.subs {
 			name := ""
 			if l, ok := c.netSt.Links[x.ifindex]; ok {

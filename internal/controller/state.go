@@ -50,9 +50,14 @@ type conn struct {
 	token         uint32
 	local, remote netip.AddrPort
 	server        bool
-	established   bool
-	estAt         time.Time // when this process saw ESTABLISHED (zero: adopted)
-	measured      bool      // reaction latency recorded
+	// noJoinRemote: the peer set the "C" flag (RFC 8684 §3.1; the
+	// kernel's deny_join_id0, in the CREATED and ESTABLISHED events): no
+	// subflow may be opened to the connection's remote address, only to
+	// the addresses the peer announces.
+	noJoinRemote bool
+	established  bool
+	estAt        time.Time // when this process saw ESTABLISHED (zero: adopted)
+	measured     bool      // reaction latency recorded
 	// ann is what this process announced to the connection (server
 	// side), or found announced when it adopted it, by local id.
 	ann      map[uint8]pathmgr.Endpoint

@@ -56,6 +56,9 @@ type Connection struct {
 	Local      netip.AddrPort `json:"local"`
 	Remote     netip.AddrPort `json:"remote"`
 	ServerSide bool           `json:"server_side,omitempty"`
+	// NoJoinRemote: the peer set the "C" flag (RFC 8684 §3.1): no subflow
+	// is opened to the connection's remote address.
+	NoJoinRemote bool `json:"no_join_remote,omitempty"`
 	// PeerAddrs are the addresses the peer announced (ADD_ADDR) and has
 	// not withdrawn, by the peer's address id.
 	PeerAddrs []PeerAddr `json:"peer_addrs,omitempty"`
