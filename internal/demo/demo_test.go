@@ -5,7 +5,6 @@ package demo
 import (
 	"bytes"
 	"context"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,25 +94,6 @@ func TestIntegrationDemoFleet(t *testing.T) {
 			}
 			noneLeft(t, s.Namespaces, 6)
 		})
-	}
-}
-
-func TestClientConns(t *testing.T) {
-	ss := `0 0 10.201.1.2:45172 10.201.0.1:1080 ino:11 sk:1 <->
-0 0 10.201.2.2%lte0:38529 10.201.100.1:1080 ino:11 sk:2 <->
-0 0 10.201.1.2:45173 10.201.0.1:1080 ino:12 sk:3 <->
-0 0 127.0.0.1:1080 127.0.0.1:5000 ino:13 sk:4 <->
-`
-	nodes := map[netip.Addr]int{netip.MustParseAddr("10.201.100.1"): 1}
-	got := clientConns(ss, netip.MustParseAddr("10.201.1.2"), netip.MustParseAddr("10.201.2.2"), netip.MustParseAddr("10.201.0.1"), nodes)
-	if len(got) != 2 {
-		t.Fatalf("clientConns = %+v, want 2 connections", got)
-	}
-	if c := got[0]; c.Node != 0 || !c.Wifi || c.LTE || len(c.Subflows) != 1 {
-		t.Errorf("wifi-only connection: %+v", c)
-	}
-	if c := got[1]; c.Node != 1 || !c.Wifi || !c.LTE || c.Subflows[1] != "10.201.2.2:38529 -> 10.201.100.1:1080" {
-		t.Errorf("two-path connection: %+v", c)
 	}
 }
 

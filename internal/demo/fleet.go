@@ -341,16 +341,12 @@ func fleetProgress(bed *testbed.Bed, w io.Writer, got *atomic.Int64, total int64
 // lte subflows come up a moment after data first flows: it waits (up to
 // 5 s) for one per connection.
 func (s *FleetSummary) inspect(ctx context.Context, bed *testbed.Bed, conns int) error {
-	byAddr := map[netip.Addr]int{}
-	for _, n := range bed.Nodes {
-		byAddr[n.Addr] = n.Index
-	}
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		out, err := bed.Client.Run("ss", "-Htne", "state", "established")
+		cc, err := bed.ClientConns()
 		if err != nil {
 			return err
 		}
-		s.Connections = clientConns(out, bed.WiFiAddr, bed.LTEAddr, bed.ProxyAddr, byAddr)
+		s.Connections = fleetConns(bed, cc)
 		s.BothPaths = 0
 		for _, c := range s.Connections {
 			if c.Wifi && c.LTE {
@@ -383,66 +379,19 @@ func (s *FleetSummary) inspect(ctx context.Context, bed *testbed.Bed, conns int)
 	return nil
 }
 
-// clientConns groups the client's established subflows to the fleet by
-// the connection they belong to (the inode in `ss -Htne` output) and
-// finds the node each joined: a subflow to a node's own address.
-func clientConns(ss string, wifi, lte, service netip.Addr, nodes map[netip.Addr]int) []FleetConn {
-	byIno := map[string]*FleetConn{}
-	var order []string
-	for _, line := range strings.Split(ss, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
+// fleetConns describes the client's connections for the summary, with the
+// node each joined (a subflow to a node's own address), sorted by node.
+func fleetConns(bed *testbed.Bed, conns []testbed.ClientConn) []FleetConn {
+	out := make([]FleetConn, 0, len(conns))
+	for _, c := range conns {
+		fc := FleetConn{Node: c.Node(bed), Wifi: c.From(bed.WiFiAddr), LTE: c.From(bed.LTEAddr)}
+		for _, sf := range c.Subflows {
+			fc.Subflows = append(fc.Subflows, sf.Local.String()+" -> "+sf.Remote.String())
 		}
-		local, err1 := netip.ParseAddrPort(stripZone(f[2]))
-		peer, err2 := netip.ParseAddrPort(f[3])
-		ino := ""
-		for _, x := range f[4:] {
-			if v, ok := strings.CutPrefix(x, "ino:"); ok {
-				ino = v
-			}
-		}
-		if err1 != nil || err2 != nil || ino == "" {
-			continue
-		}
-		node, toNode := nodes[peer.Addr()]
-		if peer.Addr() != service && !toNode {
-			continue // not a subflow to the fleet (the local relay's loopback)
-		}
-		c := byIno[ino]
-		if c == nil {
-			c = &FleetConn{}
-			byIno[ino] = c
-			order = append(order, ino)
-		}
-		c.Subflows = append(c.Subflows, local.String()+" -> "+peer.String())
-		switch local.Addr() {
-		case wifi:
-			c.Wifi = true
-		case lte:
-			c.LTE = true
-		}
-		if toNode {
-			c.Node = node
-		}
-	}
-	out := make([]FleetConn, 0, len(order))
-	for _, ino := range order {
-		c := byIno[ino]
-		sort.Strings(c.Subflows)
-		out = append(out, *c)
+		out = append(out, fc)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
-}
-
-// stripZone turns ss's "10.201.2.2%lte0:35887" into "10.201.2.2:35887".
-func stripZone(s string) string {
-	i, j := strings.IndexByte(s, '%'), strings.LastIndexByte(s, ':')
-	if i < 0 || j < i {
-		return s
-	}
-	return s[:i] + s[j:]
 }
 
 // String is the human summary.

@@ -3,11 +3,11 @@
 package testbed
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -18,111 +18,23 @@ import (
 // fleetPort is where every node's test server listens.
 const fleetPort = 7000
 
-// pyClients is the client side of the fleet tests, in Python: an
-// implementation independent of Go's dialer and of the code under test.
-// It opens COUNT connections (protocol 6 = TCP, 262 = MPTCP) to DST:PORT,
-// from SRC when given, writes 512 bytes on each and checks the echo, then
-// prints "ready"; with "hold" it keeps doing that every 200 ms (an MPTCP
-// connection must carry data to get its subflows) until its standard input
-// closes. Any failure exits non-zero with the reason.
-const pyClients = `
-import select, socket, sys
-dst, port, count, proto, src, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "hold"
-fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-conns = []
-for i in range(count):
-    s = socket.socket(fam, socket.SOCK_STREAM, proto)
-    s.settimeout(5)
-    if src:
-        s.bind((src, 0))
-    try:
-        s.connect((dst, port))
-    except OSError as e:
-        sys.exit("connection %d to %s:%d: %s" % (i, dst, port, e))
-    conns.append(s)
-def ping():
-    for i, s in enumerate(conns):
-        s.sendall(b"x" * 512)
-        got = 0
-        while got < 512:
-            d = s.recv(512 - got)
-            if not d:
-                sys.exit("connection %d: closed by the server" % i)
-            got += len(d)
-ping()
-print("ready", flush=True)
-while hold:
-    r, _, _ = select.select([sys.stdin], [], [], 0.2)
-    if r:
-        break
-    ping()
-for s in conns:
-    s.close()
-`
-
-// pyRun runs pyClients in n and waits until it printed "ready". stop
-// closes its input and waits for it to exit; a failure of the script
-// fails t. Without hold it has exited when pyRun returns.
+// pyRun runs the Python clients (StartPyClients) in n: count connections
+// to dst:fleetPort, each echoing 512 bytes; with hold they go on doing so
+// every 200 ms until stop, which fails t if the client or any connection
+// failed. Without hold they have ended when pyRun returns.
 func pyRun(t *testing.T, n *NetNS, dst netip.Addr, count, proto int, src string, hold bool) (stop func()) {
 	t.Helper()
 	mode := "once"
 	if hold {
 		mode = "hold"
 	}
-	cmd := n.Command(context.Background(), "python3", "-c", pyClients, dst.String(), strconv.Itoa(fleetPort), strconv.Itoa(count), strconv.Itoa(proto), src, mode)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outR, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(outR)
-		ok := false
-		for sc.Scan() {
-			if sc.Text() == "ready" && !ok {
-				ok = true
-				ready <- true
-			}
-		}
-		if !ok {
-			ready <- false
-		}
-	}()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		in.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("python client (%s %d x proto %d from %q): %v: %s", dst, count, proto, src, err, stderr.String())
+	p := StartPyClients(t, n, PyClientsSpec{Dst: dst, Port: fleetPort, Count: count, MPTCP: proto == 262, Src: src, Mode: mode})
+	return func() {
+		t.Helper()
+		if f := p.Stop().Failed(); len(f) > 0 {
+			t.Errorf("python clients to %s: %d connections failed, first %+v", dst, len(f), f[0])
 		}
 	}
-	t.Cleanup(stop)
-	select {
-	case ok := <-ready:
-		if !ok {
-			stop()
-			t.Fatalf("python client to %s never got ready", dst)
-		}
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("python client to %s: not ready after 60 s: %s", dst, stderr.String())
-	}
-	if !hold {
-		stop()
-	}
-	return stop
 }
 
 // serveNodes runs an MPTCP echo server on every node (all addresses, port
@@ -276,34 +188,24 @@ func TestIntegrationFleetCloseLeavesNothing(t *testing.T) {
 	}
 }
 
-// clientLTESubflows lists, from the client's `ss`, the established TCP
-// subflows from the lte address, by remote address.
+// clientLTESubflows is LTESubflows for t.
 func clientLTESubflows(t *testing.T, b *Bed) map[netip.Addr]int {
 	t.Helper()
-	out := b.Client.RunT(t, "ss", "-Htn", "state", "established", "src", b.LTEAddr.String())
-	got := map[netip.Addr]int{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		ap, err := netip.ParseAddrPort(f[3])
-		if err != nil {
-			t.Fatalf("ss peer %q: %v", f[3], err)
-		}
-		got[ap.Addr()]++
+	got, err := b.LTESubflows()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return got
 }
 
-// mptcpConns counts the established MPTCP connections in n (ss -M).
+// mptcpConns is MPTCPConns for t.
 func mptcpConns(t *testing.T, n *NetNS) int {
 	t.Helper()
-	out := strings.TrimSpace(n.RunT(t, "ss", "-HMn", "state", "established"))
-	if out == "" {
-		return 0
+	c, err := n.MPTCPConns()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return len(strings.Split(out, "\n"))
+	return c
 }
 
 func countersT(t *testing.T, n *NetNS) map[string]uint64 {
@@ -453,5 +355,53 @@ func TestIntegrationFleetNodeAddrIsLocal(t *testing.T) {
 			}
 			stop()
 		})
+	}
+}
+
+// TestIntegrationFleetKillNode: KillNode kills the processes of one node
+// (ip netns pids is the oracle): its echo server dies and the client's
+// connections to it fail with a reset at once, while the connections to
+// the other nodes go on echoing every byte.
+func TestIntegrationFleetKillNode(t *testing.T) {
+	b := UpT(t, Spec{ClientRouting: true, Proxies: 2, Balance: BalanceNumgen})
+	for _, n := range b.Nodes {
+		StartEchoServer(t, n.NetNS, fleetPort)
+	}
+	p := StartPyClients(t, b.Client, PyClientsSpec{Dst: b.ProxyAddr, Port: fleetPort, Count: 10, MPTCP: true, Mode: "stream", Chunk: 8192, Interval: 50 * time.Millisecond})
+	killed, err := b.KillNode(2)
+	if err != nil || len(killed) == 0 {
+		t.Fatalf("KillNode(2) = %v, %v", killed, err)
+	}
+	// What is left in the namespace is dead (a zombie until its parent,
+	// this test, reaps it).
+	Eventually(t, "no live process in node2", func() (bool, string) {
+		out := b.Nodes[1].NetNS.MustRun("ip", "netns", "pids", b.Nodes[1].Name())
+		for _, pid := range strings.Fields(out) {
+			if st, err := os.ReadFile("/proc/" + pid + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
+				return false, string(st)
+			}
+		}
+		return true, ""
+	})
+	var r ClientsReport
+	Eventually(t, "node2's 5 connections failed", func() (bool, string) {
+		r, err = p.Report()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(r.Failed()) == 5, fmt.Sprintf("%+v", r.Failed())
+	})
+	time.Sleep(300 * time.Millisecond)
+	r = p.Stop()
+	for _, c := range r.Conns {
+		if c.Err != "" && !strings.Contains(c.Err, "Reset") && !strings.Contains(c.Err, "closed by the server") {
+			t.Errorf("connection %d failed with %q, want a reset", c.Index, c.Err)
+		}
+		if c.Err == "" && (c.Received != c.Sent || c.Sent < 8192*2) {
+			t.Errorf("surviving connection %d: sent %d, echoed %d", c.Index, c.Sent, c.Received)
+		}
+	}
+	if len(r.Failed()) != 5 {
+		t.Errorf("%d connections failed, want node2's 5 (numgen: every other one)", len(r.Failed()))
 	}
 }

@@ -4,6 +4,7 @@ package testbed
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -74,5 +75,28 @@ func TestParseNodeFlows(t *testing.T) {
 	}
 	if _, err := parseNodeFlows("not json"); err == nil {
 		t.Error("bad JSON gave no error")
+	}
+}
+
+func TestParseClientConns(t *testing.T) {
+	ss := `0 0 10.201.1.2:45172 10.201.0.1:1080 ino:11 sk:1 <->
+0 0 10.201.2.2%lte0:38529 10.201.100.1:1080 ino:11 sk:2 <->
+0 0 10.201.1.2:45173 10.201.0.1:1080 ino:12 sk:3 <->
+0 0 127.0.0.1:1080 127.0.0.1:5000 ino:13 sk:4 <->
+`
+	b := &Bed{ProxyAddr: netip.MustParseAddr("10.201.0.1"), Nodes: []*Node{newNode(1, nil)}}
+	got := parseClientConns(ss, b)
+	if len(got) != 2 {
+		t.Fatalf("parseClientConns = %+v, want 2 connections", got)
+	}
+	wifi, lte := netip.MustParseAddr("10.201.1.2"), netip.MustParseAddr("10.201.2.2")
+	if c := got[1]; c.Node(b) != 0 || !c.From(wifi) || c.From(lte) || len(c.Subflows) != 1 {
+		t.Errorf("wifi-only connection: %+v", c)
+	}
+	if c := got[0]; c.Node(b) != 1 || !c.From(wifi) || !c.From(lte) || c.Subflows[1].Remote != netip.MustParseAddrPort("10.201.100.1:1080") {
+		t.Errorf("two-path connection: %+v", c)
+	}
+	if in, ok := got[0].Initial(b); !ok || in.Local != netip.MustParseAddrPort("10.201.1.2:45172") {
+		t.Errorf("initial subflow %+v %v", in, ok)
 	}
 }
