@@ -234,7 +234,7 @@ except ConnectionResetError:
 	}
 }
 
-func countersOf(t *testing.T, n *testbed.NetNS) map[string]uint64 {
+func countersOf(t testing.TB, n *testbed.NetNS) map[string]uint64 {
 	t.Helper()
 	c, err := n.MPTCPCounters()
 	if err != nil {
