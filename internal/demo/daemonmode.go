@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/gigapath/gigapath/internal/status"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -77,4 +79,95 @@ func startDaemon(ctx context.Context, bed *testbed.Bed, bin string) (stop func()
 		return nil, err
 	}
 	return func() { p.stop(); os.RemoveAll(dir) }, nil
+}
+
+// fleetNodePolicy is every node's policy for `gigapath run`: one file,
+// the node's own address from the environment (${NODE_ADDR}, as the
+// Kubernetes manifest takes status.hostIP), announced to every
+// connection, joins to the balanced initial address refused (the C flag).
+const fleetNodePolicy = `side: server
+path_manager: userspace
+initial_address_joins: refuse
+routing: off
+interfaces:
+  - name: ` + testbed.NodeUplinkIf + `
+    role: ethernet
+announce:
+  - address: ${NODE_ADDR}
+metrics:
+  listen: ""
+status_socket: ${STATUS_SOCKET}
+`
+
+// fleetClientPolicy is the client's: the userspace PM opening its lte
+// subflow to the address the node announces (the bed routes by source).
+const fleetClientPolicy = `side: client
+path_manager: userspace
+steering: aggregate
+peer_addresses: use
+interfaces:
+  - name: ` + testbed.WiFiIf + `
+    role: wifi
+  - name: ` + testbed.LTEIf + `
+    role: lte
+routing: off
+metrics:
+  listen: ""
+status_socket: %s
+`
+
+// startFleetDaemons runs `gigapath run` on every node (fleetNodePolicy)
+// and on the client, each ready once its status socket answers (after
+// its first reconciliation; a node has set the C flag by then).
+func startFleetDaemons(ctx context.Context, bed *testbed.Bed, bin string) (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "gigapath-demo-")
+	if err != nil {
+		return nil, err
+	}
+	var procs []*relayProc
+	stop = func() {
+		for _, p := range procs {
+			p.stop()
+		}
+		os.RemoveAll(dir)
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	nodeCfg := filepath.Join(dir, "node.yaml")
+	cliSock := filepath.Join(dir, "client.sock")
+	cliCfg := filepath.Join(dir, "client.yaml")
+	if err := os.WriteFile(nodeCfg, []byte(fleetNodePolicy), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cliCfg, []byte(fmt.Sprintf(fleetClientPolicy, cliSock)), 0o600); err != nil {
+		return nil, err
+	}
+	answers := func(sock string) func() error {
+		return func() error {
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			_, err := status.Query(qctx, sock)
+			return err
+		}
+	}
+	args := func(cfg string) []string {
+		return []string{"run", "--config", cfg, "--metrics-listen", "-", "--state-dir", ""}
+	}
+	for _, n := range bed.Nodes {
+		sock := filepath.Join(dir, fmt.Sprintf("node%d.sock", n.Index))
+		p, err := startProcEnv(ctx, n.NetNS, bin, args(nodeCfg), []string{"NODE_ADDR=" + n.Addr.String(), "STATUS_SOCKET=" + sock}, answers(sock))
+		if err != nil {
+			return nil, err
+		}
+		procs = append(procs, p)
+	}
+	p, err := startProc(ctx, bed.Client, bin, args(cliCfg), answers(cliSock))
+	if err != nil {
+		return nil, err
+	}
+	procs = append(procs, p)
+	return stop, nil
 }

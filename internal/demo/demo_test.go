@@ -49,14 +49,16 @@ func testBinary(t *testing.T) string {
 }
 
 // TestIntegrationDemoFleet: the fleet demo with 3 nodes, through the
-// in-process forwarders and through the relay processes. Every connection
-// has both paths, each on its own node; no node refused a join; the
-// nodes' own counts (ss -M) match the balancer's (nft); nothing is left.
+// in-process forwarders with the in-kernel PM (no binary), and through the
+// relay processes with the daemons (gigapath run on every node and on the
+// client). Every connection has both paths, each on its own node; no node
+// refused a join; the nodes' own counts (ss -M) match the balancer's
+// (nft); nothing is left.
 func TestIntegrationDemoFleet(t *testing.T) {
 	testbed.NeedRoot(t)
 	for _, c := range []struct {
-		name, bin, mode string
-	}{{"forwarder", "", "forwarder"}, {"relay", testBinary(t), "relay:"}} {
+		name, bin, mode, pm string
+	}{{"forwarder", "", "forwarder", fleetPMKernel + " (no gigapath binary)"}, {"relay", testBinary(t), "relay:", fleetPMDaemons}} {
 		t.Run(c.name, func(t *testing.T) {
 			var progress bytes.Buffer
 			s, err := RunFleet(context.Background(), FleetOptions{
@@ -68,7 +70,7 @@ func TestIntegrationDemoFleet(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("summary:\n%s", s)
-			if !strings.HasPrefix(s.Mode, c.mode) || !strings.HasPrefix(s.PathManager, "kernel PM (not yet the daemon)") {
+			if !strings.HasPrefix(s.Mode, c.mode) || s.PathManager != c.pm {
 				t.Errorf("mode %q, path manager %q", s.Mode, s.PathManager)
 			}
 			if !s.Verified || s.Bytes != 9e6 || s.BothPaths != 9 || len(s.Connections) != 9 {

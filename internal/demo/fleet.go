@@ -114,22 +114,35 @@ func (o *FleetOptions) defaults() {
 	}
 }
 
-// nodePathManager sets up path management on the fleet. Today it is the
-// in-kernel PM: on each node a signal endpoint for the node's own address
-// and the "C" flag (net.mptcp.allow_join_initial_addr_port=0), so clients
-// join the node, never the balanced service address; on the client an lte
-// endpoint "subflow fullmesh", which opens the lte subflow to the address
-// the node announces and, with the C flag, none to the service address.
-//
-// HOOK (issue 10, parts 1 and 2): once `gigapath run` with `side: server`
-// announces the node address and refuses initial-address joins, and the
-// client daemon honours the C flag, start the daemon in each node (and in
-// the client) here instead, as Run does for the single proxy.
-func nodePathManager(bed *testbed.Bed) (string, error) {
-	if err := bed.EnableFleetPM(testbed.FleetPM{Signal: true, RefuseInitial: true}); err != nil {
-		return "", err
+// The path management of the fleet demo.
+const (
+	fleetPMDaemons = "daemons: gigapath run on every node (side: server, userspace PM, announce: its own address, initial_address_joins: refuse) and on the client (userspace PM, peer_addresses: use)"
+	fleetPMKernel  = "kernel PM: each node a signal endpoint for its own address + the C flag (allow_join_initial_addr_port=0); client lte endpoint subflow fullmesh"
+)
+
+// nodePathManager sets up path management on the fleet: with a binary,
+// `gigapath run` on every node (side: server: it announces the node's own
+// address and sets the "C" flag, so clients join the node, never the
+// balanced service address) and on the client (peer_addresses: use: the
+// lte subflow goes to the address the node announces). Without one, or
+// when the daemons do not start, the in-kernel PM does the same job (the
+// reference docs/fleet.md compares with), and the summary says why.
+func nodePathManager(ctx context.Context, bed *testbed.Bed, bin string) (pm string, stop func(), err error) {
+	why := "no gigapath binary"
+	if bin != "" {
+		stop, err := startFleetDaemons(ctx, bed, bin)
+		if err == nil {
+			return fleetPMDaemons, stop, nil
+		}
+		if ctx.Err() != nil {
+			return "", nil, ctx.Err()
+		}
+		why = "the daemons did not start: " + err.Error()
 	}
-	return "kernel PM (not yet the daemon): each node a signal endpoint for its own address + the C flag (allow_join_initial_addr_port=0); client lte endpoint subflow fullmesh", nil
+	if err := bed.EnableFleetPM(testbed.FleetPM{Signal: true, RefuseInitial: true}); err != nil {
+		return "", nil, err
+	}
+	return fleetPMKernel + " (" + why + ")", func() {}, nil
 }
 
 // RunFleet runs the fleet demo: a bed of Proxies nodes behind an nftables
@@ -161,10 +174,11 @@ func RunFleet(ctx context.Context, o FleetOptions) (s *FleetSummary, err error) 
 			err = cerr
 		}
 	}()
-	pm, err := nodePathManager(bed)
+	pm, stopPM, err := nodePathManager(ctx, bed, o.Binary)
 	if err != nil {
 		return nil, err
 	}
+	defer stopPM()
 	logf("path manager: %s", pm)
 
 	data := randomData(o.Size)

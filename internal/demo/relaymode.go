@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -74,8 +75,17 @@ var readyTimeout = 5 * time.Second
 // startProc runs bin args... in n and waits (readyTimeout at most) until
 // ready returns nil.
 func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string, ready func() error) (*relayProc, error) {
+	return startProcEnv(ctx, n, bin, args, nil, ready)
+}
+
+// startProcEnv is startProc with env (KEY=VALUE) added to the process's
+// environment.
+func startProcEnv(ctx context.Context, n *testbed.NetNS, bin string, args, env []string, ready func() error) (*relayProc, error) {
 	p := &relayProc{name: n.Name, out: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = n.Command(context.Background(), bin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// ip netns exec execs the relay; if the demo dies, so does it. The
 	// death signal follows the forking *thread*, so Start and Wait run on
