@@ -141,51 +141,41 @@ func TestKubernetesManifests(t *testing.T) {
 	ds := findDoc(t, docs, "DaemonSet", "gigapath-proxy")
 	pod := dig(ds, "spec", "template", "spec")
 
-	// Render the policy as the init container does, for node 192.0.2.10:
-	// its own shell command, with the volume paths pointed at temporary
-	// directories.
-	tmpl, _ := dig(cm, "data", "gigapath.yaml.in").(string)
-	if tmpl == "" {
-		t.Fatal("the ConfigMap has no gigapath.yaml.in")
+	// The policy, as the daemon of node 192.0.2.10 reads it: ${NODE_IP}
+	// from its environment, set from the downward API.
+	text, _ := dig(cm, "data", "gigapath.yaml").(string)
+	if text == "" {
+		t.Fatal("the ConfigMap has no gigapath.yaml")
 	}
-	init := namedItem(t, dig(pod, "initContainers"), "policy")
-	cmd, _ := dig(init, "command").([]any)
-	if len(cmd) != 3 || cmd[0] != "sh" || cmd[1] != "-ec" {
-		t.Fatalf("policy init container command %v: want [sh -ec SCRIPT]", cmd)
+	if ic := dig(pod, "initContainers"); ic != nil {
+		t.Errorf("init containers %v: the daemon reads the node address from its environment and sets the C flag itself", ic)
 	}
-	if dig(init, "env", 0, "valueFrom", "fieldRef", "fieldPath") != "status.hostIP" {
-		t.Errorf("NODE_IP does not come from the downward API's status.hostIP: %v", dig(init, "env"))
+	daemon := namedItem(t, dig(pod, "containers"), "gigapath")
+	if dig(daemon, "env", 0, "name") != "NODE_IP" || dig(daemon, "env", 0, "valueFrom", "fieldRef", "fieldPath") != "status.hostIP" {
+		t.Errorf("the daemon's NODE_IP does not come from the downward API's status.hostIP: %v", dig(daemon, "env"))
 	}
-	dir := t.TempDir()
-	in, out := filepath.Join(dir, "template"), filepath.Join(dir, "policy")
-	for _, d := range []string{in, out} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if dig(daemon, "securityContext", "privileged") != true {
+		t.Error("the daemon writes the host's net.mptcp sysctls: it must be privileged (/proc/sys is read-only otherwise)")
 	}
-	if err := os.WriteFile(filepath.Join(in, "gigapath.yaml.in"), []byte(tmpl), 0o644); err != nil {
+	rendered := filepath.Join(t.TempDir(), "gigapath.yaml")
+	if err := os.WriteFile(rendered, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := strings.NewReplacer("/etc/gigapath-template", in, "/etc/gigapath/", out+"/").Replace(cmd[2].(string))
-	sh := exec.Command("sh", "-ec", script)
-	sh.Env = append(os.Environ(), "NODE_IP=192.0.2.10")
-	if o, err := sh.CombinedOutput(); err != nil {
-		t.Fatalf("the policy init step: %v: %s\nscript: %s", err, o, script)
-	}
-	rendered := filepath.Join(out, "gigapath.yaml")
+	t.Setenv("NODE_IP", "192.0.2.10")
 	if code, stdout, stderr := gp(t, "config", "check", rendered); code != 0 {
-		t.Errorf("gigapath config check of the rendered policy: exit %d\n%s%s", code, stdout, stderr)
+		t.Errorf("gigapath config check of the policy: exit %d\n%s%s", code, stdout, stderr)
 	}
 	p, err := policy.Load(rendered)
 	if err != nil {
 		t.Fatal(err)
 	}
 	node := netip.MustParseAddr("192.0.2.10")
-	if p.Side != policy.SideServer || len(p.Announce) != 1 || p.Announce[0].Address != node || p.Announce[0].Port != 1081 {
-		t.Errorf("rendered policy: side %s, announce %+v; want side server announcing 192.0.2.10 port 1081", p.Side, p.Announce)
+	if p.Side != policy.SideServer || len(p.Announce) != 1 || p.Announce[0].Address != node || p.Announce[0].Port != 1081 || p.InitialAddressJoins != policy.JoinsRefuse {
+		t.Errorf("policy: side %s, announce %+v, initial_address_joins %s; want side server announcing 192.0.2.10 port 1081 and refusing joins to the initial address",
+			p.Side, p.Announce, p.InitialAddressJoins)
 	}
 	if p.Metrics.Listen != "192.0.2.10:9477" {
-		t.Errorf("rendered policy: metrics.listen %q", p.Metrics.Listen)
+		t.Errorf("policy: metrics.listen %q", p.Metrics.Listen)
 	}
 
 	// Names and ports that must agree across the documents.
