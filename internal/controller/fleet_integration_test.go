@@ -92,7 +92,7 @@ func (f fleetNodes) startNode(t testing.TB, n *testbed.Node) func() {
 // startFleet builds a fleet of proxies nodes, an echo server on each,
 // starts the nodes' daemons and the client's, and returns the bed and the
 // nodes' stop functions (by index - 1).
-func startFleet(t *testing.T, spec testbed.Spec, f fleetNodes) (*testbed.Bed, []func(), *controller.Controller) {
+func startFleet(t testing.TB, spec testbed.Spec, f fleetNodes) (*testbed.Bed, []func(), *controller.Controller) {
 	t.Helper()
 	spec.ClientRouting = true
 	b := testbed.UpT(t, spec)
