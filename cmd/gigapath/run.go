@@ -71,7 +71,7 @@ func runDaemon(c *cli.Context) error {
 		Policy: p, NetNS: netnsName(c), Logger: log,
 		StatusSocket: c.String("status-socket"), MetricsListen: c.String("metrics-listen"),
 		StateDir: c.String("state-dir"),
-		Handoff:  inh.Handoff, HeldLinks: inh.HeldLinks,
+		Handoff:  inh.Handoff, HeldLinks: inh.HeldLinks, HeldListeners: inh.HeldListeners,
 	})
 	if err != nil {
 		return err

@@ -88,6 +88,11 @@ type Config struct {
 	// programs are attached, and in any case before it returns.
 	Handoff   []byte
 	HeldLinks []int
+	// HeldListeners are the predecessor's join listeners (listeners.go),
+	// handed over so that joins to an announced port are not refused
+	// while the new binary starts; Run adopts those still wanted and
+	// closes the others.
+	HeldListeners []int
 }
 
 // Controller is the daemon. Build it with New and call Run once.

@@ -27,9 +27,9 @@ type joinPhase struct {
 
 // joinResult is what one phase measured.
 type joinResult struct {
-	conns, withSecond int      // connections, those with a second subflow within the window
-	tried, completed  uint64   // joins the client sent (MPJoinSynTx), joins the nodes completed (MPJoinAckRx)
-	noToken           uint64   // joins the nodes refused for an unknown token
+	conns, withSecond int       // connections, those with a second subflow within the window
+	tried, completed  uint64    // joins the client sent (MPJoinSynTx), joins the nodes completed (MPJoinAckRx)
+	noToken           uint64    // joins the nodes refused for an unknown token
 	toSecond          []float64 // time from the connection's created event to its first sub_established, ms
 }
 

@@ -336,7 +336,16 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.releaseHeldLinks()
 	c.ensureRouting(true)
 	c.applyKernelPM()
-	undo.push(func(stopMode) { c.lst.close() })
+	undo.push(func(m stopMode) {
+		if m == modeUpgrade && c.upgrading != nil {
+			// Duplicates outlive the exec: the sockets keep listening,
+			// and the new binary adopts them.
+			c.upgrading.listeners = c.lst.hold()
+		}
+		c.lst.close()
+	})
+	c.lst.adopt(c.cfg.HeldListeners)
+	c.cfg.HeldListeners = nil
 	c.syncListeners()
 	c.resync("start")
 	c.peersIn = nil

@@ -8,11 +8,14 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/policy"
@@ -191,6 +194,62 @@ func (j *joinListeners) refuseConns(ln net.Listener, ap netip.AddrPort) {
 		j.log.Debug("a new connection to a port for joins only: reset", "listen", ap, "from", conn.RemoteAddr())
 		conn.Close()
 		j.m.JoinPortRefused.Inc()
+	}
+}
+
+// hold duplicates the descriptors of the listeners held (without
+// close-on-exec) for an upgrade in place: the sockets keep listening
+// through the exec, joins to them keep being accepted, and the new binary
+// adopts them (adopt).
+func (j *joinListeners) hold() []int {
+	var fds []int
+	for ap, ln := range j.held {
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			continue
+		}
+		f, err := tl.File()
+		if err != nil {
+			j.log.Warn("upgrade: join listener not held", "listen", ap, "err", err)
+			continue
+		}
+		fd, err := unix.Dup(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			j.log.Warn("upgrade: join listener not held", "listen", ap, "err", err)
+			continue
+		}
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// adopt takes over the listeners a predecessor held across an upgrade
+// (Config.HeldListeners); sync then keeps those still wanted and closes the
+// others.
+func (j *joinListeners) adopt(fds []int) {
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "join-listener")
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			j.log.Warn("held join listener from the previous binary", "fd", fd, "err", err)
+			continue
+		}
+		ap, err := netip.ParseAddrPort(ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+		if _, dup := j.held[ap]; dup {
+			ln.Close()
+			continue
+		}
+		j.held[ap] = ln
+		j.log.Info("join listener taken over from the previous binary", "listen", ap)
+		j.wg.Add(1)
+		go j.refuseConns(ln, ap)
 	}
 }
 

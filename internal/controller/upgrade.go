@@ -22,12 +22,14 @@ import (
 // PID, arguments and environment), which adopts the kernel state the old
 // one leaves in place. What the kernel cannot tell the new process travels
 // in a memfd ($GIGAPATH_HANDOFF_FD, see handoff), the BPF links held
-// across the exec in $GIGAPATH_HELD_BPF_LINKS, and a stop asked for during
-// the handover in $GIGAPATH_STOP_AFTER_UPGRADE.
+// across the exec in $GIGAPATH_HELD_BPF_LINKS, the join listeners in
+// $GIGAPATH_HELD_LISTENERS, and a stop asked for during the handover in
+// $GIGAPATH_STOP_AFTER_UPGRADE.
 const (
-	handoffEnv = "GIGAPATH_HANDOFF_FD"
-	heldEnv    = "GIGAPATH_HELD_BPF_LINKS"
-	stopEnv    = "GIGAPATH_STOP_AFTER_UPGRADE"
+	handoffEnv   = "GIGAPATH_HANDOFF_FD"
+	heldEnv      = "GIGAPATH_HELD_BPF_LINKS"
+	listenersEnv = "GIGAPATH_HELD_LISTENERS"
+	stopEnv      = "GIGAPATH_STOP_AFTER_UPGRADE"
 )
 
 // earlyStop is EarlyStop's channel: it takes SIGTERM and SIGINT from this
@@ -53,6 +55,8 @@ func EarlyStop() <-chan os.Signal { return earlyStop }
 type Inherited struct {
 	Handoff   []byte // Config.Handoff
 	HeldLinks []int  // Config.HeldLinks
+	// HeldListeners is Config.HeldListeners.
+	HeldListeners []int
 	// Stop says a stop was asked for while the predecessor handed over:
 	// the new process adopts, then stops and cleans up.
 	Stop bool
@@ -69,7 +73,8 @@ func Inherit(log *slog.Logger) Inherited {
 		log.Warn("ignoring the handoff", "err", err)
 	}
 	in.Handoff = b
-	in.HeldLinks = takeHeldLinks(log)
+	in.HeldLinks = takeHeldFDs(log, heldEnv, "BPF link", func(name string) bool { return name == "anon_inode:bpf_link" })
+	in.HeldListeners = takeHeldFDs(log, listenersEnv, "join listener", func(name string) bool { return strings.HasPrefix(name, "socket:[") })
 	if os.Getenv(stopEnv) == "1" {
 		in.Stop = true
 	}
@@ -99,17 +104,18 @@ func takeHandoff() ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, 16<<20))
 }
 
-// takeHeldLinks takes the BPF link descriptors an upgrading predecessor
-// held across the exec ($GIGAPATH_HELD_BPF_LINKS), marks them
-// close-on-exec at once (no child inherits them) and removes the variable.
-// Only descriptors that are BPF links are taken; Run closes them after
-// attaching its own programs.
-func takeHeldLinks(log *slog.Logger) []int {
-	v, ok := os.LookupEnv(heldEnv)
+// takeHeldFDs takes the descriptors an upgrading predecessor held across
+// the exec in the variable env (the BPF links, the join listeners), marks
+// them close-on-exec at once (no child inherits them) and removes the
+// variable. Only descriptors that are what is (their /proc/self/fd link)
+// are taken; Run closes the BPF links after attaching its own programs and
+// adopts the listeners.
+func takeHeldFDs(log *slog.Logger, env, what string, is func(string) bool) []int {
+	v, ok := os.LookupEnv(env)
 	if !ok {
 		return nil
 	}
-	os.Unsetenv(heldEnv)
+	os.Unsetenv(env)
 	var out []int
 	for _, f := range strings.Split(v, ",") {
 		if f == "" {
@@ -120,8 +126,8 @@ func takeHeldLinks(log *slog.Logger) []int {
 		if err == nil && fd >= 3 {
 			name, err = os.Readlink("/proc/self/fd/" + f)
 		}
-		if err != nil || name != "anon_inode:bpf_link" {
-			log.Warn("held BPF link from the previous binary: not a BPF link, left alone", "fd", f, "is", name, "err", err)
+		if err != nil || !is(name) {
+			log.Warn("held "+what+" from the previous binary: not one, left alone", "fd", f, "is", name, "err", err)
 			continue
 		}
 		unix.CloseOnExec(fd)
@@ -157,7 +163,10 @@ type upgrade struct {
 	memfd   *os.File // made before the point of no return
 	handoff []byte   // the loop's state (makeHandoff)
 	held    []int    // the BPF links held across the exec (holdLinks)
-	log     *slog.Logger
+	// listeners are the join listeners held across the exec
+	// (joinListeners.hold).
+	listeners []int
+	log       *slog.Logger
 }
 
 // Upgrade hands the daemon over to a new binary in this process (an
@@ -242,16 +251,12 @@ func (u *upgrade) exec(stop bool) error {
 	if _, err := u.memfd.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("upgrade: rewind handoff: %w", err)
 	}
-	fds := make([]string, len(u.held))
-	for i, fd := range u.held {
-		fds[i] = strconv.Itoa(fd)
-	}
-	env := []string{handoffEnv + "=" + strconv.Itoa(int(u.memfd.Fd())), heldEnv + "=" + strings.Join(fds, ",")}
+	env := []string{handoffEnv + "=" + strconv.Itoa(int(u.memfd.Fd())), heldEnv + "=" + joinFDs(u.held), listenersEnv + "=" + joinFDs(u.listeners)}
 	if stop {
 		env = append(env, stopEnv+"=1")
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, heldEnv+"=") && !strings.HasPrefix(kv, stopEnv+"=") {
+		if !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, heldEnv+"=") && !strings.HasPrefix(kv, listenersEnv+"=") && !strings.HasPrefix(kv, stopEnv+"=") {
 			env = append(env, kv)
 		}
 	}
@@ -259,11 +264,20 @@ func (u *upgrade) exec(stop bool) error {
 	return fmt.Errorf("upgrade: exec %s: %w (rules and routes were left in place; the next start adopts them)", u.binary, err)
 }
 
+// joinFDs lists descriptors for an environment variable.
+func joinFDs(fds []int) string {
+	s := make([]string, len(fds))
+	for i, fd := range fds {
+		s[i] = strconv.Itoa(fd)
+	}
+	return strings.Join(s, ",")
+}
+
 // abandon releases an upgrade that will not happen.
 func (u *upgrade) abandon() {
 	u.memfd.Close()
-	for _, fd := range u.held {
+	for _, fd := range append(u.held, u.listeners...) {
 		unix.Close(fd)
 	}
-	u.held = nil
+	u.held, u.listeners = nil, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -612,5 +613,109 @@ func TestIntegrationStopDuringUpgrade(t *testing.T) {
 				t.Errorf("path_manager %q after the stop, want %q", pm, pmBefore)
 			}
 		})
+	}
+}
+
+// An upgrade in place of a server daemon with initial_address_joins:
+// refuse and an announced port: net.mptcp.allow_join_initial_addr_port
+// stays 0 throughout (read in a tight loop in the namespace while the
+// upgrade runs), the join listener is the same socket before and after
+// (its inode in `ss -Mltne`), a connection made afterwards gets its join
+// to the announced port, and SIGTERM closes the listener and puts the
+// sysctl back to 1.
+func TestIntegrationUpgradeServerKeepsListener(t *testing.T) {
+	const size = 16 << 20
+	good := builtBinary(t)
+	e := setup(t, size)
+	b := e.bed
+	b.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gigapath")
+	installBinary(t, good, bin)
+	sock, cfg := filepath.Join(dir, "status.sock"), filepath.Join(dir, "gigapath.yaml")
+	pol := strings.Replace(fmt.Sprintf(joinListenerPolicy, b.ProxyLTEAddr), "status_socket: \"\"", "status_socket: "+sock, 1)
+	pol = strings.Replace(pol, "side: server", "side: server\ninitial_address_joins: refuse", 1)
+	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := &lockedBuf{}
+	d := startDaemonCmd(t, b.Proxy.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
+	announced := netip.AddrPortFrom(b.ProxyLTEAddr, 7443)
+	listener := func() string {
+		for _, l := range strings.Split(b.Proxy.MustRun("ss", "-MltneH"), "\n") {
+			if f := strings.Fields(l); len(f) > 5 && f[0] == "mptcp" && f[4] == announced.String() {
+				for _, x := range f {
+					if strings.HasPrefix(x, "ino:") {
+						return x
+					}
+				}
+			}
+		}
+		return ""
+	}
+	ino := listener()
+	if ino == "" {
+		t.Fatalf("no listener on %s:\n%s", announced, b.Proxy.MustRun("ss", "-Mltne"))
+	}
+
+	var ones, reads atomic.Int64
+	stop := make(chan struct{})
+	polled := make(chan error, 1)
+	go func() {
+		polled <- b.Proxy.Do(func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				v, err := os.ReadFile("/proc/sys/net/mptcp/allow_join_initial_addr_port")
+				if err != nil {
+					return err
+				}
+				reads.Add(1)
+				if strings.TrimSpace(string(v)) != "0" {
+					ones.Add(1)
+				}
+			}
+		})
+	}()
+	running := strings.Count(log.String(), "gigapath running")
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
+		return strings.Count(log.String(), "gigapath running") > running
+	})
+	close(stop)
+	if err := <-polled; err != nil {
+		t.Fatal(err)
+	}
+	if ones.Load() != 0 || reads.Load() < 10 {
+		t.Errorf("the sysctl read %d times during the upgrade, %d of them not 0", reads.Load(), ones.Load())
+	}
+	if got := listener(); got != ino {
+		t.Errorf("join listener %q after the upgrade, %q before: want the same socket", got, ino)
+	}
+	if !strings.Contains(log.String(), "join listener taken over from the previous binary") {
+		t.Errorf("the new binary did not say it took the listener over:\n%s", log)
+	}
+
+	wait := e.download(t, size)
+	waitFor(t, b, "the client's join to "+announced.String(), 10*time.Second, func() bool {
+		out, _ := b.Client.Run("ss", "-tnH", "state", "established", "dst", announced.String())
+		return strings.TrimSpace(out) != ""
+	})
+	wait()
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	if got := listener(); got != "" {
+		t.Errorf("a listener on %s after SIGTERM (%s)", announced, got)
+	}
+	if v := strings.TrimSpace(b.Proxy.MustRun("sysctl", "-n", "net.mptcp.allow_join_initial_addr_port")); v != "1" {
+		t.Errorf("allow_join_initial_addr_port %q after SIGTERM, want 1 (restored)", v)
 	}
 }
