@@ -38,6 +38,18 @@ type daemon struct {
 	err  error
 }
 
+// term sends the daemon SIGTERM and waits (10 s at most) until it has
+// exited.
+func (d *daemon) term(t testing.TB) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+}
+
 // startDaemon runs the built binary inside the client namespace and waits
 // until its status socket answers.
 func startDaemon(t *testing.T, b *testbed.Bed, bin, cfg, sock string) *daemon {

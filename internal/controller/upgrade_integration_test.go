@@ -241,12 +241,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	}
 	wait()
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	d.term(t)
 	if d.err != nil {
 		t.Errorf("daemon after SIGTERM: %v", d.err)
 	}
@@ -389,12 +384,7 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 		}
 	}
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	d.term(t)
 	if ids := attached(); len(ids) != 0 {
 		t.Errorf("sockops programs left after SIGTERM: %v", ids)
 	}
@@ -510,12 +500,7 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 		t.Errorf("during the upgrade %d of %d sockets were plain TCP, want none", tcp, mp+tcp)
 	}
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	d.term(t)
 	after := exec.Command("python3", "-c", "import socket; s = socket.socket(); print(s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL))")
 	after.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd())}
 	if out, err := after.Output(); err != nil || strings.TrimSpace(string(out)) != "6" {
@@ -706,12 +691,7 @@ func TestIntegrationUpgradeServerKeepsListener(t *testing.T) {
 	})
 	wait()
 
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	d.term(t)
 	if got := listener(); got != "" {
 		t.Errorf("a listener on %s after SIGTERM (%s)", announced, got)
 	}
