@@ -614,6 +614,14 @@ const chunk = 1 << 20
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// copyChunk copies up to limit bytes src→dst through a pooled buffer; a
+// nil error means limit bytes or EOF.
+func copyChunk(dst, src net.Conn, limit int64) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(src, limit), *bp)
+}
+
 // copyHalf copies src→dst. At EOF it half-closes dst; on an error or an
 // idle timeout it closes both so the other direction ends too.
 func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
@@ -621,24 +629,23 @@ func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
 	ctr := c.s.m.bytes.WithLabelValues(dir)
 	var total int64
 	dt, dok := dst.(*net.TCPConn)
-	st, sok := src.(*net.TCPConn)
+	var sp *splicer
+	if st, ok := src.(*net.TCPConn); ok && dok {
+		sp = newSplicer(dt, st)
+	}
+	if sp != nil {
+		defer sp.release()
+	}
 	for {
 		if idle > 0 {
 			src.SetReadDeadline(time.Now().Add(idle))
 		}
 		var n int64
 		var err error
-		if dok && sok {
-			// Wait for data first, so an idle connection holds no splice
-			// pipe (2 fds each way); then *TCPConn.ReadFrom of an
-			// *io.LimitedReader{*TCPConn} is splice(2).
-			if err = waitReadable(st); err == nil {
-				n, err = dt.ReadFrom(&io.LimitedReader{R: st, N: chunk})
-			}
+		if sp != nil {
+			n, err = sp.move(chunk)
 		} else {
-			bp := bufPool.Get().(*[]byte)
-			n, err = io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(src, chunk), *bp)
-			bufPool.Put(bp)
+			n, err = copyChunk(dst, src, chunk)
 		}
 		total += n
 		ctr.Add(float64(n))

@@ -27,6 +27,11 @@ func startRelay(t testing.TB, cfg relay.Config) (*relay.Server, string) {
 
 // echoServer echoes each connection until EOF, then half-closes.
 func echoServer(t testing.TB, network, addr string) string {
+	return echoServerWith(t, network, addr, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// echoServerWith serves every connection with echo, then half-closes it.
+func echoServerWith(t testing.TB, network, addr string, echo func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen(network, addr)
 	if err != nil {
@@ -41,7 +46,7 @@ func echoServer(t testing.TB, network, addr string) string {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
+				echo(c)
 				c.(*net.TCPConn).CloseWrite()
 			}()
 		}
@@ -481,6 +486,7 @@ func TestDrain(t *testing.T) {
 // openFDs counts open fds after letting GC drop pooled splice pipes (Go
 // keeps them in a sync.Pool and closes them from a finalizer).
 func openFDs(t testing.TB) int {
+	relay.DropIdlePipes()
 	for i := 0; i < 3; i++ {
 		runtime.GC()
 	}

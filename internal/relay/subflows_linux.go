@@ -57,21 +57,6 @@ func (c *conn) sampleSubflows(dst net.Conn) {
 	}
 }
 
-// waitReadable blocks until c has data, EOF or an error to read (honouring
-// its read deadline) without consuming anything.
-func waitReadable(c *net.TCPConn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var b [1]byte
-	rerr := rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return err != unix.EAGAIN
-	})
-	return rerr
-}
-
 // originalDst returns the destination a connection redirected by nftables
 // (or iptables) was addressed to: SO_ORIGINAL_DST (IPv4) or
 // IP6T_SO_ORIGINAL_DST (IPv6), both from conntrack.

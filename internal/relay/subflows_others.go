@@ -11,8 +11,6 @@ import (
 
 func (c *conn) sampleSubflows(net.Conn) {}
 
-func waitReadable(*net.TCPConn) error { return nil }
-
 func originalDst(net.Conn) (socks5.Addr, error) {
 	return socks5.Addr{}, errors.New("transparent mode needs Linux (SO_ORIGINAL_DST)")
 }
