@@ -75,7 +75,7 @@ func BenchmarkRelayAggregationGap(b *testing.B) {
 				switch mode {
 				case "tcp-wifi":
 					div = float64(rates[0]) * 1e6
-					mptcpServer(b, bed.Proxy, bed.ProxyWiFiAddr.String()+":5002", size)
+					mptcpServer(b, bed.Proxy, bed.ProxyWiFiAddr.String()+":5002", size, os.Getenv("GAP_CC"))
 					dial = func() (c net.Conn, err error) {
 						err = bed.Client.Do(func() (err error) { c, err = net.Dial("tcp", bed.ProxyWiFiAddr.String()+":5002"); return err })
 						return c, err
@@ -84,7 +84,7 @@ func BenchmarkRelayAggregationGap(b *testing.B) {
 					if mode == "mptcp-wifi" {
 						div = float64(rates[0]) * 1e6
 					}
-					mptcpServer(b, bed.Proxy, bed.ProxyAddr.String()+":5002", size)
+					mptcpServer(b, bed.Proxy, bed.ProxyAddr.String()+":5002", size, os.Getenv("GAP_CC"))
 					dial = func() (c net.Conn, err error) {
 						err = bed.Client.Do(func() (err error) {
 							var d net.Dialer
@@ -130,8 +130,9 @@ func BenchmarkRelayAggregationGap(b *testing.B) {
 }
 
 // mptcpServer is bulkServer with an MPTCP listener (plain TCP clients fall
-// back to TCP on it).
-func mptcpServer(b testing.TB, ns *testbed.NetNS, addr string, size int64) {
+// back to TCP on it), sending with congestion control cc ("": the
+// namespace's default).
+func mptcpServer(b testing.TB, ns *testbed.NetNS, addr string, size int64, cc string) {
 	var ln net.Listener
 	if err := ns.Do(func() (err error) {
 		var lc net.ListenConfig
@@ -141,10 +142,10 @@ func mptcpServer(b testing.TB, ns *testbed.NetNS, addr string, size int64) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	serveBulk(b, ln, size)
+	serveBulk(b, ln, size, cc)
 }
 
-func serveBulk(b testing.TB, ln net.Listener, size int64) {
+func serveBulk(b testing.TB, ln net.Listener, size int64, cc string) {
 	b.Cleanup(func() { ln.Close() })
 	go func() {
 		buf := make([]byte, 1<<20)
@@ -153,9 +154,9 @@ func serveBulk(b testing.TB, ln net.Listener, size int64) {
 			if err != nil {
 				return
 			}
-			if cc := os.Getenv("GAP_CC"); cc != "" {
+			if cc != "" {
 				if err := setCongestion(c, cc); err != nil {
-					b.Errorf("GAP_CC: %v", err)
+					b.Errorf("%v", err)
 				}
 			}
 			go func() {
