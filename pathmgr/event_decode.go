@@ -128,3 +128,44 @@ func ip6(v []byte, name string) (netip.Addr, error) {
 	}
 	return netip.AddrFrom16([16]byte(v[:16])), nil
 }
+
+// decodeDatagram appends the events of one datagram read from the events
+// socket to out: netlink messages of the family with type id family, each
+// a generic netlink header and the event's attributes. Messages of other
+// types (NOOP, DONE, another family) are skipped; an error message or a
+// malformed frame ends the datagram with an error, after the events before
+// it. It never panics, whatever the input (FuzzDecodeDatagram).
+func decodeDatagram(b []byte, family uint16, out []Event) ([]Event, error) {
+	for len(b) > 0 {
+		if len(b) < nlmsgHdrLen {
+			return out, fmt.Errorf("pathmgr: events: %d trailing bytes, too short for a netlink header", len(b))
+		}
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if l < nlmsgHdrLen || l > len(b) {
+			return out, fmt.Errorf("pathmgr: events: netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b))
+		}
+		msg := b[nlmsgHdrLen:l]
+		adv := (l + 3) &^ 3
+		if adv > len(b) {
+			adv = len(b)
+		}
+		b = b[adv:]
+		switch typ {
+		case family:
+		case nlmsgError, nlmsgOverrun:
+			return out, fmt.Errorf("pathmgr: events: netlink message of type %d on the events socket", typ)
+		default: // NOOP, DONE, or not ours
+			continue
+		}
+		if len(msg) < genlHdrLen {
+			return out, fmt.Errorf("pathmgr: events: generic netlink message of %d bytes, too short for its header", len(msg))
+		}
+		e, err := decodeEvent(msg[0], msg[genlHdrLen:])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

@@ -284,3 +284,52 @@ func TestReceiveErrorLostEvents(t *testing.T) {
 		t.Errorf("receiveError(EBADF) = %v; want EBADF, not ErrEventsLost", other)
 	}
 }
+
+// nlFrame wraps a generic netlink message (command cmd, attributes data)
+// in a netlink header of type typ, padded as the kernel pads it.
+func nlFrame(typ uint16, cmd uint8, data []byte) []byte {
+	l := nlmsgHdrLen + genlHdrLen + len(data)
+	b := binary.NativeEndian.AppendUint32(nil, uint32(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, make([]byte, 10)...) // flags, seq, pid
+	b = append(b, cmd, 1, 0, 0)
+	b = append(b, data...)
+	return append(b, make([]byte, (4-l%4)%4)...)
+}
+
+// TestDecodeDatagram: the events of a datagram in order, other messages
+// skipped, errors and broken frames reported after the events before them.
+func TestDecodeDatagram(t *testing.T) {
+	const fam = 0x1d
+	cases := eventCases()
+	a, b := cases[0], cases[1]
+	ea, eb := kernelEvent(t, a.e, a.attrs...), kernelEvent(t, b.e, b.attrs...)
+	var dg []byte
+	dg = append(dg, nlFrame(fam, uint8(a.e.Type), ea)...)
+	dg = append(dg, nlFrame(1, 0, nil)...)          // NLMSG_NOOP
+	dg = append(dg, nlFrame(fam+1, 0, []byte{})...) // another family
+	dg = append(dg, nlFrame(fam, uint8(b.e.Type), eb)...)
+	got, err := decodeDatagram(dg, fam, nil)
+	if err != nil || len(got) != 2 || got[0].Type != a.e.Type || got[1].Type != b.e.Type || got[1].Token != b.e.Token {
+		t.Fatalf("decodeDatagram = %v, %v; want the two events %v, %v", got, err, a.e.Type, b.e.Type)
+	}
+	for _, tc := range []struct {
+		name string
+		tail []byte
+		want string
+	}{
+		{"short header", []byte{1, 2, 3}, "too short for a netlink header"},
+		{"length past the end", nlFrame(fam, 1, ea)[:30], "bad length"},
+		{"error message", nlFrame(nlmsgError, 0, []byte{0, 0, 0, 0}), "type 2"},
+		{"no generic header", func() []byte {
+			f := nlFrame(fam, 1, nil)[:nlmsgHdrLen+2]
+			binary.NativeEndian.PutUint32(f, uint32(len(f)))
+			return f
+		}(), "too short for its header"},
+	} {
+		got, err := decodeDatagram(append(nlFrame(fam, uint8(a.e.Type), ea), tc.tail...), fam, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || len(got) != 1 {
+			t.Errorf("%s: decodeDatagram = %d events, %v; want the first event and an error mentioning %q", tc.name, len(got), err, tc.want)
+		}
+	}
+}

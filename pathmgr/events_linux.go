@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
@@ -18,12 +20,18 @@ import (
 // connections produce several events each.
 const eventBufferBytes = 8 << 20
 
+// eventBatch is the most events one Receive returns: it reads every
+// datagram already queued, up to this many, before it returns.
+const eventBatch = 256
+
 // EventListener receives the path manager's events on a socket of its own
 // (a socket that also sends requests would see events interleaved with
 // replies). Receive must not be called concurrently.
 type EventListener struct {
 	c      *genetlink.Conn
+	rc     syscall.RawConn
 	family genetlink.Family
+	buf    []byte     // one datagram; Receive is not concurrent
 	mu     sync.Mutex // guards closed
 	closed bool
 }
@@ -67,15 +75,22 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 			_ = c.SetReadBuffer(eventBufferBytes)
 		}
 	}
-	return &EventListener{c: c, family: f}, nil
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("pathmgr: events socket: %w", err)
+	}
+	return &EventListener{c: c, rc: rc, family: f, buf: make([]byte, 32<<10)}, nil
 }
 
 // Receive blocks until events arrive or ctx is done, and returns them in
-// the order the kernel sent them. On a receive-buffer overflow it returns an
-// error matching ErrEventsLost (and unix.ENOBUFS); the listener keeps
-// working and the next call receives newer events. If a message cannot be
-// decoded, the events before it are returned together with the error.
-// Receive must not be called concurrently with itself.
+// the order the kernel sent them: every event already queued on the
+// socket, up to 256, so that a burst costs one wake-up per batch rather
+// than one per event. On a receive-buffer overflow it returns the events
+// read before it with an error matching ErrEventsLost (and unix.ENOBUFS);
+// the listener keeps working and the next call receives newer events. If a
+// message cannot be decoded, the events before it are returned together
+// with the error. Receive must not be called concurrently with itself.
 func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -88,8 +103,8 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	})
 	defer stop()
 	for {
-		msgs, _, err := l.c.Receive()
-		if err != nil {
+		events, err := l.read()
+		if err != nil && len(events) == 0 {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -97,20 +112,51 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 				_ = l.c.SetReadDeadline(time.Time{})
 				continue
 			}
-			return nil, receiveError(err)
 		}
-		events := make([]Event, 0, len(msgs))
-		for _, m := range msgs {
-			ev, err := decodeEvent(m.Header.Command, m.Data)
-			if err != nil {
-				return events, err
-			}
-			events = append(events, ev)
-		}
-		if len(events) > 0 {
-			return events, nil
+		if err != nil || len(events) > 0 {
+			return events, err
 		}
 	}
+}
+
+// read waits until the socket is readable, then reads datagrams until none
+// is left or the batch is full. Reading the file descriptor directly (the
+// runtime's poller still does the waiting) takes no allocation per
+// datagram, where the netlink package peeks at each one and allocates its
+// buffer.
+func (l *EventListener) read() ([]Event, error) {
+	var events []Event
+	var rerr error
+	err := l.rc.Read(func(fd uintptr) bool {
+		for len(events) < eventBatch {
+			n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
+				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+			switch {
+			case errno == unix.EINTR:
+				continue
+			case errno == unix.EAGAIN:
+				// Nothing (more) queued: wait for readability unless
+				// there is something to return.
+				return len(events) > 0
+			case errno != 0:
+				rerr = receiveError(errno)
+				return true
+			case int(n) > len(l.buf):
+				rerr = fmt.Errorf("pathmgr: receive events: datagram of %d bytes truncated to %d", n, len(l.buf))
+				return true
+			}
+			var derr error
+			if events, derr = decodeDatagram(l.buf[:n], l.family.ID, events); derr != nil {
+				rerr = derr
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return events, receiveError(err)
+	}
+	return events, rerr
 }
 
 // Close releases the socket; a blocked Receive returns.

@@ -34,3 +34,22 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeDatagram feeds arbitrary datagrams to the framing decoder: it
+// must never panic, and it returns no more events than the datagram has
+// room for.
+//
+//	go test -run '^$' -fuzz '^FuzzDecodeDatagram$' -fuzztime 30s ./pathmgr
+func FuzzDecodeDatagram(f *testing.F) {
+	for _, tc := range eventCases() {
+		f.Add(nlFrame(0x1d, uint8(tc.e.Type), kernelEvent(f, tc.e, tc.attrs...)))
+	}
+	f.Add([]byte{})
+	f.Add(nlFrame(nlmsgError, 0, nil))
+	f.Fuzz(func(t *testing.T, dg []byte) {
+		evs, _ := decodeDatagram(dg, 0x1d, nil)
+		if len(evs) > len(dg)/(nlmsgHdrLen+genlHdrLen) {
+			t.Fatalf("%d events from %d bytes", len(evs), len(dg))
+		}
+	})
+}

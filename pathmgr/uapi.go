@@ -113,3 +113,13 @@ const (
 	evFlagDenyJoinID0 = 1 << 0
 	evFlagServerSide  = 1 << 1
 )
+
+// Netlink framing of the event datagrams this package reads itself
+// (include/uapi/linux/netlink.h, include/uapi/linux/genetlink.h); the
+// same on every architecture.
+const (
+	nlmsgHdrLen  = 16 // sizeof(struct nlmsghdr)
+	genlHdrLen   = 4  // sizeof(struct genlmsghdr)
+	nlmsgError   = 2  // NLMSG_ERROR
+	nlmsgOverrun = 4  // NLMSG_OVERRUN
+)

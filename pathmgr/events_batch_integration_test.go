@@ -1,0 +1,58 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// TestIntegrationReceiveBatch queues 200 real events (MPTCP listeners
+// opened and closed in a fresh namespace) before reading, and checks that
+// one Receive returns every one of them, in the order the kernel sent
+// them: a burst costs the reader one wake-up, not one per event.
+func TestIntegrationReceiveBatch(t *testing.T) {
+	ns := testbed.NetNST(t, "batch")
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const n = 100
+	if err := ns.Do(func() error {
+		for i := range n {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(true)
+			ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(21000+i)))
+			if err != nil {
+				return err
+			}
+			ln.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	evs, err := l.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2*n {
+		t.Fatalf("one Receive returned %d events; want all %d queued", len(evs), 2*n)
+	}
+	for i, e := range evs {
+		want, port := EventListenerCreated, 21000+i/2
+		if i%2 == 1 {
+			want = EventListenerClosed
+		}
+		if e.Type != want || int(e.Local.Port()) != port {
+			t.Fatalf("event %d = %v; want %v on port %d (kernel order)", i, e, want, port)
+		}
+	}
+}
