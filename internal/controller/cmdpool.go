@@ -3,6 +3,9 @@ package controller
 import (
 	"net/netip"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -12,6 +15,7 @@ type createJob struct {
 	token  uint32
 	local  pathmgr.Endpoint
 	remote netip.AddrPort
+	queued time.Time // when the loop asked for it (real clock)
 }
 
 // createFailure is a create the kernel refused, reported back to the event
@@ -33,14 +37,19 @@ type asyncPM struct {
 	PM
 	jobs     chan createJob
 	failures chan createFailure
-	done     chan struct{}
-	wg       sync.WaitGroup
-	once     sync.Once
+	// queueWait and request time each create (metrics.CreateSeconds); nil
+	// observers are not called.
+	queueWait, request prometheus.Observer
+	done               chan struct{}
+	wg                 sync.WaitGroup
+	once               sync.Once
 }
 
-// newAsyncPM starts workers, each on a socket of its own from dial.
-func newAsyncPM(sync PM, workers int, dial func() (PM, func() error, error)) (*asyncPM, error) {
-	a := &asyncPM{PM: sync, jobs: make(chan createJob, 4096), failures: make(chan createFailure, 256), done: make(chan struct{})}
+// newAsyncPM starts workers, each on a socket of its own from dial;
+// queueWait and request (nil: none) time each create.
+func newAsyncPM(sync PM, workers int, dial func() (PM, func() error, error), queueWait, request prometheus.Observer) (*asyncPM, error) {
+	a := &asyncPM{PM: sync, jobs: make(chan createJob, 4096), failures: make(chan createFailure, 256), done: make(chan struct{}),
+		queueWait: queueWait, request: request}
 	for i := 0; i < workers; i++ {
 		pm, closeFn, err := dial()
 		if err != nil {
@@ -62,7 +71,15 @@ func (a *asyncPM) work(pm PM, closeFn func() error) {
 			continue // stopping: drop what is still queued
 		default:
 		}
-		if err := pm.CreateSubflow(j.token, j.local, j.remote); err != nil {
+		start := time.Now()
+		if a.queueWait != nil {
+			a.queueWait.Observe(start.Sub(j.queued).Seconds())
+		}
+		err := pm.CreateSubflow(j.token, j.local, j.remote)
+		if a.request != nil {
+			a.request.Observe(time.Since(start).Seconds())
+		}
+		if err != nil {
 			select {
 			case a.failures <- createFailure{j, err}:
 			case <-a.done:
@@ -74,7 +91,7 @@ func (a *asyncPM) work(pm PM, closeFn func() error) {
 // CreateSubflow queues the request; a refusal arrives on Failures.
 func (a *asyncPM) CreateSubflow(token uint32, local pathmgr.Endpoint, remote netip.AddrPort) error {
 	select {
-	case a.jobs <- createJob{token, local, remote}:
+	case a.jobs <- createJob{token, local, remote, time.Now()}:
 		return nil
 	default:
 		return a.PM.CreateSubflow(token, local, remote)

@@ -51,7 +51,7 @@ func TestAsyncPMReportsRefusals(t *testing.T) {
 		w := workers[n]
 		n++
 		return w, func() error { closed.Add(1); return nil }, nil
-	})
+	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestAsyncPMBackPressure(t *testing.T) {
 	gate := make(chan struct{})
 	a, err := newAsyncPM(loop, 1, func() (PM, func() error, error) {
 		return &poolPM{gate: gate}, func() error { return nil }, nil
-	})
+	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestCreateFailedBacksOff(t *testing.T) {
 func TestAsyncPMCloseDropsQueued(t *testing.T) {
 	gate := make(chan struct{})
 	w := &poolPM{gate: gate}
-	a, err := newAsyncPM(&poolPM{}, 1, func() (PM, func() error, error) { return w, func() error { return nil }, nil })
+	a, err := newAsyncPM(&poolPM{}, 1, func() (PM, func() error, error) { return w, func() error { return nil }, nil }, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

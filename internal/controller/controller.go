@@ -100,6 +100,7 @@ type Controller struct {
 	cfg Config
 	log *slog.Logger
 	m   *metrics.Metrics
+	ls  *loopStats
 	now func() time.Time // the clock of every decision
 
 	// The kernel, as the decision core sees it: real clients while Run
@@ -198,7 +199,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{
 		lst: newJoinListeners(cfg.NetNS, cfg.Logger, cfg.Metrics),
-		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ls: newLoopStats(cfg.Metrics), now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},

@@ -63,7 +63,8 @@ type inputs struct {
 type pmBatch struct {
 	events []pathmgr.Event
 	lost   bool
-	at     time.Time
+	at     time.Time // when it was read, on the decisions' clock
+	read   time.Time // the same on the real clock (loop metrics)
 }
 
 // Run starts the daemon and blocks until ctx ends (nil) or a subsystem
@@ -190,7 +191,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 				return nil, nil, fmt.Errorf("path manager: %w", err)
 			}
 			return cl, cl.Close, nil
-		})
+		}, c.m.CreateSeconds.WithLabelValues("queue"), c.m.CreateSeconds.WithLabelValues("request"))
 		if err != nil {
 			return in, err
 		}
@@ -378,7 +379,7 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		b := pmBatch{events: evs, at: c.now()}
+		b := pmBatch{events: evs, at: c.now(), read: time.Now()}
 		if err != nil {
 			if !errors.Is(err, pathmgr.ErrEventsLost) {
 				return fmt.Errorf("path-manager events: %w", err)

@@ -26,41 +26,60 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 	}
 	lastResync := c.now()
 	netCh := in.net
+	ls := c.ls
 	for {
 		select {
 		case <-ctx.Done():
 			c.log.Info("stopping")
 			return nil, nil
 		case b := <-in.pm:
+			t := ls.begin(inPMEvents, b.read)
 			for _, ev := range b.events {
 				c.handlePM(ev, b.at)
 			}
+			ls.end(inPMEvents, t)
 			if b.lost {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
+				t := ls.begin(inResync, time.Time{})
 				c.resync("events_lost")
+				ls.end(inResync, t)
 			}
 		case f := <-in.failures:
+			t := ls.begin(inCreateFailure, time.Time{})
 			c.createFailed(f)
+			ls.end(inCreateFailure, t)
 		case ev, ok := <-netCh:
 			if !ok {
 				netCh = nil
 				continue
 			}
+			t := ls.begin(inInterface, time.Time{})
 			c.handleNet(ev)
+			ls.end(inInterface, t)
 		case b := <-in.health:
+			t := ls.begin(inHealth, b.read)
 			c.healthSample(b)
-		case <-tick.C:
+			ls.end(inHealth, t)
+		case at := <-tick.C:
+			t := ls.begin(inTick, at)
 			c.tick()
+			ls.end(inTick, t)
 			if now := c.now(); now.Sub(lastResync) > periodicResync {
 				lastResync = now
+				t := ls.begin(inResync, time.Time{})
 				c.resync("periodic")
+				ls.end(inResync, t)
 			}
 		case <-wdC:
 			in.notify.send("WATCHDOG=1")
 		case r := <-c.reloadCh:
+			t := ls.begin(inReload, time.Time{})
 			r.err <- c.reload(r.p)
+			ls.end(inReload, t)
 		case ch := <-c.statusCh:
+			t := ls.begin(inStatus, time.Time{})
 			ch <- c.snapshot()
+			ls.end(inStatus, t)
 		case u := <-c.upgradeCh:
 			u.handoff = c.makeHandoff()
 			return u, nil
@@ -98,8 +117,12 @@ func (c *Controller) healthSample(b healthBatch) {
 
 // handlePM applies one path-manager event.
 func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
-	c.m.Events.WithLabelValues(ev.Type.String()).Inc()
-	c.log.Debug("pm event", "event", eventLog(ev))
+	c.ls.event(c.m, ev.Type).Inc()
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Guarded: boxing the event for the call allocates even when the
+		// record is dropped.
+		c.log.Debug("pm event", "event", eventLog(ev))
+	}
 	switch ev.Type {
 	case pathmgr.EventCreated:
 		cn := c.conn(ev.Token)

@@ -30,6 +30,7 @@ const (
 // healthBatch is one health sample, as the sampler hands it to the loop.
 type healthBatch struct {
 	at     time.Time
+	read   time.Time // when it was read, on the real clock (loop metrics)
 	subs   []subflowSample
 	source string
 	err    error
@@ -95,6 +96,7 @@ func (s *sampler) run(ctx context.Context) error {
 			}
 		case <-tick:
 			b := s.sample()
+			b.read = time.Now()
 			select {
 			case s.out <- b:
 			case <-ctx.Done():

@@ -33,7 +33,14 @@ const (
 	HealthSample     = "gigapath_health_sample_seconds"      // histogram{source}: time to read one health sample (off the event loop)
 	JoinListeners    = "gigapath_join_listeners"             // gauge: MPTCP listeners the daemon keeps behind announced address:ports
 	JoinPortRefused  = "gigapath_join_port_refused_total"    // counter: new connections (not joins) to such a port, closed with a reset
+	LoopWait         = "gigapath_loop_wait_seconds"          // histogram{input}: how long an input waited for the event loop
+	LoopBusy         = "gigapath_loop_busy_seconds"          // histogram{input}: how long the event loop spent on one input (nothing else is served meanwhile)
+	CreateSeconds    = "gigapath_subflow_create_seconds"     // histogram{stage}: a SUBFLOW_CREATE queued for the pool (queue) and the request itself (request)
 )
+
+// LoopInputs are the input label values of LoopWait and LoopBusy: what the
+// event loop serves.
+var LoopInputs = []string{"pm_events", "create_failure", "interface", "health", "tick", "resync", "reload", "status"}
 
 // PMCommands are the command label values of Commands and CommandErrors:
 // the path-manager commands the daemon sends.
@@ -62,7 +69,15 @@ type Metrics struct {
 	HealthSampleSeconds *prometheus.HistogramVec
 	JoinListeners       prometheus.Gauge
 	JoinPortRefused     prometheus.Counter
+	// LoopWait and LoopBusy are labelled by input (LoopInputs);
+	// CreateSeconds by stage (queue, request).
+	LoopWait      *prometheus.HistogramVec
+	LoopBusy      *prometheus.HistogramVec
+	CreateSeconds *prometheus.HistogramVec
 }
+
+// latencyBuckets: 10 µs to 0.33 s, doubling.
+var latencyBuckets = prometheus.ExponentialBuckets(0.00001, 2, 16)
 
 // New registers the daemon's metrics (and the Go and process collectors) on
 // a fresh registry.
@@ -97,6 +112,12 @@ func New() *Metrics {
 			Help: "MPTCP listeners the daemon keeps on announced address:ports (announce[].port) for the peers' joins."}),
 		JoinPortRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: JoinPortRefused,
 			Help: "New connections (not joins) to a port the daemon listens on for joins only, closed with a reset."}),
+		LoopWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopWait,
+			Help: "Time an input (a batch of path-manager events, a tick, a health sample, ...) waited before the event loop took it.", Buckets: latencyBuckets}, []string{"input"}),
+		LoopBusy: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopBusy,
+			Help: "Time the event loop spent on one input; no other input is served meanwhile.", Buckets: latencyBuckets}, []string{"input"}),
+		CreateSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: CreateSeconds,
+			Help: "SUBFLOW_CREATE requests: time queued for the pool (stage queue) and the request, in which the kernel connects the subflow (stage request).", Buckets: latencyBuckets}, []string{"stage"}),
 	}
 	// Every command's series exist from the start, at 0, so a rate of
 	// refusals is 0 rather than missing until the first one.
@@ -104,9 +125,13 @@ func New() *Metrics {
 		m.Commands.WithLabelValues(cmd)
 		m.CommandErrors.WithLabelValues(cmd)
 	}
+	for _, in := range LoopInputs {
+		m.LoopWait.WithLabelValues(in)
+		m.LoopBusy.WithLabelValues(in)
+	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
-		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds, m.JoinListeners, m.JoinPortRefused,
+		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds, m.JoinListeners, m.JoinPortRefused, m.LoopWait, m.LoopBusy, m.CreateSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

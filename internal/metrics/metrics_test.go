@@ -23,6 +23,7 @@ func TestServe(t *testing.T) {
 	m.InterfaceHealthy.WithLabelValues("lte0", "lte").Set(0)
 	m.SubflowFailures.WithLabelValues("lte0").Inc()
 	m.HealthSampleSeconds.WithLabelValues("telemetry").Observe(0.001)
+	m.CreateSeconds.WithLabelValues("request").Observe(0.0001)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv, err := m.Listen("127.0.0.1:0")
@@ -43,7 +44,7 @@ func TestServe(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample, JoinListeners, JoinPortRefused} {
+	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample, JoinListeners, JoinPortRefused, LoopWait, LoopBusy, CreateSeconds} {
 		if !strings.Contains(string(b), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}

@@ -1,0 +1,72 @@
+package controller
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// loopInput is what the event loop serves, for its wait and busy metrics
+// (metrics.LoopWait, metrics.LoopBusy); the order is metrics.LoopInputs'.
+type loopInput int
+
+const (
+	inPMEvents loopInput = iota
+	inCreateFailure
+	inInterface
+	inHealth
+	inTick
+	inResync
+	inReload
+	inStatus
+	nLoopInputs
+)
+
+// loopStats times the event loop on the real clock (never the injected
+// one, which decisions use): how long each input waited for it and how
+// long it spent on each, during which it served nothing else.
+type loopStats struct {
+	wait, busy [nLoopInputs]prometheus.Observer
+	// The counters the loop bumps per event and per new connection,
+	// resolved once (a label lookup hashes the values every time).
+	events  [16]prometheus.Counter // by event type, filled as types come
+	creates prometheus.Counter
+}
+
+// event is the events counter of type t.
+func (s *loopStats) event(m *metrics.Metrics, t pathmgr.EventType) prometheus.Counter {
+	if int(t) >= len(s.events) {
+		return m.Events.WithLabelValues(t.String())
+	}
+	if s.events[t] == nil {
+		s.events[t] = m.Events.WithLabelValues(t.String())
+	}
+	return s.events[t]
+}
+
+func newLoopStats(m *metrics.Metrics) *loopStats {
+	s := &loopStats{creates: m.Commands.WithLabelValues("subflow_create")}
+	for i, name := range metrics.LoopInputs[:nLoopInputs] {
+		s.wait[i] = m.LoopWait.WithLabelValues(name)
+		s.busy[i] = m.LoopBusy.WithLabelValues(name)
+	}
+	return s
+}
+
+// begin records how long in waited since it was ready (zero: unknown) and
+// returns the time the loop took it up, for end.
+func (s *loopStats) begin(in loopInput, ready time.Time) time.Time {
+	now := time.Now()
+	if !ready.IsZero() {
+		s.wait[in].Observe(now.Sub(ready).Seconds())
+	}
+	return now
+}
+
+// end records how long the loop spent on in since start.
+func (s *loopStats) end(in loopInput, start time.Time) {
+	s.busy[in].Observe(time.Since(start).Seconds())
+}
