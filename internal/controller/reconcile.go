@@ -70,18 +70,18 @@ type ifPlan struct {
 	dests []netip.AddrPort
 }
 
-// plan is the want side of a connection: per available interface, the
-// strategy's decision and the destinations (targets) of those that carry
-// subflows. keepers counts the subflows the plan keeps: while there are
-// none, converge closes nothing, so a connection never loses its last
-// subflow.
-func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) (map[int]ifPlan, int) {
+// plan is the want side of a connection: for each available interface
+// (in avail's order), the strategy's decision and the destinations
+// (targets) of those that carry subflows. keepers counts the subflows the
+// plan keeps: while there are none, converge closes nothing, so a
+// connection never loses its last subflow.
+func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) ([]ifPlan, int) {
 	decided := c.strat.decide(avail, now)
 	dests := cn.dests(c.pol.PeerAddresses == policy.PeerUse)
-	out := make(map[int]ifPlan, len(avail))
+	out := make([]ifPlan, len(avail))
 	keepers := 0
-	for _, i := range avail {
-		w := decided[i.index]
+	for n, i := range avail {
+		w := decided[n]
 		pl := ifPlan{want: w}
 		if w.open {
 			held := func(d netip.AddrPort) bool {
@@ -111,7 +111,7 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 				}
 			}
 		}
-		out[i.index] = pl
+		out[n] = pl
 	}
 	return out, keepers
 }
@@ -120,9 +120,9 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 // what the plan wants: creates for missing subflows, MP_PRIO for wrong
 // backup flags, destroys for subflows no interface should keep (never the
 // last one while the plan keeps none).
-func (c *Controller) converge(cn *conn, avail []*iface, have map[int][]*sub, want map[int]ifPlan, keepers int, now time.Time) {
-	for _, i := range avail {
-		pl := want[i.index]
+func (c *Controller) converge(cn *conn, avail []*iface, have map[int][]*sub, want []ifPlan, keepers int, now time.Time) {
+	for n, i := range avail {
+		pl := want[n]
 		subs := have[i.index]
 		if !pl.open {
 			for _, s := range subs {
@@ -238,7 +238,7 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 	if backup {
 		ep.Flags = pathmgr.FlagBackup
 	}
-	c.m.Commands.WithLabelValues("subflow_create").Inc()
+	c.ls.creates.Inc()
 	if err := c.pm.CreateSubflow(cn.token, ep, dst); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
 		cn.backoff[k] = now.Add(retryBackoff)
@@ -246,7 +246,9 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 		return
 	}
 	cn.pending[k] = now
-	c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "id", id, "remote", dst, "backup", backup)
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "id", id, "remote", dst, "backup", backup)
+	}
 }
 
 // localID is the address id a subflow of cn from addr uses: the one the

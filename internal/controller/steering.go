@@ -17,9 +17,9 @@ type want struct {
 // subflows, with which backup flag, and by which health thresholds (if
 // any) their paths are judged.
 type strategy interface {
-	// decide returns the decision per interface index for ifs, the
-	// available interfaces.
-	decide(ifs []*iface, now time.Time) map[int]want
+	// decide returns the decision for each of ifs, the available
+	// interfaces, in their order.
+	decide(ifs []*iface, now time.Time) []want
 	// thresholds are the health checks of the mode; nil: the mode needs
 	// no health samples.
 	thresholds() *thresholds
@@ -61,10 +61,10 @@ func strategyFor(p *policy.Policy) strategy {
 // aggregate unless the file says so).
 type byFlag struct{}
 
-func (byFlag) decide(ifs []*iface, _ time.Time) map[int]want {
-	out := make(map[int]want, len(ifs))
-	for _, i := range ifs {
-		out[i.index] = want{open: true, backup: i.pol.Backup}
+func (byFlag) decide(ifs []*iface, _ time.Time) []want {
+	out := make([]want, len(ifs))
+	for n, i := range ifs {
+		out[n] = want{open: true, backup: i.pol.Backup}
 	}
 	return out
 }
@@ -76,19 +76,19 @@ func (byFlag) thresholds() *thresholds { return nil }
 // for hold before they close again.
 type handover struct{ thr thresholds }
 
-func (h *handover) decide(ifs []*iface, now time.Time) map[int]want {
-	out := make(map[int]want, len(ifs))
+func (h *handover) decide(ifs []*iface, now time.Time) []want {
+	out := make([]want, len(ifs))
 	var primaryOK bool
 	for _, i := range ifs {
 		if !i.pol.Backup && !i.health.unhealthy && now.Sub(i.availSince) >= h.thr.hold {
 			primaryOK = true
 		}
 	}
-	for _, i := range ifs {
+	for n, i := range ifs {
 		if i.pol.Backup {
-			out[i.index] = want{open: !primaryOK, backup: false}
+			out[n] = want{open: !primaryOK, backup: false}
 		} else {
-			out[i.index] = want{open: true, backup: !primaryOK && i.health.unhealthy}
+			out[n] = want{open: true, backup: !primaryOK && i.health.unhealthy}
 		}
 	}
 	return out
@@ -104,11 +104,11 @@ type priority struct {
 	primary int
 }
 
-func (p *priority) decide(ifs []*iface, _ time.Time) map[int]want {
-	out := make(map[int]want, len(ifs))
+func (p *priority) decide(ifs []*iface, _ time.Time) []want {
+	out := make([]want, len(ifs))
 	primary := primaryOf(ifs)
-	for _, i := range ifs {
-		out[i.index] = want{open: true, backup: primary != nil && i != primary}
+	for n, i := range ifs {
+		out[n] = want{open: true, backup: primary != nil && i != primary}
 	}
 	return out
 }
