@@ -66,6 +66,15 @@ func runDaemon(c *cli.Context) error {
 		return nil
 	}
 	log := controller.NewLogger(os.Stderr, p.Log)
+	stopProfiles, err := startProfiles()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := stopProfiles(); err != nil {
+			log.Warn("profiles", "err", err)
+		}
+	}()
 	inh := controller.Inherit(log)
 	ctl, err := controller.New(controller.Config{
 		Policy: p, NetNS: netnsName(c), Logger: log,
