@@ -149,7 +149,7 @@ func daemonCapacity(b *testing.B, n int) {
 	// Settle, then read RSS with all n connections (2 subflows each) live.
 	time.Sleep(time.Second)
 	rss := procRSS(b, pid)
-	resyncs := scrapeCounter(b, bed, "gigapath_resyncs_total")
+	resyncs := scrapeCounter(b, bed, "gigapath_resyncs_total", 9464)
 	ssOut := bed.Client.MustRun("ss", "-HMn", "state", "established")
 	live := strings.Count(ssOut, "\n")
 
@@ -286,11 +286,11 @@ func procRSS(tb testing.TB, pid int) int64 {
 	return 0
 }
 
-// scrapeCounter sums a counter family on the daemon's /metrics (read with
+// scrapeCounter sums a counter family on the daemon's /metrics at port (read with
 // curl inside the namespace: net/http dials from another thread, which is
 // not in it).
-func scrapeCounter(tb testing.TB, bed *testbed.Bed, name string) float64 {
-	out, err := bed.Client.Run("curl", "-sf", "http://127.0.0.1:9464/metrics")
+func scrapeCounter(tb testing.TB, bed *testbed.Bed, name string, port int) float64 {
+	out, err := bed.Client.Run("curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,0 +1,530 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// Burst benchmark parameters (BenchmarkBurst).
+const (
+	burstConns   = 1000
+	burstOpeners = 8
+	burstPort    = 7100
+)
+
+// BenchmarkBurst: how fast a second path comes up when connections arrive
+// in a burst, the daemon against the in-kernel PM on the same bed, in one
+// run. Each op runs one round of each, alternating which goes first.
+//
+// A round opens burstConns MPTCP connections from the client namespace by
+// burstOpeners concurrent openers as fast as they go (each on a thread of
+// its own in the namespace: dial, write one byte, next), to a server in the
+// proxy namespace that accepts and keeps them; the byte makes each
+// connection fully established. An independent mptcp_pm event listener in
+// this process (a socket of its own) timestamps, per connection, its
+// ESTABLISHED and the SUB_ESTABLISHED of its lte subflow; the latency is
+// the difference.
+//
+//   - daemon: the built binary `gigapath run` as a process of its own in
+//     the client namespace (userspace PM, aggregate, wifi0 + lte0, managed
+//     routing: the example policy), started before the round and stopped
+//     (SIGTERM) after it;
+//   - kernel: no daemon; the in-kernel PM with a `subflow` endpoint on
+//     lte0, limits subflow 4, and a source rule for the lte address (what a
+//     user sets up by hand), removed after the round.
+//
+// Reported per mode: p50/p90/p99/max latency, open-conn/s (connections
+// opened per second of the burst) and served-conn/s (connections per
+// second from the first dial until the last lte subflow), and the ratios.
+// BURST_PLOT=FILE.svg writes the latency CDF of both; BURST_PROFILE=DIR
+// runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU profile and
+// execution trace); BURST_DAEMON_ENV="K=V ..." adds to the daemon's
+// environment (GOGC=400, GOMAXPROCS=4 for experiments); BURST_PERF=FILE records the daemon's rounds with
+// `perf record -g` into FILE-PID.
+func BenchmarkBurst(b *testing.B) {
+	bin := buildBinary(b)
+	bed := manyConnsBed(b)
+	srv := keepServer(b, bed, burstPort)
+	obs := newObserver(b, bed)
+
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "policy.yaml")
+	example := bed.Client.MustRun(bin, "config", "example")
+	pol := strings.Replace(example, "status_socket: /run/gigapath/status.sock", "status_socket: "+sock, 1)
+	if pol == example {
+		b.Fatal("the example policy has no status_socket line to replace")
+	}
+	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	var env []string
+	if d := os.Getenv("BURST_PROFILE"); d != "" {
+		env = append(env, "GIGAPATH_PROFILE_DIR="+d)
+	}
+	env = append(env, strings.Fields(os.Getenv("BURST_DAEMON_ENV"))...)
+
+	results := map[string]*burstResult{"daemon": {}, "kernel": {}}
+	rounds := map[string]func() burstRound{
+		"daemon": func() burstRound {
+			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
+			cmd.Env = append(os.Environ(), env...)
+			d := startDaemonCmd(b, cmd, sock, testWriter{b})
+			stopPerf := perfRecord(b, d.cmd.Process.Pid)
+			cpu0 := procCPU(b, d.cmd.Process.Pid)
+			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
+			r := burstOnce(b, bed, srv, obs)
+			stopPerf()
+			cpu := procCPU(b, d.cmd.Process.Pid).sub(cpu0)
+			r.stages = fmt.Sprintf("\n\tdaemon CPU over the round: user %v system %v (%.0f µs per connection), %v GC cycles",
+				cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(r.opened),
+				scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) + daemonStages(b, bed)
+			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				b.Fatal(err)
+			}
+			<-d.done
+			if d.err != nil {
+				b.Fatalf("daemon: %v", d.err)
+			}
+			return r
+		},
+		"kernel": func() burstRound {
+			undo := kernelPMOn(b, bed)
+			defer undo()
+			return burstOnce(b, bed, srv, obs)
+		},
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		order := []string{"daemon", "kernel"}
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, mode := range order {
+			r := rounds[mode]()
+			results[mode].add(r)
+			b.Logf("round %d %s: %s; load average %s", i, mode, r, loadAvg())
+		}
+	}
+	b.StopTimer()
+
+	d, k := results["daemon"], results["kernel"]
+	for _, m := range []struct {
+		name string
+		r    *burstResult
+	}{{"daemon", d}, {"kernel", k}} {
+		us := func(p float64) float64 { return float64(pct(m.r.lat, p)) / float64(time.Microsecond) }
+		b.ReportMetric(us(0.5), m.name+"-p50-µs")
+		b.ReportMetric(us(0.9), m.name+"-p90-µs")
+		b.ReportMetric(us(0.99), m.name+"-p99-µs")
+		b.ReportMetric(us(1), m.name+"-max-µs")
+		b.ReportMetric(m.r.openRate(), m.name+"-open-conn/s")
+		b.ReportMetric(m.r.servedRate(), m.name+"-served-conn/s")
+		b.ReportMetric(float64(m.r.served)/float64(m.r.opened), m.name+"-served")
+	}
+	b.ReportMetric(float64(pct(d.lat, 0.99))/float64(pct(k.lat, 0.99)), "p99-daemon/kernel")
+	b.ReportMetric(d.servedRate()/k.servedRate(), "served-rate-daemon/kernel")
+	b.ReportMetric(d.openRate()/k.openRate(), "open-rate-daemon/kernel")
+	if p := os.Getenv("BURST_PLOT"); p != "" {
+		title := fmt.Sprintf("ESTABLISHED → lte SUB_ESTABLISHED, %d connections by %d openers, %d round(s) each", burstConns, burstOpeners, b.N)
+		svg := cdfSVG(title, []cdfSeries{{"gigapath run (userspace PM)", "#1f77b4", d.lat}, {"in-kernel PM", "#d62728", k.lat}})
+		if err := os.WriteFile(p, svg, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// burstRound is what one round measured.
+type burstRound struct {
+	lat            []time.Duration // per served connection
+	opened, served int
+	open, all      time.Duration // opening the burst; first dial until the last lte subflow
+	lost           int           // event overruns the observer saw
+	stages         string        // the daemon's own account (its /metrics)
+}
+
+func (r burstRound) String() string {
+	return fmt.Sprintf("%d/%d served, p50 %v p90 %v p99 %v max %v, opened in %v (%.0f/s), all served after %v, observer overruns %d",
+		r.served, r.opened, pct(r.lat, .5), pct(r.lat, .9), pct(r.lat, .99), pct(r.lat, 1),
+		r.open.Round(time.Millisecond), float64(r.opened)/r.open.Seconds(), r.all.Round(time.Millisecond), r.lost) + r.stages
+}
+
+// daemonStages is where the daemon says the time went, from its /metrics
+// (the example policy's listen address): per histogram its count and the
+// upper bounds of the buckets holding p50 and p99.
+func daemonStages(b *testing.B, bed *testbed.Bed) string {
+	out, err := bed.Client.Run("curl", "-sf", "http://127.0.0.1:9477/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sb strings.Builder
+	for _, h := range []struct{ what, name, label string }{
+		{"events wait for the loop", "gigapath_loop_wait_seconds", `input="pm_events"`},
+		{"loop busy per batch", "gigapath_loop_busy_seconds", `input="pm_events"`},
+		{"create queued", "gigapath_subflow_create_seconds", `stage="queue"`},
+		{"create request", "gigapath_subflow_create_seconds", `stage="request"`},
+		{"daemon's own ESTABLISHED→SUB_ESTABLISHED", "gigapath_reaction_latency_seconds", ""},
+	} {
+		n, p50, p99 := histQuantiles(out, h.name, h.label)
+		fmt.Fprintf(&sb, "\n\t%s: n=%d p50<=%s p99<=%s", h.what, n, p50, p99)
+	}
+	return sb.String()
+}
+
+// histQuantiles reads a Prometheus histogram (the series with label
+// among its labels) from a text exposition: its count and the upper bound
+// of the buckets p50 and p99 fall in.
+func histQuantiles(text, name, label string) (n int, p50, p99 string) {
+	type bucket struct {
+		le    string
+		count float64
+	}
+	var bs []bucket
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(l, name+"_bucket{") || !strings.Contains(l, label) {
+			continue
+		}
+		i := strings.Index(l, `le="`)
+		j := strings.Index(l[i+4:], `"`)
+		f := strings.Fields(l)
+		c, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		bs = append(bs, bucket{l[i+4 : i+4+j], c})
+	}
+	if len(bs) == 0 {
+		return 0, "?", "?"
+	}
+	total := bs[len(bs)-1].count
+	at := func(q float64) string {
+		for _, b := range bs {
+			if b.count >= q*total {
+				return b.le
+			}
+		}
+		return "+Inf"
+	}
+	return int(total), at(0.5), at(0.99)
+}
+
+// burstResult pools the rounds of one mode.
+type burstResult struct {
+	lat            []time.Duration
+	opened, served int
+	open, all      time.Duration
+}
+
+func (t *burstResult) add(r burstRound) {
+	t.lat = append(t.lat, r.lat...)
+	t.opened += r.opened
+	t.served += r.served
+	t.open += r.open
+	t.all += r.all
+}
+
+func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.Seconds() }
+func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Seconds() }
+
+// burstOnce opens one burst, waits (up to 20 s) for every connection's lte
+// subflow, then closes the connections and waits for the kernel to report
+// them closed.
+func burstOnce(b *testing.B, bed *testbed.Bed, srv *keeper, obs *observer) burstRound {
+	obs.reset()
+	remote := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < burstOpeners; w++ {
+		per := burstConns / burstOpeners
+		if w < burstConns%burstOpeners {
+			per++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// One thread in the namespace per opener: no namespace switch
+			// per dial.
+			err := bed.Client.Do(func() error {
+				var d net.Dialer
+				d.SetMultipathTCP(true)
+				mine := make([]net.Conn, 0, per)
+				defer func() {
+					mu.Lock()
+					conns = append(conns, mine...)
+					mu.Unlock()
+				}()
+				for i := 0; i < per; i++ {
+					c, err := d.Dial("tcp", remote)
+					if err != nil {
+						return fmt.Errorf("dial: %w", err)
+					}
+					mine = append(mine, c)
+					if _, err := c.Write([]byte{1}); err != nil {
+						return fmt.Errorf("write: %w", err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	open := time.Since(start)
+	r := burstRound{opened: len(conns), open: open}
+	deadline := time.Now().Add(20 * time.Second)
+	for !obs.served(len(conns)) && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.lat, r.lost, r.all = obs.result(start)
+	r.served = len(r.lat)
+	closeAll(conns)
+	srv.closeAll()
+	testbed.Eventually(b, "every connection of the round closed", func() (bool, string) {
+		n := obs.closed()
+		return n >= len(conns), fmt.Sprintf("%d of %d CLOSED events", n, len(conns))
+	})
+	if r.served < r.opened {
+		b.Errorf("only %d of %d connections got their lte subflow", r.served, r.opened)
+	}
+	return r
+}
+
+// keeper is a server that accepts MPTCP connections and keeps them open
+// (it reads nothing: the kernel acknowledges the data all the same).
+type keeper struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func keepServer(b *testing.B, bed *testbed.Bed, port int) *keeper {
+	k := &keeper{}
+	testbed.ServeT(b, bed.Proxy, "tcp", netip.AddrPortFrom(bed.ProxyAddr, uint16(port)).String(), true, func(c net.Conn) {
+		k.mu.Lock()
+		k.conns = append(k.conns, c)
+		k.mu.Unlock()
+	})
+	b.Cleanup(k.closeAll)
+	return k
+}
+
+func (k *keeper) closeAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	closeAll(k.conns)
+	k.conns = nil
+}
+
+// observer is the independent event listener of the client namespace: per
+// connection, when it read the ESTABLISHED and the lte SUB_ESTABLISHED.
+type observer struct {
+	lte    netip.Addr
+	mu     sync.Mutex
+	est    map[uint32]time.Time
+	sub    map[uint32]time.Time
+	nclose int
+	lost   int
+}
+
+func newObserver(b *testing.B, bed *testbed.Bed) *observer {
+	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { el.Close() })
+	o := &observer{lte: bed.LTEAddr}
+	o.reset()
+	testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
+		now := time.Now()
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if err != nil {
+			o.lost++
+		}
+		for _, e := range evs {
+			switch {
+			case e.Type == pathmgr.EventEstablished:
+				o.est[e.Token] = now
+			case e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == o.lte:
+				if _, ok := o.sub[e.Token]; !ok {
+					o.sub[e.Token] = now
+				}
+			case e.Type == pathmgr.EventClosed:
+				o.nclose++
+			}
+		}
+		return true
+	})
+	return o
+}
+
+func (o *observer) reset() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.est, o.sub, o.nclose, o.lost = map[uint32]time.Time{}, map[uint32]time.Time{}, 0, 0
+}
+
+// served reports whether n connections have their lte subflow.
+func (o *observer) served(n int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.sub) >= n
+}
+
+func (o *observer) closed() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.nclose
+}
+
+// result is the latency of every connection whose ESTABLISHED and lte
+// SUB_ESTABLISHED were both seen, the overruns, and the time from start
+// until the last lte subflow.
+func (o *observer) result(start time.Time) (lat []time.Duration, lost int, all time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var last time.Time
+	for tok, s := range o.sub {
+		if s.After(last) {
+			last = s
+		}
+		if e, ok := o.est[tok]; ok {
+			lat = append(lat, s.Sub(e))
+		}
+	}
+	return lat, o.lost, last.Sub(start)
+}
+
+// kernelPMOn turns the client namespace to the in-kernel PM as a user
+// would for the two-path case: path_manager kernel, limits, a subflow
+// endpoint on lte0 and a source rule and table for the lte address. undo
+// removes what it added.
+func kernelPMOn(b *testing.B, bed *testbed.Bed) (undo func()) {
+	lte, gw := bed.LTEAddr.String(), bed.ProxyLTEAddr.String()
+	table := strconv.Itoa(testbed.LTETable)
+	bed.Client.MustRun("sysctl", "-qw", "net.mptcp.path_manager=kernel")
+	bed.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
+	bed.Client.MustRun("ip", "route", "replace", "default", "via", gw, "dev", testbed.LTEIf, "table", table)
+	bed.Client.MustRun("ip", "rule", "add", "from", lte, "table", table, "priority", strconv.Itoa(testbed.RulePriority))
+	bed.Client.MustRun("ip", "mptcp", "endpoint", "add", lte, "dev", testbed.LTEIf, "subflow")
+	return func() {
+		bed.Client.MustRun("ip", "mptcp", "endpoint", "flush")
+		bed.Client.MustRun("ip", "rule", "del", "from", lte, "table", table, "priority", strconv.Itoa(testbed.RulePriority))
+		bed.Client.MustRun("ip", "route", "flush", "table", table)
+	}
+}
+
+// perfRecord runs `perf record -g` on pid when BURST_PERF names a file
+// prefix; stop ends it and waits for it.
+func perfRecord(b *testing.B, pid int) (stop func()) {
+	prefix := os.Getenv("BURST_PERF")
+	if prefix == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-q", "-g", "-F", "4999", "-p", strconv.Itoa(pid), "-o", fmt.Sprintf("%s-%d", prefix, pid))
+	cmd.Stderr = testWriter{b}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	}
+}
+
+// loadAvg is the 1-minute load average of the host.
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(raw))[0]
+}
+
+type cdfSeries struct {
+	name, color string
+	v           []time.Duration
+}
+
+// cdfSVG draws the empirical CDFs of latency samples on a logarithmic time
+// axis.
+func cdfSVG(title string, series []cdfSeries) []byte {
+	const w, h, l, r, top, bot = 760.0, 400.0, 60.0, 20.0, 50.0, 50.0
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range series {
+		for _, v := range s.v {
+			us := max(float64(v)/float64(time.Microsecond), 1)
+			lo, hi = min(lo, us), max(hi, us)
+		}
+	}
+	if math.IsInf(lo, 0) {
+		lo, hi = 1, 10
+	}
+	d0, d1 := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if d1 == d0 {
+		d1++
+	}
+	x := func(us float64) float64 {
+		return l + (math.Log10(max(us, 1))-d0)/(d1-d0)*(w-l-r)
+	}
+	y := func(p float64) float64 { return h - bot - p*(h-top-bot) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", w, h)
+	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="20">%s</text>`+"\n", l, title)
+	fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n",
+		l, h-bot, w-r, h-bot, l, top, l, h-bot)
+	for i := 0; i <= 4; i++ {
+		p := float64(i) / 4
+		fmt.Fprintf(&sb, `<text x="20" y="%.0f">%.2f</text><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/>`+"\n", y(p)+4, p, l, y(p), w-r, y(p))
+	}
+	for _, p := range []float64{0.5, 0.9, 0.99} {
+		fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#bbb" stroke-dasharray="4 3"/><text x="%.0f" y="%.0f" fill="#888">p%.0f</text>`+"\n",
+			l, y(p), w-r, y(p), w-r-28, y(p)-3, p*100)
+	}
+	for dec := d0; dec <= d1; dec++ {
+		us := math.Pow(10, dec)
+		label := fmt.Sprintf("%g µs", us)
+		if us >= 1000 {
+			label = fmt.Sprintf("%g ms", us/1000)
+		}
+		fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
+			x(us), top, x(us), h-bot, x(us)-14, h-bot+16, label)
+	}
+	fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f">latency (log scale)</text><text x="5" y="%.0f">share of connections</text>`+"\n", w/2-50, h-12, top-10)
+	for i, s := range series {
+		v := slices.Clone(s.v)
+		slices.Sort(v)
+		var pts []string
+		for j, d := range v {
+			us := float64(d) / float64(time.Microsecond)
+			if j > 0 {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j)/float64(len(v)))))
+			}
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j+1)/float64(len(v)))))
+		}
+		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
+		fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f" fill="%s">%s: p50 %v, p99 %v (n=%d)</text>`+"\n",
+			l+10, top+16+float64(i)*16, s.color, s.name, pct(s.v, .5).Round(time.Microsecond), pct(s.v, .99).Round(time.Microsecond), len(v))
+	}
+	sb.WriteString("</svg>\n")
+	return []byte(sb.String())
+}
