@@ -3,8 +3,11 @@
 package controller_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -38,15 +41,16 @@ const (
 // burstOpeners concurrent openers as fast as they go (each on a thread of
 // its own in the namespace: dial, write one byte, next), to a server in the
 // proxy namespace that accepts and keeps them; the byte makes each
-// connection fully established. An independent mptcp_pm event listener in
-// this process (a socket of its own) timestamps, per connection, its
-// ESTABLISHED and the SUB_ESTABLISHED of its lte subflow; the latency is
-// the difference.
+// connection fully established. Openers and server are a process of their
+// own (the generator). An independent mptcp_pm event listener in this
+// process (a socket of its own), which does nothing else, timestamps, per
+// connection, its ESTABLISHED and the SUB_ESTABLISHED of its lte subflow;
+// the latency is the difference.
 //
 //   - daemon: the built binary `gigapath run` as a process of its own in
 //     the client namespace (userspace PM, aggregate, wifi0 + lte0, managed
-//     routing: the example policy), started before the round and stopped
-//     (SIGTERM) after it;
+//     routing: the example policy), started before the round, warmed up by
+//     a burst of a quarter of the size, and stopped (SIGTERM) after it;
 //   - kernel: no daemon; the in-kernel PM with a `subflow` endpoint on
 //     lte0, limits subflow 4, and a source rule for the lte address (what a
 //     user sets up by hand), removed after the round.
@@ -62,7 +66,7 @@ const (
 func BenchmarkBurst(b *testing.B) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
-	srv := keepServer(b, bed, burstPort)
+	gen := startGenerator(b, bed)
 	obs := newObserver(b, bed)
 
 	dir := b.TempDir()
@@ -88,14 +92,20 @@ func BenchmarkBurst(b *testing.B) {
 			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), env...)
 			d := startDaemonCmd(b, cmd, sock, testWriter{b})
+			// A running daemon, not one that has just started: a burst of
+			// its own first (its heap, pool and sockets warm).
+			burstOnce(b, gen, obs, burstConns/4)
 			stopPerf := perfRecord(b, d.cmd.Process.Pid)
-			cpu0 := procCPU(b, d.cmd.Process.Pid)
+			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
-			r := burstOnce(b, bed, srv, obs)
+			pid := d.cmd.Process.Pid
+			cpu0, cs0, wait0 := procCPU(b, pid), ctxSwitches(b, pid), runDelay(b, pid)
+			r := burstOnce(b, gen, obs, burstConns)
 			stopPerf()
-			cpu := procCPU(b, d.cmd.Process.Pid).sub(cpu0)
-			r.stages = fmt.Sprintf("\n\tdaemon CPU over the round: user %v system %v (%.0f µs per connection), %v GC cycles",
-				cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(r.opened),
+			cpu, cs, wait := procCPU(b, pid).sub(cpu0), ctxSwitches(b, pid)-cs0, runDelay(b, pid)-wait0
+			r.stages = fmt.Sprintf("\n\tdaemon CPU over the round: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch), %v GC cycles",
+				cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(r.opened), float64(cs)/float64(r.opened),
+				wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond),
 				scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) + daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				b.Fatal(err)
@@ -109,7 +119,7 @@ func BenchmarkBurst(b *testing.B) {
 		"kernel": func() burstRound {
 			undo := kernelPMOn(b, bed)
 			defer undo()
-			return burstOnce(b, bed, srv, obs)
+			return burstOnce(b, gen, obs, burstConns)
 		},
 	}
 	b.ResetTimer()
@@ -241,35 +251,187 @@ func (t *burstResult) add(r burstRound) {
 func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.Seconds() }
 func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Seconds() }
 
-// burstOnce opens one burst, waits (up to 20 s) for every connection's lte
-// subflow, then closes the connections and waits for the kernel to report
-// them closed.
-func burstOnce(b *testing.B, bed *testbed.Bed, srv *keeper, obs *observer) burstRound {
+// burstOnce opens a burst of n connections, waits (up to 20 s) for every
+// connection's lte subflow, then closes the connections and waits for the
+// kernel to report them closed.
+func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 	obs.reset()
-	remote := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
+	opened, start, open := gen.open(b, n)
+	r := burstRound{opened: opened, open: open}
+	deadline := time.Now().Add(20 * time.Second)
+	for !obs.served(opened) && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	r.lat, r.lost, r.all = obs.result(start)
+	r.served = len(r.lat)
+	gen.closeAll(b)
+	testbed.Eventually(b, "every connection of the round closed", func() (bool, string) {
+		c := obs.closed()
+		return c >= opened, fmt.Sprintf("%d of %d CLOSED events", c, opened)
+	})
+	if r.served < r.opened {
+		b.Errorf("only %d of %d connections got their lte subflow", r.served, r.opened)
+	}
+	return r
+}
+
+// The load of BenchmarkBurst runs in a process of its own (this test
+// binary again, in helper mode), so that the benchmark process does
+// nothing but observe: a server in the proxy namespace that accepts MPTCP
+// connections and keeps them (it reads nothing: the kernel acknowledges
+// the data all the same), and the openers in the client namespace. It
+// reads commands on its standard input: "open N" (answer: "opened COUNT
+// START_UNIX_NS DURATION_NS ERROR|-"), "close" (answer: "closed").
+const burstHelperEnv = "GIGAPATH_BURST_HELPER" // client-ns proxy-ns addr:port
+
+type generator struct {
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startGenerator(b *testing.B, bed *testbed.Bed) *generator {
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", burstHelperEnv, bed.Client.Name, bed.Proxy.Name,
+		netip.AddrPortFrom(bed.ProxyAddr, burstPort)))
+	cmd.Stderr = testWriter{b}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); cmd.Wait(); cancel() })
+	g := &generator{in: in, out: bufio.NewScanner(out)}
+	if l := g.line(b); l != "ready" {
+		b.Fatalf("generator: %q", l)
+	}
+	return g
+}
+
+func (g *generator) line(b *testing.B) string {
+	if !g.out.Scan() {
+		b.Fatalf("generator ended: %v", g.out.Err())
+	}
+	return g.out.Text()
+}
+
+// open opens a burst of n connections: how many were opened, when the
+// first dial began and how long opening them took.
+func (g *generator) open(b *testing.B, n int) (opened int, start time.Time, took time.Duration) {
+	fmt.Fprintf(g.in, "open %d\n", n)
+	var startNs, tookNs int64
+	var errMsg string
+	if _, err := fmt.Sscanf(g.line(b), "opened %d %d %d %s", &opened, &startNs, &tookNs, &errMsg); err != nil {
+		b.Fatalf("generator: %v", err)
+	}
+	if errMsg != "-" {
+		b.Errorf("generator: %s", errMsg)
+	}
+	return opened, time.Unix(0, startNs), time.Duration(tookNs)
+}
+
+// closeAll closes every connection, client and server ends.
+func (g *generator) closeAll(b *testing.B) {
+	fmt.Fprintln(g.in, "close")
+	if l := g.line(b); l != "closed" {
+		b.Fatalf("generator: %q", l)
+	}
+}
+
+// burstHelper is the generator process's main.
+func burstHelper(spec string) int {
+	f := strings.Fields(spec)
+	if len(f) != 3 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns proxy-ns addr:port\n", burstHelperEnv, spec)
+		return 2
+	}
+	cli, prx, remote := &testbed.NetNS{Name: f[0]}, &testbed.NetNS{Name: f[1]}, f[2]
+	var ln net.Listener
+	if err := prx.Do(func() error {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp", remote)
+		return err
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var mu sync.Mutex
+	var accepted, dialled []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
+		}
+	}()
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var n int
+		switch l := in.Text(); {
+		case l == "close":
+			mu.Lock()
+			closeAll(dialled)
+			closeAll(accepted)
+			dialled, accepted = nil, nil
+			mu.Unlock()
+			fmt.Println("closed")
+		case strings.HasPrefix(l, "open ") && func() bool { _, err := fmt.Sscanf(l, "open %d", &n); return err == nil }():
+			start := time.Now()
+			conns, err := openBurst(cli, remote, n)
+			took := time.Since(start)
+			mu.Lock()
+			dialled = append(dialled, conns...)
+			mu.Unlock()
+			msg := "-"
+			if err != nil {
+				msg = strings.ReplaceAll(err.Error(), " ", "_")
+			}
+			fmt.Printf("opened %d %d %d %s\n", len(conns), start.UnixNano(), took.Nanoseconds(), msg)
+		default:
+			fmt.Fprintf(os.Stderr, "unknown command %q\n", l)
+			return 2
+		}
+	}
+	return 0
+}
+
+// openBurst opens n MPTCP connections to remote from ns by burstOpeners
+// openers as fast as they go, each on a thread of its own in the
+// namespace (no namespace switch per dial): dial, write one byte, next.
+func openBurst(ns *testbed.NetNS, remote string, n int) ([]net.Conn, error) {
 	var mu sync.Mutex
 	var conns []net.Conn
+	var errs []error
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := 0; w < burstOpeners; w++ {
-		per := burstConns / burstOpeners
-		if w < burstConns%burstOpeners {
+		per := n / burstOpeners
+		if w < n%burstOpeners {
 			per++
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// One thread in the namespace per opener: no namespace switch
-			// per dial.
-			err := bed.Client.Do(func() error {
+			mine := make([]net.Conn, 0, per)
+			err := ns.Do(func() error {
 				var d net.Dialer
 				d.SetMultipathTCP(true)
-				mine := make([]net.Conn, 0, per)
-				defer func() {
-					mu.Lock()
-					conns = append(conns, mine...)
-					mu.Unlock()
-				}()
 				for i := 0; i < per; i++ {
 					c, err := d.Dial("tcp", remote)
 					if err != nil {
@@ -282,55 +444,16 @@ func burstOnce(b *testing.B, bed *testbed.Bed, srv *keeper, obs *observer) burst
 				}
 				return nil
 			})
+			mu.Lock()
+			conns = append(conns, mine...)
 			if err != nil {
-				b.Error(err)
+				errs = append(errs, err)
 			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	open := time.Since(start)
-	r := burstRound{opened: len(conns), open: open}
-	deadline := time.Now().Add(20 * time.Second)
-	for !obs.served(len(conns)) && time.Now().Before(deadline) {
-		time.Sleep(2 * time.Millisecond)
-	}
-	r.lat, r.lost, r.all = obs.result(start)
-	r.served = len(r.lat)
-	closeAll(conns)
-	srv.closeAll()
-	testbed.Eventually(b, "every connection of the round closed", func() (bool, string) {
-		n := obs.closed()
-		return n >= len(conns), fmt.Sprintf("%d of %d CLOSED events", n, len(conns))
-	})
-	if r.served < r.opened {
-		b.Errorf("only %d of %d connections got their lte subflow", r.served, r.opened)
-	}
-	return r
-}
-
-// keeper is a server that accepts MPTCP connections and keeps them open
-// (it reads nothing: the kernel acknowledges the data all the same).
-type keeper struct {
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func keepServer(b *testing.B, bed *testbed.Bed, port int) *keeper {
-	k := &keeper{}
-	testbed.ServeT(b, bed.Proxy, "tcp", netip.AddrPortFrom(bed.ProxyAddr, uint16(port)).String(), true, func(c net.Conn) {
-		k.mu.Lock()
-		k.conns = append(k.conns, c)
-		k.mu.Unlock()
-	})
-	b.Cleanup(k.closeAll)
-	return k
-}
-
-func (k *keeper) closeAll() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	closeAll(k.conns)
-	k.conns = nil
+	return conns, errors.Join(errs...)
 }
 
 // observer is the independent event listener of the client namespace: per
@@ -449,6 +572,47 @@ func perfRecord(b *testing.B, pid int) (stop func()) {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
 	}
+}
+
+// ctxSwitches is the number of context switches of every thread of pid
+// so far (voluntary and not).
+func ctxSwitches(b *testing.B, pid int) int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, l := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && strings.HasSuffix(f[0], "ctxt_switches:") {
+				v, _ := strconv.Atoi(f[1])
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// runDelay is how long the threads of pid have been runnable without a CPU
+// (schedstat's run_delay, summed).
+func runDelay(b *testing.B, pid int) time.Duration {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if f := strings.Fields(string(raw)); err == nil && len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }
 
 // loadAvg is the 1-minute load average of the host.
