@@ -10,6 +10,10 @@ import (
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
+// createWorkers is how many workers send the daemon's SUBFLOW_CREATEs
+// (see asyncPM).
+const createWorkers = 1
+
 // createJob is one SUBFLOW_CREATE the event loop asked for.
 type createJob struct {
 	token  uint32
@@ -25,14 +29,18 @@ type createFailure struct {
 	err error
 }
 
-// asyncPM sends SUBFLOW_CREATE from a pool of path-manager sockets. The
-// kernel does the subflow's connect inline in that request (on a veth or a
-// local NIC much of the handshake's processing too), which is most of the
-// cost of serving a connection; running the requests on several threads
-// spreads that work over the CPUs while the event loop goes on with the next
-// events. The other commands are rare and stay synchronous on the loop's
-// own socket. When the queue is full CreateSubflow runs synchronously,
-// which is the back-pressure.
+// asyncPM sends SUBFLOW_CREATE from workers of their own, each with a
+// path-manager socket. The kernel does the subflow's connect inline in that
+// request (on a veth or a local NIC the whole handshake), which is most of
+// the cost of serving a connection; the event loop goes on with the next
+// events meanwhile. The other commands are rare and stay synchronous on the
+// loop's own socket. When the queue is full CreateSubflow runs
+// synchronously, which is the back-pressure.
+//
+// The daemon runs one worker (createWorkers): the kernel serializes every
+// request of the mptcp_pm family on the generic netlink mutex (the family
+// does not set parallel_ops), so a second worker only waits on that mutex,
+// holding one of the runtime's Ps while it does.
 type asyncPM struct {
 	PM
 	jobs     chan createJob

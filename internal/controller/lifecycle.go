@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -185,7 +184,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	}
 	var pool *asyncPM
 	if c.pm == nil {
-		pool, err = newAsyncPM(client, min(max(runtime.GOMAXPROCS(0), 1), 8), func() (PM, func() error, error) {
+		pool, err = newAsyncPM(client, createWorkers, func() (PM, func() error, error) {
 			cl, err := pathmgr.Dial(pmcfg)
 			if err != nil {
 				return nil, nil, fmt.Errorf("path manager: %w", err)
