@@ -66,7 +66,8 @@ const (
 func BenchmarkBurst(b *testing.B) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
-	gen := startGenerator(b, bed)
+	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
+	gen := startGenerator(b, bed, addr, addr)
 	obs := newObserver(b, bed)
 
 	dir := b.TempDir()
@@ -282,22 +283,24 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 // the data all the same), and the openers in the client namespace. It
 // reads commands on its standard input: "open N" (answer: "opened COUNT
 // START_UNIX_NS DURATION_NS ERROR|-"), "close" (answer: "closed").
-const burstHelperEnv = "GIGAPATH_BURST_HELPER" // client-ns proxy-ns addr:port
+// BenchmarkServerLoad runs several, each with a port of its own.
+const burstHelperEnv = "GIGAPATH_BURST_HELPER" // client-ns proxy-ns listen-addr:port dial-addr:port
 
 type generator struct {
 	in  io.WriteCloser
 	out *bufio.Scanner
 }
 
-func startGenerator(b *testing.B, bed *testbed.Bed) *generator {
+// startGenerator starts a generator whose server listens on listen in the
+// proxy namespace and whose openers dial remote from the client namespace.
+func startGenerator(b *testing.B, bed *testbed.Bed, listen, remote string) *generator {
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", burstHelperEnv, bed.Client.Name, bed.Proxy.Name,
-		netip.AddrPortFrom(bed.ProxyAddr, burstPort)))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s", burstHelperEnv, bed.Client.Name, bed.Proxy.Name, listen, remote))
 	cmd.Stderr = testWriter{b}
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -351,17 +354,17 @@ func (g *generator) closeAll(b *testing.B) {
 // burstHelper is the generator process's main.
 func burstHelper(spec string) int {
 	f := strings.Fields(spec)
-	if len(f) != 3 {
-		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns proxy-ns addr:port\n", burstHelperEnv, spec)
+	if len(f) != 4 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns proxy-ns listen-addr:port dial-addr:port\n", burstHelperEnv, spec)
 		return 2
 	}
-	cli, prx, remote := &testbed.NetNS{Name: f[0]}, &testbed.NetNS{Name: f[1]}, f[2]
+	cli, prx, listen, remote := &testbed.NetNS{Name: f[0]}, &testbed.NetNS{Name: f[1]}, f[2], f[3]
 	var ln net.Listener
 	if err := prx.Do(func() error {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(true)
 		var err error
-		ln, err = lc.Listen(context.Background(), "tcp", remote)
+		ln, err = lc.Listen(context.Background(), "tcp", listen)
 		return err
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,341 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// Server-load benchmark parameters (BenchmarkServerLoad).
+const (
+	serverLoadPort   = 7200 // generator i listens on serverLoadPort+i
+	serverLoadPerGen = 8500 // connections per generator process: 2 descriptors each
+	serverLoadMetric = 9478 // the daemon's /metrics port in the proxy namespace
+)
+
+// serverLoadLevels are the numbers of live connections measured, in
+// order (SERVER_LOAD_LEVELS=1000,10000 for a quicker look).
+func serverLoadLevels(b *testing.B) []int {
+	v := os.Getenv("SERVER_LOAD_LEVELS")
+	if v == "" {
+		return []int{1000, 10000, 50000}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			b.Fatalf("SERVER_LOAD_LEVELS=%q: %q is not a positive number", v, f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+const serverLoadPolicy = `side: server
+path_manager: %s
+steering: %s
+interfaces:
+  - name: lte1
+    role: lte
+%s
+routing: off
+metrics:
+  listen: 127.0.0.1:%d
+status_socket: %s
+log:
+  level: %s
+`
+
+// BenchmarkServerLoad: a carrier proxy's daemon (side: server) with
+// 1,000, 10,000 and 50,000 live MPTCP connections, with the userspace PM
+// (the daemon announces the proxy's lte address to every connection) and
+// with the in-kernel PM (a signal endpoint the daemon keeps). The daemon
+// is the built binary in the proxy namespace; the clients' in-kernel PM
+// accepts the announcement and joins, so each connection has two subflows
+// at each end. The connections come from generator processes (this test
+// binary in helper mode, each holding the server and client ends of
+// serverLoadPerGen connections, within the open-file limit), each sends a
+// byte, and the level counts once an independent event listener in the
+// client namespace has seen every connection's ANNOUNCED.
+//
+// At each level, reported (and logged) per mode: the daemon's RSS over
+// its idle RSS per connection, its CPU per second at rest (10 s, steering
+// aggregate: no health sampling), the same with steering priority (health
+// sampled every second; the difference is the sampling's cost; userspace
+// PM only), the time
+// of a full resync (a reload triggers one: it switches steering, and the
+// log level between warn and error so that the in-kernel PM's, which has
+// no health sampling, is a change too:
+// inventory dump + reconcile, gigapath_reconcile_duration_seconds), the
+// longest the event loop spent on one periodic input (tick, health,
+// resync: gigapath_loop_busy_seconds, bucket bound), and the time from
+// SIGUSR2 (upgrade in place) and from SIGTERM + start (restart) until
+// READY=1.
+func BenchmarkServerLoad(b *testing.B) {
+	for _, pm := range []string{"userspace", "kernel"} {
+		b.Run("pm="+pm, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				serverLoad(b, pm, serverLoadLevels(b))
+			}
+		})
+	}
+}
+
+func serverLoad(b *testing.B, pm string, levels []int) {
+	bin := buildBinary(b)
+	bed := manyConnsBed(b)
+	// The phones' in-kernel PM joins the address the proxy announces.
+	bed.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "1", "add_addr_accepted", "1")
+
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "policy.yaml")
+	// Each reload changes the log level (warn, error) so that it is one:
+	// the in-kernel PM has no steering mode that samples health.
+	reloads := 0
+	writePolicy := func(steering string) {
+		announce := ""
+		if pm == "userspace" {
+			announce = "announce:\n  - interface: lte1"
+		} else {
+			steering = "aggregate"
+		}
+		level := []string{"warn", "error"}[reloads%2]
+		reloads++
+		pol := fmt.Sprintf(serverLoadPolicy, pm, steering, announce, serverLoadMetric, sock, level)
+		if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writePolicy("aggregate")
+	nsock := filepath.Join(dir, "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsock, Net: "unixgram"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer notify.Close()
+	ready := func() time.Time {
+		buf := make([]byte, 256)
+		for {
+			notify.SetReadDeadline(time.Now().Add(120 * time.Second))
+			m, err := notify.Read(buf)
+			if err != nil {
+				b.Fatalf("no READY=1: %v", err)
+			}
+			if string(buf[:m]) == "READY=1" {
+				return time.Now()
+			}
+		}
+	}
+	start := func() *daemon {
+		cmd := bed.Proxy.Command(context.Background(), bin, "run", "--config", cfg)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsock)
+		d := startDaemonCmd(b, cmd, sock, testWriter{b})
+		ready()
+		return d
+	}
+	d := start()
+	time.Sleep(2 * time.Second)
+	idle := procRSS(b, d.cmd.Process.Pid)
+	b.Logf("pm=%s: daemon idle RSS %.1f MiB; load average %s", pm, float64(idle)/(1<<20), loadAvg())
+
+	// Independent observer: the clients' ANNOUNCED events.
+	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer el.Close()
+	var mu sync.Mutex
+	announced := map[uint32]bool{}
+	defer testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, _ error) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range evs {
+			if e.Type == pathmgr.EventAnnounced {
+				announced[e.Token] = true
+			}
+		}
+		return true
+	})()
+
+	var gens []*generator
+	defer func() {
+		for _, g := range gens {
+			g.closeAll(b)
+		}
+	}()
+	total := 0
+	for _, n := range levels {
+		// Open up to n, spread over generators of serverLoadPerGen each.
+		t0 := time.Now()
+		for total < n {
+			i := total / serverLoadPerGen
+			if i == len(gens) {
+				port := serverLoadPort + i
+				gens = append(gens, startGenerator(b, bed, fmt.Sprintf("0.0.0.0:%d", port),
+					netip.AddrPortFrom(bed.ProxyAddr, uint16(port)).String()))
+			}
+			k := min(n-total, (i+1)*serverLoadPerGen-total)
+			opened, _, _ := gens[i].open(b, k)
+			total += opened
+		}
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			mu.Lock()
+			a := len(announced)
+			mu.Unlock()
+			if a >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("only %d of %d connections announced to", a, n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		b.Logf("pm=%s n=%d: opened and announced in %v", pm, n, time.Since(t0).Round(time.Millisecond))
+		time.Sleep(3 * time.Second) // settle
+		pid := d.cmd.Process.Pid
+		rss := procRSS(b, pid)
+
+		// At rest, without and with health sampling; each switch of the
+		// steering mode is a reload, which resyncs.
+		rest := func() (cpuPerSec time.Duration, busy map[string]string) {
+			m0 := scrape(b, bed.Proxy, serverLoadMetric)
+			c0, t0 := procCPU(b, pid), time.Now()
+			time.Sleep(10 * time.Second)
+			c, el := procCPU(b, pid).sub(c0), time.Since(t0)
+			m1 := scrape(b, bed.Proxy, serverLoadMetric)
+			busy = map[string]string{}
+			for _, in := range []string{"tick", "health", "resync", "pm_events"} {
+				busy[in] = maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`)
+			}
+			return (c.user + c.sys) * time.Second / el, busy
+		}
+		resync := func(steering string) time.Duration {
+			m0 := scrape(b, bed.Proxy, serverLoadMetric)
+			writePolicy(steering)
+			d.cmd.Process.Signal(syscall.SIGHUP)
+			var took time.Duration
+			testbed.Eventually(b, "the reload's resync", func() (bool, string) {
+				m1 := scrape(b, bed.Proxy, serverLoadMetric)
+				n := counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_count", "")
+				took = time.Duration(counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_sum", "") * float64(time.Second))
+				return n >= 1, fmt.Sprintf("%v reconciliations", n)
+			})
+			return took
+		}
+		cpuRest, busyRest := rest()
+		resyncTook := resync("priority")
+		time.Sleep(2 * time.Second)
+		m0 := scrape(b, bed.Proxy, serverLoadMetric)
+		cpuSampling, busySampling := rest()
+		m1 := scrape(b, bed.Proxy, serverLoadMetric)
+		samples := counterDelta(m0, m1, "gigapath_health_sample_seconds_count", "")
+		sampleRead := counterDelta(m0, m1, "gigapath_health_sample_seconds_sum", "") / max(samples, 1)
+		healthApply := counterDelta(m0, m1, "gigapath_loop_busy_seconds_sum", `input="health"`) /
+			max(counterDelta(m0, m1, "gigapath_loop_busy_seconds_count", `input="health"`), 1)
+		resyncBack := resync("aggregate")
+		time.Sleep(2 * time.Second)
+
+		t1 := time.Now()
+		d.cmd.Process.Signal(syscall.SIGUSR2)
+		upgrade := ready().Sub(t1)
+		time.Sleep(2 * time.Second)
+		t2 := time.Now()
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		<-d.done
+		d = start()
+		restart := time.Since(t2)
+		time.Sleep(2 * time.Second)
+
+		perConn := float64(rss-idle) / float64(n)
+		b.ReportMetric(perConn, fmt.Sprintf("n=%d-RSS-B/conn", n))
+		b.ReportMetric(float64(cpuRest.Microseconds())/1000, fmt.Sprintf("n=%d-rest-CPU-ms/s", n))
+		b.ReportMetric(float64((cpuSampling-cpuRest).Microseconds())/1000, fmt.Sprintf("n=%d-sampling-CPU-ms/s", n))
+		b.ReportMetric(float64(resyncTook.Microseconds())/1000, fmt.Sprintf("n=%d-resync-ms", n))
+		b.ReportMetric(float64(upgrade.Microseconds())/1000, fmt.Sprintf("n=%d-upgrade-ms", n))
+		b.ReportMetric(float64(restart.Microseconds())/1000, fmt.Sprintf("n=%d-restart-ms", n))
+		b.Logf("pm=%s n=%d: RSS %.1f MiB (%.0f B per connection over idle); at rest %v CPU/s, with health sampling %v CPU/s "+
+			"(sample read %.1f ms off the loop, applied in %.2f ms on it); resync %v and %v; upgrade %v, restart %v; "+
+			"longest loop stall per input at rest %v, with sampling %v; load average %s",
+			pm, n, float64(rss)/(1<<20), perConn, cpuRest, cpuSampling, sampleRead*1000, healthApply*1000,
+			resyncTook.Round(time.Millisecond), resyncBack.Round(time.Millisecond),
+			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, loadAvg())
+	}
+}
+
+// scrape is the text of the daemon's /metrics at port inside ns.
+func scrape(b *testing.B, ns *testbed.NetNS, port int) string {
+	out, err := ns.Run("curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// counterDelta is how much the series name (with label among its
+// labels; "" for none) grew between two scrapes.
+func counterDelta(before, after, name, label string) float64 {
+	val := func(text string) float64 {
+		for _, l := range strings.Split(text, "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) && strings.Contains(f[0], label) {
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				return v
+			}
+		}
+		return 0
+	}
+	return val(after) - val(before)
+}
+
+// maxBucket is the bound of the smallest bucket of the histogram name
+// (series with label) that holds every observation made between two
+// scrapes: the longest one was at most that ("-": none).
+func maxBucket(before, after, name, label string) string {
+	type bucket struct {
+		le string
+		n  float64
+	}
+	read := func(text string) []bucket {
+		var bs []bucket
+		for _, l := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(l, name+"_bucket{") || !strings.Contains(l, label) {
+				continue
+			}
+			i := strings.Index(l, `le="`)
+			j := strings.Index(l[i+4:], `"`)
+			f := strings.Fields(l)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			bs = append(bs, bucket{l[i+4 : i+4+j], v})
+		}
+		return bs
+	}
+	b0, b1 := read(before), read(after)
+	if len(b1) == 0 || len(b0) != len(b1) {
+		return "?"
+	}
+	total := b1[len(b1)-1].n - b0[len(b0)-1].n
+	if total == 0 {
+		return "-"
+	}
+	for i := range b1 {
+		if b1[i].n-b0[i].n >= total {
+			return "≤" + b1[i].le + "s"
+		}
+	}
+	return "+Inf"
+}
