@@ -106,7 +106,7 @@ func BenchmarkBurst(b *testing.B) {
 			cpu, cs, wait := procCPU(b, pid).sub(cpu0), ctxSwitches(b, pid)-cs0, runDelay(b, pid)-wait0
 			r.stages = fmt.Sprintf("\n\tdaemon CPU over the round: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch), %v GC cycles",
 				cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(r.opened), float64(cs)/float64(r.opened),
-				wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond),
+				wait.Round(time.Millisecond), (wait/time.Duration(max(cs, 1))).Round(time.Microsecond),
 				scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) + daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				b.Fatal(err)

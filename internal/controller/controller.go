@@ -124,7 +124,13 @@ type Controller struct {
 	netSt netmon.State // the watcher's, without link-local addresses when the policy skips them
 	ifs   map[int]*iface
 	conns map[uint32]*conn
-	ids   *idAlloc
+	// nsubs counts the subflows of conns per interface index (the
+	// gauges); dues holds the connections' timers and globalDue when the
+	// steering decision next changes by itself (timers.go).
+	nsubs     map[int]int
+	dues      dueHeap
+	globalDue time.Time
+	ids       *idAlloc
 	// idPath is the allocator's record (Config.StateDir), "" for none.
 	idPath   string
 	prevRx   map[pathmgr.Subflow]rxCount // subflow → counters at the last health sample
@@ -201,7 +207,7 @@ func New(cfg Config) (*Controller, error) {
 		lst: newJoinListeners(cfg.NetNS, cfg.Logger, cfg.Metrics),
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ls: newLoopStats(cfg.Metrics), now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
-		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, ids: newIDAlloc(),
+		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, nsubs: map[int]int{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},
 		prevRx:   map[pathmgr.Subflow]rxCount{},
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot), upgradeCh: make(chan *upgrade),

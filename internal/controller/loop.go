@@ -87,14 +87,18 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 	}
 }
 
-// tick retries what is due, lets announcement hold-downs expire and
-// refreshes the subflow gauges.
+// tick reconciles the connections whose timers are due (retries,
+// pending creates, withdrawn addresses' grace, announcement retries),
+// every connection when a hold that steering or announcements wait for
+// has ended, and refreshes the gauges: O(what is due), see timers.go.
+// It also retries the in-kernel PM endpoints and join listeners that
+// failed: O(policy).
 func (c *Controller) tick() {
 	if len(c.kpmFailed) > 0 {
 		c.applyKernelPM()
 	}
 	c.syncListeners()
-	c.reconcileAll()
+	c.runDue(c.now())
 	c.refreshGauges()
 }
 
@@ -136,12 +140,12 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		cn.estAt = at
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		if _, ok := cn.subs[sf]; !ok {
-			cn.subs[sf] = &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup}
+			c.putSub(cn, &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup})
 		}
 		c.m.Connections.Set(float64(len(c.conns)))
 		c.reconcileConn(cn)
 	case pathmgr.EventClosed:
-		delete(c.conns, ev.Token)
+		c.dropConn(ev.Token)
 		c.m.Connections.Set(float64(len(c.conns)))
 	case pathmgr.EventSubEstablished:
 		cn, ok := c.conns[ev.Token]
@@ -150,7 +154,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
-		cn.subs[sf] = &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup}
+		c.putSub(cn, &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup})
 		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
 			delete(cn.pending, k)
 			if !cn.measured && !cn.estAt.IsZero() {
@@ -166,12 +170,13 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
-		delete(cn.subs, sf)
+		c.dropSub(cn, sf)
 		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
 			// A subflow this controller created closed before it was
 			// established: a failed join.
 			delete(cn.pending, k)
 			cn.backoff[k] = at.Add(retryBackoff)
+			c.schedule(cn)
 			why := "closed before it was established"
 			if ev.HasError() && ev.Error != 0 {
 				why = unix.Errno(ev.Error).Error()

@@ -32,10 +32,13 @@ func (c *Controller) reconcileAll() {
 	for _, cn := range c.conns {
 		c.reconcileConn(cn)
 	}
+	c.globalDue = c.nextGlobalDue(c.now())
 }
 
-// reconcileConn makes one connection's subflows what the policy wants.
+// reconcileConn makes one connection's subflows what the policy wants,
+// and arms its timer for what it then waits for (timers.go).
 func (c *Controller) reconcileConn(cn *conn) {
+	defer c.schedule(cn)
 	if !cn.established {
 		return
 	}
@@ -314,6 +317,7 @@ func (c *Controller) createFailed(f createFailure) {
 	k := slot{f.local.IfIndex, norm(f.remote)}
 	delete(cn.pending, k)
 	cn.backoff[k] = now.Add(retryBackoff)
+	c.schedule(cn)
 	c.subflowFailed(f.local.IfIndex, f.token, f.local.Addr, f.remote, f.err.Error(), now)
 }
 
@@ -330,7 +334,7 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 		}
 		c.log.Log(context.Background(), lvl, "subflow destroy", "token", cn.token, "local", s.sf.Local, "remote", s.sf.Remote, "why", why, "err", err)
 	}
-	delete(cn.subs, s.sf)
+	c.dropSub(cn, s.sf)
 	c.log.Debug("subflow destroyed", "token", cn.token, "local", s.sf.Local, "why", why)
 }
 
@@ -414,7 +418,10 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 		}
 		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
 		old := cn.subs
-		cn.subs = map[pathmgr.Subflow]*sub{}
+		for _, o := range old {
+			c.uncount(o)
+		}
+		cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
 		for _, s := range k.Subflows {
 			sf := s.Subflow()
 			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
@@ -422,7 +429,7 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 			if s.LocalID != 0 && !known {
 				c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
 			}
-			cn.subs[sf] = ns
+			c.putSub(cn, ns)
 			delete(cn.pending, slot{idx, norm(s.Remote)})
 			// The inventory has no list of the peer's announced
 			// addresses; a subflow to one (remote id != 0, not the
@@ -444,7 +451,7 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 		// Connections created but not yet established are kept: their
 		// ESTABLISHED event is still to come.
 		if !seen[tok] && cn.established {
-			delete(c.conns, tok)
+			c.dropConn(tok)
 		}
 	}
 	c.m.Connections.Set(float64(len(c.conns)))
@@ -457,19 +464,55 @@ func (c *Controller) refreshGauges() {
 	c.refreshInterfaceGauges()
 	c.m.Subflows.Reset()
 	n := 0
-	for _, cn := range c.conns {
-		n += len(cn.subs)
-		for _, s := range cn.subs {
-			name, role := "other", "none"
-			if i, ok := c.ifs[s.ifindex]; ok {
-				name, role = i.name, string(i.pol.Role)
-			} else if l, ok := c.netSt.Links[s.ifindex]; ok {
-				name = l.Name
-			}
-			c.m.Subflows.WithLabelValues(name, role).Inc()
+	for idx, k := range c.nsubs {
+		name, role := "other", "none"
+		if i, ok := c.ifs[idx]; ok {
+			name, role = i.name, string(i.pol.Role)
+		} else if l, ok := c.netSt.Links[idx]; ok {
+			name = l.Name
 		}
+		c.m.Subflows.WithLabelValues(name, role).Add(float64(k))
+		n += k
 	}
 	if c.sampler != nil {
 		c.sampler.known.Store(int64(n))
+	}
+}
+
+// The subflow gauges come from counts per interface index that change
+// with the state (O(1) per change, not a walk over every connection per
+// tick): change cn.subs only with putSub and dropSub, and drop a
+// connection with dropConn.
+
+// putSub adds s to cn (replacing the subflow with the same ends).
+func (c *Controller) putSub(cn *conn, s *sub) {
+	if old, ok := cn.subs[s.sf]; ok {
+		c.uncount(old)
+	}
+	cn.subs[s.sf] = s
+	c.nsubs[s.ifindex]++
+}
+
+// dropSub removes the subflow sf from cn.
+func (c *Controller) dropSub(cn *conn, sf pathmgr.Subflow) {
+	if old, ok := cn.subs[sf]; ok {
+		c.uncount(old)
+		delete(cn.subs, sf)
+	}
+}
+
+// dropConn forgets the connection tok and its subflows.
+func (c *Controller) dropConn(tok uint32) {
+	if cn, ok := c.conns[tok]; ok {
+		for _, s := range cn.subs {
+			c.uncount(s)
+		}
+		delete(c.conns, tok)
+	}
+}
+
+func (c *Controller) uncount(s *sub) {
+	if c.nsubs[s.ifindex]--; c.nsubs[s.ifindex] <= 0 {
+		delete(c.nsubs, s.ifindex)
 	}
 }

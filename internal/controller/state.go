@@ -62,7 +62,9 @@ type conn struct {
 	// side), or found announced when it adopted it, by local id.
 	ann      map[uint8]pathmgr.Endpoint
 	annRetry map[uint8]time.Time // an announce the kernel refused: not before
-	subs     map[pathmgr.Subflow]*sub
+	// subs changes only through putSub and dropSub (they keep the gauges'
+	// counts).
+	subs map[pathmgr.Subflow]*sub
 	// peers are the addresses the peer announced (ADD_ADDR), by its
 	// address id; a REMOVED event drops one. seq numbers them in the
 	// order they came, the order subflows go to them.
@@ -70,6 +72,9 @@ type conn struct {
 	seq     uint64
 	pending map[slot]time.Time // CreateSubflow sent, no sub_established yet
 	backoff map[slot]time.Time // do not retry before
+	// due is when the connection's earliest timer fires (timers.go); zero
+	// when none is armed.
+	due time.Time
 }
 
 // peer is one address the peer announced.
