@@ -40,7 +40,6 @@ import (
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/status"
-	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Timing of retries.
@@ -132,9 +131,10 @@ type Controller struct {
 	globalDue time.Time
 	ids       *idAlloc
 	// idPath is the allocator's record (Config.StateDir), "" for none.
-	idPath   string
-	prevRx   map[pathmgr.Subflow]rxCount // subflow → counters at the last health sample
-	prevRxAt time.Time                   // when prevRx was taken
+	idPath string
+	// agg aggregates health samples applied with applyHealth (tests);
+	// the daemon's samples come aggregated by the sampler.
+	agg *healthAgg
 	// linkDownAt is when each link that is down went down (as this
 	// process saw it), for announcements' hold-down.
 	linkDownAt map[int]time.Time
@@ -209,7 +209,7 @@ func New(cfg Config) (*Controller, error) {
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, nsubs: map[int]int{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},
-		prevRx:   map[pathmgr.Subflow]rxCount{},
+		agg:      newHealthAgg(),
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot), upgradeCh: make(chan *upgrade),
 		ready: make(chan struct{}), loopDone: make(chan struct{}),
 	}, nil

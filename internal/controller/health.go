@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gigapath/gigapath/pathmgr"
@@ -41,39 +43,45 @@ const takeoverGrace = 2 * time.Second
 // rcvRTTValid); the initial congestion window.
 const rcvRTTMinSegs = 10
 
-// applyHealth takes one health sample (the sampler's, see sampler.go)
-// and computes, per interface, the send side (largest smoothed
-// RTT, retransmitted share of the bytes acknowledged or retransmitted
-// since the last sample) and the
-// receive side (largest rcv_rtt of the subflows that received enough data
-// since the last sample, see rcvRTTValid; out-of-order share of the data
-// segments received) and
-// updates the health (with hysteresis). A direction without data in the
-// window gives no evidence.
-func (c *Controller) applyHealth(list []subflowSample, now time.Time) {
-	thr := c.strat.thresholds()
-	if thr == nil {
-		return // the mode changed since the sample was asked for
-	}
-	type agg struct {
-		rtt        time.Duration
-		sent, retr uint64
-		rxRTT      time.Duration
-		segs, ooo  uint64
-	}
-	per := map[int]*agg{}
-	rx := make(map[pathmgr.Subflow]rxCount, len(c.prevRx))
-	window := now.Sub(c.prevRxAt)
-	c.prevRxAt = now
+// ifTotals is one interface's part of a health sample: the send side
+// (largest smoothed RTT; bytes on the wire and retransmitted since the
+// previous sample) and the receive side (largest valid rcv_rtt, see
+// rcvRTTValid; data segments and out-of-order packets received since the
+// previous sample).
+type ifTotals struct {
+	rtt        time.Duration
+	sent, retr uint64
+	rxRTT      time.Duration
+	segs, ooo  uint64
+}
+
+// healthAgg turns health samples into per-interface totals since the
+// previous sample: it keeps each subflow's counters between samples.
+// The sampler owns the daemon's (off the event loop, which then applies
+// totals of a few interfaces instead of walking every subflow).
+type healthAgg struct {
+	prev   map[pathmgr.Subflow]rxCount // subflow → counters at the previous sample
+	prevAt time.Time                   // when prev was taken
+}
+
+func newHealthAgg() *healthAgg { return &healthAgg{prev: map[pathmgr.Subflow]rxCount{}} }
+
+// add folds one sample into per-interface totals; ifindexOf names the
+// interface of a subflow's local address (the source's index a hint).
+func (a *healthAgg) add(list []subflowSample, ifindexOf func(netip.Addr, int) int, now time.Time) map[int]*ifTotals {
+	per := map[int]*ifTotals{}
+	rx := make(map[pathmgr.Subflow]rxCount, len(a.prev))
+	window := now.Sub(a.prevAt)
+	a.prevAt = now
 	for _, s := range list {
-		idx := c.ifindexOf(s.sf.Local.Addr(), s.ifindex)
-		a := per[idx]
-		if a == nil {
-			a = &agg{}
-			per[idx] = a
+		idx := ifindexOf(s.sf.Local.Addr(), s.ifindex)
+		t := per[idx]
+		if t == nil {
+			t = &ifTotals{}
+			per[idx] = t
 		}
-		if s.rtt > a.rtt {
-			a.rtt = s.rtt
+		if s.rtt > t.rtt {
+			t.rtt = s.rtt
 		}
 		// Counters are taken per subflow, so a subflow that closes or
 		// opens between two samples does not make the interface's
@@ -84,25 +92,47 @@ func (c *Controller) applyHealth(list []subflowSample, now time.Time) {
 		// sender that overruns its own shaper would hide its loss.
 		cur := rxCount{segs: s.dataSegsIn, ooo: s.rcvOOOPack, wire: s.bytesAcked + s.bytesRetrans, retr: s.bytesRetrans}
 		rx[s.sf] = cur
-		prev, seen := c.prevRx[s.sf]
+		prev, seen := a.prev[s.sf]
 		if !seen {
 			continue
 		}
 		if cur.wire > prev.wire && cur.retr >= prev.retr {
-			a.sent += cur.wire - prev.wire
-			a.retr += cur.retr - prev.retr
+			t.sent += cur.wire - prev.wire
+			t.retr += cur.retr - prev.retr
 		}
 		if cur.segs <= prev.segs || cur.ooo < prev.ooo {
 			continue
 		}
 		d := cur.segs - prev.segs
-		a.segs += uint64(d)
-		a.ooo += uint64(cur.ooo - prev.ooo)
-		if s.rcvRTT > a.rxRTT && rcvRTTValid(s.rcvRTT, d, window) {
-			a.rxRTT = s.rcvRTT
+		t.segs += uint64(d)
+		t.ooo += uint64(cur.ooo - prev.ooo)
+		if s.rcvRTT > t.rxRTT && rcvRTTValid(s.rcvRTT, d, window) {
+			t.rxRTT = s.rcvRTT
 		}
 	}
-	c.prevRx = rx
+	a.prev = rx
+	return per
+}
+
+// applyHealth folds a sample into the controller's own aggregate and
+// applies it: what the sampler and the loop do together, in one place
+// (tests and benchmarks).
+func (c *Controller) applyHealth(list []subflowSample, now time.Time) {
+	c.applyTotals(c.agg.add(list, c.ifindexOf, now), now)
+}
+
+// applyTotals takes one health sample's per-interface totals and updates
+// each interface's health (with hysteresis): an interface is judged on
+// the send side (largest smoothed RTT, retransmitted share of the bytes
+// acknowledged or retransmitted) and the receive side (largest rcv_rtt of
+// the subflows that received enough data, out-of-order share of the data
+// segments received). A direction without data in the window gives no
+// evidence.
+func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
+	thr := c.strat.thresholds()
+	if thr == nil {
+		return // the mode changed since the sample was asked for
+	}
 	for idx, i := range c.ifs {
 		a := per[idx]
 		if a == nil {
@@ -192,4 +222,17 @@ func (h *health) idle(t *thresholds, now time.Time) {
 		h.failures = 0
 		h.loss, h.reorder = 0, 0
 	}
+}
+
+// unhealthyIfaces lists the interfaces judged unhealthy, by index: the
+// only part of health the steering decisions read.
+func (c *Controller) unhealthyIfaces() []int {
+	var out []int
+	for idx, i := range c.ifs {
+		if i.health.unhealthy {
+			out = append(out, idx)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -303,6 +303,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	g.Go(func() error { return c.sampler.run(ctx) })
 
 	c.netSt = c.view(c.netRaw())
+	c.publishAddrs()
 	c.noteLinksDown(time.Time{}) // down before we started: no hold
 	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
 	undo.push(func(stopMode) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -112,11 +113,31 @@ func (c *Controller) healthSample(b healthBatch) {
 		c.log.Warn("health sample", "source", b.source, "err", b.err)
 		return
 	}
-	c.applyHealth(b.subs, b.at)
+	before := c.unhealthyIfaces()
+	c.applyTotals(b.per, b.at)
 	if p, ok := c.strat.(*priority); ok {
 		p.observe(c.available(), b.at)
 	}
-	c.reconcileAll()
+	// Steering reads only which interfaces are unhealthy: connections need
+	// a look only when that changed.
+	if !slices.Equal(before, c.unhealthyIfaces()) {
+		c.reconcileAll()
+	}
+}
+
+// publishAddrs gives the sampler the interfaces' addresses (after every
+// change of netSt), by which it assigns subflows to interfaces.
+func (c *Controller) publishAddrs() {
+	if c.sampler == nil {
+		return
+	}
+	m := map[netip.Addr]int{}
+	for idx, as := range c.netSt.Addrs {
+		for _, a := range as {
+			m[a.Prefix.Addr().Unmap()] = idx
+		}
+	}
+	c.sampler.addrs.Store(&m)
 }
 
 // handlePM applies one path-manager event.
@@ -229,6 +250,7 @@ func (e eventLog) LogValue() slog.Value { return slog.StringValue(pathmgr.Event(
 func (c *Controller) handleNet(ev netmon.Event) {
 	c.m.NetEvents.WithLabelValues(ev.Type.String()).Inc()
 	c.netSt = c.view(c.netRaw())
+	c.publishAddrs()
 	now := c.now()
 	c.noteLinksDown(now)
 	c.ifs = buildIfaces(c.pol, c.netSt, c.ifs, now)

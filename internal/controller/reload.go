@@ -107,6 +107,7 @@ func (c *Controller) reload(p *policy.Policy) error {
 	}
 	if c.netRaw != nil {
 		c.netSt = c.view(c.netRaw()) // skip_link_local
+		c.publishAddrs()
 	}
 	c.ifs = buildIfaces(p, c.netSt, c.ifs, c.now())
 	c.syncPathPolicy()

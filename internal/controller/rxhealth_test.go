@@ -173,8 +173,8 @@ func TestHealthEitherDirection(t *testing.T) {
 	if w.health.rx || w.health.unhealthy {
 		t.Errorf("a new subflow's first sample counted: %+v", w.health)
 	}
-	if len(c.prevRx) != 1 {
-		t.Errorf("prevRx keeps %d subflows, want 1 (the closed one dropped)", len(c.prevRx))
+	if len(c.agg.prev) != 1 {
+		t.Errorf("the aggregate keeps %d subflows, want 1 (the closed one dropped)", len(c.agg.prev))
 	}
 }
 

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -27,11 +28,14 @@ const (
 	sourceSockDiag  = "sock_diag" // a dump of the namespace's MPTCP sockets
 )
 
-// healthBatch is one health sample, as the sampler hands it to the loop.
+// healthBatch is one health sample, as the sampler hands it to the loop:
+// totals per interface (per); subs, the subflows' counters they come
+// from, only before the sampler aggregates them.
 type healthBatch struct {
 	at     time.Time
 	read   time.Time // when it was read, on the real clock (loop metrics)
 	subs   []subflowSample
+	per    map[int]*ifTotals
 	source string
 	err    error
 	// fellBack says why the telemetry was not used for this sample.
@@ -42,7 +46,9 @@ type healthBatch struct {
 // the loop sets it; 0 stops sampling) it reads every subflow's counters
 // from the telemetry map of the sockops program where that is loaded and
 // covers the subflows the loop knows of, from a sock_diag dump otherwise,
-// and sends them to the loop, which only applies them.
+// turns them into totals per interface since the previous sample, and
+// sends those to the loop, which only applies them: the loop's part costs
+// O(interfaces), whatever the number of subflows.
 type sampler struct {
 	diag  inventory                             // the sock_diag source
 	tel   atomic.Pointer[pathpolicy.PathPolicy] // the telemetry source, nil until loaded
@@ -51,10 +57,14 @@ type sampler struct {
 	out   chan healthBatch                      // to the loop
 	now   func() time.Time
 	took  func(source string, d time.Duration) // metrics
+	agg   *healthAgg                           // the sampler goroutine's
+	// addrs maps local addresses to interface indexes, as the loop last
+	// published them (publishAddrs).
+	addrs atomic.Pointer[map[netip.Addr]int]
 }
 
 func newSampler(diag inventory, now func() time.Time, took func(string, time.Duration)) *sampler {
-	return &sampler{diag: diag, every: make(chan time.Duration, 1), out: make(chan healthBatch, 1), now: now, took: took}
+	return &sampler{diag: diag, every: make(chan time.Duration, 1), out: make(chan healthBatch, 1), now: now, took: took, agg: newHealthAgg()}
 }
 
 // setEvery changes the interval (0: stop sampling). It never blocks.
@@ -96,6 +106,10 @@ func (s *sampler) run(ctx context.Context) error {
 			}
 		case <-tick:
 			b := s.sample()
+			if b.err == nil {
+				b.per = s.agg.add(b.subs, s.ifindexOf, b.at)
+				b.subs = nil
+			}
 			b.read = time.Now()
 			select {
 			case s.out <- b:
@@ -144,6 +158,17 @@ func (s *sampler) sample() healthBatch {
 }
 
 const tcpEstablished = 1
+
+// ifindexOf is the interface of a local address as the loop last
+// published the addresses; hint (the source's) when none has it.
+func (s *sampler) ifindexOf(addr netip.Addr, hint int) int {
+	if m := s.addrs.Load(); m != nil {
+		if idx, ok := (*m)[addr.Unmap()]; ok {
+			return idx
+		}
+	}
+	return hint
+}
 
 // fromDiag reads every subflow's tcp_info from a sock_diag dump.
 func (s *sampler) fromDiag() healthBatch {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +150,39 @@ func TestSubflowCountsFollowChanges(t *testing.T) {
 	check("closed")
 	if len(c.nsubs) != 0 {
 		t.Errorf("counts %v with no connection left", c.nsubs)
+	}
+}
+
+// A health sample reconciles the connections only when it changes which
+// interfaces are unhealthy (all that steering reads): a steady sample
+// costs the loop O(interfaces), a change re-flags every connection.
+func TestHealthSampleReconcilesOnChangeOnly(t *testing.T) {
+	now := time.Unix(7000, 0)
+	yaml := strings.Replace(reloadClient, "steering: aggregate", "steering: priority", 1)
+	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	c.now = func() time.Time { return now }
+	adoptMany(c, 100, now)
+	c.reconcileAll()
+	for tok, cn := range c.conns {
+		clear(cn.pending)
+		lte := netip.AddrPortFrom(fakeLTE.Addr(), uint16(tok))
+		c.putSub(cn, &sub{sf: pathmgr.Subflow{Local: lte, Remote: fakeRemote}, ifindex: 3, localID: 1, backup: true})
+	}
+	k.take()
+	sample := func(wifiRTT time.Duration) []string {
+		now = now.Add(time.Second)
+		c.healthSample(healthBatch{at: now, per: map[int]*ifTotals{
+			2: {rtt: wifiRTT, sent: 1000}, 3: {rtt: 10 * time.Millisecond, sent: 1000}}})
+		return k.take()
+	}
+	if got := sample(20 * time.Millisecond); len(got) != 0 {
+		t.Fatalf("a healthy sample sent %d commands, want none: %q", len(got), got[:min(3, len(got))])
+	}
+	got := sample(time.Second)
+	if len(got) != 200 {
+		t.Fatalf("wifi turned unhealthy: %d commands, want 200 (MP_PRIO on both subflows of 100 connections)", len(got))
+	}
+	if got := sample(time.Second); len(got) != 0 {
+		t.Fatalf("wifi still unhealthy: %d commands, want none", len(got))
 	}
 }
