@@ -129,6 +129,15 @@ type Controller struct {
 	nsubs     map[int]int
 	dues      dueHeap
 	globalDue time.Time
+	// Resyncs through the inventory reader and sweeps (resync.go).
+	sweeps    bool              // the loop runs sweeps (Run; tests reconcile at once)
+	sw        *sweep            // the sweep in progress
+	swAgain   bool              // reconcile everything again after it
+	clock     uint64            // bumped by every change to a connection (touch)
+	closedAt  map[uint32]uint64 // connections closed while a resync is outstanding
+	dumpReq   chan dumpReq      // to the inventory reader; nil: resync at once
+	dumpBusy  bool              // a dump is asked for and not back yet
+	dumpAgain string            // the reason of a resync asked for meanwhile
 	ids       *idAlloc
 	// idPath is the allocator's record (Config.StateDir), "" for none.
 	idPath string
@@ -207,7 +216,7 @@ func New(cfg Config) (*Controller, error) {
 		lst: newJoinListeners(cfg.NetNS, cfg.Logger, cfg.Metrics),
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ls: newLoopStats(cfg.Metrics), now: time.Now, useScheduler: sched.Use, sysctl: swapSysctl,
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
-		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, nsubs: map[int]int{}, ids: newIDAlloc(),
+		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, nsubs: map[int]int{}, closedAt: map[uint32]uint64{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},
 		agg:      newHealthAgg(),
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot), upgradeCh: make(chan *upgrade),

@@ -53,6 +53,7 @@ var errUpgrading = errors.New("upgrading in place")
 // inputs are what the loop selects on besides its own tickers.
 type inputs struct {
 	pm       <-chan pmBatch
+	dumps    <-chan dumpResult
 	net      <-chan netmon.Event
 	failures <-chan createFailure
 	health   <-chan healthBatch
@@ -206,6 +207,13 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	if c.inv == nil {
 		c.inv = inv
 	}
+	// Resyncs while the loop runs read the inventory off it and adopt it
+	// in slices (resync.go); the start's, below, is done at once.
+	c.dumpReq = make(chan dumpReq, 1)
+	dumps := make(chan dumpResult)
+	in.dumps = dumps
+	c.sweeps = true
+	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps) })
 
 	// Events first, so nothing between the inventory read and the loop is missed.
 	el, err := pathmgr.ListenEvents(pmcfg)

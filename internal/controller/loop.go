@@ -41,9 +41,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 			ls.end(inPMEvents, t)
 			if b.lost {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
-				t := ls.begin(inResync, time.Time{})
-				c.resync("events_lost")
-				ls.end(inResync, t)
+				c.requestResync("events_lost")
 			}
 		case f := <-in.failures:
 			t := ls.begin(inCreateFailure, time.Time{})
@@ -67,10 +65,16 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 			ls.end(inTick, t)
 			if now := c.now(); now.Sub(lastResync) > periodicResync {
 				lastResync = now
-				t := ls.begin(inResync, time.Time{})
-				c.resync("periodic")
-				ls.end(inResync, t)
+				c.requestResync("periodic")
 			}
+		case r := <-in.dumps:
+			t := ls.begin(inResync, r.read)
+			c.dumped(r)
+			ls.end(inResync, t)
+		case <-c.sweepReady():
+			t := ls.begin(inResync, time.Time{})
+			c.sweepStep()
+			ls.end(inResync, t)
 		case <-wdC:
 			in.notify.send("WATCHDOG=1")
 		case r := <-c.reloadCh:
@@ -143,6 +147,14 @@ func (c *Controller) publishAddrs() {
 // handlePM applies one path-manager event.
 func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 	c.ls.event(c.m, ev.Type).Inc()
+	if cn, ok := c.conns[ev.Token]; ok {
+		c.touch(cn)
+	} else if ev.Type == pathmgr.EventClosed && c.resyncOutstanding() {
+		c.clock++
+	}
+	if ev.Type == pathmgr.EventClosed && c.resyncOutstanding() {
+		c.closedAt[ev.Token] = c.clock
+	}
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Guarded: boxing the event for the call allocates even when the
 		// record is dropped.
@@ -265,7 +277,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 		c.ensureRouting(true)
 		c.applyKernelPM()
 		c.syncListeners()
-		c.resync("netmon")
+		c.requestResync("netmon")
 		return
 	}
 	if _, ok := c.ifs[idx]; !ok {
@@ -327,6 +339,7 @@ func (c *Controller) conn(token uint32) *conn {
 	if !ok {
 		cn = newConn(token)
 		c.conns[token] = cn
+		c.touch(cn)
 	}
 	return cn
 }

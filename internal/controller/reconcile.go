@@ -28,7 +28,20 @@ func (c *Controller) available() []*iface {
 	return out
 }
 
+// reconcileAll reconciles every connection: at once when there are few,
+// else as a sweep in slices the event loop serves between its other
+// inputs (resync.go), so that no input waits for a walk over tens of
+// thousands of connections.
 func (c *Controller) reconcileAll() {
+	if len(c.conns) > sweepAtOnce && c.sweeps {
+		c.startSweep(nil)
+		return
+	}
+	c.reconcileEvery()
+}
+
+// reconcileEvery reconciles every connection now.
+func (c *Controller) reconcileEvery() {
 	for _, cn := range c.conns {
 		c.reconcileConn(cn)
 	}
@@ -208,6 +221,7 @@ func (c *Controller) setBackup(cn *conn, i *iface, s *sub, backup bool) {
 		return
 	}
 	c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
+	c.touch(cn)
 	if err := c.pm.SetSubflowBackup(cn.token, s.sf, backup); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
 		c.log.Warn("subflow backup", "token", cn.token, "interface", i.name, "remote", s.sf.Remote, "backup", backup, "err", err)
@@ -326,6 +340,7 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 		return
 	}
 	c.m.Commands.WithLabelValues("subflow_destroy").Inc()
+	c.touch(cn)
 	if err := c.pm.DestroySubflow(cn.token, s.sf); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_destroy").Inc()
 		lvl := slog.LevelWarn
@@ -370,82 +385,19 @@ func (c *Controller) peerGone(cn *conn, id uint8, addr netip.AddrPort, at time.T
 	}
 }
 
-// resync replaces the connection state with the kernel's inventory and
-// reconciles every connection.
-func (c *Controller) resync(reason string) {
-	start := time.Now()
-	c.m.Resyncs.WithLabelValues(reason).Inc()
-	if c.inv == nil {
-		c.reconcileAll()
-		return
-	}
-	list, err := c.inv.Connections(pathmgr.ListOptions{ListenersToo: true})
-	if err != nil {
-		c.log.Warn("inventory", "reason", reason, "err", err)
-		c.reconcileAll()
-		return
-	}
-	c.adopt(list, c.now())
-	c.reconcileAll()
-	c.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
-}
-
 // adopt makes the connection state the inventory's. The local address ids
 // of the subflows it finds are the allocator's from then on (a restart
 // without the record keeps them).
 func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
-	listen := map[uint16]bool{}
-	for _, k := range list {
-		if k.State.String() == "listen" {
-			listen[k.Local.Port()] = true
-		}
-	}
+	listen := listenPorts(list)
 	seen := map[uint32]bool{}
-	for _, k := range list {
+	for i := range list {
+		k := &list[i]
 		if k.Token == 0 || k.State.String() != "established" {
 			continue
 		}
 		seen[k.Token] = true
-		cn, known := c.conns[k.Token]
-		if !known {
-			cn = newConn(k.Token)
-			cn.server = listen[k.Local.Port()]
-			c.conns[k.Token] = cn
-			c.inheritPeers(cn)
-			if cn.server {
-				c.adoptAnnounced(cn)
-			}
-		}
-		cn.local, cn.remote, cn.established = k.Local, k.Remote, true
-		old := cn.subs
-		for _, o := range old {
-			c.uncount(o)
-		}
-		cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
-		for _, s := range k.Subflows {
-			sf := s.Subflow()
-			idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
-			ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
-			if s.LocalID != 0 && !known {
-				c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
-			}
-			c.putSub(cn, ns)
-			delete(cn.pending, slot{idx, norm(s.Remote)})
-			// The inventory has no list of the peer's announced
-			// addresses; a subflow to one (remote id != 0, not the
-			// connection's remote) shows it.
-			o, known := old[sf]
-			if known {
-				ns.goneAt = o.goneAt
-			}
-			// A subflow the kernel is still closing after the peer's
-			// RM_ADDR (goneAt set) does not bring its address back.
-			if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
-				if _, ok := cn.peers[s.RemoteID]; !ok {
-					cn.addPeer(s.RemoteID, s.Remote)
-				}
-			}
-		}
+		c.adoptOne(k, listen[k.Local.Port()])
 	}
 	for tok, cn := range c.conns {
 		// Connections created but not yet established are kept: their
@@ -457,6 +409,63 @@ func (c *Controller) adopt(list []pathmgr.Connection, now time.Time) {
 	c.m.Connections.Set(float64(len(c.conns)))
 	if c.ids.changed {
 		c.saveIDs()
+	}
+}
+
+// listenPorts are the ports of the inventory's MPTCP listeners: a
+// connection on one of them was accepted here (server side).
+func listenPorts(list []pathmgr.Connection) map[uint16]bool {
+	listen := map[uint16]bool{}
+	for _, k := range list {
+		if k.State.String() == "listen" {
+			listen[k.Local.Port()] = true
+		}
+	}
+	return listen
+}
+
+// adoptOne makes one established connection of the inventory (k) the
+// controller's view of it; server: it was accepted here.
+func (c *Controller) adoptOne(k *pathmgr.Connection, server bool) {
+	cn, known := c.conns[k.Token]
+	if !known {
+		cn = newConn(k.Token)
+		cn.server = server
+		c.conns[k.Token] = cn
+		c.inheritPeers(cn)
+		if cn.server {
+			c.adoptAnnounced(cn)
+		}
+	}
+	cn.local, cn.remote, cn.established = k.Local, k.Remote, true
+	old := cn.subs
+	for _, o := range old {
+		c.uncount(o)
+	}
+	cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
+	for _, s := range k.Subflows {
+		sf := s.Subflow()
+		idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
+		ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
+		if s.LocalID != 0 && !known {
+			c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
+		}
+		c.putSub(cn, ns)
+		delete(cn.pending, slot{idx, norm(s.Remote)})
+		// The inventory has no list of the peer's announced
+		// addresses; a subflow to one (remote id != 0, not the
+		// connection's remote) shows it.
+		o, known := old[sf]
+		if known {
+			ns.goneAt = o.goneAt
+		}
+		// A subflow the kernel is still closing after the peer's
+		// RM_ADDR (goneAt set) does not bring its address back.
+		if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
+			if _, ok := cn.peers[s.RemoteID]; !ok {
+				cn.addPeer(s.RemoteID, s.Remote)
+			}
+		}
 	}
 }
 

@@ -117,6 +117,6 @@ func (c *Controller) reload(p *policy.Policy) error {
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	c.syncListeners()
-	c.resync("reload")
+	c.requestResync("reload")
 	return nil
 }

@@ -75,6 +75,9 @@ type conn struct {
 	// due is when the connection's earliest timer fires (timers.go); zero
 	// when none is armed.
 	due time.Time
+	// touched is the controller's change clock at the last change
+	// (resync.go).
+	touched uint64
 }
 
 // peer is one address the peer announced.

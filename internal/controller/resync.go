@@ -1,0 +1,252 @@
+package controller
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// Resyncs and sweeps: a full reconciliation must not stall the event loop
+// with tens of thousands of connections (a sock_diag dump of 50,000 takes
+// a second or more). While the loop runs, a resync (lost events, a netmon
+// resync, a reload, the periodic safety net) asks the inventory reader, a
+// goroutine of its own, for a dump; the loop then adopts it and reconciles
+// each connection in slices of at most sweepBudget, serving its other
+// inputs in between. reconcileAll does the same without a dump when there
+// are more than sweepAtOnce connections.
+//
+// A dump is a snapshot of when it was asked for: a connection that an
+// event (or a command of ours) changed since then keeps the newer state,
+// one closed since is not brought back, and only connections untouched
+// since the dump was asked for are dropped when the dump lacks them.
+const (
+	sweepAtOnce = 512                  // up to this many: all at once
+	sweepBudget = 2 * time.Millisecond // per slice of a sweep
+	sweepCheck  = 32                   // connections between two looks at the clock
+)
+
+// dumpReq asks the inventory reader for a dump.
+type dumpReq struct {
+	reason string
+	asked  time.Time // real clock (gigapath_reconcile_duration_seconds)
+	clock  uint64    // the controller's change clock when asked
+}
+
+// dumpResult is a dump, read off the loop.
+type dumpResult struct {
+	dumpReq
+	list   []pathmgr.Connection
+	listen map[uint16]bool // listenPorts(list)
+	err    error
+	read   time.Time // when it was read, real clock
+}
+
+// sweep is a walk over every connection in slices: the adoption of a
+// dump (res != nil) and then the removal of what it lacks, or a plain
+// reconciliation of the connections there were when it started.
+type sweep struct {
+	res    *dumpResult
+	i      int
+	seen   map[uint32]bool // res: tokens of the dump adopted or kept
+	tokens []uint32        // the connections to visit (reconcile, removal)
+	drop   bool            // res: the removal phase
+}
+
+// inventoryReader serves dump requests until ctx ends.
+func (c *Controller) inventoryReader(ctx context.Context, req <-chan dumpReq, out chan<- dumpResult) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-req:
+			list, err := c.inv.Connections(pathmgr.ListOptions{ListenersToo: true})
+			res := dumpResult{dumpReq: r, list: list, err: err, read: time.Now()}
+			if err == nil {
+				res.listen = listenPorts(list)
+			}
+			select {
+			case out <- res:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// resync replaces the connection state with the kernel's inventory and
+// reconciles every connection, at once (the start, and tests).
+func (c *Controller) resync(reason string) {
+	start := time.Now()
+	c.m.Resyncs.WithLabelValues(reason).Inc()
+	if c.inv == nil {
+		c.reconcileEvery()
+		return
+	}
+	list, err := c.inv.Connections(pathmgr.ListOptions{ListenersToo: true})
+	if err != nil {
+		c.log.Warn("inventory", "reason", reason, "err", err)
+		c.reconcileEvery()
+		return
+	}
+	c.adopt(list, c.now())
+	c.reconcileEvery()
+	c.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+// requestResync resyncs: through the inventory reader and a sweep while
+// the loop runs, at once otherwise. A request while a dump is being read
+// is served by another dump after it.
+func (c *Controller) requestResync(reason string) {
+	if c.dumpReq == nil {
+		c.resync(reason)
+		return
+	}
+	c.m.Resyncs.WithLabelValues(reason).Inc()
+	if c.dumpBusy {
+		c.dumpAgain = reason
+		return
+	}
+	c.dumpBusy = true
+	c.dumpReq <- dumpReq{reason: reason, asked: time.Now(), clock: c.clock} // buffered, one at a time
+}
+
+// dumped takes a dump the inventory reader read: it starts the sweep that
+// adopts it.
+func (c *Controller) dumped(r dumpResult) {
+	c.dumpBusy = false
+	if r.err != nil {
+		c.log.Warn("inventory", "reason", r.reason, "err", r.err)
+		c.reconcileAll()
+	} else {
+		c.startSweep(&r)
+	}
+	if reason := c.dumpAgain; reason != "" {
+		c.dumpAgain = ""
+		c.dumpBusy = true
+		c.dumpReq <- dumpReq{reason: reason, asked: time.Now(), clock: c.clock}
+	}
+}
+
+// touch records that cn changed now (an event, a command of ours), so
+// that a dump asked for earlier does not overwrite it.
+func (c *Controller) touch(cn *conn) {
+	c.clock++
+	cn.touched = c.clock
+}
+
+// resyncOutstanding reports whether a dump is being read or adopted.
+func (c *Controller) resyncOutstanding() bool {
+	return c.dumpBusy || (c.sw != nil && c.sw.res != nil)
+}
+
+// startSweep starts a sweep: the adoption of res, or (nil) a
+// reconciliation of every connection. It replaces a sweep in progress; a
+// reconciliation asked for during an adoption runs after it.
+func (c *Controller) startSweep(res *dumpResult) {
+	if c.sw != nil && c.sw.res == nil {
+		// A reconciliation in progress: whatever the new sweep skips is
+		// reconciled again after it.
+		c.swAgain = true
+		if res == nil {
+			return
+		}
+	}
+	sw := &sweep{res: res}
+	if res == nil {
+		sw.tokens = slices.Collect(maps.Keys(c.conns))
+	} else {
+		sw.seen = make(map[uint32]bool, len(res.list))
+	}
+	c.sw = sw
+}
+
+// sweepReady is ready while a sweep has work left (for the loop's select).
+func (c *Controller) sweepReady() <-chan struct{} {
+	if c.sw == nil {
+		return nil
+	}
+	return closedChan
+}
+
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// sweepStep does the next slice of the sweep, for at most sweepBudget.
+func (c *Controller) sweepStep() {
+	sw := c.sw
+	deadline := time.Now().Add(sweepBudget)
+	n := 0
+	more := func() bool {
+		n++
+		return n%sweepCheck != 0 || time.Now().Before(deadline)
+	}
+	if sw.res != nil && !sw.drop {
+		for sw.i < len(sw.res.list) {
+			k := &sw.res.list[sw.i]
+			sw.i++
+			if k.Token == 0 || k.State.String() != "established" {
+				continue
+			}
+			sw.seen[k.Token] = true
+			cn, known := c.conns[k.Token]
+			switch {
+			case known && cn.touched > sw.res.clock:
+				// Changed since the dump was asked for: newer than it.
+			case !known && c.closedAt[k.Token] > sw.res.clock:
+				// Closed since.
+			default:
+				c.adoptOne(k, sw.res.listen[k.Local.Port()])
+				c.reconcileConn(c.conns[k.Token])
+			}
+			if !more() {
+				return
+			}
+		}
+		sw.drop, sw.i = true, 0
+		sw.tokens = slices.Collect(maps.Keys(c.conns))
+		if !more() {
+			return
+		}
+	}
+	for sw.i < len(sw.tokens) {
+		tok := sw.tokens[sw.i]
+		sw.i++
+		if cn, ok := c.conns[tok]; ok {
+			switch {
+			case !sw.drop:
+				c.reconcileConn(cn)
+			case !sw.seen[tok] && cn.established && cn.touched <= sw.res.clock:
+				// Not in the dump, and nothing happened to it since it
+				// was asked for: gone.
+				c.dropConn(tok)
+			}
+		}
+		if !more() {
+			return
+		}
+	}
+	c.sweepDone()
+}
+
+// sweepDone ends the sweep.
+func (c *Controller) sweepDone() {
+	sw := c.sw
+	c.sw = nil
+	c.globalDue = c.nextGlobalDue(c.now())
+	if sw.res != nil {
+		clear(c.closedAt)
+		c.m.Connections.Set(float64(len(c.conns)))
+		if c.ids.changed {
+			c.saveIDs()
+		}
+		c.m.ReconcileSeconds.Observe(time.Since(sw.res.asked).Seconds())
+		c.log.Debug("resync done", "reason", sw.res.reason, "connections", len(c.conns),
+			"dump", sw.res.read.Sub(sw.res.asked), "total", time.Since(sw.res.asked))
+	}
+	if c.swAgain {
+		c.swAgain = false
+		c.startSweep(nil)
+	}
+}

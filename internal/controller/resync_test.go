@@ -1,0 +1,137 @@
+package controller
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// manyConns is an inventory of n established client connections with a
+// wifi subflow each, tokens from first.
+func manyConns(first uint32, n int) []pathmgr.Connection {
+	list := make([]pathmgr.Connection, n)
+	for i := range list {
+		l := netip.AddrPortFrom(fakeWiFi.Addr(), uint16(20000+i))
+		list[i] = pathmgr.Connection{Token: first + uint32(i), Local: l, Remote: fakeRemote, State: 1,
+			Subflows: []pathmgr.SubflowInfo{{Local: l, Remote: fakeRemote, IfIndex: 2, State: 1}}}
+	}
+	return list
+}
+
+// runSweep runs the sweep in progress to its end as the loop would, and
+// returns how many slices it took.
+func runSweep(t *testing.T, c *Controller) int {
+	t.Helper()
+	steps := 0
+	for c.sw != nil {
+		c.sweepStep()
+		steps++
+		if steps > 100000 {
+			t.Fatal("the sweep does not end")
+		}
+	}
+	return steps
+}
+
+// A dump of 20,000 connections is adopted in slices of at most
+// sweepBudget each, and ends with the state an adoption at once gives.
+func TestSweepAdoptsInSlices(t *testing.T) {
+	now := time.Unix(7000, 0)
+	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	list := manyConns(1000, 20000)
+	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "test", asked: time.Now(), clock: c.clock}, list: list, listen: listenPorts(list)})
+	var longest time.Duration
+	steps := 0
+	for c.sw != nil {
+		t0 := time.Now()
+		c.sweepStep()
+		longest = max(longest, time.Since(t0))
+		steps++
+	}
+	if steps < 2 {
+		t.Errorf("20,000 connections adopted in %d slice(s); want several of at most %v", steps, sweepBudget)
+	}
+	t.Logf("%d slices, longest %v", steps, longest)
+	if len(c.conns) != 20000 {
+		t.Fatalf("%d connections after the sweep, want the dump's 20,000 (the fake one not in it dropped)", len(c.conns))
+	}
+	if got := k.take(); len(got) != 20000 {
+		t.Errorf("%d creates, want one lte subflow for each of 20,000 connections", len(got))
+	}
+	if c.nsubs[2] != 20000 {
+		t.Errorf("wifi subflow count %d, want 20,000", c.nsubs[2])
+	}
+}
+
+// What happened after a dump was asked for wins over the dump: a
+// connection changed since keeps its state, one closed since does not come
+// back, one opened since stays although the dump lacks it; one the dump
+// lacks and nothing touched since is dropped.
+func TestSweepKeepsNewerState(t *testing.T) {
+	now := time.Unix(7000, 0)
+	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	c.dumpReq = make(chan dumpReq, 1)
+	adoptMany(c, 3, now) // tokens 1000 (changes later), 1001 (closes later), 1002 (gone from the dump)
+	c.reconcileAll()
+	k.take()
+	c.requestResync("test")
+	req := <-c.dumpReq
+	list := manyConns(1000, 2) // the dump: 1000 and 1001, as they were
+	// Meanwhile: 1000's lte subflow is established, 1001 closes, 1003 opens.
+	lte := netip.AddrPortFrom(fakeLTE.Addr(), 20000)
+	c.handlePM(pathmgr.Event{Type: pathmgr.EventSubEstablished, Token: 1000, Local: lte, Remote: fakeRemote, IfIndex: 3, LocalID: 1}, now)
+	c.handlePM(pathmgr.Event{Type: pathmgr.EventClosed, Token: 1001}, now)
+	l3 := netip.AddrPortFrom(fakeWiFi.Addr(), 20003)
+	c.handlePM(pathmgr.Event{Type: pathmgr.EventEstablished, Token: 1003, Local: l3, Remote: fakeRemote, IfIndex: 2}, now)
+	k.take()
+	c.dumped(dumpResult{dumpReq: req, list: list, listen: listenPorts(list)})
+	runSweep(t, c)
+	if cn := c.conns[1000]; cn == nil || len(cn.subs) != 2 {
+		t.Errorf("connection 1000 after the sweep: %+v; want its two subflows (the lte one came after the dump)", cn)
+	}
+	if _, ok := c.conns[1001]; ok {
+		t.Error("connection 1001, closed after the dump was asked for, came back")
+	}
+	if _, ok := c.conns[1002]; ok {
+		t.Error("connection 1002, absent from the dump and untouched since, is still there")
+	}
+	if _, ok := c.conns[1003]; !ok {
+		t.Error("connection 1003, opened after the dump was asked for, was dropped")
+	}
+	if got := k.take(); len(got) != 0 {
+		t.Errorf("the sweep sent %q; want nothing (every connection has what it wants)", got)
+	}
+	if len(c.closedAt) != 0 {
+		t.Errorf("closedAt keeps %d tokens after the sweep", len(c.closedAt))
+	}
+}
+
+// With more than sweepAtOnce connections reconcileAll is a sweep the loop
+// runs in slices; with fewer it is done at once.
+func TestReconcileAllSweepsWhenMany(t *testing.T) {
+	now := time.Unix(7000, 0)
+	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	adoptMany(c, sweepAtOnce/2, now)
+	c.reconcileAll()
+	if c.sw != nil || len(k.take()) != sweepAtOnce/2 {
+		t.Fatal("a few connections were not reconciled at once")
+	}
+	c.adopt(manyConns(5000, 4*sweepAtOnce), now)
+	k.take()
+	c.reconcileAll()
+	if c.sw == nil {
+		t.Fatal("no sweep for many connections")
+	}
+	runSweep(t, c)
+	if got := k.take(); len(got) != 4*sweepAtOnce {
+		t.Errorf("the sweep created %d subflows, want %d", len(got), 4*sweepAtOnce)
+	}
+}
