@@ -3,6 +3,7 @@
 package pathmgr
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -26,6 +28,8 @@ import (
 type Inventory struct {
 	mu   sync.Mutex
 	diag *netlink.Conn
+	rc   syscall.RawConn // diag's descriptor, read directly (dump)
+	buf  []byte          // one datagram of a dump; under mu
 	rt   *rtnetlink.Conn
 }
 
@@ -46,12 +50,17 @@ func OpenInventory(cfg *Config) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pathmgr: inventory: open sock_diag socket: %w", err)
 	}
+	rc, err := diag.SyscallConn()
+	if err != nil {
+		diag.Close()
+		return nil, fmt.Errorf("pathmgr: inventory: sock_diag socket: %w", err)
+	}
 	rt, err := rtnetlink.Dial(nlcfg)
 	if err != nil {
 		diag.Close()
 		return nil, fmt.Errorf("pathmgr: inventory: open rtnetlink socket: %w", err)
 	}
-	return &Inventory{diag: diag, rt: rt}, nil
+	return &Inventory{diag: diag, rc: rc, buf: make([]byte, dumpBufferBytes), rt: rt}, nil
 }
 
 // Close releases the sockets.
@@ -85,17 +94,14 @@ func (inv *Inventory) Connections(opts ListOptions) ([]Connection, error) {
 		mstates |= 1 << tcpListen
 	}
 	var msks, sfs []diagSock
+	var err error
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		m, err := inv.dump(fam, ipprotoMPTCP, mstates)
-		if err != nil {
+		if msks, err = inv.dump(msks, fam, ipprotoMPTCP, mstates); err != nil {
 			return nil, err
 		}
-		msks = append(msks, m...)
-		s, err := inv.dump(fam, unix.IPPROTO_TCP, states)
-		if err != nil {
+		if sfs, err = inv.dump(sfs, fam, unix.IPPROTO_TCP, states); err != nil {
 			return nil, err
 		}
-		sfs = append(sfs, s...)
 	}
 	ifs, err := inv.interfaces()
 	if err != nil {
@@ -104,42 +110,117 @@ func (inv *Inventory) Connections(opts ListOptions) ([]Connection, error) {
 	return groupConnections(msks, sfs, ifs), nil
 }
 
-// dump sends one inet_diag_req_v2 dump request and decodes the replies.
-func (inv *Inventory) dump(family uint8, proto int, states uint32) ([]diagSock, error) {
-	req := encodeDiagReq(family, proto, states)
-	msgs, err := inv.diag.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY), Flags: netlink.Request | netlink.Dump},
-		Data:   req,
-	})
-	if err != nil {
-		what := "TCP"
-		if proto == ipprotoMPTCP {
-			what = "MPTCP"
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("pathmgr: inventory: sock_diag has no MPTCP support (kernel without CONFIG_INET_MPTCP_DIAG, or mptcp_diag not loaded): %w", ErrNotSupported)
-			}
+// dumpBufferBytes holds any datagram of a dump: the kernel sizes them by
+// the receive buffers it has seen, at most 32 KiB.
+const dumpBufferBytes = 64 << 10
+
+// dump sends one inet_diag_req_v2 dump request and appends the sockets of
+// the reply to out, decoded
+// datagram by datagram as they arrive in one reused buffer: a dump of
+// tens of thousands of sockets is never held whole, and a socket costs no
+// allocation of its own.
+func (inv *Inventory) dump(out []diagSock, family uint8, proto int, states uint32) ([]diagSock, error) {
+	what := "TCP"
+	if proto == ipprotoMPTCP {
+		what = "MPTCP"
+	}
+	fail := func(err error) ([]diagSock, error) {
+		if proto == ipprotoMPTCP && (errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)) {
+			return nil, fmt.Errorf("pathmgr: inventory: sock_diag has no MPTCP support (kernel without CONFIG_INET_MPTCP_DIAG, or mptcp_diag not loaded): %w", ErrNotSupported)
 		}
 		return nil, fmt.Errorf("pathmgr: inventory: dump %s sockets (family %d): %w", what, family, err)
 	}
-	out := make([]diagSock, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Header.Type != netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY) {
-			continue
-		}
-		s, err := decodeDiagMsg(m.Data)
-		if err != nil {
-			return nil, err
-		}
-		if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
-			continue // a plain TCP socket, not a subflow
-		}
-		out = append(out, s)
+	req, err := inv.diag.Send(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY), Flags: netlink.Request | netlink.Dump},
+		Data:   encodeDiagReq(family, proto, states),
+	})
+	if err != nil {
+		return fail(err)
 	}
-	return out, nil
+	seq := req.Header.Sequence
+	for {
+		n, err := inv.recv()
+		if err != nil {
+			return fail(err)
+		}
+		b := inv.buf[:n]
+		for len(b) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			typ := binary.NativeEndian.Uint16(b[4:6])
+			if l < nlmsgHdrLen || l > len(b) {
+				return fail(fmt.Errorf("netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b)))
+			}
+			data := b[nlmsgHdrLen:l]
+			msgSeq := binary.NativeEndian.Uint32(b[8:12])
+			b = b[min((l+3)&^3, len(b)):]
+			if msgSeq != seq {
+				continue // an earlier request's leftovers
+			}
+			switch typ {
+			case unix.NLMSG_DONE:
+				if len(data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(data)); code < 0 {
+						return fail(unix.Errno(-code))
+					}
+				}
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(data) < 4 {
+					return fail(fmt.Errorf("truncated error message"))
+				}
+				code := int32(binary.NativeEndian.Uint32(data))
+				if code == 0 {
+					continue
+				}
+				return fail(unix.Errno(-code))
+			case unix.SOCK_DIAG_BY_FAMILY:
+				s, err := decodeDiagMsg(data)
+				if err != nil {
+					return nil, err
+				}
+				if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
+					continue // a plain TCP socket, not a subflow
+				}
+				s.resolveInfo(proto)
+				out = append(out, s)
+			}
+		}
+	}
+}
+
+// recv reads one datagram into inv.buf (the runtime's poller waits).
+func (inv *Inventory) recv() (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := inv.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&inv.buf[0])), uintptr(len(inv.buf)),
+				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN {
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, errno
+	case n > len(inv.buf):
+		return 0, fmt.Errorf("datagram of %d bytes truncated to %d", n, len(inv.buf))
+	}
+	return n, nil
 }
 
 // encodeDiagReq builds struct inet_diag_req_v2 asking for INET_DIAG_INFO,
-// plus INET_DIAG_REQ_PROTOCOL for protocols above 255 (MPTCP).
+// plus INET_DIAG_REQ_PROTOCOL for protocols above 255 (MPTCP). Without
+// INET_DIAG_INFO the kernel leaves out a subflow's ULP info too (tokens,
+// ids, flags), so a listing always pays for tcp_info.
 func encodeDiagReq(family uint8, proto int, states uint32) []byte {
 	b := make([]byte, sizeofInetDiagReqV2)
 	b[0] = family
@@ -164,10 +245,29 @@ type diagSock struct {
 	local, remote netip.AddrPort
 	ifIndex       int
 	inode         uint32
-	info          []byte // INET_DIAG_INFO payload
-	ulp           string // INET_ULP_INFO_NAME
-	sf            subflowULP
-	hasULPMPTCP   bool
+	// info is the INET_DIAG_INFO payload as decodeDiagMsg found it, in
+	// the buffer it read: valid until resolveInfo decodes it into mptcp
+	// (a connection's mptcp_info) or tcp (a subflow's tcp_info).
+	info        []byte
+	mptcp       *MPTCPInfo
+	tcp         *unix.TCPInfo
+	ulp         string // INET_ULP_INFO_NAME
+	sf          subflowULP
+	hasULPMPTCP bool
+}
+
+// resolveInfo decodes s.info (a socket of protocol proto) into data of
+// its own and drops the reference to the read buffer.
+func (s *diagSock) resolveInfo(proto int) {
+	switch {
+	case len(s.info) == 0:
+	case proto == ipprotoMPTCP:
+		s.mptcp = decodeMPTCPInfo(s.info)
+	default:
+		ti := decodeTCPInfo(s.info)
+		s.tcp = &ti
+	}
+	s.info = nil
 }
 
 // subflowULP is the content of INET_ULP_INFO_MPTCP.
@@ -203,52 +303,74 @@ func decodeDiagMsg(b []byte) (diagSock, error) {
 	s.remote = netip.AddrPortFrom(dst, dport)
 	s.ifIndex = int(binary.NativeEndian.Uint32(b[40:44]))
 	s.inode = binary.NativeEndian.Uint32(b[68:72])
-	if len(b) == sizeofInetDiagMsg {
-		return s, nil
-	}
-	ad, err := netlink.NewAttributeDecoder(b[sizeofInetDiagMsg:])
-	if err != nil {
-		return s, fmt.Errorf("pathmgr: inventory: sock_diag attributes: %w", err)
-	}
-	for ad.Next() {
-		switch ad.Type() {
+	err := walkAttrs(b[sizeofInetDiagMsg:], func(typ uint16, v []byte) error {
+		switch typ {
 		case inetDiagInfo:
-			s.info = ad.Bytes()
+			s.info = v
 		case inetDiagULPInfo:
-			ad.Nested(func(nad *netlink.AttributeDecoder) error {
-				for nad.Next() {
-					switch nad.Type() {
-					case inetULPInfoName:
-						s.ulp = nad.String()
-					case inetULPInfoMPTCP:
-						s.hasULPMPTCP = true
-						nad.Nested(func(m *netlink.AttributeDecoder) error {
-							for m.Next() {
-								switch m.Type() {
-								case mptcpSubflowAttrTokenRem:
-									s.sf.tokenRem = m.Uint32()
-								case mptcpSubflowAttrTokenLoc:
-									s.sf.tokenLoc = m.Uint32()
-								case mptcpSubflowAttrFlags:
-									s.sf.flags = m.Uint32()
-								case mptcpSubflowAttrIDRem:
-									s.sf.idRem = m.Uint8()
-								case mptcpSubflowAttrIDLoc:
-									s.sf.idLoc = m.Uint8()
-								}
-							}
-							return nil
-						})
-					}
+			return walkAttrs(v, func(typ uint16, v []byte) error {
+				switch typ {
+				case inetULPInfoName:
+					s.ulp = ulpName(v)
+				case inetULPInfoMPTCP:
+					s.hasULPMPTCP = true
+					return walkAttrs(v, func(typ uint16, v []byte) error {
+						switch {
+						case typ == mptcpSubflowAttrTokenRem && len(v) >= 4:
+							s.sf.tokenRem = binary.NativeEndian.Uint32(v)
+						case typ == mptcpSubflowAttrTokenLoc && len(v) >= 4:
+							s.sf.tokenLoc = binary.NativeEndian.Uint32(v)
+						case typ == mptcpSubflowAttrFlags && len(v) >= 4:
+							s.sf.flags = binary.NativeEndian.Uint32(v)
+						case typ == mptcpSubflowAttrIDRem && len(v) >= 1:
+							s.sf.idRem = v[0]
+						case typ == mptcpSubflowAttrIDLoc && len(v) >= 1:
+							s.sf.idLoc = v[0]
+						}
+						return nil
+					})
 				}
 				return nil
 			})
 		}
-	}
-	if err := ad.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return s, fmt.Errorf("pathmgr: inventory: sock_diag attributes of %v: %w", s.local, err)
 	}
 	return s, nil
+}
+
+// walkAttrs calls fn with the type (flags stripped) and payload of each
+// netlink attribute in b, in place: no allocation.
+func walkAttrs(b []byte, fn func(typ uint16, v []byte) error) error {
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return fmt.Errorf("%d trailing bytes, too short for an attribute header", len(b))
+		}
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		typ := binary.NativeEndian.Uint16(b[2:4]) & 0x3fff // NLA_TYPE_MASK
+		if l < 4 || l > len(b) {
+			return fmt.Errorf("attribute %d has bad length %d (%d bytes left)", typ, l, len(b))
+		}
+		if err := fn(typ, b[4:l]); err != nil {
+			return err
+		}
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return nil
+}
+
+// ulpName is a NUL-terminated ULP name; "mptcp", by far the most common,
+// costs no allocation.
+func ulpName(v []byte) string {
+	if i := bytes.IndexByte(v, 0); i >= 0 {
+		v = v[:i]
+	}
+	if string(v) == "mptcp" {
+		return "mptcp"
+	}
+	return string(v)
 }
 
 // decodeMPTCPInfo reads struct mptcp_info; fields past the end of b (an
@@ -328,8 +450,8 @@ func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
 	byToken := map[uint32]int{}
 	for _, m := range msks {
 		c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode, Subflows: []SubflowInfo{}}
-		if len(m.info) > 0 {
-			c.Info = decodeMPTCPInfo(m.info)
+		if m.mptcp != nil {
+			c.Info = m.mptcp
 			c.Token = c.Info.Token
 		}
 		if c.Token != 0 {
@@ -354,8 +476,7 @@ func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
 			sf.IfIndex = ifs.byAddr[s.local.Addr().Unmap()]
 		}
 		sf.IfName = ifs.names[sf.IfIndex]
-		if len(s.info) > 0 {
-			ti := decodeTCPInfo(s.info)
+		if ti := s.tcp; ti != nil {
 			sf.RTT = time.Duration(ti.Rtt) * time.Microsecond
 			sf.RTTVar = time.Duration(ti.Rttvar) * time.Microsecond
 			sf.Retrans = ti.Total_retrans
