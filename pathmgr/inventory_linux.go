@@ -4,12 +4,13 @@ package pathmgr
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,9 @@ type Inventory struct {
 	rc   syscall.RawConn // diag's descriptor, read directly (dump)
 	buf  []byte          // one datagram of a dump; under mu
 	rt   *rtnetlink.Conn
+	// lastConns is how many connections the last listing had (the next
+	// one's initial capacity).
+	lastConns int
 }
 
 // OpenInventory opens an Inventory in the namespace cfg names (nil: the
@@ -93,42 +97,48 @@ func (inv *Inventory) Connections(opts ListOptions) ([]Connection, error) {
 	if opts.ListenersToo {
 		mstates |= 1 << tcpListen
 	}
-	var msks, sfs []diagSock
-	var err error
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if msks, err = inv.dump(msks, fam, ipprotoMPTCP, mstates); err != nil {
-			return nil, err
-		}
-		if sfs, err = inv.dump(sfs, fam, unix.IPPROTO_TCP, states); err != nil {
-			return nil, err
-		}
-	}
 	ifs, err := inv.interfaces()
 	if err != nil {
 		return nil, err
 	}
-	return groupConnections(msks, sfs, ifs), nil
+	// The connections of both families first, then each subflow goes
+	// straight under its connection as it is read.
+	b := newConnBuilder(ifs, inv.lastConns)
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if err := inv.dump(fam, ipprotoMPTCP, mstates, b.addConn); err != nil {
+			return nil, err
+		}
+	}
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if err := inv.dump(fam, unix.IPPROTO_TCP, states, b.addSubflow); err != nil {
+			return nil, err
+		}
+	}
+	conns := b.done()
+	inv.lastConns = len(conns)
+	return conns, nil
 }
 
 // dumpBufferBytes holds any datagram of a dump: the kernel sizes them by
 // the receive buffers it has seen, at most 32 KiB.
 const dumpBufferBytes = 64 << 10
 
-// dump sends one inet_diag_req_v2 dump request and appends the sockets of
-// the reply to out, decoded
+// dump sends one inet_diag_req_v2 dump request and hands each socket of
+// the reply (TCP ones only when they are MPTCP subflows) to fn, decoded
 // datagram by datagram as they arrive in one reused buffer: a dump of
 // tens of thousands of sockets is never held whole, and a socket costs no
-// allocation of its own.
-func (inv *Inventory) dump(out []diagSock, family uint8, proto int, states uint32) ([]diagSock, error) {
+// allocation of its own. The socket's info refers to that buffer: fn
+// must not keep it.
+func (inv *Inventory) dump(family uint8, proto int, states uint32, fn func(*diagSock)) error {
 	what := "TCP"
 	if proto == ipprotoMPTCP {
 		what = "MPTCP"
 	}
-	fail := func(err error) ([]diagSock, error) {
+	fail := func(err error) error {
 		if proto == ipprotoMPTCP && (errors.Is(err, unix.ENOENT) || errors.Is(err, os.ErrNotExist)) {
-			return nil, fmt.Errorf("pathmgr: inventory: sock_diag has no MPTCP support (kernel without CONFIG_INET_MPTCP_DIAG, or mptcp_diag not loaded): %w", ErrNotSupported)
+			return fmt.Errorf("pathmgr: inventory: sock_diag has no MPTCP support (kernel without CONFIG_INET_MPTCP_DIAG, or mptcp_diag not loaded): %w", ErrNotSupported)
 		}
-		return nil, fmt.Errorf("pathmgr: inventory: dump %s sockets (family %d): %w", what, family, err)
+		return fmt.Errorf("pathmgr: inventory: dump %s sockets (family %d): %w", what, family, err)
 	}
 	req, err := inv.diag.Send(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY), Flags: netlink.Request | netlink.Dump},
@@ -163,7 +173,7 @@ func (inv *Inventory) dump(out []diagSock, family uint8, proto int, states uint3
 						return fail(unix.Errno(-code))
 					}
 				}
-				return out, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(data) < 4 {
 					return fail(fmt.Errorf("truncated error message"))
@@ -176,13 +186,12 @@ func (inv *Inventory) dump(out []diagSock, family uint8, proto int, states uint3
 			case unix.SOCK_DIAG_BY_FAMILY:
 				s, err := decodeDiagMsg(data)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
 					continue // a plain TCP socket, not a subflow
 				}
-				s.resolveInfo(proto)
-				out = append(out, s)
+				fn(&s)
 			}
 		}
 	}
@@ -246,28 +255,12 @@ type diagSock struct {
 	ifIndex       int
 	inode         uint32
 	// info is the INET_DIAG_INFO payload as decodeDiagMsg found it, in
-	// the buffer it read: valid until resolveInfo decodes it into mptcp
-	// (a connection's mptcp_info) or tcp (a subflow's tcp_info).
+	// the buffer it read (mptcp_info of a connection, tcp_info of a
+	// subflow).
 	info        []byte
-	mptcp       *MPTCPInfo
-	tcp         *unix.TCPInfo
 	ulp         string // INET_ULP_INFO_NAME
 	sf          subflowULP
 	hasULPMPTCP bool
-}
-
-// resolveInfo decodes s.info (a socket of protocol proto) into data of
-// its own and drops the reference to the read buffer.
-func (s *diagSock) resolveInfo(proto int) {
-	switch {
-	case len(s.info) == 0:
-	case proto == ipprotoMPTCP:
-		s.mptcp = decodeMPTCPInfo(s.info)
-	default:
-		ti := decodeTCPInfo(s.info)
-		s.tcp = &ti
-	}
-	s.info = nil
 }
 
 // subflowULP is the content of INET_ULP_INFO_MPTCP.
@@ -443,70 +436,101 @@ func (inv *Inventory) interfaces() (ifaceMap, error) {
 	return m, nil
 }
 
-// groupConnections puts each subflow under the connection with its local
-// token and resolves interfaces.
-func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
-	conns := make([]Connection, 0, len(msks))
-	byToken := map[uint32]int{}
-	for _, m := range msks {
-		c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode, Subflows: []SubflowInfo{}}
-		if m.mptcp != nil {
-			c.Info = m.mptcp
-			c.Token = c.Info.Token
-		}
-		if c.Token != 0 {
-			byToken[c.Token] = len(conns)
-		}
-		conns = append(conns, c)
+// connBuilder puts each subflow under the connection with its local token
+// and resolves interfaces, as the sockets are read.
+type connBuilder struct {
+	conns   []Connection
+	byToken map[uint32]int
+	ifs     ifaceMap
+}
+
+func newConnBuilder(ifs ifaceMap, capacity int) *connBuilder {
+	return &connBuilder{conns: make([]Connection, 0, capacity), byToken: make(map[uint32]int, capacity), ifs: ifs}
+}
+
+// addConn adds an MPTCP socket (its info is mptcp_info).
+func (b *connBuilder) addConn(m *diagSock) {
+	c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode, Subflows: []SubflowInfo{}}
+	if len(m.info) > 0 {
+		c.Info = decodeMPTCPInfo(m.info)
+		c.Token = c.Info.Token
 	}
-	for _, s := range sfs {
-		i, ok := byToken[s.sf.tokenLoc]
-		if !ok || s.sf.tokenLoc == 0 {
-			continue // a subflow of a connection that closed meanwhile, or no CAP_NET_ADMIN
-		}
-		sf := SubflowInfo{
-			Local: s.local, Remote: s.remote, State: s.state,
-			LocalID: s.sf.idLoc, RemoteID: s.sf.idRem,
-			Backup:       s.sf.flags&mptcpSubflowFlagBkupLoc != 0,
-			BackupRemote: s.sf.flags&mptcpSubflowFlagBkupRem != 0,
-			Flags:        s.sf.flags, TokenLocal: s.sf.tokenLoc, TokenRemote: s.sf.tokenRem,
-			IfIndex: s.ifIndex,
-		}
-		if sf.IfIndex == 0 {
-			sf.IfIndex = ifs.byAddr[s.local.Addr().Unmap()]
-		}
-		sf.IfName = ifs.names[sf.IfIndex]
-		if ti := s.tcp; ti != nil {
-			sf.RTT = time.Duration(ti.Rtt) * time.Microsecond
-			sf.RTTVar = time.Duration(ti.Rttvar) * time.Microsecond
-			sf.Retrans = ti.Total_retrans
-			sf.BytesAcked = ti.Bytes_acked
-			sf.BytesReceived = ti.Bytes_received
-			sf.BytesSent = ti.Bytes_sent
-			sf.BytesRetrans = ti.Bytes_retrans
-			sf.DeliveryRate = ti.Delivery_rate
-			sf.Cwnd = ti.Snd_cwnd
-			sf.MSS = ti.Snd_mss
-			sf.RcvRTT = time.Duration(ti.Rcv_rtt) * time.Microsecond
-			sf.DataSegsIn = ti.Data_segs_in
-			sf.RcvOOOPack = ti.Rcv_ooopack
-		}
-		conns[i].Subflows = append(conns[i].Subflows, sf)
+	if c.Token != 0 {
+		b.byToken[c.Token] = len(b.conns)
 	}
+	b.conns = append(b.conns, c)
+}
+
+// addSubflow puts a subflow (its info is tcp_info) under its connection.
+func (b *connBuilder) addSubflow(s *diagSock) {
+	i, ok := b.byToken[s.sf.tokenLoc]
+	if !ok || s.sf.tokenLoc == 0 {
+		return // a subflow of a connection that closed meanwhile, or no CAP_NET_ADMIN
+	}
+	sf := SubflowInfo{
+		Local: s.local, Remote: s.remote, State: s.state,
+		LocalID: s.sf.idLoc, RemoteID: s.sf.idRem,
+		Backup:       s.sf.flags&mptcpSubflowFlagBkupLoc != 0,
+		BackupRemote: s.sf.flags&mptcpSubflowFlagBkupRem != 0,
+		Flags:        s.sf.flags, TokenLocal: s.sf.tokenLoc, TokenRemote: s.sf.tokenRem,
+		IfIndex: s.ifIndex,
+	}
+	if sf.IfIndex == 0 {
+		sf.IfIndex = b.ifs.byAddr[s.local.Addr().Unmap()]
+	}
+	sf.IfName = b.ifs.names[sf.IfIndex]
+	if len(s.info) > 0 {
+		ti := decodeTCPInfo(s.info)
+		sf.RTT = time.Duration(ti.Rtt) * time.Microsecond
+		sf.RTTVar = time.Duration(ti.Rttvar) * time.Microsecond
+		sf.Retrans = ti.Total_retrans
+		sf.BytesAcked = ti.Bytes_acked
+		sf.BytesReceived = ti.Bytes_received
+		sf.BytesSent = ti.Bytes_sent
+		sf.BytesRetrans = ti.Bytes_retrans
+		sf.DeliveryRate = ti.Delivery_rate
+		sf.Cwnd = ti.Snd_cwnd
+		sf.MSS = ti.Snd_mss
+		sf.RcvRTT = time.Duration(ti.Rcv_rtt) * time.Microsecond
+		sf.DataSegsIn = ti.Data_segs_in
+		sf.RcvOOOPack = ti.Rcv_ooopack
+	}
+	c := &b.conns[i]
+	if cap(c.Subflows) == 0 {
+		c.Subflows = make([]SubflowInfo, 0, 2)
+	}
+	c.Subflows = append(c.Subflows, sf)
+}
+
+// done sorts the connections by token and each one's subflows by local
+// id then local address.
+func (b *connBuilder) done() []Connection {
+	conns := b.conns
 	for i := range conns {
-		sort.Slice(conns[i].Subflows, func(a, b int) bool {
-			x, y := conns[i].Subflows[a], conns[i].Subflows[b]
+		slices.SortFunc(conns[i].Subflows, func(x, y SubflowInfo) int {
 			if x.LocalID != y.LocalID {
-				return x.LocalID < y.LocalID
+				return cmp.Compare(x.LocalID, y.LocalID)
 			}
-			return x.Local.Compare(y.Local) < 0
+			return x.Local.Compare(y.Local)
 		})
 	}
-	sort.SliceStable(conns, func(a, b int) bool {
-		if conns[a].Token != conns[b].Token {
-			return conns[a].Token < conns[b].Token
+	slices.SortStableFunc(conns, func(x, y Connection) int {
+		if x.Token != y.Token {
+			return cmp.Compare(x.Token, y.Token)
 		}
-		return conns[a].Local.Compare(conns[b].Local) < 0
+		return x.Local.Compare(y.Local)
 	})
 	return conns
+}
+
+// groupConnections is the builder over lists of sockets already read.
+func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
+	b := newConnBuilder(ifs, len(msks))
+	for i := range msks {
+		b.addConn(&msks[i])
+	}
+	for i := range sfs {
+		b.addSubflow(&sfs[i])
+	}
+	return b.done()
 }

@@ -66,10 +66,8 @@ func TestDecodeDiagMsgSubflow(t *testing.T) {
 	if s.local != l || s.remote != r || s.ulp != "mptcp" || s.sf.tokenLoc != 0xbbbb || s.sf.tokenRem != 0xaaaa || s.sf.idLoc != 2 || s.inode != 4242 {
 		t.Fatalf("decodeDiagMsg = %+v", s)
 	}
-	s.resolveInfo(unix.IPPROTO_TCP)
 	msk := diagSock{local: netip.MustParseAddrPort("10.0.1.1:40000"), remote: r, state: tcpEstablished,
 		info: mptcpInfoBytes(0xbbbb)}
-	msk.resolveInfo(ipprotoMPTCP)
 	ifs := ifaceMap{byAddr: map[netip.Addr]int{l.Addr(): 3}, names: map[int]string{3: "lte0"}}
 	conns := groupConnections([]diagSock{msk}, []diagSock{s, {sf: subflowULP{tokenLoc: 0xcccc}}}, ifs)
 	if len(conns) != 1 || conns[0].Token != 0xbbbb || len(conns[0].Subflows) != 1 {
