@@ -173,7 +173,8 @@ type Controller struct {
 	cgroupRoot *os.File
 
 	// peersIn are the connections of Config.Handoff (announced peer
-	// addresses, C flag) by token, used by the start resync only.
+	// addresses, C flag, what was announced to a server-side one) by
+	// token, used by the start resync only.
 	peersIn map[uint32]handoffConn
 	// pmWas is the path manager setting the first process found.
 	pmWas string

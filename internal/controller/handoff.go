@@ -4,11 +4,14 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // handoffVersion numbers the format of Handoff; a process refuses a
@@ -36,6 +39,11 @@ type handoffConn struct {
 	// NoJoinRemote: the peer set the C flag, which the inventory does
 	// not show.
 	NoJoinRemote bool `json:"no_join_remote,omitempty"`
+	// Server: a connection accepted here; Announced what this process
+	// announced to it (by id), so that the next one need not ask the
+	// kernel connection by connection (GET_ADDR).
+	Server    bool          `json:"server,omitempty"`
+	Announced []handoffPeer `json:"announced,omitempty"`
 }
 
 type handoffPeer struct {
@@ -48,7 +56,7 @@ func (c *Controller) makeHandoff() []byte {
 	rec := c.ids.record()
 	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, JoinsWas: c.joinsWas, IDs: &rec}
 	for tok, cn := range c.conns {
-		if len(cn.peers) == 0 && !cn.noJoinRemote {
+		if len(cn.peers) == 0 && !cn.noJoinRemote && !cn.server {
 			continue
 		}
 		ids := make([]uint8, 0, len(cn.peers))
@@ -56,9 +64,13 @@ func (c *Controller) makeHandoff() []byte {
 			ids = append(ids, id)
 		}
 		slices.SortFunc(ids, func(a, b uint8) int { return cmp.Compare(cn.peers[a].seq, cn.peers[b].seq) })
-		hc := handoffConn{Token: tok, NoJoinRemote: cn.noJoinRemote}
+		hc := handoffConn{Token: tok, NoJoinRemote: cn.noJoinRemote, Server: cn.server}
 		for _, id := range ids {
 			hc.Peers = append(hc.Peers, handoffPeer{ID: id, Addr: cn.peers[id].addr})
+		}
+		for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
+			e := cn.ann[id]
+			hc.Announced = append(hc.Announced, handoffPeer{ID: id, Addr: netip.AddrPortFrom(e.Addr, e.Port)})
 		}
 		h.Conns = append(h.Conns, hc)
 	}
@@ -139,6 +151,21 @@ func (h *handoff) connsByToken() map[uint32]handoffConn {
 		m[hc.Token] = hc
 	}
 	return m
+}
+
+// inheritAnnounced gives a server-side connection adopted at start what
+// the previous process announced to it, and reports whether the handoff
+// said (else the kernel is asked, adoptAnnounced).
+func (c *Controller) inheritAnnounced(cn *conn) bool {
+	hc, ok := c.peersIn[cn.token]
+	if !ok || !hc.Server {
+		return false
+	}
+	for _, a := range hc.Announced {
+		cn.ann[a.ID] = pathmgr.Endpoint{ID: a.ID, Addr: a.Addr.Addr().Unmap(), Port: a.Addr.Port()}
+		c.ids.adopt(a.Addr, a.ID)
+	}
+	return true
 }
 
 // inheritPeers gives a connection adopted at start what the previous

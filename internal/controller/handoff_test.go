@@ -1,9 +1,13 @@
 package controller
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // The handoff carries each connection's announced peer addresses in
@@ -61,5 +65,56 @@ func TestHandoffRefused(t *testing.T) {
 	}
 	if h, err := parseHandoff(nil); h != nil || err != nil {
 		t.Errorf("no handoff: %v, %v", h, err)
+	}
+}
+
+// countingKPM counts the kernel's per-connection address reads.
+type countingKPM struct {
+	*fakeKernel
+	reads int
+}
+
+func (k *countingKPM) ConnectionAddrs(uint32) ([]pathmgr.Endpoint, error) {
+	k.reads++
+	return nil, nil
+}
+
+// An upgrade hands over what was announced to each server-side
+// connection: the new process adopts them without asking the kernel
+// connection by connection (GET_ADDR), and announces nothing again; a
+// connection the handoff does not know is still asked about.
+func TestHandoffCarriesAnnouncements(t *testing.T) {
+	yaml := reloadBases["server"]
+	old, _, _ := fakeController(t, yaml, &syncBuf{})
+	if len(old.conns[1].ann) == 0 {
+		t.Fatal("the fake server connection was announced nothing")
+	}
+	h, err := parseHandoff(old.makeHandoff())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	ck := &countingKPM{fakeKernel: k}
+	c.kpm = ck
+	clear(c.conns)
+	c.peersIn = h.connsByToken()
+	list := append(slices.Clone(k.conns), pathmgr.Connection{Token: 2, Local: netip.MustParseAddrPort("10.1.1.2:443"),
+		Remote: netip.MustParseAddrPort("10.9.9.8:50000"), State: 1})
+	c.adopt(list, c.now())
+	c.reconcileEvery()
+	if ck.reads != 1 {
+		t.Errorf("%d per-connection address reads, want 1 (the connection not handed over)", ck.reads)
+	}
+	if !maps.Equal(c.conns[1].ann, old.conns[1].ann) {
+		t.Errorf("announced %v after the handoff, the old process had %v", c.conns[1].ann, old.conns[1].ann)
+	}
+	var announces []string
+	for _, cmd := range k.take() {
+		if strings.HasPrefix(cmd, "announce") {
+			announces = append(announces, cmd)
+		}
+	}
+	if len(announces) != len(old.conns[1].ann) {
+		t.Errorf("announcements after the adoption %q, want %d: to the connection not handed over only", announces, len(old.conns[1].ann))
 	}
 }

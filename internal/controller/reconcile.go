@@ -433,34 +433,49 @@ func (c *Controller) adoptOne(k *pathmgr.Connection, server bool) {
 		cn.server = server
 		c.conns[k.Token] = cn
 		c.inheritPeers(cn)
-		if cn.server {
+		if cn.server && !c.inheritAnnounced(cn) {
 			c.adoptAnnounced(cn)
 		}
 	}
 	cn.local, cn.remote, cn.established = k.Local, k.Remote, true
+	// The same subflows as known (a periodic resync, mostly): updated in
+	// place, without a new map and new subflow records.
 	old := cn.subs
-	for _, o := range old {
-		c.uncount(o)
+	same := known && len(old) == len(k.Subflows)
+	for i := 0; same && i < len(k.Subflows); i++ {
+		s := &k.Subflows[i]
+		o, ok := old[s.Subflow()]
+		same = ok && o.ifindex == c.ifindexOf(s.Local.Addr(), s.IfIndex)
 	}
-	cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
+	if !same {
+		for _, o := range old {
+			c.uncount(o)
+		}
+		cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
+	}
 	for _, s := range k.Subflows {
 		sf := s.Subflow()
 		idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
-		ns := &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
+		ns := old[sf]
+		if same {
+			ns.localID, ns.backup, ns.rtt = s.LocalID, s.Backup, s.RTT
+		} else {
+			o := ns
+			ns = &sub{sf: sf, ifindex: idx, localID: s.LocalID, backup: s.Backup, rtt: s.RTT}
+			if o != nil {
+				ns.goneAt = o.goneAt
+			}
+			c.putSub(cn, ns)
+		}
 		if s.LocalID != 0 && !known {
 			c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
 		}
-		c.putSub(cn, ns)
 		delete(cn.pending, slot{idx, norm(s.Remote)})
 		// The inventory has no list of the peer's announced
 		// addresses; a subflow to one (remote id != 0, not the
-		// connection's remote) shows it.
-		o, known := old[sf]
-		if known {
-			ns.goneAt = o.goneAt
-		}
-		// A subflow the kernel is still closing after the peer's
-		// RM_ADDR (goneAt set) does not bring its address back.
+		// connection's remote) shows it. A subflow the kernel is still
+		// closing after the peer's RM_ADDR (goneAt set) does not bring
+		// its address back.
 		if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
 			if _, ok := cn.peers[s.RemoteID]; !ok {
 				cn.addPeer(s.RemoteID, s.Remote)
