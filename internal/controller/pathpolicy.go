@@ -5,6 +5,7 @@ import (
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/policy"
 )
 
 // pathPolicies is the per-address socket policy the interfaces' congestion
@@ -22,10 +23,15 @@ func (c *Controller) pathPolicies() map[netip.Addr]pathpolicy.Policy {
 	return want
 }
 
-// telemetrySubflows sizes the telemetry map: 16,384 connections of two
-// subflows (about 6 MiB of kernel memory, allocated at load). Beyond that
-// health samples come from sock_diag (the sampler's coverage check).
-const telemetrySubflows = 32768
+// telemetrySubflows sizes the telemetry map on a client: 16,384
+// connections of two subflows (208 bytes each, 6.8 MB of kernel memory,
+// allocated at load); serverTelemetrySubflows on a server (side: server):
+// 65,536 connections of two (27 MB). Beyond that health samples come from
+// sock_diag (the sampler's coverage check).
+const (
+	telemetrySubflows       = 32768
+	serverTelemetrySubflows = 131072
+)
 
 // syncPathPolicy makes the sockops program's per-address policies match
 // the interfaces' addresses: set for new ones, removed for gone ones. The
@@ -42,7 +48,11 @@ func (c *Controller) syncPathPolicy() {
 		if (len(want) == 0 && !health) || c.ppFailed {
 			return
 		}
-		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS, MaxSubflows: telemetrySubflows}
+		size := uint32(telemetrySubflows)
+		if c.pol.Side == policy.SideServer {
+			size = serverTelemetrySubflows
+		}
+		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS, MaxSubflows: size}
 		pp, err := pathpolicy.Load(opts)
 		if err != nil {
 			// The send share (a raw tracepoint) is telemetry only:

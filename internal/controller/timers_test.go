@@ -186,3 +186,19 @@ func TestHealthSampleReconcilesOnChangeOnly(t *testing.T) {
 		t.Fatalf("wifi still unhealthy: %d commands, want none", len(got))
 	}
 }
+
+// The sampler keeps its interval while a sample is cheap, and stretches it
+// so that sampling takes at most a tenth of a CPU when it is not (a
+// sock_diag dump of tens of thousands of connections).
+func TestSamplerBudget(t *testing.T) {
+	for _, tc := range []struct{ every, took, want time.Duration }{
+		{time.Second, 10 * time.Millisecond, 990 * time.Millisecond},
+		{time.Second, 100 * time.Millisecond, 900 * time.Millisecond},
+		{time.Second, 900 * time.Millisecond, 8100 * time.Millisecond},
+		{3 * time.Second, time.Second, 9 * time.Second},
+	} {
+		if got := nextSampleIn(tc.every, tc.took); got != tc.want {
+			t.Errorf("every %v, a sample of %v: next in %v, want %v", tc.every, tc.took, got, tc.want)
+		}
+	}
+}
