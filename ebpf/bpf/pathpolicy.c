@@ -36,6 +36,7 @@ volatile const __u64 scope_netns;
 #define POLICY_PRIORITY (1 << 2)
 
 #define GP_TCP_CLOSE 7
+#define GP_TCP_ESTABLISHED 1
 
 struct policy {
 	char congestion[16];
@@ -197,6 +198,9 @@ static __always_inline void established(struct bpf_sock_ops *skops)
 	if (!s.is_mptcp)
 		return;
 	fill(skops, &s);
+	/* A passive open calls back before the kernel stores the state
+	 * (tcp_init_transfer, then tcp_set_state): still SYN_RECV there. */
+	s.state = GP_TCP_ESTABLISHED;
 	bpf_map_update_elem(&subflows, &cookie, &s, BPF_ANY);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 			BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_RETRANS_CB_FLAG |
@@ -263,15 +267,23 @@ int gigapath_sockops(struct bpf_sock_ops *skops)
 		}
 		break;
 	}
-	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == GP_TCP_CLOSE) {
-			__u64 cookie = bpf_get_socket_cookie(skops);
+	case BPF_SOCK_OPS_STATE_CB: {
+		__u64 cookie = bpf_get_socket_cookie(skops);
 
+		if (skops->args[1] == GP_TCP_CLOSE) {
 			bpf_map_delete_elem(&subflows, &cookie);
 		} else {
+			struct subflow_stats *s;
+
 			update(skops);
+			/* The callback runs before the kernel stores the new
+			 * state (args[1]); skops->state is the old one. */
+			s = bpf_map_lookup_elem(&subflows, &cookie);
+			if (s)
+				s->state = skops->args[1];
 		}
 		break;
+	}
 	}
 	return 1;
 }

@@ -109,3 +109,48 @@ func TestIntegrationReceiveTelemetry(t *testing.T) {
 		t.Fatalf("receiving subflows checked: %v, want the wifi and the lte one", checked)
 	}
 }
+
+const idleClientPy = `
+import socket, sys, time
+c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+c.connect((sys.argv[1], int(sys.argv[2])))
+c.sendall(b"x")
+print("connected", flush=True)
+time.sleep(3600)
+`
+
+// On the passive side (a server) the kernel calls the program back for an
+// established subflow before it stores the state (tcp_init_transfer, then
+// tcp_set_state): the entries of an accepted connection's subflows, the
+// initial one and the join, say ESTABLISHED all the same, with no traffic
+// after the first byte. (The daemon counts established entries to know
+// whether the map covers every subflow.)
+func TestIntegrationPassiveSubflowsEstablished(t *testing.T) {
+	tp := newTopo(t)
+	p, err := Load(Options{Cgroup: tp.cgroup, NetNS: tp.srv.Path(), NoSendShare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	tp.startServerScriptIn(t, serverPy, tp.cgroup)
+	tp.startClientScript(t, idleClientPy, "")
+	var stats []SubflowStats
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if stats, err = p.Telemetry(); err != nil {
+			t.Fatal(err)
+		}
+		if len(stats) == 2 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(stats) != 2 {
+		t.Fatalf("server telemetry %+v; want the accepted connection's two subflows", stats)
+	}
+	for _, s := range stats {
+		if s.State != 1 {
+			t.Errorf("server subflow %v -> %v: state %d in the map, want 1 (ESTABLISHED)", s.Local, s.Remote, s.State)
+		}
+	}
+}

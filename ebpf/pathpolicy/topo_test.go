@@ -111,7 +111,15 @@ func (t *topo) startServer(tb testing.TB) { t.startServerScript(tb, serverPy) }
 // the port as its argument, until the test ends; it prints "ready".
 func (t *topo) startServerScript(tb testing.TB, script string) {
 	tb.Helper()
+	t.startServerScriptIn(tb, script, "")
+}
+
+// startServerScriptIn is startServerScript born in cgroup cg ("" = the
+// test's own).
+func (t *topo) startServerScriptIn(tb testing.TB, script, cg string) {
+	tb.Helper()
 	cmd := t.srv.Command(context.Background(), "python3", "-c", script, srvPort)
+	bornIn(tb, cmd, cg)
 	waitLine(tb, cmd, "ready")
 	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
@@ -139,14 +147,7 @@ func (t *topo) startClientIn(tb testing.TB, d time.Duration, cg string) (done <-
 func (t *topo) startClientScript(tb testing.TB, script, cg string, args ...string) (done <-chan struct{}, stop func()) {
 	tb.Helper()
 	cmd := t.cli.Command(context.Background(), "python3", append([]string{"-c", script, srvAddr, srvPort}, args...)...)
-	if cg != "" {
-		fd, err := os.Open(cg)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		defer fd.Close()
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
-	}
+	bornIn(tb, cmd, cg)
 	out := waitLine(tb, cmd, "connected")
 	exited := make(chan struct{})
 	go func() {
@@ -157,6 +158,20 @@ func (t *topo) startClientScript(tb testing.TB, script, cg string, args ...strin
 	stop = func() { cmd.Process.Kill(); <-exited }
 	tb.Cleanup(stop)
 	return exited, stop
+}
+
+// bornIn makes cmd start in cgroup cg ("" = the test's own). The
+// descriptor is closed at the end of the test (after cmd started).
+func bornIn(tb testing.TB, cmd *exec.Cmd, cg string) {
+	if cg == "" {
+		return
+	}
+	fd, err := os.Open(cg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { fd.Close() })
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
 }
 
 // waitLine starts cmd and waits for a line on its standard output.
