@@ -48,6 +48,12 @@ func (c *Controller) syncPathPolicy() {
 		if (len(want) == 0 && !health) || c.ppFailed {
 			return
 		}
+		if health && !needsCgroup(c.pol) {
+			// The telemetry needs a cgroup v2 to attach to, which `ip
+			// netns exec` hides: the daemon's own, best effort (without
+			// one, samples come from sock_diag, below).
+			_ = c.ensureCgroup2([]string{"health telemetry"})
+		}
 		size := uint32(telemetrySubflows)
 		if c.pol.Side == policy.SideServer {
 			size = serverTelemetrySubflows

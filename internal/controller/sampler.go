@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -152,12 +153,13 @@ func (s *sampler) sample() healthBatch {
 					rtt: st.SRTT, rcvRTT: st.RcvRTT, bytesAcked: st.BytesAcked, bytesRetrans: st.BytesRetrans,
 					dataSegsIn: st.DataSegsIn, rcvOOOPack: st.RcvOOOPack})
 			}
-			if int64(len(subs)) >= s.known.Load() {
+			known := s.known.Load()
+			if int64(len(subs)) >= known {
 				b.at, b.subs = s.now(), subs
 				s.took(sourceTelemetry, time.Since(start))
 				return b
 			}
-			b.fellBack = "the telemetry map does not hold every subflow yet"
+			b.fellBack = fmt.Sprintf("the telemetry map holds %d established subflows of the %d known", len(subs), known)
 		}
 		d := s.fromDiag()
 		d.fellBack = b.fellBack
