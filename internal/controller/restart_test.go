@@ -68,17 +68,7 @@ func startDaemonW(t testing.TB, b *testbed.Bed, bin, cfg, sock string, w io.Writ
 // and waits until its status socket answers.
 func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daemon {
 	t.Helper()
-	cmd.Stderr = w
-	cmd.Stdout = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan struct{})}
-	go func() { d.err = cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-d.done
-	})
+	d := spawnDaemon(t, cmd, w)
 	end := time.Now().Add(10 * time.Second)
 	for time.Now().Before(end) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -95,6 +85,24 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daem
 	}
 	t.Fatal("daemon's status socket never answered")
 	return nil
+}
+
+// spawnDaemon starts cmd (a `gigapath run`) with its output going to w; it
+// is killed at the end of the test if still running.
+func spawnDaemon(t testing.TB, cmd *exec.Cmd, w io.Writer) *daemon {
+	t.Helper()
+	cmd.Stderr = w
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.done
+	})
+	return d
 }
 
 // The daemon is SIGKILLed in the middle of a transfer and started again:

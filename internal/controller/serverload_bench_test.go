@@ -73,18 +73,18 @@ log:
 // client namespace has seen every connection's ANNOUNCED.
 //
 // At each level, reported (and logged) per mode: the daemon's RSS over
-// its idle RSS per connection, its CPU per second at rest (10 s, steering
-// aggregate: no health sampling), the same with steering priority (health
-// sampled every second; the difference is the sampling's cost; userspace
-// PM only), the time
-// of a full resync (a reload triggers one: it switches steering, and the
-// log level between warn and error so that the in-kernel PM's, which has
-// no health sampling, is a change too:
-// inventory dump + reconcile, gigapath_reconcile_duration_seconds), the
-// longest the event loop spent on one periodic input (tick, health,
-// resync: gigapath_loop_busy_seconds, bucket bound), and the time from
-// SIGUSR2 (upgrade in place) and from SIGTERM + start (restart) until
-// READY=1.
+// its idle RSS per MPTCP connection, its CPU per second at rest (10 s,
+// steering aggregate: no health sampling) and with steering priority
+// (health sampled every second, the daemon started with it, each
+// connection given a byte more so that its subflows have telemetry
+// entries; the difference is the sampling's cost; userspace PM only), the
+// time of a full resync (a reload triggers one: it switches steering, and
+// the log level between warn and error so that the in-kernel PM's is a
+// change too: inventory dump + reconcile,
+// gigapath_reconcile_duration_seconds), the longest the event loop spent
+// on one periodic input (tick, health, resync: gigapath_loop_busy_seconds,
+// bucket bound, wall clock), and the time from SIGUSR2 (upgrade in place)
+// and from SIGTERM + start (restart) until READY=1.
 func BenchmarkServerLoad(b *testing.B) {
 	for _, pm := range []string{"userspace", "kernel"} {
 		b.Run("pm="+pm, func(b *testing.B) {
@@ -98,30 +98,41 @@ func BenchmarkServerLoad(b *testing.B) {
 func serverLoad(b *testing.B, pm string, levels []int) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
-	// The phones' in-kernel PM joins the address the proxy announces.
+	// The phones' in-kernel PM joins the address the proxy announces;
+	// the proxy's SYN queue takes the bursts without SYN cookies (a
+	// cookie's connection may fall back to plain TCP).
 	bed.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "1", "add_addr_accepted", "1")
+	bed.Proxy.MustRun("sysctl", "-qw", "net.ipv4.tcp_max_syn_backlog=65536", "net.core.somaxconn=65535")
+	sampling := pm == "userspace" // the in-kernel PM has no steering mode that samples health
 
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "status.sock")
 	cfg := filepath.Join(dir, "policy.yaml")
-	// Each reload changes the log level (warn, error) so that it is one:
-	// the in-kernel PM has no steering mode that samples health.
+	// Each reload changes the log level (warn, error) too, so that it is
+	// one for the in-kernel PM as well.
 	reloads := 0
 	writePolicy := func(steering string) {
 		announce := ""
 		if pm == "userspace" {
 			announce = "announce:\n  - interface: lte1"
-		} else {
-			steering = "aggregate"
 		}
 		level := []string{"warn", "error"}[reloads%2]
+		if l := os.Getenv("SERVER_LOAD_LOG"); l != "" {
+			level = []string{l, "debug"}[reloads%2]
+		}
 		reloads++
 		pol := fmt.Sprintf(serverLoadPolicy, pm, steering, announce, serverLoadMetric, sock, level)
 		if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
 			b.Fatal(err)
 		}
 	}
-	writePolicy("aggregate")
+	steering := func(sample bool) string {
+		if sample && sampling {
+			return "priority"
+		}
+		return "aggregate"
+	}
+	writePolicy(steering(true))
 	nsock := filepath.Join(dir, "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsock, Net: "unixgram"})
 	if err != nil {
@@ -141,10 +152,15 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			}
 		}
 	}
+	// Started when READY=1 comes (after the start's reconciliation): a
+	// status query would make the daemon list every connection.
 	start := func() *daemon {
 		cmd := bed.Proxy.Command(context.Background(), bin, "run", "--config", cfg)
 		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+nsock)
-		d := startDaemonCmd(b, cmd, sock, testWriter{b})
+		if p := os.Getenv("SERVER_LOAD_PROFILE"); p != "" {
+			cmd.Env = append(cmd.Env, "GIGAPATH_PROFILE_DIR="+p)
+		}
+		d := spawnDaemon(b, cmd, testWriter{b})
 		ready()
 		return d
 	}
@@ -178,6 +194,15 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			g.closeAll(b)
 		}
 	}()
+	// poke gives every connection a byte more: its subflows' callbacks
+	// give them telemetry entries (the sockops program of a daemon that
+	// has just started has none for idle subflows).
+	poke := func() {
+		for _, g := range gens {
+			g.poke(b)
+		}
+		time.Sleep(time.Second)
+	}
 	total := 0
 	for _, n := range levels {
 		// Open up to n, spread over generators of serverLoadPerGen each.
@@ -193,41 +218,49 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			opened, _, _ := gens[i].open(b, k)
 			total += opened
 		}
+		// The MPTCP connections the proxy has (a connection that fell
+		// back to TCP gets no announcement), each announced to.
+		live := 0
 		deadline := time.Now().Add(10 * time.Minute)
 		for {
+			live = strings.Count(bed.Proxy.MustRun("ss", "-HMn", "state", "established"), "\n")
 			mu.Lock()
 			a := len(announced)
 			mu.Unlock()
-			if a >= n {
+			if a >= live && live > 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				b.Fatalf("only %d of %d connections announced to", a, n)
+				b.Fatalf("only %d of %d MPTCP connections announced to", a, live)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
 		}
-		b.Logf("pm=%s n=%d: opened and announced in %v", pm, n, time.Since(t0).Round(time.Millisecond))
+		b.Logf("pm=%s n=%d: opened, %d MPTCP (%d fell back to TCP), all announced to, in %v",
+			pm, n, live, n-live, time.Since(t0).Round(time.Millisecond))
+		if sampling {
+			poke()
+		}
 		time.Sleep(3 * time.Second) // settle
 		pid := d.cmd.Process.Pid
 		rss := procRSS(b, pid)
 
-		// At rest, without and with health sampling; each switch of the
+		// At rest with and without health sampling; each switch of the
 		// steering mode is a reload, which resyncs.
-		rest := func() (cpuPerSec time.Duration, busy map[string]string) {
-			m0 := scrape(b, bed.Proxy, serverLoadMetric)
+		rest := func() (cpuPerSec time.Duration, busy map[string]string, m0, m1 string) {
+			m0 = scrape(b, bed.Proxy, serverLoadMetric)
 			c0, t0 := procCPU(b, pid), time.Now()
 			time.Sleep(10 * time.Second)
 			c, el := procCPU(b, pid).sub(c0), time.Since(t0)
-			m1 := scrape(b, bed.Proxy, serverLoadMetric)
+			m1 = scrape(b, bed.Proxy, serverLoadMetric)
 			busy = map[string]string{}
 			for _, in := range []string{"tick", "health", "resync", "pm_events"} {
 				busy[in] = maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`)
 			}
-			return (c.user + c.sys) * time.Second / el, busy
+			return (c.user + c.sys) * time.Second / el, busy, m0, m1
 		}
-		resync := func(steering string) time.Duration {
+		resync := func(sample bool) time.Duration {
 			m0 := scrape(b, bed.Proxy, serverLoadMetric)
-			writePolicy(steering)
+			writePolicy(steering(sample))
 			d.cmd.Process.Signal(syscall.SIGHUP)
 			var took time.Duration
 			testbed.Eventually(b, "the reload's resync", func() (bool, string) {
@@ -238,17 +271,25 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			})
 			return took
 		}
-		cpuRest, busyRest := rest()
-		resyncTook := resync("priority")
+		var cpuSampling time.Duration
+		var busySampling map[string]string
+		sampleNote := "no health sampling with the in-kernel PM"
+		if sampling {
+			var m0, m1 string
+			cpuSampling, busySampling, m0, m1 = rest()
+			samples := counterDelta(m0, m1, "gigapath_health_sample_seconds_count", `source="telemetry"`)
+			diag := counterDelta(m0, m1, "gigapath_health_sample_seconds_count", `source="sock_diag"`)
+			read := (counterDelta(m0, m1, "gigapath_health_sample_seconds_sum", `source="telemetry"`) +
+				counterDelta(m0, m1, "gigapath_health_sample_seconds_sum", `source="sock_diag"`)) / max(samples+diag, 1)
+			apply := counterDelta(m0, m1, "gigapath_loop_busy_seconds_sum", `input="health"`) /
+				max(counterDelta(m0, m1, "gigapath_loop_busy_seconds_count", `input="health"`), 1)
+			sampleNote = fmt.Sprintf("%v samples from the telemetry map and %v from sock_diag in 10 s, read in %.1f ms each off the loop, applied in %.3f ms on it",
+				samples, diag, read*1000, apply*1000)
+		}
+		resyncTook := resync(false)
 		time.Sleep(2 * time.Second)
-		m0 := scrape(b, bed.Proxy, serverLoadMetric)
-		cpuSampling, busySampling := rest()
-		m1 := scrape(b, bed.Proxy, serverLoadMetric)
-		samples := counterDelta(m0, m1, "gigapath_health_sample_seconds_count", "")
-		sampleRead := counterDelta(m0, m1, "gigapath_health_sample_seconds_sum", "") / max(samples, 1)
-		healthApply := counterDelta(m0, m1, "gigapath_loop_busy_seconds_sum", `input="health"`) /
-			max(counterDelta(m0, m1, "gigapath_loop_busy_seconds_count", `input="health"`), 1)
-		resyncBack := resync("aggregate")
+		cpuRest, busyRest, _, _ := rest()
+		resyncBack := resync(true)
 		time.Sleep(2 * time.Second)
 
 		t1 := time.Now()
@@ -260,19 +301,23 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		<-d.done
 		d = start()
 		restart := time.Since(t2)
-		time.Sleep(2 * time.Second)
+		if sampling {
+			poke()
+		}
+		time.Sleep(time.Second)
 
-		perConn := float64(rss-idle) / float64(n)
+		perConn := float64(rss-idle) / float64(live)
 		b.ReportMetric(perConn, fmt.Sprintf("n=%d-RSS-B/conn", n))
 		b.ReportMetric(float64(cpuRest.Microseconds())/1000, fmt.Sprintf("n=%d-rest-CPU-ms/s", n))
-		b.ReportMetric(float64((cpuSampling-cpuRest).Microseconds())/1000, fmt.Sprintf("n=%d-sampling-CPU-ms/s", n))
+		if sampling {
+			b.ReportMetric(float64((cpuSampling-cpuRest).Microseconds())/1000, fmt.Sprintf("n=%d-sampling-CPU-ms/s", n))
+		}
 		b.ReportMetric(float64(resyncTook.Microseconds())/1000, fmt.Sprintf("n=%d-resync-ms", n))
 		b.ReportMetric(float64(upgrade.Microseconds())/1000, fmt.Sprintf("n=%d-upgrade-ms", n))
 		b.ReportMetric(float64(restart.Microseconds())/1000, fmt.Sprintf("n=%d-restart-ms", n))
-		b.Logf("pm=%s n=%d: RSS %.1f MiB (%.0f B per connection over idle); at rest %v CPU/s, with health sampling %v CPU/s "+
-			"(sample read %.1f ms off the loop, applied in %.2f ms on it); resync %v and %v; upgrade %v, restart %v; "+
-			"longest loop stall per input at rest %v, with sampling %v; load average %s",
-			pm, n, float64(rss)/(1<<20), perConn, cpuRest, cpuSampling, sampleRead*1000, healthApply*1000,
+		b.Logf("pm=%s n=%d: RSS %.1f MiB (%.0f B per connection over idle); CPU at rest %v/s, with health sampling %v/s (%s); "+
+			"resync %v and %v; upgrade %v, restart %v; longest loop stall per input at rest %v, with sampling %v; load average %s",
+			pm, live, float64(rss)/(1<<20), perConn, cpuRest, cpuSampling, sampleNote,
 			resyncTook.Round(time.Millisecond), resyncBack.Round(time.Millisecond),
 			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, loadAvg())
 	}
