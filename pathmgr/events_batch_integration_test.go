@@ -56,3 +56,57 @@ func TestIntegrationReceiveBatch(t *testing.T) {
 		}
 	}
 }
+
+// Only drops the other event types in the kernel: with listener_closed
+// only, 20 listeners opened and closed queue 20 events, not 40; without
+// a type every event comes again.
+func TestIntegrationEventsOnly(t *testing.T) {
+	ns := testbed.NetNST(t, "only")
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	listeners := func(first int) {
+		t.Helper()
+		if err := ns.Do(func() error {
+			for i := range 20 {
+				var lc net.ListenConfig
+				lc.SetMultipathTCP(true)
+				ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(first+i)))
+				if err != nil {
+					return err
+				}
+				ln.Close()
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Only(EventListenerClosed); err != nil {
+		t.Fatal(err)
+	}
+	listeners(22000)
+	evs, err := l.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 20 {
+		t.Fatalf("%d events with listener_closed only, want 20", len(evs))
+	}
+	for _, e := range evs {
+		if e.Type != EventListenerClosed {
+			t.Fatalf("event %v got through a filter for listener_closed", e)
+		}
+	}
+	if err := l.Only(); err != nil {
+		t.Fatal(err)
+	}
+	listeners(22100)
+	if evs, err = l.Receive(ctx); err != nil || len(evs) != 40 {
+		t.Fatalf("without a filter: %d events, %v; want 40", len(evs), err)
+	}
+}

@@ -159,6 +159,50 @@ func (l *EventListener) read() ([]Event, error) {
 	return events, rerr
 }
 
+// Only makes the kernel queue on the listener's socket only the events of
+// the given types (a socket filter on the generic netlink command): the
+// others cost the reader neither a wake-up nor room in the receive
+// buffer. Without types it lets every event through again.
+func (l *EventListener) Only(types ...EventType) error {
+	var serr error
+	err := l.rc.Control(func(fd uintptr) {
+		if len(types) == 0 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+			if errors.Is(serr, unix.ENOENT) {
+				serr = nil // none attached
+			}
+			return
+		}
+		prog := eventFilter(types)
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("pathmgr: filter events: %w", err)
+	}
+	return nil
+}
+
+// eventFilter is a classic BPF program that accepts a message whose
+// generic netlink command (the byte after the 16-byte netlink header) is
+// one of types and drops the others.
+func eventFilter(types []EventType) []unix.SockFilter {
+	n := len(types)
+	prog := []unix.SockFilter{{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: nlmsgHdrLen}}
+	for i, t := range types {
+		// On a match jump to the accept at the end: past the rest of the
+		// comparisons and the drop.
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: uint8(n - i), K: uint32(t)})
+	}
+	return append(prog,
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // accept, whole
+	)
+}
+
 // Close releases the socket; a blocked Receive returns.
 func (l *EventListener) Close() error {
 	l.mu.Lock()

@@ -11,3 +11,4 @@ type EventListener struct{}
 func ListenEvents(*Config) (*EventListener, error)              { return nil, errOS }
 func (*EventListener) Receive(context.Context) ([]Event, error) { return nil, errOS }
 func (*EventListener) Close() error                             { return errOS }
+func (*EventListener) Only(...EventType) error                  { return errOS }

@@ -221,6 +221,12 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		return in, fmt.Errorf("path-manager events: %w", err)
 	}
 	undo.push(func(stopMode) { el.Close() })
+	// What the decision core reads; created (a connection is served from
+	// its ESTABLISHED) and listener events would only wake the reader.
+	if err := el.Only(pathmgr.EventEstablished, pathmgr.EventClosed, pathmgr.EventAnnounced, pathmgr.EventRemoved,
+		pathmgr.EventSubEstablished, pathmgr.EventSubClosed, pathmgr.EventSubPriority); err != nil {
+		c.log.Debug("every path-manager event is read", "err", err)
+	}
 	pmCh := make(chan pmBatch, 64)
 	in.pm = pmCh
 	g.Go(func() error { return c.readEvents(ctx, el, pmCh) })
