@@ -62,7 +62,8 @@ const (
 // runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU profile and
 // execution trace); BURST_DAEMON_ENV="K=V ..." adds to the daemon's
 // environment (GOGC=400, GOMAXPROCS=4 for experiments); BURST_PERF=FILE records the daemon's rounds with
-// `perf record -g` into FILE-PID.
+// `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon at
+// nice N (as systemd's Nice= does), every thread of it.
 func BenchmarkBurst(b *testing.B) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
@@ -93,6 +94,9 @@ func BenchmarkBurst(b *testing.B) {
 			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), env...)
 			d := startDaemonCmd(b, cmd, sock, testWriter{b})
+			if n := os.Getenv("BURST_DAEMON_NICE"); n != "" {
+				renice(b, d.cmd.Process.Pid, n)
+			}
 			// A running daemon, not one that has just started: a burst of
 			// its own first (its heap, pool and sockets warm).
 			burstOnce(b, gen, obs, burstConns/4)
@@ -635,6 +639,26 @@ func runDelay(b *testing.B, pid int) time.Duration {
 		}
 	}
 	return sum
+}
+
+// renice sets the nice value of every thread of pid (nice is per thread
+// on Linux; threads started later inherit it from the one that starts
+// them).
+func renice(b *testing.B, pid int, nice string) {
+	n, err := strconv.Atoi(nice)
+	if err != nil || n < -20 || n > 19 {
+		b.Fatalf("BURST_DAEMON_NICE=%q: want a number from -20 to 19", nice)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(t.Name())
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
+			b.Fatalf("nice %d for thread %d of the daemon: %v", n, tid, err)
+		}
+	}
 }
 
 // loadAvg is the 1-minute load average of the host.
