@@ -19,7 +19,17 @@ const (
 	PathSends           = "gigapath_path_sends_total"                       // counter{local}
 	PathSentBytes       = "gigapath_path_sent_bytes_total"                  // counter{local}
 	PathSendShare       = "gigapath_path_send_share_ratio"                  // gauge{local}
+	TelemetrySubflows   = "gigapath_telemetry_subflows"                     // gauge: subflows in the telemetry map
 )
+
+// SubflowSeriesLimit is the most subflows exported one series each: with
+// more (a proxy's tens of thousands of connections), the per-subflow
+// series are left out and only TelemetrySubflows and the per-path series
+// remain. 100,000 subflows as four series each made a scrape cost more
+// than a second of CPU (sorting and formatting 400,000 series), and no
+// dashboard reads them at that count; the daemon's health sampling reads
+// the map itself and is not affected.
+const SubflowSeriesLimit = 1024
 
 var (
 	descSRTT = prometheus.NewDesc(SubflowSRTT,
@@ -40,6 +50,9 @@ var (
 	descBytes = prometheus.NewDesc(PathSentBytes,
 		"Bytes MPTCP subflows from this local address sent and the peer acknowledged since load.",
 		[]string{"local"}, nil)
+	descEntries = prometheus.NewDesc(TelemetrySubflows,
+		"Subflows in the sockops program's telemetry map; per-subflow series are exported only up to 1024 of them.",
+		nil, nil)
 	descShare = prometheus.NewDesc(PathSendShare,
 		"Share of the bytes MPTCP subflows sent, per local address, since load (share of sends per path).",
 		[]string{"local"}, nil)
@@ -66,18 +79,24 @@ func NewPathPolicyCollector(src PathPolicySource) *PathPolicyCollector {
 
 // Describe implements prometheus.Collector.
 func (c *PathPolicyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSRTT, descRetrans, descRate, descAcked, descSent, descBytes, descShare} {
+	for _, d := range []*prometheus.Desc{descSRTT, descRetrans, descRate, descAcked, descEntries, descSent, descBytes, descShare} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector. A map that cannot be read
 // becomes an invalid metric (the scrape reports the error); send shares
-// loaded without (pathpolicy.ErrNoSendShare) are left out.
+// loaded without (pathpolicy.ErrNoSendShare) are left out; per-subflow
+// series only up to SubflowSeriesLimit subflows.
 func (c *PathPolicyCollector) Collect(ch chan<- prometheus.Metric) {
 	stats, err := c.src.Telemetry()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descSRTT, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(len(stats)))
+	}
+	if len(stats) > SubflowSeriesLimit {
+		stats = nil
 	}
 	for _, s := range stats {
 		l, r := s.Local.String(), s.Remote.String()

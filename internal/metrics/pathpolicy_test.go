@@ -91,6 +91,7 @@ func TestPathPolicyCollector(t *testing.T) {
 		PathSends + "{local=10.8.2.1}":      10,
 		PathSentBytes + "{local=10.8.2.1}":  1000,
 		PathSendShare + "{local=10.8.2.1}":  0.25,
+		TelemetrySubflows + "{}":            2,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || math.Abs(g-v) > 1e-9 {
@@ -106,8 +107,8 @@ func TestPathPolicyCollector(t *testing.T) {
 // are left out; a map that cannot be read fails the scrape, naming why.
 func TestPathPolicyCollectorPartial(t *testing.T) {
 	got, err := gather(t, NewPathPolicyCollector(fakePolicy{sharesErr: pathpolicy.ErrNoSendShare}))
-	if err != nil || len(got) != 0 {
-		t.Errorf("no telemetry, no send share: %v, %v; want nothing and no error", got, err)
+	if err != nil || len(got) != 1 || got[TelemetrySubflows+"{}"] != 0 {
+		t.Errorf("no telemetry, no send share: %v, %v; want 0 subflows, nothing else and no error", got, err)
 	}
 	_, err = gather(t, NewPathPolicyCollector(fakePolicy{statsErr: errors.New("read telemetry: boom"), sharesErr: pathpolicy.ErrNoSendShare}))
 	if err == nil || !strings.Contains(err.Error(), "boom") {
@@ -116,5 +117,38 @@ func TestPathPolicyCollectorPartial(t *testing.T) {
 	_, err = gather(t, NewPathPolicyCollector(fakePolicy{sharesErr: errors.New("read send-share counters: bust")}))
 	if err == nil || !strings.Contains(err.Error(), "bust") {
 		t.Errorf("send-share error: scrape error %v, want it to carry the map's error", err)
+	}
+}
+
+// Beyond SubflowSeriesLimit subflows, the per-subflow series are left
+// out (a scrape would sort and format four series per subflow); the
+// count and the per-path series stay.
+func TestPathPolicyCollectorManySubflows(t *testing.T) {
+	peer := netip.MustParseAddrPort("10.8.1.2:9000")
+	lte := netip.MustParseAddr("10.8.2.1")
+	for _, n := range []int{SubflowSeriesLimit, SubflowSeriesLimit + 1} {
+		var src fakePolicy
+		for i := range n {
+			src.stats = append(src.stats, pathpolicy.SubflowStats{Local: netip.AddrPortFrom(lte, uint16(10000+i)), Remote: peer, SRTT: time.Millisecond})
+		}
+		src.shares = []pathpolicy.PathShare{{Local: lte, Chosen: 1, Bytes: 100}}
+		got, err := gather(t, NewPathPolicyCollector(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srtt := 0
+		for k := range got {
+			if strings.HasPrefix(k, SubflowSRTT+"{") {
+				srtt++
+			}
+		}
+		want := n
+		if n > SubflowSeriesLimit {
+			want = 0
+		}
+		if srtt != want || got[TelemetrySubflows+"{}"] != float64(n) || got[PathSendShare+"{local=10.8.2.1}"] != 1 {
+			t.Errorf("%d subflows: %d srtt series (want %d), %s %v, send share %v",
+				n, srtt, want, TelemetrySubflows, got[TelemetrySubflows+"{}"], got[PathSendShare+"{local=10.8.2.1}"])
+		}
 	}
 }
