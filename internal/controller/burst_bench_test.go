@@ -4,7 +4,9 @@ package controller_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -675,6 +677,9 @@ type cdfSeries struct {
 	v           []time.Duration
 }
 
+// cdfPoints is the most steps a CDF curve of cdfSVG has.
+const cdfPoints = 400
+
 // cdfSVG draws the empirical CDFs of latency samples on a logarithmic time
 // axis.
 func cdfSVG(title string, series []cdfSeries) []byte {
@@ -723,13 +728,25 @@ func cdfSVG(title string, series []cdfSeries) []byte {
 	for i, s := range series {
 		v := slices.Clone(s.v)
 		slices.Sort(v)
+		// A step per sample, thinned to at most cdfPoints steps (the
+		// last sample of each run of equal rounded points is kept).
 		var pts []string
+		last := ""
+		step := max(1, (len(v)+cdfPoints-1)/cdfPoints)
 		for j, d := range v {
-			us := float64(d) / float64(time.Microsecond)
-			if j > 0 {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j)/float64(len(v)))))
+			if j%step != step-1 && j != len(v)-1 {
+				continue
 			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j+1)/float64(len(v)))))
+			us := float64(d) / float64(time.Microsecond)
+			pt := fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j+1)/float64(len(v))))
+			if pt == last {
+				continue
+			}
+			if len(pts) > 0 {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(us), y(float64(j+1-step)/float64(len(v)))))
+			}
+			pts = append(pts, pt)
+			last = pt
 		}
 		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
 		fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f" fill="%s">%s: p50 %v, p99 %v (n=%d)</text>`+"\n",
@@ -737,4 +754,42 @@ func cdfSVG(title string, series []cdfSeries) []byte {
 	}
 	sb.WriteString("</svg>\n")
 	return []byte(sb.String())
+}
+
+// The CDF plot of BenchmarkBurst is well-formed SVG, one thinned curve
+// per series, with each series' p50 and p99 in its legend.
+func TestCDFSVG(t *testing.T) {
+	var a, k []time.Duration
+	for i := range 5000 {
+		a = append(a, time.Duration(i)*time.Microsecond)
+		k = append(k, time.Duration(i%100)*time.Millisecond)
+	}
+	svg := cdfSVG("test", []cdfSeries{{"a", "#111", a}, {"k", "#222", k}})
+	d := xml.NewDecoder(bytes.NewReader(svg))
+	curves := 0
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			curves++
+			for _, at := range se.Attr {
+				if n := len(strings.Fields(at.Value)); at.Name.Local == "points" && (n < 10 || n > 2*cdfPoints+2) {
+					t.Errorf("a curve of %d points, want 10 to %d", n, 2*cdfPoints+2)
+				}
+			}
+		}
+	}
+	if curves != 2 {
+		t.Errorf("%d curves, want 2", curves)
+	}
+	for _, want := range []string{"a: p50 2.499ms, p99 4.949ms (n=5000)", "k: p50 49ms, p99 98ms (n=5000)"} {
+		if !strings.Contains(string(svg), want) {
+			t.Errorf("legend lacks %q", want)
+		}
+	}
 }
