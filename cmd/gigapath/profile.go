@@ -10,15 +10,18 @@ import (
 	"runtime/trace"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Profiling `gigapath run` for benchmarks: GIGAPATH_PROFILE_DIR names a
 // directory, GIGAPATH_PROFILE the kinds (a comma-separated list of cpu,
 // heap and trace; default cpu,heap). The daemon then records a CPU profile
-// and an execution trace of its whole life (cpu-PID.pprof, trace-PID.out)
-// and a heap profile when it stops (heap-PID.pprof), for `go tool pprof`
-// and `go tool trace`. An upgrade in place execs before the files are
-// finished: profile a daemon that stops.
+// and an execution trace of its whole life (cpu-PID-N.pprof,
+// trace-PID-N.out) and a heap profile when it stops (heap-PID-N.pprof),
+// for `go tool pprof` and `go tool trace`; N is the start time (Unix ms),
+// since an upgrade in place keeps the PID. An upgrade finishes the files before its exec, and
+// the new binary starts its own.
 const (
 	profileDirEnv   = "GIGAPATH_PROFILE_DIR"
 	profileKindsEnv = "GIGAPATH_PROFILE"
@@ -41,14 +44,23 @@ func startProfiles() (stop func() error, err error) {
 		}
 	}
 	pid := os.Getpid()
-	name := func(kind, ext string) string { return filepath.Join(dir, fmt.Sprintf("%s-%d.%s", kind, pid, ext)) }
+	start := time.Now().UnixMilli()
+	name := func(kind, ext string) string {
+		return filepath.Join(dir, fmt.Sprintf("%s-%d-%d.%s", kind, pid, start, ext))
+	}
 	var stops []func() error
+	// Once: at an upgrade's exec and, if that fails, again at the end.
+	var once sync.Once
+	var stopErr error
 	stopAll := func() error {
-		var errs []error
-		for i := len(stops) - 1; i >= 0; i-- {
-			errs = append(errs, stops[i]())
-		}
-		return errors.Join(errs...)
+		once.Do(func() {
+			var errs []error
+			for i := len(stops) - 1; i >= 0; i-- {
+				errs = append(errs, stops[i]())
+			}
+			stopErr = errors.Join(errs...)
+		})
+		return stopErr
 	}
 	if slices.Contains(kinds, "cpu") {
 		f, err := os.Create(name("cpu", "pprof"))

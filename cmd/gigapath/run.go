@@ -81,6 +81,15 @@ func runDaemon(c *cli.Context) error {
 		StatusSocket: c.String("status-socket"), MetricsListen: c.String("metrics-listen"),
 		StateDir: c.String("state-dir"),
 		Handoff:  inh.Handoff, HeldLinks: inh.HeldLinks, HeldListeners: inh.HeldListeners,
+		// The profiles end at an upgrade's exec: the files are finished,
+		// and a CPU profile's SIGPROF does not reach the new binary
+		// before its runtime can handle it (default action: terminate).
+		// The new binary starts profiles of its own.
+		BeforeExec: func() {
+			if err := stopProfiles(); err != nil {
+				log.Warn("profiles", "err", err)
+			}
+		},
 	})
 	if err != nil {
 		return err

@@ -92,6 +92,12 @@ type Config struct {
 	// while the new binary starts; Run adopts those still wanted and
 	// closes the others.
 	HeldListeners []int
+	// BeforeExec, if set, runs just before an upgrade execs the new
+	// binary (an exec that fails is not undone): the caller finishes what
+	// must not cross it, such as a CPU profile, whose interval timer
+	// (ITIMER_PROF) an exec keeps and whose SIGPROF would kill the new
+	// binary before its runtime handles the signal.
+	BeforeExec func()
 }
 
 // Controller is the daemon. Build it with New and call Run once.

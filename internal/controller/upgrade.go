@@ -165,8 +165,9 @@ type upgrade struct {
 	held    []int    // the BPF links held across the exec (holdLinks)
 	// listeners are the join listeners held across the exec
 	// (joinListeners.hold).
-	listeners []int
-	log       *slog.Logger
+	listeners  []int
+	log        *slog.Logger
+	beforeExec func() // Config.BeforeExec
 }
 
 // Upgrade hands the daemon over to a new binary in this process (an
@@ -210,7 +211,7 @@ func (c *Controller) Upgrade(ctx context.Context, req UpgradeRequest) error {
 	if err != nil {
 		return err
 	}
-	u := &upgrade{binary: req.Binary, args: req.Args, memfd: memfd, log: c.log}
+	u := &upgrade{binary: req.Binary, args: req.Args, memfd: memfd, log: c.log, beforeExec: c.cfg.BeforeExec}
 	select {
 	case c.upgradeCh <- u:
 		c.log.Info("upgrading in place", "binary", req.Binary)
@@ -259,6 +260,9 @@ func (u *upgrade) exec(stop bool) error {
 		if !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, heldEnv+"=") && !strings.HasPrefix(kv, listenersEnv+"=") && !strings.HasPrefix(kv, stopEnv+"=") {
 			env = append(env, kv)
 		}
+	}
+	if u.beforeExec != nil {
+		u.beforeExec()
 	}
 	err := syscall.Exec(u.binary, u.args, env)
 	return fmt.Errorf("upgrade: exec %s: %w (rules and routes were left in place; the next start adopts them)", u.binary, err)
