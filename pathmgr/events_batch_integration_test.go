@@ -23,20 +23,7 @@ func TestIntegrationReceiveBatch(t *testing.T) {
 	}
 	defer l.Close()
 	const n = 100
-	if err := ns.Do(func() error {
-		for i := range n {
-			var lc net.ListenConfig
-			lc.SetMultipathTCP(true)
-			ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(21000+i)))
-			if err != nil {
-				return err
-			}
-			ln.Close()
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	openCloseListeners(t, ns, 21000, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	evs, err := l.Receive(ctx)
@@ -67,23 +54,7 @@ func TestIntegrationEventsOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	listeners := func(first int) {
-		t.Helper()
-		if err := ns.Do(func() error {
-			for i := range 20 {
-				var lc net.ListenConfig
-				lc.SetMultipathTCP(true)
-				ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(first+i)))
-				if err != nil {
-					return err
-				}
-				ln.Close()
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	listeners := func(first int) { openCloseListeners(t, ns, first, 20) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := l.Only(EventListenerClosed); err != nil {
@@ -108,5 +79,26 @@ func TestIntegrationEventsOnly(t *testing.T) {
 	listeners(22100)
 	if evs, err = l.Receive(ctx); err != nil || len(evs) != 40 {
 		t.Fatalf("without a filter: %d events, %v; want 40", len(evs), err)
+	}
+}
+
+// openCloseListeners opens and closes n MPTCP listeners on 127.0.0.1,
+// ports first..first+n-1, in ns: two events each (listener created and
+// closed).
+func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
+	t.Helper()
+	if err := ns.Do(func() error {
+		for i := range n {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(true)
+			ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(first+i)))
+			if err != nil {
+				return err
+			}
+			ln.Close()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
