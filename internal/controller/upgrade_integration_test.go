@@ -699,3 +699,69 @@ func TestIntegrationUpgradeServerKeepsListener(t *testing.T) {
 		t.Errorf("allow_join_initial_addr_port %q after SIGTERM, want 1 (restored)", v)
 	}
 }
+
+// An upgrade in place of a daemon that records profiles
+// (GIGAPATH_PROFILE_DIR) finishes the old process's files before the exec
+// and the new binary writes files of its own: the CPU profile's SIGPROF
+// timer outlives an exec and killed the new binary at 10,000 connections
+// (BenchmarkServerLoad), and the new process, with the same PID, truncated
+// the old file.
+func TestIntegrationUpgradeWhileProfiling(t *testing.T) {
+	good := builtBinary(t)
+	b := testbed.UpT(t, testbed.Spec{})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gigapath")
+	installBinary(t, good, bin)
+	prof := filepath.Join(dir, "profiles")
+	if err := os.Mkdir(prof, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock, cfg := filepath.Join(dir, "status.sock"), filepath.Join(dir, "gigapath.yaml")
+	example := b.Client.MustRun(bin, "config", "example")
+	pol := strings.Replace(example, "status_socket: /run/gigapath/status.sock", "status_socket: "+sock, 1)
+	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := &lockedBuf{}
+	cmd := b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-")
+	cmd.Env = append(os.Environ(), "GIGAPATH_PROFILE_DIR="+prof)
+	d := startDaemonCmd(t, cmd, sock, log)
+	pid := d.cmd.Process.Pid
+	// Files of this PID by kind, and whether each is a finished profile
+	// (gzip; an unfinished CPU profile is empty).
+	files := func(kind string) (names []string, finished int) {
+		m, _ := filepath.Glob(filepath.Join(prof, fmt.Sprintf("%s-%d-*.pprof", kind, pid)))
+		for _, f := range m {
+			raw, err := os.ReadFile(f)
+			if err == nil && len(raw) > 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+				finished++
+			}
+		}
+		return m, finished
+	}
+	time.Sleep(200 * time.Millisecond) // some CPU time on the profiler's clock
+	running := strings.Count(log.String(), "gigapath running")
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon died during the upgrade: %v\n%s", d.err, log)
+		default:
+		}
+		return strings.Count(log.String(), "gigapath running") > running
+	})
+	if s := query(t, sock); s.PID != pid {
+		t.Errorf("status PID %d after the upgrade, want %d", s.PID, pid)
+	}
+	cpu, done := files("cpu")
+	if len(cpu) != 2 || done != 1 {
+		t.Errorf("CPU profiles after the upgrade: %v, %d finished; want the old one finished and the new one's open", cpu, done)
+	}
+	if heap, done := files("heap"); len(heap) != 1 || done != 1 {
+		t.Errorf("heap profiles after the upgrade: %v, %d finished; want the old process's", heap, done)
+	}
+	d.term(t)
+	if cpu, done := files("cpu"); len(cpu) != 2 || done != 2 {
+		t.Errorf("CPU profiles after the stop: %v, %d finished; want both", cpu, done)
+	}
+}
