@@ -85,18 +85,45 @@ static __always_inline int gp_schedule(struct mptcp_subflow_context *subflow)
 	return 0;
 }
 
-/* Retransmissions: the first active non-backup subflow, else a backup one;
- * the same rule as the kernel's default for MPTCP-level retransmits. */
+/* Data still in flight or queued at TCP level on this subflow: its own
+ * retransmissions will deliver it (tcp_rtx_and_write_queues_empty() in the
+ * kernel: every byte written has been acked). */
+static __always_inline bool gp_tcp_busy(struct mptcp_subflow_context *subflow)
+{
+	struct sock *ssk = bpf_mptcp_subflow_tcp_sock(subflow);
+	struct tcp_sock *tp;
+
+	if (!ssk)
+		return true;
+	tp = bpf_skc_to_tcp_sock(ssk);
+	return !tp || tp->write_seq != tp->snd_una;
+}
+
+/* MPTCP-level retransmissions (__mptcp_retrans, when the MPTCP
+ * retransmission timer fires): the kernel's default rule,
+ * mptcp_subflow_get_retrans(). The kernel resends the unacked MPTCP window
+ * on the subflow picked here, so one that still has data outstanding at TCP
+ * level is never picked: TCP delivers that data itself, and a copy on top
+ * only duplicates it (the receiver's MPTcpExtDuplicateData, extra bytes on
+ * the link; the timer also fires while every subflow makes progress). The
+ * first idle active non-backup subflow, else an idle backup one once no
+ * busy subflow has made progress for more than one timeout
+ * (stale_count > 1); else none, and the kernel re-arms the timer. */
 static __always_inline int gp_get_retrans(struct mptcp_sock *msk)
 {
 	struct mptcp_subflow_context *subflow, *pick = NULL, *backup = NULL;
-	int seen = 0;
+	int seen = 0, min_stale = 256; /* above any u8 stale_count */
 
 	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
 		if (!mptcp_subflow_active(subflow))
 			continue;
+		if (gp_tcp_busy(subflow)) {
+			if (subflow->stale_count < min_stale)
+				min_stale = subflow->stale_count;
+			continue;
+		}
 		if (gp_is_backup(subflow)) {
 			if (!backup)
 				backup = subflow;
@@ -105,7 +132,9 @@ static __always_inline int gp_get_retrans(struct mptcp_sock *msk)
 		pick = subflow;
 		break;
 	}
-	return gp_schedule(pick ? pick : backup);
+	if (!pick && min_stale > 1)
+		pick = backup;
+	return gp_schedule(pick);
 }
 
 #endif
