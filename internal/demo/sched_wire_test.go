@@ -47,13 +47,15 @@ type wireRow struct {
 	WiFi      uint64  `json:"wifi_bytes"`
 	LTE       uint64  `json:"lte_bytes"`
 	Seconds   float64 `json:"seconds"`
-	// MPTCP-level retransmitted segments on the proxy (MPTcpExtRetransSegs)
+	// MPTCP-level retransmitted segments on the proxy (MPTcpExtMPTCPRetrans)
 	// and duplicate data the client dropped (MPTcpExtDuplicateData).
 	Retrans uint64 `json:"retrans_segs"`
 	Dup     uint64 `json:"dup_data"`
 }
 
-// mibs reads MPTCP counters of ns (nstat, absolute values).
+// mibs reads MPTCP counters of ns (nstat, absolute values). A name the
+// kernel does not have fails the test: nstat prints nothing for it, which
+// would read as a 0 that can never change.
 func mibs(t *testing.T, ns *testbed.NetNS, names ...string) map[string]uint64 {
 	t.Helper()
 	out := ns.RunT(t, append([]string{"nstat", "-az"}, names...)...)
@@ -64,6 +66,11 @@ func mibs(t *testing.T, ns *testbed.NetNS, names ...string) map[string]uint64 {
 			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
 				m[f[0]] = v
 			}
+		}
+	}
+	for _, n := range names {
+		if _, ok := m[n]; !ok {
+			t.Fatalf("nstat in %s has no counter %s:\n%s", ns.Name, n, out)
 		}
 	}
 	return m
@@ -361,7 +368,7 @@ func (w *wireBed) download(name, what string, d *during) wireRow {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	r0 := mibs(w.t, w.bed.Proxy, "MPTcpExtRetransSegs")["MPTcpExtRetransSegs"]
+	r0 := mibs(w.t, w.bed.Proxy, "MPTcpExtMPTCPRetrans")["MPTcpExtMPTCPRetrans"]
 	d0 := mibs(w.t, w.bed.Client, "MPTcpExtDuplicateData")["MPTcpExtDuplicateData"]
 	start := time.Now()
 	body, err := w.fetch(ctx)
@@ -415,7 +422,7 @@ func (w *wireBed) download(name, what string, d *during) wireRow {
 	r := wireRow{Scheduler: name, Case: what, Seconds: secs,
 		WiFi:    c1[testbed.WiFi].RxBytes - c0[testbed.WiFi].RxBytes,
 		LTE:     c1[testbed.LTE].RxBytes - c0[testbed.LTE].RxBytes,
-		Retrans: mibs(w.t, w.bed.Proxy, "MPTcpExtRetransSegs")["MPTcpExtRetransSegs"] - r0,
+		Retrans: mibs(w.t, w.bed.Proxy, "MPTcpExtMPTCPRetrans")["MPTcpExtMPTCPRetrans"] - r0,
 		Dup:     mibs(w.t, w.bed.Client, "MPTcpExtDuplicateData")["MPTcpExtDuplicateData"] - d0}
 	w.rows = append(w.rows, r)
 	w.t.Logf("%-12s %-32s wifi %5.1f %%  lte %5.1f %%  %.1f s  mptcp retrans %d dup %d", name, what, 100*r.share(testbed.WiFi), 100*r.share(testbed.LTE), secs, r.Retrans, r.Dup)
