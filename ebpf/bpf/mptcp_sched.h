@@ -106,34 +106,40 @@ static __always_inline bool gp_tcp_busy(struct mptcp_subflow_context *subflow)
  * level is never picked: TCP delivers that data itself, and a copy on top
  * only duplicates it (the receiver's MPTcpExtDuplicateData, extra bytes on
  * the link; the timer also fires while every subflow makes progress). The
- * first idle active non-backup subflow, else an idle backup one once no
- * busy subflow has made progress for more than one timeout
- * (stale_count > 1); else none, and the kernel re-arms the timer. */
-static __always_inline int gp_get_retrans(struct mptcp_sock *msk)
+ * first idle active regular subflow, else an idle spare one once no busy
+ * subflow has made progress for more than one timeout (stale_count > 1);
+ * else none, and the kernel re-arms the timer. Spare are the backup
+ * subflows, or with first_only (gp_first, single-path) every active subflow
+ * after the first: a spurious timer then puts nothing on a path the
+ * scheduler keeps idle, a stalled first subflow still gets its data moved. */
+static __always_inline int gp_get_retrans(struct mptcp_sock *msk, bool first_only)
 {
-	struct mptcp_subflow_context *subflow, *pick = NULL, *backup = NULL;
-	int seen = 0, min_stale = 256; /* above any u8 stale_count */
+	struct mptcp_subflow_context *subflow, *pick = NULL, *spare_pick = NULL;
+	int seen = 0, active = 0, min_stale = 256; /* above any u8 stale_count */
+	bool spare;
 
 	gp_for_each_subflow(subflow, msk) {
 		if (++seen > GP_SCHED_SUBFLOWS_MAX)
 			break;
 		if (!mptcp_subflow_active(subflow))
 			continue;
+		spare = first_only ? active > 0 : gp_is_backup(subflow);
+		active++;
 		if (gp_tcp_busy(subflow)) {
 			if (subflow->stale_count < min_stale)
 				min_stale = subflow->stale_count;
 			continue;
 		}
-		if (gp_is_backup(subflow)) {
-			if (!backup)
-				backup = subflow;
+		if (spare) {
+			if (!spare_pick)
+				spare_pick = subflow;
 			continue;
 		}
 		pick = subflow;
 		break;
 	}
 	if (!pick && min_stale > 1)
-		pick = backup;
+		pick = spare_pick;
 	return gp_schedule(pick);
 }
 

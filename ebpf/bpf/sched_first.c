@@ -4,7 +4,8 @@
  * subflow order (the initial subflow first). When that subflow's send
  * buffer is full the scheduler waits for it rather than spilling onto the
  * next one: single-path behaviour that still fails over, once the first
- * subflow is gone or stale. */
+ * subflow is gone or stale. MPTCP-level retransmissions go to the other
+ * subflows only once the first one has stalled (gp_get_retrans). */
 #include "mptcp_sched.h"
 
 char __license[] SEC("license") = "GPL";
@@ -42,7 +43,7 @@ int BPF_PROG(gp_first_get_send, struct mptcp_sock *msk)
 SEC("struct_ops")
 int BPF_PROG(gp_first_get_retrans, struct mptcp_sock *msk)
 {
-	return gp_get_retrans(msk);
+	return gp_get_retrans(msk, true);
 }
 
 SEC(".struct_ops.link")

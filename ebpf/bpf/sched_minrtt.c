@@ -83,7 +83,7 @@ int BPF_PROG(gp_minrtt_get_send, struct mptcp_sock *msk)
 SEC("struct_ops")
 int BPF_PROG(gp_minrtt_get_retrans, struct mptcp_sock *msk)
 {
-	return gp_get_retrans(msk);
+	return gp_get_retrans(msk, false);
 }
 
 SEC(".struct_ops.link")
