@@ -23,6 +23,10 @@ import (
 
 	"github.com/gigapath/gigapath/ebpf/sched"
 	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr/netns"
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // The BPF schedulers proven on the wire (docs/ebpf.md, "On the wire"; run
@@ -317,25 +321,60 @@ type during struct {
 // (its receive counter, polled), and brings it back (with its routes) after
 // the download. The trigger is the link, not what the application has
 // read: both relays buffer, and on a slow (emulated, loaded) machine the
-// application can lag the links by most of the download.
+// application can lag the links by most of the download. Reading and
+// downing go over one rtnetlink socket in the client's namespace: with an
+// `ip` process per poll, process starts under loaded emulation delayed the
+// trigger until 52-100 % of the download.
 func (w *wireBed) wifiDownAt(frac float64) *during {
 	return &during{link: func(ctx context.Context, c0 map[testbed.Link]testbed.LinkCounters) {
+		c, idx, err := clientLink(w.bed, testbed.WiFiIf)
+		if err != nil {
+			w.t.Error(err)
+			return
+		}
+		defer c.Close()
 		for ctx.Err() == nil {
-			c, err := w.bed.Counters()
-			if err != nil {
-				w.t.Error(err)
+			m, err := c.Link.Get(idx)
+			if err != nil || m.Attributes == nil || m.Attributes.Stats64 == nil {
+				w.t.Errorf("read %s's counters over rtnetlink: %v", testbed.WiFiIf, err)
 				return
 			}
-			if float64(c[testbed.WiFi].RxBytes-c0[testbed.WiFi].RxBytes) >= frac*wireSize {
-				if err := w.bed.LinkDown(testbed.WiFi); err != nil {
-					w.t.Error(err)
+			if float64(m.Attributes.Stats64.RXBytes-c0[testbed.WiFi].RxBytes) >= frac*wireSize {
+				if err := c.Link.Set(&rtnetlink.LinkMessage{Family: unix.AF_UNSPEC, Index: idx, Flags: 0, Change: unix.IFF_UP}); err != nil {
+					w.t.Errorf("set %s down: %v", testbed.WiFiIf, err)
 				}
 				w.down.Store(true) // download brings it back
 				return
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 	}}
+}
+
+// clientLink opens an rtnetlink socket in the client's namespace and finds
+// the index of its interface name.
+func clientLink(b *testbed.Bed, name string) (*rtnetlink.Conn, uint32, error) {
+	f, err := netns.Open(b.Client.Name)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	c, err := rtnetlink.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		return nil, 0, fmt.Errorf("rtnetlink in %s: %w", b.Client.Name, err)
+	}
+	links, err := c.Link.List()
+	if err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("list links in %s: %w", b.Client.Name, err)
+	}
+	for _, l := range links {
+		if l.Attributes != nil && l.Attributes.Name == name {
+			return c, l.Index, nil
+		}
+	}
+	c.Close()
+	return nil, 0, fmt.Errorf("no interface %s in %s", name, b.Client.Name)
 }
 
 // fetch starts one download through the chain and returns its body.
