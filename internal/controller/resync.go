@@ -143,12 +143,15 @@ func (c *Controller) resyncOutstanding() bool {
 }
 
 // startSweep starts a sweep: the adoption of res, or (nil) a
-// reconciliation of every connection. It replaces a sweep in progress; a
-// reconciliation asked for during an adoption runs after it.
+// reconciliation of every connection. A reconciliation asked for during
+// any sweep runs after it (never instead of an adoption: that would lose
+// the dump, its drop phase and its bookkeeping); a newer dump replaces a
+// sweep in progress.
 func (c *Controller) startSweep(res *dumpResult) {
-	if c.sw != nil && c.sw.res == nil {
-		// A reconciliation in progress: whatever the new sweep skips is
-		// reconciled again after it.
+	if c.sw != nil && (res == nil || c.sw.res == nil) {
+		// A reconciliation asked for, or one in progress that the new
+		// adoption replaces: everything is reconciled again after it.
+		// (A newer dump replacing an adoption covers what it had left.)
 		c.swAgain = true
 		if res == nil {
 			return

@@ -68,6 +68,35 @@ func TestSweepAdoptsInSlices(t *testing.T) {
 	}
 }
 
+// A reconciliation asked for while a dump is being adopted (a health
+// change, an interface event) runs after the adoption, not instead of it:
+// every connection of the dump is adopted, and then reconciled again.
+func TestReconcileDuringAdoptionWaits(t *testing.T) {
+	now := time.Unix(7000, 0)
+	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	adoptMany(c, 2*sweepAtOnce, now)
+	k.take()
+	list := manyConns(1000, 20000)
+	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "test", asked: time.Now(), clock: c.clock}, list: list, listen: listenPorts(list)})
+	c.sweepStep()
+	if c.sw == nil || c.sw.res == nil {
+		t.Fatal("the adoption ended in one slice; the test needs it in progress")
+	}
+	c.reconcileAll()
+	if c.sw == nil || c.sw.res == nil {
+		t.Fatal("reconcileAll replaced the adoption in progress")
+	}
+	runSweep(t, c)
+	if len(c.conns) != 20000 {
+		t.Errorf("%d connections after the adoption, want the dump's 20,000", len(c.conns))
+	}
+	if c.swAgain {
+		t.Error("the reconciliation asked for during the adoption never ran")
+	}
+}
+
 // What happened after a dump was asked for wins over the dump: a
 // connection changed since keeps its state, one closed since does not come
 // back, one opened since stays although the dump lacks it; one the dump

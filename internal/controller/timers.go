@@ -89,6 +89,9 @@ func (c *Controller) runDue(now time.Time) {
 		c.reconcileConn(cn)
 	}
 	if !c.globalDue.IsZero() && !c.globalDue.After(now) {
+		// Cleared first: a reconciliation that becomes a sweep sets it
+		// when the sweep ends; until then every tick would ask again.
+		c.globalDue = time.Time{}
 		c.reconcileAll()
 	}
 }
