@@ -320,7 +320,21 @@ func startGenerator(b *testing.B, bed *testbed.Bed, listen, remote string) *gene
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { in.Close(); cmd.Wait(); cancel() })
+	// EOF on stdin ends the generator; one that does not end within 10 s
+	// is killed (cancel) rather than left to hang the benchmark.
+	b.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			b.Log("generator did not exit on EOF: killed")
+			cancel()
+			<-done
+		}
+		cancel()
+	})
 	g := &generator{in: in, out: bufio.NewScanner(out)}
 	if l := g.line(b); l != "ready" {
 		b.Fatalf("generator: %q", l)

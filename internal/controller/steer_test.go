@@ -48,13 +48,13 @@ func TestSteer(t *testing.T) {
 	p := testPolicy(t, "handover")
 	_, l = ifaces(p)
 	if got := strategyFor(p).decide([]*iface{l}, time.Now()); got[0] != (want{open: true}) {
-		t.Errorf("handover without wifi: lte %+v", got[l.index])
+		t.Errorf("handover without wifi: lte %+v", got[0])
 	}
 	// handover with wifi back for less than Hold: lte stays open.
 	w, l = ifaces(p)
 	w.availSince = time.Now()
 	if got := strategyFor(p).decide([]*iface{w, l}, time.Now()); !got[1].open {
-		t.Errorf("handover, wifi back for less than hold: lte %+v", got[l.index])
+		t.Errorf("handover, wifi back for less than hold: lte %+v", got[1])
 	}
 }
 
