@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -15,13 +16,14 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// daemonGCPercent is the daemon's GOGC unless the environment sets one.
-// Its heap is mostly long-lived connection state (~2.3 KB per connection
-// at 50,000), and at the runtime's default of 100 the heap may grow to
-// twice that before a collection: 4.6 KB of RSS per connection, over the
-// 4 KiB a proxy's daemon may take (docs/benchmarks.md, "a carrier
-// proxy's load"). At 50 it grows by half; the collections this adds are
-// few, since the daemon allocates little at rest.
+// daemonGCPercent is a server's GOGC unless the environment sets one.
+// A proxy's heap is mostly long-lived connection state (~2.3 KB per
+// connection at 50,000), and at the runtime's default of 100 the heap may
+// grow to twice that before a collection: 4.6 KB of RSS per connection,
+// over the 4 KiB a proxy's daemon may take (docs/benchmarks.md, "a
+// carrier proxy's load": 2.7 KB at 50 in another run; the runs were not
+// side by side, so the CPU the extra collections cost is not measured).
+// A client's heap is small: it keeps the default.
 const daemonGCPercent = 50
 
 // A client's daemon runs on one P (GOMAXPROCS=1) unless the environment
@@ -30,10 +32,11 @@ const daemonGCPercent = 50
 // one another, and with a P each those hand-offs wake other threads. On
 // one P they stay on the thread that runs: under a burst of 1,000
 // connections 1.9-2.6 context switches and 74-87 µs of CPU per connection
-// instead of 5.3 and 120 µs, which the openers on the same cores get
-// back (docs/benchmarks.md, "burst"). A server's daemon keeps the
-// default: it decodes dumps of tens of thousands of connections off the
-// loop, which on one P would hold the loop up to a time slice.
+// instead of 5.3 and 120 µs in the runs with two (docs/benchmarks.md,
+// "burst"; separate runs on a shared machine, not alternated in one). A
+// server's daemon keeps the default: it decodes dumps of tens of
+// thousands of connections off the loop, which on one P would hold the
+// loop up to a time slice. A policy without `side:` is a client's.
 
 func init() {
 	register(&cli.Command{
@@ -88,12 +91,19 @@ func runDaemon(c *cli.Context) error {
 		return nil
 	}
 	log := controller.NewLogger(os.Stderr, p.Log)
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(daemonGCPercent)
+	gogc := os.Getenv("GOGC")
+	if gogc == "" {
+		gogc = "100"
+		if p.Side == policy.SideServer {
+			debug.SetGCPercent(daemonGCPercent)
+			gogc = strconv.Itoa(daemonGCPercent)
+		}
 	}
 	if os.Getenv("GOMAXPROCS") == "" && p.Side == policy.SideClient {
 		runtime.GOMAXPROCS(1)
 	}
+	log.Info("Go runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc,
+		"why", "a client runs on one P, a server with GOGC 50, unless GOMAXPROCS or GOGC is set (docs/daemon.md)")
 	stopProfiles, err := startProfiles()
 	if err != nil {
 		return err
