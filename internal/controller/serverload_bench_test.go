@@ -248,7 +248,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 
 		// At rest with and without health sampling; each switch of the
 		// steering mode is a reload, which resyncs.
-		rest := func() (cpuPerSec time.Duration, busy map[string]string, m0, m1 string) {
+		rest := func() (cpuEachSecond time.Duration, busy map[string]string, m0, m1 string) {
 			m0 = scrape(b, bed.Proxy, serverLoadMetric)
 			c0, t0 := procCPU(b, pid), time.Now()
 			time.Sleep(10 * time.Second)
