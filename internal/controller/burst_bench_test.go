@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/svgplot"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -716,17 +717,13 @@ func cdfSVG(title string, series []cdfSeries) []byte {
 		return l + (math.Log10(max(us, 1))-d0)/(d1-d0)*(w-l-r)
 	}
 	y := func(p float64) float64 { return h - bot - p*(h-top-bot) }
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", w, h)
-	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="20">%s</text>`+"\n", l, title)
-	fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n",
-		l, h-bot, w-r, h-bot, l, top, l, h-bot)
+	sb := svgplot.New(w, h, l, r, top, bot, title)
 	for i := 0; i <= 4; i++ {
 		p := float64(i) / 4
-		fmt.Fprintf(&sb, `<text x="20" y="%.0f">%.2f</text><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/>`+"\n", y(p)+4, p, l, y(p), w-r, y(p))
+		sb.HGrid(y(p), 20, fmt.Sprintf("%.2f", p))
 	}
 	for _, p := range []float64{0.5, 0.9, 0.99} {
-		fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#bbb" stroke-dasharray="4 3"/><text x="%.0f" y="%.0f" fill="#888">p%.0f</text>`+"\n",
+		sb.Printf(`<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#bbb" stroke-dasharray="4 3"/><text x="%.0f" y="%.0f" fill="#888">p%.0f</text>`+"\n",
 			l, y(p), w-r, y(p), w-r-28, y(p)-3, p*100)
 	}
 	for dec := d0; dec <= d1; dec++ {
@@ -735,10 +732,10 @@ func cdfSVG(title string, series []cdfSeries) []byte {
 		if us >= 1000 {
 			label = fmt.Sprintf("%g ms", us/1000)
 		}
-		fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
+		sb.Printf(`<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 			x(us), top, x(us), h-bot, x(us)-14, h-bot+16, label)
 	}
-	fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f">latency (log scale)</text><text x="5" y="%.0f">share of connections</text>`+"\n", w/2-50, h-12, top-10)
+	sb.Printf(`<text x="%.0f" y="%.0f">latency (log scale)</text><text x="5" y="%.0f">share of connections</text>`+"\n", w/2-50, h-12, top-10)
 	for i, s := range series {
 		v := slices.Clone(s.v)
 		slices.Sort(v)
@@ -762,12 +759,11 @@ func cdfSVG(title string, series []cdfSeries) []byte {
 			pts = append(pts, pt)
 			last = pt
 		}
-		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
-		fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f" fill="%s">%s: p50 %v, p99 %v (n=%d)</text>`+"\n",
+		sb.Polyline(s.color, pts)
+		sb.Printf(`<text x="%.0f" y="%.0f" fill="%s">%s: p50 %v, p99 %v (n=%d)</text>`+"\n",
 			l+10, top+16+float64(i)*16, s.color, s.name, pct(s.v, .5).Round(time.Microsecond), pct(s.v, .99).Round(time.Microsecond), len(v))
 	}
-	sb.WriteString("</svg>\n")
-	return []byte(sb.String())
+	return sb.Bytes()
 }
 
 // The CDF plot of BenchmarkBurst is well-formed SVG, one thinned curve

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gigapath/gigapath/internal/relay"
 	"github.com/gigapath/gigapath/internal/relay/socks5"
+	"github.com/gigapath/gigapath/internal/svgplot"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -173,19 +174,15 @@ func plotSVG(s []sample, title string) []byte {
 	maxY *= 1.1
 	x := func(t float64) float64 { return l + t/maxT*(w-l-r) }
 	y := func(v float64) float64 { return h - bot - v/maxY*(h-top-bot) }
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", w, h)
-	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/><text x="%.0f" y="20">%s</text>`+"\n", l, title)
-	fmt.Fprintf(&sb, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n",
-		l, h-bot, w-r, h-bot, l, top, l, h-bot)
+	sb := svgplot.New(w, h, l, r, top, bot, title)
 	for i := 0; i <= 4; i++ {
 		v := maxY * float64(i) / 4
-		fmt.Fprintf(&sb, `<text x="5" y="%.0f">%.0f</text><line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#ddd"/>`+"\n", y(v)+4, v, l, y(v), w-r, y(v))
+		sb.HGrid(y(v), 5, fmt.Sprintf("%.0f", v))
 	}
 	for t := 0.0; t <= maxT; t++ {
-		fmt.Fprintf(&sb, `<text x="%.0f" y="%.0f">%.0fs</text>`+"\n", x(t)-6, h-bot+16, t)
+		sb.Printf(`<text x="%.0f" y="%.0f">%.0fs</text>`+"\n", x(t)-6, h-bot+16, t)
 	}
-	fmt.Fprintf(&sb, `<text x="5" y="%.0f">Mbit/s</text>`+"\n", top-8)
+	sb.Printf(`<text x="5" y="%.0f">Mbit/s</text>`+"\n", top-8)
 	for _, series := range []struct {
 		name, color string
 		v           func(sample) float64
@@ -195,14 +192,13 @@ func plotSVG(s []sample, title string) []byte {
 		for _, p := range s {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.t.Seconds()), y(series.v(p))))
 		}
-		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", series.color, strings.Join(pts, " "))
+		sb.Polyline(series.color, pts)
 	}
 	for i, n := range []string{"wifi0", "lte0", "sum"} {
 		c := []string{"#1f77b4", "#d62728", "#2ca02c"}[i]
-		fmt.Fprintf(&sb, `<text x="%.0f" y="20" fill="%s">%s</text>`+"\n", w-200+float64(i)*60, c, n)
+		sb.Printf(`<text x="%.0f" y="20" fill="%s">%s</text>`+"\n", w-200+float64(i)*60, c, n)
 	}
-	sb.WriteString("</svg>\n")
-	return []byte(sb.String())
+	return sb.Bytes()
 }
 
 // BenchmarkRelayIdleConns: 10,000 concurrent idle connections through the
