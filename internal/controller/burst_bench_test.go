@@ -207,15 +207,16 @@ func daemonStages(b *testing.B, bed *testbed.Bed) string {
 	return sb.String()
 }
 
-// histQuantiles reads a Prometheus histogram (the series with label
-// among its labels) from a text exposition: its count and the upper bound
-// of the buckets p50 and p99 fall in.
-func histQuantiles(text, name, label string) (n int, p50, p99 string) {
-	type bucket struct {
-		le    string
-		count float64
-	}
-	var bs []bucket
+// histBucket is one cumulative bucket of a Prometheus histogram.
+type histBucket struct {
+	le    string
+	count float64
+}
+
+// histBuckets reads the cumulative buckets of the histogram name (the
+// series with label among its labels) from a text exposition, in order.
+func histBuckets(text, name, label string) []histBucket {
+	var bs []histBucket
 	for _, l := range strings.Split(text, "\n") {
 		if !strings.HasPrefix(l, name+"_bucket{") || !strings.Contains(l, label) {
 			continue
@@ -224,8 +225,16 @@ func histQuantiles(text, name, label string) (n int, p50, p99 string) {
 		j := strings.Index(l[i+4:], `"`)
 		f := strings.Fields(l)
 		c, _ := strconv.ParseFloat(f[len(f)-1], 64)
-		bs = append(bs, bucket{l[i+4 : i+4+j], c})
+		bs = append(bs, histBucket{l[i+4 : i+4+j], c})
 	}
+	return bs
+}
+
+// histQuantiles reads a Prometheus histogram (the series with label
+// among its labels) from a text exposition: its count and the upper bound
+// of the buckets p50 and p99 fall in.
+func histQuantiles(text, name, label string) (n int, p50, p99 string) {
+	bs := histBuckets(text, name, label)
 	if len(bs) == 0 {
 		return 0, "?", "?"
 	}

@@ -361,34 +361,16 @@ func counterDelta(before, after, name, label string) float64 {
 // (series with label) that holds every observation made between two
 // scrapes: the longest one was at most that ("-": none).
 func maxBucket(before, after, name, label string) string {
-	type bucket struct {
-		le string
-		n  float64
-	}
-	read := func(text string) []bucket {
-		var bs []bucket
-		for _, l := range strings.Split(text, "\n") {
-			if !strings.HasPrefix(l, name+"_bucket{") || !strings.Contains(l, label) {
-				continue
-			}
-			i := strings.Index(l, `le="`)
-			j := strings.Index(l[i+4:], `"`)
-			f := strings.Fields(l)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			bs = append(bs, bucket{l[i+4 : i+4+j], v})
-		}
-		return bs
-	}
-	b0, b1 := read(before), read(after)
+	b0, b1 := histBuckets(before, name, label), histBuckets(after, name, label)
 	if len(b1) == 0 || len(b0) != len(b1) {
 		return "?"
 	}
-	total := b1[len(b1)-1].n - b0[len(b0)-1].n
+	total := b1[len(b1)-1].count - b0[len(b0)-1].count
 	if total == 0 {
 		return "-"
 	}
 	for i := range b1 {
-		if b1[i].n-b0[i].n >= total {
+		if b1[i].count-b0[i].count >= total {
 			return "≤" + b1[i].le + "s"
 		}
 	}
