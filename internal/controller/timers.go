@@ -41,29 +41,34 @@ func (h *dueHeap) Pop() any {
 	return e
 }
 
+// earliest keeps the earliest of the times it is given that are after now
+// (at: zero while there is none).
+type earliest struct{ now, at time.Time }
+
+func (e *earliest) add(t time.Time) {
+	if t.After(e.now) && (e.at.IsZero() || t.Before(e.at)) {
+		e.at = t
+	}
+}
+
 // nextDue is the earliest of cn's timers after now (zero: none).
 func nextDue(cn *conn, now time.Time) time.Time {
-	var at time.Time
-	early := func(t time.Time) {
-		if t.After(now) && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
+	e := earliest{now: now}
 	for _, t := range cn.pending {
-		early(t.Add(pendingTimeout))
+		e.add(t.Add(pendingTimeout))
 	}
 	for _, t := range cn.backoff {
-		early(t)
+		e.add(t)
 	}
 	for _, s := range cn.subs {
 		if !s.goneAt.IsZero() {
-			early(s.goneAt.Add(goneGrace))
+			e.add(s.goneAt.Add(goneGrace))
 		}
 	}
 	for _, t := range cn.annRetry {
-		early(t)
+		e.add(t)
 	}
-	return at
+	return e.at
 }
 
 // schedule (re)arms cn's timer for its earliest pending deadline.
@@ -100,23 +105,18 @@ func (c *Controller) runDue(now time.Time) {
 // (zero: never without an event): the end of an interface's handover
 // hold, the end of an announcement's hold-down after its link went down.
 func (c *Controller) nextGlobalDue(now time.Time) time.Time {
-	var at time.Time
-	early := func(t time.Time) {
-		if t.After(now) && (at.IsZero() || t.Before(at)) {
-			at = t
-		}
-	}
+	e := earliest{now: now}
 	if h, ok := c.strat.(*handover); ok {
 		for _, i := range c.ifs {
 			if !i.availSince.IsZero() {
-				early(i.availSince.Add(h.thr.hold))
+				e.add(i.availSince.Add(h.thr.hold))
 			}
 		}
 	}
 	if c.pol.Side == policy.SideServer {
 		for _, t := range c.linkDownAt {
-			early(t.Add(announceHold))
+			e.add(t.Add(announceHold))
 		}
 	}
-	return at
+	return e.at
 }
