@@ -109,8 +109,14 @@ func (c *Controller) requestResync(reason string) {
 		c.dumpAgain = reason
 		return
 	}
+	c.askDump(reason)
+}
+
+// askDump sends the inventory reader a request (the channel is buffered
+// for one: there is never more than one outstanding).
+func (c *Controller) askDump(reason string) {
 	c.dumpBusy = true
-	c.dumpReq <- dumpReq{reason: reason, asked: time.Now(), clock: c.clock} // buffered, one at a time
+	c.dumpReq <- dumpReq{reason: reason, asked: time.Now(), clock: c.clock}
 }
 
 // dumped takes a dump the inventory reader read: it starts the sweep that
@@ -125,8 +131,7 @@ func (c *Controller) dumped(r dumpResult) {
 	}
 	if reason := c.dumpAgain; reason != "" {
 		c.dumpAgain = ""
-		c.dumpBusy = true
-		c.dumpReq <- dumpReq{reason: reason, asked: time.Now(), clock: c.clock}
+		c.askDump(reason)
 	}
 }
 
