@@ -3,8 +3,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -33,5 +37,44 @@ func TestRunBadConfigExit2(t *testing.T) {
 	}
 	if code, _, stderr := gp(t, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 2 || !strings.Contains(stderr, "missing.yaml") {
 		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// The daemon sets the Go runtime by its side unless the environment does,
+// and says so: a client (also a policy without side:) on one P with the
+// default GOGC, a server with GOGC 50 and every P. The namespace does not
+// exist, so the daemon stops (exit 1) right after the line.
+func TestRunGoRuntimeBySide(t *testing.T) {
+	absent := fmt.Sprintf("gp-absent-%d", os.Getpid())
+	const ifs = "path_manager: userspace\nsteering: aggregate\ninterfaces:\n  - name: wifi0\n    role: wifi\n"
+	for _, tc := range []struct {
+		name, yaml string
+		env        []string
+		want       string
+	}{
+		{"no side", ifs, nil, "gomaxprocs=1 gogc=100"},
+		{"client", "side: client\n" + ifs, nil, "gomaxprocs=1 gogc=100"},
+		{"server", "side: server\n" + ifs, nil, fmt.Sprintf("gomaxprocs=%d gogc=50", runtime.NumCPU())},
+		{"client, environment", "side: client\n" + ifs, []string{"GOMAXPROCS=2", "GOGC=80"}, "gomaxprocs=2 gogc=80"},
+	} {
+		f := filepath.Join(t.TempDir(), "p.yaml")
+		if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(pmBinary(t), "--netns", absent, "run", "--config", f, "--state-dir", "", "--metrics-listen", "-")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, tc.env...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("%s: %v, want exit 1 (no namespace %s): %s", tc.name, err, absent, out)
+		}
+		if !strings.Contains(string(out), `msg="Go runtime" `+tc.want) {
+			t.Errorf("%s: no %q in the log:\n%s", tc.name, tc.want, out)
+		}
 	}
 }
