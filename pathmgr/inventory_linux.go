@@ -23,18 +23,42 @@ import (
 
 // Inventory lists the live MPTCP connections of one network namespace
 // from sock_diag (NETLINK_SOCK_DIAG), the interface `ss -M` uses. It
-// holds a sock_diag socket and an rtnetlink socket (to name the
-// interfaces subflows use) in that namespace. It is safe for concurrent
-// use.
+// holds two sock_diag sockets (the connections and the subflows are
+// dumped at the same time, one on each) and an rtnetlink socket (to name
+// the interfaces subflows use) in that namespace. It is safe for
+// concurrent use.
 type Inventory struct {
-	mu   sync.Mutex
-	diag *netlink.Conn
-	rc   syscall.RawConn // diag's descriptor, read directly (dump)
-	buf  []byte          // one datagram of a dump; under mu
-	rt   *rtnetlink.Conn
-	// lastConns is how many connections the last listing had (the next
-	// one's initial capacity).
-	lastConns int
+	mu        sync.Mutex
+	msks, sfs *differ // under mu
+	rt        *rtnetlink.Conn
+	// lastConns and lastSubflows are how many the last listing had (the
+	// next one's initial capacities).
+	lastConns, lastSubflows int
+}
+
+// differ is one sock_diag socket and the buffer its dumps are read into.
+type differ struct {
+	conn *netlink.Conn
+	rc   syscall.RawConn // conn's descriptor, read directly (dump)
+	buf  []byte          // one datagram of a dump
+	sock diagSock        // the socket being handed to a dump's fn
+}
+
+// dumpInParallel: the connections and the subflows are read at the same
+// time (a variable for BenchmarkInventoryDump, which compares the two).
+var dumpInParallel = true
+
+func openDiffer(nlcfg *netlink.Config) (*differ, error) {
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nlcfg)
+	if err != nil {
+		return nil, fmt.Errorf("pathmgr: inventory: open sock_diag socket: %w", err)
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("pathmgr: inventory: sock_diag socket: %w", err)
+	}
+	return &differ{conn: conn, rc: rc, buf: make([]byte, dumpBufferBytes)}, nil
 }
 
 // OpenInventory opens an Inventory in the namespace cfg names (nil: the
@@ -50,30 +74,27 @@ func OpenInventory(cfg *Config) (*Inventory, error) {
 		defer ns.Close()
 		nlcfg.NetNS = int(ns.Fd())
 	}
-	diag, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nlcfg)
+	msks, err := openDiffer(nlcfg)
 	if err != nil {
-		return nil, fmt.Errorf("pathmgr: inventory: open sock_diag socket: %w", err)
+		return nil, err
 	}
-	rc, err := diag.SyscallConn()
+	sfs, err := openDiffer(nlcfg)
 	if err != nil {
-		diag.Close()
-		return nil, fmt.Errorf("pathmgr: inventory: sock_diag socket: %w", err)
+		msks.conn.Close()
+		return nil, err
 	}
 	rt, err := rtnetlink.Dial(nlcfg)
 	if err != nil {
-		diag.Close()
+		msks.conn.Close()
+		sfs.conn.Close()
 		return nil, fmt.Errorf("pathmgr: inventory: open rtnetlink socket: %w", err)
 	}
-	return &Inventory{diag: diag, rc: rc, buf: make([]byte, dumpBufferBytes), rt: rt}, nil
+	return &Inventory{msks: msks, sfs: sfs, rt: rt}, nil
 }
 
 // Close releases the sockets.
 func (inv *Inventory) Close() error {
-	err := inv.diag.Close()
-	if err2 := inv.rt.Close(); err == nil {
-		err = err2
-	}
-	return err
+	return errors.Join(inv.msks.conn.Close(), inv.sfs.conn.Close(), inv.rt.Close())
 }
 
 // Connections lists the namespace's MPTCP connections (IPv4 and IPv6),
@@ -101,21 +122,44 @@ func (inv *Inventory) Connections(opts ListOptions) ([]Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The connections of both families first, then each subflow goes
-	// straight under its connection as it is read.
-	b := newConnBuilder(ifs, inv.lastConns)
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := inv.dump(fam, ipprotoMPTCP, mstates, b.addConn); err != nil {
-			return nil, err
+	// The connections on one socket while the subflows are read on the
+	// other (a dump's time is mostly the kernel filling each socket's
+	// info, which two CPUs do at once); then each subflow goes under its
+	// connection.
+	b := newConnBuilder(ifs, inv.lastConns, inv.lastSubflows)
+	dumpConns := func() error {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			if err := inv.msks.dump(fam, ipprotoMPTCP, mstates, b.addConn); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := inv.dump(fam, unix.IPPROTO_TCP, states, b.addSubflow); err != nil {
-			return nil, err
+	dumpSubflows := func(d *differ) error {
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			if err := d.dump(fam, unix.IPPROTO_TCP, states, b.addSubflow); err != nil {
+				return err
+			}
 		}
+		return nil
+	}
+	if dumpInParallel {
+		sfErr := make(chan error, 1)
+		go func() { sfErr <- dumpSubflows(inv.sfs) }()
+		err = dumpConns()
+		// Both dumps end before the sockets are used again (a dump
+		// left unread would be read by the next listing).
+		if err2 := <-sfErr; err == nil {
+			err = err2
+		}
+	} else if err = dumpConns(); err == nil {
+		err = dumpSubflows(inv.msks)
+	}
+	if err != nil {
+		return nil, err
 	}
 	conns := b.done()
-	inv.lastConns = len(conns)
+	inv.lastConns, inv.lastSubflows = len(conns), len(b.sfs)
 	return conns, nil
 }
 
@@ -129,7 +173,7 @@ const dumpBufferBytes = 64 << 10
 // tens of thousands of sockets is never held whole, and a socket costs no
 // allocation of its own. The socket's info refers to that buffer: fn
 // must not keep it.
-func (inv *Inventory) dump(family uint8, proto int, states uint32, fn func(*diagSock)) error {
+func (d *differ) dump(family uint8, proto int, states uint32, fn func(*diagSock)) error {
 	what := "TCP"
 	if proto == ipprotoMPTCP {
 		what = "MPTCP"
@@ -140,7 +184,7 @@ func (inv *Inventory) dump(family uint8, proto int, states uint32, fn func(*diag
 		}
 		return fmt.Errorf("pathmgr: inventory: dump %s sockets (family %d): %w", what, family, err)
 	}
-	req, err := inv.diag.Send(netlink.Message{
+	req, err := d.conn.Send(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.SOCK_DIAG_BY_FAMILY), Flags: netlink.Request | netlink.Dump},
 		Data:   encodeDiagReq(family, proto, states),
 	})
@@ -149,11 +193,11 @@ func (inv *Inventory) dump(family uint8, proto int, states uint32, fn func(*diag
 	}
 	seq := req.Header.Sequence
 	for {
-		n, err := inv.recv()
+		n, err := d.recv()
 		if err != nil {
 			return fail(err)
 		}
-		b := inv.buf[:n]
+		b := d.buf[:n]
 		for len(b) >= nlmsgHdrLen {
 			l := int(binary.NativeEndian.Uint32(b[0:4]))
 			typ := binary.NativeEndian.Uint16(b[4:6])
@@ -184,26 +228,29 @@ func (inv *Inventory) dump(family uint8, proto int, states uint32, fn func(*diag
 				}
 				return fail(unix.Errno(-code))
 			case unix.SOCK_DIAG_BY_FAMILY:
-				s, err := decodeDiagMsg(data)
-				if err != nil {
+				// Decoded into the differ: a socket handed to fn by
+				// pointer on the stack would escape, one allocation each.
+				s := &d.sock
+				var err error
+				if *s, err = decodeDiagMsg(data); err != nil {
 					return err
 				}
 				if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
 					continue // a plain TCP socket, not a subflow
 				}
-				fn(&s)
+				fn(s)
 			}
 		}
 	}
 }
 
-// recv reads one datagram into inv.buf (the runtime's poller waits).
-func (inv *Inventory) recv() (int, error) {
+// recv reads one datagram into d.buf (the runtime's poller waits).
+func (d *differ) recv() (int, error) {
 	var n int
 	var errno syscall.Errno
-	err := inv.rc.Read(func(fd uintptr) bool {
+	err := d.rc.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&inv.buf[0])), uintptr(len(inv.buf)),
+			r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)),
 				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 			if e == unix.EINTR {
 				continue
@@ -220,8 +267,8 @@ func (inv *Inventory) recv() (int, error) {
 		return 0, err
 	case errno != 0:
 		return 0, errno
-	case n > len(inv.buf):
-		return 0, fmt.Errorf("datagram of %d bytes truncated to %d", n, len(inv.buf))
+	case n > len(d.buf):
+		return 0, fmt.Errorf("datagram of %d bytes truncated to %d", n, len(d.buf))
 	}
 	return n, nil
 }
@@ -368,12 +415,12 @@ func ulpName(v []byte) string {
 
 // decodeMPTCPInfo reads struct mptcp_info; fields past the end of b (an
 // older kernel) stay zero.
-func decodeMPTCPInfo(b []byte) *MPTCPInfo {
+func decodeMPTCPInfo(b []byte) MPTCPInfo {
 	var full [sizeofMPTCPInfo]byte
 	copy(full[:], b)
 	p := full[:]
 	ne := binary.NativeEndian
-	return &MPTCPInfo{
+	return MPTCPInfo{
 		Subflows: p[0], AddAddrSignal: p[1], AddAddrAccepted: p[2],
 		SubflowsMax: p[3], AddAddrSignalMax: p[4], AddAddrAcceptedMax: p[5],
 		Flags:         ne.Uint32(p[8:]),
@@ -436,36 +483,42 @@ func (inv *Inventory) interfaces() (ifaceMap, error) {
 	return m, nil
 }
 
-// connBuilder puts each subflow under the connection with its local token
-// and resolves interfaces, as the sockets are read.
+// connBuilder collects the connections and the subflows, each list by a
+// goroutine of its own, and puts each subflow under the connection with
+// its local token when both are read (done). A listing is a handful of
+// allocations whatever its size: the connections, their mptcp_info and
+// all subflows are each one array (at 50,000 connections, a slice and a
+// pointer per connection were most of a resync's garbage).
 type connBuilder struct {
-	conns   []Connection
-	byToken map[uint32]int
-	ifs     ifaceMap
+	conns []Connection
+	infos []MPTCPInfo // conns[i].Info is &infos[info[i]] once done
+	info  []int32     // -1: none
+	sfs   []SubflowInfo
+	ifs   ifaceMap
 }
 
-func newConnBuilder(ifs ifaceMap, capacity int) *connBuilder {
-	return &connBuilder{conns: make([]Connection, 0, capacity), byToken: make(map[uint32]int, capacity), ifs: ifs}
+func newConnBuilder(ifs ifaceMap, conns, subflows int) *connBuilder {
+	return &connBuilder{conns: make([]Connection, 0, conns), infos: make([]MPTCPInfo, 0, conns),
+		info: make([]int32, 0, conns), sfs: make([]SubflowInfo, 0, subflows), ifs: ifs}
 }
 
 // addConn adds an MPTCP socket (its info is mptcp_info).
 func (b *connBuilder) addConn(m *diagSock) {
-	c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode, Subflows: []SubflowInfo{}}
+	c := Connection{Local: m.local, Remote: m.remote, State: m.state, Inode: m.inode}
+	info := int32(-1)
 	if len(m.info) > 0 {
-		c.Info = decodeMPTCPInfo(m.info)
-		c.Token = c.Info.Token
-	}
-	if c.Token != 0 {
-		b.byToken[c.Token] = len(b.conns)
+		info = int32(len(b.infos))
+		b.infos = append(b.infos, decodeMPTCPInfo(m.info))
+		c.Token = b.infos[info].Token
 	}
 	b.conns = append(b.conns, c)
+	b.info = append(b.info, info)
 }
 
-// addSubflow puts a subflow (its info is tcp_info) under its connection.
+// addSubflow adds a subflow (its info is tcp_info).
 func (b *connBuilder) addSubflow(s *diagSock) {
-	i, ok := b.byToken[s.sf.tokenLoc]
-	if !ok || s.sf.tokenLoc == 0 {
-		return // a subflow of a connection that closed meanwhile, or no CAP_NET_ADMIN
+	if s.sf.tokenLoc == 0 {
+		return // no CAP_NET_ADMIN: no token to place it by
 	}
 	sf := SubflowInfo{
 		Local: s.local, Remote: s.remote, State: s.state,
@@ -495,37 +548,84 @@ func (b *connBuilder) addSubflow(s *diagSock) {
 		sf.DataSegsIn = ti.Data_segs_in
 		sf.RcvOOOPack = ti.Rcv_ooopack
 	}
-	c := &b.conns[i]
-	if cap(c.Subflows) == 0 {
-		c.Subflows = make([]SubflowInfo, 0, 2)
-	}
-	c.Subflows = append(c.Subflows, sf)
+	b.sfs = append(b.sfs, sf)
 }
 
-// done sorts the connections by token and each one's subflows by local
-// id then local address.
+// done sorts the connections by token and puts each subflow under its
+// connection (a subflow whose connection closed meanwhile is left out),
+// sorted by local id then local address.
 func (b *connBuilder) done() []Connection {
 	conns := b.conns
+	// Sorted first: a connection's subflows are a run of the one array
+	// of subflows, in the connections' order.
 	for i := range conns {
-		slices.SortFunc(conns[i].Subflows, func(x, y SubflowInfo) int {
+		if b.info[i] >= 0 {
+			conns[i].Info = &b.infos[b.info[i]]
+		}
+	}
+	// Not a stable sort: at 50,000 connections its rotations of the
+	// structs cost more than the rest of the grouping. Tokens are unique;
+	// listeners (token 0) differ by address.
+	slices.SortFunc(conns, func(x, y Connection) int {
+		if x.Token != y.Token {
+			return cmp.Compare(x.Token, y.Token)
+		}
+		if c := x.Local.Compare(y.Local); c != 0 {
+			return c
+		}
+		return x.Remote.Compare(y.Remote)
+	})
+	byToken := make(map[uint32]int32, len(conns))
+	for i := range conns {
+		if conns[i].Token != 0 {
+			byToken[conns[i].Token] = int32(i)
+		}
+	}
+	// A counting sort by connection: at, then start[i] is where
+	// connection i's run begins.
+	at := make([]int32, len(b.sfs))
+	start := make([]int32, len(conns)+1)
+	for j := range b.sfs {
+		i, ok := byToken[b.sfs[j].TokenLocal]
+		if !ok {
+			i = -1
+		} else {
+			start[i+1]++
+		}
+		at[j] = i
+	}
+	for i := range conns {
+		start[i+1] += start[i]
+	}
+	placed := make([]SubflowInfo, start[len(conns)])
+	next := slices.Clone(start[:len(conns)])
+	for j := range b.sfs {
+		if i := at[j]; i >= 0 {
+			placed[next[i]] = b.sfs[j]
+			next[i]++
+		}
+	}
+	for i := range conns {
+		// Capped: appending to one connection's subflows never writes
+		// over the next one's.
+		sub := placed[start[i]:start[i+1]:start[i+1]]
+		if sub == nil {
+			sub = []SubflowInfo{}
+		}
+		slices.SortFunc(sub, func(x, y SubflowInfo) int {
 			if x.LocalID != y.LocalID {
 				return cmp.Compare(x.LocalID, y.LocalID)
 			}
 			return x.Local.Compare(y.Local)
 		})
+		conns[i].Subflows = sub
 	}
-	slices.SortStableFunc(conns, func(x, y Connection) int {
-		if x.Token != y.Token {
-			return cmp.Compare(x.Token, y.Token)
-		}
-		return x.Local.Compare(y.Local)
-	})
 	return conns
 }
 
 // groupConnections is the builder over lists of sockets already read.
 func groupConnections(msks, sfs []diagSock, ifs ifaceMap) []Connection {
-	b := newConnBuilder(ifs, len(msks))
+	b := newConnBuilder(ifs, len(msks), len(sfs))
 	for i := range msks {
 		b.addConn(&msks[i])
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -179,5 +180,68 @@ func TestDecodeTCPInfoShortKernels(t *testing.T) {
 	longer := append(append([]byte{}, raw...), 1, 2, 3, 4, 5, 6, 7, 8)
 	if ti := decodeTCPInfo(longer); ti.Rcv_ooopack != 21 {
 		t.Errorf("longer tcp_info: rcv_ooopack %d, want 21", ti.Rcv_ooopack)
+	}
+}
+
+// The grouping of a listing: connections sorted by token (a listener,
+// token 0, first), each with its own subflows in local-id order however
+// the two dumps interleaved them, each Info its own, a connection
+// without subflows with an empty (not nil) list, and no list that an
+// append can overflow into the next connection's.
+func TestGroupConnectionsManyInterleaved(t *testing.T) {
+	r := netip.MustParseAddrPort("10.0.1.2:80")
+	var msks, sfs []diagSock
+	for _, tok := range []uint32{30, 10, 20} {
+		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), uint16(tok))
+		msks = append(msks, diagSock{local: l, remote: r, state: tcpEstablished, info: mptcpInfoBytes(tok)})
+	}
+	msks = append(msks, diagSock{local: netip.MustParseAddrPort("0.0.0.0:80"), state: tcpListen})
+	// Subflows of 30 and 10, interleaved, ids out of order; 20 has none.
+	for _, s := range []struct {
+		tok uint32
+		id  uint8
+	}{{30, 2}, {10, 1}, {30, 0}, {10, 0}, {30, 1}} {
+		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.3.1"), uint16(1000*int(s.tok)+int(s.id)))
+		sfs = append(sfs, diagSock{local: l, remote: r, state: tcpEstablished, sf: subflowULP{tokenLoc: s.tok, idLoc: s.id}})
+	}
+	conns := groupConnections(msks, sfs, ifaceMap{})
+	var toks []uint32
+	for _, c := range conns {
+		toks = append(toks, c.Token)
+	}
+	if want := []uint32{0, 10, 20, 30}; !slices.Equal(toks, want) {
+		t.Fatalf("tokens %v, want %v", toks, want)
+	}
+	ids := func(c Connection) (out []uint8) {
+		for _, s := range c.Subflows {
+			if s.TokenLocal != c.Token {
+				t.Errorf("connection %d has a subflow of %d", c.Token, s.TokenLocal)
+			}
+			out = append(out, s.LocalID)
+		}
+		return out
+	}
+	if got := ids(conns[1]); !slices.Equal(got, []uint8{0, 1}) {
+		t.Errorf("connection 10: subflow ids %v, want [0 1]", got)
+	}
+	if got := ids(conns[3]); !slices.Equal(got, []uint8{0, 1, 2}) {
+		t.Errorf("connection 30: subflow ids %v, want [0 1 2]", got)
+	}
+	if conns[2].Subflows == nil || len(conns[2].Subflows) != 0 || conns[0].Subflows == nil {
+		t.Errorf("connections without subflows: %#v and %#v, want empty lists", conns[2].Subflows, conns[0].Subflows)
+	}
+	for _, c := range conns[1:] {
+		if c.Info == nil || c.Info.Token != c.Token {
+			t.Errorf("connection %d has info %+v", c.Token, c.Info)
+		}
+	}
+	if conns[0].Info != nil {
+		t.Errorf("the listener has info %+v", conns[0].Info)
+	}
+	// An append to 10's subflows must not write over 30's first one.
+	first30 := conns[3].Subflows[0]
+	_ = append(conns[1].Subflows, SubflowInfo{LocalID: 99})
+	if conns[3].Subflows[0] != first30 {
+		t.Error("appending to one connection's subflows changed the next one's")
 	}
 }
