@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"errors"
 	"maps"
 	"net/netip"
@@ -33,8 +34,13 @@ import (
 // again), because every RM_ADDR makes the peer close its subflows to the
 // address. Otherwise: a global address before a link-local one, then the
 // lowest.
-func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
-	out := map[uint8]pathmgr.Endpoint{}
+//
+// The list is sorted by id, one entry per id, and lives in a buffer the
+// next call reuses: a sweep over 50,000 connections allocated a map per
+// connection here, most of its garbage.
+func (c *Controller) announceWant(cn *conn) []pathmgr.Endpoint {
+	out := c.annWant[:0]
+	defer func() { c.annWant = out }()
 	v4 := cn.remote.Addr().Unmap().Is4()
 	own := func(addr netip.Addr, port uint16) bool {
 		return addr == cn.local.Addr().Unmap() && (port == 0 || port == cn.local.Port())
@@ -44,12 +50,13 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 		if a.Address.IsValid() {
 			addr = a.Address.Unmap()
 		} else if l, ok := c.netSt.LinkByName(a.Interface); ok && c.announceUp(l) {
-			var cands []netip.Addr
+			cands := c.annCands[:0]
 			for _, x := range c.netSt.Addrs[l.Index] {
 				if cand := x.Prefix.Addr().Unmap(); cand.Is4() == v4 && !own(cand, a.Port) {
 					cands = append(cands, cand)
 				}
 			}
+			c.annCands = cands
 			if cur, ok := announcedOf(cn, cands); ok {
 				addr = cur
 			} else {
@@ -75,11 +82,21 @@ func (c *Controller) announceWant(cn *conn) map[uint8]pathmgr.Endpoint {
 				continue
 			}
 		}
-		if _, dup := out[id]; !dup {
-			out[id] = pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port}
+		i, dup := slices.BinarySearchFunc(out, id, func(e pathmgr.Endpoint, id uint8) int { return cmp.Compare(e.ID, id) })
+		if !dup {
+			out = slices.Insert(out, i, pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port})
 		}
 	}
 	return out
+}
+
+// wanted is the entry of want (announceWant's) with id.
+func wanted(want []pathmgr.Endpoint, id uint8) (pathmgr.Endpoint, bool) {
+	i, ok := slices.BinarySearchFunc(want, id, func(e pathmgr.Endpoint, id uint8) int { return cmp.Compare(e.ID, id) })
+	if !ok {
+		return pathmgr.Endpoint{}, false
+	}
+	return want[i], true
 }
 
 // announceHold is how long an interface may be down before what it
@@ -129,10 +146,21 @@ func better(a, b netip.Addr) bool {
 // retryBackoff.
 func (c *Controller) syncAnnounce(cn *conn) {
 	want := c.announceWant(cn)
+	if len(want) == len(cn.ann) {
+		// Nothing to change (a sweep, mostly): no sorting, no garbage.
+		same := true
+		for _, w := range want {
+			e, ok := cn.ann[w.ID]
+			same = same && ok && w.Addr == e.Addr && w.Port == e.Port
+		}
+		if same {
+			return
+		}
+	}
 	now := c.now()
 	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
 		e := cn.ann[id]
-		if w, ok := want[id]; ok && w.Addr == e.Addr && w.Port == e.Port {
+		if w, ok := wanted(want, id); ok && w.Addr == e.Addr && w.Port == e.Port {
 			continue
 		}
 		if now.Before(cn.annRetry[id]) {
@@ -151,11 +179,11 @@ func (c *Controller) syncAnnounce(cn *conn) {
 		delete(cn.annRetry, id)
 		c.log.Debug("withdrawn", "token", cn.token, "addr", e.Addr, "id", id)
 	}
-	for _, id := range slices.Sorted(maps.Keys(want)) {
+	for _, ep := range want {
+		id := ep.ID
 		if _, ok := cn.ann[id]; ok || now.Before(cn.annRetry[id]) {
 			continue
 		}
-		ep := want[id]
 		c.m.Commands.WithLabelValues("announce").Inc()
 		if err := c.pm.Announce(cn.token, ep); err != nil {
 			c.m.CommandErrors.WithLabelValues("announce").Inc()
@@ -191,11 +219,14 @@ func (c *Controller) adoptAnnounced(cn *conn) {
 }
 
 // announcedOf is the address among cands the connection was told, if any.
+// When several are, the one with the lowest id.
 func announcedOf(cn *conn, cands []netip.Addr) (netip.Addr, bool) {
-	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
-		if a := cn.ann[id].Addr; slices.Contains(cands, a) {
-			return a, true
+	var best netip.Addr
+	bestID, found := uint8(0), false
+	for id, e := range cn.ann {
+		if (!found || id < bestID) && slices.Contains(cands, e.Addr) {
+			best, bestID, found = e.Addr, id, true
 		}
 	}
-	return netip.Addr{}, false
+	return best, found
 }

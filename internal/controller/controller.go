@@ -40,6 +40,7 @@ import (
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/status"
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Timing of retries.
@@ -107,6 +108,10 @@ type Controller struct {
 	m   *metrics.Metrics
 	ls  *loopStats
 	now func() time.Time // the clock of every decision
+
+	// Buffers the loop reuses, connection after connection (announce.go).
+	annWant  []pathmgr.Endpoint
+	annCands []netip.Addr
 
 	// The kernel, as the decision core sees it: real clients while Run
 	// runs, fakes in tests. rt is nil while routing is off.

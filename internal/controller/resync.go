@@ -53,6 +53,11 @@ type sweep struct {
 	seen   map[uint32]bool // res: tokens of the dump adopted or kept
 	tokens []uint32        // the connections to visit (reconcile, removal)
 	drop   bool            // res: the removal phase
+	// busy and slices are the loop time the sweep took and in how many
+	// slices (the resync's debug line: the rest of its time is the dump
+	// and the loop's other inputs).
+	busy   time.Duration
+	slices int
 }
 
 // inventoryReader serves dump requests until ctx ends.
@@ -181,10 +186,22 @@ func (c *Controller) sweepReady() <-chan struct{} {
 
 var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
-// sweepStep does the next slice of the sweep, for at most sweepBudget.
+// sweepStep does the next slice of the sweep, for at most sweepBudget,
+// and ends the sweep after its last one.
 func (c *Controller) sweepStep() {
 	sw := c.sw
-	deadline := time.Now().Add(sweepBudget)
+	t0 := time.Now()
+	done := c.sweepSlice(sw, t0.Add(sweepBudget))
+	sw.busy += time.Since(t0)
+	sw.slices++
+	if done {
+		c.sweepDone()
+	}
+}
+
+// sweepSlice does the sweep's work until deadline; it reports whether
+// the sweep is complete.
+func (c *Controller) sweepSlice(sw *sweep, deadline time.Time) bool {
 	n := 0
 	more := func() bool {
 		n++
@@ -209,13 +226,13 @@ func (c *Controller) sweepStep() {
 				c.reconcileConn(c.conns[k.Token])
 			}
 			if !more() {
-				return
+				return false
 			}
 		}
 		sw.drop, sw.i = true, 0
 		sw.tokens = slices.Collect(maps.Keys(c.conns))
 		if !more() {
-			return
+			return false
 		}
 	}
 	for sw.i < len(sw.tokens) {
@@ -232,10 +249,10 @@ func (c *Controller) sweepStep() {
 			}
 		}
 		if !more() {
-			return
+			return false
 		}
 	}
-	c.sweepDone()
+	return true
 }
 
 // sweepDone ends the sweep.
@@ -251,7 +268,8 @@ func (c *Controller) sweepDone() {
 		}
 		c.m.ReconcileSeconds.Observe(time.Since(sw.res.asked).Seconds())
 		c.log.Debug("resync done", "reason", sw.res.reason, "connections", len(c.conns),
-			"dump", sw.res.read.Sub(sw.res.asked), "total", time.Since(sw.res.asked))
+			"dump", sw.res.read.Sub(sw.res.asked), "sweep_busy", sw.busy, "slices", sw.slices,
+			"total", time.Since(sw.res.asked))
 	}
 	if c.swAgain {
 		c.swAgain = false

@@ -171,37 +171,61 @@ func TestReconcileAllSweepsWhenMany(t *testing.T) {
 // per op, one sweep over all of them; reported per connection and as the
 // longest slice.
 func BenchmarkResyncSweep(b *testing.B) {
-	for _, n := range []int{10000, 50000} {
-		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			now := time.Unix(7000, 0)
-			c, k, _ := fakeController(b, reloadClient, &syncBuf{})
-			c.now = func() time.Time { return now }
-			c.sweeps = true
-			list := manyConns(1000, n)
-			for i := range list {
-				lte := netip.AddrPortFrom(fakeLTE.Addr(), list[i].Local.Port())
-				list[i].Subflows = append(list[i].Subflows, pathmgr.SubflowInfo{Local: lte, Remote: fakeRemote, IfIndex: 3, LocalID: 1, State: 1})
-			}
-			c.adopt(list, now)
-			c.reconcileEvery()
-			k.take()
-			var longest time.Duration
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				c.startSweep(&dumpResult{dumpReq: dumpReq{asked: time.Now(), clock: c.clock}, list: list, listen: map[uint16]bool{}})
-				for c.sw != nil {
-					t0 := time.Now()
-					c.sweepStep()
-					longest = max(longest, time.Since(t0))
-				}
-			}
-			b.StopTimer()
-			if got := k.take(); len(got) != 0 {
-				b.Fatalf("a sweep over unchanged connections sent %d commands", len(got))
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/conn")
-			b.ReportMetric(float64(longest.Microseconds())/1000, "longest-slice-ms")
-		})
+	for _, side := range []string{"client", "server"} {
+		for _, n := range []int{10000, 50000} {
+			b.Run(fmt.Sprintf("side=%s/conns=%d", side, n), func(b *testing.B) {
+				benchSweep(b, side, n)
+			})
+		}
 	}
+}
+
+// benchSweep: a client's connections with a wifi and an lte subflow, or
+// a server's accepted ones (a listener on their port) with the lte
+// address announced to each.
+func benchSweep(b *testing.B, side string, n int) {
+	now := time.Unix(7000, 0)
+	c, k, _ := fakeController(b, reloadBases[side], &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	list := manyConns(1000, n)
+	listen := map[uint16]bool{}
+	for i := range list {
+		if side == "server" {
+			// Accepted on fakeWiFi:443 from the phone's many ports.
+			peer := netip.AddrPortFrom(fakeRemote.Addr(), list[i].Local.Port())
+			l := netip.AddrPortFrom(fakeWiFi.Addr(), 443)
+			list[i].Local, list[i].Remote = l, peer
+			list[i].Subflows[0].Local, list[i].Subflows[0].Remote = l, peer
+			listen[443] = true
+			continue
+		}
+		lte := netip.AddrPortFrom(fakeLTE.Addr(), list[i].Local.Port())
+		list[i].Subflows = append(list[i].Subflows, pathmgr.SubflowInfo{Local: lte, Remote: fakeRemote, IfIndex: 3, LocalID: 1, State: 1})
+	}
+	c.adopt(list, now)
+	for _, k := range list {
+		c.conns[k.Token].server = listen[k.Local.Port()]
+	}
+	c.reconcileEvery()
+	if cmds := k.take(); side == "server" && len(cmds) < n {
+		b.Fatalf("the server announced to %d connections of %d", len(cmds), n)
+	}
+	var longest time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.startSweep(&dumpResult{dumpReq: dumpReq{asked: time.Now(), clock: c.clock}, list: list, listen: listen})
+		for c.sw != nil {
+			t0 := time.Now()
+			c.sweepStep()
+			longest = max(longest, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	if got := k.take(); len(got) != 0 {
+		b.Fatalf("a sweep over unchanged connections sent %d commands: %v", len(got), got[:min(3, len(got))])
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/conn")
+	b.ReportMetric(float64(longest.Microseconds())/1000, "longest-slice-ms")
 }
