@@ -213,7 +213,12 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	dumps := make(chan dumpResult)
 	in.dumps = dumps
 	c.sweeps = true
-	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps) })
+	// The health sampler (started below) may take the reader's dumps.
+	c.sampler = newSampler(c.inv, c.now, func(src string, d time.Duration) {
+		c.m.HealthSampleSeconds.WithLabelValues(src).Observe(d.Seconds())
+	})
+	smp := c.sampler
+	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps, smp) })
 
 	// Events first, so nothing between the inventory read and the loop is missed.
 	el, err := pathmgr.ListenEvents(pmcfg)
@@ -310,9 +315,6 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		g.Go(func() error { return srv.Serve(ctx) })
 	}
 
-	c.sampler = newSampler(c.inv, c.now, func(src string, d time.Duration) {
-		c.m.HealthSampleSeconds.WithLabelValues(src).Observe(d.Seconds())
-	})
 	in.health = c.sampler.out
 	g.Go(func() error { return c.sampler.run(ctx) })
 

@@ -111,7 +111,7 @@ func (c *Controller) tick() {
 // steers by it at once.
 func (c *Controller) healthSample(b healthBatch) {
 	if b.fellBack != "" {
-		c.log.Debug("health sample from sock_diag", "why", b.fellBack)
+		c.log.Debug("health sample from sock_diag", "why", b.fellBack, "resync_dump", b.shared)
 	}
 	if b.err != nil {
 		c.log.Warn("health sample", "source", b.source, "err", b.err)

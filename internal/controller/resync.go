@@ -61,7 +61,8 @@ type sweep struct {
 }
 
 // inventoryReader serves dump requests until ctx ends.
-func (c *Controller) inventoryReader(ctx context.Context, req <-chan dumpReq, out chan<- dumpResult) error {
+// It offers each dump to smp (nil: none), the health sampler.
+func (c *Controller) inventoryReader(ctx context.Context, req <-chan dumpReq, out chan<- dumpResult, smp *sampler) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -71,6 +72,10 @@ func (c *Controller) inventoryReader(ctx context.Context, req <-chan dumpReq, ou
 			res := dumpResult{dumpReq: r, list: list, err: err, read: time.Now()}
 			if err == nil {
 				res.listen = listenPorts(list)
+				if smp != nil {
+					// Read only, by both the loop and the sampler.
+					smp.share(list, c.now(), res.read)
+				}
 			}
 			select {
 			case out <- res:

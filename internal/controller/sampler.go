@@ -41,6 +41,8 @@ type healthBatch struct {
 	err    error
 	// fellBack says why the telemetry was not used for this sample.
 	fellBack string
+	// shared: the sock_diag sample is the resync's dump, not its own.
+	shared bool
 }
 
 // sampler reads health samples off the event loop: every so often (as
@@ -62,6 +64,29 @@ type sampler struct {
 	// addrs maps local addresses to interface indexes, as the loop last
 	// published them (publishAddrs).
 	addrs atomic.Pointer[map[netip.Addr]int]
+	// active: sampling is on. shared is the resync's latest inventory
+	// dump, left here while sampling is on: a sample that needs sock_diag
+	// takes it when it is at most an interval old instead of dumping
+	// again (at 50,000 connections a dump is a third of a second of
+	// kernel CPU, and a second one at the same time doubled a resync's).
+	active atomic.Bool
+	shared atomic.Pointer[sharedDump]
+	maxAge atomic.Int64 // a shared dump's, in ns: the interval
+}
+
+// sharedDump is an inventory dump the resync read, for the sampler.
+type sharedDump struct {
+	list []pathmgr.Connection
+	at   time.Time // the controller's clock
+	read time.Time // real clock
+}
+
+// share offers the sampler a dump the resync read (never kept while
+// sampling is off: it would hold the listing's memory).
+func (s *sampler) share(list []pathmgr.Connection, at, read time.Time) {
+	if s.active.Load() {
+		s.shared.Store(&sharedDump{list: list, at: at, read: read})
+	}
 }
 
 func newSampler(diag inventory, now func() time.Time, took func(string, time.Duration)) *sampler {
@@ -70,6 +95,11 @@ func newSampler(diag inventory, now func() time.Time, took func(string, time.Dur
 
 // setEvery changes the interval (0: stop sampling). It never blocks.
 func (s *sampler) setEvery(d time.Duration) {
+	s.active.Store(d > 0)
+	s.maxAge.Store(int64(d))
+	if d == 0 {
+		s.shared.Store(nil)
+	}
 	for {
 		select {
 		case s.every <- d:
@@ -181,11 +211,19 @@ func (s *sampler) ifindexOf(addr netip.Addr, hint int) int {
 	return hint
 }
 
-// fromDiag reads every subflow's tcp_info from a sock_diag dump.
+// fromDiag reads every subflow's tcp_info from a sock_diag dump: the
+// resync's when it read one within the interval, its own otherwise.
 func (s *sampler) fromDiag() healthBatch {
 	start := time.Now()
-	list, err := s.diag.Connections(pathmgr.ListOptions{})
-	b := healthBatch{at: s.now(), source: sourceSockDiag, err: err}
+	var list []pathmgr.Connection
+	var err error
+	b := healthBatch{source: sourceSockDiag}
+	if sd := s.shared.Swap(nil); sd != nil && time.Since(sd.read) <= time.Duration(s.maxAge.Load()) {
+		list, b.at, b.shared = sd.list, sd.at, true
+	} else {
+		list, err = s.diag.Connections(pathmgr.ListOptions{})
+		b.at, b.err = s.now(), err
+	}
 	if err != nil {
 		return b
 	}
