@@ -607,11 +607,9 @@ func (b *connBuilder) done() []Connection {
 	}
 	for i := range conns {
 		// Capped: appending to one connection's subflows never writes
-		// over the next one's.
+		// over the next one's. Never nil (placed is not, even empty): a
+		// connection without subflows lists [] in JSON.
 		sub := placed[start[i]:start[i+1]:start[i+1]]
-		if sub == nil {
-			sub = []SubflowInfo{}
-		}
 		slices.SortFunc(sub, func(x, y SubflowInfo) int {
 			if x.LocalID != y.LocalID {
 				return cmp.Compare(x.LocalID, y.LocalID)
