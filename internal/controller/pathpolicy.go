@@ -82,7 +82,7 @@ func (c *Controller) syncPathPolicy() {
 		c.pp = pp
 		c.ppSet = map[netip.Addr]pathpolicy.Policy{}
 		// Subflow telemetry and send share on /metrics.
-		c.ppCollector = metrics.NewPathPolicyCollector(pp)
+		c.ppCollector = metrics.NewPathPolicyCollector(pp, nil)
 		if err := c.m.Registry.Register(c.ppCollector); err != nil {
 			c.log.Warn("path telemetry not exported", "err", err)
 		}
