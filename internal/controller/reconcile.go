@@ -484,17 +484,25 @@ func (c *Controller) adoptOne(k *pathmgr.Connection, server bool) {
 	}
 }
 
+// ifaceLabels are the interface and role labels of the metrics per
+// interface for link idx: a policy interface's name and role, another
+// link's name and "none", "other" and "none" for a link gone.
+func (c *Controller) ifaceLabels(idx int) (name, role string) {
+	if i, ok := c.ifs[idx]; ok {
+		return i.name, string(i.pol.Role)
+	}
+	if l, ok := c.netSt.Links[idx]; ok {
+		return l.Name, "none"
+	}
+	return "other", "none"
+}
+
 func (c *Controller) refreshGauges() {
 	c.refreshInterfaceGauges()
 	c.m.Subflows.Reset()
 	n := 0
 	for idx, k := range c.nsubs {
-		name, role := "other", "none"
-		if i, ok := c.ifs[idx]; ok {
-			name, role = i.name, string(i.pol.Role)
-		} else if l, ok := c.netSt.Links[idx]; ok {
-			name = l.Name
-		}
+		name, role := c.ifaceLabels(idx)
 		c.m.Subflows.WithLabelValues(name, role).Add(float64(k))
 		n += k
 	}

@@ -134,12 +134,7 @@ const failureWarnEvery = 10 * time.Second
 // warns with the kernel's error and the next hop the interface's table
 // uses.
 func (c *Controller) subflowFailed(idx int, token uint32, local netip.Addr, remote netip.AddrPort, why string, at time.Time) {
-	name := "other"
-	if i, ok := c.ifs[idx]; ok {
-		name = i.name
-	} else if l, ok := c.netSt.Links[idx]; ok {
-		name = l.Name
-	}
+	name, _ := c.ifaceLabels(idx)
 	c.m.SubflowFailures.WithLabelValues(name).Inc()
 	f := c.failures[idx]
 	if f == nil {
