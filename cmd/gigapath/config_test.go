@@ -111,6 +111,34 @@ func TestConfigCheckExplainsFleetKeys(t *testing.T) {
 	}
 }
 
+// TestConfigCheckSubflowSeries: config check says what a raised
+// metrics.subflow_series costs a scrape, shows the value in -j, and
+// refuses one out of range naming the key and the range (exit 2).
+func TestConfigCheckSubflowSeries(t *testing.T) {
+	bin := buildGigapathForConfig(t)
+	const base = "path_manager: userspace\ninterfaces:\n  - {name: wifi0, role: wifi}\n"
+	f := writeConfigFile(t, "many.yaml", base+"metrics: {subflow_series: 100000}\n")
+	out, err := exec.Command(bin, "config", "check", f).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "note: metrics.subflow_series: 100000: up to that many subflows, /metrics has four series per subflow") ||
+		!strings.Contains(string(out), "(1.3 s and 37 MB at 100000; several times that on a loaded host;") {
+		t.Errorf("config check: %v, output:\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "-j", "config", "check", f).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"subflow_series": 100000`) {
+		t.Errorf("config check -j: %v, output:\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "config", "check", writeConfigFile(t, "default.yaml", base)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "note:") {
+		t.Errorf("config check of the default: %v, output:\n%s\nwant no note", err, out)
+	}
+	out, err = exec.Command(bin, "config", "check", writeConfigFile(t, "bad.yaml", base+"metrics:\n  subflow_series: 200000\n")).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out),
+		"line 5: metrics.subflow_series: 200000 is out of range; use 0 (no per-subflow series) to 131072 (every subflow the telemetry map can hold)") {
+		t.Errorf("config check of subflow_series 200000: %v, output:\n%s", err, out)
+	}
+}
+
 // TestConfigCheckExitCodes runs the built binary on each bad-config class
 // of the issue: exit 2 and a message naming the problem.
 func TestConfigCheckExitCodes(t *testing.T) {

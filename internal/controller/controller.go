@@ -179,6 +179,10 @@ type Controller struct {
 	ppSet       map[netip.Addr]pathpolicy.Policy
 	ppCollector *metrics.PathPolicyCollector // registered while pp is loaded
 	ppFailed    bool
+	// ppView is what every ppCollector reads at a scrape and the loop
+	// keeps current: metrics.subflow_series and the interface of each
+	// local address.
+	ppView *metrics.TelemetryView
 	// cgroupRoot is the daemon's own cgroup v2 mount where none is
 	// visible (cgroup2.go), nil otherwise.
 	cgroupRoot *os.File
@@ -230,7 +234,7 @@ func New(cfg Config) (*Controller, error) {
 		pol: cfg.Policy, strat: strategyFor(cfg.Policy),
 		ifs: map[int]*iface{}, conns: map[uint32]*conn{}, nsubs: map[int]int{}, closedAt: map[uint32]uint64{}, ids: newIDAlloc(),
 		linkDownAt: map[int]time.Time{}, nextHops: map[int]nextHop{}, failures: map[int]*failureLog{},
-		agg:      newHealthAgg(),
+		agg: newHealthAgg(), ppView: metrics.NewTelemetryView(),
 		reloadCh: make(chan reloadReq), statusCh: make(chan chan status.Snapshot), upgradeCh: make(chan *upgrade),
 		ready: make(chan struct{}), loopDone: make(chan struct{}),
 	}, nil

@@ -42,6 +42,7 @@ const (
 // logged, not fatal: subflows then keep the host's settings, and health
 // samples come from sock_diag.
 func (c *Controller) syncPathPolicy() {
+	c.publishTelemetryView()
 	want := c.pathPolicies()
 	if c.pp == nil {
 		health := c.strat.thresholds() != nil && c.pol.PathCgroup == ""
@@ -82,7 +83,7 @@ func (c *Controller) syncPathPolicy() {
 		c.pp = pp
 		c.ppSet = map[netip.Addr]pathpolicy.Policy{}
 		// Subflow telemetry and send share on /metrics.
-		c.ppCollector = metrics.NewPathPolicyCollector(pp, nil)
+		c.ppCollector = c.newPathPolicyCollector(pp)
 		if err := c.m.Registry.Register(c.ppCollector); err != nil {
 			c.log.Warn("path telemetry not exported", "err", err)
 		}
@@ -113,6 +114,28 @@ func (c *Controller) syncPathPolicy() {
 		delete(c.ppSet, a)
 		c.log.Debug("per-interface socket policy removed", "addr", a)
 	}
+}
+
+// newPathPolicyCollector is the collector of src's telemetry on /metrics,
+// following the policy's metrics.subflow_series and the interfaces.
+func (c *Controller) newPathPolicyCollector(src metrics.PathPolicySource) *metrics.PathPolicyCollector {
+	return metrics.NewPathPolicyCollector(src, c.ppView)
+}
+
+// publishTelemetryView hands the scrapes the policy's
+// metrics.subflow_series and the interface (name, policy role) of every
+// address of the namespace, for the srtt histogram per interface: after
+// every change of the policy or the interfaces, O(addresses).
+func (c *Controller) publishTelemetryView() {
+	c.ppView.SetSubflowSeries(c.pol.Metrics.SubflowSeries)
+	paths := map[netip.Addr]metrics.PathLabels{}
+	for idx, as := range c.netSt.Addrs {
+		name, role := c.ifaceLabels(idx)
+		for _, a := range as {
+			paths[a.Prefix.Addr().Unmap()] = metrics.PathLabels{Interface: name, Role: role}
+		}
+	}
+	c.ppView.SetPaths(paths)
 }
 
 // closePathPolicy detaches the sockops program (the sampler has stopped).

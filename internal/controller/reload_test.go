@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/policy"
 )
 
@@ -228,6 +232,39 @@ var reloadCases = map[string]reloadCase{
 		}},
 	"metrics.listen": {base: "client", replace: []string{`metrics: {listen: ""}`, `metrics: {listen: "127.0.0.1:9999"}`}},
 	"status_socket":  {base: "client", replace: []string{`status_socket: ""`, `status_socket: /run/gigapath-test.sock`}},
+	// What the collector registered with the sockops program reads at
+	// each scrape: four subflows are above the new 3 (the default 1,024
+	// would export them one by one); the srtt histogram names their
+	// interfaces.
+	"metrics.subflow_series": {base: "client", replace: []string{`metrics: {listen: ""}`, `metrics: {listen: "", subflow_series: 3}`},
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+			src := fakeTelemetry{fakeWiFi, fakeLTE, netip.MustParseAddrPort("10.1.4.2:40002"), netip.MustParseAddrPort("192.0.2.9:40003")}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(c.newPathPolicyCollector(src))
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hist []string
+			for _, mf := range mfs {
+				switch mf.GetName() {
+				case metrics.SubflowSRTT:
+					t.Errorf("%d per-subflow srtt series with 4 subflows and subflow_series 3", len(mf.GetMetric()))
+				case metrics.TelemetrySRTT:
+					for _, m := range mf.GetMetric() {
+						var ls []string
+						for _, l := range m.GetLabel() {
+							ls = append(ls, l.GetValue())
+						}
+						hist = append(hist, strings.Join(ls, " "))
+					}
+				}
+			}
+			slices.Sort(hist)
+			if want := []string{"eth0 none", "lte0 lte", "other none", "wifi0 wifi"}; !slices.Equal(hist, want) {
+				t.Errorf("srtt histograms for %q, want %q", hist, want)
+			}
+		}},
 	"log.level": {base: "client", replace: []string{"level: info", "level: debug"},
 		check: func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf) {
 			c.log.Debug("probe after the reload")
@@ -258,6 +295,22 @@ var reloadCases = map[string]reloadCase{
 				t.Errorf("the reload does not say the relay reads the section at its start:\n%s", log)
 			}
 		}},
+}
+
+// fakeTelemetry is a sockops telemetry map holding a subflow from each
+// local address:port, to fakePeer, srtt 20 ms.
+type fakeTelemetry []netip.AddrPort
+
+func (f fakeTelemetry) Telemetry() ([]pathpolicy.SubflowStats, error) {
+	var out []pathpolicy.SubflowStats
+	for _, l := range f {
+		out = append(out, pathpolicy.SubflowStats{Local: l, Remote: fakePeer, SRTT: 20 * time.Millisecond})
+	}
+	return out, nil
+}
+
+func (fakeTelemetry) SendShares() ([]pathpolicy.PathShare, error) {
+	return nil, pathpolicy.ErrNoSendShare
 }
 
 func thrCase(base, old, new string, ok func(*thresholds) bool) reloadCase {

@@ -110,8 +110,12 @@ handover:
   hold: 3s
 
 # Prometheus /metrics; "" disables. Keep it on loopback unless protected.
+# subflow_series: the eBPF telemetry's per-subflow series are exported
+# while there are at most this many subflows (0: never); the srtt
+# histogram per interface always is.
 metrics:
   listen: 127.0.0.1:9477
+  subflow_series: 1024
 
 # Unix socket for gigapath status; "" disables.
 status_socket: /run/gigapath/status.sock

@@ -86,11 +86,12 @@ var fates = map[string]Fate{
 	"handover.failures":        Applied,
 	"handover.hold":            Applied,
 
-	"metrics.listen":  Restart, // a listening socket the process holds
-	"status_socket":   Restart, // same
-	"log.level":       Applied,
-	"log.format":      Applied,
-	"skip_link_local": Applied,
+	"metrics.listen":         Restart, // a listening socket the process holds
+	"metrics.subflow_series": Applied, // read by each scrape
+	"status_socket":          Restart, // same as metrics.listen
+	"log.level":              Applied,
+	"log.format":             Applied,
+	"skip_link_local":        Applied,
 
 	"relay": RelayOnly,
 }

@@ -176,7 +176,8 @@ type rawHandover struct {
 }
 
 type rawMetrics struct {
-	Listen *string `yaml:"listen"`
+	Listen        *string `yaml:"listen"`
+	SubflowSeries *int    `yaml:"subflow_series"`
 }
 
 type rawLog struct {
@@ -700,6 +701,14 @@ func (c *checker) validate(r *rawFile) *Policy {
 			if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
 				c.errorf("metrics.listen", "%q is not valid; want HOST:PORT such as 127.0.0.1:9477 or [::1]:9477, or \"\" to disable", l)
 			}
+		}
+	}
+	p.Metrics.SubflowSeries = DefaultSubflowSeries
+	if r.Metrics != nil && r.Metrics.SubflowSeries != nil {
+		if n := *r.Metrics.SubflowSeries; n < 0 || n > MaxSubflowSeries {
+			c.errorf("metrics.subflow_series", "%d is out of range; use 0 (no per-subflow series) to %d (every subflow the telemetry map can hold)", n, MaxSubflowSeries)
+		} else {
+			p.Metrics.SubflowSeries = n
 		}
 	}
 	if r.StatusSocket != nil {

@@ -110,6 +110,7 @@ const (
 	DefaultTableBase        = 1000
 	DefaultRulePriority     = 1000
 	DefaultMetricsListen    = "127.0.0.1:9477"
+	DefaultSubflowSeries    = 1024
 	DefaultStatusSocket     = "/run/gigapath/status.sock"
 	DefaultLimitSubflows    = 4
 	DefaultLimitAddAddr     = 4
@@ -127,6 +128,11 @@ const (
 	DefaultHandoverPeriod   = time.Second
 	DefaultHandoverFailures = 3
 )
+
+// MaxSubflowSeries is the largest metrics.subflow_series: the most
+// subflows the daemon's telemetry map holds (side: server), so a larger
+// value could never be reached.
+const MaxSubflowSeries = 131072
 
 // Policy is a validated configuration. Build one with Parse or Load.
 type Policy struct {
@@ -301,6 +307,10 @@ type Handover struct {
 // Metrics configures the Prometheus endpoint. Empty Listen disables it.
 type Metrics struct {
 	Listen string `json:"listen"`
+	// SubflowSeries: the sockops telemetry's per-subflow series are
+	// exported while its map holds at most this many subflows, none above
+	// (and none with 0); the per-interface srtt histogram always is.
+	SubflowSeries int `json:"subflow_series"`
 }
 
 // Log configures logging.
@@ -346,9 +356,14 @@ func (p *Policy) Summary() string {
 
 // Notes explain, in sentences, what the policy makes the daemon do beyond
 // the summary where that is easy to get wrong: the C flag, the listeners
-// behind announced ports. `gigapath config check` prints them.
+// behind announced ports, what a raised metrics.subflow_series costs.
+// `gigapath config check` prints them.
 func (p *Policy) Notes() []string {
 	var out []string
+	if n := p.Metrics.SubflowSeries; n > DefaultSubflowSeries {
+		out = append(out, fmt.Sprintf("metrics.subflow_series: %d: up to that many subflows, /metrics has four series per subflow of the sockops telemetry, and every scrape takes about 13 µs and 370 bytes per subflow on an idle core (%.1f s and %d MB at %d; several times that on a loaded host; docs/benchmarks.md); the srtt histogram per interface does not need them",
+			n, float64(n)*13e-6, n*370/1_000_000, n))
+	}
 	if p.Side != SideServer {
 		return out
 	}

@@ -52,7 +52,7 @@ func TestParseMinimal(t *testing.T) {
 			HysteresisPercent: 20, Hold: 5 * time.Second},
 		Handover: Handover{RTT: 500 * time.Millisecond, LossPercent: 20, ReorderPercent: 10,
 			Interval: time.Second, Failures: 3, Hold: 3 * time.Second},
-		Metrics:       Metrics{Listen: "127.0.0.1:9477"},
+		Metrics:       Metrics{Listen: "127.0.0.1:9477", SubflowSeries: 1024},
 		StatusSocket:  "/run/gigapath/status.sock",
 		Log:           Log{Level: "info", Format: "text"},
 		SkipLinkLocal: true,
@@ -83,7 +83,7 @@ routing:
   mode: managed
   table_base: 5000
   rule_priority: 200
-metrics: {listen: ""}
+metrics: {listen: "", subflow_series: 0}
 status_socket: ""
 log: {level: debug, format: json}
 skip_link_local: false
@@ -106,7 +106,7 @@ relay:
 	if p.Limits != (Limits{8, 0}) || p.Routing != (Routing{RoutingManaged, 5000, 200}) {
 		t.Errorf("limits %+v routing %+v", p.Limits, p.Routing)
 	}
-	if p.Metrics.Listen != "" || p.StatusSocket != "" || p.Log != (Log{"debug", "json"}) || p.SkipLinkLocal {
+	if p.Metrics != (Metrics{Listen: "", SubflowSeries: 0}) || p.StatusSocket != "" || p.Log != (Log{"debug", "json"}) || p.SkipLinkLocal {
 		t.Errorf("observation: %+v %q %+v %v", p.Metrics, p.StatusSocket, p.Log, p.SkipLinkLocal)
 	}
 	// The relay section is decoded into the relay's own Config.
@@ -209,6 +209,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: priority.reorder_percent: "high" is not valid; want a number`}},
 		{"bad metrics listen", "path_manager: userspace\nmetrics: {listen: localhost}\n" + ifs,
 			[]string{`line 2: metrics.listen: "localhost" is not valid; want HOST:PORT such as 127.0.0.1:9477 or [::1]:9477, or "" to disable`}},
+		{"subflow_series negative", "path_manager: userspace\nmetrics:\n  subflow_series: -1\n" + ifs,
+			[]string{`line 3: metrics.subflow_series: -1 is out of range; use 0 (no per-subflow series) to 131072 (every subflow the telemetry map can hold)`}},
+		{"subflow_series too large", "path_manager: userspace\nmetrics: {subflow_series: 131073}\n" + ifs,
+			[]string{`line 2: metrics.subflow_series: 131073 is out of range; use 0 (no per-subflow series) to 131072 (every subflow the telemetry map can hold)`}},
+		{"subflow_series not a number", "path_manager: userspace\nmetrics: {subflow_series: all}\n" + ifs,
+			[]string{`line 2: metrics.subflow_series: "all" is not valid; want an integer`}},
 		{"relative status socket", "path_manager: userspace\nstatus_socket: gp.sock\n" + ifs,
 			[]string{`line 2: status_socket: "gp.sock" is not valid; want an absolute path such as /run/gigapath/status.sock, or "" to disable`}},
 		{"bad log format", "path_manager: userspace\nlog: {format: xml}\n" + ifs,
@@ -500,6 +506,9 @@ interfaces:
 	}
 	if d := cmp.Diff(want, Describe(old, nw)); d != "" {
 		t.Errorf("Describe (-want +got):\n%s", d)
+	}
+	if got := Describe(old, mustParse(t, minimal+"metrics: {subflow_series: 100000}\n")); !slices.Equal(got, []string{"~ metrics.subflow_series: 1024 -> 100000"}) {
+		t.Errorf("subflow_series described as %q", got)
 	}
 	if got := Describe(old, mustParse(t, minimal)); len(got) != 0 {
 		t.Errorf("no change described as %q", got)
