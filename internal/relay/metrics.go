@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricHandshakeErrors,
 			Help: "Connections whose greeting, authentication or request failed."}),
 		subflows: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricSubflows,
-			Help:    "Subflows of an MPTCP connection sampled at close (MPTCP_INFO mptcpi_subflows + the initial one), by side.",
+			Help:    "Subflows of an MPTCP connection sampled when its first direction ends, before the relay closes anything (MPTCP_INFO mptcpi_subflows + the initial one), by side.",
 			Buckets: []float64{1, 2, 3, 4, 5, 6, 7, 8}}, []string{"side"}),
 		udp: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricUDPDatagrams,
 			Help: "UDP ASSOCIATE datagrams relayed (up/down) or dropped."}, []string{"direction"}),

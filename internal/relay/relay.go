@@ -300,6 +300,9 @@ type conn struct {
 	// transparent: redirected by nftables, no SOCKS on this connection.
 	transparent bool
 	lastRecv    atomic.Int64 // unix nanos of the last byte moved in any direction
+	// sampled: the subflows are sampled once, when the first direction
+	// ends (sampleEnd).
+	sampled sync.Once
 }
 
 func (c *conn) abort() {
@@ -554,7 +557,6 @@ func (c *conn) connect(log *slog.Logger, brp **bufio.Reader, req socks5.Request)
 	readerPool.Put(br)
 	*brp = nil
 	up, down := c.pipe(c.c, dst)
-	c.sampleSubflows(dst)
 	log.Info("relay closed", "up_bytes", up, "down_bytes", down, "duration", time.Since(c.start).Round(time.Millisecond))
 }
 
@@ -656,6 +658,7 @@ func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
 			continue
 		}
 		if err == nil { // EOF: pass the half-close on
+			c.sampleEnd()
 			if dok {
 				dt.CloseWrite()
 			} else {
@@ -666,6 +669,7 @@ func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
 		if idle > 0 && errors.Is(err, errDeadline) && time.Since(time.Unix(0, c.lastRecv.Load())) < idle {
 			continue // the other direction is busy
 		}
+		c.sampleEnd()
 		c.mu.Lock()
 		c.c.Close()
 		if c.dst != nil {
@@ -674,4 +678,20 @@ func (c *conn) copyHalf(dst, src net.Conn, dir string) int64 {
 		c.mu.Unlock()
 		return total
 	}
+}
+
+// sampleEnd samples the connection's subflows (gigapath_relay_subflows)
+// when the first of its two directions ends, before the relay closes or
+// half-closes anything: the end of the other direction may come much
+// later (on a loaded host an MPTCP DATA_FIN was seen to wait more than
+// 10 s before the kernel took it in, docs/deploy.md), and after a close
+// the connection cannot be asked. A direction that ends in an error (a
+// reset) is sampled too, with what is left of it then.
+func (c *conn) sampleEnd() {
+	c.sampled.Do(func() {
+		c.mu.Lock()
+		dst := c.dst
+		c.mu.Unlock()
+		c.sampleSubflows(dst)
+	})
 }
