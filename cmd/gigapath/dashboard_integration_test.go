@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +15,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -45,9 +48,19 @@ func TestIntegrationDashboardMetrics(t *testing.T) {
 	bed.Client.MustRun("ip", "route", "add", "default", "via", bed.ProxyLTEAddr.String(), "dev", testbed.LTEIf, "metric", "200")
 	bed.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 
-	// The origin echoes; the relay listens on the proxy's address.
+	// The origin echoes, and keeps its connections for the test to end;
+	// the relay listens on the proxy's address.
 	originAddr := net.JoinHostPort(bed.OriginAddr.String(), "8080")
-	testbed.ServeT(t, bed.Origin, "tcp", originAddr, false, testbed.Echo)
+	var (
+		originMu sync.Mutex
+		origins  []net.Conn
+	)
+	testbed.ServeT(t, bed.Origin, "tcp", originAddr, false, func(c net.Conn) {
+		originMu.Lock()
+		origins = append(origins, c)
+		originMu.Unlock()
+		testbed.Echo(c)
+	})
 	relayAddr := net.JoinHostPort(bed.ProxyAddr.String(), "1080")
 	const relayMetrics = "127.0.0.1:9478"
 	startLogged(t, "relay", bed.Proxy.Command(context.Background(), bin, "relay", "--listen", relayAddr, "--metrics", relayMetrics,
@@ -75,6 +88,7 @@ interfaces:
 metrics:
   listen: 127.0.0.1:0
 status_socket: %s
+log: {level: debug}                # each event, in the output a failure shows
 `, testbed.WiFiIf, testbed.LTEIf, filepath.Join(dir, "status.sock"))
 	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
@@ -93,16 +107,40 @@ status_socket: %s
 	})
 
 	// Traffic through the relay over MPTCP, both ways.
-	d, err := proxy.SOCKS5("tcp", relayAddr, nil, mptcpDialer{bed.Client})
+	md := &mptcpDialer{n: bed.Client}
+	d, err := proxy.SOCKS5("tcp", relayAddr, nil, md)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := d.Dial("tcp", originAddr)
-	if err != nil {
-		t.Fatalf("through the relay to %s: %v", originAddr, err)
+	// Everything below needs MPTCP: a connection that fell back to TCP
+	// gives the daemon no events (no gigapath_subflows) and the relay no
+	// sample. The kernel's MPTCP tokens are one table for every namespace
+	// (net/mptcp/token.c: a bucket per MB of memory, at most 4 tokens in
+	// one): while other tests or benchmarks on the host hold tens of
+	// thousands of MPTCP connections, a new one may find no free token
+	// in the few it tries and fall back (MPTcpExtMPFallbackTokenInit).
+	// Only that is dialed again, and logged; any other fallback fails the
+	// test at once, with the counters, rather than after 20 s of waiting
+	// for series.
+	var c net.Conn
+	for attempt := 1; ; attempt++ {
+		before := mptcpCounters(t, bed.Client, bed.Proxy)
+		c, err = d.Dial("tcp", originAddr)
+		if err != nil {
+			t.Fatalf("through the relay to %s: %v", originAddr, err)
+		}
+		if mp, _ := md.last().MultipathTCP(); mp {
+			break
+		}
+		after := mptcpCounters(t, bed.Client, bed.Proxy)
+		c.Close()
+		if attempt == 3 || after["MPTcpExtMPFallbackTokenInit"] == before["MPTcpExtMPFallbackTokenInit"] {
+			t.Fatalf("the connection through the relay is not MPTCP (attempt %d); MPTCP counters of the client and the proxy, before: %v; after: %v", attempt, before, after)
+		}
+		t.Logf("the connection through the relay fell back to TCP: no free MPTCP token (MPTcpExtMPFallbackTokenInit %d -> %d; other MPTCP connections on the host); dialing again",
+			before["MPTcpExtMPFallbackTokenInit"], after["MPTcpExtMPFallbackTokenInit"])
 	}
-	go io.Copy(io.Discard, c)
-	testbed.KeepSending(t, c)
+	traffic := sendAndCount(t, c)
 	// Errors: no acceptable method, and a refused destination.
 	if err := bed.Client.Do(func() error {
 		raw, err := net.DialTimeout("tcp", relayAddr, 5*time.Second)
@@ -128,16 +166,35 @@ status_socket: %s
 			return c, err
 		})
 	}
-	// Series that need the connection's subflows and telemetry.
 	// Series that need the connection's subflows and telemetry, read while
 	// it is open (the per-subflow telemetry goes with the subflows).
-	dm := waitMetrics(t, daemon, "gigapath_subflows", "gigapath_path_send_share_ratio", "gigapath_subflow_srtt_seconds", "gigapath_interface_healthy")
-	// The relay samples subflows when a connection closes.
-	c.Close()
-	rm := waitMetrics(t, relay, "gigapath_relay_subflows_count", "gigapath_relay_rejected_total")
-	if err != nil {
-		t.Fatal(err)
+	// The srtt histogram per interface names the policy's interfaces: the
+	// wifi0 subflow the connection started with, and the lte0 one the
+	// daemon added.
+	dm := waitMetrics(t, daemon, "gigapath_subflows", "gigapath_path_send_share_ratio", "gigapath_subflow_srtt_seconds", "gigapath_interface_healthy",
+		fmt.Sprintf(`gigapath_telemetry_srtt_seconds_count{interface=%q,role="wifi"}`, testbed.WiFiIf),
+		fmt.Sprintf(`gigapath_telemetry_srtt_seconds_count{interface=%q,role="lte"}`, testbed.LTEIf))
+	// The relay samples subflows when the first direction of a connection
+	// ends. The origin ends it, once everything sent came back: a TCP FIN
+	// the relay reads at once. (The test closed its MPTCP end while the
+	// echo still flowed, before: that reset lost the sample; and on a
+	// loaded host an MPTCP DATA_FIN was seen to wait more than 10 s
+	// before the other end took it in, docs/deploy.md.)
+	if err := traffic.stop(10 * time.Second); err != nil {
+		var socks []string
+		for _, n := range []*testbed.NetNS{bed.Client, bed.Proxy, bed.Origin} {
+			out, _ := n.Run("ss", "-tanMie")
+			socks = append(socks, n.Name+":\n"+out)
+		}
+		t.Fatalf("the echo through the relay: %v; sockets:\n%s", err, strings.Join(socks, "\n"))
 	}
+	originMu.Lock()
+	for _, oc := range origins { // ours, and those of connections dialed again
+		oc.Close()
+	}
+	originMu.Unlock()
+	rm := waitMetrics(t, relay, "gigapath_relay_subflows_count", "gigapath_relay_rejected_total")
+	c.Close()
 	var places []string
 	for p := range want {
 		places = append(places, p)
@@ -162,7 +219,7 @@ status_socket: %s
 	unused := map[string]bool{}
 	for _, m := range []map[string]bool{dm, rm} {
 		for name := range m {
-			if strings.HasPrefix(name, "gigapath_") && !used[family(name)] {
+			if strings.HasPrefix(name, "gigapath_") && !strings.Contains(name, "{") && !used[family(name)] {
 				unused[family(name)] = true
 			}
 		}
@@ -175,10 +232,91 @@ status_socket: %s
 	t.Logf("the dashboard uses %d metric families; gigapath metrics it does not show: %s", len(used), strings.Join(list, " "))
 }
 
-// mptcpDialer dials MPTCP from a namespace (the SOCKS5 client's transport).
-type mptcpDialer struct{ n *testbed.NetNS }
+// traffic writes 8 KiB every 2 ms to an echoing connection and counts
+// what comes back.
+type traffic struct {
+	done     chan struct{}
+	sent     chan int64 // what the writer wrote, once it returned
+	received atomic.Int64
+	readErr  chan error
+}
 
-func (d mptcpDialer) Dial(network, addr string) (net.Conn, error) {
+// sendAndCount starts the writer and the reader of c.
+func sendAndCount(t *testing.T, c net.Conn) *traffic {
+	tr := &traffic{done: make(chan struct{}), sent: make(chan int64, 1), readErr: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 8<<10)
+		var n int64
+		defer func() { tr.sent <- n }()
+		for {
+			select {
+			case <-tr.done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			k, err := c.Write(buf)
+			n += int64(k)
+			var ne net.Error
+			if err != nil && (!errors.As(err, &ne) || !ne.Timeout()) {
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			k, err := c.Read(buf)
+			tr.received.Add(int64(k))
+			if err != nil {
+				tr.readErr <- err
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { tr.halt(); c.Close() })
+	return tr
+}
+
+// halt stops the writer (again: a no-op) and returns what it wrote.
+func (tr *traffic) halt() int64 {
+	select {
+	case <-tr.done:
+	default:
+		close(tr.done)
+	}
+	n := <-tr.sent
+	tr.sent <- n
+	return n
+}
+
+// stop stops the writer and waits up to wait until everything it wrote
+// came back.
+func (tr *traffic) stop(wait time.Duration) error {
+	sent := tr.halt()
+	for deadline := time.Now().Add(wait); tr.received.Load() < sent; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-tr.readErr:
+			return fmt.Errorf("read after %d of %d bytes: %w", tr.received.Load(), sent, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d bytes back after %v", tr.received.Load(), sent, wait)
+		}
+	}
+	return nil
+}
+
+// mptcpDialer dials MPTCP from a namespace (the SOCKS5 client's
+// transport), and keeps the last connection it made: the SOCKS5 client's
+// wraps it, without CloseWrite.
+type mptcpDialer struct {
+	n  *testbed.NetNS
+	mu sync.Mutex
+	c  *net.TCPConn
+}
+
+func (d *mptcpDialer) Dial(network, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := d.n.Do(func() (err error) {
 		nd := net.Dialer{Timeout: 5 * time.Second}
@@ -186,10 +324,44 @@ func (d mptcpDialer) Dial(network, addr string) (net.Conn, error) {
 		c, err = nd.Dial(network, addr)
 		return err
 	})
+	if err == nil {
+		d.mu.Lock()
+		d.c = c.(*net.TCPConn)
+		d.mu.Unlock()
+	}
 	return c, err
 }
 
-// scrape returns the sample names on a Prometheus text endpoint, reached
+func (d *mptcpDialer) last() *net.TCPConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.c
+}
+
+// mptcpCounters sums the MPTCP counters of the namespaces that are not
+// zero (nstat).
+func mptcpCounters(t *testing.T, ns ...*testbed.NetNS) map[string]uint64 {
+	sum := map[string]uint64{}
+	for _, n := range ns {
+		out, err := n.Run("nstat", "-asz", "MPTcpExt*")
+		if err != nil {
+			t.Fatalf("nstat in %s: %v: %s", n.Name, err, out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 || !strings.HasPrefix(f[0], "MPTcpExt") {
+				continue
+			}
+			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil && v != 0 {
+				sum[f[0]] += v
+			}
+		}
+	}
+	return sum
+}
+
+// scrape returns the sample names on a Prometheus text endpoint, and its
+// series with labels (name{label="value",...}), reached
 // with dial when it is not nil (the HTTP transport dials on goroutines of
 // its own, outside a namespace the caller entered).
 func scrape(url string, dial func(network, addr string) (net.Conn, error)) (map[string]bool, error) {
@@ -213,6 +385,9 @@ func scrape(url string, dial func(network, addr string) (net.Conn, error)) (map[
 		}
 		if i := strings.IndexAny(l, "{ "); i > 0 {
 			names[l[:i]] = true
+		}
+		if i := strings.LastIndexByte(l, ' '); i > 0 && strings.Contains(l[:i], "{") {
+			names[l[:i]] = true // the series too: name{label="value",...}
 		}
 	}
 	return names, sc.Err()
