@@ -3,7 +3,6 @@ package controller
 import (
 	"cmp"
 	"errors"
-	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -71,9 +70,9 @@ func (c *Controller) announceWant(cn *conn) []pathmgr.Endpoint {
 			continue
 		}
 		id, ok := uint8(0), false
-		for aid, e := range cn.ann {
+		for _, e := range cn.ann {
 			if e.Addr == addr && e.Port == a.Port {
-				id, ok = aid, true // announced before under this id: keep it
+				id, ok = e.ID, true // announced before under this id: keep it
 			}
 		}
 		if !ok {
@@ -82,21 +81,32 @@ func (c *Controller) announceWant(cn *conn) []pathmgr.Endpoint {
 				continue
 			}
 		}
-		i, dup := slices.BinarySearchFunc(out, id, func(e pathmgr.Endpoint, id uint8) int { return cmp.Compare(e.ID, id) })
-		if !dup {
+		if i, dup := idIndex(out, id); !dup {
 			out = slices.Insert(out, i, pathmgr.Endpoint{ID: id, Addr: addr, Port: a.Port})
 		}
 	}
 	return out
 }
 
-// wanted is the entry of want (announceWant's) with id.
-func wanted(want []pathmgr.Endpoint, id uint8) (pathmgr.Endpoint, bool) {
-	i, ok := slices.BinarySearchFunc(want, id, func(e pathmgr.Endpoint, id uint8) int { return cmp.Compare(e.ID, id) })
-	if !ok {
-		return pathmgr.Endpoint{}, false
+// wanted is the entry with id of a list sorted by id (announceWant's, a
+// connection's ann).
+func wanted(list []pathmgr.Endpoint, id uint8) (pathmgr.Endpoint, bool) {
+	if i, ok := idIndex(list, id); ok {
+		return list[i], true
 	}
-	return want[i], true
+	return pathmgr.Endpoint{}, false
+}
+
+// idIndex is where the entry with id is in a list sorted by id, or would
+// be.
+func idIndex(list []pathmgr.Endpoint, id uint8) (int, bool) {
+	return slices.BinarySearchFunc(list, id, func(e pathmgr.Endpoint, id uint8) int { return cmp.Compare(e.ID, id) })
+}
+
+// sameAnnouncement reports whether a and b announce the same address and
+// port under the same id.
+func sameAnnouncement(a, b pathmgr.Endpoint) bool {
+	return a.ID == b.ID && a.Addr == b.Addr && a.Port == b.Port
 }
 
 // announceHold is how long an interface may be down before what it
@@ -146,24 +156,17 @@ func better(a, b netip.Addr) bool {
 // retryBackoff.
 func (c *Controller) syncAnnounce(cn *conn) {
 	want := c.announceWant(cn)
-	if len(want) == len(cn.ann) {
-		// Nothing to change (a sweep, mostly): no sorting, no garbage.
-		same := true
-		for _, w := range want {
-			e, ok := cn.ann[w.ID]
-			same = same && ok && w.Addr == e.Addr && w.Port == e.Port
-		}
-		if same {
-			return
-		}
+	if slices.EqualFunc(want, cn.ann, sameAnnouncement) {
+		return // nothing to change (a sweep, mostly): no garbage
 	}
 	now := c.now()
-	for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
-		e := cn.ann[id]
-		if w, ok := wanted(want, id); ok && w.Addr == e.Addr && w.Port == e.Port {
+	for i := 0; i < len(cn.ann); i++ {
+		e := cn.ann[i]
+		id := e.ID
+		if w, ok := wanted(want, id); ok && sameAnnouncement(w, e) {
 			continue
 		}
-		if now.Before(cn.annRetry[id]) {
+		if now.Before(cn.annRetry.at(id)) {
 			continue
 		}
 		c.m.Commands.WithLabelValues("remove").Inc()
@@ -172,27 +175,28 @@ func (c *Controller) syncAnnounce(cn *conn) {
 			// back-off (ENOENT/EINVAL: the kernel has no such id).
 			c.m.CommandErrors.WithLabelValues("remove").Inc()
 			c.log.Warn("withdraw", "token", cn.token, "addr", e.Addr, "id", id, "err", err)
-			cn.annRetry[id] = now.Add(retryBackoff)
+			cn.annRetry.set(id, now.Add(retryBackoff))
 			continue
 		}
-		delete(cn.ann, id)
-		delete(cn.annRetry, id)
+		cn.dropAnnounced(id)
+		cn.annRetry.del(id)
+		i-- // the next one moved to i
 		c.log.Debug("withdrawn", "token", cn.token, "addr", e.Addr, "id", id)
 	}
 	for _, ep := range want {
 		id := ep.ID
-		if _, ok := cn.ann[id]; ok || now.Before(cn.annRetry[id]) {
+		if _, ok := cn.announced(id); ok || now.Before(cn.annRetry.at(id)) {
 			continue
 		}
 		c.m.Commands.WithLabelValues("announce").Inc()
 		if err := c.pm.Announce(cn.token, ep); err != nil {
 			c.m.CommandErrors.WithLabelValues("announce").Inc()
 			c.log.Warn("announce", "token", cn.token, "addr", ep.Addr, "id", id, "err", err)
-			cn.annRetry[id] = now.Add(retryBackoff)
+			cn.annRetry.set(id, now.Add(retryBackoff))
 			continue
 		}
-		delete(cn.annRetry, id)
-		cn.ann[id] = ep
+		cn.annRetry.del(id)
+		cn.setAnnounced(ep)
 		c.log.Debug("announced", "token", cn.token, "addr", ep.Addr, "id", id)
 	}
 }
@@ -212,7 +216,7 @@ func (c *Controller) adoptAnnounced(cn *conn) {
 	}
 	for _, e := range eps {
 		if e.Flags&pathmgr.FlagSignal != 0 && e.ID != 0 {
-			cn.ann[e.ID] = pathmgr.Endpoint{ID: e.ID, Addr: e.Addr.Unmap(), Port: e.Port}
+			cn.setAnnounced(pathmgr.Endpoint{ID: e.ID, Addr: e.Addr.Unmap(), Port: e.Port})
 			c.ids.adopt(netip.AddrPortFrom(e.Addr, e.Port), e.ID)
 		}
 	}
@@ -221,12 +225,10 @@ func (c *Controller) adoptAnnounced(cn *conn) {
 // announcedOf is the address among cands the connection was told, if any.
 // When several are, the one with the lowest id.
 func announcedOf(cn *conn, cands []netip.Addr) (netip.Addr, bool) {
-	var best netip.Addr
-	bestID, found := uint8(0), false
-	for id, e := range cn.ann {
-		if (!found || id < bestID) && slices.Contains(cands, e.Addr) {
-			best, bestID, found = e.Addr, id, true
+	for _, e := range cn.ann { // in id order
+		if slices.Contains(cands, e.Addr) {
+			return e.Addr, true
 		}
 	}
-	return best, found
+	return netip.Addr{}, false
 }

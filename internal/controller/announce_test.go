@@ -107,7 +107,7 @@ announce:
 	pm.refuse[netip.MustParseAddr("10.0.2.7")] = true
 	step("link up, refused", fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	step("refused: not retried at once")
-	cn.annRetry[id] = time.Now().Add(-time.Millisecond)
+	cn.annRetry.set(id, time.Now().Add(-time.Millisecond))
 	delete(pm.refuse, netip.MustParseAddr("10.0.2.7"))
 	step("retried after the back-off", fmt.Sprintf("announce %d 10.0.2.7:0", id))
 	pm.removeErr = unix.ENOBUFS
@@ -115,7 +115,7 @@ announce:
 	step("address removed, remove fails", fmt.Sprintf("remove %d", id))
 	step("still announced: not retried at once")
 	pm.removeErr = nil
-	cn.annRetry[id] = time.Now().Add(-time.Millisecond)
+	cn.annRetry.set(id, time.Now().Add(-time.Millisecond))
 	step("remove retried after the back-off", fmt.Sprintf("remove %d", id))
 	step("withdrawn: nothing more")
 
@@ -124,7 +124,7 @@ announce:
 	// announces the address too, without port: another id.
 	c.netSt.Addrs[5] = []netmon.Addr{{Index: 5, Prefix: netip.MustParsePrefix("192.0.2.50/32")}}
 	step("the fixed address on lte1", "announce 4 192.0.2.50:0")
-	if e, ok := cn.ann[fixedID]; !ok || e.Addr != netip.MustParseAddr("192.0.2.50") || e.Port != 8443 {
+	if e, ok := cn.announced(fixedID); !ok || e.Addr != netip.MustParseAddr("192.0.2.50") || e.Port != 8443 {
 		t.Errorf("the fixed address's announcement: %+v, %v; want it kept under id %d", e, ok, fixedID)
 	}
 

@@ -131,16 +131,16 @@ func TestCreateFailedBacksOff(t *testing.T) {
 	cn := c.conn(7)
 	dst := netip.MustParseAddrPort("10.0.0.1:80")
 	other := slot{3, netip.MustParseAddrPort("10.0.0.2:80")}
-	cn.pending[slot{3, dst}] = time.Now()
-	cn.pending[other] = time.Now()
+	cn.pending.set(slot{3, dst}, time.Now())
+	cn.pending.set(other, time.Now())
 	c.createFailed(createFailure{createJob{token: 7, local: pathmgr.Endpoint{IfIndex: 3}, remote: dst}, errors.New("refused")})
-	if _, ok := cn.pending[slot{3, dst}]; ok {
+	if _, ok := cn.pending.get(slot{3, dst}); ok {
 		t.Error("pending create kept after the refusal")
 	}
-	if t0, ok := cn.backoff[slot{3, dst}]; !ok || time.Until(t0) <= 0 {
+	if t0, ok := cn.backoff.get(slot{3, dst}); !ok || time.Until(t0) <= 0 {
 		t.Errorf("backoff = %v, %v; want a time in the future", t0, ok)
 	}
-	if _, ok := cn.pending[other]; !ok {
+	if _, ok := cn.pending.get(other); !ok {
 		t.Error("the refusal also cleared another destination's pending create")
 	}
 	c.createFailed(createFailure{createJob{token: 99}, errors.New("no such connection")})

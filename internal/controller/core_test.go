@@ -27,7 +27,7 @@ func TestCoreHandoverHoldOnInjectedClock(t *testing.T) {
 	c.now = func() time.Time { return now }
 
 	// wifi up and healthy from the start: no lte subflow under handover.
-	if _, ok := cn.subs[pathmgrSubflow(fakeLTE)]; ok {
+	if cn.subOf(pathmgrSubflow(fakeLTE)) != nil {
 		t.Fatal("an lte subflow with wifi up under handover")
 	}
 	// wifi goes: lte is opened, and the kernel establishes it.

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 
@@ -59,18 +58,12 @@ func (c *Controller) makeHandoff() []byte {
 		if len(cn.peers) == 0 && !cn.noJoinRemote && !cn.server {
 			continue
 		}
-		ids := make([]uint8, 0, len(cn.peers))
-		for id := range cn.peers {
-			ids = append(ids, id)
-		}
-		slices.SortFunc(ids, func(a, b uint8) int { return cmp.Compare(cn.peers[a].seq, cn.peers[b].seq) })
 		hc := handoffConn{Token: tok, NoJoinRemote: cn.noJoinRemote, Server: cn.server}
-		for _, id := range ids {
-			hc.Peers = append(hc.Peers, handoffPeer{ID: id, Addr: cn.peers[id].addr})
+		for _, p := range cn.peers { // in announcement order
+			hc.Peers = append(hc.Peers, handoffPeer{ID: p.key, Addr: p.val})
 		}
-		for _, id := range slices.Sorted(maps.Keys(cn.ann)) {
-			e := cn.ann[id]
-			hc.Announced = append(hc.Announced, handoffPeer{ID: id, Addr: netip.AddrPortFrom(e.Addr, e.Port)})
+		for _, e := range cn.ann { // in id order
+			hc.Announced = append(hc.Announced, handoffPeer{ID: e.ID, Addr: netip.AddrPortFrom(e.Addr, e.Port)})
 		}
 		h.Conns = append(h.Conns, hc)
 	}
@@ -162,7 +155,7 @@ func (c *Controller) inheritAnnounced(cn *conn) bool {
 		return false
 	}
 	for _, a := range hc.Announced {
-		cn.ann[a.ID] = pathmgr.Endpoint{ID: a.ID, Addr: a.Addr.Addr().Unmap(), Port: a.Addr.Port()}
+		cn.setAnnounced(pathmgr.Endpoint{ID: a.ID, Addr: a.Addr.Addr().Unmap(), Port: a.Addr.Port()})
 		c.ids.adopt(a.Addr, a.ID)
 	}
 	return true

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -47,7 +46,7 @@ func TestHandoffRoundTrip(t *testing.T) {
 	if len(d) != 2 || d[0] != want[0] || d[1] != want[1] {
 		t.Errorf("inherited destinations %v, want %v (announcement order)", d, want)
 	}
-	if got.peers[9].addr != want[0] || got.peers[3].addr != want[1] {
+	if got.peers.at(9) != want[0] || got.peers.at(3) != want[1] {
 		t.Errorf("ids lost: %+v", got.peers)
 	}
 }
@@ -105,7 +104,7 @@ func TestHandoffCarriesAnnouncements(t *testing.T) {
 	if ck.reads != 1 {
 		t.Errorf("%d per-connection address reads, want 1 (the connection not handed over)", ck.reads)
 	}
-	if !maps.Equal(c.conns[1].ann, old.conns[1].ann) {
+	if !slices.Equal(c.conns[1].ann, old.conns[1].ann) {
 		t.Errorf("announced %v after the handoff, the old process had %v", c.conns[1].ann, old.conns[1].ann)
 	}
 	var announces []string

@@ -92,7 +92,7 @@ func TestLocalIDsHighIfindex(t *testing.T) {
 	cn := newConn(7)
 	cn.established, cn.local, cn.remote = true, netip.MustParseAddrPort("10.2.2.2:40000"), fakeRemote
 	initial := pathmgr.Subflow{Local: cn.local, Remote: cn.remote}
-	cn.subs[initial] = &sub{sf: initial, ifindex: 2}
+	cn.subs = []*sub{{sf: initial, ifindex: 2}}
 	c.conns[7] = cn
 	c.reconcileConn(cn)
 	ids := map[string]bool{}

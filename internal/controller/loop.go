@@ -172,7 +172,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		cn.established = true
 		cn.estAt = at
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
-		if _, ok := cn.subs[sf]; !ok {
+		if cn.subOf(sf) == nil {
 			c.putSub(cn, &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup})
 		}
 		c.m.Connections.Set(float64(len(c.conns)))
@@ -188,8 +188,8 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
 		c.putSub(cn, &sub{sf: sf, ifindex: idx, localID: ev.LocalID, backup: ev.Backup})
-		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
-			delete(cn.pending, k)
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending.at(k).IsZero() {
+			cn.pending.del(k)
 			if !cn.measured && !cn.estAt.IsZero() {
 				cn.measured = true
 				c.m.ReactionLatency.Observe(at.Sub(cn.estAt).Seconds())
@@ -204,11 +204,11 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		sf := pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}
 		idx := c.ifindexOf(ev.Local.Addr(), ev.IfIndex)
 		c.dropSub(cn, sf)
-		if k := (slot{idx, norm(ev.Remote)}); !cn.pending[k].IsZero() {
+		if k := (slot{idx, norm(ev.Remote)}); !cn.pending.at(k).IsZero() {
 			// A subflow this controller created closed before it was
 			// established: a failed join.
-			delete(cn.pending, k)
-			cn.backoff[k] = at.Add(retryBackoff)
+			cn.pending.del(k)
+			cn.backoff.set(k, at.Add(retryBackoff))
 			c.schedule(cn)
 			why := "closed before it was established"
 			if ev.HasError() && ev.Error != 0 {
@@ -223,8 +223,8 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 			return
 		}
 		cn := c.conn(ev.Token)
-		if old, ok := cn.peers[ev.RemoteID]; ok && norm(old.addr) != norm(ev.Remote) {
-			c.peerGone(cn, ev.RemoteID, old.addr, at)
+		if old, ok := cn.peers.get(ev.RemoteID); ok && norm(old) != norm(ev.Remote) {
+			c.peerGone(cn, ev.RemoteID, old, at)
 		}
 		cn.addPeer(ev.RemoteID, ev.Remote)
 		for _, s := range cn.subs {
@@ -238,14 +238,14 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		if !ok {
 			return
 		}
-		if old, ok := cn.peers[ev.RemoteID]; ok {
-			delete(cn.peers, ev.RemoteID)
-			c.peerGone(cn, ev.RemoteID, old.addr, at)
+		if old, ok := cn.peers.get(ev.RemoteID); ok {
+			cn.peers.del(ev.RemoteID)
+			c.peerGone(cn, ev.RemoteID, old, at)
 			c.reconcileConn(cn)
 		}
 	case pathmgr.EventSubPriority:
 		if cn, ok := c.conns[ev.Token]; ok {
-			if s, ok := cn.subs[pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}]; ok {
+			if s := cn.subOf(pathmgr.Subflow{Local: ev.Local, Remote: ev.Remote}); s != nil {
 				s.backup = ev.Backup
 			}
 		}
@@ -288,11 +288,7 @@ func (c *Controller) handleNet(ev netmon.Event) {
 	c.syncListeners()
 	if ev.Type == netmon.LinkUp || ev.Type == netmon.AddrAdded || ev.Type == netmon.RouteAdded {
 		for _, cn := range c.conns {
-			for k := range cn.backoff {
-				if k.ifindex == idx {
-					delete(cn.backoff, k)
-				}
-			}
+			cn.backoff.deleteFunc(func(k slot, _ time.Time) bool { return k.ifindex == idx })
 		}
 	}
 	c.reconcileAll()

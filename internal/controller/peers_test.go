@@ -261,18 +261,18 @@ func TestPeerAddressIgnoredAndBackoff(t *testing.T) {
 	c.handlePM(announced(peerA, 2), now)
 	rec.take()
 	cn := c.conns[1]
-	if _, ok := cn.backoff[slot{3, peerA}]; !ok || len(cn.backoff) != 2 {
+	if _, ok := cn.backoff.get(slot{3, peerA}); !ok || len(cn.backoff) != 2 {
 		t.Errorf("backoff %v, want the two slots to peerA", cn.backoff)
 	}
-	if _, ok := cn.pending[slot{3, remote}]; !ok {
+	if _, ok := cn.pending.get(slot{3, remote}); !ok {
 		t.Errorf("pending %v, want lte to the remote", cn.pending)
 	}
 	c.reconcileAll()
 	if cr, _ := rec.take(); len(cr) != 0 {
 		t.Errorf("retried during the backoff: %v", cr)
 	}
-	for k := range cn.backoff {
-		cn.backoff[k] = now.Add(-time.Millisecond)
+	for i := range cn.backoff {
+		cn.backoff[i].val = now.Add(-time.Millisecond)
 	}
 	c.reconcileAll()
 	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String(), "3>" + peerA.String()}) {
@@ -291,7 +291,7 @@ func TestAdoptPeerAddresses(t *testing.T) {
 		{Local: netip.AddrPortFrom(wifiA, 40001), Remote: peerA, State: est, IfIndex: 2, RemoteID: 4},
 	}}}
 	c.adopt(list, time.Now())
-	if got := c.conns[1].peers; len(got) != 1 || got[4].addr != peerA {
+	if got := c.conns[1].peers; len(got) != 1 || got.at(4) != peerA {
 		t.Fatalf("adopted peers %v, want id 4 %s", got, peerA)
 	}
 	c.reconcileAll()
@@ -386,7 +386,7 @@ func TestPendingCreateNotRepeated(t *testing.T) {
 	cn := c.conns[1]
 	k := slot{2, peerA}
 	for _, age := range []time.Duration{3 * time.Second, 10 * time.Second, 60 * time.Second} {
-		cn.pending[k] = time.Now().Add(-age)
+		cn.pending.set(k, time.Now().Add(-age))
 		c.reconcileConn(cn)
 		if cr, _ := rec.take(); len(cr) != 0 {
 			t.Errorf("a create pending for %v was sent again: %v", age, cr)
@@ -398,7 +398,7 @@ func TestPendingCreateNotRepeated(t *testing.T) {
 	if cr, _ := rec.take(); len(cr) != 0 {
 		t.Errorf("retried at once after SUB_CLOSED: %v", cr)
 	}
-	cn.backoff[k] = time.Now().Add(-time.Millisecond)
+	cn.backoff.set(k, time.Now().Add(-time.Millisecond))
 	c.reconcileConn(cn)
 	if cr, _ := rec.take(); !slices.Equal(cr, []string{"2>" + peerA.String()}) {
 		t.Errorf("after the back-off: creates %v, want the retry", cr)
@@ -451,8 +451,8 @@ func TestFailingDestinationYieldsItsPlace(t *testing.T) {
 	lteSub := netip.AddrPortFrom(lteA, 40100)
 	c.handlePM(ev(pathmgr.EventSubEstablished, lteSub, peerA, 3), now)
 	cn := c.conns[1]
-	for k := range cn.backoff {
-		cn.backoff[k] = now.Add(-time.Second) // the remote could be tried again
+	for i := range cn.backoff {
+		cn.backoff[i].val = now.Add(-time.Second) // the remote could be tried again
 	}
 	delete(rec.refuse, remote)
 	c.reconcileAll()

@@ -106,7 +106,7 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 						return true
 					}
 				}
-				t, ok := cn.pending[slot{i.index, d}]
+				t, ok := cn.pending.get(slot{i.index, d})
 				return ok && now.Sub(t) < pendingTimeout
 			}
 			// Backing off after a failure, or the remote address of a
@@ -117,7 +117,7 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 				if cn.noJoinRemote && d == norm(cn.remote) {
 					return true
 				}
-				t, ok := cn.backoff[slot{i.index, d}]
+				t, ok := cn.backoff.get(slot{i.index, d})
 				return ok && now.Before(t)
 			}
 			pl.dests = targets(i, dests, held, failing)
@@ -235,10 +235,10 @@ func (c *Controller) setBackup(cn *conn, i *iface, s *sub, backup bool) {
 // or the slot is backing off after a failure.
 func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool, now time.Time) {
 	k := slot{i.index, dst}
-	if t, ok := cn.pending[k]; ok && now.Sub(t) < pendingTimeout {
+	if t, ok := cn.pending.get(k); ok && now.Sub(t) < pendingTimeout {
 		return
 	}
-	if t, ok := cn.backoff[k]; ok && now.Before(t) {
+	if t, ok := cn.backoff.get(k); ok && now.Before(t) {
 		return
 	}
 	addr, ok := i.addrFor(dst.Addr())
@@ -247,7 +247,7 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 	}
 	id, ok := c.localID(cn, addr)
 	if !ok {
-		cn.backoff[k] = now.Add(retryBackoff)
+		cn.backoff.set(k, now.Add(retryBackoff))
 		c.log.Warn("subflow create: no free address id", "token", cn.token, "interface", i.name, "local", addr)
 		return
 	}
@@ -258,11 +258,11 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 	c.ls.creates.Inc()
 	if err := c.pm.CreateSubflow(cn.token, ep, dst); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
-		cn.backoff[k] = now.Add(retryBackoff)
+		cn.backoff.set(k, now.Add(retryBackoff))
 		c.subflowFailed(i.index, cn.token, addr, dst, err.Error(), now)
 		return
 	}
-	cn.pending[k] = now
+	cn.pending.set(k, now)
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("subflow create", "token", cn.token, "interface", i.name, "local", addr, "id", id, "remote", dst, "backup", backup)
 	}
@@ -329,8 +329,8 @@ func (c *Controller) createFailed(f createFailure) {
 	}
 	now := c.now()
 	k := slot{f.local.IfIndex, norm(f.remote)}
-	delete(cn.pending, k)
-	cn.backoff[k] = now.Add(retryBackoff)
+	cn.pending.del(k)
+	cn.backoff.set(k, now.Add(retryBackoff))
 	c.schedule(cn)
 	c.subflowFailed(f.local.IfIndex, f.token, f.local.Addr, f.remote, f.err.Error(), now)
 }
@@ -363,21 +363,14 @@ func (c *Controller) peerGone(cn *conn, id uint8, addr netip.AddrPort, at time.T
 	if addr == norm(cn.remote) {
 		return
 	}
-	for pid, p := range cn.peers {
-		if pid != id && norm(p.addr) == addr {
+	for _, p := range cn.peers {
+		if p.key != id && norm(p.val) == addr {
 			return
 		}
 	}
-	for k := range cn.pending {
-		if k.dst == addr {
-			delete(cn.pending, k)
-		}
-	}
-	for k := range cn.backoff {
-		if k.dst == addr {
-			delete(cn.backoff, k)
-		}
-	}
+	toAddr := func(k slot, _ time.Time) bool { return k.dst == addr }
+	cn.pending.deleteFunc(toAddr)
+	cn.backoff.deleteFunc(toAddr)
 	for _, s := range cn.subs {
 		if norm(s.sf.Remote) == addr {
 			s.goneAt = at
@@ -444,19 +437,19 @@ func (c *Controller) adoptOne(k *pathmgr.Connection, server bool) {
 	same := known && len(old) == len(k.Subflows)
 	for i := 0; same && i < len(k.Subflows); i++ {
 		s := &k.Subflows[i]
-		o, ok := old[s.Subflow()]
-		same = ok && o.ifindex == c.ifindexOf(s.Local.Addr(), s.IfIndex)
+		o := subIn(old, s.Subflow())
+		same = o != nil && o.ifindex == c.ifindexOf(s.Local.Addr(), s.IfIndex)
 	}
 	if !same {
 		for _, o := range old {
 			c.uncount(o)
 		}
-		cn.subs = make(map[pathmgr.Subflow]*sub, len(k.Subflows))
+		cn.subs = make([]*sub, 0, len(k.Subflows))
 	}
 	for _, s := range k.Subflows {
 		sf := s.Subflow()
 		idx := c.ifindexOf(s.Local.Addr(), s.IfIndex)
-		ns := old[sf]
+		ns := subIn(old, sf)
 		if same {
 			ns.localID, ns.backup, ns.rtt = s.LocalID, s.Backup, s.RTT
 		} else {
@@ -470,14 +463,14 @@ func (c *Controller) adoptOne(k *pathmgr.Connection, server bool) {
 		if s.LocalID != 0 && !known {
 			c.ids.adopt(netip.AddrPortFrom(s.Local.Addr(), 0), s.LocalID)
 		}
-		delete(cn.pending, slot{idx, norm(s.Remote)})
+		cn.pending.del(slot{idx, norm(s.Remote)})
 		// The inventory has no list of the peer's announced
 		// addresses; a subflow to one (remote id != 0, not the
 		// connection's remote) shows it. A subflow the kernel is still
 		// closing after the peer's RM_ADDR (goneAt set) does not bring
 		// its address back.
 		if s.RemoteID != 0 && norm(s.Remote) != norm(k.Remote) && ns.goneAt.IsZero() {
-			if _, ok := cn.peers[s.RemoteID]; !ok {
+			if _, ok := cn.peers.get(s.RemoteID); !ok {
 				cn.addPeer(s.RemoteID, s.Remote)
 			}
 		}
@@ -518,18 +511,20 @@ func (c *Controller) refreshGauges() {
 
 // putSub adds s to cn (replacing the subflow with the same ends).
 func (c *Controller) putSub(cn *conn, s *sub) {
-	if old, ok := cn.subs[s.sf]; ok {
-		c.uncount(old)
+	if i := subIndex(cn.subs, s.sf); i >= 0 {
+		c.uncount(cn.subs[i])
+		cn.subs[i] = s
+	} else {
+		cn.subs = append(cn.subs, s)
 	}
-	cn.subs[s.sf] = s
 	c.nsubs[s.ifindex]++
 }
 
 // dropSub removes the subflow sf from cn.
 func (c *Controller) dropSub(cn *conn, sf pathmgr.Subflow) {
-	if old, ok := cn.subs[sf]; ok {
-		c.uncount(old)
-		delete(cn.subs, sf)
+	if i := subIndex(cn.subs, sf); i >= 0 {
+		c.uncount(cn.subs[i])
+		cn.subs = slices.Delete(cn.subs, i, i+1)
 	}
 }
 

@@ -46,8 +46,8 @@ func (c *Controller) snapshot() status.Snapshot {
 			}
 			return a.Remote.Compare(b.Remote)
 		})
-		for id, a := range cn.peers {
-			sc.PeerAddrs = append(sc.PeerAddrs, status.PeerAddr{ID: id, Addr: a.addr})
+		for _, p := range cn.peers {
+			sc.PeerAddrs = append(sc.PeerAddrs, status.PeerAddr{ID: p.key, Addr: p.val})
 		}
 		slices.SortFunc(sc.PeerAddrs, func(a, b status.PeerAddr) int { return int(a.ID) - int(b.ID) })
 		s.Connections = append(s.Connections, sc)

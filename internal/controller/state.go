@@ -58,20 +58,24 @@ type conn struct {
 	established  bool
 	estAt        time.Time // when this process saw ESTABLISHED (zero: adopted)
 	measured     bool      // reaction latency recorded
+	// The collections below are slices, nil while empty: a connection
+	// holds none, one or two entries in each, and a Go map with any
+	// entry costs a group of eight slots (BenchmarkStateMemory).
+	//
 	// ann is what this process announced to the connection (server
-	// side), or found announced when it adopted it, by local id.
-	ann      map[uint8]pathmgr.Endpoint
-	annRetry map[uint8]time.Time // an announce the kernel refused: not before
+	// side), or found announced when it adopted it, in id order; change
+	// it with setAnnounced and dropAnnounced.
+	ann      []pathmgr.Endpoint
+	annRetry smallMap[uint8, time.Time] // an announce the kernel refused: not before
 	// subs changes only through putSub and dropSub (they keep the gauges'
-	// counts).
-	subs map[pathmgr.Subflow]*sub
+	// counts); subOf finds one.
+	subs []*sub
 	// peers are the addresses the peer announced (ADD_ADDR), by its
-	// address id; a REMOVED event drops one. seq numbers them in the
-	// order they came, the order subflows go to them.
-	peers   map[uint8]peer
-	seq     uint64
-	pending map[slot]time.Time // CreateSubflow sent, no sub_established yet
-	backoff map[slot]time.Time // do not retry before
+	// address id, in the order they came, the order subflows go to them;
+	// a REMOVED event drops one.
+	peers   smallMap[uint8, netip.AddrPort]
+	pending smallMap[slot, time.Time] // CreateSubflow sent, no sub_established yet
+	backoff smallMap[slot, time.Time] // do not retry before
 	// due is when the connection's earliest timer fires (timers.go); zero
 	// when none is armed.
 	due time.Time
@@ -80,19 +84,51 @@ type conn struct {
 	touched uint64
 }
 
-// peer is one address the peer announced.
-type peer struct {
-	addr netip.AddrPort
-	seq  uint64
-}
-
-// addPeer records an announced address; one already known keeps its place.
+// addPeer records an address the peer announced under id; one already
+// known under id keeps its place, another address under id goes last.
 func (cn *conn) addPeer(id uint8, addr netip.AddrPort) {
-	if p, ok := cn.peers[id]; ok && norm(p.addr) == norm(addr) {
+	if p, ok := cn.peers.get(id); ok && norm(p) == norm(addr) {
 		return
 	}
-	cn.seq++
-	cn.peers[id] = peer{addr: addr, seq: cn.seq}
+	cn.peers.del(id)
+	cn.peers.set(id, addr)
+}
+
+// subOf is the connection's subflow sf, nil when it has none.
+func (cn *conn) subOf(sf pathmgr.Subflow) *sub { return subIn(cn.subs, sf) }
+
+// subIn is the subflow sf of subs, nil when it is not there.
+func subIn(subs []*sub, sf pathmgr.Subflow) *sub {
+	if i := subIndex(subs, sf); i >= 0 {
+		return subs[i]
+	}
+	return nil
+}
+
+// subIndex is the position of the subflow sf in subs, -1 when absent.
+func subIndex(subs []*sub, sf pathmgr.Subflow) int {
+	return slices.IndexFunc(subs, func(s *sub) bool { return s.sf == sf })
+}
+
+// announced is what the connection was told under id.
+func (cn *conn) announced(id uint8) (pathmgr.Endpoint, bool) { return wanted(cn.ann, id) }
+
+// setAnnounced records that the connection was told e (under e.ID).
+func (cn *conn) setAnnounced(e pathmgr.Endpoint) {
+	if i, ok := idIndex(cn.ann, e.ID); ok {
+		cn.ann[i] = e
+	} else {
+		cn.ann = slices.Insert(cn.ann, i, e)
+	}
+}
+
+// dropAnnounced forgets what the connection was told under id.
+func (cn *conn) dropAnnounced(id uint8) {
+	if i, ok := idIndex(cn.ann, id); ok {
+		if cn.ann = slices.Delete(cn.ann, i, i+1); len(cn.ann) == 0 {
+			cn.ann = nil
+		}
+	}
 }
 
 // slot is one subflow the controller may open for a connection: from an
@@ -122,13 +158,8 @@ func (cn *conn) dests(withPeers bool) []netip.AddrPort {
 	if !withPeers {
 		return out
 	}
-	ps := make([]peer, 0, len(cn.peers))
 	for _, p := range cn.peers {
-		ps = append(ps, p)
-	}
-	slices.SortFunc(ps, func(a, b peer) int { return int(a.seq) - int(b.seq) })
-	for _, p := range ps {
-		d := norm(p.addr)
+		d := norm(p.val)
 		if d.IsValid() && !slices.Contains(out, d) {
 			out = append(out, d)
 		}
@@ -188,11 +219,7 @@ type sub struct {
 	rtt time.Duration
 }
 
-func newConn(token uint32) *conn {
-	return &conn{token: token, subs: map[pathmgr.Subflow]*sub{}, peers: map[uint8]peer{},
-		ann: map[uint8]pathmgr.Endpoint{}, annRetry: map[uint8]time.Time{},
-		pending: map[slot]time.Time{}, backoff: map[slot]time.Time{}}
-}
+func newConn(token uint32) *conn { return &conn{token: token} }
 
 // iface is one interface the policy applies to, as the controller sees it.
 type iface struct {

@@ -55,10 +55,10 @@ func (e *earliest) add(t time.Time) {
 func nextDue(cn *conn, now time.Time) time.Time {
 	e := earliest{now: now}
 	for _, t := range cn.pending {
-		e.add(t.Add(pendingTimeout))
+		e.add(t.val.Add(pendingTimeout))
 	}
 	for _, t := range cn.backoff {
-		e.add(t)
+		e.add(t.val)
 	}
 	for _, s := range cn.subs {
 		if !s.goneAt.IsZero() {
@@ -66,7 +66,7 @@ func nextDue(cn *conn, now time.Time) time.Time {
 		}
 	}
 	for _, t := range cn.annRetry {
-		e.add(t)
+		e.add(t.val)
 	}
 	return e.at
 }

@@ -88,9 +88,7 @@ func BenchmarkTick(b *testing.B) {
 			c.reconcileAll()
 			// Served: every lte subflow established, nothing pending.
 			for tok, cn := range c.conns {
-				for k := range cn.pending {
-					delete(cn.pending, k)
-				}
+				cn.pending = nil
 				lte := netip.AddrPortFrom(fakeLTE.Addr(), uint16(tok))
 				c.putSub(cn, &sub{sf: pathmgr.Subflow{Local: lte, Remote: fakeRemote}, ifindex: 3, localID: 1})
 			}
@@ -142,7 +140,7 @@ func TestSubflowCountsFollowChanges(t *testing.T) {
 	check("the same subflow again")
 	c.handlePM(pathmgr.Event{Type: pathmgr.EventSubClosed, Token: tok, Local: lte, Remote: fakeRemote, IfIndex: 3}, now)
 	check("sub_closed")
-	c.destroy(cn, cn.subs[pathmgrSubflow(fakeLTE)], "test")
+	c.destroy(cn, cn.subOf(pathmgrSubflow(fakeLTE)), "test")
 	check("destroy")
 	c.adopt(k.conns, now) // the fake connection's two subflows back, 42 gone
 	check("adopt")
@@ -164,7 +162,7 @@ func TestHealthSampleReconcilesOnChangeOnly(t *testing.T) {
 	adoptMany(c, 100, now)
 	c.reconcileAll()
 	for tok, cn := range c.conns {
-		clear(cn.pending)
+		cn.pending = nil
 		lte := netip.AddrPortFrom(fakeLTE.Addr(), uint16(tok))
 		c.putSub(cn, &sub{sf: pathmgr.Subflow{Local: lte, Remote: fakeRemote}, ifindex: 3, localID: 1, backup: true})
 	}
