@@ -72,6 +72,10 @@ type sampler struct {
 	active atomic.Bool
 	shared atomic.Pointer[sharedDump]
 	maxAge atomic.Int64 // a shared dump's, in ns: the interval
+	// lastRead is when the previous sample was read (real clock; the
+	// sampler's goroutine only): a shared dump older than it would make
+	// the counters go backwards.
+	lastRead time.Time
 }
 
 // sharedDump is an inventory dump the resync read, for the sampler.
@@ -185,6 +189,9 @@ func (s *sampler) sample() healthBatch {
 			}
 			known := s.known.Load()
 			if int64(len(subs)) >= known {
+				// Not needed: a dump the resync left is let go.
+				s.shared.Store(nil)
+				s.lastRead = start
 				b.at, b.subs = s.now(), subs
 				s.took(sourceTelemetry, time.Since(start))
 				return b
@@ -218,11 +225,13 @@ func (s *sampler) fromDiag() healthBatch {
 	var list []pathmgr.Connection
 	var err error
 	b := healthBatch{source: sourceSockDiag}
-	if sd := s.shared.Swap(nil); sd != nil && time.Since(sd.read) <= time.Duration(s.maxAge.Load()) {
+	if sd := s.shared.Swap(nil); sd != nil && time.Since(sd.read) <= time.Duration(s.maxAge.Load()) && sd.read.After(s.lastRead) {
 		list, b.at, b.shared = sd.list, sd.at, true
+		s.lastRead = sd.read
 	} else {
 		list, err = s.diag.Connections(pathmgr.ListOptions{})
 		b.at, b.err = s.now(), err
+		s.lastRead = start
 	}
 	if err != nil {
 		return b

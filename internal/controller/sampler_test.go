@@ -56,6 +56,14 @@ func TestSamplerTakesTheResyncDump(t *testing.T) {
 		t.Fatalf("sample with a resync dump older than the interval: shared=%v, %d own dumps; want its own", b.shared, inv.calls)
 	}
 
+	// A dump read before the previous sample is not taken either.
+	old := time.Now()
+	s.fromDiag()
+	s.share(listWithRTT(7*time.Millisecond), at, old)
+	if b = s.fromDiag(); b.shared || inv.calls != 4 {
+		t.Fatalf("sample with a resync dump read before the previous sample: shared=%v, %d own dumps; want its own", b.shared, inv.calls)
+	}
+
 	s.share(listWithRTT(7*time.Millisecond), at, time.Now())
 	s.setEvery(0)
 	if s.shared.Load() != nil {
