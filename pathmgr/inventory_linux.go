@@ -202,13 +202,14 @@ func (d *differ) dump(family uint8, proto int, states uint32, fn func(*diagSock)
 			l := int(binary.NativeEndian.Uint32(b[0:4]))
 			typ := binary.NativeEndian.Uint16(b[4:6])
 			if l < nlmsgHdrLen || l > len(b) {
+				d.drain(seq)
 				return fail(fmt.Errorf("netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b)))
 			}
 			data := b[nlmsgHdrLen:l]
 			msgSeq := binary.NativeEndian.Uint32(b[8:12])
 			b = b[min((l+3)&^3, len(b)):]
 			if msgSeq != seq {
-				continue // an earlier request's leftovers
+				continue // not this request's (a dump is always read to its end)
 			}
 			switch typ {
 			case unix.NLMSG_DONE:
@@ -233,6 +234,7 @@ func (d *differ) dump(family uint8, proto int, states uint32, fn func(*diagSock)
 				s := &d.sock
 				var err error
 				if *s, err = decodeDiagMsg(data); err != nil {
+					d.drain(seq)
 					return err
 				}
 				if proto == unix.IPPROTO_TCP && s.ulp != "mptcp" {
@@ -240,6 +242,29 @@ func (d *differ) dump(family uint8, proto int, states uint32, fn func(*diagSock)
 				}
 				fn(s)
 			}
+		}
+	}
+}
+
+// drain reads the rest of the dump seq, which an error stopped: the
+// kernel refuses (EBUSY) a new dump on a socket whose dump is still
+// running, so every later listing on it would fail.
+func (d *differ) drain(seq uint32) {
+	for {
+		n, err := d.recv()
+		if err != nil {
+			return
+		}
+		for b := d.buf[:n]; len(b) >= nlmsgHdrLen; {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			if l < nlmsgHdrLen || l > len(b) {
+				break // the rest of this datagram cannot be walked
+			}
+			typ := binary.NativeEndian.Uint16(b[4:6])
+			if binary.NativeEndian.Uint32(b[8:12]) == seq && (typ == unix.NLMSG_DONE || typ == unix.NLMSG_ERROR) {
+				return
+			}
+			b = b[min((l+3)&^3, len(b)):]
 		}
 	}
 }
@@ -485,10 +510,12 @@ func (inv *Inventory) interfaces() (ifaceMap, error) {
 
 // connBuilder collects the connections and the subflows, each list by a
 // goroutine of its own, and puts each subflow under the connection with
-// its local token when both are read (done). A listing is a handful of
-// allocations whatever its size: the connections, their mptcp_info and
-// all subflows are each one array (at 50,000 connections, a slice and a
-// pointer per connection were most of a resync's garbage).
+// its local token when both are read (done). The connections, their
+// mptcp_info and all subflows are each one array (at 50,000 connections,
+// a slice and a pointer per connection were most of a resync's garbage).
+// As the two dumps run at once, a connection opened during a listing may
+// be in it without the subflows it had by the end (as with any snapshot
+// of sockets that come and go: the events fill it in).
 type connBuilder struct {
 	conns []Connection
 	infos []MPTCPInfo // conns[i].Info is &infos[info[i]] once done
@@ -565,7 +592,7 @@ func (b *connBuilder) done() []Connection {
 	}
 	// Not a stable sort: at 50,000 connections its rotations of the
 	// structs cost more than the rest of the grouping. Tokens are unique;
-	// listeners (token 0) differ by address.
+	// listeners (token 0) differ by address or, sharing a port, by inode.
 	slices.SortFunc(conns, func(x, y Connection) int {
 		if x.Token != y.Token {
 			return cmp.Compare(x.Token, y.Token)
@@ -573,7 +600,10 @@ func (b *connBuilder) done() []Connection {
 		if c := x.Local.Compare(y.Local); c != 0 {
 			return c
 		}
-		return x.Remote.Compare(y.Remote)
+		if c := x.Remote.Compare(y.Remote); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Inode, y.Inode) // SO_REUSEPORT listeners
 	})
 	byToken := make(map[uint32]int32, len(conns))
 	for i := range conns {
