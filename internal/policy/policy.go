@@ -361,8 +361,8 @@ func (p *Policy) Summary() string {
 func (p *Policy) Notes() []string {
 	var out []string
 	if n := p.Metrics.SubflowSeries; n > DefaultSubflowSeries {
-		out = append(out, fmt.Sprintf("metrics.subflow_series: %d: up to that many subflows, /metrics has four series per subflow of the sockops telemetry, and every scrape takes about 13 µs and 370 bytes per subflow on an idle core (%.1f s and %d MB at %d; several times that on a loaded host; docs/benchmarks.md); the srtt histogram per interface does not need them",
-			n, float64(n)*13e-6, n*370/1_000_000, n))
+		out = append(out, fmt.Sprintf("metrics.subflow_series: %d: up to that many subflows, /metrics has four series per subflow of the sockops telemetry, and every scrape takes about 36-43 µs and 370 bytes per subflow (%.1f s and %d MB at %d, as measured on 2 loaded cores; docs/benchmarks.md); the srtt histogram per interface does not need them",
+			n, float64(n)*40e-6, n*370/1_000_000, n))
 	}
 	if p.Side != SideServer {
 		return out
