@@ -174,12 +174,7 @@ func BenchmarkInventoryDump(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		j := 0
-		for _, c := range list {
-			if len(c.Subflows) == 2 {
-				j++
-			}
-		}
+		j := twoSubflows(list)
 		if len(list) != mptcp || j != joined {
 			mptcp, joined, stable = len(list), j, 0
 		}
@@ -209,13 +204,7 @@ func BenchmarkInventoryDump(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			got := 0
-			for _, c := range list {
-				if len(c.Subflows) == 2 {
-					got++
-				}
-			}
-			if got < joined { // joins only ever add
+			if got := twoSubflows(list); got < joined { // joins only ever add
 				b.Fatalf("parallel=%v: %d connections with two subflows, want at least %d", parallel, got, joined)
 			}
 			if parallel {
@@ -242,15 +231,18 @@ func BenchmarkInventoryDump(b *testing.B) {
 	b.ReportMetric(float64(per(sys[1]).Milliseconds()), "two-sockets-sys-ms")
 	b.ReportMetric(float64(per(user[1]).Milliseconds()), "two-sockets-user-ms")
 	b.Logf("%d connections, %d subflows: one socket %v (CPU %v in the kernel, %v here), two sockets %v (%v, %v) (%.2f×), %d allocations and %d B per listing; load average %s",
-		mptcp, mptcp+joined, ms, per(sys[0]), per(user[0]), mp, per(sys[1]), per(user[1]), float64(mp)/float64(ms), allocs, bytes, loadAverage())
+		mptcp, mptcp+joined, ms, per(sys[0]), per(user[0]), mp, per(sys[1]), per(user[1]), float64(mp)/float64(ms), allocs, bytes, testbed.LoadAverage())
 }
 
-func loadAverage() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	if len(b) > 14 {
-		b = b[:14]
+// twoSubflows counts the connections of list with two subflows.
+func twoSubflows(list []Connection) int {
+	n := 0
+	for _, c := range list {
+		if len(c.Subflows) == 2 {
+			n++
+		}
 	}
-	return string(b)
+	return n
 }
 
 // runtimeMem is the process's allocation counters and CPU time (the

@@ -139,7 +139,7 @@ func BenchmarkBurst(b *testing.B) {
 		for _, mode := range order {
 			r := rounds[mode]()
 			results[mode].add(r)
-			b.Logf("round %d %s: %s; load average %s", i, mode, r, loadAvg())
+			b.Logf("round %d %s: %s; load average %s", i, mode, r, testbed.LoadAverage())
 		}
 	}
 	b.StopTimer()
@@ -685,15 +685,6 @@ func renice(b *testing.B, pid int, nice string) {
 			b.Fatalf("nice %d for thread %d of the daemon: %v", n, tid, err)
 		}
 	}
-}
-
-// loadAvg is the 1-minute load average of the host.
-func loadAvg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(raw))[0]
 }
 
 type cdfSeries struct {

@@ -169,7 +169,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 	d := start()
 	time.Sleep(2 * time.Second)
 	idle := procRSS(b, d.cmd.Process.Pid)
-	b.Logf("pm=%s: daemon idle RSS %.1f MiB; load average %s", pm, float64(idle)/(1<<20), loadAvg())
+	b.Logf("pm=%s: daemon idle RSS %.1f MiB; load average %s", pm, float64(idle)/(1<<20), testbed.LoadAverage())
 
 	// Independent observer: the clients' ANNOUNCED events.
 	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
@@ -329,7 +329,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			"resync %v and %v; upgrade %v, restart %v; longest loop stall per input at rest %v, with sampling %v; load average %s",
 			pm, live, float64(rss)/(1<<20), perConn, cpuRest, cpuSampling, sampleNote,
 			resyncTook.Round(time.Millisecond), resyncBack.Round(time.Millisecond),
-			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, loadAvg())
+			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, testbed.LoadAverage())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -229,4 +230,17 @@ func RootStateT(tb TB) string {
 		keep = append(keep, l)
 	}
 	return "links:\n" + strings.Join(keep, "\n") + "nftables:\n" + string(rules)
+}
+
+// LoadAverage is the host's 1-minute load average ("?" when unknown), for
+// benchmarks to log beside what they measured.
+func LoadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(raw)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
