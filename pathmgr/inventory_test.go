@@ -195,7 +195,9 @@ func TestGroupConnectionsManyInterleaved(t *testing.T) {
 		l := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), uint16(tok))
 		msks = append(msks, diagSock{local: l, remote: r, state: tcpEstablished, info: mptcpInfoBytes(tok)})
 	}
-	msks = append(msks, diagSock{local: netip.MustParseAddrPort("0.0.0.0:80"), state: tcpListen})
+	// Two SO_REUSEPORT listeners: the same address, told apart by inode.
+	msks = append(msks, diagSock{local: netip.MustParseAddrPort("0.0.0.0:80"), state: tcpListen, inode: 9},
+		diagSock{local: netip.MustParseAddrPort("0.0.0.0:80"), state: tcpListen, inode: 3})
 	// Subflows of 30 and 10, interleaved, ids out of order; 20 has none.
 	for _, s := range []struct {
 		tok uint32
@@ -209,9 +211,13 @@ func TestGroupConnectionsManyInterleaved(t *testing.T) {
 	for _, c := range conns {
 		toks = append(toks, c.Token)
 	}
-	if want := []uint32{0, 10, 20, 30}; !slices.Equal(toks, want) {
+	if want := []uint32{0, 0, 10, 20, 30}; !slices.Equal(toks, want) {
 		t.Fatalf("tokens %v, want %v", toks, want)
 	}
+	if conns[0].Inode != 3 || conns[1].Inode != 9 {
+		t.Errorf("listeners sharing an address in inode order %d, %d; want 3, 9", conns[0].Inode, conns[1].Inode)
+	}
+	conns = conns[1:] // one listener from here on
 	ids := func(c Connection) (out []uint8) {
 		for _, s := range c.Subflows {
 			if s.TokenLocal != c.Token {
