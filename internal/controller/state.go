@@ -47,7 +47,10 @@ type router interface {
 
 // conn is one MPTCP connection the controller tracks.
 type conn struct {
-	token         uint32
+	token uint32
+	// swept is the mark of the last adoption sweep whose dump held the
+	// connection (sweep.gen).
+	swept         uint32
 	local, remote netip.AddrPort
 	server        bool
 	// noJoinRemote: the peer set the "C" flag (RFC 8684 §3.1; the
