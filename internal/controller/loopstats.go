@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"context"
+	"runtime/trace"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,10 @@ type loopStats struct {
 	// resolved once (a label lookup hashes the values every time).
 	events  [16]prometheus.Counter // by event type, filled as types come
 	creates prometheus.Counter
+	// region marks the input being served in an execution trace
+	// (GIGAPATH_PROFILE=trace; a no-op otherwise), so that `go tool
+	// trace` shows where a long one lost its thread.
+	region *trace.Region
 }
 
 // event is the events counter of type t.
@@ -63,10 +69,12 @@ func (s *loopStats) begin(in loopInput, ready time.Time) time.Time {
 	if !ready.IsZero() {
 		s.wait[in].Observe(now.Sub(ready).Seconds())
 	}
+	s.region = trace.StartRegion(context.Background(), metrics.LoopInputs[in])
 	return now
 }
 
 // end records how long the loop spent on in since start.
 func (s *loopStats) end(in loopInput, start time.Time) {
+	s.region.End()
 	s.busy[in].Observe(time.Since(start).Seconds())
 }
