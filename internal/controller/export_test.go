@@ -12,6 +12,9 @@ import (
 // TelemetrySubflows is the daemon's telemetry map size.
 const TelemetrySubflows = telemetrySubflows
 
+// PeriodicResync is how often the daemon resyncs at rest.
+const PeriodicResync = periodicResync
+
 // HealthBench runs the health sampling of a controller with policy p on
 // the namespace state st against real sources, for BenchmarkHealthSample.
 type HealthBench struct {

@@ -5,6 +5,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -24,6 +26,9 @@ import (
 const (
 	serverLoadPort   = 7200 // generator i listens on serverLoadPort+i
 	serverLoadPerGen = 8500 // connections per generator process: 2 descriptors each
+	// serverLoadRest is a window at rest: longer than periodicResync, so
+	// that it holds one periodic resync.
+	serverLoadRest   = controller.PeriodicResync + time.Second
 	serverLoadMetric = 9478 // the daemon's /metrics port in the proxy namespace
 )
 
@@ -179,12 +184,16 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 	defer el.Close()
 	var mu sync.Mutex
 	announced := map[uint32]bool{}
+	joins := 0 // the phones' subflows to the announced address
 	defer testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, _ error) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, e := range evs {
-			if e.Type == pathmgr.EventAnnounced {
+			switch e.Type {
+			case pathmgr.EventAnnounced:
 				announced[e.Token] = true
+			case pathmgr.EventSubEstablished:
+				joins++
 			}
 		}
 		return true
@@ -239,6 +248,19 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		}
 		b.Logf("pm=%s n=%d: opened, %d MPTCP (%d fell back to TCP), all announced to, in %v",
 			pm, n, live, n-live, time.Since(t0).Round(time.Millisecond))
+		// The phones' joins go on in the kernel's workqueue after that:
+		// each binds a port of the one lte address of the client
+		// namespace, and above ~27,000 (half the port range: bind()
+		// tries the odd ports first) every join scans the whole range,
+		// which kept both CPUs busy for ~30 s at 50,000 (perf:
+		// inet_csk_get_port, inet_bind_conflict in kworkers). 50,000
+		// real phones have an address each: the measurement waits for
+		// the bed to be quiet.
+		waited, busy := testbed.WaitQuiet(b, 0.3, 3*time.Minute)
+		mu.Lock()
+		j := joins
+		mu.Unlock()
+		b.Logf("pm=%s n=%d: %d joins; the host quiet after %v (%.2f CPUs busy)", pm, n, j, waited.Round(time.Second), busy)
 		if sampling {
 			poke()
 		}
@@ -247,11 +269,12 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		rss := procRSS(b, pid)
 
 		// At rest with and without health sampling; each switch of the
-		// steering mode is a reload, which resyncs.
+		// steering mode is a reload, which resyncs. A window is longer
+		// than the periodic resync's interval, so that it holds one.
 		rest := func() (cpuEachSecond time.Duration, busy map[string]string, m0, m1 string) {
 			m0 = scrape(b, bed.Proxy, serverLoadMetric)
 			c0, t0 := procCPU(b, pid), time.Now()
-			time.Sleep(10 * time.Second)
+			time.Sleep(serverLoadRest)
 			c, el := procCPU(b, pid).sub(c0), time.Since(t0)
 			m1 = scrape(b, bed.Proxy, serverLoadMetric)
 			busy = map[string]string{}
@@ -260,6 +283,10 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			}
 			return (c.user + c.sys) * time.Second / el, busy, m0, m1
 		}
+		// resync reloads and returns how long the reload's resync took;
+		// the longest loop input of the reload and of its resync go into
+		// reloadBusy.
+		reloadBusy := map[string]string{}
 		resync := func(sample bool) time.Duration {
 			m0 := scrape(b, bed.Proxy, serverLoadMetric)
 			writePolicy(steering(sample))
@@ -268,12 +295,17 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			d.cmd.Process.Signal(syscall.SIGHUP)
 			// Waited for up to 2 minutes (a slow resync is a number to
 			// report, not a reason to stop measuring), looked for once a
-			// second: a scrape reads the telemetry map, and its cost must
-			// not be what is measured (the resync's duration is the
-			// daemon's own histogram, not this poll's).
+			// second from 1.5 s on: a scrape reads the telemetry map, and
+			// its cost must not be what is measured (the resync's
+			// duration is the daemon's own histogram, not this poll's; a
+			// scrape during the sweep made a slice of 20 ms).
+			time.Sleep(1500 * time.Millisecond)
 			for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
 				m1 := scrape(b, bed.Proxy, serverLoadMetric)
 				if counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_count", "") >= 1 {
+					for _, in := range []string{"reload", "resync"} {
+						reloadBusy[in] = longerBucket(reloadBusy[in], maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`))
+					}
 					return time.Duration(counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_sum", "") * float64(time.Second))
 				}
 				if time.Now().After(deadline) {
@@ -293,8 +325,8 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 				counterDelta(m0, m1, "gigapath_health_sample_seconds_sum", `source="sock_diag"`)) / max(samples+diag, 1)
 			apply := counterDelta(m0, m1, "gigapath_loop_busy_seconds_sum", `input="health"`) /
 				max(counterDelta(m0, m1, "gigapath_loop_busy_seconds_count", `input="health"`), 1)
-			sampleNote = fmt.Sprintf("%v samples from the telemetry map and %v from sock_diag in 10 s, read in %.1f ms each off the loop, applied in %.3f ms on it",
-				samples, diag, read*1000, apply*1000)
+			sampleNote = fmt.Sprintf("%v samples from the telemetry map and %v from sock_diag in %v, read in %.1f ms each off the loop, applied in %.3f ms on it",
+				samples, diag, serverLoadRest, read*1000, apply*1000)
 		}
 		resyncTook := resync(false)
 		time.Sleep(2 * time.Second)
@@ -326,10 +358,10 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		b.ReportMetric(float64(upgrade.Microseconds())/1000, fmt.Sprintf("n=%d-upgrade-ms", n))
 		b.ReportMetric(float64(restart.Microseconds())/1000, fmt.Sprintf("n=%d-restart-ms", n))
 		b.Logf("pm=%s n=%d: RSS %.1f MiB (%.0f B per connection over idle); CPU at rest %v/s, with health sampling %v/s (%s); "+
-			"resync %v and %v; upgrade %v, restart %v; longest loop stall per input at rest %v, with sampling %v; load average %s",
+			"resync %v and %v; upgrade %v, restart %v; longest loop stall per input at rest %v, with sampling %v, in the reloads %v; load average %s",
 			pm, live, float64(rss)/(1<<20), perConn, cpuRest, cpuSampling, sampleNote,
 			resyncTook.Round(time.Millisecond), resyncBack.Round(time.Millisecond),
-			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, testbed.LoadAverage())
+			upgrade.Round(time.Millisecond), restart.Round(time.Millisecond), busyRest, busySampling, reloadBusy, testbed.LoadAverage())
 	}
 }
 
@@ -360,6 +392,27 @@ func counterDelta(before, after, name, label string) float64 {
 // maxBucket is the bound of the smallest bucket of the histogram name
 // (series with label) that holds every observation made between two
 // scrapes: the longest one was at most that ("-": none).
+// longerBucket is the longer of two maxBucket results ("" or "-": none).
+func longerBucket(a, c string) string {
+	v := func(s string) float64 {
+		switch s {
+		case "", "-":
+			return -1
+		case "+Inf", "?":
+			return math.Inf(1)
+		}
+		f, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(s, "≤"), "s"), 64)
+		if err != nil {
+			return math.Inf(1)
+		}
+		return f
+	}
+	if v(c) > v(a) {
+		return c
+	}
+	return a
+}
+
 func maxBucket(before, after, name, label string) string {
 	b0, b1 := histBuckets(before, name, label), histBuckets(after, name, label)
 	if len(b1) == 0 || len(b0) != len(b1) {

@@ -5,11 +5,15 @@ package testbed
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -243,4 +247,65 @@ func LoadAverage() string {
 		return f[0]
 	}
 	return "?"
+}
+
+// cpuBusy reads the host's CPU time from /proc/stat: busy (everything
+// but idle and iowait) and total, in clock ticks.
+func cpuBusy() (busy, total uint64, err error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, s := range f[1:] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, nil
+}
+
+// WaitQuiet waits until the host's CPUs have been busy less than maxBusy
+// (in CPUs: 0.5 is half of one) over each of two consecutive seconds, for
+// at most limit, and returns how long it waited and the busy level of the
+// last second. Benchmarks call it before a measurement window when what
+// they set up leaves the kernel working (a burst of joins still binding
+// ports, say), so that the window measures the daemon and not that.
+func WaitQuiet(tb testing.TB, maxBusy float64, limit time.Duration) (waited time.Duration, busy float64) {
+	tb.Helper()
+	t0 := time.Now()
+	b0, n0, err := cpuBusy()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cpus := float64(runtime.NumCPU())
+	quiet := 0
+	for {
+		time.Sleep(time.Second)
+		b1, n1, err := cpuBusy()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if n1 > n0 {
+			busy = float64(b1-b0) / float64(n1-n0) * cpus
+		}
+		b0, n0 = b1, n1
+		if busy < maxBusy {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet == 2 || time.Since(t0) >= limit {
+			return time.Since(t0), busy
+		}
+	}
 }
