@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gigapath/gigapath/internal/svgplot"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -99,6 +101,9 @@ func BenchmarkBurst(b *testing.B) {
 			d := startDaemonCmd(b, cmd, sock, testWriter{b})
 			if n := os.Getenv("BURST_DAEMON_NICE"); n != "" {
 				renice(b, d.cmd.Process.Pid, n)
+			}
+			if s := os.Getenv("BURST_DAEMON_SCHED"); s != "" {
+				schedDaemon(b, d.cmd.Process.Pid, s)
 			}
 			// A running daemon, not one that has just started: a burst of
 			// its own first (its heap, pool and sockets warm).
@@ -683,6 +688,55 @@ func renice(b *testing.B, pid int, nice string) {
 		tid, _ := strconv.Atoi(t.Name())
 		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
 			b.Fatalf("nice %d for thread %d of the daemon: %v", n, tid, err)
+		}
+	}
+}
+
+// schedDaemon sets the scheduling of every thread of pid from spec:
+// "fifo:N" or "rr:N" (real-time priority N, as systemd's
+// CPUSchedulingPolicy= and CPUSchedulingPriority= do), or "slice:DURATION"
+// (SCHED_OTHER with EEVDF's custom slice, sched_attr.sched_runtime, Linux
+// 6.12+: a shorter slice lets a waking thread preempt sooner), keeping the
+// thread's nice.
+func schedDaemon(b *testing.B, pid int, spec string) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr}
+	switch kind {
+	case "fifo", "rr":
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 1 || n > 99 {
+			b.Fatalf("BURST_DAEMON_SCHED=%q: want a priority from 1 to 99", spec)
+		}
+		attr.Policy, attr.Priority = unix.SCHED_FIFO, uint32(n)
+		if kind == "rr" {
+			attr.Policy = unix.SCHED_RR
+		}
+	case "slice":
+		d, err := time.ParseDuration(arg)
+		if err != nil || d < 100*time.Microsecond || d > 100*time.Millisecond {
+			b.Fatalf("BURST_DAEMON_SCHED=%q: want a slice from 100us to 100ms", spec)
+		}
+		attr.Policy, attr.Runtime = unix.SCHED_NORMAL, uint64(d)
+	default:
+		b.Fatalf("BURST_DAEMON_SCHED=%q: want fifo:N, rr:N or slice:DURATION", spec)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(t.Name())
+		a := attr
+		if kind == "slice" {
+			// sched_setattr sets the nice too: keep what renice gave.
+			prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			a.Nice = int32(20 - prio) // the raw syscall returns 20-nice
+		}
+		if err := unix.SchedSetAttr(tid, &a, 0); err != nil {
+			b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of the daemon: %v", spec, tid, err)
 		}
 	}
 }
