@@ -405,7 +405,15 @@ const telemetryBatch = 1024
 // It reads the map in batches (one system call per 1,024 entries) where
 // the kernel can (5.6+), one entry at a time otherwise.
 func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
-	out, err := p.telemetryBatched()
+	return p.AppendTelemetry(nil)
+}
+
+// AppendTelemetry is Telemetry appending to dst[:0]: a reader that reads
+// the map again and again (a health sampler, scrapes) gives the previous
+// result back and allocates nothing once it is large enough (at 100,000
+// subflows a result is ~17 MB).
+func (p *PathPolicy) AppendTelemetry(dst []SubflowStats) ([]SubflowStats, error) {
+	out, err := p.telemetryBatched(dst[:0])
 	if !errors.Is(err, ebpf.ErrNotSupported) {
 		return out, err
 	}
@@ -424,13 +432,15 @@ func (p *PathPolicy) Telemetry() ([]SubflowStats, error) {
 	return out, nil
 }
 
-func (p *PathPolicy) telemetryBatched() ([]SubflowStats, error) {
+func (p *PathPolicy) telemetryBatched(out []SubflowStats) ([]SubflowStats, error) {
 	var (
 		cursor ebpf.MapBatchCursor
 		keys   = make([]uint64, telemetryBatch)
 		vals   = make([]pathpolicySubflowStats, telemetryBatch)
-		out    = make([]SubflowStats, 0, p.lastTelemetry.Load()+telemetryBatch)
 	)
+	if want := int(p.lastTelemetry.Load()) + telemetryBatch; cap(out) < want {
+		out = make([]SubflowStats, 0, want)
+	}
 	for {
 		n, err := p.objs.Subflows.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {

@@ -301,8 +301,8 @@ var reloadCases = map[string]reloadCase{
 // local address:port, to fakePeer, srtt 20 ms.
 type fakeTelemetry []netip.AddrPort
 
-func (f fakeTelemetry) Telemetry() ([]pathpolicy.SubflowStats, error) {
-	var out []pathpolicy.SubflowStats
+func (f fakeTelemetry) AppendTelemetry(dst []pathpolicy.SubflowStats) ([]pathpolicy.SubflowStats, error) {
+	out := dst[:0]
 	for _, l := range f {
 		out = append(out, pathpolicy.SubflowStats{Local: l, Remote: fakePeer, SRTT: 20 * time.Millisecond})
 	}

@@ -76,6 +76,9 @@ type sampler struct {
 	// sampler's goroutine only): a shared dump older than it would make
 	// the counters go backwards.
 	lastRead time.Time
+	// telBuf is the last read of the telemetry map, which the next one
+	// reuses (only the sampler's goroutine touches it).
+	telBuf []pathpolicy.SubflowStats
 }
 
 // sharedDump is an inventory dump the resync read, for the sampler.
@@ -172,7 +175,8 @@ func (s *sampler) run(ctx context.Context) error {
 func (s *sampler) sample() healthBatch {
 	if pp := s.tel.Load(); pp != nil {
 		start := time.Now()
-		stats, err := pp.Telemetry()
+		stats, err := pp.AppendTelemetry(s.telBuf)
+		s.telBuf = stats // read again by the next sample: only subs leave this goroutine
 		b := healthBatch{source: sourceTelemetry}
 		switch {
 		case err != nil:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/bits"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,7 +78,8 @@ var (
 // PathPolicySource is what PathPolicyCollector reads on each scrape; a
 // loaded *pathpolicy.PathPolicy is one.
 type PathPolicySource interface {
-	Telemetry() ([]pathpolicy.SubflowStats, error)
+	// AppendTelemetry reads the subflows' statistics into dst[:0].
+	AppendTelemetry(dst []pathpolicy.SubflowStats) ([]pathpolicy.SubflowStats, error)
 	SendShares() ([]pathpolicy.PathShare, error)
 }
 
@@ -138,6 +140,10 @@ type PathPolicyCollector struct {
 	// noHistogram leaves TelemetrySRTT out: the scrape benchmark's
 	// baseline (the collector before it had the histogram).
 	noHistogram bool
+	// mu serializes scrapes over buf, the last read of the telemetry map,
+	// which the next one reuses.
+	mu  sync.Mutex
+	buf []pathpolicy.SubflowStats
 }
 
 // NewPathPolicyCollector returns a collector for src that follows view
@@ -163,7 +169,11 @@ func (c *PathPolicyCollector) Describe(ch chan<- *prometheus.Desc) {
 // histogram per interface always, the per-subflow series only while there
 // are at most the view's SubflowSeries subflows.
 func (c *PathPolicyCollector) Collect(ch chan<- prometheus.Metric) {
-	stats, err := c.src.Telemetry()
+	// One scrape at a time reads into the buffer the last one left.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stats, err := c.src.AppendTelemetry(c.buf)
+	c.buf = stats
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descSRTT, err)
 	} else {

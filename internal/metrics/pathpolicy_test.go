@@ -27,8 +27,10 @@ type fakePolicy struct {
 	sharesErr error
 }
 
-func (f fakePolicy) Telemetry() ([]pathpolicy.SubflowStats, error) { return f.stats, f.statsErr }
-func (f fakePolicy) SendShares() ([]pathpolicy.PathShare, error)   { return f.shares, f.sharesErr }
+func (f fakePolicy) AppendTelemetry(dst []pathpolicy.SubflowStats) ([]pathpolicy.SubflowStats, error) {
+	return append(dst[:0], f.stats...), f.statsErr
+}
+func (f fakePolicy) SendShares() ([]pathpolicy.PathShare, error) { return f.shares, f.sharesErr }
 
 var _ PathPolicySource = (*pathpolicy.PathPolicy)(nil)
 
@@ -371,5 +373,33 @@ func BenchmarkScrape(b *testing.B) {
 			}
 			b.ReportMetric(float64(spent[1])/float64(spent[0]), "ratio")
 		})
+	}
+}
+
+// dstRecorder is a source that records the capacity of the buffer each
+// read was given.
+type dstRecorder struct {
+	fakePolicy
+	caps *[]int
+}
+
+func (d dstRecorder) AppendTelemetry(dst []pathpolicy.SubflowStats) ([]pathpolicy.SubflowStats, error) {
+	*d.caps = append(*d.caps, cap(dst))
+	return d.fakePolicy.AppendTelemetry(dst)
+}
+
+// A scrape reads the telemetry map into the buffer the previous scrape
+// left: at 100,000 subflows each read was ~17 MB for the collector.
+func TestPathPolicyCollectorReusesItsBuffer(t *testing.T) {
+	var caps []int
+	src := dstRecorder{fakePolicy{stats: manySubflows(500).stats, sharesErr: pathpolicy.ErrNoSendShare}, &caps}
+	c := NewPathPolicyCollector(src, nil)
+	for range 2 {
+		if _, err := gather(t, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(caps) != 2 || caps[0] != 0 || caps[1] < 500 {
+		t.Errorf("the reads were given buffers of capacity %v; want none, then the first read's (500 or more)", caps)
 	}
 }
