@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -280,7 +279,7 @@ func cpuBusy() (busy, total uint64, err error) {
 // last second. Benchmarks call it before a measurement window when what
 // they set up leaves the kernel working (a burst of joins still binding
 // ports, say), so that the window measures the daemon and not that.
-func WaitQuiet(tb testing.TB, maxBusy float64, limit time.Duration) (waited time.Duration, busy float64) {
+func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duration, busy float64) {
 	tb.Helper()
 	t0 := time.Now()
 	b0, n0, err := cpuBusy()
