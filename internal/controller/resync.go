@@ -183,6 +183,16 @@ func (c *Controller) startSweep(res *dumpResult) {
 		sw.gen = c.sweepGen
 	}
 	c.sw = sw
+	c.tellSampler()
+}
+
+// tellSampler tells the health sampler whether a sweep is in progress: it
+// holds its reads until the sweep ends, so that the sweep's slices keep
+// a CPU (sampler.holdForSweep).
+func (c *Controller) tellSampler() {
+	if c.sampler != nil {
+		c.sampler.sweeping.Store(c.sw != nil)
+	}
 }
 
 // sweepReady is ready while a sweep has work left (for the loop's select).
@@ -306,4 +316,5 @@ func (c *Controller) sweepDone() {
 		c.swAgain = false
 		c.startSweep(nil)
 	}
+	c.tellSampler()
 }

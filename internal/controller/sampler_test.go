@@ -70,3 +70,50 @@ func TestSamplerTakesTheResyncDump(t *testing.T) {
 		t.Fatal("a dump is kept after sampling stopped")
 	}
 }
+
+// While the loop sweeps a resync the sampler's next read waits for the
+// sweep to end (the loop marks it at the sweep's start and end), for at
+// most the limit it is given.
+func TestSamplerHoldsForASweep(t *testing.T) {
+	now := time.Unix(7000, 0)
+	c, _, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	c.sampler = newSampler(&countingInventory{}, c.now, func(string, time.Duration) {})
+	list := manyConns(1000, 20000)
+	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "test", asked: time.Now(), clock: c.clock}, list: list, listen: listenPorts(list)})
+	if !c.sampler.sweeping.Load() {
+		t.Fatal("a sweep started and the sampler was not told")
+	}
+	held := make(chan struct{})
+	go func() {
+		c.sampler.holdForSweep(t.Context(), time.Minute)
+		close(held)
+	}()
+	c.sweepStep()
+	if c.sw == nil {
+		t.Fatal("the sweep ended in one slice; the test needs it in progress")
+	}
+	select {
+	case <-held:
+		t.Fatal("the sampler read while the sweep was in progress")
+	case <-time.After(3 * sweepPoll):
+	}
+	runSweep(t, c)
+	if c.sampler.sweeping.Load() {
+		t.Fatal("the sweep ended and the sampler still holds")
+	}
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sampler still holds 10 s after the sweep ended")
+	}
+
+	// A sweep that does not end holds a sample for the limit only.
+	c.sampler.sweeping.Store(true)
+	t0 := time.Now()
+	c.sampler.holdForSweep(t.Context(), 20*time.Millisecond)
+	if d := time.Since(t0); d < 20*time.Millisecond {
+		t.Errorf("held %v; want the limit, 20ms", d)
+	}
+}
