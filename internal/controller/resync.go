@@ -44,7 +44,7 @@ type dumpResult struct {
 
 // sweep is a walk over every connection in slices: the adoption of a
 // dump (res != nil) and then the removal of what it lacks, or a plain
-// reconciliation of the connections there were when it started.
+// reconciliation of the connections there were at its first slice.
 type sweep struct {
 	res *dumpResult
 	i   int

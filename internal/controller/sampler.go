@@ -141,24 +141,26 @@ const sweepPoll = 5 * time.Millisecond
 
 // holdForSweep waits while the loop sweeps a resync, for at most limit
 // (samples are not put off for longer than an interval by sweeps that
-// follow each other). A sample at 50,000 connections is tens of
-// milliseconds of system calls (a read of the telemetry map) or hundreds
-// (a dump); on a 2-core host the loop's thread then waited for a CPU in
-// the middle of a sweep's slice: 10 ms slices where they are 2 ms
-// otherwise (benchmarks.md, "a carrier proxy's load", run G).
-func (s *sampler) holdForSweep(ctx context.Context, limit time.Duration) {
+// follow each other); it reports false when ctx ended meanwhile. A sample
+// at 50,000 connections is tens of milliseconds of system calls (a read
+// of the telemetry map) or hundreds (a dump); on a 2-core host the loop's
+// thread then waited for a CPU in the middle of a sweep's slice: 10 ms
+// slices where they are 2 ms otherwise (benchmarks.md, "a carrier
+// proxy's load", run G).
+func (s *sampler) holdForSweep(ctx context.Context, limit time.Duration) bool {
 	if !s.sweeping.Load() {
-		return
+		return true
 	}
 	t := time.NewTicker(sweepPoll)
 	defer t.Stop()
 	for deadline := time.Now().Add(limit); s.sweeping.Load() && time.Now().Before(deadline); {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 	}
+	return true
 }
 
 // run samples until ctx ends; it returns nil then.
@@ -176,9 +178,13 @@ func (s *sampler) run(ctx context.Context) error {
 			t.Stop()
 			if d > 0 {
 				t.Reset(d)
+			} else {
+				s.telBuf = nil // not sampling: let the last read's memory go
 			}
 		case <-t.C:
-			s.holdForSweep(ctx, every)
+			if !s.holdForSweep(ctx, every) {
+				return nil // stopping: no sample to hold the shutdown
+			}
 			start := time.Now()
 			b := s.sample()
 			if b.err == nil {
@@ -205,7 +211,9 @@ func (s *sampler) sample() healthBatch {
 	if pp := s.tel.Load(); pp != nil {
 		start := time.Now()
 		stats, err := pp.AppendTelemetry(s.telBuf)
-		s.telBuf = stats // read again by the next sample: only subs leave this goroutine
+		// Read again by the next sample (only subs leave this goroutine),
+		// unless most of the subflows have gone.
+		s.telBuf = keepBuffer(stats)
 		b := healthBatch{source: sourceTelemetry}
 		switch {
 		case err != nil:
@@ -287,4 +295,13 @@ func (s *sampler) fromDiag() healthBatch {
 func sampleOf(sf pathmgr.SubflowInfo) subflowSample {
 	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
 		bytesAcked: sf.BytesAcked, bytesRetrans: sf.BytesRetrans, dataSegsIn: sf.DataSegsIn, rcvOOOPack: sf.RcvOOOPack}
+}
+
+// keepBuffer is buf for the next read, or nil when it holds more than
+// twice what was read (most subflows have gone: let the memory go).
+func keepBuffer(buf []pathpolicy.SubflowStats) []pathpolicy.SubflowStats {
+	if cap(buf) > 2*len(buf)+1024 {
+		return nil
+	}
+	return buf
 }

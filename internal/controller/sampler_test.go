@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -115,5 +116,30 @@ func TestSamplerHoldsForASweep(t *testing.T) {
 	c.sampler.holdForSweep(t.Context(), 20*time.Millisecond)
 	if d := time.Since(t0); d < 20*time.Millisecond {
 		t.Errorf("held %v; want the limit, 20ms", d)
+	}
+}
+
+// A sampler held by a sweep when the daemon stops (an upgrade, SIGTERM:
+// the loop left mid-sweep) returns without taking the sample it held.
+func TestSamplerHeldStopsWithoutSampling(t *testing.T) {
+	inv := &countingInventory{rtt: time.Millisecond}
+	s := newSampler(inv, time.Now, func(string, time.Duration) {})
+	s.sweeping.Store(true)
+	s.setEvery(200 * time.Millisecond) // held from 200 ms to 400 ms at most
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.run(ctx) }()
+	time.Sleep(300 * time.Millisecond) // the timer fired: the sample is held
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sampler did not stop")
+	}
+	if inv.calls != 0 {
+		t.Errorf("the sampler dumped %d times while held and stopping; want none", inv.calls)
 	}
 }

@@ -174,6 +174,9 @@ func (c *PathPolicyCollector) Collect(ch chan<- prometheus.Metric) {
 	defer c.mu.Unlock()
 	stats, err := c.src.AppendTelemetry(c.buf)
 	c.buf = stats
+	if cap(stats) > 2*len(stats)+1024 {
+		c.buf = nil // most subflows have gone: let the memory go
+	}
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descSRTT, err)
 	} else {
