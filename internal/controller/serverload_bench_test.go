@@ -281,6 +281,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			for _, in := range []string{"tick", "health", "resync", "pm_events"} {
 				busy[in] = maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`)
 			}
+			busy["periodic resyncs"] = fmt.Sprint(counterDelta(m0, m1, "gigapath_resyncs_total", `reason="periodic"`))
 			return (c.user + c.sys) * time.Second / el, busy, m0, m1
 		}
 		// resync reloads and returns how long the reload's resync took;
@@ -389,9 +390,6 @@ func counterDelta(before, after, name, label string) float64 {
 	return val(after) - val(before)
 }
 
-// maxBucket is the bound of the smallest bucket of the histogram name
-// (series with label) that holds every observation made between two
-// scrapes: the longest one was at most that ("-": none).
 // longerBucket is the longer of two maxBucket results ("" or "-": none).
 func longerBucket(a, c string) string {
 	v := func(s string) float64 {
@@ -413,6 +411,9 @@ func longerBucket(a, c string) string {
 	return a
 }
 
+// maxBucket is the bound of the smallest bucket of the histogram name
+// (series with label) that holds every observation made between two
+// scrapes: the longest one was at most that ("-": none).
 func maxBucket(before, after, name, label string) string {
 	b0, b1 := histBuckets(before, name, label), histBuckets(after, name, label)
 	if len(b1) == 0 || len(b0) != len(b1) {

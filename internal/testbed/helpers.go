@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -248,29 +247,36 @@ func LoadAverage() string {
 	return "?"
 }
 
-// cpuBusy reads the host's CPU time from /proc/stat: busy (everything
-// but idle and iowait) and total, in clock ticks.
-func cpuBusy() (busy, total uint64, err error) {
+// cpuBusy reads the host's CPU time from /proc/stat, in clock ticks,
+// over all CPUs: busy (user, nice, system, irq, softirq) and total (those,
+// idle, iowait and steal; guest time is already in user and nice), and
+// how many CPUs the line covers.
+func cpuBusy() (busy, total uint64, cpus int, err error) {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	lines := strings.Split(string(raw), "\n")
+	f := strings.Fields(lines[0])
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", lines[0])
 	}
-	for i, s := range f[1:] {
+	for i, s := range f[1:9] { // user nice system idle iowait irq softirq steal
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+			return 0, 0, 0, fmt.Errorf("/proc/stat: %q: %w", lines[0], err)
 		}
 		total += v
-		if i != 3 && i != 4 { // idle, iowait
+		if i != 3 && i != 4 && i != 7 {
 			busy += v
 		}
 	}
-	return busy, total, nil
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "cpu") {
+			cpus++
+		}
+	}
+	return busy, total, max(cpus, 1), nil
 }
 
 // WaitQuiet waits until the host's CPUs have been busy less than maxBusy
@@ -282,20 +288,19 @@ func cpuBusy() (busy, total uint64, err error) {
 func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duration, busy float64) {
 	tb.Helper()
 	t0 := time.Now()
-	b0, n0, err := cpuBusy()
+	b0, n0, _, err := cpuBusy()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cpus := float64(runtime.NumCPU())
 	quiet := 0
 	for {
 		time.Sleep(time.Second)
-		b1, n1, err := cpuBusy()
+		b1, n1, cpus, err := cpuBusy()
 		if err != nil {
 			tb.Fatal(err)
 		}
 		if n1 > n0 {
-			busy = float64(b1-b0) / float64(n1-n0) * cpus
+			busy = float64(b1-b0) / float64(n1-n0) * float64(cpus)
 		}
 		b0, n0 = b1, n1
 		if busy < maxBusy {

@@ -132,3 +132,23 @@ func TestEventually(t *testing.T) {
 		t.Errorf("cond called %d times, want 3", n)
 	}
 }
+
+// cpuBusy reads the host's CPU counters: busy within total, one CPU per
+// cpuN line, and the counters move forward.
+func TestCPUBusy(t *testing.T) {
+	b0, n0, cpus, err := cpuBusy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpus < 1 || b0 > n0 {
+		t.Fatalf("busy %d of %d ticks over %d CPUs", b0, n0, cpus)
+	}
+	time.Sleep(50 * time.Millisecond)
+	b1, n1, _, err := cpuBusy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n1 < n0 || b1 < b0 {
+		t.Errorf("the counters went back: busy %d -> %d, total %d -> %d", b0, b1, n0, n1)
+	}
+}
