@@ -21,6 +21,15 @@ func manyConns(first uint32, n int) []pathmgr.Connection {
 	return list
 }
 
+// acceptedOn443 turns one of manyConns' client connections into a
+// server's: accepted on fakeWiFi:443 from the phone's port.
+func acceptedOn443(k *pathmgr.Connection) {
+	peer := netip.AddrPortFrom(fakeRemote.Addr(), k.Local.Port())
+	l := netip.AddrPortFrom(fakeWiFi.Addr(), 443)
+	k.Local, k.Remote = l, peer
+	k.Subflows[0].Local, k.Subflows[0].Remote = l, peer
+}
+
 // runSweep runs the sweep in progress to its end as the loop would, and
 // returns how many slices it took.
 func runSweep(t *testing.T, c *Controller) int {
@@ -181,10 +190,7 @@ func TestServerSweepAllocatesNothingPerConnection(t *testing.T) {
 	c.sweeps = true
 	list := manyConns(1000, 5000)
 	for i := range list {
-		peer := netip.AddrPortFrom(fakeRemote.Addr(), list[i].Local.Port())
-		l := netip.AddrPortFrom(fakeWiFi.Addr(), 443)
-		list[i].Local, list[i].Remote = l, peer
-		list[i].Subflows[0].Local, list[i].Subflows[0].Remote = l, peer
+		acceptedOn443(&list[i])
 	}
 	listen := map[uint16]bool{443: true}
 	c.adopt(list, now)
@@ -253,11 +259,7 @@ func benchSweep(b *testing.B, side string, n int) {
 	listen := map[uint16]bool{}
 	for i := range list {
 		if side == "server" {
-			// Accepted on fakeWiFi:443 from the phone's many ports.
-			peer := netip.AddrPortFrom(fakeRemote.Addr(), list[i].Local.Port())
-			l := netip.AddrPortFrom(fakeWiFi.Addr(), 443)
-			list[i].Local, list[i].Remote = l, peer
-			list[i].Subflows[0].Local, list[i].Subflows[0].Remote = l, peer
+			acceptedOn443(&list[i])
 			listen[443] = true
 			continue
 		}
