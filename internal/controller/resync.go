@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/reuse"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -282,17 +283,14 @@ func (c *Controller) sweepSlice(sw *sweep, deadline time.Time) bool {
 }
 
 // connTokens lists the tokens of every connection into c.tokenBuf, which
-// it reuses: one sweep runs at a time, and the list is the sweep's until
-// it ends or another replaces it.
+// it reuses (reuse.Keep): one sweep runs at a time, and the list is the
+// sweep's until it ends or another replaces it.
 func (c *Controller) connTokens() []uint32 {
 	buf := c.tokenBuf[:0]
-	if cap(buf) > 2*len(c.conns)+1024 {
-		buf = nil // most connections have gone: let the memory go
-	}
 	for tok := range c.conns {
 		buf = append(buf, tok)
 	}
-	c.tokenBuf = buf
+	c.tokenBuf = reuse.Keep(buf)
 	return buf
 }
 

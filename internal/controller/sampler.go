@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/reuse"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -213,7 +214,7 @@ func (s *sampler) sample() healthBatch {
 		stats, err := pp.AppendTelemetry(s.telBuf)
 		// Read again by the next sample (only subs leave this goroutine),
 		// unless most of the subflows have gone.
-		s.telBuf = keepBuffer(stats)
+		s.telBuf = reuse.Keep(stats)
 		b := healthBatch{source: sourceTelemetry}
 		switch {
 		case err != nil:
@@ -295,13 +296,4 @@ func (s *sampler) fromDiag() healthBatch {
 func sampleOf(sf pathmgr.SubflowInfo) subflowSample {
 	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
 		bytesAcked: sf.BytesAcked, bytesRetrans: sf.BytesRetrans, dataSegsIn: sf.DataSegsIn, rcvOOOPack: sf.RcvOOOPack}
-}
-
-// keepBuffer is buf for the next read, or nil when it holds more than
-// twice what was read (most subflows have gone: let the memory go).
-func keepBuffer(buf []pathpolicy.SubflowStats) []pathpolicy.SubflowStats {
-	if cap(buf) > 2*len(buf)+1024 {
-		return nil
-	}
-	return buf
 }

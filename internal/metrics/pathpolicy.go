@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/reuse"
 )
 
 // Metric names of the per-path socket policy: per subflow from the sockops
@@ -173,10 +174,7 @@ func (c *PathPolicyCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	stats, err := c.src.AppendTelemetry(c.buf)
-	c.buf = stats
-	if cap(stats) > 2*len(stats)+1024 {
-		c.buf = nil // most subflows have gone: let the memory go
-	}
+	c.buf = reuse.Keep(stats)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descSRTT, err)
 	} else {
