@@ -3,13 +3,11 @@
 package pathmgr
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -131,32 +129,10 @@ func BenchmarkInventoryDump(b *testing.B) {
 	// Holders: processes of this test binary, each holding both ends of
 	// up to dumpHolderConns connections (the open-file limit).
 	start := time.Now()
-	self, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
 	for i := 0; i*dumpHolderConns < n; i++ {
 		k := min(dumpHolderConns, n-i*dumpHolderConns)
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d %d", dumpHolderEnv, bed.Client.Name, bed.Proxy.Name, bed.ProxyAddr, 7300+i, k))
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		// EOF on stdin ends a holder and its connections.
-		b.Cleanup(func() { in.Close(); cmd.Wait() })
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if line != "ok\n" {
-			b.Fatalf("holder %d: %q %v", i, line, err)
-		}
+		// End of input ends a holder and its connections.
+		testbed.StartChildT(b, fmt.Sprintf("%s=%s %s %s %d %d", dumpHolderEnv, bed.Client.Name, bed.Proxy.Name, bed.ProxyAddr, 7300+i, k), "ok", os.Stderr)
 	}
 
 	inv, err := OpenInventory(&Config{NetNS: bed.Proxy.Name})

@@ -3,6 +3,7 @@
 package testbed
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -312,4 +313,76 @@ func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duratio
 			return time.Since(t0), busy
 		}
 	}
+}
+
+// Child is a process of the running test binary in a helper mode of its
+// own (an environment variable its TestMain looks for), for load that
+// must not share the test's process or its open-file limit. The test
+// writes it lines on In and reads its answers from Out.
+type Child struct {
+	In  io.WriteCloser
+	Out *bufio.Scanner
+}
+
+// childGrace is how long a child has to exit once its input is closed.
+const childGrace = 10 * time.Second
+
+// StartChildT starts the test binary, running no test, with env (NAME=VALUE)
+// added to its environment and its standard error to stderr, and waits for
+// its first line, which must be ready. End of input ends a child: in
+// tb.Cleanup its input is closed, and one still running childGrace later
+// is killed and fails tb.
+func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
+	tb.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stderr = stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(childGrace):
+			tb.Errorf("helper %s (pid %d) still running %v after its input closed: killed", env, cmd.Process.Pid, childGrace)
+			cancel()
+			<-done
+		}
+		cancel()
+	})
+	c := &Child{In: in, Out: bufio.NewScanner(out)}
+	if l, err := c.Line(); err != nil || l != ready {
+		tb.Fatalf("helper %s: first line %q (%v), want %q", env, l, err, ready)
+	}
+	return c
+}
+
+// Line reads the child's next line; an error when its output ended.
+func (c *Child) Line() (string, error) {
+	if !c.Out.Scan() {
+		if err := c.Out.Err(); err != nil {
+			return "", err
+		}
+		return "", io.ErrUnexpectedEOF
+	}
+	return c.Out.Text(), nil
 }
