@@ -45,13 +45,22 @@ func runSweep(t *testing.T, c *Controller) int {
 	return steps
 }
 
+// sweepController is a fakeController (yaml its policy) for the resync
+// sweep's tests: its clock stopped at now, and its resyncs swept in slices
+// as the daemon's are.
+func sweepController(t testing.TB, yaml string) (c *Controller, k *fakeKernel, now time.Time) {
+	t.Helper()
+	now = time.Unix(7000, 0)
+	c, k, _ = fakeController(t, yaml, &syncBuf{})
+	c.now = func() time.Time { return now }
+	c.sweeps = true
+	return c, k, now
+}
+
 // A dump of 20,000 connections is adopted in slices of at most
 // sweepBudget each, and ends with the state an adoption at once gives.
 func TestSweepAdoptsInSlices(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, _ := sweepController(t, reloadClient)
 	list := manyConns(1000, 20000)
 	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "test", asked: time.Now(), clock: c.clock}, list: list, listen: listenPorts(list)})
 	var longest time.Duration
@@ -81,10 +90,7 @@ func TestSweepAdoptsInSlices(t *testing.T) {
 // change, an interface event) runs after the adoption, not instead of it:
 // every connection of the dump is adopted, and then reconciled again.
 func TestReconcileDuringAdoptionWaits(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, now := sweepController(t, reloadClient)
 	adoptMany(c, 2*sweepAtOnce, now)
 	k.take()
 	list := manyConns(1000, 20000)
@@ -111,10 +117,7 @@ func TestReconcileDuringAdoptionWaits(t *testing.T) {
 // back, one opened since stays although the dump lacks it; one the dump
 // lacks and nothing touched since is dropped.
 func TestSweepKeepsNewerState(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, now := sweepController(t, reloadClient)
 	c.dumpReq = make(chan dumpReq, 1)
 	adoptMany(c, 3, now) // tokens 1000 (changes later), 1001 (closes later), 1002 (gone from the dump)
 	c.reconcileAll()
@@ -155,10 +158,7 @@ func TestSweepKeepsNewerState(t *testing.T) {
 // dropped: a connection only the older dump held (and that older sweep
 // had already adopted) goes, one in the newer dump stays.
 func TestNewerDumpDecidesTheDrop(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, _ := sweepController(t, reloadClient)
 	older := manyConns(1000, 20000)
 	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "older", asked: time.Now(), clock: c.clock}, list: older, listen: listenPorts(older)})
 	c.sweepStep()
@@ -184,10 +184,7 @@ func TestNewerDumpDecidesTheDrop(t *testing.T) {
 // few objects, not a set or a list of its own per sweep that grows with
 // the connections (BenchmarkResyncSweep measures the time).
 func TestServerSweepAllocatesNothingPerConnection(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadBases["server"], &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, now := sweepController(t, reloadBases["server"])
 	list := manyConns(1000, 5000)
 	for i := range list {
 		acceptedOn443(&list[i])
@@ -212,10 +209,7 @@ func TestServerSweepAllocatesNothingPerConnection(t *testing.T) {
 // With more than sweepAtOnce connections reconcileAll is a sweep the loop
 // runs in slices; with fewer it is done at once.
 func TestReconcileAllSweepsWhenMany(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, now := sweepController(t, reloadClient)
 	adoptMany(c, sweepAtOnce/2, now)
 	c.reconcileAll()
 	if c.sw != nil || len(k.take()) != sweepAtOnce/2 {
@@ -251,10 +245,7 @@ func BenchmarkResyncSweep(b *testing.B) {
 // a server's accepted ones (a listener on their port) with the lte
 // address announced to each.
 func benchSweep(b *testing.B, side string, n int) {
-	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(b, reloadBases[side], &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, k, now := sweepController(b, reloadBases[side])
 	list := manyConns(1000, n)
 	listen := map[uint16]bool{}
 	for i := range list {

@@ -76,10 +76,7 @@ func TestSamplerTakesTheResyncDump(t *testing.T) {
 // sweep to end (the loop marks it at the sweep's start and end), for at
 // most the limit it is given.
 func TestSamplerHoldsForASweep(t *testing.T) {
-	now := time.Unix(7000, 0)
-	c, _, _ := fakeController(t, reloadClient, &syncBuf{})
-	c.now = func() time.Time { return now }
-	c.sweeps = true
+	c, _, _ := sweepController(t, reloadClient)
 	c.sampler = newSampler(&countingInventory{}, c.now, func(string, time.Duration) {})
 	list := manyConns(1000, 20000)
 	c.startSweep(&dumpResult{dumpReq: dumpReq{reason: "test", asked: time.Now(), clock: c.clock}, list: list, listen: listenPorts(list)})
