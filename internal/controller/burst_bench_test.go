@@ -308,66 +308,26 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 // BenchmarkServerLoad runs several, each with a port of its own.
 const burstHelperEnv = "GIGAPATH_BURST_HELPER" // client-ns proxy-ns listen-addr:port dial-addr:port
 
-type generator struct {
-	in  io.WriteCloser
-	out *bufio.Scanner
-}
+type generator struct{ *testbed.Child }
 
 // startGenerator starts a generator whose server listens on listen in the
 // proxy namespace and whose openers dial remote from the client namespace.
 func startGenerator(b *testing.B, bed *testbed.Bed, listen, remote string) *generator {
-	self, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s", burstHelperEnv, bed.Client.Name, bed.Proxy.Name, listen, remote))
-	cmd.Stderr = testWriter{b}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	// EOF on stdin ends the generator; one that does not end within 10 s
-	// is killed (cancel) rather than left to hang the benchmark.
-	b.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			b.Log("generator did not exit on EOF: killed")
-			cancel()
-			<-done
-		}
-		cancel()
-	})
-	g := &generator{in: in, out: bufio.NewScanner(out)}
-	if l := g.line(b); l != "ready" {
-		b.Fatalf("generator: %q", l)
-	}
-	return g
+	return &generator{testbed.StartChildT(b, fmt.Sprintf("%s=%s %s %s %s", burstHelperEnv, bed.Client.Name, bed.Proxy.Name, listen, remote), "ready", testWriter{b})}
 }
 
 func (g *generator) line(b *testing.B) string {
-	if !g.out.Scan() {
-		b.Fatalf("generator ended: %v", g.out.Err())
+	l, err := g.Line()
+	if err != nil {
+		b.Fatalf("generator ended: %v", err)
 	}
-	return g.out.Text()
+	return l
 }
 
 // open opens a burst of n connections: how many were opened, when the
 // first dial began and how long opening them took.
 func (g *generator) open(b *testing.B, n int) (opened int, start time.Time, took time.Duration) {
-	fmt.Fprintf(g.in, "open %d\n", n)
+	fmt.Fprintf(g.In, "open %d\n", n)
 	var startNs, tookNs int64
 	var errMsg string
 	if _, err := fmt.Sscanf(g.line(b), "opened %d %d %d %s", &opened, &startNs, &tookNs, &errMsg); err != nil {
@@ -381,7 +341,7 @@ func (g *generator) open(b *testing.B, n int) (opened int, start time.Time, took
 
 // poke writes one more byte on every connection.
 func (g *generator) poke(b *testing.B) {
-	fmt.Fprintln(g.in, "poke")
+	fmt.Fprintln(g.In, "poke")
 	if l := g.line(b); !strings.HasPrefix(l, "poked ") {
 		b.Fatalf("generator: %q", l)
 	}
@@ -389,7 +349,7 @@ func (g *generator) poke(b *testing.B) {
 
 // closeAll closes every connection, client and server ends.
 func (g *generator) closeAll(b *testing.B) {
-	fmt.Fprintln(g.in, "close")
+	fmt.Fprintln(g.In, "close")
 	if l := g.line(b); l != "closed" {
 		b.Fatalf("generator: %q", l)
 	}
