@@ -68,7 +68,11 @@ const (
 // execution trace); BURST_DAEMON_ENV="K=V ..." adds to the daemon's
 // environment (GOGC=400, GOMAXPROCS=4 for experiments); BURST_PERF=FILE records the daemon's rounds with
 // `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon at
-// nice N (as systemd's Nice= does), every thread of it.
+// nice N (as systemd's Nice= does), every thread of it; BURST_TIMELINE=1
+// logs each round's connections per millisecond since its first dial (how
+// many were established, the longest latency among them), and the round's
+// start on perf's clock (CLOCK_MONOTONIC), to find a stall in `perf
+// sched` or `perf record -e sched:sched_switch -g`.
 func BenchmarkBurst(b *testing.B) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
@@ -285,6 +289,12 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 		time.Sleep(2 * time.Millisecond)
 	}
 	r.lat, r.lost, r.all = obs.result(start)
+	if os.Getenv("BURST_TIMELINE") != "" {
+		var mono unix.Timespec
+		unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+		b.Logf("timeline of the round from its first dial at CLOCK_MONOTONIC %.6f s (perf's clock) (ms since the first dial: connections established in that millisecond, the longest latency among them):%s",
+			time.Duration(mono.Nano()-time.Since(start).Nanoseconds()).Seconds(), obs.timeline(start, time.Millisecond))
+	}
 	r.served = len(r.lat)
 	gen.closeAll(b)
 	testbed.Eventually(b, "every connection of the round closed", func() (bool, string) {
@@ -355,6 +365,26 @@ func (g *generator) closeAll(b *testing.B) {
 	}
 }
 
+// growFileTable grows the process's file table to the open-file limit
+// now, before any burst. The kernel grows it by doubling as descriptors
+// are opened, and in a process with threads each growth waits for an RCU
+// grace period (expand_fdtable's synchronize_rcu) while every other thread
+// that opens a file waits for it: a burst's openers then all stopped for
+// 10-15 ms at a time (perf: alloc_fd < expand_files, the openers asleep,
+// a CPU idle), in whichever rounds the table grew, the first of each
+// bed's.
+func growFileTable() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	top := int(min(lim.Cur, 1<<16)) - 1
+	if err := unix.Dup3(0, top, unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("growing the file table to %d: %w", top+1, err)
+	}
+	return unix.Close(top)
+}
+
 // burstHelper is the generator process's main.
 func burstHelper(spec string) int {
 	f := strings.Fields(spec)
@@ -371,6 +401,10 @@ func burstHelper(spec string) int {
 		ln, err = lc.Listen(context.Background(), "tcp", listen)
 		return err
 	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := growFileTable(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -551,6 +585,36 @@ func (o *observer) result(start time.Time) (lat []time.Duration, lost int, all t
 		}
 	}
 	return lat, o.lost, last.Sub(start)
+}
+
+// timeline is the round's connections by when they were established, in
+// bins of bin from start: how many, and the longest latency among them; a
+// growing queue and a stall of the daemon look different in it.
+func (o *observer) timeline(start time.Time, bin time.Duration) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	type cell struct {
+		n   int
+		max time.Duration
+	}
+	var cells []cell
+	for tok, e := range o.est {
+		s, ok := o.sub[tok]
+		if !ok {
+			continue
+		}
+		i := max(0, int(e.Sub(start)/bin))
+		for len(cells) <= i {
+			cells = append(cells, cell{})
+		}
+		cells[i].n++
+		cells[i].max = max(cells[i].max, s.Sub(e))
+	}
+	var sb strings.Builder
+	for i, c := range cells {
+		fmt.Fprintf(&sb, " %d:%d/%.2f", i, c.n, float64(c.max)/float64(time.Millisecond))
+	}
+	return sb.String()
 }
 
 // kernelPMOn turns the client namespace to the in-kernel PM as a user
