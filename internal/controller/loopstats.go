@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"runtime/trace"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,16 @@ const (
 // long it spent on each, during which it served nothing else.
 type loopStats struct {
 	wait, busy [nLoopInputs]prometheus.Observer
+	// cpu and preempted: the loop thread's CPU time and the times the
+	// kernel preempted it on the inputs of metrics.LoopCPUInputs (nil for
+	// the others: two system calls at each end of an input are not spent
+	// on every batch of events); tid, cpu0 and pre0 are the thread and
+	// its counts when the input began.
+	cpu       [nLoopInputs]prometheus.Observer
+	preempted [nLoopInputs]prometheus.Counter
+	tid       int
+	cpu0      time.Duration
+	pre0      int64
 	// The counters the loop bumps per event and per new connection,
 	// resolved once (a label lookup hashes the values every time).
 	events  [16]prometheus.Counter // by event type, filled as types come
@@ -58,6 +69,10 @@ func newLoopStats(m *metrics.Metrics) *loopStats {
 	for i, name := range metrics.LoopInputs[:nLoopInputs] {
 		s.wait[i] = m.LoopWait.WithLabelValues(name)
 		s.busy[i] = m.LoopBusy.WithLabelValues(name)
+		if slices.Contains(metrics.LoopCPUInputs, name) {
+			s.cpu[i] = m.LoopCPU.WithLabelValues(name)
+			s.preempted[i] = m.LoopPreempted.WithLabelValues(name)
+		}
 	}
 	return s
 }
@@ -70,11 +85,24 @@ func (s *loopStats) begin(in loopInput, ready time.Time) time.Time {
 		s.wait[in].Observe(now.Sub(ready).Seconds())
 	}
 	s.region = trace.StartRegion(context.Background(), metrics.LoopInputs[in])
+	if s.cpu[in] != nil {
+		s.tid, s.cpu0, s.pre0, _ = threadUsage()
+	}
 	return now
 }
 
-// end records how long the loop spent on in since start.
+// end records how long the loop spent on in since start, and for the
+// inputs that have them, its thread's CPU time and preemptions; not when
+// the goroutine changed threads meanwhile (it blocked): the differences
+// would be between two threads.
 func (s *loopStats) end(in loopInput, start time.Time) {
 	s.region.End()
 	s.busy[in].Observe(time.Since(start).Seconds())
+	if s.cpu[in] == nil {
+		return
+	}
+	if tid, cpu, pre, ok := threadUsage(); ok && tid == s.tid && cpu >= s.cpu0 {
+		s.cpu[in].Observe((cpu - s.cpu0).Seconds())
+		s.preempted[in].Add(float64(pre - s.pre0))
+	}
 }

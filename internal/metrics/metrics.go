@@ -35,12 +35,20 @@ const (
 	JoinPortRefused  = "gigapath_join_port_refused_total"    // counter: new connections (not joins) to such a port, closed with a reset
 	LoopWait         = "gigapath_loop_wait_seconds"          // histogram{input}: how long an input waited for the event loop
 	LoopBusy         = "gigapath_loop_busy_seconds"          // histogram{input}: how long the event loop spent on one input (nothing else is served meanwhile)
+	LoopCPU          = "gigapath_loop_cpu_seconds"           // histogram{input}: the CPU time of the event loop's thread on one periodic input (LoopCPUInputs)
+	LoopPreempted    = "gigapath_loop_preemptions_total"     // counter{input}: times the kernel preempted the event loop's thread during a periodic input
 	CreateSeconds    = "gigapath_subflow_create_seconds"     // histogram{stage}: a SUBFLOW_CREATE queued for the pool (queue) and the request itself (request)
 )
 
 // LoopInputs are the input label values of LoopWait and LoopBusy: what the
 // event loop serves.
 var LoopInputs = []string{"pm_events", "create_failure", "interface", "health", "tick", "resync", "reload", "status"}
+
+// LoopCPUInputs are the inputs whose CPU time LoopCPU measures: the
+// periodic ones and a reload's, whose work grows with the connections.
+// Against LoopBusy's wall clock, the rest of an input's time is time the
+// loop's thread waited for a CPU.
+var LoopCPUInputs = []string{"health", "tick", "resync", "reload"}
 
 // PMCommands are the command label values of Commands and CommandErrors:
 // the path-manager commands the daemon sends.
@@ -73,6 +81,8 @@ type Metrics struct {
 	// CreateSeconds by stage (queue, request).
 	LoopWait      *prometheus.HistogramVec
 	LoopBusy      *prometheus.HistogramVec
+	LoopCPU       *prometheus.HistogramVec
+	LoopPreempted *prometheus.CounterVec
 	CreateSeconds *prometheus.HistogramVec
 }
 
@@ -116,6 +126,10 @@ func New() *Metrics {
 			Help: "Time an input (a batch of path-manager events, a tick, a health sample, ...) waited before the event loop took it.", Buckets: latencyBuckets}, []string{"input"}),
 		LoopBusy: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopBusy,
 			Help: "Time the event loop spent on one input; no other input is served meanwhile.", Buckets: latencyBuckets}, []string{"input"}),
+		LoopCPU: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopCPU,
+			Help: "CPU time of the event loop's thread on one periodic input (health, tick, resync, reload); the rest of gigapath_loop_busy_seconds is time it waited for a CPU.", Buckets: latencyBuckets}, []string{"input"}),
+		LoopPreempted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: LoopPreempted,
+			Help: "Times the kernel preempted the event loop's thread (involuntary context switches) during a periodic input (health, tick, resync, reload): each is time the loop waited for a CPU."}, []string{"input"}),
 		CreateSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: CreateSeconds,
 			Help: "SUBFLOW_CREATE requests: time queued for the pool (stage queue) and the request, in which the kernel connects the subflow (stage request).", Buckets: latencyBuckets}, []string{"stage"}),
 	}
@@ -129,9 +143,13 @@ func New() *Metrics {
 		m.LoopWait.WithLabelValues(in)
 		m.LoopBusy.WithLabelValues(in)
 	}
+	for _, in := range LoopCPUInputs {
+		m.LoopCPU.WithLabelValues(in)
+		m.LoopPreempted.WithLabelValues(in)
+	}
 	m.Registry.MustRegister(m.Connections, m.Subflows, m.Events, m.Commands, m.CommandErrors,
 		m.ReactionLatency, m.SteeringSwitches, m.Resyncs, m.NetEvents, m.ReconcileSeconds,
-		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds, m.JoinListeners, m.JoinPortRefused, m.LoopWait, m.LoopBusy, m.CreateSeconds,
+		m.InterfaceUp, m.InterfaceHealthy, m.SubflowFailures, m.HealthSampleSeconds, m.JoinListeners, m.JoinPortRefused, m.LoopWait, m.LoopBusy, m.LoopCPU, m.LoopPreempted, m.CreateSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -44,7 +44,7 @@ func TestServe(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample, JoinListeners, JoinPortRefused, LoopWait, LoopBusy, CreateSeconds} {
+	for _, name := range []string{Connections, Subflows, Events, Commands, CommandErrors, ReactionLatency, SteeringSwitches, Resyncs, NetEvents, ReconcileSeconds, InterfaceUp, InterfaceHealthy, SubflowFailures, HealthSample, JoinListeners, JoinPortRefused, LoopWait, LoopBusy, LoopCPU, LoopPreempted, CreateSeconds} {
 		if !strings.Contains(string(b), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
