@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -88,7 +89,10 @@ log:
 // change too: inventory dump + reconcile,
 // gigapath_reconcile_duration_seconds), the longest the event loop spent
 // on one periodic input (tick, health, resync: gigapath_loop_busy_seconds,
-// bucket bound, wall clock), and the time from SIGUSR2 (upgrade in place)
+// bucket bound, wall clock; how many of the inputs took longer than 5 ms;
+// the longest CPU time of the loop's thread on one,
+// gigapath_loop_cpu_seconds; and how often the kernel preempted it during
+// them, gigapath_loop_preemptions_total), and the time from SIGUSR2 (upgrade in place)
 // and from SIGTERM + start (restart) until READY=1. BURST_PERF=FILE
 // records each resync with `perf record -g` into FILE-PID (overwritten
 // by the next one of the same daemon).
@@ -290,8 +294,21 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			busy = map[string]string{}
 			for _, in := range []string{"tick", "health", "resync", "pm_events"} {
 				busy[in] = maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`)
+				if in != "pm_events" {
+					busy[in+" CPU"] = maxBucket(m0, m1, "gigapath_loop_cpu_seconds", `input="`+in+`"`)
+					over, all := countAbove(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`, "0.00512")
+					busy[in+" >5.12ms"] = fmt.Sprintf("%d of %d", over, all)
+					busy[in+" preempted"] = fmt.Sprint(counterDelta(m0, m1, "gigapath_loop_preemptions_total", `input="`+in+`"`))
+				}
 			}
 			busy["periodic resyncs"] = fmt.Sprint(counterDelta(m0, m1, "gigapath_resyncs_total", `reason="periodic"`))
+			// At rest nothing changes: a command sent is a periodic job's
+			// work that is not O(changes).
+			for _, cmd := range metrics.PMCommands {
+				if n := counterDelta(m0, m1, "gigapath_pm_commands_total", `command="`+cmd+`"`); n != 0 {
+					busy[cmd+" commands"] = fmt.Sprint(n)
+				}
+			}
 			return (c.user + c.sys) * time.Second / el, busy, m0, m1
 		}
 		// resync reloads and returns how long the reload's resync took;
@@ -316,6 +333,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 				if counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_count", "") >= 1 {
 					for _, in := range []string{"reload", "resync"} {
 						reloadBusy[in] = longerBucket(reloadBusy[in], maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`))
+						reloadBusy[in+" CPU"] = longerBucket(reloadBusy[in+" CPU"], maxBucket(m0, m1, "gigapath_loop_cpu_seconds", `input="`+in+`"`))
 					}
 					return time.Duration(counterDelta(m0, m1, "gigapath_reconcile_duration_seconds_sum", "") * float64(time.Second))
 				}
@@ -419,6 +437,23 @@ func longerBucket(a, c string) string {
 		return c
 	}
 	return a
+}
+
+// countAbove is how many observations of the histogram name (the series
+// with label) between the scrapes before and after fell above the bucket
+// bound le, and how many there were.
+func countAbove(before, after, name, label, le string) (over, all int) {
+	b0, b1 := histBuckets(before, name, label), histBuckets(after, name, label)
+	if len(b1) == 0 || len(b0) != len(b1) {
+		return -1, -1
+	}
+	all = int(b1[len(b1)-1].count - b0[len(b0)-1].count)
+	for i := range b1 {
+		if b1[i].le == le {
+			return all - int(b1[i].count-b0[i].count), all
+		}
+	}
+	return -1, all
 }
 
 // maxBucket is the bound of the smallest bucket of the histogram name
