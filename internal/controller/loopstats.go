@@ -92,16 +92,28 @@ func (s *loopStats) begin(in loopInput, ready time.Time) time.Time {
 }
 
 // end records how long the loop spent on in since start, and for the
-// inputs that have them, its thread's CPU time and preemptions; not when
-// the goroutine changed threads meanwhile (it blocked): the differences
-// would be between two threads.
+// inputs that have them, its thread's CPU time and preemptions. The loop
+// goroutine is not locked to its thread: when it changed threads during
+// the input (it parked and was resumed elsewhere) nothing is recorded, the
+// differences being between two threads, so the CPU histogram's count can
+// be lower than busy's; when it parked and came back to the same thread,
+// what that thread ran meanwhile counts as the loop's. The loop's inputs
+// park only on a full channel, so both are rare.
 func (s *loopStats) end(in loopInput, start time.Time) {
 	s.region.End()
-	s.busy[in].Observe(time.Since(start).Seconds())
-	if s.cpu[in] == nil {
-		return
+	// The thread's clocks are read inside the wall-clock interval, at
+	// both ends, so that the CPU time never exceeds busy.
+	var (
+		tid int
+		cpu time.Duration
+		pre int64
+		ok  bool
+	)
+	if s.cpu[in] != nil {
+		tid, cpu, pre, ok = threadUsage()
 	}
-	if tid, cpu, pre, ok := threadUsage(); ok && tid == s.tid && cpu >= s.cpu0 {
+	s.busy[in].Observe(time.Since(start).Seconds())
+	if ok && tid == s.tid && cpu >= s.cpu0 {
 		s.cpu[in].Observe((cpu - s.cpu0).Seconds())
 		s.preempted[in].Add(float64(pre - s.pre0))
 	}

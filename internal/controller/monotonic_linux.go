@@ -16,14 +16,16 @@ func monotonicUsec() int64 {
 	return ts.Nano() / 1000
 }
 
-// threadUsage is the calling thread's id, CPU time so far (user +
-// system) and involuntary context switches (times the kernel preempted
-// it), for the loop's account of an input; ok false when they cannot be
-// read.
+// threadUsage is the calling thread's id, CPU time so far
+// (CLOCK_THREAD_CPUTIME_ID: up to date, where getrusage's is only as of
+// the thread's last scheduler tick or switch) and involuntary context
+// switches (times the kernel preempted it), for the loop's account of an
+// input; ok false when they cannot be read.
 func threadUsage() (tid int, cpu time.Duration, preempted int64, ok bool) {
+	var ts unix.Timespec
 	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil || unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
 		return 0, 0, 0, false
 	}
-	return unix.Gettid(), time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nivcsw, true
+	return unix.Gettid(), time.Duration(ts.Nano()), ru.Nivcsw, true
 }

@@ -127,7 +127,7 @@ func New() *Metrics {
 		LoopBusy: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopBusy,
 			Help: "Time the event loop spent on one input; no other input is served meanwhile.", Buckets: latencyBuckets}, []string{"input"}),
 		LoopCPU: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LoopCPU,
-			Help: "CPU time of the event loop's thread on one periodic input (health, tick, resync, reload); the rest of gigapath_loop_busy_seconds is time it waited for a CPU.", Buckets: latencyBuckets}, []string{"input"}),
+			Help: "CPU time of the event loop's thread on one periodic input (health, tick, resync, reload); the rest of gigapath_loop_busy_seconds is time the thread was off the CPU: preempted (gigapath_loop_preemptions_total) or blocked.", Buckets: latencyBuckets}, []string{"input"}),
 		LoopPreempted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: LoopPreempted,
 			Help: "Times the kernel preempted the event loop's thread (involuntary context switches) during a periodic input (health, tick, resync, reload): each is time the loop waited for a CPU."}, []string{"input"}),
 		CreateSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: CreateSeconds,
