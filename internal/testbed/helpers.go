@@ -324,8 +324,10 @@ type Child struct {
 	Out *bufio.Scanner
 }
 
-// childGrace is how long a child has to exit once its input is closed.
-const childGrace = 10 * time.Second
+// childGrace is how long a child has to exit once its input is closed
+// (one holding 9,000 connections closes them all first), and how long its
+// output may stay open after it was killed (a grandchild holding it).
+const childGrace = 30 * time.Second
 
 // StartChildT starts the test binary, running no test, with env (NAME=VALUE)
 // added to its environment and its standard error to stderr, and waits for
@@ -342,6 +344,7 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 	cmd := exec.CommandContext(ctx, self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), env)
 	cmd.Stderr = stderr
+	cmd.WaitDelay = childGrace
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		cancel()
