@@ -70,9 +70,10 @@ const (
 // `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon at
 // nice N (as systemd's Nice= does), every thread of it; BURST_TIMELINE=1
 // logs each round's connections per millisecond since its first dial (how
-// many were established, the longest latency among them), and the round's
-// start on perf's clock (CLOCK_MONOTONIC), to find a stall in `perf
-// sched` or `perf record -e sched:sched_switch -g`.
+// many were established, the longest latency among them; connections
+// without their lte subflow are left out) and the round's start on
+// CLOCK_MONOTONIC, to find a stall in `perf record -k mono -e
+// sched:sched_switch -g` or `perf sched record -k mono`.
 func BenchmarkBurst(b *testing.B) {
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
@@ -292,7 +293,7 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 	if os.Getenv("BURST_TIMELINE") != "" {
 		var mono unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
-		b.Logf("timeline of the round from its first dial at CLOCK_MONOTONIC %.6f s (perf's clock) (ms since the first dial: connections established in that millisecond, the longest latency among them):%s",
+		b.Logf("timeline of the round from its first dial at CLOCK_MONOTONIC %.6f s (perf record -k mono) (ms since the first dial: connections established in that millisecond, the longest latency among them):%s",
 			time.Duration(mono.Nano()-time.Since(start).Nanoseconds()).Seconds(), obs.timeline(start, time.Millisecond))
 	}
 	r.served = len(r.lat)
@@ -366,7 +367,7 @@ func (g *generator) closeAll(b *testing.B) {
 }
 
 // growFileTable grows the process's file table to the open-file limit
-// now, before any burst. The kernel grows it by doubling as descriptors
+// (at most 65,536) now, before any burst. The kernel grows it by doubling as descriptors
 // are opened, and in a process with threads each growth waits for an RCU
 // grace period (expand_fdtable's synchronize_rcu) while every other thread
 // that opens a file waits for it: a burst's openers then all stopped for

@@ -46,8 +46,9 @@ func runSweep(t *testing.T, c *Controller) int {
 }
 
 // sweepController is a fakeController (yaml its policy) for the resync
-// sweep's tests: its clock stopped at now, and its resyncs swept in slices
-// as the daemon's are.
+// sweep's tests: its clock stopped for good at now (the value returned:
+// changing a copy does not move it), and its resyncs swept in slices as
+// the daemon's are.
 func sweepController(t testing.TB, yaml string) (c *Controller, k *fakeKernel, now time.Time) {
 	t.Helper()
 	now = time.Unix(7000, 0)

@@ -1,6 +1,7 @@
 // Package reuse holds the one rule by which the daemon keeps a buffer it
 // refills again and again (a read of the telemetry map, a resync sweep's
-// token list): keep it while what filled it last still needs most of it.
+// token list): keep it while what filled it last still used about half of
+// it or more.
 package reuse
 
 // slack is how many elements above twice its contents a kept buffer may
