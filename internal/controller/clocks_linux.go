@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +23,11 @@ func monotonicUsec() int64 {
 // switches (times the kernel preempted it), for the loop's account of an
 // input; ok false when they cannot be read.
 func threadUsage() (tid int, cpu time.Duration, preempted int64, ok bool) {
+	// The three calls must be on one thread: the goroutine could move
+	// between two of them, and a thread id paired with another thread's
+	// clock made a tick of a few milliseconds read as seconds of CPU.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var ts unix.Timespec
 	var ru unix.Rusage
 	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil || unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {

@@ -112,8 +112,11 @@ func (s *loopStats) end(in loopInput, start time.Time) {
 	if s.cpu[in] != nil {
 		tid, cpu, pre, ok = threadUsage()
 	}
-	s.busy[in].Observe(time.Since(start).Seconds())
-	if ok && tid == s.tid && cpu >= s.cpu0 {
+	wall := time.Since(start)
+	s.busy[in].Observe(wall.Seconds())
+	// One thread's CPU time over an interval cannot exceed the interval:
+	// if it does, the readings are not of one thread's interval.
+	if ok && tid == s.tid && cpu >= s.cpu0 && cpu-s.cpu0 <= wall {
 		s.cpu[in].Observe((cpu - s.cpu0).Seconds())
 		s.preempted[in].Add(float64(pre - s.pre0))
 	}
