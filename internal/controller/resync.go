@@ -22,9 +22,14 @@ import (
 // one closed since is not brought back, and only connections untouched
 // since the dump was asked for are dropped when the dump lacks them.
 const (
-	sweepAtOnce = 512                  // up to this many: all at once
-	sweepBudget = 2 * time.Millisecond // per slice of a sweep
-	sweepCheck  = 32                   // connections between two looks at the clock
+	sweepAtOnce = 512 // up to this many: all at once
+	// sweepBudget is a slice's work. On a host whose CPUs are all busy
+	// the loop's thread can lose its CPU in the middle of a slice until
+	// the next scheduler tick (4 ms at HZ 250: benchmarks.md, "what a
+	// long slice is made of"): a slice of 1 ms that loses its CPU for a
+	// tick takes about 5 ms, one of 2 ms took 6.
+	sweepBudget = time.Millisecond
+	sweepCheck  = 32 // connections between two looks at the clock
 )
 
 // dumpReq asks the inventory reader for a dump.
