@@ -169,7 +169,7 @@ func (c *Controller) syncAnnounce(cn *conn) {
 		if now.Before(cn.annRetry.at(id)) {
 			continue
 		}
-		c.m.Commands.WithLabelValues("remove").Inc()
+		c.sent("remove")
 		if err := c.pm.Remove(cn.token, id); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 			// Still announced in the kernel: tried again after the
 			// back-off (ENOENT/EINVAL: the kernel has no such id).
@@ -188,7 +188,7 @@ func (c *Controller) syncAnnounce(cn *conn) {
 		if _, ok := cn.announced(id); ok || now.Before(cn.annRetry.at(id)) {
 			continue
 		}
-		c.m.Commands.WithLabelValues("announce").Inc()
+		c.sent("announce")
 		if err := c.pm.Announce(cn.token, ep); err != nil {
 			c.m.CommandErrors.WithLabelValues("announce").Inc()
 			c.log.Warn("announce", "token", cn.token, "addr", ep.Addr, "id", id, "err", err)

@@ -59,7 +59,7 @@ func (c *Controller) applyKernelPM() {
 			delete(want, id)
 			continue
 		}
-		c.m.Commands.WithLabelValues("del_addr").Inc()
+		c.sent("del_addr")
 		if err := c.kpm.DeleteEndpoint(e.ID, e.Addr); err != nil {
 			c.m.CommandErrors.WithLabelValues("del_addr").Inc()
 			c.log.Warn("endpoint delete", "id", e.ID, "addr", e.Addr, "err", err)
@@ -69,7 +69,7 @@ func (c *Controller) applyKernelPM() {
 	}
 	failed := map[netip.AddrPort]string{}
 	for id, e := range want {
-		c.m.Commands.WithLabelValues("add_addr").Inc()
+		c.sent("add_addr")
 		if err := c.kpm.AddEndpoint(e); err != nil {
 			c.m.CommandErrors.WithLabelValues("add_addr").Inc()
 			k := netip.AddrPortFrom(e.Addr, e.Port)

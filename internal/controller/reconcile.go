@@ -220,7 +220,7 @@ func (c *Controller) setBackup(cn *conn, i *iface, s *sub, backup bool) {
 	if s.backup == backup {
 		return
 	}
-	c.m.Commands.WithLabelValues("subflow_set_backup").Inc()
+	c.sent("subflow_set_backup")
 	c.touch(cn)
 	if err := c.pm.SetSubflowBackup(cn.token, s.sf, backup); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_set_backup").Inc()
@@ -339,7 +339,7 @@ func (c *Controller) destroy(cn *conn, s *sub, why string) {
 	if s.sf.Local.Port() == 0 || s.sf.Remote.Port() == 0 {
 		return
 	}
-	c.m.Commands.WithLabelValues("subflow_destroy").Inc()
+	c.sent("subflow_destroy")
 	c.touch(cn)
 	if err := c.pm.DestroySubflow(cn.token, s.sf); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_destroy").Inc()

@@ -207,6 +207,48 @@ func TestServerSweepAllocatesNothingPerConnection(t *testing.T) {
 	}
 }
 
+// slowAnnounce is a path manager whose ANNOUNCE takes d, as one does in
+// the kernel when it sends the ADD_ADDR.
+type slowAnnounce struct {
+	PM
+	d time.Duration
+}
+
+func (p slowAnnounce) Announce(token uint32, e pathmgr.Endpoint) error {
+	time.Sleep(p.d)
+	return p.PM.Announce(token, e)
+}
+
+// A slice stops at its budget even when every connection sends a
+// command: the clock is looked at after each one, not every sweepCheck
+// connections. 300 proxy connections that each need their announcements
+// (the policy has two), of 300 µs or more each (a sleep): a slice of 1 ms
+// sends a few, where one that looked every sweepCheck connections sent
+// 64.
+func TestSweepSliceLooksAtTheClockAfterACommand(t *testing.T) {
+	c, k, _ := sweepController(t, reloadBases["server"])
+	c.pm = slowAnnounce{c.pm, 300 * time.Microsecond}
+	list := manyConns(1000, 300)
+	for i := range list {
+		acceptedOn443(&list[i])
+	}
+	c.startSweep(&dumpResult{dumpReq: dumpReq{asked: time.Now(), clock: c.clock}, list: list, listen: map[uint16]bool{443: true}})
+	most, total := 0, 0
+	for c.sw != nil {
+		c.sweepStep()
+		n := len(k.take())
+		most, total = max(most, n), total+n
+	}
+	if total != 2*len(list) {
+		t.Fatalf("the sweep sent %d commands for %d connections that each need two announcements", total, len(list))
+	}
+	// 1 ms / 300 µs: 4 at most, and the last connection's second; fewer
+	// when the sleeps take longer.
+	if most > 8 {
+		t.Errorf("a slice sent %d commands of 300 µs each; its budget is %v", most, sweepBudget)
+	}
+}
+
 // With more than sweepAtOnce connections reconcileAll is a sweep the loop
 // runs in slices; with fewer it is done at once.
 func TestReconcileAllSweepsWhenMany(t *testing.T) {
