@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -294,7 +295,7 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			busy = map[string]string{}
 			for _, in := range []string{"tick", "health", "resync", "pm_events"} {
 				busy[in] = maxBucket(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`)
-				if in != "pm_events" {
+				if slices.Contains(metrics.LoopCPUInputs, in) {
 					busy[in+" CPU"] = maxBucket(m0, m1, "gigapath_loop_cpu_seconds", `input="`+in+`"`)
 					over, all := countAbove(m0, m1, "gigapath_loop_busy_seconds", `input="`+in+`"`, "0.00512")
 					busy[in+" >5.12ms"] = fmt.Sprintf("%d of %d", over, all)
