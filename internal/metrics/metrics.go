@@ -47,7 +47,7 @@ var LoopInputs = []string{"pm_events", "create_failure", "interface", "health", 
 // LoopCPUInputs are the inputs whose CPU time LoopCPU measures: the
 // periodic ones and a reload's, whose work grows with the connections.
 // Against LoopBusy's wall clock, the rest of an input's time is time the
-// loop's thread waited for a CPU.
+// loop's thread was off the CPU: preempted (LoopPreempted) or blocked.
 var LoopCPUInputs = []string{"health", "tick", "resync", "reload"}
 
 // PMCommands are the command label values of Commands and CommandErrors:
