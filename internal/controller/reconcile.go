@@ -256,6 +256,11 @@ func (c *Controller) create(cn *conn, i *iface, dst netip.AddrPort, backup bool,
 		ep.Flags = pathmgr.FlagBackup
 	}
 	c.ls.creates.Inc()
+	// For the sweep's clock a create counts as a command even when the
+	// pool queues it: it is a system call on this thread when the queue is
+	// full or there is no pool, and a look at the clock costs nothing next
+	// to a queued one.
+	c.cmds++
 	if err := c.pm.CreateSubflow(cn.token, ep, dst); err != nil {
 		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
 		cn.backoff.set(k, now.Add(retryBackoff))

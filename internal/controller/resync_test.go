@@ -249,6 +249,41 @@ func TestSweepSliceLooksAtTheClockAfterACommand(t *testing.T) {
 	}
 }
 
+// slowCreate is a path manager whose SUBFLOW_CREATE takes d on the
+// caller's thread, as one does when the create pool's queue is full (or
+// there is no pool): the kernel connects the subflow inside the request.
+type slowCreate struct {
+	PM
+	d time.Duration
+}
+
+func (p slowCreate) CreateSubflow(token uint32, local pathmgr.Endpoint, remote netip.AddrPort) error {
+	time.Sleep(p.d)
+	return p.PM.CreateSubflow(token, local, remote)
+}
+
+// The same for creates: a slice of a client's sweep in which every
+// connection needs its lte subflow, each create 300 µs or more, stops at
+// its budget.
+func TestSweepSliceLooksAtTheClockAfterACreate(t *testing.T) {
+	c, k, _ := sweepController(t, reloadClient)
+	c.pm = slowCreate{c.pm, 300 * time.Microsecond}
+	list := manyConns(1000, 300)
+	c.startSweep(&dumpResult{dumpReq: dumpReq{asked: time.Now(), clock: c.clock}, list: list})
+	most, total := 0, 0
+	for c.sw != nil {
+		c.sweepStep()
+		n := len(k.take())
+		most, total = max(most, n), total+n
+	}
+	if total != len(list) {
+		t.Fatalf("the sweep sent %d commands for %d connections that each need an lte subflow", total, len(list))
+	}
+	if most > 8 {
+		t.Errorf("a slice sent %d creates of 300 µs each; its budget is %v", most, sweepBudget)
+	}
+}
+
 // With more than sweepAtOnce connections reconcileAll is a sweep the loop
 // runs in slices; with fewer it is done at once.
 func TestReconcileAllSweepsWhenMany(t *testing.T) {
