@@ -396,7 +396,13 @@ func burstHelper(spec string) int {
 	cli, prx, listen, remote := &testbed.NetNS{Name: f[0]}, &testbed.NetNS{Name: f[1]}, f[2], f[3]
 	var ln net.Listener
 	if err := prx.Do(func() error {
-		var lc net.ListenConfig
+		// No keep-alive, on either end (KeepAlive -1; Go's default is
+		// probes every 15 s, Linux's is none): 15 s probes on 100,000
+		// sockets made the kernel run their timers in bursts of up to
+		// 30 ms of softirq (perf: tcp_keepalive_timer, 56 ms/s), which
+		// stop whichever thread has that CPU, the daemon's loop among
+		// them. Phones do not probe every 15 s.
+		lc := net.ListenConfig{KeepAlive: -1}
 		lc.SetMultipathTCP(true)
 		var err error
 		ln, err = lc.Listen(context.Background(), "tcp", listen)
@@ -482,7 +488,7 @@ func openBurst(ns *testbed.NetNS, remote string, n int) ([]net.Conn, error) {
 			defer wg.Done()
 			mine := make([]net.Conn, 0, per)
 			err := ns.Do(func() error {
-				var d net.Dialer
+				d := net.Dialer{KeepAlive: -1} // as the server's
 				d.SetMultipathTCP(true)
 				for i := 0; i < per; i++ {
 					c, err := d.Dial("tcp", remote)
