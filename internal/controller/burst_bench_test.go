@@ -58,17 +58,24 @@ const (
 //     a burst of a quarter of the size, and stopped (SIGTERM) after it;
 //   - kernel: no daemon; the in-kernel PM with a `subflow` endpoint on
 //     lte0, limits subflow 4, and a source rule for the lte address (what a
-//     user sets up by hand), removed after the round.
+//     user sets up by hand), removed after the round;
+//   - floor (with BURST_MODES=daemon,kernel,floor; burst_floor_test.go):
+//     the least a userspace path manager does, for the lower bound of
+//     the daemon's latency on this bed.
 //
-// Reported per mode: p50/p90/p99/max latency, open-conn/s (connections
-// opened per second of the burst) and served-conn/s (connections per
-// second from the first dial until the last lte subflow), and the ratios.
-// BURST_PLOT=FILE.svg writes the latency CDF of both; BURST_PROFILE=DIR
+// BURST_MODES (default daemon,kernel) picks the modes; each comes first in
+// turn from round to round. Reported per mode: p50/p90/p99/max latency,
+// open-conn/s (connections opened per second of the burst) and
+// served-conn/s (connections per second from the first dial until the
+// last lte subflow), and each one's ratios to the kernel's.
+// BURST_PLOT=FILE.svg writes the latency CDF of every mode; BURST_PROFILE=DIR
 // runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU profile and
 // execution trace); BURST_DAEMON_ENV="K=V ..." adds to the daemon's
 // environment (GOGC=400, GOMAXPROCS=4 for experiments); BURST_PERF=FILE records the daemon's rounds with
-// `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon at
-// nice N (as systemd's Nice= does), every thread of it; BURST_TIMELINE=1
+// `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon (and the floor) at
+// nice N (as systemd's Nice= does), every thread of it, and
+// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy (the
+// floor too); BURST_TIMELINE=1
 // logs each round's connections per millisecond since its first dial (how
 // many were established, the longest latency among them; connections
 // without their lte subflow are left out) and the round's start on
@@ -98,7 +105,7 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	env = append(env, strings.Fields(os.Getenv("BURST_DAEMON_ENV"))...)
 
-	results := map[string]*burstResult{"daemon": {}, "kernel": {}}
+	results := map[string]*burstResult{}
 	rounds := map[string]func() burstRound{
 		"daemon": func() burstRound {
 			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
@@ -139,13 +146,25 @@ func BenchmarkBurst(b *testing.B) {
 			defer undo()
 			return burstOnce(b, gen, obs, burstConns)
 		},
+		"floor": func() burstRound { return floorRound(b, bed, gen, obs) },
+	}
+	modes := []string{"daemon", "kernel"}
+	if m := os.Getenv("BURST_MODES"); m != "" {
+		modes = strings.Split(m, ",")
+	}
+	for _, m := range modes {
+		if rounds[m] == nil {
+			b.Fatalf("BURST_MODES=%q: %q is not a mode (daemon, kernel, floor)", os.Getenv("BURST_MODES"), m)
+		}
+		results[m] = &burstResult{}
+	}
+	if results["kernel"] == nil {
+		b.Fatalf("BURST_MODES=%q: the kernel's rounds are what the others are measured against", os.Getenv("BURST_MODES"))
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		order := []string{"daemon", "kernel"}
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
+		// Each mode first in turn (with two: alternated).
+		order := append(slices.Clone(modes[i%len(modes):]), modes[:i%len(modes)]...)
 		for _, mode := range order {
 			r := rounds[mode]()
 			results[mode].add(r)
@@ -154,27 +173,35 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	b.StopTimer()
 
-	d, k := results["daemon"], results["kernel"]
-	for _, m := range []struct {
-		name string
-		r    *burstResult
-	}{{"daemon", d}, {"kernel", k}} {
-		us := func(p float64) float64 { return float64(pct(m.r.lat, p)) / float64(time.Microsecond) }
-		b.ReportMetric(us(0.5), m.name+"-p50-µs")
-		b.ReportMetric(us(0.9), m.name+"-p90-µs")
-		b.ReportMetric(us(0.99), m.name+"-p99-µs")
-		b.ReportMetric(us(1), m.name+"-max-µs")
-		b.ReportMetric(m.r.openRate(), m.name+"-open-conn/s")
-		b.ReportMetric(m.r.servedRate(), m.name+"-served-conn/s")
-		b.ReportMetric(float64(m.r.served)/float64(m.r.opened), m.name+"-served")
+	k := results["kernel"]
+	legend := map[string]cdfSeries{
+		"daemon": {"gigapath run (userspace PM)", "#1f77b4", nil},
+		"kernel": {"in-kernel PM", "#d62728", nil},
+		"floor":  {"floor: the least a userspace PM does", "#2ca02c", nil},
 	}
-	b.ReportMetric(float64(pct(d.lat, 0.99))/float64(pct(k.lat, 0.99)), "p99-daemon/kernel")
-	b.ReportMetric(d.servedRate()/k.servedRate(), "served-rate-daemon/kernel")
-	b.ReportMetric(d.openRate()/k.openRate(), "open-rate-daemon/kernel")
+	var series []cdfSeries
+	for _, name := range modes {
+		r := results[name]
+		us := func(p float64) float64 { return float64(pct(r.lat, p)) / float64(time.Microsecond) }
+		b.ReportMetric(us(0.5), name+"-p50-µs")
+		b.ReportMetric(us(0.9), name+"-p90-µs")
+		b.ReportMetric(us(0.99), name+"-p99-µs")
+		b.ReportMetric(us(1), name+"-max-µs")
+		b.ReportMetric(r.openRate(), name+"-open-conn/s")
+		b.ReportMetric(r.servedRate(), name+"-served-conn/s")
+		b.ReportMetric(float64(r.served)/float64(r.opened), name+"-served")
+		if name != "kernel" {
+			b.ReportMetric(float64(pct(r.lat, 0.99))/float64(pct(k.lat, 0.99)), "p99-"+name+"/kernel")
+			b.ReportMetric(r.servedRate()/k.servedRate(), "served-rate-"+name+"/kernel")
+			b.ReportMetric(r.openRate()/k.openRate(), "open-rate-"+name+"/kernel")
+		}
+		s := legend[name]
+		s.v = r.lat
+		series = append(series, s)
+	}
 	if p := os.Getenv("BURST_PLOT"); p != "" {
 		title := fmt.Sprintf("ESTABLISHED → lte SUB_ESTABLISHED, %d connections by %d openers, %d round(s) each", burstConns, burstOpeners, b.N)
-		svg := cdfSVG(title, []cdfSeries{{"gigapath run (userspace PM)", "#1f77b4", d.lat}, {"in-kernel PM", "#d62728", k.lat}})
-		if err := os.WriteFile(p, svg, 0o644); err != nil {
+		if err := os.WriteFile(p, cdfSVG(title, series), 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -629,15 +656,25 @@ func (o *observer) timeline(start time.Time, bin time.Duration) string {
 // endpoint on lte0 and a source rule and table for the lte address. undo
 // removes what it added.
 func kernelPMOn(b *testing.B, bed *testbed.Bed) (undo func()) {
-	lte, gw := bed.LTEAddr.String(), bed.ProxyLTEAddr.String()
-	table := strconv.Itoa(testbed.LTETable)
-	bed.Client.MustRun("sysctl", "-qw", "net.mptcp.path_manager=kernel")
+	undoRule := lteSourceRule(b, bed, "kernel")
 	bed.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
-	bed.Client.MustRun("ip", "route", "replace", "default", "via", gw, "dev", testbed.LTEIf, "table", table)
-	bed.Client.MustRun("ip", "rule", "add", "from", lte, "table", table, "priority", strconv.Itoa(testbed.RulePriority))
-	bed.Client.MustRun("ip", "mptcp", "endpoint", "add", lte, "dev", testbed.LTEIf, "subflow")
+	bed.Client.MustRun("ip", "mptcp", "endpoint", "add", bed.LTEAddr.String(), "dev", testbed.LTEIf, "subflow")
 	return func() {
 		bed.Client.MustRun("ip", "mptcp", "endpoint", "flush")
+		undoRule()
+	}
+}
+
+// lteSourceRule puts the client namespace on the path manager pm (kernel
+// or userspace) and routes the lte address's traffic by lte0 (a source
+// rule and its table), as a user sets up by hand.
+func lteSourceRule(b *testing.B, bed *testbed.Bed, pm string) (undo func()) {
+	lte, gw := bed.LTEAddr.String(), bed.ProxyLTEAddr.String()
+	table := strconv.Itoa(testbed.LTETable)
+	bed.Client.MustRun("sysctl", "-qw", "net.mptcp.path_manager="+pm)
+	bed.Client.MustRun("ip", "route", "replace", "default", "via", gw, "dev", testbed.LTEIf, "table", table)
+	bed.Client.MustRun("ip", "rule", "add", "from", lte, "table", table, "priority", strconv.Itoa(testbed.RulePriority))
+	return func() {
 		bed.Client.MustRun("ip", "rule", "del", "from", lte, "table", table, "priority", strconv.Itoa(testbed.RulePriority))
 		bed.Client.MustRun("ip", "route", "flush", "table", table)
 	}

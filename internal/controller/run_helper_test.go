@@ -56,6 +56,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(burstHelperEnv); spec != "" {
 		os.Exit(burstHelper(spec)) // BenchmarkBurst's load generator
 	}
+	if spec := os.Getenv(floorHelperEnv); spec != "" {
+		os.Exit(floorHelper(spec)) // BenchmarkBurst's floor
+	}
 	dir, err := os.MkdirTemp("", "gigapath-state-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
