@@ -63,8 +63,8 @@ const (
 //     the least a userspace path manager does, for the lower bound of
 //     the daemon's latency on this bed.
 //
-// BURST_MODES (default daemon,kernel) picks the modes; each comes first in
-// turn from round to round. Reported per mode: p50/p90/p99/max latency,
+// BURST_MODES (default daemon,kernel; kernel is required) picks the modes;
+// each comes first in turn from round to round. Reported per mode: p50/p90/p99/max latency,
 // open-conn/s (connections opened per second of the burst) and
 // served-conn/s (connections per second from the first dial until the
 // last lte subflow), and each one's ratios to the kernel's.
@@ -82,6 +82,7 @@ const (
 // CLOCK_MONOTONIC, to find a stall in `perf record -k mono -e
 // sched:sched_switch -g` or `perf sched record -k mono`.
 func BenchmarkBurst(b *testing.B) {
+	modes := burstModes(b)
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
 	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
@@ -111,15 +112,7 @@ func BenchmarkBurst(b *testing.B) {
 			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), env...)
 			d := startDaemonCmd(b, cmd, sock, testWriter{b})
-			if n := os.Getenv("BURST_DAEMON_NICE"); n != "" {
-				renice(b, d.cmd.Process.Pid, n)
-			}
-			if s := os.Getenv("BURST_DAEMON_SCHED"); s != "" {
-				schedDaemon(b, d.cmd.Process.Pid, s)
-			}
-			// A running daemon, not one that has just started: a burst of
-			// its own first (its heap, pool and sockets warm).
-			burstOnce(b, gen, obs, burstConns/4)
+			prepareContender(b, d.cmd.Process.Pid, gen, obs)
 			stopPerf := perfRecord(b, d.cmd.Process.Pid)
 			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
@@ -148,18 +141,8 @@ func BenchmarkBurst(b *testing.B) {
 		},
 		"floor": func() burstRound { return floorRound(b, bed, gen, obs) },
 	}
-	modes := []string{"daemon", "kernel"}
-	if m := os.Getenv("BURST_MODES"); m != "" {
-		modes = strings.Split(m, ",")
-	}
 	for _, m := range modes {
-		if rounds[m] == nil {
-			b.Fatalf("BURST_MODES=%q: %q is not a mode (daemon, kernel, floor)", os.Getenv("BURST_MODES"), m)
-		}
 		results[m] = &burstResult{}
-	}
-	if results["kernel"] == nil {
-		b.Fatalf("BURST_MODES=%q: the kernel's rounds are what the others are measured against", os.Getenv("BURST_MODES"))
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -205,6 +188,31 @@ func BenchmarkBurst(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// burstModes is BURST_MODES (default daemon,kernel): each of daemon,
+// kernel and floor at most once, kernel among them, since the others are
+// measured against it.
+func burstModes(b *testing.B) []string {
+	v := os.Getenv("BURST_MODES")
+	if v == "" {
+		return []string{"daemon", "kernel"}
+	}
+	modes := strings.Split(v, ",")
+	seen := map[string]bool{}
+	for _, m := range modes {
+		switch {
+		case m != "daemon" && m != "kernel" && m != "floor":
+			b.Fatalf("BURST_MODES=%q: %q is not a mode (daemon, kernel, floor)", v, m)
+		case seen[m]:
+			b.Fatalf("BURST_MODES=%q: %q twice", v, m)
+		}
+		seen[m] = true
+	}
+	if !seen["kernel"] {
+		b.Fatalf("BURST_MODES=%q: kernel is required: the other modes are measured against it", v)
+	}
+	return modes
 }
 
 // burstRound is what one round measured.
@@ -680,6 +688,21 @@ func lteSourceRule(b *testing.B, bed *testbed.Bed, pm string) (undo func()) {
 	}
 }
 
+// prepareContender readies a userspace PM process (the daemon, the floor)
+// for a round: BURST_DAEMON_NICE and BURST_DAEMON_SCHED on every thread of
+// pid, then a burst of its own, a quarter of a round's, so that the round
+// measures a running process, not one that has just started (its heap,
+// sockets and threads warm).
+func prepareContender(b *testing.B, pid int, gen *generator, obs *observer) {
+	if n := os.Getenv("BURST_DAEMON_NICE"); n != "" {
+		renice(b, pid, n)
+	}
+	if s := os.Getenv("BURST_DAEMON_SCHED"); s != "" {
+		setSched(b, pid, s)
+	}
+	burstOnce(b, gen, obs, burstConns/4)
+}
+
 // perfRecord runs `perf record -g` on pid when BURST_PERF names a file
 // prefix; stop ends it and waits for it.
 func perfRecord(b *testing.B, pid int) (stop func()) {
@@ -755,18 +778,18 @@ func renice(b *testing.B, pid int, nice string) {
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(t.Name())
 		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
-			b.Fatalf("nice %d for thread %d of the daemon: %v", n, tid, err)
+			b.Fatalf("nice %d for thread %d of process %d: %v", n, tid, pid, err)
 		}
 	}
 }
 
-// schedDaemon sets the scheduling of every thread of pid from spec:
+// setSched sets the scheduling of every thread of pid from spec:
 // "fifo:N" or "rr:N" (real-time priority N, as systemd's
 // CPUSchedulingPolicy= and CPUSchedulingPriority= do), or "slice:DURATION"
 // (SCHED_OTHER with EEVDF's custom slice, sched_attr.sched_runtime, Linux
 // 6.12+: a shorter slice lets a waking thread preempt sooner), keeping the
 // thread's nice.
-func schedDaemon(b *testing.B, pid int, spec string) {
+func setSched(b *testing.B, pid int, spec string) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr}
 	switch kind {
@@ -804,7 +827,7 @@ func schedDaemon(b *testing.B, pid int, spec string) {
 			a.Nice = int32(20 - prio) // the raw syscall returns 20-nice
 		}
 		if err := unix.SchedSetAttr(tid, &a, 0); err != nil {
-			b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of the daemon: %v", spec, tid, err)
+			b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of process %d: %v", spec, tid, pid, err)
 		}
 	}
 }
