@@ -146,7 +146,7 @@ type Controller struct {
 	swAgain   bool              // reconcile everything again after it
 	sweepGen  uint32            // the last adoption sweep's mark (conn.swept)
 	tokenBuf  []uint32          // connTokens' list, reused by every sweep
-	cmds      uint64            // path-manager commands the loop sent (sent) or asked the create pool for (create)
+	cmds      uint64            // path-manager commands the loop sent (sent), creates among them, queued or not (create)
 	clock     uint64            // bumped by every change to a connection (touch)
 	closedAt  map[uint32]uint64 // connections closed while a resync is outstanding
 	dumpReq   chan dumpReq      // to the inventory reader; nil: resync at once
