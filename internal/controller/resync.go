@@ -72,8 +72,10 @@ type sweep struct {
 }
 
 // inventoryReader serves dump requests until ctx ends.
-// It offers each dump to smp (nil: none), the health sampler.
+// It offers each dump to smp (nil: none), the health sampler. It runs on a
+// thread of its own, below the loop's priority (background).
 func (c *Controller) inventoryReader(ctx context.Context, req <-chan dumpReq, out chan<- dumpResult, smp *sampler) error {
+	defer background()()
 	for {
 		select {
 		case <-ctx.Done():

@@ -164,8 +164,10 @@ func (s *sampler) holdForSweep(ctx context.Context, limit time.Duration) bool {
 	return true
 }
 
-// run samples until ctx ends; it returns nil then.
+// run samples until ctx ends; it returns nil then. It runs on a thread of
+// its own, below the loop's priority (background).
 func (s *sampler) run(ctx context.Context) error {
+	defer background()()
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
