@@ -63,23 +63,24 @@ const (
 //     the least a userspace path manager does, for the lower bound of
 //     the daemon's latency on this bed.
 //
-// BURST_MODES (default daemon,kernel; kernel is required) picks the modes;
-// each comes first in turn from round to round. Reported per mode: p50/p90/p99/max latency,
-// open-conn/s (connections opened per second of the burst) and
-// served-conn/s (connections per second from the first dial until the
-// last lte subflow), and each one's ratios to the kernel's.
-// BURST_PLOT=FILE.svg writes the latency CDF of every mode; BURST_PROFILE=DIR
-// runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU profile and
-// execution trace); BURST_DAEMON_ENV="K=V ..." adds to the daemon's
-// environment (GOGC=400, GOMAXPROCS=4 for experiments); BURST_PERF=FILE records the daemon's rounds with
-// `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon (and the floor) at
-// nice N (as systemd's Nice= does), every thread of it, and
-// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy (the
-// floor too); BURST_TIMELINE=1
-// logs each round's connections per millisecond since its first dial (how
-// many were established, the longest latency among them; connections
-// without their lte subflow are left out) and the round's start on
-// CLOCK_MONOTONIC, to find a stall in `perf record -k mono -e
+// BURST_MODES (default daemon,kernel; kernel is required) picks the
+// modes; each comes first in turn from round to round. Reported per mode:
+// p50/p90/p99/max latency, open-conn/s (connections opened per second of
+// the burst) and served-conn/s (connections per second from the first
+// dial until the last lte subflow), and each one's ratios to the kernel's.
+//
+// BURST_PLOT=FILE.svg writes the latency CDF of every mode;
+// BURST_PROFILE=DIR runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU
+// profile and execution trace); BURST_DAEMON_ENV="K=V ..." adds to the
+// daemon's environment (GOGC=400, GOMAXPROCS=4 for experiments);
+// BURST_PERF=FILE records the daemon's rounds with `perf record -g` into
+// FILE-PID; BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
+// (as systemd's Nice= does), every thread of them, and
+// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy;
+// BURST_TIMELINE=1 logs each round's connections per millisecond since its
+// first dial (how many were established, the longest latency among them;
+// connections without their lte subflow are left out) and the round's
+// start on CLOCK_MONOTONIC, to find a stall in `perf record -k mono -e
 // sched:sched_switch -g` or `perf sched record -k mono`.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
