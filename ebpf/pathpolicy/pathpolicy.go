@@ -65,6 +65,14 @@ type Options struct {
 	// memory per entry): when more subflows live at once, those updated
 	// least recently have no entry.
 	MaxSubflows uint32
+	// Telemetry, when set, is the telemetry map of an earlier PathPolicy
+	// (HeldTelemetry) for this one to keep writing to: its subflows keep
+	// their entries. A subflow gets an entry when it is established or at
+	// its next callback, so in a new map an idle subflow established
+	// before has none. The map is kept when its layout and size are this
+	// program's, and a new one made otherwise (KeptTelemetry says why).
+	// Load clones it: the caller closes its own.
+	Telemetry *HeldTelemetry
 }
 
 // DefaultMaxSubflows is the telemetry map's size when Options.MaxSubflows
@@ -84,6 +92,11 @@ type PathPolicy struct {
 	// lastTelemetry is how many entries Telemetry read last time: the
 	// capacity of the next answer.
 	lastTelemetry atomic.Int64
+
+	// kept: the map of Options.Telemetry is this one's; notKept says why
+	// not when one was offered.
+	kept    bool
+	notKept error
 }
 
 // Load loads the sockops program, attaches it to the cgroup and, unless
@@ -121,9 +134,19 @@ func Load(opts Options) (*PathPolicy, error) {
 	if n := opts.MaxSubflows; n > 0 {
 		spec.Maps[pathpolicyMapSubflows].MaxEntries = n
 	}
-	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+	var opt *ebpf.CollectionOptions
+	if h := opts.Telemetry; h != nil && h.Map != nil {
+		m, err := keepTelemetry(spec, h)
+		if err != nil {
+			p.notKept = fmt.Errorf("pathpolicy: the telemetry map handed over is not kept: %w", err)
+		} else {
+			opt = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{pathpolicyMapSubflows: m}}
+		}
+	}
+	if err := spec.LoadAndAssign(&p.objs, opt); err != nil {
 		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
 	}
+	p.kept = opt != nil
 	p.link, err = link.AttachCgroup(link.CgroupOptions{
 		Path:    cg,
 		Attach:  ebpf.AttachCGroupSockOps,
