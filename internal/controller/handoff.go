@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -30,6 +32,10 @@ type handoff struct {
 	JoinsWas string        `json:"allow_join_initial_was,omitempty"`
 	Conns    []handoffConn `json:"conns,omitempty"`
 	IDs      *idRecord     `json:"ids,omitempty"`
+	// TelemetryLayout is the layout of the telemetry map's entries
+	// (pathpolicy.TelemetryLayout) when the map is handed over: a binary
+	// that writes another layout does not keep it.
+	TelemetryLayout string `json:"telemetry_layout,omitempty"`
 }
 
 type handoffConn struct {
@@ -54,6 +60,9 @@ type handoffPeer struct {
 func (c *Controller) makeHandoff() []byte {
 	rec := c.ids.record()
 	h := handoff{Version: handoffVersion, PathManagerWas: c.pmWas, JoinsWas: c.joinsWas, IDs: &rec}
+	if c.pp != nil {
+		h.TelemetryLayout, _ = pathpolicy.TelemetryLayout() // "": not kept
+	}
 	for tok, cn := range c.conns {
 		if len(cn.peers) == 0 && !cn.noJoinRemote && !cn.server {
 			continue
@@ -104,14 +113,55 @@ func (c *Controller) holdLinks() []int {
 	return fds
 }
 
+// holdTelemetry duplicates the descriptor of the sockops program's
+// telemetry map, for the new binary's program to keep writing to
+// (Config.HeldTelemetry): a subflow gets an entry when it is established
+// and at its callbacks, so in a new map an idle subflow has none, and
+// health samples would come from sock_diag dumps until every subflow had
+// sent a segment (docs/benchmarks.md: a dump a sample, up to a tenth of
+// a CPU at 50,000 connections).
+func (c *Controller) holdTelemetry() []int {
+	if c.pp == nil {
+		return nil
+	}
+	fd, err := unix.Dup(c.pp.TelemetryMap().FD())
+	if err != nil {
+		c.log.Warn("upgrade: telemetry map not held", "err", err)
+		return nil
+	}
+	return []int{fd}
+}
+
+// heldTelemetry takes the telemetry map the previous process handed over
+// (Config.HeldTelemetry), with the layout its handoff gave; nil when
+// there is none. The caller closes the map.
+func (c *Controller) heldTelemetry() *pathpolicy.HeldTelemetry {
+	fd := c.cfg.HeldTelemetry
+	if fd <= 0 {
+		return nil
+	}
+	c.cfg.HeldTelemetry = 0
+	m, err := ebpf.NewMapFromFD(fd) // owns fd from here on
+	if err != nil {
+		c.log.Warn("the telemetry map from the previous binary cannot be read", "err", err)
+		return nil
+	}
+	return &pathpolicy.HeldTelemetry{Map: m, Layout: c.telemetryLayoutIn}
+}
+
 // releaseHeldLinks closes the BPF links the previous process held across
-// the exec (Config.HeldLinks), once this one has attached its own; Run
-// also calls it on its way out, whatever happened.
+// the exec (Config.HeldLinks) and the telemetry map it handed over, once
+// this one has attached its own programs; Run also calls it on its way
+// out, whatever happened.
 func (c *Controller) releaseHeldLinks() {
 	for _, fd := range c.cfg.HeldLinks {
 		unix.Close(fd)
 	}
 	c.cfg.HeldLinks = nil
+	if c.cfg.HeldTelemetry > 0 {
+		unix.Close(c.cfg.HeldTelemetry)
+		c.cfg.HeldTelemetry = 0
+	}
 }
 
 // parseHandoff decodes Config.Handoff; empty input is no handoff.

@@ -146,6 +146,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	pmWas := ""
 	if h != nil {
 		pmWas, c.peersIn, c.joinsWas = h.PathManagerWas, h.connsByToken(), h.JoinsWas
+		c.telemetryLayoutIn = h.TelemetryLayout
 	}
 	c.loadIDs(h)
 
@@ -339,6 +340,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		// across the exec.
 		if m == modeUpgrade && c.upgrading != nil {
 			c.upgrading.held = c.holdLinks()
+			c.upgrading.telemetry = c.holdTelemetry()
 			c.log.Info("handing over to the new binary", "connections", len(c.conns), "bpf_links", len(c.upgrading.held))
 		}
 		if c.mp != nil {

@@ -60,6 +60,10 @@ func (c *Controller) syncPathPolicy() {
 			size = serverTelemetrySubflows
 		}
 		opts := pathpolicy.Options{Cgroup: c.cgroupPath(c.pol.PathCgroup), NetNS: c.cfg.NetNS, MaxSubflows: size}
+		if held := c.heldTelemetry(); held != nil {
+			opts.Telemetry = held
+			defer held.Map.Close() // Load cloned it
+		}
 		pp, err := pathpolicy.Load(opts)
 		if err != nil {
 			// The send share (a raw tracepoint) is telemetry only:
@@ -88,6 +92,11 @@ func (c *Controller) syncPathPolicy() {
 			c.log.Warn("path telemetry not exported", "err", err)
 		}
 		c.log.Info("sockops program attached (per-interface socket policy, subflow telemetry)", "cgroup", pp.Cgroup())
+		if kept, why := pp.KeptTelemetry(); kept {
+			c.log.Info("telemetry map kept from the previous binary: the subflows keep their entries")
+		} else if why != nil {
+			c.log.Info("telemetry map of the previous binary not kept: idle subflows have no entry until their next segment, and health samples come from sock_diag meanwhile", "why", why)
+		}
 	}
 	if c.sampler != nil && c.pol.PathCgroup == "" && c.sampler.tel.Load() == nil {
 		c.sampler.tel.Store(c.pp)

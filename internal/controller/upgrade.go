@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,12 +23,14 @@ import (
 // PID, arguments and environment), which adopts the kernel state the old
 // one leaves in place. What the kernel cannot tell the new process travels
 // in a memfd ($GIGAPATH_HANDOFF_FD, see handoff), the BPF links held
-// across the exec in $GIGAPATH_HELD_BPF_LINKS, the join listeners in
+// across the exec in $GIGAPATH_HELD_BPF_LINKS, the sockops program's
+// telemetry map in $GIGAPATH_HELD_TELEMETRY_MAP, the join listeners in
 // $GIGAPATH_HELD_LISTENERS, and a stop asked for during the handover in
 // $GIGAPATH_STOP_AFTER_UPGRADE.
 const (
 	handoffEnv   = "GIGAPATH_HANDOFF_FD"
 	heldEnv      = "GIGAPATH_HELD_BPF_LINKS"
+	telemetryEnv = "GIGAPATH_HELD_TELEMETRY_MAP"
 	listenersEnv = "GIGAPATH_HELD_LISTENERS"
 	stopEnv      = "GIGAPATH_STOP_AFTER_UPGRADE"
 )
@@ -55,6 +58,8 @@ func EarlyStop() <-chan os.Signal { return earlyStop }
 type Inherited struct {
 	Handoff   []byte // Config.Handoff
 	HeldLinks []int  // Config.HeldLinks
+	// HeldTelemetry is Config.HeldTelemetry.
+	HeldTelemetry int
 	// HeldListeners is Config.HeldListeners.
 	HeldListeners []int
 	// Stop says a stop was asked for while the predecessor handed over:
@@ -75,6 +80,13 @@ func Inherit(log *slog.Logger) Inherited {
 	in.Handoff = b
 	in.HeldLinks = takeHeldFDs(log, heldEnv, "BPF link", func(name string) bool { return name == "anon_inode:bpf_link" })
 	in.HeldListeners = takeHeldFDs(log, listenersEnv, "join listener", func(name string) bool { return strings.HasPrefix(name, "socket:[") })
+	for i, fd := range takeHeldFDs(log, telemetryEnv, "telemetry map", func(name string) bool { return name == "anon_inode:bpf-map" }) {
+		if i == 0 {
+			in.HeldTelemetry = fd
+		} else {
+			unix.Close(fd) // one map is handed over
+		}
+	}
 	if os.Getenv(stopEnv) == "1" {
 		in.Stop = true
 	}
@@ -163,6 +175,9 @@ type upgrade struct {
 	memfd   *os.File // made before the point of no return
 	handoff []byte   // the loop's state (makeHandoff)
 	held    []int    // the BPF links held across the exec (holdLinks)
+	// telemetry is the telemetry map held across the exec
+	// (holdTelemetry), if any.
+	telemetry []int
 	// listeners are the join listeners held across the exec
 	// (joinListeners.hold).
 	listeners  []int
@@ -252,12 +267,13 @@ func (u *upgrade) exec(stop bool) error {
 	if _, err := u.memfd.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("upgrade: rewind handoff: %w", err)
 	}
-	env := []string{handoffEnv + "=" + strconv.Itoa(int(u.memfd.Fd())), heldEnv + "=" + joinFDs(u.held), listenersEnv + "=" + joinFDs(u.listeners)}
+	env := []string{handoffEnv + "=" + strconv.Itoa(int(u.memfd.Fd())), heldEnv + "=" + joinFDs(u.held),
+		telemetryEnv + "=" + joinFDs(u.telemetry), listenersEnv + "=" + joinFDs(u.listeners)}
 	if stop {
 		env = append(env, stopEnv+"=1")
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, handoffEnv+"=") && !strings.HasPrefix(kv, heldEnv+"=") && !strings.HasPrefix(kv, listenersEnv+"=") && !strings.HasPrefix(kv, stopEnv+"=") {
+		if !slices.ContainsFunc([]string{handoffEnv, heldEnv, telemetryEnv, listenersEnv, stopEnv}, func(v string) bool { return strings.HasPrefix(kv, v+"=") }) {
 			env = append(env, kv)
 		}
 	}
@@ -280,8 +296,10 @@ func joinFDs(fds []int) string {
 // abandon releases an upgrade that will not happen.
 func (u *upgrade) abandon() {
 	u.memfd.Close()
-	for _, fd := range append(u.held, u.listeners...) {
-		unix.Close(fd)
+	for _, fds := range [][]int{u.held, u.telemetry, u.listeners} {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 	}
-	u.held, u.listeners = nil, nil
+	u.held, u.telemetry, u.listeners = nil, nil, nil
 }
