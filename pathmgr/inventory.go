@@ -95,6 +95,10 @@ type SubflowInfo struct {
 	RcvRTT     time.Duration
 	DataSegsIn uint32
 	RcvOOOPack uint32
+	// Cookie is the kernel's socket cookie of the subflow (`ss -e`
+	// "sk:", in hex), the key BPF programs know a socket by
+	// (bpf_get_socket_cookie).
+	Cookie uint64
 }
 
 // Subflow returns the subflow's two ends, as DestroySubflow and

@@ -326,6 +326,7 @@ type diagSock struct {
 	local, remote netip.AddrPort
 	ifIndex       int
 	inode         uint32
+	cookie        uint64
 	// info is the INET_DIAG_INFO payload as decodeDiagMsg found it, in
 	// the buffer it read (mptcp_info of a connection, tcp_info of a
 	// subflow).
@@ -367,6 +368,8 @@ func decodeDiagMsg(b []byte) (diagSock, error) {
 	s.local = netip.AddrPortFrom(src, sport)
 	s.remote = netip.AddrPortFrom(dst, dport)
 	s.ifIndex = int(binary.NativeEndian.Uint32(b[40:44]))
+	// idiag_cookie[2]: the low 32 bits, then the high ones.
+	s.cookie = uint64(binary.NativeEndian.Uint32(b[44:48])) | uint64(binary.NativeEndian.Uint32(b[48:52]))<<32
 	s.inode = binary.NativeEndian.Uint32(b[68:72])
 	err := walkAttrs(b[sizeofInetDiagMsg:], func(typ uint16, v []byte) error {
 		switch typ {
@@ -553,7 +556,7 @@ func (b *connBuilder) addSubflow(s *diagSock) {
 		Backup:       s.sf.flags&mptcpSubflowFlagBkupLoc != 0,
 		BackupRemote: s.sf.flags&mptcpSubflowFlagBkupRem != 0,
 		Flags:        s.sf.flags, TokenLocal: s.sf.tokenLoc, TokenRemote: s.sf.tokenRem,
-		IfIndex: s.ifIndex,
+		IfIndex: s.ifIndex, Cookie: s.cookie,
 	}
 	if sf.IfIndex == 0 {
 		sf.IfIndex = b.ifs.byAddr[s.local.Addr().Unmap()]

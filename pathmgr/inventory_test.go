@@ -30,6 +30,8 @@ func diagMsg(t *testing.T, local, remote netip.AddrPort, ifindex uint32, ti *uni
 	copy(b[8:24], local.Addr().AsSlice())
 	copy(b[24:40], remote.Addr().AsSlice())
 	binary.NativeEndian.PutUint32(b[40:], ifindex)
+	binary.NativeEndian.PutUint32(b[44:], 0x89abcdef) // idiag_cookie, low half
+	binary.NativeEndian.PutUint32(b[48:], 0x01234567)
 	binary.NativeEndian.PutUint32(b[68:], 4242)
 	ae := netlink.NewAttributeEncoder()
 	if ti != nil {
@@ -64,7 +66,7 @@ func TestDecodeDiagMsgSubflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.local != l || s.remote != r || s.ulp != "mptcp" || s.sf.tokenLoc != 0xbbbb || s.sf.tokenRem != 0xaaaa || s.sf.idLoc != 2 || s.inode != 4242 {
+	if s.local != l || s.remote != r || s.ulp != "mptcp" || s.sf.tokenLoc != 0xbbbb || s.sf.tokenRem != 0xaaaa || s.sf.idLoc != 2 || s.inode != 4242 || s.cookie != 0x0123456789abcdef {
 		t.Fatalf("decodeDiagMsg = %+v", s)
 	}
 	msk := diagSock{local: netip.MustParseAddrPort("10.0.1.1:40000"), remote: r, state: tcpEstablished,
