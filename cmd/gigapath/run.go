@@ -61,7 +61,7 @@ Examples:
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "policy `FILE` (see gigapath config example)"},
 			&cli.StringFlag{Name: "status-socket", Usage: "override the policy's status_socket `PATH`"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "override the policy's metrics.listen `ADDR` (\"-\" disables)"},
-			&cli.StringFlag{Name: "state-dir", Value: "/run/gigapath", EnvVars: []string{"GIGAPATH_STATE_DIR"}, Usage: "`DIR` for what the daemon remembers across restarts: its address ids and the endpoints it made (\"\" keeps them in memory)"},
+			&cli.StringFlag{Name: "state-dir", Value: "/run/gigapath", EnvVars: []string{"GIGAPATH_STATE_DIR"}, Usage: "`DIR` for what the daemon remembers across restarts: its address ids, the endpoints it made and the subflows its telemetry followed (\"\": nothing on disk)"},
 			&cli.BoolFlag{Name: "check", Usage: "check the arguments, the policy and the namespace, then exit 0 without running (an upgrade in place runs the new binary so)"},
 		},
 		Action: runDaemon,

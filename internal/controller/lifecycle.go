@@ -218,6 +218,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.sampler = newSampler(c.inv, c.now, func(src string, d time.Duration) {
 		c.m.HealthSampleSeconds.WithLabelValues(src).Observe(d.Seconds())
 	})
+	c.loadFollowed()
 	smp := c.sampler
 	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps, smp) })
 
@@ -342,6 +343,8 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 			c.upgrading.held = c.holdLinks()
 			c.upgrading.telemetry = c.holdTelemetry()
 			c.log.Info("handing over to the new binary", "connections", len(c.conns), "bpf_links", len(c.upgrading.held))
+		} else {
+			c.saveFollowed()
 		}
 		if c.mp != nil {
 			c.mp.Close()

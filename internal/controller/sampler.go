@@ -83,6 +83,12 @@ type sampler struct {
 	// sweeping is set by the loop while it sweeps a resync; a sample
 	// waits for the sweep's end (holdForSweep).
 	sweeping atomic.Bool
+	// followed are the cookies of subflows an earlier program followed
+	// that have no entry in the map yet (followed.go), as of the dump
+	// read at followedAt (zero: not checked against one yet). The
+	// sampler's goroutine's, set before it starts and read after it ends.
+	followed   map[uint64]struct{}
+	followedAt time.Time
 }
 
 // sharedDump is an inventory dump the resync read, for the sampler.
@@ -206,10 +212,12 @@ func (s *sampler) run(ctx context.Context) error {
 }
 
 // sample reads one sample: from the telemetry map when it is loaded and
-// holds at least as many established subflows as the loop knows (a
-// subflow established before the program was attached, e.g. before a
-// restart, has no entry until its first callback; then the dump is the
-// one that sees every subflow), from sock_diag otherwise.
+// holds at least as many established subflows as the loop knows, those an
+// earlier program followed that have been idle since counted in
+// (followed.go; a subflow established while no program was attached never
+// gets an entry, nor, until its next callback, one established before the
+// program; then the dump is the one that sees every subflow), from
+// sock_diag otherwise.
 func (s *sampler) sample() healthBatch {
 	if pp := s.tel.Load(); pp != nil {
 		start := time.Now()
@@ -232,7 +240,13 @@ func (s *sampler) sample() healthBatch {
 					dataSegsIn: st.DataSegsIn, rcvOOOPack: st.RcvOOOPack})
 			}
 			known := s.known.Load()
-			if int64(len(subs)) >= known {
+			covered := int64(len(subs))
+			if covered < known {
+				// Subflows an earlier program followed have been idle
+				// since it stopped: nothing of theirs to count.
+				covered += s.followedLeft(stats)
+			}
+			if covered >= known {
 				// Not needed: a dump the resync left is let go.
 				s.shared.Store(nil)
 				s.lastRead = start
@@ -240,7 +254,7 @@ func (s *sampler) sample() healthBatch {
 				s.took(sourceTelemetry, time.Since(start))
 				return b
 			}
-			b.fellBack = fmt.Sprintf("the telemetry map holds %d established subflows of the %d known", len(subs), known)
+			b.fellBack = fmt.Sprintf("the telemetry map holds %d established subflows of the %d known (%d more followed idle)", len(subs), known, covered-int64(len(subs)))
 		}
 		d := s.fromDiag()
 		d.fellBack = b.fellBack
@@ -280,6 +294,7 @@ func (s *sampler) fromDiag() healthBatch {
 	if err != nil {
 		return b
 	}
+	s.pruneFollowed(list, s.lastRead)
 	n := 0
 	for _, k := range list {
 		n += len(k.Subflows)

@@ -6,13 +6,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +23,6 @@ import (
 	"github.com/gigapath/gigapath/ebpf/mptcpify"
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/controller"
-	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/status"
 	"github.com/gigapath/gigapath/internal/testbed"
@@ -768,141 +764,4 @@ func TestIntegrationUpgradeWhileProfiling(t *testing.T) {
 	if cpu, done := files("cpu"); len(cpu) != 2 || done != 2 {
 		t.Errorf("CPU profiles after the stop: %v, %d finished; want both", cpu, done)
 	}
-}
-
-// holdServerPy accepts MPTCP connections on argv[1] and keeps them open,
-// reading what comes; it prints "listening".
-const holdServerPy = `
-import socket, sys, threading
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(16)
-print("listening", flush=True)
-def hold(c):
-    while c.recv(1 << 16):
-        pass
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=hold, args=(c,), daemon=True).start()
-`
-
-// idleClientPy opens an MPTCP connection to argv[1]:argv[2], sends one
-// byte, prints "connected" and keeps it open, idle, until killed.
-const idleClientPy = `
-import socket, sys, time
-c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-c.connect((sys.argv[1], int(sys.argv[2])))
-c.sendall(b"x")
-print("connected", flush=True)
-time.sleep(3600)
-`
-
-// metricsOf scrapes the /metrics of the daemon whose log is log, at the
-// address its latest "gigapath running" line names (an upgrade listens
-// anew).
-func metricsOf(t *testing.T, log *lockedBuf) string {
-	t.Helper()
-	m := regexp.MustCompile(`gigapath running.* metrics=(\S+)`).FindAllStringSubmatch(log.String(), -1)
-	if len(m) == 0 {
-		t.Fatalf("no metrics address in the daemon's log:\n%s", log)
-	}
-	resp, err := http.Get("http://" + m[len(m)-1][1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
-}
-
-// An upgrade in place hands the sockops program's telemetry map to the
-// new binary, whose program keeps writing to it: an idle connection's
-// subflows (no callback after their first byte, so no entry in a new
-// map) keep their entries, and every health sample after the upgrade
-// comes from the map, none from a sock_diag dump. Without the map handed
-// over, the new program's map holds none of the two subflows, and every
-// sample falls back to sock_diag.
-func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
-	if errPolicy, _ := pathpolicy.Supported(); errPolicy != nil {
-		t.Skipf("sockops program cannot load here: %v", errPolicy)
-	}
-	b := testbed.UpT(t, testbed.Spec{})
-	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
-	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyLTEAddr.String(), "dev", testbed.LTEIf, "metric", "200")
-	b.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
-	const port = "5203"
-	srv := b.Proxy.Command(context.Background(), "python3", "-c", holdServerPy, port)
-	srvOut, _ := srv.StdoutPipe()
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	if sc := bufio.NewScanner(srvOut); !sc.Scan() || sc.Text() != "listening" {
-		t.Fatalf("server did not start: %q", sc.Text())
-	}
-
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "gigapath")
-	installBinary(t, builtBinary(t), bin)
-	sock, cfg := filepath.Join(dir, "status.sock"), filepath.Join(dir, "gigapath.yaml")
-	pol := strings.Replace(fmt.Sprintf(basePolicy, "priority", sock), `listen: ""`, `listen: "127.0.0.1:0"`, 1)
-	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log := &lockedBuf{}
-	// --netns rather than `ip netns exec` (whose sysfs hides the cgroup v2
-	// file system the program attaches to).
-	d := startDaemonCmd(t, exec.Command(bin, "--netns", b.Client.Name, "run", "--config", cfg), sock, log)
-	waitFor(t, b, "the daemon ready", 10*time.Second, func() bool {
-		return strings.Contains(log.String(), "gigapath running")
-	})
-
-	cli := b.Client.Command(context.Background(), "python3", "-c", idleClientPy, b.ProxyAddr.String(), port)
-	cliOut, _ := cli.StdoutPipe()
-	if err := cli.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Process.Kill(); cli.Wait() })
-	if sc := bufio.NewScanner(cliOut); !sc.Scan() || sc.Text() != "connected" {
-		t.Fatalf("client did not connect: %q", sc.Text())
-	}
-	waitFor(t, b, "the idle connection's lte subflow", 10*time.Second, func() bool {
-		_, ok := hasFrom(subflows(t, b), b.LTEAddr)
-		return ok
-	})
-	samples := func() (tel, diag float64) {
-		m := metricsOf(t, log)
-		return counterDelta("", m, metrics.HealthSample+"_count", `source="telemetry"`),
-			counterDelta("", m, metrics.HealthSample+"_count", `source="sock_diag"`)
-	}
-	// Before: the map has both subflows from their establishment on.
-	waitFor(t, b, "two health samples from the telemetry map", 10*time.Second, func() bool {
-		tel, _ := samples()
-		return tel >= 2
-	})
-
-	running := strings.Count(log.String(), "gigapath running")
-	d.cmd.Process.Signal(syscall.SIGUSR2)
-	waitFor(t, b, "the new binary running", 15*time.Second, func() bool {
-		return strings.Count(log.String(), "gigapath running") > running
-	})
-	// The new process's counters start at 0.
-	waitFor(t, b, "three health samples after the upgrade", 15*time.Second, func() bool {
-		tel, diag := samples()
-		return tel+diag >= 3
-	})
-	if tel, diag := samples(); diag != 0 {
-		t.Errorf("after the upgrade: %v health samples from sock_diag, %v from the telemetry map; want none from sock_diag\n%s", diag, tel, log)
-	}
-	if !strings.Contains(log.String(), "telemetry map kept from the previous binary") {
-		t.Errorf("the new binary did not say it kept the telemetry map:\n%s", log)
-	}
-	if _, ok := hasFrom(subflows(t, b), b.LTEAddr); !ok {
-		t.Error("the idle connection lost its lte subflow across the upgrade")
-	}
-	d.term(t)
 }
