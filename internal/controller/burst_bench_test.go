@@ -350,8 +350,7 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 // connections and keeps them (it reads nothing: the kernel acknowledges
 // the data all the same), and the openers in the client namespace. It
 // reads commands on its standard input: "open N" (answer: "opened COUNT
-// START_UNIX_NS DURATION_NS ERROR|-"), "poke" (one more byte on every
-// connection; answer: "poked N"), "close" (answer: "closed").
+// START_UNIX_NS DURATION_NS ERROR|-"), "close" (answer: "closed").
 // BenchmarkServerLoad runs several, each with a port of its own.
 const burstHelperEnv = "GIGAPATH_BURST_HELPER" // client-ns proxy-ns listen-addr:port dial-addr:port
 
@@ -384,14 +383,6 @@ func (g *generator) open(b *testing.B, n int) (opened int, start time.Time, took
 		b.Errorf("generator: %s", errMsg)
 	}
 	return opened, time.Unix(0, startNs), time.Duration(tookNs)
-}
-
-// poke writes one more byte on every connection.
-func (g *generator) poke(b *testing.B) {
-	fmt.Fprintln(g.In, "poke")
-	if l := g.line(b); !strings.HasPrefix(l, "poked ") {
-		b.Fatalf("generator: %q", l)
-	}
 }
 
 // closeAll closes every connection, client and server ends.
@@ -476,16 +467,6 @@ func burstHelper(spec string) int {
 			dialled, accepted = nil, nil
 			mu.Unlock()
 			fmt.Println("closed")
-		case l == "poke":
-			mu.Lock()
-			n := 0
-			for _, c := range dialled {
-				if _, err := c.Write([]byte{2}); err == nil {
-					n++
-				}
-			}
-			mu.Unlock()
-			fmt.Printf("poked %d\n", n)
 		case strings.HasPrefix(l, "open ") && func() bool { _, err := fmt.Sscanf(l, "open %d", &n); return err == nil }():
 			start := time.Now()
 			conns, err := openBurst(cli, remote, n)

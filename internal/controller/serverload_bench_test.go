@@ -220,15 +220,6 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 			g.closeAll(b)
 		}
 	}()
-	// poke gives every connection a byte more: its subflows' callbacks
-	// give them telemetry entries (the sockops program of a daemon that
-	// has just started has none for idle subflows).
-	poke := func() {
-		for _, g := range gens {
-			g.poke(b)
-		}
-		time.Sleep(time.Second)
-	}
 	total := 0
 	for _, n := range levels {
 		// Open up to n, spread over generators of serverLoadPerGen each.
@@ -276,9 +267,6 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		j := joins
 		mu.Unlock()
 		b.Logf("pm=%s n=%d: %d joins; the host quiet after %v (%.2f CPUs busy)", pm, n, j, waited.Round(time.Second), busy)
-		if sampling {
-			poke()
-		}
 		time.Sleep(3 * time.Second) // settle
 		pid := d.cmd.Process.Pid
 		rss := procRSS(b, pid)
@@ -373,9 +361,6 @@ func serverLoad(b *testing.B, pm string, levels []int) {
 		<-d.done
 		d = start()
 		restart := time.Since(t2)
-		if sampling {
-			poke()
-		}
 		time.Sleep(time.Second)
 
 		perConn := float64(rss-idle) / float64(live)
