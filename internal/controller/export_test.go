@@ -47,3 +47,9 @@ func (h *HealthBench) Read(telemetry bool) (int, string, error) {
 
 // Apply applies the last sample read as the event loop does.
 func (h *HealthBench) Apply() { h.c.applyHealth(h.last.subs, time.Now()) }
+
+// ReadFollowed reads the list of followed subflows a daemon with state
+// directory dir left for the namespace whose cookie is ns.
+func ReadFollowed(dir string, ns uint64) (map[uint64]struct{}, error) {
+	return readFollowed(followedFile(dir, ns))
+}

@@ -25,7 +25,8 @@ import (
 // the subflows established while no program was attached, which never get
 // an entry. The sampler cannot tell the two apart from the map, and took a
 // sock_diag dump for every sample while either kind lived (at 50,000
-// connections a dump is 0.3 s of CPU). A daemon that stops therefore lists
+// connections a dump is 0.3 s of CPU). A daemon that stops (or upgrades
+// in place, to a binary that may not keep the map) therefore lists
 // in its state directory the socket cookies of the subflows its program
 // followed; the next start reads the list, and the sampler counts those
 // of them that live (checked against a dump) as covered until they get
@@ -116,8 +117,8 @@ func (c *Controller) loadFollowed() {
 
 // saveFollowed lists the subflows the program follows (those with an
 // entry, and those of the sampler's list that have none yet) for the next
-// start; at a stop, after the sampler has stopped and before the program
-// is closed.
+// start; at a stop or an upgrade, after the sampler has stopped and before
+// the program is closed.
 func (c *Controller) saveFollowed() {
 	if c.pp == nil || c.followedPath == "" {
 		return

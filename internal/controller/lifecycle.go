@@ -339,12 +339,13 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		// Runs before the routing goes and, at an upgrade, while the
 		// links are still held: the duplicates keep the programs attached
 		// across the exec.
+		// For the next start, and for a new binary that does not keep
+		// the telemetry map (another layout of its entries).
+		c.saveFollowed()
 		if m == modeUpgrade && c.upgrading != nil {
 			c.upgrading.held = c.holdLinks()
 			c.upgrading.telemetry = c.holdTelemetry()
 			c.log.Info("handing over to the new binary", "connections", len(c.conns), "bpf_links", len(c.upgrading.held))
-		} else {
-			c.saveFollowed()
 		}
 		if c.mp != nil {
 			c.mp.Close()

@@ -12,14 +12,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
+	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
 // holdServerPy accepts MPTCP connections on argv[1] and keeps them open,
@@ -187,6 +190,28 @@ func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 	}
 	if _, ok := hasFrom(subflows(t, e.b), e.b.LTEAddr); !ok {
 		t.Error("the idle connection lost its lte subflow across the upgrade")
+	}
+	// The upgrade listed the subflows for a binary that does not keep
+	// the map (another layout): both of the idle connection's, by the
+	// socket cookies `ss -e` shows.
+	ns, err := netns.Cookie(e.b.Client.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, err := controller.ReadFollowed(os.Getenv("GIGAPATH_STATE_DIR"), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := e.b.Client.MustRun("ss", "-tenH", "state", "established", "dport", "= :"+e.serverPort)
+	cookies := regexp.MustCompile(`sk:([0-9a-f]+)`).FindAllStringSubmatch(ss, -1)
+	if len(cookies) != 2 {
+		t.Fatalf("ss -ten shows %d subflows of the idle connection, want 2:\n%s", len(cookies), ss)
+	}
+	for _, c := range cookies {
+		k, _ := strconv.ParseUint(c[1], 16, 64)
+		if _, ok := listed[k]; !ok {
+			t.Errorf("subflow sk:%s not in the list the upgrade left (%d cookies)\n%s", c[1], len(listed), ss)
+		}
 	}
 	e.d.term(t)
 }
