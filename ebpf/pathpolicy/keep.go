@@ -31,9 +31,9 @@ func (p *PathPolicy) KeptTelemetry() (kept bool, why error) { return p.kept, p.n
 
 // TelemetryLayout names the layout of this program's telemetry entries:
 // the map's type and its key and value types as compiled (member names,
-// offsets and sizes). A map written by a program whose layout differs
-// (another binary changed struct subflow_stats) is not kept, even when
-// its sizes match: its entries would be read wrong.
+// offsets and sizes), and telemetryMeaning. A map written by a program
+// whose layout differs (another binary changed struct subflow_stats) is
+// not kept, even when its sizes match: its entries would be read wrong.
 func TelemetryLayout() (string, error) { return telemetryLayout() }
 
 var telemetryLayout = sync.OnceValues(func() (string, error) {
@@ -44,11 +44,16 @@ var telemetryLayout = sync.OnceValues(func() (string, error) {
 	return layoutOf(spec.Maps[pathpolicyMapSubflows])
 })
 
+// telemetryMeaning is raised when what an entry's fields mean changes
+// and their names, offsets and sizes do not (a unit, what a counter
+// counts): the layout then differs too.
+const telemetryMeaning = 1
+
 // layoutOf is a short hash of m's type and the layout of its key and
 // value types.
 func layoutOf(m *ebpf.MapSpec) (string, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%v;", m.Type)
+	fmt.Fprintf(&b, "%d;%v;", telemetryMeaning, m.Type)
 	for _, t := range []btf.Type{m.Key, m.Value} {
 		if err := writeLayout(&b, t); err != nil {
 			return "", fmt.Errorf("pathpolicy: telemetry layout: %w", err)

@@ -143,7 +143,15 @@ func Load(opts Options) (*PathPolicy, error) {
 			opt = &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{pathpolicyMapSubflows: m}}
 		}
 	}
-	if err := spec.LoadAndAssign(&p.objs, opt); err != nil {
+	err = spec.LoadAndAssign(&p.objs, opt)
+	if err != nil && opt != nil {
+		// The map handed over is what failed, as far as this can tell:
+		// the program and its policy matter more than keeping it.
+		p.notKept = fmt.Errorf("pathpolicy: the telemetry map handed over is not kept: %w", err)
+		opt = nil
+		err = spec.LoadAndAssign(&p.objs, nil)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("pathpolicy: load sockops program: %w", err)
 	}
 	p.kept = opt != nil
