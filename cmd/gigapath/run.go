@@ -118,7 +118,7 @@ func runDaemon(c *cli.Context) error {
 		Policy: p, NetNS: netnsName(c), Logger: log,
 		StatusSocket: c.String("status-socket"), MetricsListen: c.String("metrics-listen"),
 		StateDir: c.String("state-dir"),
-		Handoff:  inh.Handoff, HeldLinks: inh.HeldLinks, HeldTelemetry: inh.HeldTelemetry, HeldListeners: inh.HeldListeners,
+		Handoff:  inh.Handoff, HeldLinks: inh.HeldLinks, HeldTelemetryFD: inh.HeldTelemetryFD, HeldListeners: inh.HeldListeners,
 		// The profiles end at an upgrade's exec: the files are finished,
 		// and a CPU profile's SIGPROF does not reach the new binary
 		// before its runtime can handle it (default action: terminate).

@@ -88,13 +88,13 @@ type Config struct {
 	// programs are attached, and in any case before it returns.
 	Handoff   []byte
 	HeldLinks []int
-	// HeldTelemetry is the predecessor's telemetry map (a descriptor; 0:
+	// HeldTelemetryFD is the predecessor's telemetry map (a descriptor; 0:
 	// none), which the sockops program of this process keeps writing to
 	// when its entries have the same layout (the handoff says the
 	// predecessor's): idle subflows keep their entries, and health
 	// samples keep coming from the map. Run closes it once its own
 	// program is loaded, and in any case before it returns.
-	HeldTelemetry int
+	HeldTelemetryFD int
 	// HeldListeners are the predecessor's join listeners (listeners.go),
 	// handed over so that joins to an announced port are not refused
 	// while the new binary starts; Run adopts those still wanted and
@@ -201,13 +201,13 @@ type Controller struct {
 	// addresses, C flag, what was announced to a server-side one) by
 	// token, used by the start resync only.
 	peersIn map[uint32]handoffConn
-	// telemetryLayoutIn is the layout of Config.HeldTelemetry's entries,
+	// telemetryLayoutIn is the layout of Config.HeldTelemetryFD's entries,
 	// from the handoff.
 	telemetryLayoutIn string
 	// followedPath is where a stop lists the subflows the sockops
 	// program followed, for the next start (followed.go); "" without a
-	// state directory.
-	followedPath string
+	// state directory. boot is the boot id the list is written with.
+	followedPath, boot string
 	// pmWas is the path manager setting the first process found.
 	pmWas string
 	// joinsWas is what net.mptcp.allow_join_initial_addr_port was before

@@ -39,7 +39,7 @@ func (h *HealthBench) Read(telemetry bool) (int, string, error) {
 	if telemetry {
 		b = h.s.sample()
 	} else {
-		b = h.s.fromDiag()
+		b = h.s.fromDiag(nil)
 	}
 	h.last = b
 	return len(b.subs), b.source, b.err
@@ -51,5 +51,9 @@ func (h *HealthBench) Apply() { h.c.applyHealth(h.last.subs, time.Now()) }
 // ReadFollowed reads the list of followed subflows a daemon with state
 // directory dir left for the namespace whose cookie is ns.
 func ReadFollowed(dir string, ns uint64) (map[uint64]struct{}, error) {
-	return readFollowed(followedFile(dir, ns))
+	boot, err := bootID()
+	if err != nil {
+		return nil, err
+	}
+	return readFollowed(followedFile(dir, ns), boot)
 }

@@ -1,13 +1,17 @@
 package controller
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
@@ -26,27 +30,40 @@ import (
 // an entry. The sampler cannot tell the two apart from the map, and took a
 // sock_diag dump for every sample while either kind lived (at 50,000
 // connections a dump is 0.3 s of CPU). A daemon that stops (or upgrades
-// in place, to a binary that may not keep the map) therefore lists
-// in its state directory the socket cookies of the subflows its program
-// followed; the next start reads the list, and the sampler counts those
-// of them that live (checked against a dump) as covered until they get
-// an entry. Socket cookies are not reused until a reboot, which empties
-// /run, so an old list is never wrong, only short.
+// in place, to a binary that may not keep the map) therefore lists in its
+// state directory the socket cookies of the subflows its program
+// followed. The next start reads the list, and a dump, with the map read
+// after it, shows which of them live without an entry (followed) and
+// which live subflows are neither in the map nor in the list (unfollowed:
+// made while no program was attached). While there are none of the
+// latter, the sampler counts the former as covered. Socket cookies are
+// not reused before a reboot, and the list names the boot it was written
+// in.
 
-// followedMagic starts the file; the cookies follow, 8 bytes each, little
-// endian.
-const followedMagic = "gigapath followed subflows v1\n"
+// followedMagic starts the file's first line, the boot id ends it; the
+// cookies follow, 8 bytes each, little endian.
+const followedMagic = "gigapath followed subflows v1 boot "
 
-// maxFollowed bounds what is read: twice the largest telemetry map.
+// maxFollowed bounds the list: twice the largest telemetry map.
 const maxFollowed = 2 * serverTelemetrySubflows
+
+// bootIDFile names the boot (a random UUID the kernel makes at boot).
+var bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+func bootID() (string, error) {
+	b, err := os.ReadFile(bootIDFile)
+	return strings.TrimSpace(string(b)), err
+}
 
 // followedFile is the list's path for the namespace whose cookie is ns.
 func followedFile(dir string, ns uint64) string {
 	return filepath.Join(dir, fmt.Sprintf("followed-netns-%d.bin", ns))
 }
 
-// readFollowed reads a list; a missing file is an empty list.
-func readFollowed(path string) (map[uint64]struct{}, error) {
+// readFollowed reads the list at path written in the boot boot: a missing
+// file, or one of another boot, is an empty list; cookies beyond
+// maxFollowed are left out.
+func readFollowed(path, boot string) (map[uint64]struct{}, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -55,19 +72,20 @@ func readFollowed(path string) (map[uint64]struct{}, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, int64(len(followedMagic)+8*maxFollowed+1)))
+	r := bufio.NewReader(io.LimitReader(f, 256+8*maxFollowed))
+	first, err := r.ReadString('\n')
+	id, ok := strings.CutPrefix(strings.TrimSuffix(first, "\n"), followedMagic)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("%s: not a list of followed subflows (want a first line %q and a boot id)", path, followedMagic)
+	}
+	if id != boot {
+		return nil, nil // socket cookies start again at each boot
+	}
+	rest, err := io.ReadAll(r)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	rest, ok := bytes.CutPrefix(b, []byte(followedMagic))
-	switch {
-	case !ok:
-		return nil, fmt.Errorf("%s: not a list of followed subflows (want it to start with %q)", path, followedMagic)
-	case len(rest)%8 != 0:
-		return nil, fmt.Errorf("%s: %d bytes of cookies, not a multiple of 8", path, len(rest))
-	case len(rest) > 8*maxFollowed:
-		return nil, fmt.Errorf("%s: more than %d cookies", path, maxFollowed)
-	}
+	rest = rest[:len(rest)-len(rest)%8] // a cut file: its whole cookies
 	out := make(map[uint64]struct{}, len(rest)/8)
 	for ; len(rest) > 0; rest = rest[8:] {
 		out[binary.LittleEndian.Uint64(rest)] = struct{}{}
@@ -75,25 +93,24 @@ func readFollowed(path string) (map[uint64]struct{}, error) {
 	return out, nil
 }
 
-// writeFollowed replaces the list at path with cookies.
-func writeFollowed(path string, cookies []uint64) error {
-	b := make([]byte, 0, len(followedMagic)+8*len(cookies))
-	b = append(b, followedMagic...)
-	for _, c := range cookies {
-		b = binary.LittleEndian.AppendUint64(b, c)
+// writeFollowed replaces the list at path with the cookies of sets, in
+// that order, each once, maxFollowed at most.
+func writeFollowed(path, boot string, sets ...iter.Seq[uint64]) error {
+	var b bytes.Buffer
+	b.WriteString(followedMagic + boot + "\n")
+	seen := map[uint64]struct{}{}
+	for _, set := range sets {
+		for c := range set {
+			if len(seen) == maxFollowed {
+				break
+			}
+			if _, ok := seen[c]; !ok {
+				seen[c] = struct{}{}
+				b.Write(binary.LittleEndian.AppendUint64(nil, c))
+			}
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return writeFileAtomic(path, b.Bytes())
 }
 
 // loadFollowed hands the sampler the list a previous run left (before
@@ -106,14 +123,22 @@ func (c *Controller) loadFollowed() {
 	if err != nil {
 		return // loadIDs warned
 	}
-	c.followedPath = followedFile(c.cfg.StateDir, ns)
-	f, err := readFollowed(c.followedPath)
+	boot, err := bootID()
 	if err != nil {
-		c.log.Warn("health samples may come from sock_diag until idle subflows send: the list of followed subflows cannot be read", "err", err)
+		c.log.Warn(followedLost, "err", err)
+		return
+	}
+	c.followedPath, c.boot = followedFile(c.cfg.StateDir, ns), boot
+	f, err := readFollowed(c.followedPath, boot)
+	if err != nil {
+		c.log.Warn(followedLost, "err", err)
 		return
 	}
 	c.sampler.followed = f
 }
+
+// followedLost: what a list that cannot be read or saved costs.
+const followedLost = "the list of followed subflows is not kept: after a restart, health samples come from sock_diag until idle subflows send"
 
 // saveFollowed lists the subflows the program follows (those with an
 // entry, and those of the sampler's list that have none yet) for the next
@@ -124,54 +149,71 @@ func (c *Controller) saveFollowed() {
 		return
 	}
 	stats, err := c.pp.Telemetry()
+	if err == nil {
+		entries := func(yield func(uint64) bool) {
+			for _, st := range stats {
+				if !yield(st.Cookie) {
+					return
+				}
+			}
+		}
+		err = writeFollowed(c.followedPath, c.boot, entries, maps.Keys(c.sampler.followed))
+	}
 	if err != nil {
-		c.log.Warn("the list of followed subflows is not saved: the next start samples health from sock_diag until idle subflows send", "err", err)
-		return
-	}
-	cookies := make([]uint64, 0, len(stats)+len(c.sampler.followed))
-	for _, st := range stats {
-		cookies = append(cookies, st.Cookie)
-	}
-	for k := range c.sampler.followed {
-		cookies = append(cookies, k)
-	}
-	if err := writeFollowed(c.followedPath, cookies); err != nil {
-		c.log.Warn("the list of followed subflows is not saved: the next start samples health from sock_diag until idle subflows send", "err", err)
+		c.log.Warn(followedLost, "err", err)
 	}
 }
 
-// followedLeft drops from the list the subflows that have an entry in
-// stats (they are covered by it from now on) and returns how many of the
-// list live without one: 0 until a dump has shown which of them live
-// (the list is read at start, and subflows close).
-func (s *sampler) followedLeft(stats []pathpolicy.SubflowStats) int64 {
+// followedCredit drops from the list the subflows that have an entry in
+// stats (the map read of this sample, full when it is at the map's size)
+// and returns how many of the list to count as covered: those that live
+// without an entry, once a dump has shown which live, while it showed no
+// subflow that is neither in the map nor in the list, and while the map
+// is not full (its least recently updated entries are evicted, an idle
+// subflow's among them).
+func (s *sampler) followedCredit(pp *pathpolicy.PathPolicy, full bool, stats []pathpolicy.SubflowStats) int64 {
 	if len(s.followed) == 0 {
 		return 0
 	}
 	if sd := s.shared.Load(); sd != nil && sd.read.After(s.followedAt) {
-		s.pruneFollowed(sd.list, sd.read) // a resync's dump: the subflows that live
+		s.checkFollowed(pp, sd.list, sd.read, stats) // a resync's dump, read before stats
 	}
 	for _, st := range stats {
 		delete(s.followed, st.Cookie)
 	}
-	if s.followedAt.IsZero() {
+	if full || s.checkedFor != pp || len(s.unfollowed) > 0 {
 		return 0
 	}
 	return int64(len(s.followed))
 }
 
-// pruneFollowed keeps in the list only the subflows of a dump read at at.
-func (s *sampler) pruneFollowed(list []pathmgr.Connection, at time.Time) {
-	if len(s.followed) == 0 {
-		return
+// checkFollowed takes a dump read at at, and stats, pp's map read after
+// it: the list keeps the subflows that live without an entry; the first
+// check for pp notes the live subflows that are neither in the map nor in
+// the list, and later ones only drop those that closed or got an entry (a
+// subflow established since has its entry from its start).
+func (s *sampler) checkFollowed(pp *pathpolicy.PathPolicy, list []pathmgr.Connection, at time.Time, stats []pathpolicy.SubflowStats) {
+	entries := make(map[uint64]struct{}, len(stats))
+	for _, st := range stats {
+		entries[st.Cookie] = struct{}{}
 	}
-	live := make(map[uint64]struct{}, len(s.followed))
+	first := s.checkedFor != pp
+	followed := make(map[uint64]struct{}, len(s.followed))
+	unfollowed := map[uint64]struct{}{}
 	for _, k := range list {
 		for _, sf := range k.Subflows {
+			if sf.State != tcpEstablished {
+				continue
+			}
+			if _, ok := entries[sf.Cookie]; ok {
+				continue
+			}
 			if _, ok := s.followed[sf.Cookie]; ok {
-				live[sf.Cookie] = struct{}{}
+				followed[sf.Cookie] = struct{}{}
+			} else if _, ok := s.unfollowed[sf.Cookie]; ok || first {
+				unfollowed[sf.Cookie] = struct{}{}
 			}
 		}
 	}
-	s.followed, s.followedAt = live, at
+	s.followed, s.unfollowed, s.followedAt, s.checkedFor = followed, unfollowed, at, pp
 }

@@ -1,9 +1,11 @@
 package controller
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,73 +14,108 @@ import (
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
-// The list of followed subflows reads back what was written; a missing
-// file is an empty list; a file that is not one, or is cut in the middle
-// of a cookie, is refused with its path.
+// The list of followed subflows reads back what was written, each cookie
+// once; a missing file, or one of another boot, is an empty list; a file
+// that is not one is refused with its path; a cut one gives its whole
+// cookies.
 func TestFollowedFile(t *testing.T) {
 	dir := t.TempDir()
 	path := followedFile(filepath.Join(dir, "state"), 7)
-	if got, err := readFollowed(path); got != nil || err != nil {
+	if got, err := readFollowed(path, "b1"); got != nil || err != nil {
 		t.Fatalf("missing file: %v, %v; want an empty list", got, err)
 	}
-	if err := writeFollowed(path, []uint64{1, 1 << 40, 3}); err != nil {
+	if err := writeFollowed(path, "b1", slices.Values([]uint64{1, 1 << 40}), slices.Values([]uint64{3, 1})); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readFollowed(path)
-	if err != nil || len(got) != 3 {
-		t.Fatalf("read back %v, %v; want 3 cookies", got, err)
-	}
-	for _, c := range []uint64{1, 1 << 40, 3} {
-		if _, ok := got[c]; !ok {
-			t.Errorf("cookie %d lost: %v", c, got)
-		}
-	}
 	b, _ := os.ReadFile(path)
-	for name, content := range map[string][]byte{
-		"not a list": []byte("{}"),
-		"cut":        b[:len(b)-3],
-	} {
-		if err := os.WriteFile(path, content, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := readFollowed(path); err == nil || !strings.Contains(err.Error(), path) {
-			t.Errorf("%s: %v, want an error naming %s", name, err, path)
-		}
+	if want := len(followedMagic) + len("b1\n") + 3*8; len(b) != want {
+		t.Errorf("the file has %d bytes, want %d (three cookies, each once)", len(b), want)
+	}
+	got, err := readFollowed(path, "b1")
+	if err != nil || !slices.Equal(slices.Sorted(maps.Keys(got)), []uint64{1, 3, 1 << 40}) {
+		t.Fatalf("read back %v, %v; want 1, 3 and 1<<40", got, err)
+	}
+	if got, err := readFollowed(path, "b2"); got != nil || err != nil {
+		t.Errorf("a list of another boot: %v, %v; want an empty list", got, err)
+	}
+	if err := os.WriteFile(path, b[:len(b)-3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readFollowed(path, "b1"); err != nil || len(got) != 2 {
+		t.Errorf("a cut list: %v, %v; want its two whole cookies", got, err)
+	}
+	if err := os.WriteFile(path, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFollowed(path, "b1"); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("not a list: %v, want an error naming %s", err, path)
 	}
 }
 
-// listWithCookies is one connection whose subflows have these cookies.
+// listWithCookies is one connection whose established subflows have these
+// cookies.
 func listWithCookies(cookies ...uint64) []pathmgr.Connection {
 	c := pathmgr.Connection{Token: 1}
 	for i, k := range cookies {
-		c.Subflows = append(c.Subflows, pathmgr.SubflowInfo{Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i)), Cookie: k})
+		c.Subflows = append(c.Subflows, pathmgr.SubflowInfo{State: tcpEstablished,
+			Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(1000+i)), Cookie: k})
 	}
 	return []pathmgr.Connection{c}
+}
+
+func entries(cookies ...uint64) []pathpolicy.SubflowStats {
+	var out []pathpolicy.SubflowStats
+	for _, k := range cookies {
+		out = append(out, pathpolicy.SubflowStats{Cookie: k, State: tcpEstablished})
+	}
+	return out
 }
 
 // The followed subflows count as covered only once a dump (the sampler's
 // or a resync's) has shown which of them live, and only those without an
 // entry in the map: one that has an entry is counted by it, one that
-// closed not at all.
+// closed not at all. Nothing counts while the map is full, or while the
+// first dump showed a subflow in neither the map nor the list (made while
+// no program ran), until it closes.
 func TestSamplerCountsFollowedSubflows(t *testing.T) {
+	pp := &pathpolicy.PathPolicy{} // only its identity is used
 	s := newSampler(&countingInventory{}, time.Now, func(string, time.Duration) {})
 	s.followed = map[uint64]struct{}{1: {}, 2: {}, 3: {}, 4: {}}
-	entry := []pathpolicy.SubflowStats{{Cookie: 1}}
-	if n := s.followedLeft(entry); n != 0 {
+	if n := s.followedCredit(pp, false, entries(1, 9)); n != 0 {
 		t.Fatalf("before any dump: %d counted, want 0", n)
 	}
-	s.pruneFollowed(listWithCookies(2, 3, 9), time.Now()) // 4 closed
-	if n := s.followedLeft(entry); n != 2 {
+	s.checkFollowed(pp, listWithCookies(2, 3, 9), time.Now(), entries(9)) // 4 closed
+	if n := s.followedCredit(pp, false, entries(9)); n != 2 {
 		t.Fatalf("after a dump with 2 and 3: %d counted (%v), want 2", n, s.followed)
 	}
-	// 3 sent a segment: it has an entry now.
-	if n := s.followedLeft([]pathpolicy.SubflowStats{{Cookie: 3}}); n != 1 {
+	if n := s.followedCredit(pp, true, entries(9)); n != 0 {
+		t.Fatalf("with the map full: %d counted, want 0", n)
+	}
+	if n := s.followedCredit(pp, false, entries(3, 9)); n != 1 {
 		t.Fatalf("once 3 has an entry: %d counted (%v), want 1", n, s.followed)
 	}
 	// A resync's dump without 2 (closed): no longer counted.
 	s.setEvery(time.Second)
-	s.share(listWithCookies(9), time.Now(), time.Now())
-	if n := s.followedLeft(nil); n != 0 || len(s.followed) != 0 {
+	s.share(listWithCookies(3, 9), time.Now(), time.Now())
+	if n := s.followedCredit(pp, false, entries(3, 9)); n != 0 || len(s.followed) != 0 {
 		t.Fatalf("after a resync dump without 2: %d counted (%v), want 0", n, s.followed)
+	}
+
+	// 5 has no entry and is not followed: made while no program ran.
+	s = newSampler(&countingInventory{}, time.Now, func(string, time.Duration) {})
+	s.followed = map[uint64]struct{}{1: {}}
+	s.checkFollowed(pp, listWithCookies(1, 5), time.Now(), nil)
+	if n := s.followedCredit(pp, false, nil); n != 0 {
+		t.Fatalf("with an unfollowed subflow alive: %d counted, want 0", n)
+	}
+	// 5 closed; 6, new since the first check, lacks an entry only in the
+	// map read before the dump: it does not count as unfollowed.
+	s.checkFollowed(pp, listWithCookies(1, 6), time.Now(), nil)
+	if n := s.followedCredit(pp, false, nil); n != 1 {
+		t.Fatalf("once the unfollowed subflow closed: %d counted (unfollowed %v), want 1", n, s.unfollowed)
+	}
+	// Another program (a reload loaded it anew): checked again from scratch.
+	if n := s.followedCredit(&pathpolicy.PathPolicy{}, false, nil); n != 0 {
+		t.Fatalf("for another program: %d counted, want 0 until a dump", n)
 	}
 }

@@ -115,7 +115,7 @@ func (c *Controller) holdLinks() []int {
 
 // holdTelemetry duplicates the descriptor of the sockops program's
 // telemetry map, for the new binary's program to keep writing to
-// (Config.HeldTelemetry): a subflow gets an entry when it is established
+// (Config.HeldTelemetryFD): a subflow gets an entry when it is established
 // and at its callbacks, so in a new map an idle subflow has none, and
 // health samples would come from sock_diag dumps until every subflow had
 // sent a segment (docs/benchmarks.md: a dump a sample, up to a tenth of
@@ -133,14 +133,14 @@ func (c *Controller) holdTelemetry() []int {
 }
 
 // heldTelemetry takes the telemetry map the previous process handed over
-// (Config.HeldTelemetry), with the layout its handoff gave; nil when
+// (Config.HeldTelemetryFD), with the layout its handoff gave; nil when
 // there is none. The caller closes the map.
 func (c *Controller) heldTelemetry() *pathpolicy.HeldTelemetry {
-	fd := c.cfg.HeldTelemetry
+	fd := c.cfg.HeldTelemetryFD
 	if fd <= 0 {
 		return nil
 	}
-	c.cfg.HeldTelemetry = 0
+	c.cfg.HeldTelemetryFD = 0
 	m, err := ebpf.NewMapFromFD(fd) // owns fd from here on
 	if err != nil {
 		c.log.Warn("the telemetry map from the previous binary cannot be read", "err", err)
@@ -149,18 +149,18 @@ func (c *Controller) heldTelemetry() *pathpolicy.HeldTelemetry {
 	return &pathpolicy.HeldTelemetry{Map: m, Layout: c.telemetryLayoutIn}
 }
 
-// releaseHeldLinks closes the BPF links the previous process held across
+// releaseHeld closes the BPF links the previous process held across
 // the exec (Config.HeldLinks) and the telemetry map it handed over, once
 // this one has attached its own programs; Run also calls it on its way
 // out, whatever happened.
-func (c *Controller) releaseHeldLinks() {
+func (c *Controller) releaseHeld() {
 	for _, fd := range c.cfg.HeldLinks {
 		unix.Close(fd)
 	}
 	c.cfg.HeldLinks = nil
-	if c.cfg.HeldTelemetry > 0 {
-		unix.Close(c.cfg.HeldTelemetry)
-		c.cfg.HeldTelemetry = 0
+	if c.cfg.HeldTelemetryFD > 0 {
+		unix.Close(c.cfg.HeldTelemetryFD)
+		c.cfg.HeldTelemetryFD = 0
 	}
 }
 

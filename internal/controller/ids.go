@@ -219,16 +219,26 @@ func writeIDFile(path string, r idRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := writeFileAtomic(path, b); err != nil {
 		return fmt.Errorf("address id record: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces the file at path with b (written beside it,
+// then renamed over it), making its directory when missing: a reader
+// finds the old content or the new, never part of it.
+func writeFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("address id record: %w", err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("address id record: %w", err)
+		return err
 	}
 	return nil
 }

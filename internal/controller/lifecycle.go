@@ -85,7 +85,7 @@ func (c *Controller) Run(ctx context.Context) (err error) {
 		c.log.Debug("shutting down", "mode", mode)
 		c.upgrading = up
 		undo.shutdown(mode)
-		c.releaseHeldLinks()
+		c.releaseHeld()
 		if up == nil {
 			return
 		}
@@ -356,7 +356,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	c.syncPathPolicy()
 	c.mp = c.startMptcpify(p.Mptcpify)
 	// The new programs are attached: the previous process's may go.
-	c.releaseHeldLinks()
+	c.releaseHeld()
 	c.ensureRouting(true)
 	c.applyKernelPM()
 	undo.push(func(m stopMode) {

@@ -84,11 +84,14 @@ type sampler struct {
 	// waits for the sweep's end (holdForSweep).
 	sweeping atomic.Bool
 	// followed are the cookies of subflows an earlier program followed
-	// that have no entry in the map yet (followed.go), as of the dump
-	// read at followedAt (zero: not checked against one yet). The
-	// sampler's goroutine's, set before it starts and read after it ends.
-	followed   map[uint64]struct{}
-	followedAt time.Time
+	// that have no entry in the map yet (followed.go); unfollowed those
+	// of live subflows that neither have an entry nor are followed, as
+	// of the dump read at followedAt and the map of checkedFor (nil: not
+	// checked yet). The sampler's goroutine's; followed is set before it
+	// starts and read after it ends.
+	followed, unfollowed map[uint64]struct{}
+	followedAt           time.Time
+	checkedFor           *pathpolicy.PathPolicy
 }
 
 // sharedDump is an inventory dump the resync read, for the sampler.
@@ -241,10 +244,14 @@ func (s *sampler) sample() healthBatch {
 			}
 			known := s.known.Load()
 			covered := int64(len(subs))
-			if covered < known {
+			if covered >= known {
+				// The map alone covers every subflow.
+				s.followed, s.unfollowed = nil, nil
+			} else {
 				// Subflows an earlier program followed have been idle
 				// since it stopped: nothing of theirs to count.
-				covered += s.followedLeft(stats)
+				full := uint32(len(stats)) >= pp.TelemetryMap().MaxEntries()
+				covered += s.followedCredit(pp, full, stats)
 			}
 			if covered >= known {
 				// Not needed: a dump the resync left is let go.
@@ -256,11 +263,11 @@ func (s *sampler) sample() healthBatch {
 			}
 			b.fellBack = fmt.Sprintf("the telemetry map holds %d established subflows of the %d known (%d more followed idle)", len(subs), known, covered-int64(len(subs)))
 		}
-		d := s.fromDiag()
+		d := s.fromDiag(pp)
 		d.fellBack = b.fellBack
 		return d
 	}
-	return s.fromDiag()
+	return s.fromDiag(nil)
 }
 
 const tcpEstablished = 1
@@ -277,8 +284,10 @@ func (s *sampler) ifindexOf(addr netip.Addr, hint int) int {
 }
 
 // fromDiag reads every subflow's tcp_info from a sock_diag dump: the
-// resync's when it read one within the interval, its own otherwise.
-func (s *sampler) fromDiag() healthBatch {
+// resync's when it read one within the interval, its own otherwise. With
+// pp (the telemetry map did not cover every subflow), the dump also
+// checks the list of followed subflows against the map read after it.
+func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 	start := time.Now()
 	var list []pathmgr.Connection
 	var err error
@@ -294,7 +303,15 @@ func (s *sampler) fromDiag() healthBatch {
 	if err != nil {
 		return b
 	}
-	s.pruneFollowed(list, s.lastRead)
+	if pp != nil && len(s.followed) > 0 {
+		// Read after the dump: a subflow it shows established has its
+		// entry by now if it is to have one.
+		stats, err := pp.AppendTelemetry(s.telBuf)
+		s.telBuf = reuse.Keep(stats)
+		if err == nil {
+			s.checkFollowed(pp, list, s.lastRead, stats)
+		}
+	}
 	n := 0
 	for _, k := range list {
 		n += len(k.Subflows)

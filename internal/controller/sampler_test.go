@@ -42,26 +42,26 @@ func TestSamplerTakesTheResyncDump(t *testing.T) {
 
 	s.setEvery(time.Second)
 	s.share(listWithRTT(7*time.Millisecond), at, time.Now())
-	b := s.fromDiag()
+	b := s.fromDiag(nil)
 	if !b.shared || inv.calls != 0 || len(b.subs) != 1 || b.subs[0].rtt != 7*time.Millisecond || !b.at.Equal(at) {
 		t.Fatalf("sample with a fresh resync dump: shared=%v, %d own dumps, subs %+v at %v; want the resync's (rtt 7ms, at %v)",
 			b.shared, inv.calls, b.subs, b.at, at)
 	}
 	// Taken once: the next sample dumps.
-	if b = s.fromDiag(); b.shared || inv.calls != 1 || b.subs[0].rtt != time.Millisecond {
+	if b = s.fromDiag(nil); b.shared || inv.calls != 1 || b.subs[0].rtt != time.Millisecond {
 		t.Fatalf("second sample: shared=%v, %d own dumps, subs %+v; want its own dump", b.shared, inv.calls, b.subs)
 	}
 
 	s.share(listWithRTT(7*time.Millisecond), at, time.Now().Add(-2*time.Second))
-	if b = s.fromDiag(); b.shared || inv.calls != 2 {
+	if b = s.fromDiag(nil); b.shared || inv.calls != 2 {
 		t.Fatalf("sample with a resync dump older than the interval: shared=%v, %d own dumps; want its own", b.shared, inv.calls)
 	}
 
 	// A dump read before the previous sample is not taken either.
 	old := time.Now()
-	s.fromDiag()
+	s.fromDiag(nil)
 	s.share(listWithRTT(7*time.Millisecond), at, old)
-	if b = s.fromDiag(); b.shared || inv.calls != 4 {
+	if b = s.fromDiag(nil); b.shared || inv.calls != 4 {
 		t.Fatalf("sample with a resync dump read before the previous sample: shared=%v, %d own dumps; want its own", b.shared, inv.calls)
 	}
 

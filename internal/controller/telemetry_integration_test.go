@@ -162,8 +162,9 @@ func (e *telemetryBed) waitSamples(t *testing.T, n float64) (tel, diag float64) 
 // subflows (no callback after their first byte, so no entry in a new
 // map) keep their entries, and every health sample after the upgrade
 // comes from the map, none from a sock_diag dump. Without the map handed
-// over, the new program's map holds none of the two subflows, and every
-// sample falls back to sock_diag.
+// over, the new program's map holds none of the two subflows, and the
+// samples fall back to sock_diag until a dump has checked the list of
+// followed subflows, which the upgrade wrote too (checked against ss).
 func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 	e := newTelemetryBed(t)
 	e.start(t)

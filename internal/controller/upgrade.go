@@ -58,8 +58,8 @@ func EarlyStop() <-chan os.Signal { return earlyStop }
 type Inherited struct {
 	Handoff   []byte // Config.Handoff
 	HeldLinks []int  // Config.HeldLinks
-	// HeldTelemetry is Config.HeldTelemetry.
-	HeldTelemetry int
+	// HeldTelemetryFD is Config.HeldTelemetryFD.
+	HeldTelemetryFD int
 	// HeldListeners is Config.HeldListeners.
 	HeldListeners []int
 	// Stop says a stop was asked for while the predecessor handed over:
@@ -82,7 +82,7 @@ func Inherit(log *slog.Logger) Inherited {
 	in.HeldListeners = takeHeldFDs(log, listenersEnv, "join listener", func(name string) bool { return strings.HasPrefix(name, "socket:[") })
 	for i, fd := range takeHeldFDs(log, telemetryEnv, "telemetry map", func(name string) bool { return name == "anon_inode:bpf-map" }) {
 		if i == 0 {
-			in.HeldTelemetry = fd
+			in.HeldTelemetryFD = fd
 		} else {
 			unix.Close(fd) // one map is handed over
 		}
