@@ -3,8 +3,6 @@
 package controller_test
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -25,34 +23,6 @@ import (
 	"github.com/gigapath/gigapath/pathmgr/netns"
 )
 
-// holdServerPy accepts MPTCP connections on argv[1] and keeps them open,
-// reading what comes; it prints "listening".
-const holdServerPy = `
-import socket, sys, threading
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(16)
-print("listening", flush=True)
-def hold(c):
-    while c.recv(1 << 16):
-        pass
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=hold, args=(c,), daemon=True).start()
-`
-
-// idleClientPy opens an MPTCP connection to argv[1]:argv[2], sends one
-// byte, prints "connected" and keeps it open, idle, until killed.
-const idleClientPy = `
-import socket, sys, time
-c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
-c.connect((sys.argv[1], int(sys.argv[2])))
-c.sendall(b"x")
-print("connected", flush=True)
-time.sleep(3600)
-`
-
 // telemetryBed is a client namespace whose connections go to a server that
 // keeps them, and the built binary, run with priority steering (health
 // sampled every second) and its own /metrics, on the client namespace.
@@ -62,7 +32,7 @@ type telemetryBed struct {
 	sock       string
 	log        *lockedBuf
 	d          *daemon
-	serverPort string
+	serverPort int
 }
 
 func newTelemetryBed(t *testing.T) *telemetryBed {
@@ -70,20 +40,12 @@ func newTelemetryBed(t *testing.T) *telemetryBed {
 	if errPolicy, _ := pathpolicy.Supported(); errPolicy != nil {
 		t.Skipf("sockops program cannot load here: %v", errPolicy)
 	}
-	e := &telemetryBed{b: testbed.UpT(t, testbed.Spec{}), log: &lockedBuf{}, serverPort: "5203"}
+	e := &telemetryBed{b: testbed.UpT(t, testbed.Spec{}), log: &lockedBuf{}, serverPort: 5203}
 	b := e.b
 	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
 	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyLTEAddr.String(), "dev", testbed.LTEIf, "metric", "200")
 	b.Proxy.MustRun("ip", "mptcp", "limits", "set", "subflow", "8", "add_addr_accepted", "8")
-	srv := b.Proxy.Command(context.Background(), "python3", "-c", holdServerPy, e.serverPort)
-	srvOut, _ := srv.StdoutPipe()
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	if sc := bufio.NewScanner(srvOut); !sc.Scan() || sc.Text() != "listening" {
-		t.Fatalf("server did not start: %q", sc.Text())
-	}
+	testbed.StartEchoServer(t, b.Proxy, e.serverPort)
 	dir := t.TempDir()
 	e.bin = filepath.Join(dir, "gigapath")
 	installBinary(t, builtBinary(t), e.bin)
@@ -112,19 +74,12 @@ func (e *telemetryBed) waitRunning(t *testing.T, before int) {
 	})
 }
 
-// connect opens an idle connection (one byte, then nothing) from the
-// client namespace.
+// connect opens an idle MPTCP connection from the client namespace: one
+// byte to the echo server and back, then nothing for an hour.
 func (e *telemetryBed) connect(t *testing.T) {
 	t.Helper()
-	cli := e.b.Client.Command(context.Background(), "python3", "-c", idleClientPy, e.b.ProxyAddr.String(), e.serverPort)
-	out, _ := cli.StdoutPipe()
-	if err := cli.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Process.Kill(); cli.Wait() })
-	if sc := bufio.NewScanner(out); !sc.Scan() || sc.Text() != "connected" {
-		t.Fatalf("client did not connect: %q", sc.Text())
-	}
+	testbed.StartPyClients(t, e.b.Client, testbed.PyClientsSpec{Dst: e.b.ProxyAddr, Port: e.serverPort, Count: 1, MPTCP: true,
+		Chunk: 1, Interval: time.Hour})
 }
 
 // samples counts the running daemon's health samples by source.
@@ -203,7 +158,7 @@ func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := e.b.Client.MustRun("ss", "-tenH", "state", "established", "dport", "= :"+e.serverPort)
+	ss := e.b.Client.MustRun("ss", "-tenH", "state", "established", "dport", fmt.Sprintf("= :%d", e.serverPort))
 	cookies := regexp.MustCompile(`sk:([0-9a-f]+)`).FindAllStringSubmatch(ss, -1)
 	if len(cookies) != 2 {
 		t.Fatalf("ss -ten shows %d subflows of the idle connection, want 2:\n%s", len(cookies), ss)
