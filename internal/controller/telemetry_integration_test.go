@@ -82,6 +82,17 @@ func (e *telemetryBed) connect(t *testing.T) {
 		Chunk: 1, Interval: time.Hour})
 }
 
+// connectWithLTE opens an idle connection while the daemon runs and waits
+// for the lte subflow the daemon gives it.
+func (e *telemetryBed) connectWithLTE(t *testing.T) {
+	t.Helper()
+	e.connect(t)
+	waitFor(t, e.b, "the idle connection's lte subflow", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, e.b), e.b.LTEAddr)
+		return ok
+	})
+}
+
 // samples counts the running daemon's health samples by source.
 func (e *telemetryBed) samples(t *testing.T) (tel, diag float64) {
 	t.Helper()
@@ -123,11 +134,7 @@ func (e *telemetryBed) waitSamples(t *testing.T, n float64) (tel, diag float64) 
 func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 	e := newTelemetryBed(t)
 	e.start(t)
-	e.connect(t)
-	waitFor(t, e.b, "the idle connection's lte subflow", 10*time.Second, func() bool {
-		_, ok := hasFrom(subflows(t, e.b), e.b.LTEAddr)
-		return ok
-	})
+	e.connectWithLTE(t)
 	// Before: the map has both subflows from their establishment on.
 	waitFor(t, e.b, "two health samples from the telemetry map", 10*time.Second, func() bool {
 		tel, _ := e.samples(t)
@@ -184,11 +191,7 @@ func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 func TestIntegrationRestartKeepsTelemetryCoverage(t *testing.T) {
 	e := newTelemetryBed(t)
 	e.start(t)
-	e.connect(t)
-	waitFor(t, e.b, "the idle connection's lte subflow", 10*time.Second, func() bool {
-		_, ok := hasFrom(subflows(t, e.b), e.b.LTEAddr)
-		return ok
-	})
+	e.connectWithLTE(t)
 	e.waitSamples(t, 2)
 	e.d.term(t)
 
