@@ -338,9 +338,9 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	undo.push(func(m stopMode) {
 		// Runs before the routing goes and, at an upgrade, while the
 		// links are still held: the duplicates keep the programs attached
-		// across the exec.
-		// For the next start, and for a new binary that does not keep
-		// the telemetry map (another layout of its entries).
+		// across the exec. The list of followed subflows is for the next
+		// start, and for a new binary that does not keep the telemetry
+		// map (another layout of its entries).
 		c.saveFollowed()
 		if m == modeUpgrade && c.upgrading != nil {
 			c.upgrading.held = c.holdLinks()
