@@ -204,10 +204,6 @@ type Controller struct {
 	// telemetryLayoutIn is the layout of Config.HeldTelemetryFD's entries,
 	// from the handoff.
 	telemetryLayoutIn string
-	// followedPath is where a stop lists the subflows the sockops
-	// program followed, for the next start (followed.go); "" without a
-	// state directory. boot is the boot id the list is written with.
-	followedPath, boot string
 	// pmWas is the path manager setting the first process found.
 	pmWas string
 	// joinsWas is what net.mptcp.allow_join_initial_addr_port was before

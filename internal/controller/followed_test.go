@@ -119,3 +119,40 @@ func TestSamplerCountsFollowedSubflows(t *testing.T) {
 		t.Fatalf("for another program: %d counted, want 0 until a dump", n)
 	}
 }
+
+// While sampling, the list is written at the first sample, then again
+// when the map's entries have changed by more than a sixteenth or a
+// minute has passed, not at every sample.
+func TestSamplerKeepsTheList(t *testing.T) {
+	path := followedFile(t.TempDir(), 7)
+	s := newSampler(&countingInventory{}, time.Now, func(string, time.Duration) {})
+	s.list = &followedList{path: path, boot: "b1", warn: func(err error) { t.Error(err) }}
+	listed := func() int {
+		got, err := readFollowed(path, "b1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(got)
+	}
+	cookies := make([]uint64, 32)
+	for i := range cookies {
+		cookies[i] = uint64(i + 1)
+	}
+	s.keepFollowed(entries(cookies...))
+	if n := listed(); n != 32 {
+		t.Fatalf("after the first sample the list holds %d, want 32", n)
+	}
+	s.keepFollowed(entries(cookies[:30]...)) // 2 of 32: not more than a sixteenth
+	if n := listed(); n != 32 {
+		t.Fatalf("after a change of 2 in 32 the list holds %d, want 32 (not written again)", n)
+	}
+	s.keepFollowed(entries(cookies[:29]...))
+	if n := listed(); n != 29 {
+		t.Fatalf("after a change of 3 in 32 the list holds %d, want 29", n)
+	}
+	s.wrote = s.wrote.Add(-followedEvery)
+	s.keepFollowed(entries(cookies[:28]...))
+	if n := listed(); n != 28 {
+		t.Fatalf("a minute later the list holds %d, want 28", n)
+	}
+}

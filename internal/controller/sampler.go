@@ -92,6 +92,12 @@ type sampler struct {
 	followed, unfollowed map[uint64]struct{}
 	followedAt           time.Time
 	checkedFor           *pathpolicy.PathPolicy
+	// list is where the list of followed subflows is kept while the
+	// daemon runs (followed.go; nil: not kept), wrote when and with how
+	// many map entries it was last written.
+	list   *followedList
+	wrote  time.Time
+	wroteN int
 }
 
 // sharedDump is an inventory dump the resync read, for the sampler.
@@ -233,6 +239,7 @@ func (s *sampler) sample() healthBatch {
 		case err != nil:
 			b.fellBack = "telemetry: " + err.Error()
 		default:
+			s.keepFollowed(stats)
 			subs := make([]subflowSample, 0, len(stats))
 			for _, st := range stats {
 				if st.State != tcpEstablished {

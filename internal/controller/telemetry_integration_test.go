@@ -179,13 +179,28 @@ func TestIntegrationUpgradeKeepsTelemetry(t *testing.T) {
 	e.d.term(t)
 }
 
+// coveredAfterStart checks the health samples of a daemon just started:
+// at most two from sock_diag (the first, which checks the list of
+// followed subflows against a dump), then none in the next three.
+func (e *telemetryBed) coveredAfterStart(t *testing.T, what string) {
+	t.Helper()
+	tel1, diag1 := e.waitSamples(t, 3)
+	tel2, diag2 := e.waitSamples(t, tel1+diag1+3)
+	t.Logf("%s: %v samples from the map and %v from sock_diag, then %v and %v", what, tel1, diag1, tel2, diag2)
+	if diag2 != diag1 || diag1 > 2 {
+		t.Errorf("%s: %v then %v health samples from sock_diag; want at most 2, then no more\n%s", what, diag1, diag2, e.log)
+	}
+}
+
 // A restart (stop, start) loses the map, but a stopping daemon lists the
 // subflows its program followed (--state-dir), and the next start counts
 // those that still live as covered: the idle connection's subflows,
 // which have no entry in the new map, stop the health samples from
 // falling back to sock_diag once a first dump has shown they live.
 // Without the list every sample after the restart came from sock_diag.
-// A connection made while no daemon ran has a subflow no program follows
+// The sampler keeps the list while the daemon runs too, so a crash
+// (SIGKILL) after a second idle connection loses none of it. A
+// connection made while no daemon ran has a subflow no program follows
 // (its callbacks were never turned on), so the samples after the next
 // start must keep coming from sock_diag.
 func TestIntegrationRestartKeepsTelemetryCoverage(t *testing.T) {
@@ -194,20 +209,24 @@ func TestIntegrationRestartKeepsTelemetryCoverage(t *testing.T) {
 	e.connectWithLTE(t)
 	e.waitSamples(t, 2)
 	e.d.term(t)
-
 	e.start(t)
-	tel1, diag1 := e.waitSamples(t, 3)
-	tel2, diag2 := e.waitSamples(t, tel1+diag1+3)
-	t.Logf("after the restart: %v samples from the map and %v from sock_diag, then %v and %v", tel1, diag1, tel2, diag2)
-	if diag2 != diag1 || diag1 > 2 {
-		t.Errorf("after the restart: %v then %v health samples from sock_diag; want at most 2, then no more\n%s", diag1, diag2, e.log)
-	}
+	e.coveredAfterStart(t, "after a restart")
+
+	// Its entries grow by more than a sixteenth: the sampler writes the
+	// list at its next sample.
+	e.connectWithLTE(t)
+	tel, diag := e.samples(t)
+	e.waitSamples(t, tel+diag+2)
+	e.d.cmd.Process.Kill()
+	<-e.d.done
+	e.start(t)
+	e.coveredAfterStart(t, "after a crash")
 	e.d.term(t)
 
 	e.connect(t) // while no daemon runs
 	e.start(t)
-	tel1, diag1 = e.waitSamples(t, 3)
-	tel2, diag2 = e.waitSamples(t, tel1+diag1+3)
+	tel1, diag1 := e.waitSamples(t, 3)
+	tel2, diag2 := e.waitSamples(t, tel1+diag1+3)
 	t.Logf("with a connection made while stopped: %v samples from the map and %v from sock_diag, then %v and %v", tel1, diag1, tel2, diag2)
 	if diag2-diag1 < 3 {
 		t.Errorf("with a subflow no program follows: %v then %v health samples from sock_diag; want every sample from it\n%s", diag1, diag2, e.log)
