@@ -2,7 +2,6 @@ package controller
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,7 +31,8 @@ import (
 // connections a dump is 0.3 s of CPU). A daemon that stops (or upgrades
 // in place, to a binary that may not keep the map) therefore lists in its
 // state directory the socket cookies of the subflows its program
-// followed, and its sampler keeps that list while it runs, for a crash. The next start reads the list, and a dump, with the map read
+// followed, and its sampler keeps that list while it runs, for a
+// crash. The next start reads the list, and a dump, with the map read
 // after it, shows which of them live without an entry (followed) and
 // which live subflows are neither in the map nor in the list (unfollowed:
 // made while no program was attached). While there are none of the
@@ -95,10 +95,11 @@ func readFollowed(path, boot string) (map[uint64]struct{}, error) {
 
 // writeFollowed replaces the list at path with the cookies of sets, in
 // that order, each once, maxFollowed at most.
-func writeFollowed(path, boot string, sets ...iter.Seq[uint64]) error {
-	var b bytes.Buffer
-	b.WriteString(followedMagic + boot + "\n")
-	seen := map[uint64]struct{}{}
+func writeFollowed(path, boot string, hint int, sets ...iter.Seq[uint64]) error {
+	hint = min(hint, maxFollowed)
+	b := make([]byte, 0, len(followedMagic)+len(boot)+1+8*hint)
+	b = append(b, followedMagic+boot+"\n"...)
+	seen := make(map[uint64]struct{}, hint)
 	for _, set := range sets {
 		for c := range set {
 			if len(seen) == maxFollowed {
@@ -106,11 +107,11 @@ func writeFollowed(path, boot string, sets ...iter.Seq[uint64]) error {
 			}
 			if _, ok := seen[c]; !ok {
 				seen[c] = struct{}{}
-				b.Write(binary.LittleEndian.AppendUint64(nil, c))
+				b = binary.LittleEndian.AppendUint64(b, c)
 			}
 		}
 	}
-	return writeFileAtomic(path, b.Bytes())
+	return writeFileAtomic(path, b)
 }
 
 // followedList is where the list is kept: its file, the boot it names,
@@ -118,11 +119,14 @@ func writeFollowed(path, boot string, sets ...iter.Seq[uint64]) error {
 type followedList struct {
 	path, boot string
 	warn       func(err error)
+	// failing is the last write's error, said once (the sampler writes
+	// every minute).
+	failing string
 }
 
 // save writes the list: the cookies of the map's entries (stats), then
-// those of followed.
-func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64]struct{}) {
+// those of followed. It reports whether it could.
+func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64]struct{}) bool {
 	entries := func(yield func(uint64) bool) {
 		for _, st := range stats {
 			if !yield(st.Cookie) {
@@ -130,9 +134,16 @@ func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64
 			}
 		}
 	}
-	if err := writeFollowed(l.path, l.boot, entries, maps.Keys(followed)); err != nil {
+	err := writeFollowed(l.path, l.boot, len(stats)+len(followed), entries, maps.Keys(followed))
+	switch {
+	case err == nil:
+		l.failing = ""
+		return true
+	case err.Error() != l.failing:
+		l.failing = err.Error()
 		l.warn(err)
 	}
+	return false
 }
 
 // loadFollowed hands the sampler the list a previous run left, and where
@@ -175,7 +186,9 @@ func (c *Controller) saveFollowed() {
 		c.sampler.list.warn(err)
 		return
 	}
-	c.sampler.list.save(stats, c.sampler.followed)
+	if c.sampler.list.save(stats, c.sampler.followed) {
+		c.log.Info("followed subflows listed for the next start", "subflows", len(stats)+len(c.sampler.followed), "file", c.sampler.list.path)
+	}
 }
 
 // followedEvery is how often the sampler writes the list while the map's

@@ -24,7 +24,7 @@ func TestFollowedFile(t *testing.T) {
 	if got, err := readFollowed(path, "b1"); got != nil || err != nil {
 		t.Fatalf("missing file: %v, %v; want an empty list", got, err)
 	}
-	if err := writeFollowed(path, "b1", slices.Values([]uint64{1, 1 << 40}), slices.Values([]uint64{3, 1})); err != nil {
+	if err := writeFollowed(path, "b1", 2, slices.Values([]uint64{1, 1 << 40}), slices.Values([]uint64{3, 1})); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
@@ -151,8 +151,20 @@ func TestSamplerKeepsTheList(t *testing.T) {
 		t.Fatalf("after a change of 3 in 32 the list holds %d, want 29", n)
 	}
 	s.wrote = s.wrote.Add(-followedEvery)
+	s.followed = map[uint64]struct{}{100: {}} // idle, no entry
 	s.keepFollowed(entries(cookies[:28]...))
-	if n := listed(); n != 28 {
-		t.Fatalf("a minute later the list holds %d, want 28", n)
+	if n := listed(); n != 29 {
+		t.Fatalf("a minute later the list holds %d, want 29 (28 entries and one followed)", n)
+	}
+
+	// A write that fails is said once, not at every try.
+	var warned int
+	s.list = &followedList{path: filepath.Join(path, "not-a-dir", "list"), boot: "b1", warn: func(error) { warned++ }}
+	for range 3 {
+		s.wrote = s.wrote.Add(-followedEvery)
+		s.keepFollowed(entries(cookies...))
+	}
+	if warned != 1 {
+		t.Errorf("three failing writes warned %d times, want 1", warned)
 	}
 }

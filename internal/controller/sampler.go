@@ -93,8 +93,9 @@ type sampler struct {
 	followedAt           time.Time
 	checkedFor           *pathpolicy.PathPolicy
 	// list is where the list of followed subflows is kept while the
-	// daemon runs (followed.go; nil: not kept), wrote when and with how
-	// many map entries it was last written.
+	// daemon runs (followed.go; nil: not kept); wrote is when the sampler
+	// last tried to write it, wroteN with how many map entries. The
+	// sampler's goroutine's.
 	list   *followedList
 	wrote  time.Time
 	wroteN int
@@ -239,7 +240,6 @@ func (s *sampler) sample() healthBatch {
 		case err != nil:
 			b.fellBack = "telemetry: " + err.Error()
 		default:
-			s.keepFollowed(stats)
 			subs := make([]subflowSample, 0, len(stats))
 			for _, st := range stats {
 				if st.State != tcpEstablished {
@@ -266,9 +266,11 @@ func (s *sampler) sample() healthBatch {
 				s.lastRead = start
 				b.at, b.subs = s.now(), subs
 				s.took(sourceTelemetry, time.Since(start))
+				s.keepFollowed(stats) // after the read's time, within the sample's
 				return b
 			}
 			b.fellBack = fmt.Sprintf("the telemetry map holds %d established subflows of the %d known (%d more followed idle)", len(subs), known, covered-int64(len(subs)))
+			s.keepFollowed(stats)
 		}
 		d := s.fromDiag(pp)
 		d.fellBack = b.fellBack
