@@ -48,7 +48,7 @@ const followedMagic = "gigapath followed subflows v1 boot "
 const maxFollowed = 2 * serverTelemetrySubflows
 
 // bootIDFile names the boot (a random UUID the kernel makes at boot).
-var bootIDFile = "/proc/sys/kernel/random/boot_id"
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
 
 func bootID() (string, error) {
 	b, err := os.ReadFile(bootIDFile)
