@@ -212,6 +212,22 @@ func (s *sampler) keepFollowed(stats []pathpolicy.SubflowStats) {
 	s.wrote, s.wroteN = time.Now(), n
 }
 
+// coverage is how many subflows a map read (stats, of a map of capacity
+// entries; subs of them established) covers of the known ones: its
+// established entries, and the followed subflows that followedCredit
+// counts. The list is checked even when the map alone covers what the
+// loop knows: a new subflow has its entry before the loop has its event,
+// and the list must not lose the idle ones meanwhile.
+func (s *sampler) coverage(pp *pathpolicy.PathPolicy, capacity uint32, stats []pathpolicy.SubflowStats, subs int, known int64) int64 {
+	covered := int64(subs)
+	if len(s.followed) > 0 {
+		if credit := s.followedCredit(pp, uint32(len(stats)) >= capacity, stats); covered < known {
+			covered += credit
+		}
+	}
+	return covered
+}
+
 // followedCredit drops from the list the subflows that have an entry in
 // stats (the map read of this sample, full when it is at the map's size)
 // and returns how many of the list to count as covered: those that live

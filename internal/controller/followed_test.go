@@ -120,6 +120,26 @@ func TestSamplerCountsFollowedSubflows(t *testing.T) {
 	}
 }
 
+// A map read that covers what the loop knows by itself (a new subflow's
+// entry came before the loop had its event) leaves the idle followed
+// subflows on the list: once the loop knows the new subflow, they count.
+func TestSamplerCoverageKeepsTheList(t *testing.T) {
+	pp := &pathpolicy.PathPolicy{}
+	s := newSampler(&countingInventory{}, time.Now, func(string, time.Duration) {})
+	s.followed = map[uint64]struct{}{1: {}}
+	s.checkFollowed(pp, listWithCookies(1, 2), time.Now(), entries(2))
+	// 3 is new: in the map, not yet known to the loop.
+	if got := s.coverage(pp, 64, entries(2, 3), 2, 2); got != 2 {
+		t.Fatalf("covered %d, want 2 (the map alone)", got)
+	}
+	if got := s.coverage(pp, 64, entries(2, 3), 2, 3); got != 3 {
+		t.Fatalf("once the loop knows 3: covered %d of 3 (list %v), want 3 (idle 1 still counted)", got, s.followed)
+	}
+	if got := s.coverage(pp, 2, entries(2, 3), 2, 3); got != 2 {
+		t.Fatalf("with the map full: covered %d, want 2", got)
+	}
+}
+
 // While sampling, the list is written at the first sample, then again
 // when the map's entries have changed by more than a sixteenth or a
 // minute has passed, not at every sample.

@@ -250,16 +250,7 @@ func (s *sampler) sample() healthBatch {
 					dataSegsIn: st.DataSegsIn, rcvOOOPack: st.RcvOOOPack})
 			}
 			known := s.known.Load()
-			covered := int64(len(subs))
-			if covered >= known {
-				// The map alone covers every subflow.
-				s.followed, s.unfollowed = nil, nil
-			} else {
-				// Subflows an earlier program followed have been idle
-				// since it stopped: nothing of theirs to count.
-				full := uint32(len(stats)) >= pp.TelemetryMap().MaxEntries()
-				covered += s.followedCredit(pp, full, stats)
-			}
+			covered := s.coverage(pp, pp.TelemetryMap().MaxEntries(), stats, len(subs), known)
 			if covered >= known {
 				// Not needed: a dump the resync left is let go.
 				s.shared.Store(nil)
