@@ -220,10 +220,8 @@ func (s *sampler) keepFollowed(stats []pathpolicy.SubflowStats) {
 // and the list must not lose the idle ones meanwhile.
 func (s *sampler) coverage(pp *pathpolicy.PathPolicy, capacity uint32, stats []pathpolicy.SubflowStats, subs int, known int64) int64 {
 	covered := int64(subs)
-	if len(s.followed) > 0 {
-		if credit := s.followedCredit(pp, uint32(len(stats)) >= capacity, stats); covered < known {
-			covered += credit
-		}
+	if credit := s.followedCredit(pp, uint32(len(stats)) >= capacity, stats); covered < known {
+		covered += credit
 	}
 	return covered
 }

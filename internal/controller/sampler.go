@@ -285,7 +285,7 @@ func (s *sampler) ifindexOf(addr netip.Addr, hint int) int {
 
 // fromDiag reads every subflow's tcp_info from a sock_diag dump: the
 // resync's when it read one within the interval, its own otherwise. With
-// pp (the telemetry map did not cover every subflow), the dump also
+// pp (the telemetry map did not cover every subflow), its own dump also
 // checks the list of followed subflows against the map read after it.
 func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 	start := time.Now()
@@ -303,9 +303,11 @@ func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 	if err != nil {
 		return b
 	}
-	if pp != nil && len(s.followed) > 0 {
+	if pp != nil && len(s.followed) > 0 && !b.shared {
 		// Read after the dump: a subflow it shows established has its
-		// entry by now if it is to have one.
+		// entry by now if it is to have one. (A resync's dump was checked
+		// already, against the sample's read of the map, which came
+		// after it: followedCredit.)
 		stats, err := pp.AppendTelemetry(s.telBuf)
 		s.telBuf = reuse.Keep(stats)
 		if err == nil {
