@@ -66,6 +66,12 @@ func (c *Client) request(op string, cmd uint8, dump bool, encode func(*netlink.A
 	case !replies[cmd]:
 		// Commands that change state send no reply unless asked for an
 		// acknowledgement; without one the request would wait forever.
+		if sent, err := c.c.ack(cmd, b); sent {
+			if err != nil {
+				return nil, opError(op, err)
+			}
+			return nil, nil
+		}
 		flags |= netlink.Acknowledge
 	}
 	msgs, err := c.c.execute(genetlink.Message{

@@ -3,10 +3,13 @@
 package pathmgr
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
@@ -19,6 +22,17 @@ type client struct {
 	mu     sync.Mutex
 	c      *genetlink.Conn
 	family genetlink.Family
+
+	// For requests answered by an acknowledgement only (see ack), guarded
+	// by mu: the socket's descriptor (nil on a socket without one, such
+	// as a test's fake: those go through Execute), the last sequence
+	// number used, and buffers reused from request to request.
+	rc             syscall.RawConn
+	seq            uint32
+	sbuf, rbuf     []byte
+	got            int   // the length of the datagram recv read
+	ioErr          error // what send or recv failed with
+	sendFn, recvFn func(uintptr) bool
 }
 
 // dialNetlink opens a generic netlink socket in the namespace cfg names,
@@ -79,7 +93,13 @@ func initClient(c *genetlink.Conn) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
-	return &Client{c: &client{c: c, family: f}}, nil
+	cl := &client{c: c, family: f}
+	if rc, err := c.SyscallConn(); err == nil {
+		cl.rc = rc
+		cl.rbuf = make([]byte, ackBufferBytes)
+		cl.sendFn, cl.recvFn = cl.send, cl.recv
+	}
+	return &Client{c: cl}, nil
 }
 
 func (c *client) close() error { return c.c.Close() }
@@ -91,6 +111,164 @@ func (c *client) execute(req genetlink.Message, flags netlink.HeaderFlags) ([]ge
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.c.Execute(req, c.family.ID, flags)
+}
+
+// ackBufferBytes is the receive buffer of ack: an acknowledgement of a
+// refusal echoes the request (a few dozen bytes) and carries the kernel's
+// message.
+const ackBufferBytes = 4 << 10
+
+// Flags of netlink headers that ack reads and writes.
+const (
+	nlmFRequest     = 0x1   // NLM_F_REQUEST
+	nlmFAck         = 0x4   // NLM_F_ACK
+	nlmFCapped      = 0x100 // NLM_F_CAPPED: the echoed request is its header only
+	nlmFAckTLVs     = 0x200 // NLM_F_ACK_TLVS: extended acknowledgement attributes follow
+	nlmsgerrAttrMsg = 1     // NLMSGERR_ATTR_MSG
+)
+
+// ack sends one request of a command that the kernel answers with an
+// acknowledgement only (the commands that change state: SUBFLOW_CREATE
+// among them, which a userspace path manager sends for every connection)
+// and waits for that acknowledgement. It writes and reads the socket's
+// descriptor directly, with buffers kept from request to request, where
+// Execute allocates some 40 times per request (BenchmarkAck). It returns
+// false, without sending, on a socket without a descriptor; the caller
+// then uses Execute.
+//
+// The reply is matched by sequence number, so a message left on the
+// socket by an earlier request that failed halfway is skipped, not taken
+// for this one's answer. A refusal is a *netlink.OpError as Execute's
+// would be, with the kernel's extended acknowledgement message verbatim.
+func (c *client) ack(cmd uint8, attrs []byte) (bool, error) {
+	if c.rc == nil {
+		return false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	seq := c.seq
+	var hdr [nlmsgHdrLen + genlHdrLen]byte
+	binary.NativeEndian.PutUint32(hdr[0:4], uint32(len(hdr)+len(attrs)))
+	binary.NativeEndian.PutUint16(hdr[4:6], c.family.ID)
+	binary.NativeEndian.PutUint16(hdr[6:8], nlmFRequest|nlmFAck)
+	binary.NativeEndian.PutUint32(hdr[8:12], seq)
+	// hdr[12:16]: port id 0, the kernel.
+	hdr[16], hdr[17] = cmd, familyVersion
+	c.sbuf = append(append(c.sbuf[:0], hdr[:]...), attrs...)
+
+	c.ioErr = nil
+	err := c.rc.Write(c.sendFn)
+	if err == nil {
+		err = c.ioErr
+	}
+	if err != nil {
+		return true, &netlink.OpError{Op: "send", Err: err}
+	}
+	for {
+		err := c.rc.Read(c.recvFn)
+		if err == nil {
+			err = c.ioErr
+		}
+		if err != nil {
+			return true, &netlink.OpError{Op: "receive", Err: err}
+		}
+		if c.got > len(c.rbuf) {
+			// Not this request's acknowledgement, which is small: a
+			// leftover dump's datagram. Its tail is gone with it.
+			continue
+		}
+		if done, err := ackOf(c.rbuf[:c.got], seq); done {
+			return true, err
+		}
+	}
+}
+
+// send writes sbuf to the socket (for RawConn.Write, as sendFn: a method
+// value made once, where a closure would be allocated per request).
+func (c *client) send(fd uintptr) bool {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
+	switch errno {
+	case 0:
+	case unix.EAGAIN, unix.EINTR:
+		return false // wait until the socket is writable, or again
+	default:
+		c.ioErr = errno
+	}
+	return true
+}
+
+// recv reads one datagram into rbuf, its whole length into got (for
+// RawConn.Read, as recvFn).
+func (c *client) recv(fd uintptr) bool {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)),
+		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	switch errno {
+	case 0:
+		c.got = int(n)
+	case unix.EAGAIN, unix.EINTR:
+		return false // wait for the reply, or again
+	default:
+		c.ioErr = errno
+	}
+	return true
+}
+
+// ackOf looks in one datagram for the acknowledgement of request seq. It
+// returns done with the request's outcome when it found it (or the
+// datagram is malformed), and not done when the datagram is another
+// request's.
+func ackOf(b []byte, seq uint32) (done bool, err error) {
+	for len(b) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		if l < nlmsgHdrLen || l > len(b) {
+			return true, &netlink.OpError{Op: "receive", Err: fmt.Errorf("netlink message of bad length %d (%d bytes left)", l, len(b))}
+		}
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		flags := binary.NativeEndian.Uint16(b[6:8])
+		mseq := binary.NativeEndian.Uint32(b[8:12])
+		data := b[nlmsgHdrLen:l]
+		b = b[min((l+3)&^3, len(b)):]
+		if mseq != seq || typ != nlmsgError {
+			continue
+		}
+		if len(data) < 4 {
+			return true, &netlink.OpError{Op: "receive", Err: fmt.Errorf("acknowledgement of %d bytes, too short for its error number", len(data))}
+		}
+		code := int32(binary.NativeEndian.Uint32(data[0:4]))
+		if code == 0 {
+			return true, nil
+		}
+		oe := &netlink.OpError{Op: "receive", Err: unix.Errno(-code), Sequence: seq}
+		if flags&nlmFAckTLVs != 0 && len(data) >= 4+nlmsgHdrLen {
+			off := 4 + nlmsgHdrLen // the echoed request's header
+			if flags&nlmFCapped == 0 {
+				off = 4 + int(binary.NativeEndian.Uint32(data[4:8])) // the whole request
+			}
+			if off <= len(data) {
+				oe.Message = extackMessage(data[off:])
+			}
+		}
+		return true, oe
+	}
+	return false, nil
+}
+
+// extackMessage is the NLMSGERR_ATTR_MSG text among extended
+// acknowledgement attributes, "" without one.
+func extackMessage(b []byte) string {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		typ := binary.NativeEndian.Uint16(b[2:4]) & 0x3fff
+		if l < 4 || l > len(b) {
+			return ""
+		}
+		if typ == nlmsgerrAttrMsg {
+			return unix.ByteSliceToString(b[4:l])
+		}
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return ""
 }
 
 // unameRelease is uname -r.

@@ -1,0 +1,195 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// nlmsg is one netlink message: header fields and payload, padded.
+func nlmsg(typ, flags uint16, seq uint32, payload []byte) []byte {
+	b := make([]byte, nlmsgHdrLen, nlmsgHdrLen+len(payload)+3)
+	binary.NativeEndian.PutUint32(b[0:4], uint32(nlmsgHdrLen+len(payload)))
+	binary.NativeEndian.PutUint16(b[4:6], typ)
+	binary.NativeEndian.PutUint16(b[6:8], flags)
+	binary.NativeEndian.PutUint32(b[8:12], seq)
+	b = append(b, payload...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// errmsg is an NLMSG_ERROR payload: the errno (negative), the echoed
+// request (its header only when capped) and extended acknowledgement
+// attributes.
+func errmsg(errno int32, echoed []byte, msg string) []byte {
+	b := binary.NativeEndian.AppendUint32(nil, uint32(errno))
+	b = append(b, echoed...)
+	if msg != "" {
+		s := append([]byte(msg), 0)
+		a := binary.NativeEndian.AppendUint16(nil, uint16(4+len(s)))
+		a = binary.NativeEndian.AppendUint16(a, nlmsgerrAttrMsg)
+		a = append(a, s...)
+		for len(a)%4 != 0 {
+			a = append(a, 0)
+		}
+		// An attribute before the message, as the kernel's offset is.
+		b = append(b, 8, 0, 2, 0, 20, 0, 0, 0)
+		b = append(b, a...)
+	}
+	return b
+}
+
+func TestAckOf(t *testing.T) {
+	req := nlmsg(0x1b, nlmFRequest|nlmFAck, 7, []byte{1, 1, 0, 0, 8, 0, 1, 0, 5, 0, 0, 0})
+	eexist := -int32(syscall.EEXIST)
+	for _, tt := range []struct {
+		name     string
+		datagram []byte
+		done     bool
+		errno    syscall.Errno
+		message  string
+	}{
+		{"ack", nlmsg(nlmsgError, nlmFCapped, 7, errmsg(0, req[:nlmsgHdrLen], "")), true, 0, ""},
+		{"another request's ack", nlmsg(nlmsgError, nlmFCapped, 6, errmsg(0, req[:nlmsgHdrLen], "")), false, 0, ""},
+		{"another request's reply", nlmsg(0x1b, 0, 7, []byte{1, 1, 0, 0}), false, 0, ""},
+		{"a reply, then the ack", append(nlmsg(0x1b, 0, 6, []byte{1, 1, 0, 0}), nlmsg(nlmsgError, nlmFCapped, 7, errmsg(0, req[:nlmsgHdrLen], ""))...), true, 0, ""},
+		{"refusal, request echoed whole", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, req, "duplicate one")), true, syscall.EEXIST, "duplicate one"},
+		{"refusal, request capped", nlmsg(nlmsgError, nlmFAckTLVs|nlmFCapped, 7, errmsg(eexist, req[:nlmsgHdrLen], "duplicate one")), true, syscall.EEXIST, "duplicate one"},
+		{"refusal without a message", nlmsg(nlmsgError, 0, 7, errmsg(eexist, req, "")), true, syscall.EEXIST, ""},
+		{"refusal, attributes cut", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, req, "duplicate one")[:len(req)+10]), true, syscall.EEXIST, ""},
+		{"too short for its errno", nlmsg(nlmsgError, 0, 7, []byte{1, 2}), true, 0, ""},
+		{"bad length", []byte{200, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0}, true, 0, ""},
+		{"empty", nil, false, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			done, err := ackOf(tt.datagram, 7)
+			if done != tt.done {
+				t.Fatalf("done = %v (err %v), want %v", done, err, tt.done)
+			}
+			if !done {
+				return
+			}
+			var oe *netlink.OpError
+			switch {
+			case tt.errno != 0:
+				if !errors.As(err, &oe) || !errors.Is(err, tt.errno) || oe.Message != tt.message {
+					t.Fatalf("err = %#v, want errno %v with message %q", err, tt.errno, tt.message)
+				}
+			case strings.HasPrefix(tt.name, "too short"), tt.name == "bad length":
+				if err == nil {
+					t.Fatal("malformed acknowledgement accepted")
+				}
+			case err != nil:
+				t.Fatalf("err = %v, want success", err)
+			}
+		})
+	}
+}
+
+// TestIntegrationAckSkipsAnotherRequestsReply: answers left on the socket
+// (requests whose answers were never read: an acknowledgement of success
+// and a reply) are not taken for the next request's acknowledgement, and
+// the socket is clean after it.
+func TestIntegrationAckSkipsAnotherRequestsReply(t *testing.T) {
+	ns := testbed.NetNST(t, "ack")
+	c, err := Dial(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.c.rc == nil {
+		t.Fatal("a real socket without a descriptor: acknowledgements would go through Execute")
+	}
+	ns.RunT(t, "ip", "mptcp", "endpoint", "add", "10.7.0.1", "id", "3", "subflow")
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(attrSubflows, 2)
+	attrs, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []struct {
+		cmd   uint8
+		data  []byte
+		flags netlink.HeaderFlags
+	}{{cmdSetLimits, attrs, netlink.Request | netlink.Acknowledge}, {cmdGetLimits, nil, netlink.Request}} {
+		if _, err := c.c.c.Send(genetlink.Message{Header: genetlink.Header{Command: m.cmd, Version: familyVersion}, Data: m.data},
+			c.c.family.ID, m.flags); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = c.AddEndpoint(Endpoint{ID: 3, Addr: netip.MustParseAddr("10.7.0.9"), Flags: FlagSubflow})
+	// The oracle: iproute2's words for the same refusal ("Error: MSG.").
+	_, ipErr := ns.Run("ip", "mptcp", "endpoint", "add", "10.7.0.9", "id", "3", "subflow")
+	var want string
+	if ipErr != nil {
+		_, want, _ = strings.Cut(ipErr.Error(), "Error: ")
+		want = strings.TrimSuffix(strings.TrimSpace(want), ".")
+	}
+	if want == "" {
+		t.Fatalf("ip mptcp endpoint add of a duplicate id: %v; want a refusal with the kernel's message", ipErr)
+	}
+	var ke *Error
+	if !errors.As(err, &ke) || ke.Message != want {
+		t.Fatalf("duplicate id after answers left on the socket: err = %v, want the kernel's refusal %q", err, want)
+	}
+	five := uint32(5)
+	if err := c.SetLimits(LimitsUpdate{Subflows: &five}); err != nil {
+		t.Fatalf("SetLimits: %v", err)
+	}
+	if got := ns.RunT(t, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "subflows 5") {
+		t.Errorf("ip mptcp limits show = %q, want subflows 5", got)
+	}
+	if l, err := c.Limits(); err != nil || l.Subflows != 5 {
+		t.Errorf("Limits() = %+v, %v after it; want subflows 5", l, err)
+	}
+}
+
+// BenchmarkAck is one request answered by an acknowledgement (LIMITS set,
+// as SUBFLOW_CREATE and the other commands that change state are), side by
+// side: on the socket's descriptor with the client's buffers (what the
+// Client does), and through the netlink package's Execute (what it did).
+//
+//	go test -run '^$' -bench '^BenchmarkAck$' -benchmem ./pathmgr
+func BenchmarkAck(b *testing.B) {
+	ns := testbed.NetNST(b, "back")
+	c, err := Dial(&Config{NetNS: ns.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(attrSubflows, 4)
+	attrs, err := ae.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("fd", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.c.ack(cmdSetLimits, attrs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("execute", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.c.execute(genetlink.Message{Header: genetlink.Header{Command: cmdSetLimits, Version: familyVersion}, Data: attrs},
+				netlink.Request|netlink.Acknowledge); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
