@@ -169,16 +169,14 @@ func BenchmarkAck(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	ae := netlink.NewAttributeEncoder()
-	ae.Uint32(attrSubflows, 4)
-	attrs, err := ae.Encode()
-	if err != nil {
-		b.Fatal(err)
-	}
+	encode := func(ae *attrEncoder) { ae.Uint32(attrSubflows, 4) }
+	var ae attrEncoder
+	encode(&ae)
+	attrs := ae.b
 	b.Run("fd", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := c.c.ack(cmdSetLimits, attrs); err != nil {
+			if _, err := c.c.ack(cmdSetLimits, encode); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -21,8 +21,8 @@ func family(a netip.Addr) uint16 {
 // encodeAddr writes an address nest: the local part of most commands.
 // Zero fields (no id, no port, no flags, no interface) are left out, as
 // the kernel treats a missing attribute as "not given".
-func encodeAddr(ae *netlink.AttributeEncoder, typ uint16, e Endpoint) {
-	ae.Nested(typ, func(nae *netlink.AttributeEncoder) error {
+func encodeAddr(ae *attrEncoder, typ uint16, e Endpoint) {
+	ae.Nested(typ, func(nae *attrEncoder) {
 		if e.Addr.IsValid() {
 			a := e.Addr.Unmap()
 			nae.Uint16(addrAttrFamily, family(a))
@@ -46,12 +46,11 @@ func encodeAddr(ae *netlink.AttributeEncoder, typ uint16, e Endpoint) {
 		if e.IfIndex != 0 {
 			nae.Int32(addrAttrIfIdx, int32(e.IfIndex))
 		}
-		return nil
 	})
 }
 
 // encodeRemote writes the remote address nest (address and port).
-func encodeRemote(ae *netlink.AttributeEncoder, ap netip.AddrPort) {
+func encodeRemote(ae *attrEncoder, ap netip.AddrPort) {
 	encodeAddr(ae, attrAddrRemote, Endpoint{Addr: ap.Addr(), Port: ap.Port()})
 }
 

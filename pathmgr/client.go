@@ -10,8 +10,6 @@
 package pathmgr
 
 import (
-	"fmt"
-
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 )
@@ -50,15 +48,7 @@ func (c *Client) FamilyVersion() uint8 { return c.c.familyVersion() }
 // Commands that change state are sent with an acknowledgement request;
 // dumps with the dump flag. op names the command in errors ("subflow
 // create").
-func (c *Client) request(op string, cmd uint8, dump bool, encode func(*netlink.AttributeEncoder)) ([]genetlink.Message, error) {
-	ae := netlink.NewAttributeEncoder()
-	if encode != nil {
-		encode(ae)
-	}
-	b, err := ae.Encode()
-	if err != nil {
-		return nil, fmt.Errorf("pathmgr: %s: encode: %w", op, err)
-	}
+func (c *Client) request(op string, cmd uint8, dump bool, encode func(*attrEncoder)) ([]genetlink.Message, error) {
 	flags := netlink.Request
 	switch {
 	case dump:
@@ -66,7 +56,7 @@ func (c *Client) request(op string, cmd uint8, dump bool, encode func(*netlink.A
 	case !replies[cmd]:
 		// Commands that change state send no reply unless asked for an
 		// acknowledgement; without one the request would wait forever.
-		if sent, err := c.c.ack(cmd, b); sent {
+		if sent, err := c.c.ack(cmd, encode); sent {
 			if err != nil {
 				return nil, opError(op, err)
 			}
@@ -74,9 +64,13 @@ func (c *Client) request(op string, cmd uint8, dump bool, encode func(*netlink.A
 		}
 		flags |= netlink.Acknowledge
 	}
+	var ae attrEncoder
+	if encode != nil {
+		encode(&ae)
+	}
 	msgs, err := c.c.execute(genetlink.Message{
 		Header: genetlink.Header{Command: cmd, Version: familyVersion},
-		Data:   b,
+		Data:   ae.b,
 	}, flags)
 	if err != nil {
 		return nil, opError(op, err)

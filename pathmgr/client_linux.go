@@ -30,8 +30,9 @@ type client struct {
 	rc             syscall.RawConn
 	seq            uint32
 	sbuf, rbuf     []byte
-	got            int   // the length of the datagram recv read
-	ioErr          error // what send or recv failed with
+	enc            attrEncoder // writes into sbuf
+	got            int         // the length of the datagram recv read
+	ioErr          error       // what send or recv failed with
 	sendFn, recvFn func(uintptr) bool
 }
 
@@ -140,7 +141,7 @@ const (
 // socket by an earlier request that failed halfway is skipped, not taken
 // for this one's answer. A refusal is a *netlink.OpError as Execute's
 // would be, with the kernel's extended acknowledgement message verbatim.
-func (c *client) ack(cmd uint8, attrs []byte) (bool, error) {
+func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
 	if c.rc == nil {
 		return false, nil
 	}
@@ -148,14 +149,18 @@ func (c *client) ack(cmd uint8, attrs []byte) (bool, error) {
 	defer c.mu.Unlock()
 	c.seq++
 	seq := c.seq
-	var hdr [nlmsgHdrLen + genlHdrLen]byte
-	binary.NativeEndian.PutUint32(hdr[0:4], uint32(len(hdr)+len(attrs)))
-	binary.NativeEndian.PutUint16(hdr[4:6], c.family.ID)
-	binary.NativeEndian.PutUint16(hdr[6:8], nlmFRequest|nlmFAck)
-	binary.NativeEndian.PutUint32(hdr[8:12], seq)
-	// hdr[12:16]: port id 0, the kernel.
-	hdr[16], hdr[17] = cmd, familyVersion
-	c.sbuf = append(append(c.sbuf[:0], hdr[:]...), attrs...)
+	c.enc.b = append(c.sbuf[:0], make([]byte, nlmsgHdrLen+genlHdrLen)...)
+	if encode != nil {
+		encode(&c.enc)
+	}
+	b := c.enc.b
+	binary.NativeEndian.PutUint32(b[0:4], uint32(len(b)))
+	binary.NativeEndian.PutUint16(b[4:6], c.family.ID)
+	binary.NativeEndian.PutUint16(b[6:8], nlmFRequest|nlmFAck)
+	binary.NativeEndian.PutUint32(b[8:12], seq)
+	clear(b[12:16]) // port id 0, the kernel
+	b[16], b[17], b[18], b[19] = cmd, familyVersion, 0, 0
+	c.sbuf = b
 
 	c.ioErr = nil
 	err := c.rc.Write(c.sendFn)

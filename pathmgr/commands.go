@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
-
-	"github.com/mdlayher/netlink"
 )
 
 // commandNames are the mptcp_pm commands by number, named as in the
@@ -50,7 +48,7 @@ func Commands() []uint8 {
 // endpoints. Run it where no MPTCP connection could have token 0, e.g. a
 // scratch namespace; it changes nothing.
 func (c *Client) SupportsConnectionAddrs() (bool, error) {
-	_, err := c.request("connection addresses probe", cmdGetAddr, true, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("connection addresses probe", cmdGetAddr, true, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, 0)
 	})
 	switch {

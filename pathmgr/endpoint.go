@@ -124,7 +124,7 @@ func (c *Client) AddEndpoint(e Endpoint) error {
 	if err := checkAddr("endpoint add", e.Addr); err != nil {
 		return err
 	}
-	_, err := c.request("endpoint add", cmdAddAddr, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("endpoint add", cmdAddAddr, false, func(ae *attrEncoder) {
 		encodeAddr(ae, attrAddr, e)
 	})
 	if err != nil || e.Flags&^verifiedFlags == 0 {
@@ -199,7 +199,7 @@ func (c *Client) DeleteEndpoint(id uint8, addr netip.Addr) error {
 	if id == 0 && !addr.IsValid() {
 		return fmt.Errorf("pathmgr: endpoint delete: id 0 needs the address as well")
 	}
-	_, err := c.request("endpoint delete", cmdDelAddr, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("endpoint delete", cmdDelAddr, false, func(ae *attrEncoder) {
 		encodeAddr(ae, attrAddr, Endpoint{ID: id, Addr: addr})
 	})
 	return err
@@ -211,7 +211,7 @@ func (c *Client) Endpoint(id uint8) (Endpoint, error) {
 	if id == 0 {
 		return Endpoint{}, fmt.Errorf("pathmgr: endpoint get: id must be 1..%d", maxEndpointID)
 	}
-	msgs, err := c.request("endpoint get", cmdGetAddr, false, func(ae *netlink.AttributeEncoder) {
+	msgs, err := c.request("endpoint get", cmdGetAddr, false, func(ae *attrEncoder) {
 		encodeAddr(ae, attrAddr, Endpoint{ID: id})
 	})
 	if err != nil {
@@ -255,7 +255,7 @@ func (c *Client) SetEndpointFlags(id uint8, addr netip.Addr, flags EndpointFlags
 	if id == 0 && !addr.IsValid() {
 		return fmt.Errorf("pathmgr: endpoint change: give an id (1..%d) or an address", maxEndpointID)
 	}
-	_, err := c.request("endpoint change", cmdSetFlags, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("endpoint change", cmdSetFlags, false, func(ae *attrEncoder) {
 		encodeAddr(ae, attrAddr, Endpoint{ID: id, Addr: addr, Flags: flags})
 	})
 	return err

@@ -45,10 +45,9 @@ func (k *fakeKernelPM) serve(t *testing.T) genltest.Func {
 			}
 		}
 		reply := func(e Endpoint) genetlink.Message {
-			ae := netlink.NewAttributeEncoder()
-			encodeAddr(ae, attrAddr, e)
-			b, _ := ae.Encode()
-			return genetlink.Message{Header: genetlink.Header{Command: cmdGetAddr}, Data: b}
+			var ae attrEncoder
+			encodeAddr(&ae, attrAddr, e)
+			return genetlink.Message{Header: genetlink.Header{Command: cmdGetAddr}, Data: ae.b}
 		}
 		switch greq.Header.Command {
 		case cmdAddAddr:

@@ -70,7 +70,7 @@ func (c *Client) SetLimits(u LimitsUpdate) error {
 			return fmt.Errorf("pathmgr: limits set: %s %d is out of range 0..%d", v.name, *v.p, MaxLimit)
 		}
 	}
-	_, err := c.request("limits set", cmdSetLimits, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("limits set", cmdSetLimits, false, func(ae *attrEncoder) {
 		if u.AddAddrAccepted != nil {
 			ae.Uint32(attrRcvAddAddrs, *u.AddAddrAccepted)
 		}

@@ -3,8 +3,6 @@ package pathmgr
 import (
 	"fmt"
 	"net/netip"
-
-	"github.com/mdlayher/netlink"
 )
 
 // Commands of the userspace path manager (net.mptcp.path_manager=userspace;
@@ -34,7 +32,7 @@ func (c *Client) Announce(token uint32, e Endpoint) error {
 		return fmt.Errorf("pathmgr: announce: local id must be 1..%d", maxEndpointID)
 	}
 	e.Flags |= FlagSignal
-	_, err := c.request("announce", cmdAnnounce, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("announce", cmdAnnounce, false, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 		encodeAddr(ae, attrAddr, e)
 	})
@@ -44,7 +42,7 @@ func (c *Client) Announce(token uint32, e Endpoint) error {
 // Remove makes a userspace-PM connection send RM_ADDR for the local
 // address id (and close the subflows using it).
 func (c *Client) Remove(token uint32, id uint8) error {
-	_, err := c.request("remove", cmdRemove, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("remove", cmdRemove, false, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 		ae.Uint8(attrLocID, id)
 	})
@@ -63,7 +61,7 @@ func (c *Client) CreateSubflow(token uint32, local Endpoint, remote netip.AddrPo
 	if remote.Port() == 0 {
 		return fmt.Errorf("pathmgr: subflow create: remote port is required")
 	}
-	_, err := c.request("subflow create", cmdSubflowCreate, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("subflow create", cmdSubflowCreate, false, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 		encodeAddr(ae, attrAddr, local)
 		encodeRemote(ae, remote)
@@ -81,7 +79,7 @@ func (c *Client) DestroySubflow(token uint32, sf Subflow) error {
 	if sf.Local.Port() == 0 || sf.Remote.Port() == 0 {
 		return fmt.Errorf("pathmgr: subflow destroy: local and remote ports are both required")
 	}
-	_, err := c.request("subflow destroy", cmdSubflowDestroy, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("subflow destroy", cmdSubflowDestroy, false, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 		encodeAddr(ae, attrAddr, Endpoint{Addr: sf.Local.Addr(), Port: sf.Local.Port()})
 		encodeRemote(ae, sf.Remote)
@@ -103,7 +101,7 @@ func (c *Client) SetSubflowBackup(token uint32, sf Subflow, backup bool) error {
 	if backup {
 		flags = FlagBackup
 	}
-	_, err := c.request("subflow set", cmdSetFlags, false, func(ae *netlink.AttributeEncoder) {
+	_, err := c.request("subflow set", cmdSetFlags, false, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 		encodeAddr(ae, attrAddr, Endpoint{Addr: sf.Local.Addr(), Port: sf.Local.Port(), Flags: flags})
 		encodeRemote(ae, sf.Remote)
@@ -120,7 +118,7 @@ func (c *Client) ConnectionAddrs(token uint32) ([]Endpoint, error) {
 	if rel, ok := kernelAtLeast(6, 7); !ok {
 		return nil, fmt.Errorf("pathmgr: connection addresses: dumping a userspace-PM connection's addresses needs Linux 6.7 or later; this kernel is %s: %w", rel, ErrNotSupported)
 	}
-	msgs, err := c.request("connection addresses", cmdGetAddr, true, func(ae *netlink.AttributeEncoder) {
+	msgs, err := c.request("connection addresses", cmdGetAddr, true, func(ae *attrEncoder) {
 		ae.Uint32(attrToken, token)
 	})
 	if err != nil {
