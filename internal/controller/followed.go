@@ -94,8 +94,9 @@ func readFollowed(path, boot string) (map[uint64]struct{}, error) {
 }
 
 // writeFollowed replaces the list at path with the cookies of sets, in
-// that order, each once, maxFollowed at most.
-func writeFollowed(path, boot string, hint int, sets ...iter.Seq[uint64]) error {
+// that order, each once, maxFollowed at most. It returns how many it
+// wrote.
+func writeFollowed(path, boot string, hint int, sets ...iter.Seq[uint64]) (int, error) {
 	hint = min(hint, maxFollowed)
 	b := make([]byte, 0, len(followedMagic)+len(boot)+1+8*hint)
 	b = append(b, followedMagic+boot+"\n"...)
@@ -111,7 +112,7 @@ func writeFollowed(path, boot string, hint int, sets ...iter.Seq[uint64]) error 
 			}
 		}
 	}
-	return writeFileAtomic(path, b)
+	return len(seen), writeFileAtomic(path, b)
 }
 
 // followedList is where the list is kept: its file, the boot it names,
@@ -125,8 +126,9 @@ type followedList struct {
 }
 
 // save writes the list: the cookies of the map's entries (stats), then
-// those of followed. It reports whether it could.
-func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64]struct{}) bool {
+// those of followed, each once. It returns how many it wrote and whether
+// it could.
+func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64]struct{}) (int, bool) {
 	entries := func(yield func(uint64) bool) {
 		for _, st := range stats {
 			if !yield(st.Cookie) {
@@ -134,16 +136,16 @@ func (l *followedList) save(stats []pathpolicy.SubflowStats, followed map[uint64
 			}
 		}
 	}
-	err := writeFollowed(l.path, l.boot, len(stats)+len(followed), entries, maps.Keys(followed))
+	n, err := writeFollowed(l.path, l.boot, len(stats)+len(followed), entries, maps.Keys(followed))
 	switch {
 	case err == nil:
 		l.failing = ""
-		return true
+		return n, true
 	case err.Error() != l.failing:
 		l.failing = err.Error()
 		l.warn(err)
 	}
-	return false
+	return 0, false
 }
 
 // loadFollowed hands the sampler the list a previous run left, and where
@@ -186,8 +188,8 @@ func (c *Controller) saveFollowed() {
 		c.sampler.list.warn(err)
 		return
 	}
-	if c.sampler.list.save(stats, c.sampler.followed) {
-		c.log.Info("followed subflows listed for the next start", "subflows", len(stats)+len(c.sampler.followed), "file", c.sampler.list.path)
+	if n, ok := c.sampler.list.save(stats, c.sampler.followed); ok {
+		c.log.Info("followed subflows listed for the next start", "subflows", n, "file", c.sampler.list.path)
 	}
 }
 
