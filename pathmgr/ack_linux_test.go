@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,7 +45,8 @@ func errmsg(errno int32, echoed []byte, msg string) []byte {
 		for len(a)%4 != 0 {
 			a = append(a, 0)
 		}
-		// An attribute before the message, as the kernel's offset is.
+		// An offset attribute before the message (the kernel writes the
+		// message first): the message is found by its type.
 		b = append(b, 8, 0, 2, 0, 20, 0, 0, 0)
 		b = append(b, a...)
 	}
@@ -54,6 +56,12 @@ func errmsg(errno int32, echoed []byte, msg string) []byte {
 func TestAckOf(t *testing.T) {
 	req := nlmsg(0x1b, nlmFRequest|nlmFAck, 7, []byte{1, 1, 0, 0, 8, 0, 1, 0, 5, 0, 0, 0})
 	eexist := -int32(syscall.EEXIST)
+	// A request of 21 bytes, echoed in 24; and one whose header claims
+	// 4 GiB.
+	odd := append(slices.Clone(req[:nlmsgHdrLen]), 1, 2, 3, 4, 5)
+	binary.NativeEndian.PutUint32(odd[0:4], uint32(len(odd)))
+	huge := slices.Clone(req)
+	binary.NativeEndian.PutUint32(huge[0:4], 0xffffffff)
 	for _, tt := range []struct {
 		name     string
 		datagram []byte
@@ -67,6 +75,8 @@ func TestAckOf(t *testing.T) {
 		{"a reply, then the ack", append(nlmsg(0x1b, 0, 6, []byte{1, 1, 0, 0}), nlmsg(nlmsgError, nlmFCapped, 7, errmsg(0, req[:nlmsgHdrLen], ""))...), true, 0, ""},
 		{"refusal, request echoed whole", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, req, "duplicate one")), true, syscall.EEXIST, "duplicate one"},
 		{"refusal, request capped", nlmsg(nlmsgError, nlmFAckTLVs|nlmFCapped, 7, errmsg(eexist, req[:nlmsgHdrLen], "duplicate one")), true, syscall.EEXIST, "duplicate one"},
+		{"refusal, request echoed whole, its length padded", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, append(odd, 0, 0, 0), "duplicate one")), true, syscall.EEXIST, "duplicate one"},
+		{"refusal, echoed length past the end", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, huge, "duplicate one")), true, syscall.EEXIST, ""},
 		{"refusal without a message", nlmsg(nlmsgError, 0, 7, errmsg(eexist, req, "")), true, syscall.EEXIST, ""},
 		{"refusal, attributes cut", nlmsg(nlmsgError, nlmFAckTLVs, 7, errmsg(eexist, req, "duplicate one")[:len(req)+10]), true, syscall.EEXIST, ""},
 		{"too short for its errno", nlmsg(nlmsgError, 0, 7, []byte{1, 2}), true, 0, ""},
@@ -100,8 +110,8 @@ func TestAckOf(t *testing.T) {
 
 // TestIntegrationAckSkipsAnotherRequestsReply: answers left on the socket
 // (requests whose answers were never read: an acknowledgement of success
-// and a reply) are not taken for the next request's acknowledgement, and
-// the socket is clean after it.
+// and a reply) are taken neither for the next command's acknowledgement
+// nor for the next get's reply, and the socket is clean after each.
 func TestIntegrationAckSkipsAnotherRequestsReply(t *testing.T) {
 	ns := testbed.NetNST(t, "ack")
 	c, err := Dial(&Config{NetNS: ns.Name})
@@ -119,16 +129,20 @@ func TestIntegrationAckSkipsAnotherRequestsReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []struct {
-		cmd   uint8
-		data  []byte
-		flags netlink.HeaderFlags
-	}{{cmdSetLimits, attrs, netlink.Request | netlink.Acknowledge}, {cmdGetLimits, nil, netlink.Request}} {
-		if _, err := c.c.c.Send(genetlink.Message{Header: genetlink.Header{Command: m.cmd, Version: familyVersion}, Data: m.data},
-			c.c.family.ID, m.flags); err != nil {
-			t.Fatal(err)
+	leave := func() {
+		t.Helper()
+		for _, m := range []struct {
+			cmd   uint8
+			data  []byte
+			flags netlink.HeaderFlags
+		}{{cmdGetLimits, nil, netlink.Request}, {cmdSetLimits, attrs, netlink.Request | netlink.Acknowledge}} {
+			if _, err := c.c.c.Send(genetlink.Message{Header: genetlink.Header{Command: m.cmd, Version: familyVersion}, Data: m.data},
+				c.c.family.ID, m.flags); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	leave()
 	err = c.AddEndpoint(Endpoint{ID: 3, Addr: netip.MustParseAddr("10.7.0.9"), Flags: FlagSubflow})
 	// The oracle: iproute2's words for the same refusal ("Error: MSG.").
 	_, ipErr := ns.Run("ip", "mptcp", "endpoint", "add", "10.7.0.9", "id", "3", "subflow")
@@ -151,15 +165,22 @@ func TestIntegrationAckSkipsAnotherRequestsReply(t *testing.T) {
 	if got := ns.RunT(t, "ip", "mptcp", "limits", "show"); !strings.Contains(got, "subflows 5") {
 		t.Errorf("ip mptcp limits show = %q, want subflows 5", got)
 	}
-	if l, err := c.Limits(); err != nil || l.Subflows != 5 {
-		t.Errorf("Limits() = %+v, %v after it; want subflows 5", l, err)
+	// A request through Execute (a get) after answers left again: the
+	// reply left says 5, the limits are 2 since.
+	leave()
+	if l, err := c.Limits(); err != nil || l.Subflows != 2 {
+		t.Fatalf("Limits() after answers left on the socket = %+v, %v; want subflows 2", l, err)
+	}
+	if l, err := c.Limits(); err != nil || l.Subflows != 2 {
+		t.Errorf("Limits() = %+v, %v after it; want subflows 2", l, err)
 	}
 }
 
 // BenchmarkAck is one request answered by an acknowledgement (LIMITS set,
 // as SUBFLOW_CREATE and the other commands that change state are), side by
 // side: on the socket's descriptor with the client's buffers (what the
-// Client does), and through the netlink package's Execute (what it did).
+// Client does: Client.SetLimits), and through the netlink package's
+// Execute (what it did).
 //
 //	go test -run '^$' -bench '^BenchmarkAck$' -benchmem ./pathmgr
 func BenchmarkAck(b *testing.B) {
@@ -173,10 +194,11 @@ func BenchmarkAck(b *testing.B) {
 	var ae attrEncoder
 	encode(&ae)
 	attrs := ae.b
+	four := uint32(4)
 	b.Run("fd", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := c.c.ack(cmdSetLimits, encode); err != nil {
+			if err := c.SetLimits(LimitsUpdate{Subflows: &four}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -184,8 +206,8 @@ func BenchmarkAck(b *testing.B) {
 	b.Run("execute", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := c.c.execute(genetlink.Message{Header: genetlink.Header{Command: cmdSetLimits, Version: familyVersion}, Data: attrs},
-				netlink.Request|netlink.Acknowledge); err != nil {
+			if _, err := c.c.c.Execute(genetlink.Message{Header: genetlink.Header{Command: cmdSetLimits, Version: familyVersion}, Data: attrs},
+				c.c.family.ID, netlink.Request|netlink.Acknowledge); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -74,8 +74,10 @@ func TestAttrEncoderMatchesNetlink(t *testing.T) {
 			})
 		}
 	}
-	if err := ad.Err(); err != nil || len(got) != 2 || got[0].IfIndex != 4 || got[0].Flags != FlagBackup || got[1].Port != 443 {
-		t.Fatalf("decoded %+v, %v", got, err)
+	want0 := Endpoint{Addr: netip.MustParseAddr("10.1.1.1"), ID: 3, IfIndex: 4, Flags: FlagBackup}
+	want1 := Endpoint{Addr: netip.MustParseAddr("2001:db8::2"), Port: 443}
+	if err := ad.Err(); err != nil || len(got) != 2 || got[0] != want0 || got[1] != want1 {
+		t.Fatalf("decoded %+v, %v; want %+v and %+v", got, err, want0, want1)
 	}
 }
 

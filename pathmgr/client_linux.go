@@ -27,13 +27,13 @@ type client struct {
 	// by mu: the socket's descriptor (nil on a socket without one, such
 	// as a test's fake: those go through Execute), the last sequence
 	// number used, and buffers reused from request to request.
-	rc             syscall.RawConn
-	seq            uint32
-	sbuf, rbuf     []byte
-	enc            attrEncoder // writes into sbuf
-	got            int         // the length of the datagram recv read
-	ioErr          error       // what send or recv failed with
-	sendFn, recvFn func(uintptr) bool
+	rc                      syscall.RawConn
+	seq                     uint32
+	sbuf, rbuf              []byte
+	enc                     attrEncoder // writes into sbuf
+	got                     int         // the length of the datagram recv read
+	ioErr                   error       // what send or recv failed with
+	sendFn, recvFn, drainFn func(uintptr) bool
 }
 
 // dialNetlink opens a generic netlink socket in the namespace cfg names,
@@ -98,7 +98,7 @@ func initClient(c *genetlink.Conn) (*Client, error) {
 	if rc, err := c.SyscallConn(); err == nil {
 		cl.rc = rc
 		cl.rbuf = make([]byte, ackBufferBytes)
-		cl.sendFn, cl.recvFn = cl.send, cl.recv
+		cl.sendFn, cl.recvFn, cl.drainFn = cl.send, cl.recv, cl.drain
 	}
 	return &Client{c: cl}, nil
 }
@@ -107,10 +107,16 @@ func (c *client) close() error { return c.c.Close() }
 
 func (c *client) familyVersion() uint8 { return c.family.Version }
 
-// execute sends one request and returns the replies.
+// execute sends one request and returns the replies. Answers left on the
+// socket (a request of ack's that ended on a receive error, such as
+// ENOBUFS, before its acknowledgement was read) are read and dropped
+// first: Execute would take the first datagram for its reply.
 func (c *client) execute(req genetlink.Message, flags netlink.HeaderFlags) ([]genetlink.Message, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.rc != nil {
+		_ = c.rc.Read(c.drainFn)
+	}
 	return c.c.Execute(req, c.family.ID, flags)
 }
 
@@ -158,7 +164,7 @@ func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
 	binary.NativeEndian.PutUint16(b[4:6], c.family.ID)
 	binary.NativeEndian.PutUint16(b[6:8], nlmFRequest|nlmFAck)
 	binary.NativeEndian.PutUint32(b[8:12], seq)
-	clear(b[12:16]) // port id 0, the kernel
+	clear(b[12:16]) // the sender's port id: 0, the kernel fills it in
 	b[16], b[17], b[18], b[19] = cmd, familyVersion, 0, 0
 	c.sbuf = b
 
@@ -179,8 +185,12 @@ func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
 			return true, &netlink.OpError{Op: "receive", Err: err}
 		}
 		if c.got > len(c.rbuf) {
-			// Not this request's acknowledgement, which is small: a
-			// leftover dump's datagram. Its tail is gone with it.
+			// A datagram larger than the buffer, its tail gone: a
+			// leftover dump's, unless it is this request's (a refusal
+			// with a message of kilobytes, never seen).
+			if c.got >= nlmsgHdrLen && binary.NativeEndian.Uint32(c.rbuf[8:12]) == seq {
+				return true, &netlink.OpError{Op: "receive", Err: unix.EMSGSIZE, Sequence: seq}
+			}
 			continue
 		}
 		if done, err := ackOf(c.rbuf[:c.got], seq); done {
@@ -201,6 +211,18 @@ func (c *client) send(fd uintptr) bool {
 		c.ioErr = errno
 	}
 	return true
+}
+
+// drain reads and drops every datagram queued on the socket (for
+// RawConn.Read, as drainFn); it never waits.
+func (c *client) drain(fd uintptr) bool {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		if errno != 0 && errno != unix.EINTR {
+			return true // EAGAIN: empty
+		}
+	}
 }
 
 // recv reads one datagram into rbuf, its whole length into got (for
@@ -246,13 +268,18 @@ func ackOf(b []byte, seq uint32) (done bool, err error) {
 		}
 		oe := &netlink.OpError{Op: "receive", Err: unix.Errno(-code), Sequence: seq}
 		if flags&nlmFAckTLVs != 0 && len(data) >= 4+nlmsgHdrLen {
-			off := 4 + nlmsgHdrLen // the echoed request's header
-			if flags&nlmFCapped == 0 {
-				off = 4 + int(binary.NativeEndian.Uint32(data[4:8])) // the whole request
+			// After the errno, the echoed request: its header only when
+			// capped, else the whole of it, padded to 4 bytes. Its length
+			// is checked as a number first, so that a bad one cannot
+			// turn negative as an int (32 bits on arm).
+			off := 4 + nlmsgHdrLen
+			if n := binary.NativeEndian.Uint32(data[4:8]); flags&nlmFCapped == 0 {
+				if n < nlmsgHdrLen || n > uint32(len(data)-4) {
+					return true, oe
+				}
+				off = 4 + int((n+3)&^3)
 			}
-			if off <= len(data) {
-				oe.Message = extackMessage(data[off:])
-			}
+			oe.Message = extackMessage(data[min(off, len(data)):])
 		}
 		return true, oe
 	}
