@@ -102,3 +102,91 @@ func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
 		t.Fatal(err)
 	}
 }
+
+// TestIntegrationReceiveContexts: the end of the context a Receive waits
+// with unblocks it; a later call with that context returns at once; and a
+// call with another context reads again (the deadline the first context's
+// end set is gone), however the contexts alternate.
+func TestIntegrationReceiveContexts(t *testing.T) {
+	ns := testbed.NetNST(t, "rcvctx")
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := l.Receive(ctx1); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	cancel1()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("Receive after its context ended: %v; want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Receive still blocked 5s after its context ended")
+	}
+	if _, err := l.Receive(ctx1); err != context.Canceled {
+		t.Fatalf("Receive with an ended context: %v; want context.Canceled", err)
+	}
+	for round, port := range []int{21500, 21510} {
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+		openCloseListeners(t, ns, port, 1)
+		evs, err := l.Receive(ctx2)
+		if err != nil || len(evs) == 0 || int(evs[0].Local.Port()) != port {
+			t.Fatalf("round %d: Receive with a new context: %v, %v; want the listener events of port %d", round, evs, err, port)
+		}
+		cancel2()
+	}
+	// A context that ends while nothing is read, then one that lives.
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	cancel3()
+	if _, err := l.Receive(ctx3); err != context.Canceled {
+		t.Fatalf("Receive with an ended context: %v", err)
+	}
+	openCloseListeners(t, ns, 21520, 1)
+	if evs, err := l.Receive(context.Background()); err != nil || len(evs) == 0 {
+		t.Fatalf("Receive after: %v, %v", evs, err)
+	}
+}
+
+// BenchmarkReceive is one Receive of the two events of a listener opened
+// and closed (queued before the clock runs), with the same context each
+// time as the daemon's reader calls it.
+//
+//	go test -run '^$' -bench '^BenchmarkReceive$' -benchmem ./pathmgr
+func BenchmarkReceive(b *testing.B) {
+	ns := testbed.NetNST(b, "brcv")
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if err := ns.Do(func() error {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(true)
+			ln, err := lc.Listen(ctx, "tcp4", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			return ln.Close()
+		}); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // both events queued
+		b.StartTimer()
+		for n := 0; n < 2; {
+			evs, err := l.Receive(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(evs)
+		}
+	}
+}

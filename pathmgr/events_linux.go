@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,9 +32,18 @@ type EventListener struct {
 	c      *genetlink.Conn
 	rc     syscall.RawConn
 	family genetlink.Family
-	buf    []byte     // one datagram; Receive is not concurrent
-	mu     sync.Mutex // guards closed
+	// For read (Receive is not concurrent): one datagram, the batch's
+	// events and its error, and the RawConn callback.
+	buf    []byte
+	evs    []Event
+	rerr   error
+	readFn func(uintptr) bool
+	mu     sync.Mutex // guards the fields below
 	closed bool
+	// The context whose end unblocks a read, and how to stop watching it
+	// (Receive's, kept from call to call; Close stops it).
+	watched context.Context
+	unwatch func() bool
 }
 
 // ListenEvents joins the mptcp_pm_events group in the namespace cfg names.
@@ -80,7 +90,9 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 		c.Close()
 		return nil, fmt.Errorf("pathmgr: events socket: %w", err)
 	}
-	return &EventListener{c: c, rc: rc, family: f, buf: make([]byte, 32<<10)}, nil
+	l := &EventListener{c: c, rc: rc, family: f, buf: make([]byte, 32<<10)}
+	l.readFn = l.readBatch
+	return l, nil
 }
 
 // Receive blocks until events arrive or ctx is done, and returns them in
@@ -95,13 +107,7 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// Clear a deadline left by an earlier cancellation that raced with a
-	// successful read.
-	_ = l.c.SetReadDeadline(time.Time{})
-	stop := context.AfterFunc(ctx, func() {
-		_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
-	})
-	defer stop()
+	l.watch(ctx)
 	for {
 		events, err := l.read()
 		if err != nil && len(events) == 0 {
@@ -109,6 +115,7 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 				return nil, ctx.Err()
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Set for another context that ended meanwhile.
 				_ = l.c.SetReadDeadline(time.Time{})
 				continue
 			}
@@ -119,44 +126,75 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	}
 }
 
+// watch makes the end of ctx unblock a read (a read deadline in the past).
+// A reader calls Receive with the same context again and again: the
+// watch is kept from call to call and replaced only when the context
+// changes, so that a call costs no allocation (context.AfterFunc takes
+// several).
+func (l *EventListener) watch(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ctx == l.watched {
+		return
+	}
+	if l.unwatch != nil {
+		l.unwatch()
+	}
+	// Clear a deadline the previous context's end may have set.
+	_ = l.c.SetReadDeadline(time.Time{})
+	l.watched = ctx
+	l.unwatch = context.AfterFunc(ctx, func() {
+		_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
+	})
+}
+
 // read waits until the socket is readable, then reads datagrams until none
 // is left or the batch is full. Reading the file descriptor directly (the
 // runtime's poller still does the waiting) takes no allocation per
 // datagram, where the netlink package peeks at each one and allocates its
-// buffer.
+// buffer. The events are decoded into a buffer kept from call to call and
+// returned in a slice of their own: one allocation per batch.
 func (l *EventListener) read() ([]Event, error) {
+	l.evs, l.rerr = l.evs[:0], nil
+	err := l.rc.Read(l.readFn)
 	var events []Event
-	var rerr error
-	err := l.rc.Read(func(fd uintptr) bool {
-		for len(events) < eventBatch {
-			n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
-				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
-			switch {
-			case errno == unix.EINTR:
-				continue
-			case errno == unix.EAGAIN:
-				// Nothing (more) queued: wait for readability unless
-				// there is something to return.
-				return len(events) > 0
-			case errno != 0:
-				rerr = receiveError(errno)
-				return true
-			case int(n) > len(l.buf):
-				rerr = fmt.Errorf("pathmgr: receive events: datagram of %d bytes truncated to %d", n, len(l.buf))
-				return true
-			}
-			var derr error
-			if events, derr = decodeDatagram(l.buf[:n], l.family.ID, events); derr != nil {
-				rerr = derr
-				return true
-			}
-		}
-		return true
-	})
+	if len(l.evs) > 0 {
+		events = slices.Clone(l.evs)
+	}
 	if err != nil {
 		return events, receiveError(err)
 	}
-	return events, rerr
+	return events, l.rerr
+}
+
+// readBatch is read's RawConn.Read callback (readFn: a method value made
+// once, where a closure would be allocated per call), reading into evs
+// and rerr.
+func (l *EventListener) readBatch(fd uintptr) bool {
+	for len(l.evs) < eventBatch {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+			continue
+		case errno == unix.EAGAIN:
+			// Nothing (more) queued: wait for readability unless
+			// there is something to return.
+			return len(l.evs) > 0
+		case errno != 0:
+			l.rerr = receiveError(errno)
+			return true
+		case int(n) > len(l.buf):
+			l.rerr = fmt.Errorf("pathmgr: receive events: datagram of %d bytes truncated to %d", n, len(l.buf))
+			return true
+		}
+		var derr error
+		if l.evs, derr = decodeDatagram(l.buf[:n], l.family.ID, l.evs); derr != nil {
+			l.rerr = derr
+			return true
+		}
+	}
+	return true
 }
 
 // Only makes the kernel queue on the listener's socket only the events of
@@ -211,5 +249,8 @@ func (l *EventListener) Close() error {
 		return nil
 	}
 	l.closed = true
+	if l.unwatch != nil {
+		l.unwatch()
+	}
 	return l.c.Close()
 }
