@@ -116,9 +116,11 @@ type Controller struct {
 	ls  *loopStats
 	now func() time.Time // the clock of every decision
 
-	// Buffers the loop reuses, connection after connection (announce.go).
+	// Buffers the loop reuses, connection after connection (announce.go,
+	// reconcile.go).
 	annWant  []pathmgr.Endpoint
 	annCands []netip.Addr
+	scratch  reconcileScratch
 
 	// The kernel, as the decision core sees it: real clients while Run
 	// runs, fakes in tests. rt is nil while routing is off.

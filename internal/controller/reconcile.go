@@ -17,8 +17,11 @@ import (
 // and the commands that close the gap (converge).
 
 // available lists the policy interfaces that can carry subflows, by index.
-func (c *Controller) available() []*iface {
-	var out []*iface
+func (c *Controller) available() []*iface { return c.availableInto(nil) }
+
+// availableInto is available written over buf (its capacity reused).
+func (c *Controller) availableInto(buf []*iface) []*iface {
+	out := buf[:0]
 	for _, i := range c.ifs {
 		if i.available() {
 			out = append(out, i)
@@ -69,13 +72,37 @@ func (c *Controller) reconcileConn(cn *conn) {
 		return // accepted here: the client side of it is the peer's business
 	}
 	now := c.now()
-	avail := c.available()
+	rs := &c.scratch
+	rs.avail = c.availableInto(rs.avail)
+	// The subflows by interface, each group a piece of one array in
+	// cn.subs order.
+	rs.subs = append(rs.subs[:0], cn.subs...)
+	slices.SortStableFunc(rs.subs, func(a, b *sub) int { return a.ifindex - b.ifindex })
 	have := map[int][]*sub{}
-	for _, s := range cn.subs {
-		have[s.ifindex] = append(have[s.ifindex], s)
+	for start := 0; start < len(rs.subs); {
+		end := start + 1
+		for end < len(rs.subs) && rs.subs[end].ifindex == rs.subs[start].ifindex {
+			end++
+		}
+		have[rs.subs[start].ifindex] = rs.subs[start:end:end]
+		start = end
 	}
-	want, keepers := c.plan(cn, avail, have, now)
-	c.converge(cn, avail, have, want, keepers, now)
+	want, keepers := c.plan(cn, rs.avail, have, now)
+	c.converge(cn, rs.avail, have, want, keepers, now)
+	clear(rs.subs) // no hold on subflows that close
+	clear(rs.cur)
+}
+
+// reconcileScratch is reconcileConn's working memory, kept from call to
+// call so that serving a connection does not allocate it anew
+// (BenchmarkConnectionEvents). The loop reconciles one connection at a
+// time, and nothing built in it outlives the call.
+type reconcileScratch struct {
+	avail []*iface
+	subs  []*sub
+	cur   []*sub // converge's subflows of one slot
+	dests []netip.AddrPort
+	plans []ifPlan
 }
 
 // ifPlan is what one interface should have for one connection: the
@@ -93,12 +120,16 @@ type ifPlan struct {
 // connection never loses its last subflow.
 func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) ([]ifPlan, int) {
 	decided := c.strat.decide(avail, now)
-	dests := cn.dests(c.pol.PeerAddresses == policy.PeerUse)
-	out := make([]ifPlan, len(avail))
+	rs := &c.scratch
+	rs.dests = cn.destsInto(rs.dests, c.pol.PeerAddresses == policy.PeerUse)
+	dests := rs.dests
+	// Each plan's destinations are written over the last call's.
+	rs.plans = slices.Grow(rs.plans[:0], len(avail))[:len(avail)]
+	out := rs.plans
 	keepers := 0
 	for n, i := range avail {
 		w := decided[n]
-		pl := ifPlan{want: w}
+		pl := ifPlan{want: w, dests: out[n].dests[:0]}
 		if w.open {
 			held := func(d netip.AddrPort) bool {
 				for _, s := range have[i.index] {
@@ -120,7 +151,7 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 				t, ok := cn.backoff.get(slot{i.index, d})
 				return ok && now.Before(t)
 			}
-			pl.dests = targets(i, dests, held, failing)
+			pl.dests = targetsInto(pl.dests, i, dests, held, failing)
 			for _, s := range have[i.index] {
 				if s.goneAt.IsZero() && slices.Contains(pl.dests, norm(s.sf.Remote)) {
 					keepers++
@@ -150,12 +181,13 @@ func (c *Controller) converge(cn *conn, avail []*iface, have map[int][]*sub, wan
 			continue
 		}
 		for _, dst := range pl.dests {
-			var cur []*sub
+			cur := c.scratch.cur[:0]
 			for _, s := range subs {
 				if norm(s.sf.Remote) == dst {
 					cur = append(cur, s)
 				}
 			}
+			c.scratch.cur = cur
 			if len(cur) == 0 {
 				c.create(cn, i, dst, pl.backup, now)
 				continue
@@ -521,6 +553,9 @@ func (c *Controller) putSub(cn *conn, s *sub) {
 		c.uncount(cn.subs[i])
 		cn.subs[i] = s
 	} else {
+		if cn.subs == nil {
+			cn.subs = make([]*sub, 0, 2) // most get a second subflow
+		}
 		cn.subs = append(cn.subs, s)
 	}
 	c.nsubs[s.ifindex]++

@@ -153,8 +153,11 @@ func norm(a netip.AddrPort) netip.AddrPort {
 // addresses in the order they were announced, each once. Announcement
 // order keeps the choice stable: a later ADD_ADDR never displaces a
 // destination already in use.
-func (cn *conn) dests(withPeers bool) []netip.AddrPort {
-	var out []netip.AddrPort
+func (cn *conn) dests(withPeers bool) []netip.AddrPort { return cn.destsInto(nil, withPeers) }
+
+// destsInto is dests written over buf (its capacity reused).
+func (cn *conn) destsInto(buf []netip.AddrPort, withPeers bool) []netip.AddrPort {
+	out := buf[:0]
 	if cn.remote.IsValid() {
 		out = append(out, norm(cn.remote))
 	}
@@ -180,11 +183,16 @@ func (cn *conn) dests(withPeers bool) []netip.AddrPort {
 // subflow is never displaced when the failed one could be tried again.
 // held and failing may be nil.
 func targets(i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
+	return targetsInto(nil, i, dests, held, failing)
+}
+
+// targetsInto is targets written over buf (its capacity reused).
+func targetsInto(buf []netip.AddrPort, i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
 	limit := i.pol.MaxSubflows
 	if limit < 1 {
 		limit = 1
 	}
-	var out []netip.AddrPort
+	out := buf[:0]
 	reach := func(d netip.AddrPort) bool { _, ok := i.addrFor(d.Addr()); return ok }
 	if held != nil {
 		for _, d := range dests {
