@@ -103,6 +103,8 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 // the listener keeps working and the next call receives newer events. If a
 // message cannot be decoded, the events before it are returned together
 // with the error. Receive must not be called concurrently with itself.
+// Called again and again with the same context, as a reader does, it
+// allocates only the returned slice.
 func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -69,9 +69,11 @@ const (
 // the burst) and served-conn/s (connections per second from the first
 // dial until the last lte subflow), and each one's ratios to the kernel's.
 //
-// BURST_PLOT=FILE.svg writes the latency CDF of every mode;
+// BURST_PLOT=FILE.svg writes the latency CDF of every mode (a relative
+// FILE is from internal/controller, where go test runs);
 // BURST_PROFILE=DIR runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU
-// profile and execution trace); BURST_DAEMON_ENV="K=V ..." adds to the
+// and heap profiles; with BURST_DAEMON_ENV=GIGAPATH_PROFILE=trace an
+// execution trace instead); BURST_DAEMON_ENV="K=V ..." adds to the
 // daemon's environment (GOGC=400, GOMAXPROCS=4 for experiments);
 // BURST_PERF=FILE records the daemon's rounds with `perf record -g` into
 // FILE-PID; BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
