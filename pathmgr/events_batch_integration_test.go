@@ -16,12 +16,7 @@ import (
 // one Receive returns every one of them, in the order the kernel sent
 // them: a burst costs the reader one wake-up, not one per event.
 func TestIntegrationReceiveBatch(t *testing.T) {
-	ns := testbed.NetNST(t, "batch")
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ns, l := listenIn(t, "batch")
 	const n = 100
 	openCloseListeners(t, ns, 21000, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -48,12 +43,7 @@ func TestIntegrationReceiveBatch(t *testing.T) {
 // only, 20 listeners opened and closed queue 20 events, not 40; without
 // a type every event comes again.
 func TestIntegrationEventsOnly(t *testing.T) {
-	ns := testbed.NetNST(t, "only")
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ns, l := listenIn(t, "only")
 	listeners := func(first int) { openCloseListeners(t, ns, first, 20) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -85,6 +75,19 @@ func TestIntegrationEventsOnly(t *testing.T) {
 // openCloseListeners opens and closes n MPTCP listeners on 127.0.0.1,
 // ports first..first+n-1, in ns: two events each (listener created and
 // closed).
+// listenIn is an event listener in a fresh namespace of its own, closed
+// at the test's end.
+func listenIn(tb testing.TB, role string) (*testbed.NetNS, *EventListener) {
+	tb.Helper()
+	ns := testbed.NetNST(tb, role)
+	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return ns, l
+}
+
 func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
 	t.Helper()
 	if err := ns.Do(func() error {
@@ -108,12 +111,7 @@ func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
 // call with another context reads again (the deadline the first context's
 // end set is gone), however the contexts alternate.
 func TestIntegrationReceiveContexts(t *testing.T) {
-	ns := testbed.NetNST(t, "rcvctx")
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ns, l := listenIn(t, "rcvctx")
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := l.Receive(ctx1); done <- err }()
@@ -157,12 +155,7 @@ func TestIntegrationReceiveContexts(t *testing.T) {
 //
 //	go test -run '^$' -bench '^BenchmarkReceive$' -benchmem ./pathmgr
 func BenchmarkReceive(b *testing.B) {
-	ns := testbed.NetNST(b, "brcv")
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
+	ns, l := listenIn(b, "brcv")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b.ReportAllocs()

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gigapath/gigapath/internal/testbed"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,12 +20,7 @@ import (
 // namespace) and checks that Receive reports ErrEventsLost, then keeps
 // delivering newer events.
 func TestIntegrationEventsLost(t *testing.T) {
-	ns := testbed.NetNST(t, "lost")
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ns, l := listenIn(t, "lost")
 	// The smallest buffer the kernel allows (a few KiB): a few dozen events fill it.
 	if err := l.c.SetReadBuffer(1); err != nil {
 		t.Fatal(err)
