@@ -137,6 +137,17 @@ func TestIntegrationReceiveContexts(t *testing.T) {
 		}
 		cancel2()
 	}
+	// A context of a type that cannot be compared, twice (comparing
+	// contexts would panic).
+	ctx4, cancel4 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel4()
+	uc := uncomparableCtx{Context: ctx4, f: func() {}}
+	for _, port := range []int{21530, 21540} {
+		openCloseListeners(t, ns, port, 1)
+		if evs, err := l.Receive(uc); err != nil || len(evs) == 0 {
+			t.Fatalf("Receive with a context that cannot be compared: %v, %v", evs, err)
+		}
+	}
 	// A context that ends while nothing is read, then one that lives.
 	ctx3, cancel3 := context.WithCancel(context.Background())
 	cancel3()
@@ -147,6 +158,13 @@ func TestIntegrationReceiveContexts(t *testing.T) {
 	if evs, err := l.Receive(context.Background()); err != nil || len(evs) == 0 {
 		t.Fatalf("Receive after: %v, %v", evs, err)
 	}
+}
+
+// uncomparableCtx is a context whose type cannot be compared (a func
+// field), as a caller's own context type may be.
+type uncomparableCtx struct {
+	context.Context
+	f func()
 }
 
 // BenchmarkReceive is one Receive of the two events of a listener opened

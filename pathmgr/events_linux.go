@@ -40,10 +40,12 @@ type EventListener struct {
 	readFn func(uintptr) bool
 	mu     sync.Mutex // guards the fields below
 	closed bool
-	// The context whose end unblocks a read, and how to stop watching it
-	// (Receive's, kept from call to call; Close stops it).
-	watched context.Context
-	unwatch func() bool
+	// The Done channel of the context whose end unblocks a read (once
+	// watching), and how to stop watching it (Receive's, kept from call
+	// to call; Close stops it).
+	watching    bool
+	watchedDone <-chan struct{}
+	unwatch     func() bool
 }
 
 // ListenEvents joins the mptcp_pm_events group in the namespace cfg names.
@@ -117,8 +119,13 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 				return nil, ctx.Err()
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				// Set for another context that ended meanwhile.
+				// Set for another context that ended meanwhile. This
+				// one may have ended since the look above, its deadline
+				// just cleared: look again before reading.
 				_ = l.c.SetReadDeadline(time.Time{})
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
 				continue
 			}
 		}
@@ -130,24 +137,29 @@ func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 
 // watch makes the end of ctx unblock a read (a read deadline in the past).
 // A reader calls Receive with the same context again and again: the
-// watch is kept from call to call and replaced only when the context
-// changes, so that a call costs no allocation (context.AfterFunc takes
-// several).
+// watch is kept from call to call and replaced only when the context's
+// Done channel changes, so that a call costs no allocation
+// (context.AfterFunc takes several). Channels are compared, not contexts:
+// a context of a type that cannot be compared would make == panic.
 func (l *EventListener) watch(ctx context.Context) {
+	done := ctx.Done()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ctx == l.watched {
+	if l.closed || (l.watching && done == l.watchedDone) {
 		return
 	}
 	if l.unwatch != nil {
 		l.unwatch()
+		l.unwatch = nil
 	}
 	// Clear a deadline the previous context's end may have set.
 	_ = l.c.SetReadDeadline(time.Time{})
-	l.watched = ctx
-	l.unwatch = context.AfterFunc(ctx, func() {
-		_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
-	})
+	l.watching, l.watchedDone = true, done
+	if done != nil { // nil: a context that never ends
+		l.unwatch = context.AfterFunc(ctx, func() {
+			_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
+		})
+	}
 }
 
 // read waits until the socket is readable, then reads datagrams until none

@@ -90,7 +90,7 @@ func (c *Controller) reconcileConn(cn *conn) {
 	want, keepers := c.plan(cn, rs.avail, have, now)
 	c.converge(cn, rs.avail, have, want, keepers, now)
 	clear(rs.subs) // no hold on subflows that close
-	clear(rs.cur)
+	clear(rs.cur[:cap(rs.cur)])
 }
 
 // reconcileScratch is reconcileConn's working memory, kept from call to
