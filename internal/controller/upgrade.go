@@ -217,7 +217,13 @@ func (c *Controller) Upgrade(ctx context.Context, req UpgradeRequest) error {
 	defer cancel()
 	check := append(append([]string{}, req.Args[1:]...), "--check")
 	if out, err := exec.CommandContext(cctx, req.Binary, check...).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s %s: %v: %s", req.Binary, strings.Join(check, " "), err, strings.TrimSpace(string(out)))
+		why := strings.TrimSpace(string(out))
+		if sig, ok := killedBy(err); ok && cctx.Err() == nil {
+			why += fmt.Sprintf(" (the check was killed by %v before it answered: a signal sent to every process of the unit "+
+				"reaches the check too; send the upgrade's SIGUSR2 to the main process only: "+
+				"systemctl kill --kill-who=main -s USR2 gigapath, or kill -USR2 MAINPID)", sig)
+		}
+		return fmt.Errorf("%s %s: %v: %s", req.Binary, strings.Join(check, " "), err, why)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("not upgrading: %w", ctx.Err())
@@ -238,6 +244,19 @@ func (c *Controller) Upgrade(ctx context.Context, req UpgradeRequest) error {
 		u.abandon()
 		return errors.New("not upgrading: the daemon is stopping")
 	}
+}
+
+// killedBy is the signal that ended the process err is the exit of.
+func killedBy(err error) (syscall.Signal, bool) {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
 }
 
 // newHandoffFile makes the memfd the handoff goes in, before the daemon
