@@ -56,7 +56,7 @@ func init() {
 Examples:
    gigapath run --config /etc/gigapath/gigapath.yaml
    gigapath --netns phone run -c policy.yaml --metrics-listen -
-   install -m 0755 gigapath.new /usr/local/bin/gigapath && systemctl kill --kill-who=main -s USR2 gigapath`,
+   install -m 0755 gigapath.new /usr/local/bin/gigapath && systemctl kill --kill-whom=main -s USR2 gigapath`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "policy `FILE` (see gigapath config example)"},
 			&cli.StringFlag{Name: "status-socket", Usage: "override the policy's status_socket `PATH`"},

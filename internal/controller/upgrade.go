@@ -221,7 +221,7 @@ func (c *Controller) Upgrade(ctx context.Context, req UpgradeRequest) error {
 		if sig, ok := killedBy(err); ok && cctx.Err() == nil {
 			why += fmt.Sprintf(" (the check was killed by %v before it answered: a signal sent to every process of the unit "+
 				"reaches the check too; send the upgrade's SIGUSR2 to the main process only: "+
-				"systemctl kill --kill-who=main -s USR2 gigapath, or kill -USR2 MAINPID)", sig)
+				"systemctl kill --kill-whom=main -s USR2 gigapath, or kill -USR2 MAINPID)", sig)
 		}
 		return fmt.Errorf("%s %s: %v: %s", req.Binary, strings.Join(check, " "), err, why)
 	}

@@ -197,7 +197,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	if s := query(t, sock); len(s.Connections) != 1 {
 		t.Fatalf("after a refused upgrade: %+v", s.Connections)
 	}
-	// A check killed by the signal (systemctl kill without --kill-who=main
+	// A check killed by the signal (systemctl kill without --kill-whom=main
 	// signals every process of the unit): refused, saying so.
 	refused := strings.Count(log.String(), "upgrade refused")
 	installBinary(t, []byte("#!/bin/sh\nkill -USR2 $$\nsleep 5\n"), bin)
@@ -205,7 +205,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	waitFor(t, b, "the second refused upgrade logged", 10*time.Second, func() bool {
 		return strings.Count(log.String(), "upgrade refused") > refused
 	})
-	if !strings.Contains(log.String(), "--kill-who=main") {
+	if !strings.Contains(log.String(), "--kill-whom=main") {
 		t.Errorf("a check killed by SIGUSR2: the refusal does not say how to signal the main process only:\n%s", log)
 	}
 
