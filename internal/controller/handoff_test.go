@@ -42,7 +42,7 @@ func TestHandoffRoundTrip(t *testing.T) {
 		t.Errorf("connection 8 got peers %v, C flags %v %v", other.peers, other.noJoinRemote, got.noJoinRemote)
 	}
 	want := []netip.AddrPort{netip.MustParseAddrPort("10.0.9.1:443"), netip.MustParseAddrPort("[fd00::9]:443")}
-	d := got.dests(true)
+	d := got.dests(nil, true)
 	if len(d) != 2 || d[0] != want[0] || d[1] != want[1] {
 		t.Errorf("inherited destinations %v, want %v (announcement order)", d, want)
 	}

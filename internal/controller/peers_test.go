@@ -36,10 +36,10 @@ func TestTargets(t *testing.T) {
 	cn.addPeer(2, peerA)
 	cn.addPeer(7, peerB)  // a repeated ADD_ADDR keeps its place
 	cn.addPeer(9, remote) // the peer announcing the address in use: no second destination
-	if got, want := cn.dests(false), []netip.AddrPort{remote}; !slices.Equal(got, want) {
+	if got, want := cn.dests(nil, false), []netip.AddrPort{remote}; !slices.Equal(got, want) {
 		t.Errorf("dests(ignore) = %v, want %v", got, want)
 	}
-	if got, want := cn.dests(true), []netip.AddrPort{remote, peerB, peer6, peerA}; !slices.Equal(got, want) {
+	if got, want := cn.dests(nil, true), []netip.AddrPort{remote, peerB, peer6, peerA}; !slices.Equal(got, want) {
 		t.Errorf("dests(use) = %v, want %v (remote first, then in announcement order, each once)", got, want)
 	}
 	for _, tc := range []struct {
@@ -53,7 +53,7 @@ func TestTargets(t *testing.T) {
 		{8, []netip.AddrPort{remote, peerB, peerA}},
 	} {
 		w.pol.MaxSubflows = tc.max
-		if got := targets(w, cn.dests(true), nil, nil); !slices.Equal(got, tc.want) {
+		if got := targets(nil, w, cn.dests(nil, true), nil, nil); !slices.Equal(got, tc.want) {
 			t.Errorf("max_subflows %d: targets = %v, want %v", tc.max, got, tc.want)
 		}
 	}

@@ -121,7 +121,7 @@ type ifPlan struct {
 func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) ([]ifPlan, int) {
 	decided := c.strat.decide(avail, now)
 	rs := &c.scratch
-	rs.dests = cn.destsInto(rs.dests, c.pol.PeerAddresses == policy.PeerUse)
+	rs.dests = cn.dests(rs.dests, c.pol.PeerAddresses == policy.PeerUse)
 	dests := rs.dests
 	// Each plan's destinations are written over the last call's.
 	rs.plans = slices.Grow(rs.plans[:0], len(avail))[:len(avail)]
@@ -151,7 +151,7 @@ func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now tim
 				t, ok := cn.backoff.get(slot{i.index, d})
 				return ok && now.Before(t)
 			}
-			pl.dests = targetsInto(pl.dests, i, dests, held, failing)
+			pl.dests = targets(pl.dests, i, dests, held, failing)
 			for _, s := range have[i.index] {
 				if s.goneAt.IsZero() && slices.Contains(pl.dests, norm(s.sf.Remote)) {
 					keepers++

@@ -74,11 +74,11 @@ func TestConnCollectionsOrder(t *testing.T) {
 	cn.addPeer(4, a)
 	cn.addPeer(1, b)
 	cn.addPeer(4, netip.MustParseAddrPort("[::ffff:10.0.0.1]:1")) // the same address: keeps its place
-	if d := cn.dests(true); !slices.Equal(d, []netip.AddrPort{a, b}) {
+	if d := cn.dests(nil, true); !slices.Equal(d, []netip.AddrPort{a, b}) {
 		t.Errorf("dests %v, want [%v %v]", d, a, b)
 	}
 	cn.addPeer(4, c) // another address under id 4: goes last
-	if d := cn.dests(true); !slices.Equal(d, []netip.AddrPort{b, c}) {
+	if d := cn.dests(nil, true); !slices.Equal(d, []netip.AddrPort{b, c}) {
 		t.Errorf("dests %v, want [%v %v]", d, b, c)
 	}
 }

@@ -152,11 +152,9 @@ func norm(a netip.AddrPort) netip.AddrPort {
 // them: its remote address, then (withPeers) the peer's announced
 // addresses in the order they were announced, each once. Announcement
 // order keeps the choice stable: a later ADD_ADDR never displaces a
-// destination already in use.
-func (cn *conn) dests(withPeers bool) []netip.AddrPort { return cn.destsInto(nil, withPeers) }
-
-// destsInto is dests written over buf (its capacity reused).
-func (cn *conn) destsInto(buf []netip.AddrPort, withPeers bool) []netip.AddrPort {
+// destination already in use. The list is written over buf (its capacity
+// reused; nil for a new one).
+func (cn *conn) dests(buf []netip.AddrPort, withPeers bool) []netip.AddrPort {
 	out := buf[:0]
 	if cn.remote.IsValid() {
 		out = append(out, norm(cn.remote))
@@ -181,13 +179,9 @@ func (cn *conn) destsInto(buf []netip.AddrPort, withPeers bool) []netip.AddrPort
 // in dests order, skipping those backing off after a failure (failing), so
 // an unreachable destination does not block the next one, and a working
 // subflow is never displaced when the failed one could be tried again.
-// held and failing may be nil.
-func targets(i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
-	return targetsInto(nil, i, dests, held, failing)
-}
-
-// targetsInto is targets written over buf (its capacity reused).
-func targetsInto(buf []netip.AddrPort, i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
+// held and failing may be nil. The list is written over buf (its capacity
+// reused; nil for a new one).
+func targets(buf []netip.AddrPort, i *iface, dests []netip.AddrPort, held, failing func(netip.AddrPort) bool) []netip.AddrPort {
 	limit := i.pol.MaxSubflows
 	if limit < 1 {
 		limit = 1
