@@ -102,6 +102,7 @@ type reconcileScratch struct {
 	subs  []*sub
 	cur   []*sub // converge's subflows of one slot
 	dests []netip.AddrPort
+	wants []want
 	plans []ifPlan
 }
 
@@ -119,8 +120,9 @@ type ifPlan struct {
 // plan keeps: while there are none, converge closes nothing, so a
 // connection never loses its last subflow.
 func (c *Controller) plan(cn *conn, avail []*iface, have map[int][]*sub, now time.Time) ([]ifPlan, int) {
-	decided := c.strat.decide(avail, now)
 	rs := &c.scratch
+	rs.wants = c.strat.decide(rs.wants, avail, now)
+	decided := rs.wants
 	rs.dests = cn.dests(rs.dests, c.pol.PeerAddresses == policy.PeerUse)
 	dests := rs.dests
 	// Each plan's destinations are written over the last call's.

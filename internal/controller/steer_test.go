@@ -39,7 +39,7 @@ func TestSteer(t *testing.T) {
 		p := testPolicy(t, tc.steering)
 		w, l = ifaces(p)
 		w.health.unhealthy = tc.wifiUnhealthy
-		got := strategyFor(p).decide([]*iface{w, l}, time.Now())
+		got := strategyFor(p).decide(nil, []*iface{w, l}, time.Now())
 		if got[0] != tc.wantWiFi || got[1] != tc.wantLTE {
 			t.Errorf("%s (wifi unhealthy %v): wifi %+v lte %+v, want %+v %+v", tc.steering, tc.wifiUnhealthy, got[0], got[1], tc.wantWiFi, tc.wantLTE)
 		}
@@ -47,13 +47,13 @@ func TestSteer(t *testing.T) {
 	// handover with wifi gone: lte carries, active.
 	p := testPolicy(t, "handover")
 	_, l = ifaces(p)
-	if got := strategyFor(p).decide([]*iface{l}, time.Now()); got[0] != (want{open: true}) {
+	if got := strategyFor(p).decide(nil, []*iface{l}, time.Now()); got[0] != (want{open: true}) {
 		t.Errorf("handover without wifi: lte %+v", got[0])
 	}
 	// handover with wifi back for less than Hold: lte stays open.
 	w, l = ifaces(p)
 	w.availSince = time.Now()
-	if got := strategyFor(p).decide([]*iface{w, l}, time.Now()); !got[1].open {
+	if got := strategyFor(p).decide(nil, []*iface{w, l}, time.Now()); !got[1].open {
 		t.Errorf("handover, wifi back for less than hold: lte %+v", got[1])
 	}
 }

@@ -18,8 +18,9 @@ type want struct {
 // any) their paths are judged.
 type strategy interface {
 	// decide returns the decision for each of ifs, the available
-	// interfaces, in their order.
-	decide(ifs []*iface, now time.Time) []want
+	// interfaces, in their order, written over buf (its capacity reused;
+	// nil for a new one).
+	decide(buf []want, ifs []*iface, now time.Time) []want
 	// thresholds are the health checks of the mode; nil: the mode needs
 	// no health samples.
 	thresholds() *thresholds
@@ -61,8 +62,8 @@ func strategyFor(p *policy.Policy) strategy {
 // aggregate unless the file says so).
 type byFlag struct{}
 
-func (byFlag) decide(ifs []*iface, _ time.Time) []want {
-	out := make([]want, len(ifs))
+func (byFlag) decide(buf []want, ifs []*iface, _ time.Time) []want {
+	out := slices.Grow(buf[:0], len(ifs))[:len(ifs)]
 	for n, i := range ifs {
 		out[n] = want{open: true, backup: i.pol.Backup}
 	}
@@ -76,8 +77,8 @@ func (byFlag) thresholds() *thresholds { return nil }
 // for hold before they close again.
 type handover struct{ thr thresholds }
 
-func (h *handover) decide(ifs []*iface, now time.Time) []want {
-	out := make([]want, len(ifs))
+func (h *handover) decide(buf []want, ifs []*iface, now time.Time) []want {
+	out := slices.Grow(buf[:0], len(ifs))[:len(ifs)]
 	var primaryOK bool
 	for _, i := range ifs {
 		if !i.pol.Backup && !i.health.unhealthy && now.Sub(i.availSince) >= h.thr.hold {
@@ -104,8 +105,8 @@ type priority struct {
 	primary int
 }
 
-func (p *priority) decide(ifs []*iface, _ time.Time) []want {
-	out := make([]want, len(ifs))
+func (p *priority) decide(buf []want, ifs []*iface, _ time.Time) []want {
+	out := slices.Grow(buf[:0], len(ifs))[:len(ifs)]
 	primary := primaryOf(ifs)
 	for n, i := range ifs {
 		out[n] = want{open: true, backup: primary != nil && i != primary}
