@@ -111,7 +111,7 @@ func BenchmarkBurst(b *testing.B) {
 
 	results := map[string]*burstResult{}
 	rounds := map[string]func() burstRound{
-		"daemon": func() burstRound {
+		modeDaemon: func() burstRound {
 			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
 			cmd.Env = append(os.Environ(), env...)
 			d := startDaemonCmd(b, cmd, sock, testWriter{b})
@@ -137,12 +137,12 @@ func BenchmarkBurst(b *testing.B) {
 			}
 			return r
 		},
-		"kernel": func() burstRound {
+		modeKernel: func() burstRound {
 			undo := kernelPMOn(b, bed)
 			defer undo()
 			return burstOnce(b, gen, obs, burstConns)
 		},
-		"floor": func() burstRound { return floorRound(b, bed, gen, obs) },
+		modeFloor: func() burstRound { return floorRound(b, bed, gen, obs) },
 	}
 	for _, m := range modes {
 		results[m] = &burstResult{}
@@ -159,11 +159,11 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	b.StopTimer()
 
-	k := results["kernel"]
+	k := results[modeKernel]
 	legend := map[string]cdfSeries{
-		"daemon": {"gigapath run (userspace PM)", "#1f77b4", nil},
-		"kernel": {"in-kernel PM", "#d62728", nil},
-		"floor":  {"floor: the least a userspace PM does", "#2ca02c", nil},
+		modeDaemon: {"gigapath run (userspace PM)", "#1f77b4", nil},
+		modeKernel: {"in-kernel PM", "#d62728", nil},
+		modeFloor:  {"floor: the least a userspace PM does", "#2ca02c", nil},
 	}
 	var series []cdfSeries
 	for _, name := range modes {
@@ -176,7 +176,7 @@ func BenchmarkBurst(b *testing.B) {
 		b.ReportMetric(r.openRate(), name+"-open-conn/s")
 		b.ReportMetric(r.servedRate(), name+"-served-conn/s")
 		b.ReportMetric(float64(r.served)/float64(r.opened), name+"-served")
-		if name != "kernel" {
+		if name != modeKernel {
 			b.ReportMetric(float64(pct(r.lat, 0.99))/float64(pct(k.lat, 0.99)), "p99-"+name+"/kernel")
 			b.ReportMetric(r.servedRate()/k.servedRate(), "served-rate-"+name+"/kernel")
 			b.ReportMetric(r.openRate()/k.openRate(), "open-rate-"+name+"/kernel")
@@ -193,26 +193,35 @@ func BenchmarkBurst(b *testing.B) {
 	}
 }
 
-// burstModes is BURST_MODES (default daemon,kernel): each of daemon,
-// kernel and floor at most once, kernel among them, since the others are
+// The modes of BenchmarkBurst, each named once here.
+const (
+	modeDaemon = "daemon"
+	modeKernel = "kernel"
+	modeFloor  = "floor"
+)
+
+var burstModeNames = []string{modeDaemon, modeKernel, modeFloor}
+
+// burstModes is BURST_MODES (default daemon,kernel): each of
+// burstModeNames at most once, kernel among them, since the others are
 // measured against it.
 func burstModes(b *testing.B) []string {
 	v := os.Getenv("BURST_MODES")
 	if v == "" {
-		return []string{"daemon", "kernel"}
+		return []string{modeDaemon, modeKernel}
 	}
 	modes := strings.Split(v, ",")
 	seen := map[string]bool{}
 	for _, m := range modes {
 		switch {
-		case m != "daemon" && m != "kernel" && m != "floor":
-			b.Fatalf("BURST_MODES=%q: %q is not a mode (daemon, kernel, floor)", v, m)
+		case !slices.Contains(burstModeNames, m):
+			b.Fatalf("BURST_MODES=%q: %q is not a mode (%s)", v, m, strings.Join(burstModeNames, ", "))
 		case seen[m]:
 			b.Fatalf("BURST_MODES=%q: %q twice", v, m)
 		}
 		seen[m] = true
 	}
-	if !seen["kernel"] {
+	if !seen[modeKernel] {
 		b.Fatalf("BURST_MODES=%q: kernel is required: the other modes are measured against it", v)
 	}
 	return modes

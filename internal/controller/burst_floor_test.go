@@ -144,5 +144,6 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer) b
 	if l != `refused 0 ""` {
 		b.Errorf("floor: the kernel %s", l)
 	}
+	c.Close() // collected now, not when the benchmark ends
 	return r
 }

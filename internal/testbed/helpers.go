@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -322,7 +323,15 @@ func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duratio
 type Child struct {
 	In  io.WriteCloser
 	Out *bufio.Scanner
+	// end closes In and waits for the child's exit (killing it after
+	// childGrace); once, from Close or the test's cleanup.
+	end func()
 }
+
+// Close ends the child now rather than at the test's end: its input is
+// closed and its exit waited for (one still running childGrace later is
+// killed and fails the test). Read what it says at the end first.
+func (c *Child) Close() { c.end() }
 
 // childGrace is how long a child has to exit once its input is closed
 // (one holding 9,000 connections closes them all first), and how long its
@@ -359,7 +368,7 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 		cancel()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
+	end := sync.OnceFunc(func() {
 		in.Close()
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -372,7 +381,8 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 		}
 		cancel()
 	})
-	c := &Child{In: in, Out: bufio.NewScanner(out)}
+	tb.Cleanup(end)
+	c := &Child{In: in, Out: bufio.NewScanner(out), end: end}
 	if l, err := c.Line(); err != nil || l != ready {
 		tb.Fatalf("helper %s: first line %q (%v), want %q", env, l, err, ready)
 	}
