@@ -213,13 +213,23 @@ func (c *client) send(fd uintptr) bool {
 	return true
 }
 
+// recvDatagram reads the next datagram queued on the socket fd into buf,
+// without waiting (EAGAIN when none is queued): its whole length, past
+// len(buf) when it was cut (MSG_TRUNC), or the errno. A raw system call on
+// a caller's buffer, where the syscall package's Recvfrom allocates the
+// sender's address: every reader of this package's sockets uses it from
+// a RawConn callback.
+func recvDatagram(fd uintptr, buf []byte) (int, unix.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	return int(n), errno
+}
+
 // drain reads and drops every datagram queued on the socket (for
 // RawConn.Read, as drainFn); it never waits.
 func (c *client) drain(fd uintptr) bool {
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)),
-			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
-		if errno != 0 && errno != unix.EINTR {
+		if _, errno := recvDatagram(fd, c.rbuf); errno != 0 && errno != unix.EINTR {
 			return true // EAGAIN: empty
 		}
 	}
@@ -228,11 +238,10 @@ func (c *client) drain(fd uintptr) bool {
 // recv reads one datagram into rbuf, its whole length into got (for
 // RawConn.Read, as recvFn).
 func (c *client) recv(fd uintptr) bool {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)),
-		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	n, errno := recvDatagram(fd, c.rbuf)
 	switch errno {
 	case 0:
-		c.got = int(n)
+		c.got = n
 	case unix.EAGAIN, unix.EINTR:
 		return false // wait for the reply, or again
 	default:

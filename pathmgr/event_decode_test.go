@@ -288,13 +288,7 @@ func TestReceiveErrorLostEvents(t *testing.T) {
 // nlFrame wraps a generic netlink message (command cmd, attributes data)
 // in a netlink header of type typ, padded as the kernel pads it.
 func nlFrame(typ uint16, cmd uint8, data []byte) []byte {
-	l := nlmsgHdrLen + genlHdrLen + len(data)
-	b := binary.NativeEndian.AppendUint32(nil, uint32(l))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, make([]byte, 10)...) // flags, seq, pid
-	b = append(b, cmd, 1, 0, 0)
-	b = append(b, data...)
-	return append(b, make([]byte, (4-l%4)%4)...)
+	return nlmsg(typ, 0, 0, append([]byte{cmd, 1, 0, 0}, data...))
 }
 
 // TestDecodeDatagram: the events of a datagram in order, other messages

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
@@ -186,8 +185,7 @@ func (l *EventListener) read() ([]Event, error) {
 // and rerr.
 func (l *EventListener) readBatch(fd uintptr) bool {
 	for len(l.evs) < eventBatch {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&l.buf[0])), uintptr(len(l.buf)),
-			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		n, errno := recvDatagram(fd, l.buf)
 		switch {
 		case errno == unix.EINTR:
 			continue
@@ -198,7 +196,7 @@ func (l *EventListener) readBatch(fd uintptr) bool {
 		case errno != 0:
 			l.rerr = receiveError(errno)
 			return true
-		case int(n) > len(l.buf):
+		case n > len(l.buf):
 			l.rerr = fmt.Errorf("pathmgr: receive events: datagram of %d bytes truncated to %d", n, len(l.buf))
 			return true
 		}

@@ -275,15 +275,14 @@ func (d *differ) recv() (int, error) {
 	var errno syscall.Errno
 	err := d.rc.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)),
-				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+			r, e := recvDatagram(fd, d.buf)
 			if e == unix.EINTR {
 				continue
 			}
 			if e == unix.EAGAIN {
 				return false
 			}
-			n, errno = int(r), e
+			n, errno = r, e
 			return true
 		}
 	})
