@@ -56,7 +56,7 @@ func (c *Client) request(op string, cmd uint8, dump bool, encode func(*attrEncod
 	case !replies[cmd]:
 		// Commands that change state send no reply unless asked for an
 		// acknowledgement; without one the request would wait forever.
-		if sent, err := c.c.ack(cmd, encode); sent {
+		if sent, err := c.c.ack(cmd, oneConnection[cmd], encode); sent {
 			if err != nil {
 				return nil, opError(op, err)
 			}
@@ -82,3 +82,13 @@ func (c *Client) request(op string, cmd uint8, dump bool, encode func(*attrEncod
 // must not also be asked for an acknowledgement: a trailing ACK left in the
 // socket would break the next request's sequence check).
 var replies = map[uint8]bool{cmdGetAddr: true, cmdGetLimits: true}
+
+// oneConnection lists the commands in which the kernel's work is one
+// connection's: the userspace path manager's per-connection commands that
+// the daemon sends for every connection (SET_FLAGS is left out: without a
+// token it changes an endpoint). The kernel serves them inline, in the
+// system call that sends them, and ack sends them without handing the
+// calling thread's P back to the Go scheduler for that time (see
+// client.send). The other commands (endpoints, flush, limits) may walk
+// every connection of the namespace in that call.
+var oneConnection = map[uint8]bool{cmdAnnounce: true, cmdRemove: true, cmdSubflowCreate: true, cmdSubflowDestroy: true}

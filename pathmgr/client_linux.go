@@ -33,6 +33,7 @@ type client struct {
 	enc                     attrEncoder // writes into sbuf
 	got                     int         // the length of the datagram recv read
 	ioErr                   error       // what send or recv failed with
+	held                    bool        // send keeps the P (ack's oneConn)
 	sendFn, recvFn, drainFn func(uintptr) bool
 }
 
@@ -147,7 +148,9 @@ const (
 // socket by an earlier request that failed halfway is skipped, not taken
 // for this one's answer. A refusal is a *netlink.OpError as Execute's
 // would be, with the kernel's extended acknowledgement message verbatim.
-func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
+// oneConn says that the kernel's work for the command is one connection's
+// (see send).
+func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, error) {
 	if c.rc == nil {
 		return false, nil
 	}
@@ -168,7 +171,7 @@ func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
 	b[16], b[17], b[18], b[19] = cmd, familyVersion, 0, 0
 	c.sbuf = b
 
-	c.ioErr = nil
+	c.ioErr, c.held = nil, oneConn
 	err := c.rc.Write(c.sendFn)
 	if err == nil {
 		err = c.ioErr
@@ -201,8 +204,31 @@ func (c *client) ack(cmd uint8, encode func(*attrEncoder)) (bool, error) {
 
 // send writes sbuf to the socket (for RawConn.Write, as sendFn: a method
 // value made once, where a closure would be allocated per request).
+//
+// The kernel serves the request inline, in this system call: a
+// SUBFLOW_CREATE connects the subflow there (on a veth the whole
+// handshake, some 40 µs). Through Syscall the Go runtime takes the P of a
+// thread that stays in a system call over a sysmon tick (20 µs) and,
+// when no other P is idle (always, under GOMAXPROCS=1, as the daemon
+// runs on a client), wakes another thread to run it; the request's thread
+// must then win a P back when the call returns. On a machine whose CPUs
+// the connections themselves keep busy, each of those threads waits for
+// a CPU: a userspace path manager's create path took 2.4-2.7 context
+// switches and 60-64 µs of CPU a connection that way, 1.2 and 45-51 µs
+// through RawSyscall (docs/benchmarks.md, "The create keeps its P").
+// So a command whose work is one connection's (held) is sent through
+// RawSyscall: its thread keeps its P, and the process's other goroutines
+// on that P wait for the kernel, as they would for a computation as
+// long. It is bounded by that one connection (its socket lock, and the
+// family's mutex, held by one request of any process at a time). The
+// other commands may walk every connection of the namespace and go
+// through Syscall.
 func (c *client) send(fd uintptr) bool {
-	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
+	sys := unix.Syscall6
+	if c.held {
+		sys = unix.RawSyscall6
+	}
+	_, _, errno := sys(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.EINTR:
@@ -218,9 +244,11 @@ func (c *client) send(fd uintptr) bool {
 // len(buf) when it was cut (MSG_TRUNC), or the errno. A raw system call on
 // a caller's buffer, where the syscall package's Recvfrom allocates the
 // sender's address: every reader of this package's sockets uses it from
-// a RawConn callback.
+// a RawConn callback. The call never waits (MSG_DONTWAIT; the runtime's
+// poller does the waiting), so it goes through RawSyscall, without the
+// bookkeeping for a call that might block (see send).
 func recvDatagram(fd uintptr, buf []byte) (int, unix.Errno) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
 		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 	return int(n), errno
 }

@@ -23,6 +23,6 @@ func (*client) execute(genetlink.Message, netlink.HeaderFlags) ([]genetlink.Mess
 	return nil, errOS
 }
 
-func (*client) ack(uint8, func(*attrEncoder)) (bool, error) { return true, errOS }
+func (*client) ack(uint8, bool, func(*attrEncoder)) (bool, error) { return true, errOS }
 
 func unameRelease() string { return "" }
