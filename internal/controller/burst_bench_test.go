@@ -119,15 +119,12 @@ func BenchmarkBurst(b *testing.B) {
 			stopPerf := perfRecord(b, d.cmd.Process.Pid)
 			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
-			pid := d.cmd.Process.Pid
-			cpu0, cs0, wait0 := procCPU(b, pid), ctxSwitches(b, pid), runDelay(b, pid)
+			m := markCPU(b, d.cmd.Process.Pid)
 			r := burstOnce(b, gen, obs, burstConns)
 			stopPerf()
-			cpu, cs, wait := procCPU(b, pid).sub(cpu0), ctxSwitches(b, pid)-cs0, runDelay(b, pid)-wait0
-			r.stages = fmt.Sprintf("\n\tdaemon CPU over the round: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch), %v GC cycles",
-				cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(r.opened), float64(cs)/float64(r.opened),
-				wait.Round(time.Millisecond), (wait/time.Duration(max(cs, 1))).Round(time.Microsecond),
-				scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) + daemonStages(b, bed)
+			r.stages = m.round(b, modeDaemon, r.opened) +
+				fmt.Sprintf(", %v GC cycles", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
+				daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				b.Fatal(err)
 			}
@@ -233,7 +230,7 @@ type burstRound struct {
 	opened, served int
 	open, all      time.Duration // opening the burst; first dial until the last lte subflow
 	lost           int           // event overruns the observer saw
-	stages         string        // the daemon's own account (its /metrics)
+	stages         string        // the contender's own account (CPU; the daemon's /metrics)
 }
 
 func (r burstRound) String() string {
@@ -713,6 +710,28 @@ func perfRecord(b *testing.B, pid int) (stop func()) {
 		cmd.Process.Signal(syscall.SIGINT)
 		cmd.Wait()
 	}
+}
+
+// cpuMark is a contender's CPU account (procCPU, ctxSwitches, runDelay)
+// when a round began.
+type cpuMark struct {
+	pid  int
+	cpu  cpuTime
+	cs   int
+	wait time.Duration
+}
+
+func markCPU(b *testing.B, pid int) cpuMark {
+	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), runDelay(b, pid)}
+}
+
+// round is the line that says what the contender (mode) took over the
+// round that opened n connections, for its log.
+func (m cpuMark) round(b *testing.B, mode string, n int) string {
+	cpu, cs, wait := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs, runDelay(b, m.pid)-m.wait
+	return fmt.Sprintf("\n\t%s CPU over the round: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
+		mode, cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(cs)/float64(n),
+		wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond))
 }
 
 // ctxSwitches is the number of context switches of every thread of pid

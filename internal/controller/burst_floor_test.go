@@ -135,7 +135,9 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer) b
 		b.Fatalf("floor: %q (%v), want its pid", l, err)
 	}
 	prepareContender(b, pid, gen, obs)
+	m := markCPU(b, pid)
 	r := burstOnce(b, gen, obs, burstConns)
+	r.stages = m.round(b, modeFloor, r.opened)
 	c.In.Close()
 	l, err = c.Line()
 	if err != nil || !strings.HasPrefix(l, "refused ") {
