@@ -213,9 +213,10 @@ func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, 
 // runs on a client), wakes another thread to run it; the request's thread
 // must then win a P back when the call returns. On a machine whose CPUs
 // the connections themselves keep busy, each of those threads waits for
-// a CPU: a userspace path manager's create path took 2.4-2.7 context
-// switches and 60-64 µs of CPU a connection that way, 1.2 and 45-51 µs
-// through RawSyscall (docs/benchmarks.md, "The create keeps its P").
+// a CPU: under a burst the daemon took 2.4 context switches and 62-67 µs
+// of CPU a connection that way, 1.2 and 48-52 µs through RawSyscall
+// (docs/benchmarks.md, "Since (2026-12-04 night): the create keeps its
+// P").
 // So a command whose work is one connection's (held) is sent through
 // RawSyscall: its thread keeps its P, and the process's other goroutines
 // on that P wait for the kernel, as they would for a computation as
