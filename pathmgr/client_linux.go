@@ -285,18 +285,15 @@ func (c *client) recv(fd uintptr) bool {
 // request's.
 func ackOf(b []byte, seq uint32) (done bool, err error) {
 	for len(b) >= nlmsgHdrLen {
-		l := int(binary.NativeEndian.Uint32(b[0:4]))
-		if l < nlmsgHdrLen || l > len(b) {
-			return true, &netlink.OpError{Op: "receive", Err: fmt.Errorf("netlink message of bad length %d (%d bytes left)", l, len(b))}
+		m, rest, err := nextMessage(b)
+		if err != nil {
+			return true, &netlink.OpError{Op: "receive", Err: err}
 		}
-		typ := binary.NativeEndian.Uint16(b[4:6])
-		flags := binary.NativeEndian.Uint16(b[6:8])
-		mseq := binary.NativeEndian.Uint32(b[8:12])
-		data := b[nlmsgHdrLen:l]
-		b = b[min((l+3)&^3, len(b)):]
-		if mseq != seq || typ != nlmsgError {
+		b = rest
+		if m.seq != seq || m.typ != nlmsgError {
 			continue
 		}
+		data := m.data
 		if len(data) < 4 {
 			return true, &netlink.OpError{Op: "receive", Err: fmt.Errorf("acknowledgement of %d bytes, too short for its error number", len(data))}
 		}
@@ -305,13 +302,13 @@ func ackOf(b []byte, seq uint32) (done bool, err error) {
 			return true, nil
 		}
 		oe := &netlink.OpError{Op: "receive", Err: unix.Errno(-code), Sequence: seq}
-		if flags&nlmFAckTLVs != 0 && len(data) >= 4+nlmsgHdrLen {
+		if m.flags&nlmFAckTLVs != 0 && len(data) >= 4+nlmsgHdrLen {
 			// After the errno, the echoed request: its header only when
 			// capped, else the whole of it, padded to 4 bytes. Its length
 			// is checked as a number first, so that a bad one cannot
 			// turn negative as an int (32 bits on arm).
 			off := 4 + nlmsgHdrLen
-			if n := binary.NativeEndian.Uint32(data[4:8]); flags&nlmFCapped == 0 {
+			if n := binary.NativeEndian.Uint32(data[4:8]); m.flags&nlmFCapped == 0 {
 				if n < nlmsgHdrLen || n > uint32(len(data)-4) {
 					return true, oe
 				}

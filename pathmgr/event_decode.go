@@ -137,27 +137,19 @@ func ip6(v []byte, name string) (netip.Addr, error) {
 // it. It never panics, whatever the input (FuzzDecodeDatagram).
 func decodeDatagram(b []byte, family uint16, out []Event) ([]Event, error) {
 	for len(b) > 0 {
-		if len(b) < nlmsgHdrLen {
-			return out, fmt.Errorf("pathmgr: events: %d trailing bytes, too short for a netlink header", len(b))
+		m, rest, err := nextMessage(b)
+		if err != nil {
+			return out, fmt.Errorf("pathmgr: events: %w", err)
 		}
-		l := int(binary.NativeEndian.Uint32(b[0:4]))
-		typ := binary.NativeEndian.Uint16(b[4:6])
-		if l < nlmsgHdrLen || l > len(b) {
-			return out, fmt.Errorf("pathmgr: events: netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b))
-		}
-		msg := b[nlmsgHdrLen:l]
-		adv := (l + 3) &^ 3
-		if adv > len(b) {
-			adv = len(b)
-		}
-		b = b[adv:]
-		switch typ {
+		b = rest
+		switch m.typ {
 		case family:
 		case nlmsgError, nlmsgOverrun:
-			return out, fmt.Errorf("pathmgr: events: netlink message of type %d on the events socket", typ)
+			return out, fmt.Errorf("pathmgr: events: netlink message of type %d on the events socket", m.typ)
 		default: // NOOP, DONE, or not ours
 			continue
 		}
+		msg := m.data
 		if len(msg) < genlHdrLen {
 			return out, fmt.Errorf("pathmgr: events: generic netlink message of %d bytes, too short for its header", len(msg))
 		}

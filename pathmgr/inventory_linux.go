@@ -199,19 +199,17 @@ func (d *differ) dump(family uint8, proto int, states uint32, fn func(*diagSock)
 		}
 		b := d.buf[:n]
 		for len(b) >= nlmsgHdrLen {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			typ := binary.NativeEndian.Uint16(b[4:6])
-			if l < nlmsgHdrLen || l > len(b) {
+			m, rest, err := nextMessage(b)
+			if err != nil {
 				d.drain(seq)
-				return fail(fmt.Errorf("netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b)))
+				return fail(err)
 			}
-			data := b[nlmsgHdrLen:l]
-			msgSeq := binary.NativeEndian.Uint32(b[8:12])
-			b = b[min((l+3)&^3, len(b)):]
-			if msgSeq != seq {
+			b = rest
+			if m.seq != seq {
 				continue // not this request's (a dump is always read to its end)
 			}
-			switch typ {
+			data := m.data
+			switch m.typ {
 			case unix.NLMSG_DONE:
 				if len(data) >= 4 {
 					if code := int32(binary.NativeEndian.Uint32(data)); code < 0 {
@@ -256,15 +254,14 @@ func (d *differ) drain(seq uint32) {
 			return
 		}
 		for b := d.buf[:n]; len(b) >= nlmsgHdrLen; {
-			l := int(binary.NativeEndian.Uint32(b[0:4]))
-			if l < nlmsgHdrLen || l > len(b) {
+			m, rest, err := nextMessage(b)
+			if err != nil {
 				break // the rest of this datagram cannot be walked
 			}
-			typ := binary.NativeEndian.Uint16(b[4:6])
-			if binary.NativeEndian.Uint32(b[8:12]) == seq && (typ == unix.NLMSG_DONE || typ == unix.NLMSG_ERROR) {
+			if m.seq == seq && (m.typ == unix.NLMSG_DONE || m.typ == unix.NLMSG_ERROR) {
 				return
 			}
-			b = b[min((l+3)&^3, len(b)):]
+			b = rest
 		}
 	}
 }
