@@ -205,25 +205,21 @@ func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, 
 // send writes sbuf to the socket (for RawConn.Write, as sendFn: a method
 // value made once, where a closure would be allocated per request).
 //
-// The kernel serves the request inline, in this system call: a
+// The kernel serves the request inline, in this system call; a
 // SUBFLOW_CREATE connects the subflow there (on a veth the whole
-// handshake, some 40 µs). Through Syscall the Go runtime takes the P of a
-// thread that stays in a system call over a sysmon tick (20 µs) and,
-// when no other P is idle (always, under GOMAXPROCS=1, as the daemon
-// runs on a client), wakes another thread to run it; the request's thread
-// must then win a P back when the call returns. On a machine whose CPUs
-// the connections themselves keep busy, each of those threads waits for
-// a CPU: under a burst the daemon took 2.4 context switches and 62-67 µs
-// of CPU a connection that way, 1.2 and 48-52 µs through RawSyscall
-// (docs/benchmarks.md, "Since (2026-12-04 night): the create keeps its
-// P").
-// So a command whose work is one connection's (held) is sent through
-// RawSyscall: its thread keeps its P, and the process's other goroutines
-// on that P wait for the kernel, as they would for a computation as
-// long. It is bounded by that one connection (its socket lock, and the
-// family's mutex, held by one request of any process at a time). The
-// other commands may walk every connection of the namespace and go
-// through Syscall.
+// handshake, some 40 µs). Through Syscall, the runtime's sysmon takes the
+// P of a thread that stays in a call over 20 µs and, when no other P is
+// idle (always under GOMAXPROCS=1, as a client's daemon runs), wakes
+// another thread to run it; the caller must win a P back on return. On
+// CPUs that the connections keep busy, both threads then wait for a CPU.
+// So a command whose work is one connection's (held: create, destroy,
+// announce, remove) goes through RawSyscall and keeps its P: the
+// process's other goroutines on that P wait for the kernel as they would
+// for a computation as long, bounded by one connection's lock and the
+// family's mutex. Under a burst that took the daemon from 2.4 context
+// switches and 62-67 µs of CPU a connection to 1.2 and 48-52 µs
+// (docs/benchmarks.md, "the create keeps its P"). The other commands may
+// walk every connection of the namespace and go through Syscall.
 func (c *client) send(fd uintptr) bool {
 	sys := unix.Syscall6
 	if c.held {
