@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -212,4 +213,45 @@ func BenchmarkAck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestIntegrationHeldCommands: in a process with one P, the per-connection
+// commands are sent without giving up the P (client.send), and the others,
+// which may walk every connection, are not; with more Ps none is. Each
+// command reaches the kernel (refused here: no such connection) either
+// way.
+func TestIntegrationHeldCommands(t *testing.T) {
+	ns := testbed.NetNST(t, "held")
+	c, err := Dial(&Config{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	ep := Endpoint{ID: 5, Addr: netip.MustParseAddr("10.9.0.1")}
+	remote := netip.MustParseAddrPort("10.9.0.2:80")
+	cmds := []struct {
+		name    string
+		oneConn bool
+		run     func() error
+	}{
+		{"subflow create", true, func() error { return c.CreateSubflow(0xdead, ep, remote) }},
+		{"subflow destroy", true, func() error {
+			return c.DestroySubflow(0xdead, Subflow{Local: netip.AddrPortFrom(ep.Addr, 1000), Remote: remote})
+		}},
+		{"announce", true, func() error { return c.Announce(0xdead, ep) }},
+		{"remove", true, func() error { return c.Remove(0xdead, 5) }},
+		{"limits set", false, func() error { return c.SetLimits(LimitsUpdate{Subflows: new(uint32)}) }},
+		{"endpoint delete", false, func() error { return c.DeleteEndpoint(77, netip.Addr{}) }},
+	}
+	for _, procs := range []int{1, 2} {
+		runtime.GOMAXPROCS(procs)
+		for _, cmd := range cmds {
+			c.c.held = !(cmd.oneConn && procs == 1) // the opposite of what is wanted
+			err := cmd.run()
+			if want := cmd.oneConn && procs == 1; c.c.held != want {
+				t.Errorf("GOMAXPROCS=%d, %s (%v): sent holding the P %v, want %v", procs, cmd.name, err, c.c.held, want)
+			}
+		}
+	}
 }

@@ -87,8 +87,8 @@ var replies = map[uint8]bool{cmdGetAddr: true, cmdGetLimits: true}
 // connection's: the userspace path manager's per-connection commands that
 // the daemon sends for every connection (SET_FLAGS is left out: without a
 // token it changes an endpoint). The kernel serves them inline, in the
-// system call that sends them, and ack sends them without handing the
-// calling thread's P back to the Go scheduler for that time (see
+// system call that sends them; in a process with one P, ack sends them
+// without handing the P back to the Go scheduler for that time (see
 // client.send). The other commands (endpoints, flush, limits) may walk
 // every connection of the namespace in that call.
 var oneConnection = map[uint8]bool{cmdAnnounce: true, cmdRemove: true, cmdSubflowCreate: true, cmdSubflowDestroy: true}

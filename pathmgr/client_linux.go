@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -33,7 +34,7 @@ type client struct {
 	enc                     attrEncoder // writes into sbuf
 	got                     int         // the length of the datagram recv read
 	ioErr                   error       // what send or recv failed with
-	held                    bool        // send keeps the P (ack's oneConn)
+	held                    bool        // send keeps the P (see ack and send)
 	sendFn, recvFn, drainFn func(uintptr) bool
 }
 
@@ -148,8 +149,8 @@ const (
 // socket by an earlier request that failed halfway is skipped, not taken
 // for this one's answer. A refusal is a *netlink.OpError as Execute's
 // would be, with the kernel's extended acknowledgement message verbatim.
-// oneConn says that the kernel's work for the command is one connection's
-// (see send).
+// oneConn says that the kernel's work for the command is one connection's:
+// in a process with one P it is sent without giving up the P (see send).
 func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, error) {
 	if c.rc == nil {
 		return false, nil
@@ -171,7 +172,7 @@ func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, 
 	b[16], b[17], b[18], b[19] = cmd, familyVersion, 0, 0
 	c.sbuf = b
 
-	c.ioErr, c.held = nil, oneConn
+	c.ioErr, c.held = nil, oneConn && runtime.GOMAXPROCS(0) == 1
 	err := c.rc.Write(c.sendFn)
 	if err == nil {
 		err = c.ioErr
@@ -208,24 +209,32 @@ func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, 
 // The kernel serves the request inline, in this system call; a
 // SUBFLOW_CREATE connects the subflow there (on a veth the whole
 // handshake, some 40 µs). Through Syscall, the runtime's sysmon takes the
-// P of a thread that stays in a call over 20 µs and, when no other P is
-// idle (always under GOMAXPROCS=1, as a client's daemon runs), wakes
-// another thread to run it; the caller must win a P back on return. On
-// CPUs that the connections keep busy, both threads then wait for a CPU.
-// So a command whose work is one connection's (held: create, destroy,
-// announce, remove) goes through RawSyscall and keeps its P: the
-// process's other goroutines on that P wait for the kernel as they would
-// for a computation as long, bounded by one connection's lock and the
-// family's mutex. Under a burst that took the daemon from 2.4 context
-// switches and 62-67 µs of CPU a connection to 1.2 and 48-52 µs
-// (docs/benchmarks.md, "the create keeps its P"). The other commands may
-// walk every connection of the namespace and go through Syscall.
+// P of a thread that stays in a call over 20 µs when no other P is idle,
+// which under GOMAXPROCS=1 (as a client's daemon runs) is always, and
+// wakes another thread to run it; the caller must win a P back on return.
+// On CPUs that the connections keep busy, both threads then wait for a
+// CPU. So in a process with one P, a command whose work is one
+// connection's (held: create, destroy, announce, remove) goes through
+// RawSyscall and keeps the P: under a burst that took the daemon from 2.4
+// context switches and 62-67 µs of CPU a connection to 1.2 and 44-52 µs
+// (docs/benchmarks.md, "the create keeps its P"). Meanwhile the process's
+// other goroutines wait for the kernel. Usually that is one connection's
+// work, but the request may sleep: on the connection's lock, and on the
+// generic netlink mutex, which any request of a family without
+// parallel_ops holds, in any namespace and any process (a flush at
+// 50,000 connections among them). With more than one P an idle one is
+// usually there, sysmon leaves the call alone, and Syscall costs nothing
+// more; the other commands may walk every connection and always go
+// through Syscall.
 func (c *client) send(fd uintptr) bool {
-	sys := unix.Syscall6
+	var errno unix.Errno
+	// Direct calls: the uintptr(unsafe.Pointer(...)) arguments keep the
+	// buffer alive only in a call written as such.
 	if c.held {
-		sys = unix.RawSyscall6
+		_, _, errno = unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
+	} else {
+		_, _, errno = unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
 	}
-	_, _, errno := sys(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.sbuf[0])), uintptr(len(c.sbuf)), 0, 0, 0)
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.EINTR:
@@ -241,20 +250,33 @@ func (c *client) send(fd uintptr) bool {
 // len(buf) when it was cut (MSG_TRUNC), or the errno. A raw system call on
 // a caller's buffer, where the syscall package's Recvfrom allocates the
 // sender's address: every reader of this package's sockets uses it from
-// a RawConn callback. The call never waits (MSG_DONTWAIT; the runtime's
-// poller does the waiting), so it goes through RawSyscall, without the
-// bookkeeping for a call that might block (see send).
-func recvDatagram(fd uintptr, buf []byte) (int, unix.Errno) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
-		unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+// a RawConn callback.
+//
+// dump says that a dump may run on the socket: the kernel then fills the
+// dump's next datagram inside this call (for the inventory's sock_diag
+// dumps, a walk of the socket tables), which may take long, and the call
+// goes through Syscall. Without one (events, acknowledgements) the call
+// only copies what is queued, and goes through RawSyscall, without the
+// runtime's bookkeeping for a call that might block (see send).
+func recvDatagram(fd uintptr, buf []byte, dump bool) (int, unix.Errno) {
+	var n uintptr
+	var errno unix.Errno
+	if dump {
+		n, _, errno = unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	} else {
+		n, _, errno = unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+			unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	}
 	return int(n), errno
 }
 
 // drain reads and drops every datagram queued on the socket (for
-// RawConn.Read, as drainFn); it never waits.
+// RawConn.Read, as drainFn); it never waits. What it drops may be the rest
+// of a dump a failed request left running.
 func (c *client) drain(fd uintptr) bool {
 	for {
-		if _, errno := recvDatagram(fd, c.rbuf); errno != 0 && errno != unix.EINTR {
+		if _, errno := recvDatagram(fd, c.rbuf, true); errno != 0 && errno != unix.EINTR {
 			return true // EAGAIN: empty
 		}
 	}
@@ -263,7 +285,7 @@ func (c *client) drain(fd uintptr) bool {
 // recv reads one datagram into rbuf, its whole length into got (for
 // RawConn.Read, as recvFn).
 func (c *client) recv(fd uintptr) bool {
-	n, errno := recvDatagram(fd, c.rbuf)
+	n, errno := recvDatagram(fd, c.rbuf, false)
 	switch errno {
 	case 0:
 		c.got = n

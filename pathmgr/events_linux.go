@@ -185,7 +185,7 @@ func (l *EventListener) read() ([]Event, error) {
 // and rerr.
 func (l *EventListener) readBatch(fd uintptr) bool {
 	for len(l.evs) < eventBatch {
-		n, errno := recvDatagram(fd, l.buf)
+		n, errno := recvDatagram(fd, l.buf, false)
 		switch {
 		case errno == unix.EINTR:
 			continue

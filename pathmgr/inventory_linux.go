@@ -272,7 +272,7 @@ func (d *differ) recv() (int, error) {
 	var errno syscall.Errno
 	err := d.rc.Read(func(fd uintptr) bool {
 		for {
-			r, e := recvDatagram(fd, d.buf)
+			r, e := recvDatagram(fd, d.buf, true)
 			if e == unix.EINTR {
 				continue
 			}

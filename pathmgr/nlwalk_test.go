@@ -45,7 +45,7 @@ func TestNextMessage(t *testing.T) {
 		{"shorter than a header", first[:15], "15 trailing bytes"},
 		{"length below a header", msg(15, 2, 0, 1), "type 2 has bad length 15"},
 		{"length past the end", msg(40, 2, 0, 1, 1, 2, 3, 4), "type 2 has bad length 40 (20 bytes left)"},
-		{"length negative as a 32-bit int", msg(0xffffffff, 2, 0, 1), "bad length"},
+		{"length of 4 GiB (negative as an int on 32 bits)", msg(0xffffffff, 2, 0, 1), "bad length"},
 	} {
 		if _, rest, err := nextMessage(tt.b); err == nil || !strings.Contains(err.Error(), tt.want) || rest != nil {
 			t.Errorf("%s: rest % x, err %v, want one with %q", tt.name, rest, err, tt.want)
