@@ -120,10 +120,9 @@ func BenchmarkBurst(b *testing.B) {
 			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
 			m := markCPU(b, d.cmd.Process.Pid)
-			r := burstOnce(b, gen, obs, burstConns)
+			r := burstOnce(b, gen, obs, burstConns, m.account(b, modeDaemon))
 			stopPerf()
-			r.stages = m.round(b, modeDaemon, r.opened) +
-				fmt.Sprintf(", %v GC cycles", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
+			r.stages += fmt.Sprintf(", %v GC cycles", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
 				daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				b.Fatal(err)
@@ -137,7 +136,7 @@ func BenchmarkBurst(b *testing.B) {
 		modeKernel: func() burstRound {
 			undo := kernelPMOn(b, bed)
 			defer undo()
-			return burstOnce(b, gen, obs, burstConns)
+			return burstOnce(b, gen, obs, burstConns, nil)
 		},
 		modeFloor: func() burstRound { return floorRound(b, bed, gen, obs) },
 	}
@@ -325,7 +324,12 @@ func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Se
 // burstOnce opens a burst of n connections, waits (up to 20 s) for every
 // connection's lte subflow, then closes the connections and waits for the
 // kernel to report them closed.
-func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
+//
+// account (nil: none) gives the contender's account of the round, taken
+// once every connection is served and before they are closed: closing
+// them makes the kernel send each connection's CLOSED and its subflows'
+// SUB_CLOSED, which the daemon reads and the floor does not.
+func burstOnce(b *testing.B, gen *generator, obs *observer, n int, account func(opened int) string) burstRound {
 	obs.reset()
 	opened, start, open := gen.open(b, n)
 	r := burstRound{opened: opened, open: open}
@@ -334,6 +338,9 @@ func burstOnce(b *testing.B, gen *generator, obs *observer, n int) burstRound {
 		time.Sleep(2 * time.Millisecond)
 	}
 	r.lat, r.lost, r.all = obs.result(start)
+	if account != nil {
+		r.stages = account(opened)
+	}
 	if os.Getenv("BURST_TIMELINE") != "" {
 		var mono unix.Timespec
 		unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
@@ -690,7 +697,7 @@ func prepareContender(b *testing.B, pid int, gen *generator, obs *observer) {
 	if s := os.Getenv("BURST_DAEMON_SCHED"); s != "" {
 		setSched(b, pid, s)
 	}
-	burstOnce(b, gen, obs, burstConns/4)
+	burstOnce(b, gen, obs, burstConns/4, nil)
 }
 
 // perfRecord runs `perf record -g` on pid when BURST_PERF names a file
@@ -725,13 +732,16 @@ func markCPU(b *testing.B, pid int) cpuMark {
 	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), runDelay(b, pid)}
 }
 
-// round is the line that says what the contender (mode) took over the
-// round that opened n connections, for its log.
-func (m cpuMark) round(b *testing.B, mode string, n int) string {
-	cpu, cs, wait := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs, runDelay(b, m.pid)-m.wait
-	return fmt.Sprintf("\n\t%s CPU over the round: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
-		mode, cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(cs)/float64(n),
-		wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond))
+// account is burstOnce's account of the contender (mode) for its log:
+// what it took from the mark until the round's connections were served,
+// per connection opened.
+func (m cpuMark) account(b *testing.B, mode string) func(opened int) string {
+	return func(n int) string {
+		cpu, cs, wait := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs, runDelay(b, m.pid)-m.wait
+		return fmt.Sprintf("\n\t%s CPU until the round was served: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
+			mode, cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(cs)/float64(n),
+			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond))
+	}
 }
 
 // ctxSwitches is the number of context switches of every thread of pid

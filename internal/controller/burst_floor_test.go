@@ -135,9 +135,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer) b
 		b.Fatalf("floor: %q (%v), want its pid", l, err)
 	}
 	prepareContender(b, pid, gen, obs)
-	m := markCPU(b, pid)
-	r := burstOnce(b, gen, obs, burstConns)
-	r.stages = m.round(b, modeFloor, r.opened)
+	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, modeFloor))
 	c.In.Close()
 	l, err = c.Line()
 	if err != nil || !strings.HasPrefix(l, "refused ") {
