@@ -215,11 +215,9 @@ func (c *client) ack(cmd uint8, oneConn bool, encode func(*attrEncoder)) (bool, 
 // On CPUs that the connections keep busy, both threads then wait for a
 // CPU. So in a process with one P, a command whose work is one
 // connection's (held: create, destroy, announce, remove) goes through
-// RawSyscall and keeps the P: in the burst benchmark that took the
-// daemon from 2.4 context switches and 62-67 µs of CPU a connection to
-// 1.2 and 44-52 µs, over rounds that include closing the connections
-// (docs/benchmarks.md, "the create keeps its P"). Meanwhile the process's
-// other goroutines wait for the kernel. Usually that is one connection's
+// RawSyscall and keeps the P (measured: docs/benchmarks.md, "the create
+// keeps its P"). Meanwhile the process's other goroutines wait for the
+// kernel. Usually that is one connection's
 // work, but the request may sleep: on the connection's lock, and on the
 // generic netlink mutex, which any request of a family without
 // parallel_ops holds, in any namespace and any process (a flush at
