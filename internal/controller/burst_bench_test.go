@@ -75,8 +75,8 @@ const (
 // and heap profiles; with BURST_DAEMON_ENV=GIGAPATH_PROFILE=trace an
 // execution trace instead); BURST_DAEMON_ENV="K=V ..." adds to the
 // daemon's environment (GOGC=400, GOMAXPROCS=4 for experiments);
-// BURST_PERF=FILE records the daemon's rounds with `perf record -g` into
-// FILE-PID; BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
+// BURST_PERF=FILE records the daemon's and the floor's rounds, until
+// their connections are served, with `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy;
 // BURST_TIMELINE=1 logs each round's connections per millisecond since its
@@ -119,9 +119,7 @@ func BenchmarkBurst(b *testing.B) {
 			stopPerf := perfRecord(b, d.cmd.Process.Pid)
 			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
-			m := markCPU(b, d.cmd.Process.Pid)
-			r := burstOnce(b, gen, obs, burstConns, m.account(b, modeDaemon))
-			stopPerf()
+			r := burstOnce(b, gen, obs, burstConns, markCPU(b, d.cmd.Process.Pid).account(b, modeDaemon, stopPerf))
 			r.stages += fmt.Sprintf(", %v GC cycles", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
 				daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -719,27 +717,36 @@ func perfRecord(b *testing.B, pid int) (stop func()) {
 	}
 }
 
-// cpuMark is a contender's CPU account (procCPU, ctxSwitches, runDelay)
+// cpuMark is a contender's CPU account (procCPU, ctxSwitches, schedStat)
 // when a round began.
 type cpuMark struct {
-	pid  int
-	cpu  cpuTime
-	cs   int
-	wait time.Duration
+	pid       int
+	cpu       cpuTime
+	cs        int
+	ran, wait time.Duration
 }
 
 func markCPU(b *testing.B, pid int) cpuMark {
-	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), runDelay(b, pid)}
+	ran, wait := schedStat(b, pid)
+	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), ran, wait}
 }
 
 // account is burstOnce's account of the contender (mode) for its log:
 // what it took from the mark until the round's connections were served,
-// per connection opened.
-func (m cpuMark) account(b *testing.B, mode string) func(opened int) string {
+// per connection opened. The time per connection is the scheduler's
+// (schedstat, in nanoseconds); user and system time (in 10 ms ticks) only
+// split it.
+// stop (nil: none) is called then too, to end the round's perfRecord.
+func (m cpuMark) account(b *testing.B, mode string, stop func()) func(opened int) string {
 	return func(n int) string {
-		cpu, cs, wait := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs, runDelay(b, m.pid)-m.wait
-		return fmt.Sprintf("\n\t%s CPU until the round was served: user %v system %v (%.0f µs per connection), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
-			mode, cpu.user, cpu.sys, float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(cs)/float64(n),
+		if stop != nil {
+			stop()
+		}
+		ran, wait := schedStat(b, m.pid)
+		ran, wait = ran-m.ran, wait-m.wait
+		cpu, cs := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs
+		return fmt.Sprintf("\n\t%s CPU until the round was served: %v on a CPU (%.1f µs per connection; user %v system %v), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
+			mode, ran.Round(time.Microsecond), float64(ran.Nanoseconds())/1e3/float64(n), cpu.user, cpu.sys, float64(cs)/float64(n),
 			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond))
 	}
 }
@@ -767,22 +774,24 @@ func ctxSwitches(b *testing.B, pid int) int {
 	return n
 }
 
-// runDelay is how long the threads of pid have been runnable without a CPU
-// (schedstat's run_delay, summed).
-func runDelay(b *testing.B, pid int) time.Duration {
+// schedStat is how long the threads of pid have run on a CPU and been
+// runnable without one (schedstat's first two fields, summed over the
+// threads alive now).
+func schedStat(b *testing.B, pid int) (ran, wait time.Duration) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	var sum time.Duration
 	for _, t := range tasks {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if f := strings.Fields(string(raw)); err == nil && len(f) >= 2 {
-			ns, _ := strconv.ParseInt(f[1], 10, 64)
-			sum += time.Duration(ns)
+			r, _ := strconv.ParseInt(f[0], 10, 64)
+			w, _ := strconv.ParseInt(f[1], 10, 64)
+			ran += time.Duration(r)
+			wait += time.Duration(w)
 		}
 	}
-	return sum
+	return ran, wait
 }
 
 // renice sets the nice value of every thread of pid (nice is per thread

@@ -135,7 +135,8 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer) b
 		b.Fatalf("floor: %q (%v), want its pid", l, err)
 	}
 	prepareContender(b, pid, gen, obs)
-	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, modeFloor))
+	stopPerf := perfRecord(b, pid)
+	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, modeFloor, stopPerf))
 	c.In.Close()
 	l, err = c.Line()
 	if err != nil || !strings.HasPrefix(l, "refused ") {
