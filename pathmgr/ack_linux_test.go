@@ -114,12 +114,7 @@ func TestAckOf(t *testing.T) {
 // and a reply) are taken neither for the next command's acknowledgement
 // nor for the next get's reply, and the socket is clean after each.
 func TestIntegrationAckSkipsAnotherRequestsReply(t *testing.T) {
-	ns := testbed.NetNST(t, "ack")
-	c, err := Dial(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ns, c := dialIn(t, "ack")
 	if c.c.rc == nil {
 		t.Fatal("a real socket without a descriptor: acknowledgements would go through Execute")
 	}
@@ -221,12 +216,7 @@ func BenchmarkAck(b *testing.B) {
 // command reaches the kernel (refused here: no such connection) either
 // way.
 func TestIntegrationHeldCommands(t *testing.T) {
-	ns := testbed.NetNST(t, "held")
-	c, err := Dial(&Config{NetNS: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := dialIn(t, "held")
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	ep := Endpoint{ID: 5, Addr: netip.MustParseAddr("10.9.0.1")}
 	remote := netip.MustParseAddrPort("10.9.0.2:80")

@@ -75,6 +75,19 @@ func TestIntegrationEventsOnly(t *testing.T) {
 // openCloseListeners opens and closes n MPTCP listeners on 127.0.0.1,
 // ports first..first+n-1, in ns: two events each (listener created and
 // closed).
+// dialIn is a Client in a fresh namespace of its own, closed at the
+// test's end.
+func dialIn(tb testing.TB, role string) (*testbed.NetNS, *Client) {
+	tb.Helper()
+	ns := testbed.NetNST(tb, role)
+	c, err := Dial(&Config{NetNS: ns.Name})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return ns, c
+}
+
 // listenIn is an event listener in a fresh namespace of its own, closed
 // at the test's end.
 func listenIn(tb testing.TB, role string) (*testbed.NetNS, *EventListener) {
