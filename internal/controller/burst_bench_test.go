@@ -76,7 +76,8 @@ const (
 // execution trace instead); BURST_DAEMON_ENV="K=V ..." adds to the
 // daemon's environment (GOGC=400, GOMAXPROCS=4 for experiments);
 // BURST_PERF=FILE records the daemon's and the floor's rounds, until
-// their connections are served, with `perf record -g` into FILE-PID; BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
+// their connections are served, with `perf record -g` into FILE-PID;
+// BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy;
 // BURST_TIMELINE=1 logs each round's connections per millisecond since its
@@ -120,7 +121,7 @@ func BenchmarkBurst(b *testing.B) {
 			// Scrapes (the daemon serves them) outside the CPU window.
 			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
 			r := burstOnce(b, gen, obs, burstConns, markCPU(b, d.cmd.Process.Pid).account(b, modeDaemon, stopPerf))
-			r.stages += fmt.Sprintf(", %v GC cycles", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
+			r.stages += fmt.Sprintf(", %v GC cycles over the round, its close included", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
 				daemonStages(b, bed)
 			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				b.Fatal(err)
@@ -735,13 +736,10 @@ func markCPU(b *testing.B, pid int) cpuMark {
 // what it took from the mark until the round's connections were served,
 // per connection opened. The time per connection is the scheduler's
 // (schedstat, in nanoseconds); user and system time (in 10 ms ticks) only
-// split it.
-// stop (nil: none) is called then too, to end the round's perfRecord.
+// split it. stop, called first, ends the round's perfRecord.
 func (m cpuMark) account(b *testing.B, mode string, stop func()) func(opened int) string {
 	return func(n int) string {
-		if stop != nil {
-			stop()
-		}
+		stop()
 		ran, wait := schedStat(b, m.pid)
 		ran, wait = ran-m.ran, wait-m.wait
 		cpu, cs := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs
