@@ -94,6 +94,18 @@ func setupMode(t *testing.T, size int, mode string) *env {
 	// lte address came in on lte1: strict reverse-path filtering proves the
 	// daemon's source routing.
 	b.Proxy.MustRun("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+	// Receive buffers of 128 KiB at both ends keep what is in flight below
+	// one link's tbf queue (50 ms at 40 mbit: 250 KB), so no segment is
+	// dropped there. Tests here take the path manager's signals as their
+	// oracle, and the kernel sends RM_ADDR once (no echo, no timer) and
+	// repeats an unechoed ADD_ADDR only after add_addr_timeout (120 s): a
+	// dropped segment that carried one is a signal the daemon never saw
+	// (once in CI: no REMOVED, so the subflows the proxy closed were dialled
+	// again). The links stay full: the round trip is well under a
+	// millisecond.
+	for _, n := range []*testbed.NetNS{b.Client, b.Proxy} {
+		n.MustRun("sysctl", "-qw", "net.ipv4.tcp_rmem=4096 131072 131072")
+	}
 	e := &env{bed: b, dir: t.TempDir(), port: 5201, sent: make(chan string, 64)}
 	for name, src := range map[string]string{"server.py": pyServer, "client.py": pyClient} {
 		if err := os.WriteFile(filepath.Join(e.dir, name), []byte(src), 0o644); err != nil {
@@ -204,6 +216,12 @@ func waitFor(t *testing.T, b *testbed.Bed, what string, d time.Duration, cond fu
 		for _, n := range []string{"ss -tniaM", "ip rule", "ip route show table all", "ip -s link"} {
 			out, _ := exec.Command("sh", "-c", "ip netns exec "+b.Client.Name+" "+n).CombinedOutput()
 			t.Logf("%s:\n%s", n, out)
+		}
+		// Whether the address signals were sent and arrived, and whether
+		// anything was lost on the way.
+		for _, n := range []*testbed.NetNS{b.Client, b.Proxy} {
+			out, _ := n.Run("sh", "-c", "nstat -az | grep -E 'MPTcpExt(AddAddr|RmAddr|EchoAdd)|TcpRetransSegs'")
+			t.Logf("%s nstat:\n%s", n.Name, out)
 		}
 	}
 	t.Fatalf("timed out after %v waiting for %s", d, what)
