@@ -80,15 +80,24 @@ const (
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy;
-// BURST_TIMELINE=1 logs each round's connections per millisecond since its
-// first dial (how many were established, the longest latency among them;
-// connections without their lte subflow are left out) and the round's
-// start on CLOCK_MONOTONIC, to find a stall in `perf record -k mono -e
-// sched:sched_switch -g` or `perf sched record -k mono`.
+// BURST_RX=napi receives on the bed's four veths in NAPI threads (see
+// napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
+// connections per millisecond since its first dial (how many were
+// established, the longest latency among them; connections without their
+// lte subflow are left out) and the round's start on CLOCK_MONOTONIC, to
+// find a stall in `perf record -k mono -e sched:sched_switch -g` or `perf
+// sched record -k mono`.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	bin := buildBinary(b)
 	bed := manyConnsBed(b)
+	switch rx := os.Getenv("BURST_RX"); rx {
+	case "":
+	case "napi":
+		napiReceive(b, bed)
+	default:
+		b.Fatalf("BURST_RX=%q: want napi, or unset for the veths' default", rx)
+	}
 	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
 	gen := startGenerator(b, bed, addr, addr)
 	obs := newObserver(b, bed)
@@ -196,6 +205,28 @@ const (
 )
 
 var burstModeNames = []string{modeDaemon, modeKernel, modeFloor}
+
+// napiReceive makes every veth of the bed receive in a NAPI thread of its
+// own (threaded NAPI, on veth only with GRO on and, for TCP, TSO off on
+// the sender), as a NIC receives from its interrupt: not inside the
+// sender's system call. A veth otherwise hands a packet to the
+// receiver's backlog, which the sending CPU processes as soon as the
+// sender re-enables softirqs, so a SUBFLOW_CREATE runs the subflow's
+// handshake inline, under the family's mutex (docs/benchmarks.md).
+func napiReceive(b *testing.B, bed *testbed.Bed) {
+	b.Helper()
+	for _, e := range []struct {
+		n   *testbed.NetNS
+		dev string
+	}{{bed.Client, testbed.WiFiIf}, {bed.Client, testbed.LTEIf}, {bed.Proxy, testbed.ProxyWiFiIf}, {bed.Proxy, testbed.ProxyLTEIf}} {
+		if _, err := e.n.Run("ethtool", "-K", e.dev, "gro", "on", "tso", "off"); err != nil {
+			b.Fatalf("BURST_RX=napi: %v", err)
+		}
+		if _, err := e.n.Run("sh", "-c", "echo 1 > /sys/class/net/"+e.dev+"/threaded"); err != nil {
+			b.Fatalf("BURST_RX=napi: threaded NAPI on %s: %v", e.dev, err)
+		}
+	}
+}
 
 // burstModes is BURST_MODES (default daemon,kernel): each of
 // burstModeNames at most once, kernel among them, since the others are
