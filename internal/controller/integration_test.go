@@ -24,9 +24,12 @@ import (
 
 // pyServer serves each MPTCP connection SIZE random bytes and prints the
 // sha256 of what it sent; pyClient reads to EOF and prints length and sha256.
+// In mode "pause" the server sends half, prints "paused" once the peer has
+// acknowledged all of it (SIOCOUTQ of the MPTCP socket is 0: the
+// connection is idle), and sends the rest once the file RESUME exists.
 const pyServer = `
-import socket, sys, os, hashlib, threading
-addr, port, size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+import socket, sys, os, hashlib, threading, time, fcntl, termios, struct
+addr, port, size, mode, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((addr, port)); s.listen(64)
@@ -43,6 +46,14 @@ def serve(c):
     if mode == "recv": return recv(c)
     data = os.urandom(size)
     print("sent", hashlib.sha256(data).hexdigest(), flush=True)
+    if mode == "pause":
+        c.sendall(data[:size//2])
+        while struct.unpack("i", fcntl.ioctl(c.fileno(), termios.TIOCOUTQ, bytes(4)))[0] > 0:
+            time.sleep(0.01)
+        print("paused", flush=True)
+        while not os.path.exists(resume):
+            time.sleep(0.01)
+        data = data[size//2:]
     c.sendall(data); c.shutdown(socket.SHUT_WR)
     c.recv(1); c.close()
 while True:
@@ -71,10 +82,11 @@ c.close()
 `
 
 type env struct {
-	bed  *testbed.Bed
-	dir  string
-	port int
-	sent chan string // sha256 of each connection the server served
+	bed    *testbed.Bed
+	dir    string
+	port   int
+	sent   chan string   // sha256 of each connection the server served
+	paused chan struct{} // mode "pause": a connection's first half is acknowledged
 }
 
 // setup builds a bed whose client reaches the proxy's service address by a
@@ -82,8 +94,9 @@ type env struct {
 // limits raised on the proxy (in-kernel PM there), and starts the server.
 func setup(t *testing.T, size int) *env { t.Helper(); return setupMode(t, size, "send") }
 
-// setupMode is setup with the server sending (download) or receiving
-// (upload, mode "recv").
+// setupMode is setup with the server sending (download), sending with a
+// pause halfway (mode "pause": see pyServer, waitPaused and resume) or
+// receiving (upload, mode "recv").
 func setupMode(t *testing.T, size int, mode string) *env {
 	t.Helper()
 	b := testbed.UpT(t, testbed.Spec{WiFiRate: "40mbit", LTERate: "40mbit"})
@@ -94,19 +107,7 @@ func setupMode(t *testing.T, size int, mode string) *env {
 	// lte address came in on lte1: strict reverse-path filtering proves the
 	// daemon's source routing.
 	b.Proxy.MustRun("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
-	// Receive buffers of 128 KiB at both ends keep what is in flight below
-	// one link's tbf queue (50 ms at 40 mbit: 250 KB), so no segment is
-	// dropped there. Tests here take the path manager's signals as their
-	// oracle, and the kernel sends RM_ADDR once (no echo, no timer) and
-	// repeats an unechoed ADD_ADDR only after add_addr_timeout (120 s): a
-	// dropped segment that carried one is a signal the daemon never saw
-	// (once in CI: no REMOVED, so the subflows the proxy closed were dialled
-	// again). The links stay full: the round trip is well under a
-	// millisecond.
-	for _, n := range []*testbed.NetNS{b.Client, b.Proxy} {
-		n.MustRun("sysctl", "-qw", "net.ipv4.tcp_rmem=4096 131072 131072")
-	}
-	e := &env{bed: b, dir: t.TempDir(), port: 5201, sent: make(chan string, 64)}
+	e := &env{bed: b, dir: t.TempDir(), port: 5201, sent: make(chan string, 64), paused: make(chan struct{}, 64)}
 	for name, src := range map[string]string{"server.py": pyServer, "client.py": pyClient} {
 		if err := os.WriteFile(filepath.Join(e.dir, name), []byte(src), 0o644); err != nil {
 			t.Fatal(err)
@@ -115,7 +116,7 @@ func setupMode(t *testing.T, size int, mode string) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	// Bound to every address: MP_JOINs to an address the proxy announces
 	// need a listener there.
-	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), "0.0.0.0", fmt.Sprint(e.port), fmt.Sprint(size), mode)
+	cmd := b.Proxy.Command(ctx, "python3", filepath.Join(e.dir, "server.py"), "0.0.0.0", fmt.Sprint(e.port), fmt.Sprint(size), mode, e.resumeFile())
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -130,10 +131,43 @@ func setupMode(t *testing.T, size int, mode string) *env {
 		for sc.Scan() {
 			if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "sent" {
 				e.sent <- f[1]
+			} else if sc.Text() == "paused" {
+				e.paused <- struct{}{}
 			}
 		}
 	}()
 	return e
+}
+
+// resendAddAddrSoon makes the proxy repeat an unechoed ADD_ADDR after 1 s
+// instead of up to 120 s (net.mptcp.add_addr_timeout). It is for tests
+// whose oracle is an ADD_ADDR sent while a download runs: the bed's tbf
+// queues drop segments (other tests rely on that congestion loss), and
+// one that carried the ADD_ADDR would otherwise fail the test with
+// nothing wrong in the daemon.
+func resendAddAddrSoon(b *testbed.Bed) {
+	b.Proxy.MustRun("sysctl", "-qw", "net.mptcp.add_addr_timeout=1")
+}
+
+func (e *env) resumeFile() string { return filepath.Join(e.dir, "resume") }
+
+// waitPaused waits until the server (mode "pause") has sent half and the
+// client has acknowledged it: the connection is idle.
+func (e *env) waitPaused(t *testing.T) {
+	t.Helper()
+	select {
+	case <-e.paused:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server's first half was not acknowledged within 30s")
+	}
+}
+
+// resume lets the server (mode "pause") send the rest.
+func (e *env) resume(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(e.resumeFile(), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // download starts a client; the returned func waits for it and checks
@@ -212,16 +246,19 @@ func waitFor(t *testing.T, b *testbed.Bed, what string, d time.Duration, cond fu
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if b != nil {
+		// Always, as CI sets no GP_DEBUG: whether the address signals
+		// were sent and arrived, and whether the links' queues dropped
+		// anything (-s: nstat's history file left alone).
+		for _, n := range []*testbed.NetNS{b.Client, b.Proxy} {
+			out, _ := n.Run("sh", "-c", "nstat -asz | grep -E 'MPTcpExt(AddAddr|RmAddr|EchoAdd)|TcpRetransSegs'; tc -s qdisc show | grep -E '^qdisc|dropped'")
+			t.Logf("%s: signals, retransmits, queue drops:\n%s", n.Name, out)
+		}
+	}
 	if os.Getenv("GP_DEBUG") != "" && b != nil {
 		for _, n := range []string{"ss -tniaM", "ip rule", "ip route show table all", "ip -s link"} {
 			out, _ := exec.Command("sh", "-c", "ip netns exec "+b.Client.Name+" "+n).CombinedOutput()
 			t.Logf("%s:\n%s", n, out)
-		}
-		// Whether the address signals were sent and arrived, and whether
-		// anything was lost on the way.
-		for _, n := range []*testbed.NetNS{b.Client, b.Proxy} {
-			out, _ := n.Run("sh", "-c", "nstat -az | grep -E 'MPTcpExt(AddAddr|RmAddr|EchoAdd)|TcpRetransSegs'")
-			t.Logf("%s nstat:\n%s", n.Name, out)
 		}
 	}
 	t.Fatalf("timed out after %v waiting for %s", d, what)
@@ -601,6 +638,7 @@ func TestIntegrationServerAnnounce(t *testing.T) {
 	const size = 16 << 20
 	e := setup(t, size)
 	b := e.bed
+	resendAddAddrSoon(b)
 	b.Client.MustRun("ip", "mptcp", "limits", "set", "subflow", "4", "add_addr_accepted", "4")
 	pol := fmt.Sprintf(`
 side: server
