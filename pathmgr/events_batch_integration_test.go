@@ -72,9 +72,6 @@ func TestIntegrationEventsOnly(t *testing.T) {
 	}
 }
 
-// openCloseListeners opens and closes n MPTCP listeners on 127.0.0.1,
-// ports first..first+n-1, in ns: two events each (listener created and
-// closed).
 // dialIn is a Client in a fresh namespace of its own, closed at the
 // test's end.
 func dialIn(tb testing.TB, role string) (*testbed.NetNS, *Client) {
@@ -101,6 +98,9 @@ func listenIn(tb testing.TB, role string) (*testbed.NetNS, *EventListener) {
 	return ns, l
 }
 
+// openCloseListeners opens and closes n MPTCP listeners on 127.0.0.1,
+// ports first..first+n-1, in ns: two events each (listener created and
+// closed).
 func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
 	t.Helper()
 	if err := ns.Do(func() error {

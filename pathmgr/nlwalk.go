@@ -27,7 +27,7 @@ func nextMessage(b []byte) (nlMessage, []byte, error) {
 	l := int(binary.NativeEndian.Uint32(b[0:4]))
 	typ := binary.NativeEndian.Uint16(b[4:6])
 	if l < nlmsgHdrLen || l > len(b) {
-		return nlMessage{typ: typ}, nil, fmt.Errorf("netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b))
+		return nlMessage{}, nil, fmt.Errorf("netlink message of type %d has bad length %d (%d bytes left)", typ, l, len(b))
 	}
 	m := nlMessage{
 		typ:   typ,
