@@ -215,15 +215,18 @@ var burstModeNames = []string{modeDaemon, modeKernel, modeFloor}
 // handshake inline, under the family's mutex (docs/benchmarks.md).
 func napiReceive(b *testing.B, bed *testbed.Bed) {
 	b.Helper()
-	for _, e := range []struct {
-		n   *testbed.NetNS
-		dev string
-	}{{bed.Client, testbed.WiFiIf}, {bed.Client, testbed.LTEIf}, {bed.Proxy, testbed.ProxyWiFiIf}, {bed.Proxy, testbed.ProxyLTEIf}} {
-		if _, err := e.n.Run("ethtool", "-K", e.dev, "gro", "on", "tso", "off"); err != nil {
-			b.Fatalf("BURST_RX=napi: %v", err)
+	for _, l := range testbed.Links {
+		cif, pif, err := testbed.Iface(l)
+		if err != nil {
+			b.Fatal(err)
 		}
-		if _, err := e.n.Run("sh", "-c", "echo 1 > /sys/class/net/"+e.dev+"/threaded"); err != nil {
-			b.Fatalf("BURST_RX=napi: threaded NAPI on %s: %v", e.dev, err)
+		for n, dev := range map[*testbed.NetNS]string{bed.Client: cif, bed.Proxy: pif} {
+			if _, err := n.Run("ethtool", "-K", dev, "gro", "on", "tso", "off"); err != nil {
+				b.Fatalf("BURST_RX=napi: %v", err)
+			}
+			if _, err := n.Run("sh", "-c", "echo 1 > /sys/class/net/"+dev+"/threaded"); err != nil {
+				b.Fatalf("BURST_RX=napi: threaded NAPI on %s: %v", dev, err)
+			}
 		}
 	}
 }
