@@ -40,7 +40,9 @@ type createFailure struct {
 // The daemon runs one worker (createWorkers): the kernel serializes every
 // request of the mptcp_pm family on the generic netlink mutex (the family
 // does not set parallel_ops), so a second worker only waits on that mutex,
-// holding one of the runtime's Ps while it does.
+// holding one of the runtime's Ps while it does. The flag alone would not
+// make the family safe to run in parallel (docs/benchmarks.md, "the
+// kernel's side, tried").
 type asyncPM struct {
 	PM
 	jobs     chan createJob
