@@ -56,6 +56,10 @@ const (
 //     the client namespace (userspace PM, aggregate, wifi0 + lte0, managed
 //     routing: the example policy), started before the round, warmed up by
 //     a burst of a quarter of the size, and stopped (SIGTERM) after it;
+//   - daemon-kernel (in BURST_MODES): the same daemon and policy with
+//     path_manager: kernel, so the daemon keeps the in-kernel PM's
+//     endpoints and limits and the kernel opens the subflows; the
+//     daemon's endpoints are flushed after the round;
 //   - kernel: no daemon; the in-kernel PM with a `subflow` endpoint on
 //     lte0, limits subflow 4, and a source rule for the lte address (what a
 //     user sets up by hand), removed after the round;
@@ -119,27 +123,48 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	env = append(env, strings.Fields(os.Getenv("BURST_DAEMON_ENV"))...)
 
+	// The same policy on the in-kernel PM: the daemon keeps the
+	// endpoints and limits, the kernel opens the subflows.
+	kcfg := filepath.Join(dir, "policy-kernel.yaml")
+	kpol := strings.Replace(pol, "\npath_manager: userspace\n", "\npath_manager: kernel\n", 1)
+	if kpol == pol {
+		b.Fatal("the example policy has no path_manager: userspace line to replace")
+	}
+	if err := os.WriteFile(kcfg, []byte(kpol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+
+	// daemonRound starts `gigapath run --config cfg`, warms it up, runs a
+	// round and stops the daemon.
+	daemonRound := func(mode, cfg string) burstRound {
+		cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
+		cmd.Env = append(os.Environ(), env...)
+		d := startDaemonCmd(b, cmd, sock, testWriter{b})
+		prepareContender(b, d.cmd.Process.Pid, gen, obs)
+		stopPerf := perfRecord(b, d.cmd.Process.Pid)
+		// Scrapes (the daemon serves them) outside the CPU window.
+		gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
+		r := burstOnce(b, gen, obs, burstConns, markCPU(b, d.cmd.Process.Pid).account(b, mode, stopPerf))
+		r.stages += fmt.Sprintf(", %v GC cycles over the round, its close included", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
+			daemonStages(b, bed)
+		if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			b.Fatal(err)
+		}
+		<-d.done
+		if d.err != nil {
+			b.Fatalf("daemon: %v", d.err)
+		}
+		return r
+	}
+
 	results := map[string]*burstResult{}
 	rounds := map[string]func() burstRound{
-		modeDaemon: func() burstRound {
-			cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
-			cmd.Env = append(os.Environ(), env...)
-			d := startDaemonCmd(b, cmd, sock, testWriter{b})
-			prepareContender(b, d.cmd.Process.Pid, gen, obs)
-			stopPerf := perfRecord(b, d.cmd.Process.Pid)
-			// Scrapes (the daemon serves them) outside the CPU window.
-			gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
-			r := burstOnce(b, gen, obs, burstConns, markCPU(b, d.cmd.Process.Pid).account(b, modeDaemon, stopPerf))
-			r.stages += fmt.Sprintf(", %v GC cycles over the round, its close included", scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)-gc0) +
-				daemonStages(b, bed)
-			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				b.Fatal(err)
-			}
-			<-d.done
-			if d.err != nil {
-				b.Fatalf("daemon: %v", d.err)
-			}
-			return r
+		modeDaemon: func() burstRound { return daemonRound(modeDaemon, cfg) },
+		modeDaemonKernel: func() burstRound {
+			// The daemon's endpoints stay when it stops (docs/daemon.md);
+			// the next round starts without them.
+			defer bed.Client.MustRun("ip", "mptcp", "endpoint", "flush")
+			return daemonRound(modeDaemonKernel, kcfg)
 		},
 		modeKernel: func() burstRound {
 			undo := kernelPMOn(b, bed)
@@ -165,9 +190,10 @@ func BenchmarkBurst(b *testing.B) {
 
 	k := results[modeKernel]
 	legend := map[string]cdfSeries{
-		modeDaemon: {"gigapath run (userspace PM)", "#1f77b4", nil},
-		modeKernel: {"in-kernel PM", "#d62728", nil},
-		modeFloor:  {"floor: the least a userspace PM does", "#2ca02c", nil},
+		modeDaemon:       {"gigapath run (userspace PM)", "#1f77b4", nil},
+		modeDaemonKernel: {"gigapath run (path_manager: kernel)", "#9467bd", nil},
+		modeKernel:       {"in-kernel PM", "#d62728", nil},
+		modeFloor:        {"floor: the least a userspace PM does", "#2ca02c", nil},
 	}
 	var series []cdfSeries
 	for _, name := range modes {
@@ -199,12 +225,13 @@ func BenchmarkBurst(b *testing.B) {
 
 // The modes of BenchmarkBurst, each named once here.
 const (
-	modeDaemon = "daemon"
-	modeKernel = "kernel"
-	modeFloor  = "floor"
+	modeDaemon       = "daemon"
+	modeDaemonKernel = "daemon-kernel"
+	modeKernel       = "kernel"
+	modeFloor        = "floor"
 )
 
-var burstModeNames = []string{modeDaemon, modeKernel, modeFloor}
+var burstModeNames = []string{modeDaemon, modeDaemonKernel, modeKernel, modeFloor}
 
 // napiReceive makes both ends of the wifi and lte links receive in a NAPI
 // thread of their own (threaded NAPI, on veth only with GRO on and, for
@@ -834,16 +861,26 @@ func renice(b *testing.B, pid int, nice string) {
 	if err != nil || n < -20 || n > 19 {
 		b.Fatalf("BURST_DAEMON_NICE=%q: want a number from -20 to 19", nice)
 	}
+	if tid, err := eachThread(pid, func(tid int) error { return syscall.Setpriority(syscall.PRIO_PROCESS, tid, n) }); err != nil {
+		b.Fatalf("nice %d for thread %d of process %d: %v", n, tid, pid, err)
+	}
+}
+
+// eachThread calls set for every thread of pid until one fails, and
+// returns that thread and its error. A thread that has exited since the
+// listing (ESRCH) needs nothing set.
+func eachThread(pid int, set func(tid int) error) (int, error) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		b.Fatal(err)
+		return pid, err
 	}
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(t.Name())
-		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
-			b.Fatalf("nice %d for thread %d of process %d: %v", n, tid, pid, err)
+		if err := set(tid); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return tid, err
 		}
 	}
+	return 0, nil
 }
 
 // setSched sets the scheduling of every thread of pid from spec:
@@ -874,24 +911,20 @@ func setSched(b *testing.B, pid int, spec string) {
 	default:
 		b.Fatalf("BURST_DAEMON_SCHED=%q: want fifo:N, rr:N or slice:DURATION", spec)
 	}
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, t := range tasks {
-		tid, _ := strconv.Atoi(t.Name())
+	tid, err := eachThread(pid, func(tid int) error {
 		a := attr
 		if kind == "slice" {
 			// sched_setattr sets the nice too: keep what renice gave.
 			prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 			if err != nil {
-				b.Fatal(err)
+				return err
 			}
 			a.Nice = int32(20 - prio) // the raw syscall returns 20-nice
 		}
-		if err := unix.SchedSetAttr(tid, &a, 0); err != nil {
-			b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of process %d: %v", spec, tid, pid, err)
-		}
+		return unix.SchedSetAttr(tid, &a, 0)
+	})
+	if err != nil {
+		b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of process %d: %v", spec, tid, pid, err)
 	}
 }
 
