@@ -15,8 +15,10 @@ import (
 // opened and closed in a fresh namespace) before reading, and checks that
 // one Receive returns every one of them, in the order the kernel sent
 // them: a burst costs the reader one wake-up, not one per event.
-func TestIntegrationReceiveBatch(t *testing.T) {
-	ns, l := listenIn(t, "batch")
+func TestIntegrationReceiveBatch(t *testing.T) { eachListener(t, testReceiveBatch) }
+
+func testReceiveBatch(t *testing.T, listen listenFunc) {
+	ns, l := listenWith(t, "batch", listen)
 	const n = 100
 	openCloseListeners(t, ns, 21000, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -42,8 +44,10 @@ func TestIntegrationReceiveBatch(t *testing.T) {
 // Only drops the other event types in the kernel: with listener_closed
 // only, 20 listeners opened and closed queue 20 events, not 40; without
 // a type every event comes again.
-func TestIntegrationEventsOnly(t *testing.T) {
-	ns, l := listenIn(t, "only")
+func TestIntegrationEventsOnly(t *testing.T) { eachListener(t, testEventsOnly) }
+
+func testEventsOnly(t *testing.T, listen listenFunc) {
+	ns, l := listenWith(t, "only", listen)
 	listeners := func(first int) { openCloseListeners(t, ns, first, 20) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -85,12 +89,34 @@ func dialIn(tb testing.TB, role string) (*testbed.NetNS, *Client) {
 	return ns, c
 }
 
-// listenIn is an event listener in a fresh namespace of its own, closed
-// at the test's end.
+// listenFunc makes an event listener: ListenEvents, or ListenEventsPaced
+// with an interval.
+type listenFunc func(*Config) (*EventListener, error)
+
+// eachListener runs test as a subtest for each kind of listener: polled
+// (ListenEvents) and paced (ListenEventsPaced, every millisecond).
+func eachListener(t *testing.T, test func(*testing.T, listenFunc)) {
+	t.Run("polled", func(t *testing.T) { test(t, ListenEvents) })
+	t.Run("paced", func(t *testing.T) { test(t, pacedEvery(time.Millisecond)) })
+}
+
+// pacedEvery is ListenEventsPaced with the interval every.
+func pacedEvery(every time.Duration) listenFunc {
+	return func(c *Config) (*EventListener, error) { return ListenEventsPaced(c, every) }
+}
+
+// listenIn is a polled event listener in a fresh namespace of its own,
+// closed at the test's end.
 func listenIn(tb testing.TB, role string) (*testbed.NetNS, *EventListener) {
 	tb.Helper()
+	return listenWith(tb, role, ListenEvents)
+}
+
+// listenWith is listenIn for the listener listen makes.
+func listenWith(tb testing.TB, role string, listen listenFunc) (*testbed.NetNS, *EventListener) {
+	tb.Helper()
 	ns := testbed.NetNST(tb, role)
-	l, err := ListenEvents(&Config{NetNS: ns.Name})
+	l, err := listen(&Config{NetNS: ns.Name})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -123,8 +149,10 @@ func openCloseListeners(t *testing.T, ns *testbed.NetNS, first, n int) {
 // with unblocks it; a later call with that context returns at once; and a
 // call with another context reads again (the deadline the first context's
 // end set is gone), however the contexts alternate.
-func TestIntegrationReceiveContexts(t *testing.T) {
-	ns, l := listenIn(t, "rcvctx")
+func TestIntegrationReceiveContexts(t *testing.T) { eachListener(t, testReceiveContexts) }
+
+func testReceiveContexts(t *testing.T, listen listenFunc) {
+	ns, l := listenWith(t, "rcvctx", listen)
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := l.Receive(ctx1); done <- err }()

@@ -37,6 +37,8 @@ type EventListener struct {
 	evs    []Event
 	rerr   error
 	readFn func(uintptr) bool
+	// A paced listener's (ListenEventsPaced; events_paced_linux.go).
+	paced  *pacedSocket
 	mu     sync.Mutex // guards the fields below
 	closed bool
 	// The Done channel of the context whose end unblocks a read (once
@@ -96,6 +98,15 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 	return l, nil
 }
 
+// control runs fn on the listener's socket.
+func (l *EventListener) control(fn func(fd uintptr)) error {
+	if l.paced != nil {
+		fn(uintptr(l.paced.fd))
+		return nil
+	}
+	return l.rc.Control(fn)
+}
+
 // Receive blocks until events arrive or ctx is done, and returns them in
 // the order the kernel sent them: every event already queued on the
 // socket, up to 256, so that a burst costs one wake-up per batch rather
@@ -109,6 +120,9 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 func (l *EventListener) Receive(ctx context.Context) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if l.paced != nil {
+		return l.receivePaced(ctx)
 	}
 	l.watch(ctx)
 	for {
@@ -151,14 +165,24 @@ func (l *EventListener) watch(ctx context.Context) {
 		l.unwatch()
 		l.unwatch = nil
 	}
-	// Clear a deadline the previous context's end may have set.
-	_ = l.c.SetReadDeadline(time.Time{})
-	l.watching, l.watchedDone = true, done
-	if done != nil { // nil: a context that never ends
-		l.unwatch = context.AfterFunc(ctx, func() {
-			_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
-		})
+	// Clear what the previous context's end may have left: a deadline,
+	// or a paced listener's wake-up.
+	if l.paced != nil {
+		l.paced.clearWake()
+	} else {
+		_ = l.c.SetReadDeadline(time.Time{})
 	}
+	l.watching, l.watchedDone = true, done
+	if done == nil { // a context that never ends
+		return
+	}
+	if p := l.paced; p != nil {
+		l.unwatch = context.AfterFunc(ctx, p.wake)
+		return
+	}
+	l.unwatch = context.AfterFunc(ctx, func() {
+		_ = l.c.SetReadDeadline(time.Unix(1, 0)) // unblock the read
+	})
 }
 
 // read waits until the socket is readable, then reads datagrams until none
@@ -215,7 +239,7 @@ func (l *EventListener) readBatch(fd uintptr) bool {
 // buffer. Without types it lets every event through again.
 func (l *EventListener) Only(types ...EventType) error {
 	var serr error
-	err := l.rc.Control(func(fd uintptr) {
+	err := l.control(func(fd uintptr) {
 		if len(types) == 0 {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
 			if errors.Is(serr, unix.ENOENT) {
@@ -263,6 +287,9 @@ func (l *EventListener) Close() error {
 	l.closed = true
 	if l.unwatch != nil {
 		l.unwatch()
+	}
+	if l.paced != nil {
+		return l.paced.close()
 	}
 	return l.c.Close()
 }

@@ -19,12 +19,12 @@ import (
 // burst of real events (MPTCP listeners opened and closed in a fresh
 // namespace) and checks that Receive reports ErrEventsLost, then keeps
 // delivering newer events.
-func TestIntegrationEventsLost(t *testing.T) {
-	ns, l := listenIn(t, "lost")
+func TestIntegrationEventsLost(t *testing.T) { eachListener(t, testEventsLost) }
+
+func testEventsLost(t *testing.T, listen listenFunc) {
+	ns, l := listenWith(t, "lost", listen)
 	// The smallest buffer the kernel allows (a few KiB): a few dozen events fill it.
-	if err := l.c.SetReadBuffer(1); err != nil {
-		t.Fatal(err)
-	}
+	setReadBuffer(t, l, 1)
 	listenClose := func(port int) error {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(true)
@@ -65,9 +65,7 @@ func TestIntegrationEventsLost(t *testing.T) {
 	// Still usable: newer events arrive. The kernel drops everything while
 	// the socket is congested (until its queue is read empty), so keep
 	// making marker events until one gets through.
-	if err := l.c.SetReadBuffer(1 << 20); err != nil {
-		t.Fatal(err)
-	}
+	setReadBuffer(t, l, 1<<20)
 	markerCtx, stopMarkers := context.WithCancel(ctx)
 	markersDone := make(chan struct{})
 	defer func() { stopMarkers(); <-markersDone }()
@@ -88,6 +86,16 @@ func TestIntegrationEventsLost(t *testing.T) {
 				return
 			}
 		}
+	}
+}
+
+// setReadBuffer sets SO_RCVBUF of l's socket (the kernel doubles it,
+// within its bounds).
+func setReadBuffer(t *testing.T, l *EventListener, bytes int) {
+	t.Helper()
+	var serr error
+	if err := l.control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, bytes) }); err != nil || serr != nil {
+		t.Fatalf("SO_RCVBUF %d: %v", bytes, errors.Join(err, serr))
 	}
 }
 

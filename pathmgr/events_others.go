@@ -2,7 +2,10 @@
 
 package pathmgr
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // EventListener is unavailable outside Linux.
 type EventListener struct{}
@@ -12,3 +15,6 @@ func ListenEvents(*Config) (*EventListener, error)              { return nil, er
 func (*EventListener) Receive(context.Context) ([]Event, error) { return nil, errOS }
 func (*EventListener) Close() error                             { return errOS }
 func (*EventListener) Only(...EventType) error                  { return errOS }
+
+// ListenEventsPaced returns an error: the MPTCP path manager is Linux only.
+func ListenEventsPaced(*Config, time.Duration) (*EventListener, error) { return nil, errOS }

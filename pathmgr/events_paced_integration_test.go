@@ -1,0 +1,119 @@
+//go:build linux
+
+package pathmgr
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestIntegrationReceivePaced: a paced listener returns at most once per
+// interval however fast real events come (a listener opened and closed
+// about every millisecond in a fresh namespace), with every event, in the
+// kernel's order; a polled one returns for nearly each.
+func TestIntegrationReceivePaced(t *testing.T) {
+	const every, n = 40 * time.Millisecond, 300
+	ns, l := listenWith(t, "paced", pacedEvery(every))
+	gen := make(chan error, 1)
+	go func() {
+		gen <- ns.Do(func() error {
+			for i := range n {
+				var lc net.ListenConfig
+				lc.SetMultipathTCP(true)
+				ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort("127.0.0.1", itoa(23000+i)))
+				if err != nil {
+					return err
+				}
+				ln.Close()
+				time.Sleep(time.Millisecond)
+			}
+			return nil
+		})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []Event
+	returns := 0
+	start := time.Now()
+	for len(got) < 2*n {
+		evs, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatalf("Receive after %d events: %v", len(got), err)
+		}
+		got = append(got, evs...)
+		returns++
+	}
+	elapsed := time.Since(start)
+	if err := <-gen; err != nil {
+		t.Fatal(err)
+	}
+	// The first return may come at once; each later one at least every
+	// after the one before.
+	if most := int(elapsed/every) + 1; returns > most {
+		t.Fatalf("%d returns in %v: paced every %v, at most %d", returns, elapsed, every, most)
+	}
+	if returns < 3 {
+		t.Fatalf("%d returns in %v: the events did not outlast the pause; the test needs them to", returns, elapsed)
+	}
+	if len(got) != 2*n {
+		t.Fatalf("%d events, want %d", len(got), 2*n)
+	}
+	for i, e := range got {
+		want, port := EventListenerCreated, 23000+i/2
+		if i%2 == 1 {
+			want = EventListenerClosed
+		}
+		if e.Type != want || int(e.Local.Port()) != port {
+			t.Fatalf("event %d = %v; want %v on port %d (kernel order)", i, e, want, port)
+		}
+	}
+	t.Logf("%d events in %d returns over %v, paced every %v", len(got), returns, elapsed.Round(time.Millisecond), every)
+}
+
+// TestIntegrationPacedClose: Close ends a paced Receive that waits for
+// events and one that waits out its pause; Receive after Close fails at
+// once. A non-positive interval is refused.
+func TestIntegrationPacedClose(t *testing.T) {
+	if _, err := ListenEventsPaced(nil, 0); err == nil {
+		t.Fatal("ListenEventsPaced with interval 0: no error")
+	}
+	closes := func(t *testing.T, l *EventListener) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { _, err := l.Receive(context.Background()); done <- err }()
+		time.Sleep(50 * time.Millisecond)
+		if err := l.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrClosed) {
+				t.Fatalf("Receive ended by Close: %v; want os.ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Receive still blocked 5s after Close")
+		}
+		if _, err := l.Receive(context.Background()); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Receive after Close: %v; want os.ErrClosed", err)
+		}
+	}
+	t.Run("waiting for events", func(t *testing.T) {
+		_, l := listenWith(t, "pclose", pacedEvery(time.Millisecond))
+		closes(t, l)
+	})
+	t.Run("in the pause", func(t *testing.T) {
+		ns, l := listenWith(t, "ppause", pacedEvery(time.Hour))
+		openCloseListeners(t, ns, 23500, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if evs, err := l.Receive(ctx); err != nil || len(evs) == 0 {
+			t.Fatalf("first Receive: %v, %v", evs, err)
+		}
+		openCloseListeners(t, ns, 23501, 1) // queued, to be read after the hour
+		closes(t, l)
+	})
+}
