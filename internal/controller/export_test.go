@@ -57,3 +57,7 @@ func ReadFollowed(dir string, ns uint64) (map[uint64]struct{}, error) {
 	}
 	return readFollowed(followedFile(dir, ns), boot)
 }
+
+// KernelPMEventPace is the least time between two reads of events with
+// path_manager: kernel.
+const KernelPMEventPace = kernelPMEventPace

@@ -222,8 +222,15 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	smp := c.sampler
 	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps, smp) })
 
-	// Events first, so nothing between the inventory read and the loop is missed.
-	el, err := pathmgr.ListenEvents(pmcfg)
+	// Events first, so nothing between the inventory read and the loop is
+	// missed. With the in-kernel PM (path_manager needs a restart: fixed
+	// for this process), paced.
+	var el *pathmgr.EventListener
+	if p.PathManager == policy.PMKernel {
+		el, err = pathmgr.ListenEventsPaced(pmcfg, kernelPMEventPace)
+	} else {
+		el, err = pathmgr.ListenEvents(pmcfg)
+	}
 	if err != nil {
 		return in, fmt.Errorf("path-manager events: %w", err)
 	}
@@ -392,6 +399,14 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		"health", c.healthSourceName())
 	return in, nil
 }
+
+// kernelPMEventPace is the least time, with path_manager: kernel, between
+// two reads of the path manager's events. The kernel opens the subflows
+// itself there, so the events only keep the daemon's account (status,
+// metrics, health): in a burst, reading each as it comes would cost a
+// wake-up per event, CPU the kernel's path manager and the applications
+// lack (pathmgr.ListenEventsPaced; docs/benchmarks.md, "burst").
+const kernelPMEventPace = 5 * time.Millisecond
 
 // readEvents passes the kernel's path-manager events to the loop until ctx
 // ends (nil) or the socket fails (its error).

@@ -1,0 +1,133 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gigapath/gigapath/internal/controller"
+	"github.com/gigapath/gigapath/internal/metrics"
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
+)
+
+// With path_manager: kernel the daemon reads the path manager's events
+// paced (controller.KernelPMEventPace): 100 connections opened at once,
+// each given its lte subflow by the kernel, all reach the daemon's
+// account (its status), in at most one batch of events per pace over the
+// time they took rather than about one per event (docs/benchmarks.md,
+// "burst").
+func TestIntegrationKernelPMPacedEvents(t *testing.T) {
+	const n, port = 100, 7300
+	b := testbed.UpT(t, testbed.Spec{})
+	// The proxy address by wifi; the daemon routes the lte address.
+	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf)
+	p, err := policy.Parse([]byte(strings.Replace(fmt.Sprintf(basePolicy, "aggregate", ""), "path_manager: userspace", "path_manager: kernel", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	ctl, _ := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	waitFor(t, b, "the lte subflow endpoint", 5*time.Second, func() bool {
+		out, _ := b.Client.Run("ip", "mptcp", "endpoint", "show")
+		return strings.Contains(out, b.LTEAddr.String()+" ") && strings.Contains(out, "dev lte0")
+	})
+
+	// The server keeps what it accepts; the client keeps what it opens.
+	var ln net.Listener
+	if err := b.Proxy.Do(func() (err error) {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(true)
+		ln, err = lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(b.ProxyAddr, port).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var keep []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			keep = append(keep, c)
+			mu.Unlock()
+		}
+	}()
+
+	batches := func() uint64 {
+		var out dto.Metric
+		if err := m.LoopBusy.WithLabelValues("pm_events").(prometheus.Histogram).Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.GetHistogram().GetSampleCount()
+	}
+	before, start := batches(), time.Now()
+	if err := b.Client.Do(func() error {
+		var d net.Dialer
+		d.SetMultipathTCP(true)
+		for range n {
+			c, err := d.Dial("tcp4", netip.AddrPortFrom(b.ProxyAddr, port).String())
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			keep = append(keep, c)
+			mu.Unlock()
+			if _, err := c.Write([]byte{1}); err != nil { // fully established
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	served := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := ctl.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		for _, c := range s.Connections {
+			for _, sf := range c.Subflows {
+				if c.Remote.Port() == port && sf.Interface == testbed.LTEIf {
+					k++
+					break
+				}
+			}
+		}
+		return k
+	}
+	waitFor(t, b, fmt.Sprintf("%d connections with their lte subflow in the daemon's status", n), 10*time.Second, func() bool { return served() == n })
+	took, read := time.Since(start), batches()-before
+	// Reads in the window at least a pace apart, and one made before it
+	// that the loop counted in it.
+	if most := uint64(took/controller.KernelPMEventPace) + 2; read > most {
+		t.Fatalf("%d batches of events in %v: paced every %v, at most %d", read, took, controller.KernelPMEventPace, most)
+	}
+	t.Logf("%d connections' events in %d batches over %v", n, read, took.Round(time.Millisecond))
+}
