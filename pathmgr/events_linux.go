@@ -101,8 +101,7 @@ func ListenEvents(cfg *Config) (*EventListener, error) {
 // control runs fn on the listener's socket.
 func (l *EventListener) control(fn func(fd uintptr)) error {
 	if l.paced != nil {
-		fn(uintptr(l.paced.fd))
-		return nil
+		return l.paced.control(fn)
 	}
 	return l.rc.Control(fn)
 }
@@ -165,11 +164,9 @@ func (l *EventListener) watch(ctx context.Context) {
 		l.unwatch()
 		l.unwatch = nil
 	}
-	// Clear what the previous context's end may have left: a deadline,
-	// or a paced listener's wake-up.
-	if l.paced != nil {
-		l.paced.clearWake()
-	} else {
+	// Clear a deadline the previous context's end may have set (a paced
+	// listener's wait has a descriptor of its own each time).
+	if l.paced == nil {
 		_ = l.c.SetReadDeadline(time.Time{})
 	}
 	l.watching, l.watchedDone = true, done
@@ -177,7 +174,7 @@ func (l *EventListener) watch(ctx context.Context) {
 		return
 	}
 	if p := l.paced; p != nil {
-		l.unwatch = context.AfterFunc(ctx, p.wake)
+		l.unwatch = context.AfterFunc(ctx, p.interrupt)
 		return
 	}
 	l.unwatch = context.AfterFunc(ctx, func() {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -18,9 +19,12 @@ import (
 func TestIntegrationReceivePaced(t *testing.T) {
 	const every, n = 40 * time.Millisecond, 300
 	ns, l := listenWith(t, "paced", pacedEvery(every))
-	gen := make(chan error, 1)
+	var genErr error
+	gen := make(chan struct{})
+	defer func() { <-gen }() // on a failure too: the namespace goes after
 	go func() {
-		gen <- ns.Do(func() error {
+		defer close(gen)
+		genErr = ns.Do(func() error {
 			for i := range n {
 				var lc net.ListenConfig
 				lc.SetMultipathTCP(true)
@@ -48,8 +52,9 @@ func TestIntegrationReceivePaced(t *testing.T) {
 		returns++
 	}
 	elapsed := time.Since(start)
-	if err := <-gen; err != nil {
-		t.Fatal(err)
+	<-gen
+	if genErr != nil {
+		t.Fatal(genErr)
 	}
 	// The first return may come at once; each later one at least every
 	// after the one before.
@@ -116,4 +121,49 @@ func TestIntegrationPacedClose(t *testing.T) {
 		openCloseListeners(t, ns, 23501, 1) // queued, to be read after the hour
 		closes(t, l)
 	})
+}
+
+// TestIntegrationPacedBacklog: after a full batch (256 events) a paced
+// Receive does not wait out its interval (an hour here): a backlog of
+// 600 queued events is read in three calls at once, 256, 256 and 88. A
+// context that ends during the pause ends the Receive; Only on a closed
+// listener fails.
+func TestIntegrationPacedBacklog(t *testing.T) {
+	ns, l := listenWith(t, "pbacklog", pacedEvery(time.Hour))
+	openCloseListeners(t, ns, 24000, 300)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var sizes []int
+	for got := 0; got < 600; {
+		evs, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatalf("Receive after %d events (returns %v): %v", got, sizes, err)
+		}
+		sizes = append(sizes, len(evs))
+		got += len(evs)
+	}
+	if !slices.Equal(sizes, []int{256, 256, 88}) {
+		t.Fatalf("a backlog of 600 events read in returns of %v; want [256 256 88]", sizes)
+	}
+	// The last return was not full: the next call waits out the hour,
+	// until its context ends.
+	short, cancelShort := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := l.Receive(short); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	cancelShort()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("Receive whose context ended in the pause: %v; want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Receive still in its pause 5s after its context ended")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Only(EventListenerClosed); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Only on a closed listener: %v; want os.ErrClosed", err)
+	}
 }
