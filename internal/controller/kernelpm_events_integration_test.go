@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,37 +44,9 @@ func TestIntegrationKernelPMPacedEvents(t *testing.T) {
 		return strings.Contains(out, b.LTEAddr.String()+" ") && strings.Contains(out, "dev lte0")
 	})
 
-	// The server keeps what it accepts; the client keeps what it opens.
-	var ln net.Listener
-	if err := b.Proxy.Do(func() (err error) {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(true)
-		ln, err = lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(b.ProxyAddr, port).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var keep []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range keep {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			keep = append(keep, c)
-			mu.Unlock()
-		}
-	}()
+	// The server keeps what it accepts (reading it) until the client
+	// closes it at the test's end.
+	testbed.ServeT(t, b.Proxy, "tcp4", netip.AddrPortFrom(b.ProxyAddr, port).String(), true, testbed.Sink)
 
 	batches := func() uint64 {
 		var out dto.Metric
@@ -93,9 +64,7 @@ func TestIntegrationKernelPMPacedEvents(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			mu.Lock()
-			keep = append(keep, c)
-			mu.Unlock()
+			t.Cleanup(func() { c.Close() })
 			if _, err := c.Write([]byte{1}); err != nil { // fully established
 				return err
 			}
