@@ -191,14 +191,18 @@ func (l *EventListener) watch(ctx context.Context) {
 func (l *EventListener) read() ([]Event, error) {
 	l.evs, l.rerr = l.evs[:0], nil
 	err := l.rc.Read(l.readFn)
-	var events []Event
-	if len(l.evs) > 0 {
-		events = slices.Clone(l.evs)
-	}
 	if err != nil {
-		return events, receiveError(err)
+		return l.taken(), receiveError(err)
 	}
-	return events, l.rerr
+	return l.taken(), l.rerr
+}
+
+// taken is the batch read into evs, in a slice of its own (nil if none).
+func (l *EventListener) taken() []Event {
+	if len(l.evs) == 0 {
+		return nil
+	}
+	return slices.Clone(l.evs)
 }
 
 // readBatch is read's RawConn.Read callback (readFn: a method value made

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
@@ -29,8 +28,9 @@ import (
 // own path manager and the applications then lack. A paced listener
 // keeps its socket out of the poller. Only a Receive that finds nothing
 // queued puts it there, as a descriptor of its own for that one wait,
-// removed after it; that costs a dup, two epoll_ctl calls and a close per
-// such wait, at most one per interval.
+// removed after it; that costs a dup, the poller's registration (and its
+// first wake-up) and removal, and a close per such wait, at most one per
+// interval.
 //
 // The socket's receive buffer holds what arrives meanwhile (at the 8 MiB
 // asked for, doubled by the kernel, about twenty thousand events of
@@ -107,15 +107,14 @@ func (l *EventListener) receivePaced(ctx context.Context) ([]Event, error) {
 	l.evs, l.rerr = l.evs[:0], nil
 	if !l.readBatch(uintptr(p.fd)) { // nothing queued
 		if err := p.wait(ctx, l.readFn); err != nil {
+			if ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
+				p.last, p.full = time.Now(), false // a receive error is paced too
+			}
 			return nil, err
 		}
 	}
-	p.last, p.full = time.Now(), len(l.evs) == eventBatch
-	var events []Event
-	if len(l.evs) > 0 {
-		events = slices.Clone(l.evs)
-	}
-	return events, l.rerr
+	p.last, p.full = time.Now(), len(l.evs) >= eventBatch
+	return l.taken(), l.rerr
 }
 
 // wait reads with read (readBatch) until it has events or an error, the
@@ -174,6 +173,10 @@ func (p *pacedSocket) waitOnce(ctx context.Context, read func(uintptr) bool) err
 func (p *pacedSocket) interrupt() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.interruptLocked()
+}
+
+func (p *pacedSocket) interruptLocked() {
 	if p.waiting != nil {
 		_ = p.waiting.SetReadDeadline(time.Unix(1, 0))
 	}
@@ -208,9 +211,7 @@ func (p *pacedSocket) close() error {
 	defer p.mu.Unlock()
 	p.closed = true
 	close(p.closing)
-	if p.waiting != nil {
-		_ = p.waiting.SetReadDeadline(time.Unix(1, 0))
-	}
+	p.interruptLocked()
 	if p.busy {
 		return nil
 	}
