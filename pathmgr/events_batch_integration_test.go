@@ -30,8 +30,15 @@ func testReceiveBatch(t *testing.T, listen listenFunc) {
 	if len(evs) != 2*n {
 		t.Fatalf("one Receive returned %d events; want all %d queued", len(evs), 2*n)
 	}
+	checkListenerEvents(t, evs, 21000)
+}
+
+// checkListenerEvents checks that evs are the events of openCloseListeners
+// from port first, in the kernel's order: created, closed, port by port.
+func checkListenerEvents(t *testing.T, evs []Event, first int) {
+	t.Helper()
 	for i, e := range evs {
-		want, port := EventListenerCreated, 21000+i/2
+		want, port := EventListenerCreated, first+i/2
 		if i%2 == 1 {
 			want = EventListenerClosed
 		}
@@ -154,17 +161,8 @@ func TestIntegrationReceiveContexts(t *testing.T) { eachListener(t, testReceiveC
 func testReceiveContexts(t *testing.T, listen listenFunc) {
 	ns, l := listenWith(t, "rcvctx", listen)
 	ctx1, cancel1 := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { _, err := l.Receive(ctx1); done <- err }()
-	time.Sleep(50 * time.Millisecond)
-	cancel1()
-	select {
-	case err := <-done:
-		if err != context.Canceled {
-			t.Fatalf("Receive after its context ended: %v; want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Receive still blocked 5s after its context ended")
+	if err := receiveEndedBy(t, l, ctx1, cancel1, "its context ended"); err != context.Canceled {
+		t.Fatalf("Receive after its context ended: %v; want context.Canceled", err)
 	}
 	if _, err := l.Receive(ctx1); err != context.Canceled {
 		t.Fatalf("Receive with an ended context: %v; want context.Canceled", err)
@@ -198,6 +196,24 @@ func testReceiveContexts(t *testing.T, listen listenFunc) {
 	openCloseListeners(t, ns, 21520, 1)
 	if evs, err := l.Receive(context.Background()); err != nil || len(evs) == 0 {
 		t.Fatalf("Receive after: %v, %v", evs, err)
+	}
+}
+
+// receiveEndedBy starts a Receive on l with ctx, calls end once the
+// Receive has had 50 ms to block, and returns the Receive's error; it
+// fails t if the Receive is still blocked 5 s after end (what end does).
+func receiveEndedBy(t *testing.T, l *EventListener, ctx context.Context, end func(), what string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := l.Receive(ctx); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	end()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Receive still blocked 5s after %s", what)
+		return nil
 	}
 }
 

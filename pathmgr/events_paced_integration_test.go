@@ -67,15 +67,7 @@ func TestIntegrationReceivePaced(t *testing.T) {
 	if len(got) != 2*n {
 		t.Fatalf("%d events, want %d", len(got), 2*n)
 	}
-	for i, e := range got {
-		want, port := EventListenerCreated, 23000+i/2
-		if i%2 == 1 {
-			want = EventListenerClosed
-		}
-		if e.Type != want || int(e.Local.Port()) != port {
-			t.Fatalf("event %d = %v; want %v on port %d (kernel order)", i, e, want, port)
-		}
-	}
+	checkListenerEvents(t, got, 23000)
 	t.Logf("%d events in %d returns over %v, paced every %v", len(got), returns, elapsed.Round(time.Millisecond), every)
 }
 
@@ -88,19 +80,13 @@ func TestIntegrationPacedClose(t *testing.T) {
 	}
 	closes := func(t *testing.T, l *EventListener) {
 		t.Helper()
-		done := make(chan error, 1)
-		go func() { _, err := l.Receive(context.Background()); done <- err }()
-		time.Sleep(50 * time.Millisecond)
-		if err := l.Close(); err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-		select {
-		case err := <-done:
-			if !errors.Is(err, os.ErrClosed) {
-				t.Fatalf("Receive ended by Close: %v; want os.ErrClosed", err)
+		closeL := func() {
+			if err := l.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Receive still blocked 5s after Close")
+		}
+		if err := receiveEndedBy(t, l, context.Background(), closeL, "Close"); !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Receive ended by Close: %v; want os.ErrClosed", err)
 		}
 		if _, err := l.Receive(context.Background()); !errors.Is(err, os.ErrClosed) {
 			t.Fatalf("Receive after Close: %v; want os.ErrClosed", err)
@@ -148,17 +134,8 @@ func TestIntegrationPacedBacklog(t *testing.T) {
 	// The last return was not full: the next call waits out the hour,
 	// until its context ends.
 	short, cancelShort := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { _, err := l.Receive(short); done <- err }()
-	time.Sleep(50 * time.Millisecond)
-	cancelShort()
-	select {
-	case err := <-done:
-		if err != context.Canceled {
-			t.Fatalf("Receive whose context ended in the pause: %v; want context.Canceled", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Receive still in its pause 5s after its context ended")
+	if err := receiveEndedBy(t, l, short, cancelShort, "its context ended in the pause"); err != context.Canceled {
+		t.Fatalf("Receive whose context ended in the pause: %v; want context.Canceled", err)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)

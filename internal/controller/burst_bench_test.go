@@ -746,10 +746,10 @@ func lteSourceRule(b *testing.B, bed *testbed.Bed, pm string) (undo func()) {
 }
 
 // prepareContender readies a contender's process (the daemon on either
-// path manager, the floor) for a round: BURST_DAEMON_NICE and BURST_DAEMON_SCHED on every thread of
-// pid, then a burst of its own, a quarter of a round's, so that the round
-// measures a running process, not one that has just started (its heap,
-// sockets and threads warm).
+// path manager, the floor) for a round: BURST_DAEMON_NICE and
+// BURST_DAEMON_SCHED on every thread of pid, then a burst of its own, a
+// quarter of a round's, so that the round measures a running process, not
+// one that has just started (its heap, sockets and threads warm).
 func prepareContender(b *testing.B, pid int, gen *generator, obs *observer) {
 	if n := os.Getenv("BURST_DAEMON_NICE"); n != "" {
 		renice(b, pid, n)
