@@ -908,12 +908,14 @@ func setSched(b *testing.B, pid int, spec string) {
 			b.Fatalf("BURST_DAEMON_SCHED=%q: want a slice from 100us to 100ms", spec)
 		}
 		attr.Policy, attr.Runtime = unix.SCHED_NORMAL, uint64(d)
+	case "batch":
+		attr.Policy = unix.SCHED_BATCH
 	default:
-		b.Fatalf("BURST_DAEMON_SCHED=%q: want fifo:N, rr:N or slice:DURATION", spec)
+		b.Fatalf("BURST_DAEMON_SCHED=%q: want fifo:N, rr:N, slice:DURATION or batch", spec)
 	}
 	tid, err := eachThread(pid, func(tid int) error {
 		a := attr
-		if kind == "slice" {
+		if kind == "slice" || kind == "batch" {
 			// sched_setattr sets the nice too: keep what renice gave.
 			prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 			if err != nil {
