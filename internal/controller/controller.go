@@ -128,6 +128,14 @@ type Controller struct {
 	kpm kernelPM
 	inv inventory
 	rt  router
+	// earlyPM sends a new connection's creates from the event reader, by
+	// the plan the loop publishes in early; earlySent are those of the
+	// event the loop is taking in (early.go). earlyPM is nil where there
+	// are none.
+	earlyPM   PM
+	early     atomic.Pointer[earlyPlan]
+	earlySent []earlyCreate
+
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)
 	// netRaw is the interface watcher's state (before view).

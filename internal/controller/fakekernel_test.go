@@ -35,6 +35,7 @@ type fakeKernel struct {
 	listening map[netip.AddrPort]*fakeListener
 	listenErr map[netip.AddrPort]error
 	addErr    map[netip.Addr]error // what AddEndpoint fails with
+	createErr error                // what CreateSubflow fails with (after recording it)
 }
 
 // fakeListener is a listener that accepts nothing until it is closed.
@@ -78,7 +79,7 @@ func newFakeKernel() *fakeKernel {
 
 func (k *fakeKernel) CreateSubflow(_ uint32, l pathmgr.Endpoint, dst netip.AddrPort) error {
 	k.cmds = append(k.cmds, fmt.Sprintf("create %d>%s id %d backup %v", l.IfIndex, dst, l.ID, l.Flags&pathmgr.FlagBackup != 0))
-	return nil
+	return k.createErr
 }
 func (k *fakeKernel) DestroySubflow(_ uint32, sf pathmgr.Subflow) error {
 	k.cmds = append(k.cmds, fmt.Sprintf("destroy %s>%s", sf.Local, sf.Remote))

@@ -12,9 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gigapath/gigapath/internal/controller"
 	"github.com/gigapath/gigapath/internal/metrics"
@@ -338,6 +341,11 @@ func TestIntegrationUserspaceClient(t *testing.T) {
 	if n := histCount(t, m, metrics.ReactionLatency); n != 1 {
 		t.Errorf("%s counts %d observations, want 1 (one connection)", metrics.ReactionLatency, n)
 	}
+	// The event reader sent that subflow's create as it read the
+	// connection's ESTABLISHED, not the loop through its pool (early.go).
+	if e, q := histCount(t, m, metrics.CreateSeconds, "stage", "early"), histCount(t, m, metrics.CreateSeconds, "stage", "queue"); e != 1 || q != 0 {
+		t.Errorf("%s counts %d early and %d queued creates, want 1 and 0", metrics.CreateSeconds, e, q)
+	}
 
 	if err := b.LinkDown(testbed.WiFi); err != nil {
 		t.Fatal(err)
@@ -364,16 +372,25 @@ func TestIntegrationUserspaceClient(t *testing.T) {
 	wait2()
 }
 
-// histCount is the sample count of the histogram called name.
-func histCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
+// histCount is the sample count of the histogram called name, of its
+// series whose label (a name and a value, if given) has that value.
+func histCount(t *testing.T, m *metrics.Metrics, name string, label ...string) uint64 {
 	t.Helper()
 	mfs, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		if mf.GetName() != name {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			if len(label) == 2 && !slices.ContainsFunc(s.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == label[0] && l.GetValue() == label[1]
+			}) {
+				continue
+			}
+			return s.GetHistogram().GetSampleCount()
 		}
 	}
 	return 0

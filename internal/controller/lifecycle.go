@@ -62,6 +62,7 @@ type inputs struct {
 
 type pmBatch struct {
 	events []pathmgr.Event
+	early  []earlyCreate // the creates the reader sent for them (early.go)
 	lost   bool
 	at     time.Time // when it was read, on the decisions' clock
 	read   time.Time // the same on the real clock (loop metrics)
@@ -241,6 +242,15 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		pathmgr.EventSubEstablished, pathmgr.EventSubClosed, pathmgr.EventSubPriority); err != nil {
 		c.log.Debug("every path-manager event is read", "err", err)
 	}
+	if p.PathManager == policy.PMUserspace && p.Side != policy.SideServer {
+		// The reader's own socket for a new connection's creates (early.go).
+		ec, err := pathmgr.Dial(pmcfg)
+		if err != nil {
+			return in, fmt.Errorf("path manager: %w", err)
+		}
+		undo.push(func(stopMode) { ec.Close() })
+		c.earlyPM = ec
+	}
 	pmCh := make(chan pmBatch, 64)
 	in.pm = pmCh
 	g.Go(func() error { return c.readEvents(ctx, el, pmCh) })
@@ -409,14 +419,19 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 const kernelPMEventPace = 5 * time.Millisecond
 
 // readEvents passes the kernel's path-manager events to the loop until ctx
-// ends (nil) or the socket fails (its error).
+// ends (nil) or the socket fails (its error), each batch with the creates
+// it sent for the new connections in it (early.go).
 func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, out chan<- pmBatch) error {
+	early := c.m.CreateSeconds.WithLabelValues("early")
 	for {
 		evs, err := el.Receive(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		b := pmBatch{events: evs, at: c.now(), read: time.Now()}
+		if c.earlyPM != nil {
+			b.early = c.earlyCreates(evs, early)
+		}
 		if err != nil {
 			if !errors.Is(err, pathmgr.ErrEventsLost) {
 				return fmt.Errorf("path-manager events: %w", err)

@@ -26,6 +26,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 		wdC = wd.C
 	}
 	lastResync := c.now()
+	c.publishEarly() // and after each input that can change it
 	netCh := in.net
 	ls := c.ls
 	for {
@@ -35,9 +36,16 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 			return nil, nil
 		case b := <-in.pm:
 			t := ls.begin(inPMEvents, b.read)
-			for _, ev := range b.events {
+			early := b.early
+			for n, ev := range b.events {
+				k := 0
+				for k < len(early) && early[k].event == n {
+					k++
+				}
+				c.earlySent, early = early[:k], early[k:]
 				c.handlePM(ev, b.at)
 			}
+			c.earlySent = nil
 			ls.end(inPMEvents, t)
 			if b.lost {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
@@ -54,14 +62,17 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 			}
 			t := ls.begin(inInterface, time.Time{})
 			c.handleNet(ev)
+			c.publishEarly()
 			ls.end(inInterface, t)
 		case b := <-in.health:
 			t := ls.begin(inHealth, b.read)
 			c.healthSample(b)
+			c.publishEarly()
 			ls.end(inHealth, t)
 		case at := <-tick.C:
 			t := ls.begin(inTick, at)
 			c.tick()
+			c.publishEarly()
 			ls.end(inTick, t)
 			if now := c.now(); now.Sub(lastResync) > periodicResync {
 				lastResync = now
@@ -80,6 +91,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 		case r := <-c.reloadCh:
 			t := ls.begin(inReload, time.Time{})
 			r.err <- c.reload(r.p)
+			c.publishEarly()
 			ls.end(inReload, t)
 		case ch := <-c.statusCh:
 			t := ls.begin(inStatus, time.Time{})
@@ -176,6 +188,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 			c.putSub(cn, &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup})
 		}
 		c.m.Connections.Set(float64(len(c.conns)))
+		c.applyEarly(cn, c.earlySent, at)
 		c.reconcileConn(cn)
 	case pathmgr.EventClosed:
 		c.dropConn(ev.Token)

@@ -37,7 +37,7 @@ const (
 	LoopBusy         = "gigapath_loop_busy_seconds"          // histogram{input}: how long the event loop spent on one input (nothing else is served meanwhile)
 	LoopCPU          = "gigapath_loop_cpu_seconds"           // histogram{input}: the CPU time of the event loop's thread on one periodic input (LoopCPUInputs)
 	LoopPreempted    = "gigapath_loop_preemptions_total"     // counter{input}: times the kernel preempted the event loop's thread during a periodic input
-	CreateSeconds    = "gigapath_subflow_create_seconds"     // histogram{stage}: a SUBFLOW_CREATE queued for the pool (queue) and the request itself (request)
+	CreateSeconds    = "gigapath_subflow_create_seconds"     // histogram{stage}: a SUBFLOW_CREATE queued for the pool (queue), the request itself (request), and a new connection's request sent by the event reader (early)
 )
 
 // LoopInputs are the input label values of LoopWait and LoopBusy: what the
@@ -78,7 +78,7 @@ type Metrics struct {
 	JoinListeners       prometheus.Gauge
 	JoinPortRefused     prometheus.Counter
 	// LoopWait and LoopBusy are labelled by input (LoopInputs);
-	// CreateSeconds by stage (queue, request).
+	// CreateSeconds by stage (queue, request, early).
 	LoopWait      *prometheus.HistogramVec
 	LoopBusy      *prometheus.HistogramVec
 	LoopCPU       *prometheus.HistogramVec
@@ -131,7 +131,7 @@ func New() *Metrics {
 		LoopPreempted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: LoopPreempted,
 			Help: "Times the kernel preempted the event loop's thread (involuntary context switches) during a periodic input (health, tick, resync, reload): each is time the loop waited for a CPU."}, []string{"input"}),
 		CreateSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: CreateSeconds,
-			Help: "SUBFLOW_CREATE requests: time queued for the pool (stage queue) and the request, in which the kernel connects the subflow (stage request).", Buckets: latencyBuckets}, []string{"stage"}),
+			Help: "SUBFLOW_CREATE requests: time queued for the pool (stage queue), the request, in which the kernel connects the subflow (stage request), and a new connection's request sent by the event reader before the loop took the connection in (stage early).", Buckets: latencyBuckets}, []string{"stage"}),
 	}
 	// Every command's series exist from the start, at 0, so a rate of
 	// refusals is 0 rather than missing until the first one.

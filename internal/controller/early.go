@@ -1,0 +1,187 @@
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// Early creates: a new connection's subflows, sent by the event reader.
+//
+// On the client side with the userspace PM, a connection's ESTABLISHED is
+// what the daemon answers with SUBFLOW_CREATEs, and under a burst that
+// answer waits in the queue in front of the one thread (a client's daemon
+// runs on one P) that sends them (docs/benchmarks.md, "burst"). Had the
+// loop first to take each connection in (its account, metrics and
+// decision) before the pool sent its creates, every connection would also
+// wait for the loop's work on the connections before it. So the loop
+// publishes, whenever what a new connection would get changes, the creates
+// it would send for one (earlyPlan, from the same decision as reconcileConn
+// makes); the reader sends them as it reads each ESTABLISHED, before it
+// hands the batch to the loop; and the loop, taking the connection in,
+// records them as its own (applyEarly): pending, or backing off after a
+// refusal. Everything after that (retries, the peer's addresses, steering
+// changes) is the loop's. If the reader ever sends a create the loop had
+// already sent (a connection adopted from an inventory dump before its
+// ESTABLISHED was read), the loop closes the duplicate as it would any.
+
+// earlyPlan is what the loop would create for a new connection, as of
+// when it was published.
+type earlyPlan struct {
+	// until is when, on the decisions' clock, the steering decision may
+	// change by itself (a handover hold ending); the reader sends nothing
+	// from a plan past it, and the loop publishes another at its tick.
+	until time.Time
+	// ifindex is the interface of each address of the namespace (as
+	// ifindexOf finds a connection's initial subflow's).
+	ifindex map[netip.Addr]int
+	ifs     []earlyIface
+}
+
+// earlyIface is an interface the decision opens a subflow on, with the
+// endpoint a create from it uses for each family (a zero Addr: the
+// interface has no address of that family).
+type earlyIface struct {
+	index  int
+	v4, v6 pathmgr.Endpoint
+}
+
+// earlyCreate is a create the reader sent for the event at index event of
+// its batch, and the kernel's answer.
+type earlyCreate struct {
+	event int
+	ep    pathmgr.Endpoint
+	err   error
+}
+
+// earlyPlanValid is how long a plan stays in use without the loop
+// publishing another: the loop publishes one at each tick (and after
+// every change that can alter it), so a plan older than this means the
+// loop is stalled, and the reader then leaves the creates to it.
+const earlyPlanValid = 2 * tickEvery
+
+// publishEarly publishes what a new connection gets now, or withdraws the
+// plan where there are no early creates (the in-kernel PM, the server
+// side, or no reader's client).
+func (c *Controller) publishEarly() {
+	if c.earlyPM == nil || c.pol.PathManager != policy.PMUserspace || c.pol.Side == policy.SideServer {
+		c.early.Store(nil)
+		return
+	}
+	now := c.now()
+	avail := c.availableInto(nil)
+	wants := c.strat.decide(nil, avail, now)
+	p := &earlyPlan{until: now.Add(earlyPlanValid), ifindex: map[netip.Addr]int{}}
+	if h, ok := c.strat.(*handover); ok {
+		for _, i := range avail {
+			if t := i.availSince.Add(h.thr.hold); t.After(now) && t.Before(p.until) {
+				p.until = t
+			}
+		}
+	}
+	for idx, as := range c.netSt.Addrs {
+		for _, a := range as {
+			p.ifindex[a.Prefix.Addr().Unmap()] = idx
+		}
+	}
+	for n, i := range avail {
+		if !wants[n].open {
+			continue
+		}
+		ei := earlyIface{index: i.index}
+		for _, probe := range [...]netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+			addr, ok := i.addrFor(probe)
+			if !ok {
+				continue
+			}
+			// A new connection knows no id but its initial subflow's
+			// (0), so the allocator's is the one create would use.
+			id, ok := c.ids.get(netip.AddrPortFrom(addr.Unmap(), 0), c.addrLive)
+			if !ok {
+				continue
+			}
+			ep := pathmgr.Endpoint{ID: id, Addr: addr, IfIndex: i.index}
+			if wants[n].backup {
+				ep.Flags = pathmgr.FlagBackup
+			}
+			if probe.Is4() {
+				ei.v4 = ep
+			} else {
+				ei.v6 = ep
+			}
+		}
+		p.ifs = append(p.ifs, ei)
+	}
+	c.saveIDs()
+	c.early.Store(p)
+}
+
+// earlyCreates sends, on the reader's goroutine, the creates the published
+// plan gives each new connection in evs, and returns them; request (nil:
+// none) times each.
+func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observer) []earlyCreate {
+	p := c.early.Load()
+	if p == nil || !c.now().Before(p.until) {
+		return nil
+	}
+	var out []earlyCreate
+	for n, ev := range evs {
+		// A connection whose peer set the C flag is never joined at its
+		// remote address; the loop decides what it gets.
+		if ev.Type != pathmgr.EventEstablished || ev.ServerSide || ev.DenyJoinID0 || !ev.Remote.IsValid() {
+			continue
+		}
+		dst := norm(ev.Remote)
+		initial, ok := p.ifindex[ev.Local.Addr().Unmap()]
+		if !ok {
+			initial = ev.IfIndex
+		}
+		for _, ei := range p.ifs {
+			ep := ei.v6
+			if dst.Addr().Is4() {
+				ep = ei.v4
+			}
+			if ei.index == initial || !ep.Addr.IsValid() {
+				continue
+			}
+			start := time.Now()
+			err := c.earlyPM.CreateSubflow(ev.Token, ep, dst)
+			if request != nil {
+				request.Observe(time.Since(start).Seconds())
+			}
+			out = append(out, earlyCreate{event: n, ep: ep, err: err})
+		}
+	}
+	return out
+}
+
+// applyEarly records, as the loop takes a connection in, the creates the
+// reader sent for it: each is pending, or its slot backs off after the
+// kernel's refusal, as create would have it.
+func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, at time.Time) {
+	dst := norm(cn.remote)
+	for _, e := range sent {
+		k := slot{e.ep.IfIndex, dst}
+		c.ls.creates.Inc()
+		if e.err != nil {
+			c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+			cn.backoff.set(k, at.Add(retryBackoff))
+			c.subflowFailed(e.ep.IfIndex, cn.token, e.ep.Addr, dst, e.err.Error(), at)
+			continue
+		}
+		cn.pending.set(k, at)
+		if c.log.Enabled(context.Background(), slog.LevelDebug) {
+			name := ""
+			if i := c.ifs[e.ep.IfIndex]; i != nil {
+				name = i.name
+			}
+			c.log.Debug("subflow create (early)", "token", cn.token, "interface", name, "local", e.ep.Addr, "id", e.ep.ID, "remote", dst, "backup", e.ep.Flags&pathmgr.FlagBackup != 0)
+		}
+	}
+}
