@@ -83,7 +83,7 @@ const (
 // their connections are served, with `perf record -g` into FILE-PID;
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
-// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION under that policy;
+// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch under that policy;
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
 // napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
 // connections per millisecond since its first dial (how many were
@@ -887,7 +887,8 @@ func eachThread(pid int, set func(tid int) error) (int, error) {
 // "fifo:N" or "rr:N" (real-time priority N, as systemd's
 // CPUSchedulingPolicy= and CPUSchedulingPriority= do), or "slice:DURATION"
 // (SCHED_OTHER with EEVDF's custom slice, sched_attr.sched_runtime, Linux
-// 6.12+: a shorter slice lets a waking thread preempt sooner), keeping the
+// 6.12+: a shorter slice lets a waking thread preempt sooner), or "batch"
+// (SCHED_BATCH: a waking thread preempts no one), the last two keeping the
 // thread's nice.
 func setSched(b *testing.B, pid int, spec string) {
 	kind, arg, _ := strings.Cut(spec, ":")
