@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,9 +28,10 @@ import (
 // hands the batch to the loop; and the loop, taking the connection in,
 // records them as its own (applyEarly): pending, or backing off after a
 // refusal. Everything after that (retries, the peer's addresses, steering
-// changes) is the loop's. If the reader ever sends a create the loop had
-// already sent (a connection adopted from an inventory dump before its
-// ESTABLISHED was read), the loop closes the duplicate as it would any.
+// changes) is the loop's. A connection that an inventory dump brings to
+// the loop around its ESTABLISHED (at the start, or in a resync) may get
+// a create from both; the loop then closes the duplicate, as it would
+// any (converge).
 
 // earlyPlan is what the loop would create for a new connection, as of
 // when it was published.
@@ -163,17 +165,30 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 
 // applyEarly records, as the loop takes a connection in, the creates the
 // reader sent for it: each is pending, or its slot backs off after the
-// kernel's refusal, as create would have it.
-func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, at time.Time) {
+// kernel's refusal, as create would have it. known says the loop had the
+// connection established before this event (adopted from a dump read
+// meanwhile): then a create is pending only for a slot with no subflow
+// yet, and a refusal (of what was a duplicate) is dropped. So is the
+// refusal of a create the loop would no longer send (the plan changed
+// since, e.g. an address went): reconcileConn then sends its own at once
+// instead of backing off.
+func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at time.Time) {
 	dst := norm(cn.remote)
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}
 		c.ls.creates.Inc()
 		if e.err != nil {
+			if known || !c.early.Load().has(e.ep) {
+				c.log.Debug("subflow create (early) refused, left to the loop", "token", cn.token, "local", e.ep.Addr, "remote", dst, "err", e.err)
+				continue
+			}
 			c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
 			cn.backoff.set(k, at.Add(retryBackoff))
 			c.subflowFailed(e.ep.IfIndex, cn.token, e.ep.Addr, dst, e.err.Error(), at)
 			continue
+		}
+		if known && slices.ContainsFunc(cn.subs, func(s *sub) bool { return s.ifindex == e.ep.IfIndex && norm(s.sf.Remote) == dst }) {
+			continue // a duplicate, which converge closes once it shows
 		}
 		cn.pending.set(k, at)
 		if c.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -184,4 +199,17 @@ func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, at time.Time) {
 			c.log.Debug("subflow create (early)", "token", cn.token, "interface", name, "local", e.ep.Addr, "id", e.ep.ID, "remote", dst, "backup", e.ep.Flags&pathmgr.FlagBackup != 0)
 		}
 	}
+}
+
+// has reports whether the plan (nil: none) still sends ep's create.
+func (p *earlyPlan) has(ep pathmgr.Endpoint) bool {
+	if p == nil {
+		return false
+	}
+	for _, ei := range p.ifs {
+		if ei.v4 == ep || ei.v6 == ep {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -124,5 +125,67 @@ func TestEarlyCreateRefused(t *testing.T) {
 	c.tick()
 	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
 		t.Fatalf("after the back-off: %q, want the lte create again", got)
+	}
+}
+
+// A connection the loop already took in from a dump when its ESTABLISHED
+// comes: a refused early create (a duplicate) neither backs off nor warns,
+// and a sent one is not pending where the slot has its subflow.
+func TestEarlyCreatesForAnAdoptedConnection(t *testing.T) {
+	now := time.Unix(5000, 0)
+	for _, refuse := range []bool{true, false} {
+		log := &syncBuf{}
+		c, k, cn := fakeController(t, reloadClient, log)
+		c.now = func() time.Time { return now }
+		c.earlyPM = k
+		c.publishEarly()
+		if refuse {
+			k.createErr = errors.New("refused")
+		}
+		ev := pathmgr.Event{Type: pathmgr.EventEstablished, Token: cn.token, Local: fakeWiFi, Remote: fakeRemote}
+		c.earlySent = c.earlyCreates([]pathmgr.Event{ev}, nil)
+		if got := k.take(); len(got) != 1 {
+			t.Fatalf("early creates %q, want the (duplicate) lte one", got)
+		}
+		k.createErr = nil
+		c.handlePM(ev, now)
+		k.take()
+		lte := slot{3, fakeRemote}
+		if _, ok := cn.backoff.get(lte); ok {
+			t.Errorf("refused %v: the lte slot, which has its subflow, backs off", refuse)
+		}
+		if !cn.pending.at(lte).IsZero() {
+			t.Errorf("refused %v: the lte slot, which has its subflow, is pending", refuse)
+		}
+		if strings.Contains(log.String(), "level=WARN") {
+			t.Errorf("refused %v: warned:\n%s", refuse, log)
+		}
+	}
+}
+
+// A create refused after the plan changed (lte0's address went) does not
+// back off: the loop, deciding anew, creates from the new address at once.
+func TestEarlyCreateRefusedStalePlan(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k := earlyController(t, reloadClient, &now)
+	k.createErr = errors.New("cannot assign requested address")
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	k.take()
+	k.createErr = nil
+
+	st := c.netRaw()
+	old := st.Addrs[3][0]
+	renumbered := netmon.Addr{Index: 3, Prefix: netip.MustParsePrefix("10.1.2.9/24")}
+	st.Addrs[3] = []netmon.Addr{renumbered}
+	c.netRaw = func() netmon.State { return st }
+	c.handleNet(netmon.Event{Type: netmon.AddrRemoved, Addr: old})
+	c.handleNet(netmon.Event{Type: netmon.AddrAdded, Addr: renumbered})
+	c.publishEarly() // as the loop does after each
+	k.take()
+
+	c.handlePM(newConnEvent, now)
+	got := k.take()
+	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "create 3>"+fakeRemote.String()) }) {
+		t.Fatalf("after a refusal from the old address: %q, want the lte create again at once", got)
 	}
 }

@@ -403,6 +403,10 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 			in.notify.send("STOPPING=1")
 		}
 	})
+	// The first plan for the reader's creates before anything can count
+	// on them; the loop publishes the next after each input that can
+	// change it.
+	c.publishEarly()
 	close(c.ready)
 	in.notify.send("READY=1")
 	c.log.Info("gigapath running", "policy", p.Summary(), "netns", c.cfg.NetNS, "status", statusPath, "metrics", c.metricsAddr,
@@ -428,10 +432,11 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		b := pmBatch{events: evs, at: c.now(), read: time.Now()}
+		b := pmBatch{events: evs, at: c.now()}
 		if c.earlyPM != nil {
 			b.early = c.earlyCreates(evs, early)
 		}
+		b.read = time.Now() // the loop's wait starts after the creates
 		if err != nil {
 			if !errors.Is(err, pathmgr.ErrEventsLost) {
 				return fmt.Errorf("path-manager events: %w", err)

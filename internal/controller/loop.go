@@ -26,12 +26,12 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 		wdC = wd.C
 	}
 	lastResync := c.now()
-	c.publishEarly() // and after each input that can change it
 	netCh := in.net
 	ls := c.ls
 	for {
 		select {
 		case <-ctx.Done():
+			c.early.Store(nil) // no creates for connections no loop takes in
 			c.log.Info("stopping")
 			return nil, nil
 		case b := <-in.pm:
@@ -81,23 +81,29 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 		case r := <-in.dumps:
 			t := ls.begin(inResync, r.read)
 			c.dumped(r)
+			c.publishEarly() // an adoption may take ids (ids.adopt)
 			ls.end(inResync, t)
 		case <-c.sweepReady():
 			t := ls.begin(inResync, time.Time{})
 			c.sweepStep()
+			c.publishEarly()
 			ls.end(inResync, t)
 		case <-wdC:
 			in.notify.send("WATCHDOG=1")
 		case r := <-c.reloadCh:
 			t := ls.begin(inReload, time.Time{})
-			r.err <- c.reload(r.p)
+			err := c.reload(r.p)
 			c.publishEarly()
+			r.err <- err
 			ls.end(inReload, t)
 		case ch := <-c.statusCh:
 			t := ls.begin(inStatus, time.Time{})
 			ch <- c.snapshot()
 			ls.end(inStatus, t)
 		case u := <-c.upgradeCh:
+			// The new binary takes in what this one leaves; the reader
+			// creates nothing for what the handoff does not carry.
+			c.early.Store(nil)
 			u.handoff = c.makeHandoff()
 			return u, nil
 		}
@@ -178,6 +184,10 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
 		cn.noJoinRemote = ev.DenyJoinID0
 	case pathmgr.EventEstablished:
+		known := false
+		if cn, ok := c.conns[ev.Token]; ok {
+			known = cn.established
+		}
 		cn := c.conn(ev.Token)
 		cn.local, cn.remote, cn.server = ev.Local, ev.Remote, ev.ServerSide
 		cn.noJoinRemote = cn.noJoinRemote || ev.DenyJoinID0
@@ -188,7 +198,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 			c.putSub(cn, &sub{sf: sf, ifindex: c.ifindexOf(ev.Local.Addr(), ev.IfIndex), backup: ev.Backup})
 		}
 		c.m.Connections.Set(float64(len(c.conns)))
-		c.applyEarly(cn, c.earlySent, at)
+		c.applyEarly(cn, c.earlySent, known, at)
 		c.reconcileConn(cn)
 	case pathmgr.EventClosed:
 		c.dropConn(ev.Token)
