@@ -43,17 +43,18 @@ func TestEarlyCreatesAreTheLoops(t *testing.T) {
 		"peer addresses": strings.Replace(reloadClient, "peer_addresses: ignore", "peer_addresses: use", 1),
 	} {
 		t.Run(name, func(t *testing.T) {
+			// The loop alone, never a plan published (the ids as the
+			// loop hands them out without one).
 			now := time.Unix(5000, 0)
-			loop, lk := earlyController(t, yaml, &now)
-			loop.earlyPM = nil
-			loop.publishEarly()
+			loop, lk, _ := fakeController(t, yaml, &syncBuf{})
+			loop.now = func() time.Time { return now }
+			loop.ifs[2].availSince = now.Add(-time.Second)
 			loop.handlePM(newConnEvent, now)
 			want := lk.take()
+			t.Logf("the loop: %q", want)
 			if len(want) == 0 {
 				t.Fatal("the loop creates nothing for a new connection: nothing to compare")
 			}
-
-			t.Logf("the loop: %q", want)
 			c, k := earlyController(t, yaml, &now)
 			sent := c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
 			if got := k.take(); !slices.Equal(got, want) {
