@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"slices"
@@ -188,5 +189,39 @@ func TestEarlyCreateRefusedStalePlan(t *testing.T) {
 	got := k.take()
 	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "create 3>"+fakeRemote.String()) }) {
 		t.Fatalf("after a refusal from the old address: %q, want the lte create again at once", got)
+	}
+}
+
+// The loop withdraws the plan when it stops and when it hands over to a
+// new binary: the reader then creates nothing for connections no loop of
+// this process takes in.
+func TestEarlyPlanWithdrawn(t *testing.T) {
+	for _, how := range []string{"stop", "upgrade"} {
+		now := time.Unix(5000, 0)
+		c, _ := earlyController(t, reloadClient, &now)
+		if c.early.Load() == nil {
+			t.Fatal("no plan published")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.loop(ctx, inputs{})
+			done <- err
+		}()
+		if how == "stop" {
+			cancel()
+		} else {
+			c.upgradeCh <- &upgrade{}
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: loop: %v", how, err)
+		}
+		cancel()
+		if c.early.Load() != nil {
+			t.Errorf("%s: the plan is still published", how)
+		}
+		if sent := c.earlyCreates([]pathmgr.Event{newConnEvent}, nil); len(sent) != 0 {
+			t.Errorf("%s: the reader still creates: %v", how, sent)
+		}
 	}
 }
