@@ -151,6 +151,10 @@ type Controller struct {
 	netSt netmon.State // the watcher's, without link-local addresses when the policy skips them
 	ifs   map[int]*iface
 	conns map[uint32]*conn
+	// addrIndex is netSt's addresses by interface index (publishAddrs):
+	// replaced at each change, never changed, so that the sampler and the
+	// event reader (the early plan) read it too.
+	addrIndex map[netip.Addr]int
 	// nsubs counts the subflows of conns per interface index (the
 	// gauges); dues holds the connections' timers and globalDue when the
 	// steering decision next changes by itself (timers.go).

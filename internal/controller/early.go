@@ -41,7 +41,8 @@ type earlyPlan struct {
 	// from a plan past it, and the loop publishes another at its tick.
 	until time.Time
 	// ifindex is the interface of each address of the namespace (as
-	// ifindexOf finds a connection's initial subflow's).
+	// ifindexOf finds a connection's initial subflow's): the loop's
+	// addrIndex, which it replaces rather than changes.
 	ifindex map[netip.Addr]int
 	ifs     []earlyIface
 }
@@ -79,17 +80,12 @@ func (c *Controller) publishEarly() {
 	now := c.now()
 	avail := c.availableInto(nil)
 	wants := c.strat.decide(nil, avail, now)
-	p := &earlyPlan{until: now.Add(earlyPlanValid), ifindex: map[netip.Addr]int{}}
+	p := &earlyPlan{until: now.Add(earlyPlanValid), ifindex: c.addrIndex}
 	if h, ok := c.strat.(*handover); ok {
 		for _, i := range avail {
 			if t := i.availSince.Add(h.thr.hold); t.After(now) && t.Before(p.until) {
 				p.until = t
 			}
-		}
-	}
-	for idx, as := range c.netSt.Addrs {
-		for _, a := range as {
-			p.ifindex[a.Prefix.Addr().Unmap()] = idx
 		}
 	}
 	for n, i := range avail {

@@ -14,9 +14,11 @@ import (
 )
 
 // newConnEvent is a new client connection's ESTABLISHED, its initial
-// subflow from wifi0's address.
+// subflow from wifi0's address. No interface index: the kernel gives one
+// only for a socket bound to a device, so the initial subflow's interface
+// is known by its address.
 var newConnEvent = pathmgr.Event{Type: pathmgr.EventEstablished, Token: 7,
-	Local: netip.MustParseAddrPort("10.1.1.2:40100"), Remote: fakeRemote, IfIndex: 2}
+	Local: netip.MustParseAddrPort("10.1.1.2:40100"), Remote: fakeRemote}
 
 // earlyController is fakeController with the reader's early creates going
 // to the same fake kernel, the clock at now, wifi0 available since a second

@@ -216,6 +216,7 @@ func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fake
 	c.netSt = c.view(c.netRaw())
 	c.ifs = buildIfaces(p, c.netSt, nil, c.now())
 	c.sampler = newSampler(k, c.now, func(string, time.Duration) {})
+	c.publishAddrs()
 	c.ppFailed = true // no BPF here: the desired per-address policy is what is checked
 	c.ensureRouting(true)
 	c.applyKernelPM()

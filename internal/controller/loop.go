@@ -147,19 +147,20 @@ func (c *Controller) healthSample(b healthBatch) {
 	}
 }
 
-// publishAddrs gives the sampler the interfaces' addresses (after every
-// change of netSt), by which it assigns subflows to interfaces.
+// publishAddrs maps the interfaces' addresses to their indexes after every
+// change of netSt (addrIndex), and gives the map to the sampler, by which
+// it assigns subflows to interfaces; the early plan carries it too.
 func (c *Controller) publishAddrs() {
-	if c.sampler == nil {
-		return
-	}
 	m := map[netip.Addr]int{}
 	for idx, as := range c.netSt.Addrs {
 		for _, a := range as {
 			m[a.Prefix.Addr().Unmap()] = idx
 		}
 	}
-	c.sampler.addrs.Store(&m)
+	c.addrIndex = m
+	if c.sampler != nil {
+		c.sampler.addrs.Store(&m)
+	}
 }
 
 // handlePM applies one path-manager event.
