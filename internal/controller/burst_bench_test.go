@@ -65,7 +65,9 @@ const (
 //     user sets up by hand), removed after the round;
 //   - floor (with BURST_MODES=daemon,kernel,floor; burst_floor_test.go):
 //     the least a userspace path manager does, for the lower bound of
-//     the daemon's latency on this bed.
+//     the daemon's latency on this bed;
+//   - floor-c (in BURST_MODES; needs a C compiler): the same floor in C,
+//     without Go's runtime.
 //
 // BURST_MODES (default daemon,kernel; kernel is required) picks the
 // modes; each comes first in turn from round to round. Reported per mode:
@@ -171,7 +173,11 @@ func BenchmarkBurst(b *testing.B) {
 			defer undo()
 			return burstOnce(b, gen, obs, burstConns, nil)
 		},
-		modeFloor: func() burstRound { return floorRound(b, bed, gen, obs) },
+		modeFloor: func() burstRound { return floorRound(b, bed, gen, obs, modeFloor, "") },
+	}
+	if slices.Contains(modes, modeFloorC) {
+		cFloor := buildCFloor(b)
+		rounds[modeFloorC] = func() burstRound { return floorRound(b, bed, gen, obs, modeFloorC, cFloor) }
 	}
 	for _, m := range modes {
 		results[m] = &burstResult{}
@@ -194,6 +200,7 @@ func BenchmarkBurst(b *testing.B) {
 		modeDaemonKernel: {"gigapath run (path_manager: kernel)", "#9467bd", nil},
 		modeKernel:       {"in-kernel PM", "#d62728", nil},
 		modeFloor:        {"floor: the least a userspace PM does", "#2ca02c", nil},
+		modeFloorC:       {"the floor in C", "#17becf", nil},
 	}
 	var series []cdfSeries
 	for _, name := range modes {
@@ -229,9 +236,10 @@ const (
 	modeDaemonKernel = "daemon-kernel"
 	modeKernel       = "kernel"
 	modeFloor        = "floor"
+	modeFloorC       = "floor-c"
 )
 
-var burstModeNames = []string{modeDaemon, modeDaemonKernel, modeKernel, modeFloor}
+var burstModeNames = []string{modeDaemon, modeDaemonKernel, modeKernel, modeFloor, modeFloorC}
 
 // napiReceive makes both ends of the wifi and lte links receive in a NAPI
 // thread of their own (threaded NAPI, on veth only with GRO on and, for

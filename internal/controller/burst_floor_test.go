@@ -10,9 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/gigapath/gigapath/internal/testbed"
@@ -31,16 +34,31 @@ import (
 // the event's trip to a process that must be scheduled, and a request
 // that the family's mutex serializes and that waits for the connection's
 // lock. Its latency is the lower bound of the daemon's on this bed.
-const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname
+//
+// floor-c (BURST_MODES=...,floor-c) does the same in C
+// (testdata/burst_floor.c, built by the benchmark with the system's C
+// compiler): a blocking read, no poller, no Go runtime. What it pays is
+// what the kernel makes any userspace path manager pay on this bed.
+const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname [C-floor-binary]
 
 // floorHelper is the floor's main. It answers "ready", then "pid PID",
 // and runs until its input ends; it then prints how many creates the
 // kernel refused, and why the first was.
 func floorHelper(spec string) int {
 	f := strings.Fields(spec)
-	if len(f) != 2 {
-		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns lte-ifname\n", floorHelperEnv, spec)
+	if len(f) != 2 && len(f) != 3 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns lte-ifname [C-floor-binary]\n", floorHelperEnv, spec)
 		return 2
+	}
+	if len(f) == 3 {
+		// The C floor takes this process's place (its pid, its input and
+		// output) in the client namespace.
+		ip, err := exec.LookPath("ip")
+		if err == nil {
+			err = syscall.Exec(ip, []string{"ip", "netns", "exec", f[0], f[2], f[1]}, os.Environ())
+		}
+		fmt.Fprintln(os.Stderr, "floor-c:", err)
+		return 1
 	}
 	runtime.GOMAXPROCS(1) // as a client's daemon runs
 	ns := &testbed.NetNS{Name: f[0]}
@@ -120,31 +138,54 @@ func floorHelper(spec string) int {
 	return 0
 }
 
-// floorRound is one round of the floor: the client namespace on the
-// userspace PM with the lte source rule (as the in-kernel PM's rounds have
-// it, without their endpoint), the floor started at the daemon's priority,
-// warmed by a quarter burst as the daemon is, the round, and the floor
-// stopped.
-func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer) burstRound {
+// floorRound is one round of the floor (mode floor; floor-c with cFloor,
+// the C floor's binary): the client namespace on the userspace PM with the
+// lte source rule (as the in-kernel PM's rounds have it, without their
+// endpoint), the floor started at the daemon's priority, warmed by a
+// quarter burst as the daemon is, the round, and the floor stopped.
+func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer, mode, cFloor string) burstRound {
 	undo := lteSourceRule(b, bed, "userspace")
 	defer undo()
-	c := testbed.StartChildT(b, fmt.Sprintf("%s=%s %s", floorHelperEnv, bed.Client.Name, testbed.LTEIf), "ready", testWriter{b})
+	c := testbed.StartChildT(b, strings.TrimSpace(fmt.Sprintf("%s=%s %s %s", floorHelperEnv, bed.Client.Name, testbed.LTEIf, cFloor)), "ready", testWriter{b})
 	l, err := c.Line()
 	pid, perr := strconv.Atoi(strings.TrimPrefix(l, "pid "))
 	if err != nil || perr != nil {
-		b.Fatalf("floor: %q (%v), want its pid", l, err)
+		b.Fatalf("%s: %q (%v), want its pid", mode, l, err)
 	}
 	prepareContender(b, pid, gen, obs)
 	stopPerf := perfRecord(b, pid)
-	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, modeFloor, stopPerf))
+	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, mode, stopPerf))
 	c.In.Close()
 	l, err = c.Line()
 	if err != nil || !strings.HasPrefix(l, "refused ") {
-		b.Fatalf("floor: %q (%v)", l, err)
+		b.Fatalf("%s: %q (%v)", mode, l, err)
 	}
 	if l != `refused 0 ""` {
-		b.Errorf("floor: the kernel %s", l)
+		b.Errorf("%s: the kernel %s", mode, l)
 	}
 	c.Close() // collected now, not when the benchmark ends
 	return r
+}
+
+// buildCFloor compiles testdata/burst_floor.c with $CC, or the first of
+// cc, gcc and clang on the PATH, into a temporary directory.
+func buildCFloor(b *testing.B) string {
+	cc := os.Getenv("CC")
+	for _, c := range []string{"cc", "gcc", "clang"} {
+		if cc != "" {
+			break
+		}
+		if _, err := exec.LookPath(c); err == nil {
+			cc = c
+		}
+	}
+	if cc == "" {
+		b.Fatal("BURST_MODES: floor-c needs a C compiler: set CC, or install cc, gcc or clang")
+	}
+	bin := filepath.Join(b.TempDir(), "burst_floor")
+	out, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-pthread", "-o", bin, filepath.Join("testdata", "burst_floor.c")).CombinedOutput()
+	if err != nil {
+		b.Fatalf("floor-c: %s: %v\n%s", cc, err, out)
+	}
+	return bin
 }

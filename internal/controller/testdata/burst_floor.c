@@ -1,0 +1,267 @@
+// BenchmarkBurst's floor in C (BURST_MODES=...,floor-c): the Go floor's
+// work (burst_floor_test.go) with no Go runtime, to tell what the kernel
+// makes every userspace path manager pay from what Go adds to it.
+//
+// Usage: burst_floor LTE-IFNAME, run in the client's network namespace
+// (`ip netns exec`). It reads the mptcp_pm family's ESTABLISHED events
+// (the kernel drops every other event before it is queued) in a blocking
+// recv, with no poller between the kernel and the thread, and for each
+// sends at once the connection's SUBFLOW_CREATE from the lte address
+// (endpoint id 2, as the Go floor) to the connection's remote address and
+// port, and waits for its acknowledgement. IPv4 only: the bed's
+// connections are. Like the Go floor it prints "ready" and "pid PID", runs
+// until its input ends, then prints how many creates the kernel refused
+// and why the first was.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ifaddrs.h>
+#include <linux/filter.h>
+#include <linux/genetlink.h>
+#include <linux/netlink.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+// include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
+enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
+enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
+enum { ADDR_FAMILY = 1, ADDR_ID = 2, ADDR_ADDR4 = 3, ADDR_PORT = 5, ADDR_IF_IDX = 7 };
+enum { EV_TOKEN = 1, EV_FAMILY = 2, EV_DADDR4 = 7, EV_DPORT = 10 };
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int refused, skipped;
+static char first[128];
+
+static void die(const char *what) {
+	fprintf(stderr, "floor-c: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static int genl_socket(void) {
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		die("netlink socket");
+	return fd;
+}
+
+// put appends attribute type with len bytes of v at p, padded.
+static char *put(char *p, uint16_t type, const void *v, uint16_t len) {
+	struct nlattr *a = (struct nlattr *)p;
+	a->nla_type = type;
+	a->nla_len = NLA_HDRLEN + len;
+	memcpy(p + NLA_HDRLEN, v, len);
+	memset(p + NLA_HDRLEN + len, 0, NLA_ALIGN(len) - len);
+	return p + NLA_HDRLEN + NLA_ALIGN(len);
+}
+
+#define EACH_ATTR(a, from, to)                                             \
+	for (struct nlattr *a = (struct nlattr *)(from);                     \
+	     (char *)a + NLA_HDRLEN <= (char *)(to) && a->nla_len >= NLA_HDRLEN && \
+	     (char *)a + a->nla_len <= (char *)(to);                          \
+	     a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
+#define ATTR_DATA(a) ((char *)(a) + NLA_HDRLEN)
+
+// resolve asks the generic netlink controller for mptcp_pm's family id and
+// the id of its events group.
+static void resolve(int fd, uint16_t *family, uint32_t *group) {
+	static char buf[16384];
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	struct genlmsghdr *g = NLMSG_DATA(h);
+	memset(buf, 0, NLMSG_HDRLEN + GENL_HDRLEN);
+	h->nlmsg_type = GENL_ID_CTRL;
+	h->nlmsg_flags = NLM_F_REQUEST;
+	h->nlmsg_seq = 1;
+	g->cmd = CTRL_CMD_GETFAMILY;
+	g->version = 1;
+	h->nlmsg_len = put((char *)(g + 1), CTRL_ATTR_FAMILY_NAME, "mptcp_pm", sizeof "mptcp_pm") - buf;
+	if (send(fd, buf, h->nlmsg_len, 0) < 0)
+		die("family lookup");
+	int n = recv(fd, buf, sizeof buf, 0);
+	if (n < 0)
+		die("family lookup");
+	if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_type != GENL_ID_CTRL) {
+		fprintf(stderr, "floor-c: the kernel has no mptcp_pm family\n");
+		exit(1);
+	}
+	EACH_ATTR(a, g + 1, buf + h->nlmsg_len) {
+		if (a->nla_type == CTRL_ATTR_FAMILY_ID)
+			memcpy(family, ATTR_DATA(a), 2);
+		if ((a->nla_type & NLA_TYPE_MASK) != CTRL_ATTR_MCAST_GROUPS)
+			continue;
+		EACH_ATTR(grp, ATTR_DATA(a), (char *)a + a->nla_len) {
+			uint32_t id = 0;
+			int events = 0;
+			EACH_ATTR(f, ATTR_DATA(grp), (char *)grp + grp->nla_len) {
+				if (f->nla_type == CTRL_ATTR_MCAST_GRP_ID)
+					memcpy(&id, ATTR_DATA(f), 4);
+				if (f->nla_type == CTRL_ATTR_MCAST_GRP_NAME &&
+				    strcmp(ATTR_DATA(f), "mptcp_pm_events") == 0)
+					events = 1;
+			}
+			if (events)
+				*group = id;
+		}
+	}
+	if (!*family || !*group) {
+		fprintf(stderr, "floor-c: mptcp_pm has no events group\n");
+		exit(1);
+	}
+}
+
+// at_end prints the refusals once the input ends (the benchmark's signal
+// to stop), from a thread of its own so that the main one never polls.
+static void *at_end(void *unused) {
+	char b[256];
+	(void)unused;
+	while (read(0, b, sizeof b) > 0) {
+	}
+	pthread_mutex_lock(&mu);
+	if (skipped)
+		fprintf(stderr, "floor-c: %d connections not IPv4, left without a create\n", skipped);
+	printf("refused %d \"%s\"\n", refused, first);
+	fflush(stdout);
+	_exit(0);
+}
+
+int main(int argc, char **argv) {
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s LTE-IFNAME\n", argv[0]);
+		return 2;
+	}
+	int ifindex = if_nametoindex(argv[1]);
+	struct in_addr lte = {0};
+	struct ifaddrs *ifs;
+	if (getifaddrs(&ifs) < 0)
+		die("getifaddrs");
+	for (struct ifaddrs *i = ifs; i; i = i->ifa_next)
+		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, argv[1]) == 0)
+			lte = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+	freeifaddrs(ifs);
+	if (!ifindex || !lte.s_addr) {
+		fprintf(stderr, "floor-c: %s has no IPv4 address\n", argv[1]);
+		return 1;
+	}
+
+	int cmds = genl_socket(), events = genl_socket();
+	uint16_t family = 0;
+	uint32_t group = 0;
+	resolve(cmds, &family, &group);
+	// Only ESTABLISHED is queued: the generic netlink command byte, right
+	// after the 16-byte netlink header, is the event type.
+	struct sock_filter only[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NLMSG_HDRLEN),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EVENT_ESTABLISHED, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+		BPF_STMT(BPF_RET | BPF_K, 0),
+	};
+	struct sock_fprog prog = {sizeof only / sizeof only[0], only};
+	int one = 1, rcvbuf = 8 << 20;
+	if (setsockopt(events, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+		die("event filter");
+	if (setsockopt(events, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+		die("event buffer");
+	if (setsockopt(events, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0)
+		die("joining the events group");
+	// A refusal's acknowledgement without a copy of the request.
+	setsockopt(cmds, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+
+	pthread_t t;
+	if (pthread_create(&t, NULL, at_end, NULL) != 0)
+		die("thread");
+	printf("ready\npid %d\n", getpid());
+	fflush(stdout);
+
+	static char ev[8192], req[256], ack[1024];
+	uint32_t seq = 1;
+	for (;;) {
+		int n = recv(events, ev, sizeof ev, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ENOBUFS) {
+				// As the Go floor: those connections go without a
+				// create, and the round says how many.
+				fprintf(stderr, "floor-c: events lost (netlink buffer overrun)\n");
+				continue;
+			}
+			die("events");
+		}
+		struct nlmsghdr *h = (struct nlmsghdr *)ev;
+		if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_type != family || h->nlmsg_len > (uint32_t)n)
+			continue;
+		uint32_t token = 0, daddr = 0;
+		uint16_t af = 0, dport = 0;
+		EACH_ATTR(a, ev + NLMSG_HDRLEN + GENL_HDRLEN, ev + h->nlmsg_len) {
+			switch (a->nla_type) {
+			case EV_TOKEN: memcpy(&token, ATTR_DATA(a), 4); break;
+			case EV_FAMILY: memcpy(&af, ATTR_DATA(a), 2); break;
+			case EV_DADDR4: memcpy(&daddr, ATTR_DATA(a), 4); break;
+			case EV_DPORT: memcpy(&dport, ATTR_DATA(a), 2); break;
+			}
+		}
+		if (af != AF_INET || !daddr) {
+			pthread_mutex_lock(&mu);
+			skipped++;
+			pthread_mutex_unlock(&mu);
+			continue;
+		}
+
+		struct nlmsghdr *r = (struct nlmsghdr *)req;
+		struct genlmsghdr *g = NLMSG_DATA(r);
+		r->nlmsg_type = family;
+		r->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+		r->nlmsg_seq = ++seq;
+		r->nlmsg_pid = 0;
+		g->cmd = CMD_SUBFLOW_CREATE;
+		g->version = 1;
+		g->reserved = 0;
+		char *p = put((char *)(g + 1), ATTR_TOKEN, &token, 4);
+		uint16_t inet = AF_INET, port = ntohs(dport); // the event's port is big-endian, the command's host order
+		uint8_t id = 2;
+		int32_t ifi = ifindex;
+		struct nlattr *nest = (struct nlattr *)p;
+		nest->nla_type = NLA_F_NESTED | ATTR_ADDR;
+		p += NLA_HDRLEN;
+		p = put(p, ADDR_FAMILY, &inet, 2);
+		p = put(p, ADDR_ID, &id, 1);
+		p = put(p, ADDR_ADDR4, &lte, 4);
+		p = put(p, ADDR_IF_IDX, &ifi, 4);
+		nest->nla_len = p - (char *)nest;
+		nest = (struct nlattr *)p;
+		nest->nla_type = NLA_F_NESTED | ATTR_ADDR_REMOTE;
+		p += NLA_HDRLEN;
+		p = put(p, ADDR_FAMILY, &inet, 2);
+		p = put(p, ADDR_ADDR4, &daddr, 4);
+		p = put(p, ADDR_PORT, &port, 2);
+		nest->nla_len = p - (char *)nest;
+		r->nlmsg_len = p - req;
+		if (send(cmds, req, r->nlmsg_len, 0) < 0)
+			die("subflow create");
+		for (;;) {
+			int m = recv(cmds, ack, sizeof ack, 0);
+			if (m < 0) {
+				if (errno == EINTR)
+					continue;
+				die("subflow create's acknowledgement");
+			}
+			struct nlmsghdr *a = (struct nlmsghdr *)ack;
+			if (m < (int)NLMSG_SPACE(sizeof(struct nlmsgerr)) || a->nlmsg_type != NLMSG_ERROR || a->nlmsg_seq != seq)
+				continue;
+			int err = ((struct nlmsgerr *)NLMSG_DATA(a))->error;
+			if (err) {
+				pthread_mutex_lock(&mu);
+				if (refused++ == 0)
+					snprintf(first, sizeof first, "%s", strerror(-err));
+				pthread_mutex_unlock(&mu);
+			}
+			break;
+		}
+	}
+}
