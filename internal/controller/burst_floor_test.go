@@ -33,12 +33,15 @@ import (
 // What it cannot go below is what the kernel makes a userspace PM pay:
 // the event's trip to a process that must be scheduled, and a request
 // that the family's mutex serializes and that waits for the connection's
-// lock. Its latency is the lower bound of the daemon's on this bed.
+// lock. Its latency is the lower bound of a daemon in Go, on one P, at
+// the same priority.
 //
 // floor-c (BURST_MODES=...,floor-c) does the same in C
 // (testdata/burst_floor.c, built by the benchmark with the system's C
-// compiler): a blocking read, no poller, no Go runtime. What it pays is
-// what the kernel makes any userspace path manager pay on this bed.
+// compiler), without Go's runtime: a blocking read of one event at a
+// time, its create and the create's acknowledgement, then the next. At
+// the same priority that is the least any userspace path manager pays on
+// this bed, whatever it is written in.
 const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname [C-floor-binary]
 
 // floorHelper is the floor's main. It answers "ready", then "pid PID",
@@ -167,25 +170,30 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer, m
 	return r
 }
 
-// buildCFloor compiles testdata/burst_floor.c with $CC, or the first of
-// cc, gcc and clang on the PATH, into a temporary directory.
+// buildCFloor compiles testdata/burst_floor.c with $CC (a command and
+// its arguments), or the first of cc, gcc and clang on the PATH, into a
+// temporary directory.
 func buildCFloor(b *testing.B) string {
-	cc := os.Getenv("CC")
-	for _, c := range []string{"cc", "gcc", "clang"} {
-		if cc != "" {
-			break
-		}
-		if _, err := exec.LookPath(c); err == nil {
-			cc = c
+	const need = "floor-c needs a C compiler and the kernel's headers (Debian: apt-get install gcc linux-libc-dev)"
+	cc := strings.Fields(os.Getenv("CC"))
+	if len(cc) == 0 {
+		for _, c := range []string{"cc", "gcc", "clang"} {
+			if _, err := exec.LookPath(c); err == nil {
+				cc = []string{c}
+				break
+			}
 		}
 	}
-	if cc == "" {
-		b.Fatal("BURST_MODES: floor-c needs a C compiler: set CC, or install cc, gcc or clang")
+	if len(cc) == 0 {
+		b.Fatalf("BURST_MODES: %s: none of cc, gcc and clang is on the PATH, and CC is not set", need)
+	}
+	if _, err := exec.LookPath(cc[0]); err != nil {
+		b.Fatalf("BURST_MODES: %s: CC=%q: %v", need, os.Getenv("CC"), err)
 	}
 	bin := filepath.Join(b.TempDir(), "burst_floor")
-	out, err := exec.Command(cc, "-O2", "-Wall", "-Werror", "-pthread", "-o", bin, filepath.Join("testdata", "burst_floor.c")).CombinedOutput()
-	if err != nil {
-		b.Fatalf("floor-c: %s: %v\n%s", cc, err, out)
+	args := append(append([]string{}, cc[1:]...), "-O2", "-Wall", "-pthread", "-o", bin, filepath.Join("testdata", "burst_floor.c"))
+	if out, err := exec.Command(cc[0], args...).CombinedOutput(); err != nil {
+		b.Fatalf("floor-c: %s: %v\n%s\n(%s)", strings.Join(cc, " "), err, out, need)
 	}
 	return bin
 }
