@@ -109,16 +109,7 @@ func BenchmarkBurst(b *testing.B) {
 	obs := newObserver(b, bed)
 
 	dir := b.TempDir()
-	sock := filepath.Join(dir, "status.sock")
-	cfg := filepath.Join(dir, "policy.yaml")
-	example := bed.Client.MustRun(bin, "config", "example")
-	pol := strings.Replace(example, "status_socket: /run/gigapath/status.sock", "status_socket: "+sock, 1)
-	if pol == example {
-		b.Fatal("the example policy has no status_socket line to replace")
-	}
-	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	cfg, sock, pol := examplePolicy(b, bed, bin, dir)
 	var env []string
 	if d := os.Getenv("BURST_PROFILE"); d != "" {
 		env = append(env, "GIGAPATH_PROFILE_DIR="+d)
@@ -228,6 +219,23 @@ func BenchmarkBurst(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// examplePolicy writes into dir the policy `gigapath config example`
+// prints (userspace PM, aggregate, wifi0 + lte0, managed routing), with
+// its status socket in dir: the file, the socket's path and the policy.
+func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, pol string) {
+	sock = filepath.Join(dir, "status.sock")
+	cfg = filepath.Join(dir, "policy.yaml")
+	example := bed.Client.MustRun(bin, "config", "example")
+	pol = strings.Replace(example, "status_socket: /run/gigapath/status.sock", "status_socket: "+sock, 1)
+	if pol == example {
+		b.Fatal("the example policy has no status_socket line to replace")
+	}
+	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return cfg, sock, pol
 }
 
 // The modes of BenchmarkBurst, each named once here.
