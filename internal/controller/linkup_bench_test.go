@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -23,16 +25,19 @@ import (
 // (handover) waits for a CPU like any process, so this is what its
 // priority buys or costs it.
 //
-// Each op: with lte0 down, the generator (BenchmarkBurst's) opens
-// linkUpConns connections, each with its one subflow on wifi; lte0 comes
-// up; an independent mptcp_pm listener timestamps each connection's lte
-// SUB_ESTABLISHED, measured from the `ip link set up`. The daemon is the
-// built binary with the example policy (userspace PM, aggregate, managed
-// routing), at nice LINK_DAEMON_NICE (default -10, the unit's Nice=);
-// LINK_HOGS (default 2) processes spin at nice 0 meanwhile, as busy
-// applications would. Reported: the share of connections that got their
-// lte subflow within linkUpWait (served), and p50/p99/max from link-up to
-// it over those.
+// Each op: lte0 goes down and the daemon takes it out (its
+// gigapath_interface_up gauges); the generator (BenchmarkBurst's) opens
+// linkUpConns connections, each with its one subflow on wifi, and the
+// daemon takes them in (gigapath_connections); lte0 comes up, by an ioctl
+// of this process; an independent mptcp_pm listener timestamps each
+// connection's first lte SUB_ESTABLISHED (when it reads the batch it came
+// in), measured from that ioctl. The daemon is the built binary with the
+// example policy (userspace PM, aggregate, managed routing), at nice
+// LINK_DAEMON_NICE (default -10, the unit's Nice=); LINK_HOGS (default 2)
+// processes spin at nice 0 meanwhile, as busy applications would.
+// Reported: the share of connections that got their lte subflow within
+// linkUpWait (served), and p50/p99/max from link-up, a connection without
+// one counted as linkUpWait.
 func BenchmarkLinkUpReaction(b *testing.B) {
 	nice := envInt(b, "LINK_DAEMON_NICE", -10, -20, 19)
 	hogs := envInt(b, "LINK_HOGS", 2, 0, 64)
@@ -43,10 +48,20 @@ func BenchmarkLinkUpReaction(b *testing.B) {
 
 	cfg, sock, _ := examplePolicy(b, bed, bin, b.TempDir())
 	d := startDaemonCmd(b, bed.Client.Command(context.Background(), bin, "run", "--config", cfg), sock, testWriter{b})
-	defer func() {
+	// Registered before the spinning processes', so it runs after they
+	// are gone: a starved daemon stops in time. (startDaemonCmd kills one
+	// still running at the end.)
+	b.Cleanup(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
-		<-d.done
-	}()
+		select {
+		case <-d.done:
+			if d.err != nil {
+				b.Errorf("daemon: %v", d.err)
+			}
+		case <-time.After(10 * time.Second):
+			b.Errorf("daemon still running 10s after SIGTERM: killed")
+		}
+	})
 	renice(b, d.cmd.Process.Pid, strconv.Itoa(nice))
 
 	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
@@ -55,43 +70,46 @@ func BenchmarkLinkUpReaction(b *testing.B) {
 	}
 	defer el.Close()
 	var mu sync.Mutex
-	var lte []time.Time // each lte SUB_ESTABLISHED, when read
+	lte := map[uint32]time.Time{} // each connection's first lte SUB_ESTABLISHED, when read
 	defer testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
-		now := time.Now()
+		now := time.Now() // the batch's read: each event's time, as the observer can know it
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			b.Errorf("observer: %v", err)
 		}
 		for _, e := range evs {
-			if e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
-				lte = append(lte, now)
+			if _, seen := lte[e.Token]; !seen && e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
+				lte[e.Token] = now
 			}
 		}
 		return true
 	})() // before el.Close
 
+	spinHogs(b, hogs)
 	// The observer is this process: above the spinning processes and the
 	// daemon, so that its timestamps are the events', not its own wait
-	// for a CPU.
+	// for a CPU. After spinHogs: a process takes the nice of the thread
+	// that starts it.
 	observerFirst(b)
-	spinHogs(b, hogs)
 	var lat []time.Duration
 	served, opened := 0, 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		bed.Client.MustRun("ip", "link", "set", testbed.LTEIf, "down")
-		interfacesUp(b, bed, 1) // the daemon took lte0 out, however starved
+		daemonGauge(b, bed, "gigapath_interface_up", 2) // lte0 back in, every earlier connection gone
+		daemonGauge(b, bed, "gigapath_connections", 0)
+		setLink(b, bed, testbed.LTEIf, false)
+		daemonGauge(b, bed, "gigapath_interface_up", 1) // the daemon took lte0 out, however starved
 		n, _, _ := gen.open(b, linkUpConns)
 		opened += n
-		time.Sleep(500 * time.Millisecond) // every connection established, on wifi
+		daemonGauge(b, bed, "gigapath_connections", float64(n)) // and took every connection in, on wifi
 		mu.Lock()
-		lte = lte[:0]
+		clear(lte)
 		mu.Unlock()
-		up := time.Now()
-		bed.Client.MustRun("ip", "link", "set", testbed.LTEIf, "up")
+		up := setLink(b, bed, testbed.LTEIf, true)
 		// A starved daemon is a result here, not a failure: wait up to
-		// linkUpWait and count what came.
+		// linkUpWait, and count a connection without its lte subflow by
+		// then as linkUpWait.
 		got, deadline := 0, up.Add(linkUpWait)
 		for got < n && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
@@ -100,10 +118,13 @@ func BenchmarkLinkUpReaction(b *testing.B) {
 			mu.Unlock()
 		}
 		mu.Lock()
-		for _, t := range lte[:min(len(lte), n)] {
+		for _, t := range lte {
 			lat = append(lat, t.Sub(up))
 		}
 		mu.Unlock()
+		for range n - min(got, n) {
+			lat = append(lat, linkUpWait)
+		}
 		served += min(got, n)
 		gen.closeAll(b)
 	}
@@ -113,8 +134,58 @@ func BenchmarkLinkUpReaction(b *testing.B) {
 	b.ReportMetric(ms(0.99), "p99-ms")
 	b.ReportMetric(ms(1), "max-ms")
 	b.ReportMetric(float64(served)/float64(max(opened, 1)), "served")
-	b.Logf("daemon at nice %d, %d spinning processes: %d of %d connections got their lte subflow within %v; of those, from link-up p50 %v p99 %v max %v",
-		nice, hogs, served, opened, linkUpWait, pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1))
+	b.Logf("daemon at nice %d, %d spinning processes at nice 0: %d of %d connections got their lte subflow within %v; from link-up (those without: %v) p50 %v p99 %v max %v",
+		nice, hogs, served, opened, linkUpWait, linkUpWait, pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1))
+}
+
+// setLink sets the client's interface name up or down with an ioctl of
+// this process (an `ip` process would put its own start into the time)
+// and returns when it did.
+func setLink(b *testing.B, bed *testbed.Bed, name string, up bool) (at time.Time) {
+	err := bed.Client.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return err
+		}
+		flags := ifr.Uint16()
+		if up {
+			flags |= unix.IFF_UP
+		} else {
+			flags &^= unix.IFF_UP
+		}
+		ifr.SetUint16(flags)
+		at = time.Now()
+		return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	})
+	if err != nil {
+		b.Fatalf("%s up=%v: %v", name, up, err)
+	}
+	return at
+}
+
+// daemonGauge waits until the daemon's metric name (summed over its
+// labels) is want, at most a minute: a daemon below busy applications
+// may take that long.
+func daemonGauge(b *testing.B, bed *testbed.Bed, name string, want float64) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := scrapeCounter(b, bed, name+" ", 9477) + scrapeCounter(b, bed, name+"{", 9477)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the daemon's %s: %v after a minute, want %v", name, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // linkUpConns is how many live connections wait for lte0 in each op of
@@ -124,23 +195,6 @@ const linkUpConns = 500
 // linkUpWait is how long BenchmarkLinkUpReaction waits for the lte
 // subflows after link-up; those that come later count as not served.
 const linkUpWait = 30 * time.Second
-
-// interfacesUp waits until the daemon's gigapath_interface_up gauges add
-// up to n (at most a minute: a daemon below busy applications may take
-// that long).
-func interfacesUp(b *testing.B, bed *testbed.Bed, n float64) {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got := scrapeCounter(b, bed, "gigapath_interface_up", 9477)
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the daemon's interfaces up: %v after a minute, want %v", got, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // observerFirst runs every thread of this process at nice -20 until the
 // benchmark ends.
@@ -157,7 +211,11 @@ func observerFirst(b *testing.B) {
 	if err := set(-20); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { set(old) })
+	b.Cleanup(func() {
+		if err := set(old); err != nil {
+			b.Errorf("nice %d back for this process: %v", old, err)
+		}
+	})
 }
 
 // spinHogs starts n processes that spin at nice 0 until the benchmark
@@ -165,7 +223,12 @@ func observerFirst(b *testing.B) {
 func spinHogs(b *testing.B, n int) {
 	for range n {
 		cmd := exec.Command("sh", "-c", "while :; do :; done")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 0); err != nil {
+			cmd.Process.Kill()
 			b.Fatal(err)
 		}
 		b.Cleanup(func() {
