@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -177,7 +178,13 @@ func setLink(b *testing.B, bed *testbed.Bed, name string, up bool) (at time.Time
 func daemonGauge(b *testing.B, bed *testbed.Bed, name string, want float64) {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		got := scrapeCounter(b, bed, name+" ", 9477) + scrapeCounter(b, bed, name+"{", 9477)
+		var got float64
+		for _, l := range strings.Split(scrape(b, bed.Client, 9477), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				got += v
+			}
+		}
 		if got == want {
 			return
 		}
@@ -203,19 +210,9 @@ func observerFirst(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	old = 20 - old // the raw system call's value is 20 - nice
-	set := func(n int) error {
-		_, err := eachThread(os.Getpid(), func(tid int) error { return syscall.Setpriority(syscall.PRIO_PROCESS, tid, n) })
-		return err
-	}
-	if err := set(-20); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := set(old); err != nil {
-			b.Errorf("nice %d back for this process: %v", old, err)
-		}
-	})
+	renice(b, os.Getpid(), "-20")
+	// The raw system call's value is 20 - nice.
+	b.Cleanup(func() { renice(b, os.Getpid(), strconv.Itoa(20-old)) })
 }
 
 // spinHogs starts n processes that spin at nice 0 until the benchmark
