@@ -1,0 +1,472 @@
+// The thread of package rtcreate (rtcreate.go says why it is in C). It
+// reads the mptcp_pm family's ESTABLISHED events (a socket filter drops
+// every other event before it is queued) one at a time in a blocking recv,
+// and for each sends the creates the published plan gives the connection,
+// each waiting for its acknowledgement, as the controller's early creates
+// do (internal/controller/early.go). It reports only what did not go as
+// planned.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/genetlink.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rtcreate.h"
+
+// include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
+enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
+enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
+enum { ADDR_FAMILY = 1, ADDR_ID = 2, ADDR_ADDR4 = 3, ADDR_ADDR6 = 4, ADDR_PORT = 5, ADDR_FLAGS = 6, ADDR_IF_IDX = 7 };
+enum {
+	EV_TOKEN = 1, EV_FAMILY = 2, EV_SADDR4 = 5, EV_SADDR6 = 6, EV_DADDR4 = 7, EV_DADDR6 = 8,
+	EV_DPORT = 10, EV_FLAGS = 13, EV_IF_IDX = 15, EV_SERVER_SIDE = 18,
+};
+enum { EV_FLAG_DENY_JOIN_ID0 = 1, EV_FLAG_SERVER_SIDE = 2 };
+
+struct gp_rt {
+	int events, cmds, reports;
+	uint16_t family;
+	uint32_t seq;
+	pthread_t thread;
+	atomic_int stop;
+	pthread_mutex_t mu; // guards plan and version
+	struct gp_plan plan;
+	uint64_t version;
+};
+
+static void fail(char *err, int errlen, const char *what, int e) {
+	snprintf(err, errlen, "%s: %s", what, strerror(e));
+}
+
+// put appends attribute type with len bytes of v at p, padded.
+static char *put(char *p, uint16_t type, const void *v, uint16_t len) {
+	struct nlattr *a = (struct nlattr *)p;
+	a->nla_type = type;
+	a->nla_len = NLA_HDRLEN + len;
+	memcpy(p + NLA_HDRLEN, v, len);
+	memset(p + NLA_HDRLEN + len, 0, NLA_ALIGN(len) - len);
+	return p + NLA_HDRLEN + NLA_ALIGN(len);
+}
+
+// EACH_ATTR walks the attributes in [from, to), stopping at the first that
+// does not fit.
+#define EACH_ATTR(a, from, to)                                                     \
+	for (struct nlattr *a = (struct nlattr *)(from);                           \
+	     (char *)a + NLA_HDRLEN <= (char *)(to) && a->nla_len >= NLA_HDRLEN && \
+	     (char *)a + a->nla_len <= (char *)(to);                                \
+	     a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
+#define ATTR_DATA(a) ((char *)(a) + NLA_HDRLEN)
+#define ATTR_LEN(a) ((size_t)((a)->nla_len - NLA_HDRLEN))
+
+// get copies attribute a's payload into v if it holds at least len bytes.
+static int get(const struct nlattr *a, void *v, size_t len) {
+	if (ATTR_LEN(a) < len)
+		return 0;
+	memcpy(v, ATTR_DATA(a), len);
+	return 1;
+}
+
+// resolve asks the generic netlink controller for mptcp_pm's family id and
+// the id of its events group.
+static int resolve(int fd, uint16_t *family, uint32_t *group, char *err, int errlen) {
+	char buf[8192] __attribute__((aligned(4)));
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	struct genlmsghdr *g = NLMSG_DATA(h);
+	memset(buf, 0, NLMSG_HDRLEN + GENL_HDRLEN);
+	h->nlmsg_type = GENL_ID_CTRL;
+	h->nlmsg_flags = NLM_F_REQUEST;
+	h->nlmsg_seq = 1;
+	g->cmd = CTRL_CMD_GETFAMILY;
+	g->version = 1;
+	h->nlmsg_len = put((char *)(g + 1), CTRL_ATTR_FAMILY_NAME, "mptcp_pm", sizeof "mptcp_pm") - buf;
+	if (send(fd, buf, h->nlmsg_len, 0) < 0) {
+		fail(err, errlen, "looking up mptcp_pm", errno);
+		return -1;
+	}
+	int n;
+	while ((n = recv(fd, buf, sizeof buf, 0)) < 0 && errno == EINTR) {
+	}
+	if (n < 0) {
+		fail(err, errlen, "looking up mptcp_pm", errno);
+		return -1;
+	}
+	if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_len > (uint32_t)n || h->nlmsg_type != GENL_ID_CTRL) {
+		snprintf(err, errlen, "the kernel has no mptcp_pm generic netlink family");
+		return -1;
+	}
+	EACH_ATTR(a, g + 1, buf + h->nlmsg_len) {
+		if (a->nla_type == CTRL_ATTR_FAMILY_ID)
+			get(a, family, 2);
+		if ((a->nla_type & NLA_TYPE_MASK) != CTRL_ATTR_MCAST_GROUPS)
+			continue;
+		EACH_ATTR(grp, ATTR_DATA(a), (char *)a + a->nla_len) {
+			uint32_t id = 0;
+			int events = 0;
+			EACH_ATTR(f, ATTR_DATA(grp), (char *)grp + grp->nla_len) {
+				if (f->nla_type == CTRL_ATTR_MCAST_GRP_ID)
+					get(f, &id, 4);
+				if (f->nla_type == CTRL_ATTR_MCAST_GRP_NAME && ATTR_LEN(f) >= sizeof "mptcp_pm_events" &&
+				    memcmp(ATTR_DATA(f), "mptcp_pm_events", sizeof "mptcp_pm_events") == 0)
+					events = 1;
+			}
+			if (events)
+				*group = id;
+		}
+	}
+	if (!*family || !*group) {
+		snprintf(err, errlen, "mptcp_pm has no events group");
+		return -1;
+	}
+	return 0;
+}
+
+// report hands r to the loop. A blocking send: when the loop is behind,
+// the thread waits rather than lose a refusal; gp_rt_stop ends the wait by
+// closing the other end.
+static void report(struct gp_rt *rt, struct gp_report *r) {
+	while (send(rt->reports, r, sizeof *r, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+	}
+}
+
+// conn is what the thread reads of an ESTABLISHED event.
+struct conn {
+	uint32_t token;
+	uint16_t family, dport, flags;
+	uint8_t saddr[16], daddr[16];
+	uint8_t server_side;
+	int32_t ifindex;
+};
+
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+// parse reads an ESTABLISHED event's attributes into c. IPv6 addresses
+// that map IPv4 ones become IPv4, as the controller's norm does.
+static int parse(const char *from, const char *to, struct conn *c) {
+	memset(c, 0, sizeof *c);
+	int have_daddr = 0;
+	EACH_ATTR(a, from, to) {
+		switch (a->nla_type) {
+		case EV_TOKEN: get(a, &c->token, 4); break;
+		case EV_FAMILY: get(a, &c->family, 2); break;
+		case EV_SADDR4: get(a, c->saddr, 4); break;
+		case EV_SADDR6: get(a, c->saddr, 16); break;
+		case EV_DADDR4: have_daddr = get(a, c->daddr, 4); break;
+		case EV_DADDR6: have_daddr = get(a, c->daddr, 16); break;
+		case EV_DPORT: get(a, &c->dport, 2); break;
+		case EV_FLAGS: get(a, &c->flags, 2); break;
+		case EV_SERVER_SIDE: get(a, &c->server_side, 1); break;
+		case EV_IF_IDX: get(a, &c->ifindex, 4); break;
+		}
+	}
+	if (!c->token || !have_daddr || !c->dport || (c->family != AF_INET && c->family != AF_INET6))
+		return 0;
+	if (c->family == AF_INET6 && memcmp(c->daddr, v4mapped, 12) == 0) {
+		memmove(c->daddr, c->daddr + 12, 4);
+		memset(c->daddr + 4, 0, 12);
+		memmove(c->saddr, c->saddr + 12, 4);
+		memset(c->saddr + 4, 0, 12);
+		c->family = AF_INET;
+	}
+	return 1;
+}
+
+static size_t addrlen(uint8_t family) { return family == AF_INET ? 4 : 16; }
+
+// initial is the interface of the connection's initial subflow: that of
+// its local address in the plan, or the event's.
+static int32_t initial(const struct gp_plan *p, const struct conn *c) {
+	for (int i = 0; i < p->naddrs; i++)
+		if (p->addrs[i].family == c->family && memcmp(p->addrs[i].addr, c->saddr, addrlen(c->family)) == 0)
+			return p->addrs[i].index;
+	return c->ifindex;
+}
+
+// create sends one SUBFLOW_CREATE and waits for its acknowledgement: 0, or
+// the kernel's error (positive) with its extack message in msg.
+static int create(struct gp_rt *rt, const struct conn *c, const struct gp_ep *ep, int32_t ifindex, char *msg) {
+	char req[256] __attribute__((aligned(4)));
+	char ack[1024] __attribute__((aligned(4)));
+	struct nlmsghdr *r = (struct nlmsghdr *)req;
+	struct genlmsghdr *g = NLMSG_DATA(r);
+	uint16_t fam = c->family, port = ntohs(c->dport); // the event's port is big-endian, the command's host order
+	size_t alen = addrlen(fam);
+	uint16_t atype = fam == AF_INET ? ADDR_ADDR4 : ADDR_ADDR6;
+
+	r->nlmsg_type = rt->family;
+	r->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	r->nlmsg_seq = ++rt->seq;
+	r->nlmsg_pid = 0;
+	g->cmd = CMD_SUBFLOW_CREATE;
+	g->version = 1;
+	g->reserved = 0;
+	char *p = put((char *)(g + 1), ATTR_TOKEN, &c->token, 4);
+	struct nlattr *nest = (struct nlattr *)p;
+	nest->nla_type = NLA_F_NESTED | ATTR_ADDR;
+	p += NLA_HDRLEN;
+	p = put(p, ADDR_FAMILY, &fam, 2);
+	p = put(p, atype, ep->addr, alen);
+	if (ep->id)
+		p = put(p, ADDR_ID, &ep->id, 1);
+	if (ep->flags)
+		p = put(p, ADDR_FLAGS, &ep->flags, 4);
+	p = put(p, ADDR_IF_IDX, &ifindex, 4);
+	nest->nla_len = p - (char *)nest;
+	nest = (struct nlattr *)p;
+	nest->nla_type = NLA_F_NESTED | ATTR_ADDR_REMOTE;
+	p += NLA_HDRLEN;
+	p = put(p, ADDR_FAMILY, &fam, 2);
+	p = put(p, atype, c->daddr, alen);
+	p = put(p, ADDR_PORT, &port, 2);
+	nest->nla_len = p - (char *)nest;
+	r->nlmsg_len = p - req;
+	while (send(rt->cmds, req, r->nlmsg_len, 0) < 0) {
+		if (errno != EINTR) {
+			snprintf(msg, GP_MSG, "sending the request: %s", strerror(errno));
+			return errno;
+		}
+	}
+	for (;;) {
+		int m = recv(rt->cmds, ack, sizeof ack, 0);
+		if (m < 0) {
+			if (errno == EINTR)
+				continue;
+			snprintf(msg, GP_MSG, "reading the acknowledgement: %s", strerror(errno));
+			return errno;
+		}
+		struct nlmsghdr *a = (struct nlmsghdr *)ack;
+		if (m < (int)NLMSG_SPACE(sizeof(struct nlmsgerr)) || a->nlmsg_len > (uint32_t)m ||
+		    a->nlmsg_type != NLMSG_ERROR || a->nlmsg_seq != rt->seq)
+			continue; // not this request's (a wake-up of gp_rt_stop's is for the events socket)
+		struct nlmsgerr *e = NLMSG_DATA(a);
+		if (!e->error)
+			return 0;
+		// With NETLINK_CAP_ACK the request is not copied back: the
+		// extack attributes follow the error and the request's header.
+		if (a->nlmsg_flags & NLM_F_ACK_TLVS)
+			EACH_ATTR(t, (char *)(e + 1), ack + a->nlmsg_len) {
+				if (t->nla_type == NLMSGERR_ATTR_MSG && ATTR_LEN(t) > 0)
+					snprintf(msg, GP_MSG, "%.*s", (int)ATTR_LEN(t), ATTR_DATA(t));
+			}
+		return -e->error;
+	}
+}
+
+// serve sends the creates the plan gives the connection of one ESTABLISHED.
+static void serve(struct gp_rt *rt, const struct gp_plan *p, const struct conn *c) {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec >= p->deadline) {
+		struct gp_report r = {.kind = GP_NOT_SENT, .token = c->token, .family = c->family, .port = ntohs(c->dport)};
+		memcpy(r.remote, c->daddr, 16);
+		report(rt, &r);
+		return;
+	}
+	int32_t init = initial(p, c);
+	for (int i = 0; i < p->nifs; i++) {
+		const struct gp_ep *ep = c->family == AF_INET ? &p->ifs[i].v4 : &p->ifs[i].v6;
+		if (p->ifs[i].index == init || ep->family != c->family)
+			continue;
+		struct gp_report r = {0};
+		int err = create(rt, c, ep, p->ifs[i].index, r.msg);
+		if (!err)
+			continue;
+		r.kind = GP_REFUSED;
+		r.id = ep->id;
+		r.family = c->family;
+		memcpy(r.local, ep->addr, 16);
+		r.token = c->token;
+		r.index = p->ifs[i].index;
+		r.err = err;
+		memcpy(r.remote, c->daddr, 16);
+		r.port = ntohs(c->dport);
+		report(rt, &r);
+	}
+}
+
+static void *run(void *arg) {
+	struct gp_rt *rt = arg;
+	static const struct gp_plan none;
+	struct gp_plan *plan = malloc(sizeof *plan);
+	uint64_t have = 0;
+	char ev[8192] __attribute__((aligned(4)));
+	if (!plan) {
+		struct gp_report r = {.kind = GP_FAILED, .err = ENOMEM};
+		snprintf(r.msg, sizeof r.msg, "the plan's memory");
+		report(rt, &r);
+		return NULL;
+	}
+	*plan = none;
+	while (!atomic_load(&rt->stop)) {
+		int n = recv(rt->events, ev, sizeof ev, 0);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue; // EAGAIN: the receive timeout, to look at stop
+			struct gp_report r = {.kind = GP_LOST};
+			if (errno != ENOBUFS) {
+				r.kind = GP_FAILED;
+				r.err = errno;
+				snprintf(r.msg, sizeof r.msg, "reading events");
+			}
+			report(rt, &r);
+			if (r.kind == GP_FAILED)
+				break;
+			continue;
+		}
+		struct nlmsghdr *h = (struct nlmsghdr *)ev;
+		struct conn c;
+		if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_type != rt->family || h->nlmsg_len > (uint32_t)n ||
+		    !parse(ev + NLMSG_HDRLEN + GENL_HDRLEN, ev + h->nlmsg_len, &c))
+			continue; // gp_rt_stop's wake-up, or an event no create answers (the loop reads its own)
+		// A connection the peer opened, or whose peer set the C flag,
+		// is the loop's to decide.
+		if (c.server_side || (c.flags & (EV_FLAG_SERVER_SIDE | EV_FLAG_DENY_JOIN_ID0)))
+			continue;
+		pthread_mutex_lock(&rt->mu);
+		if (rt->version != have) {
+			*plan = rt->plan;
+			have = rt->version;
+		}
+		pthread_mutex_unlock(&rt->mu);
+		serve(rt, plan, &c);
+	}
+	free(plan);
+	return NULL;
+}
+
+static int genl_socket(void) {
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, char *err, int errlen) {
+	struct gp_rt *rt = calloc(1, sizeof *rt);
+	if (!rt) {
+		fail(err, errlen, "starting", ENOMEM);
+		return NULL;
+	}
+	rt->reports = report_fd;
+	rt->events = genl_socket();
+	rt->cmds = genl_socket();
+	pthread_mutex_init(&rt->mu, NULL);
+	uint32_t group = 0;
+	if (rt->events < 0 || rt->cmds < 0) {
+		fail(err, errlen, "netlink socket", errno);
+		goto out;
+	}
+	if (resolve(rt->cmds, &rt->family, &group, err, errlen) < 0)
+		goto out;
+	// Only ESTABLISHED is queued: the generic netlink command byte, right
+	// after the netlink header, is the event type.
+	struct sock_filter only[] = {
+		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NLMSG_HDRLEN),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EVENT_ESTABLISHED, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+		BPF_STMT(BPF_RET | BPF_K, 0),
+	};
+	struct sock_fprog prog = {sizeof only / sizeof only[0], only};
+	int one = 1, rcvbuf = 8 << 20;
+	if (setsockopt(rt->events, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
+		fail(err, errlen, "event filter", errno);
+		goto out;
+	}
+	// A burst's events wait here while the thread creates: room for
+	// tens of thousands (SO_RCVBUF, capped by rmem_max, without
+	// CAP_NET_ADMIN).
+	if (setsockopt(rt->events, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+		setsockopt(rt->events, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+	// gp_rt_stop wakes the thread; should its wake-up be refused, the
+	// thread still sees stop within a second.
+	struct timeval second = {.tv_sec = 1};
+	setsockopt(rt->events, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
+	if (setsockopt(rt->events, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+		fail(err, errlen, "joining mptcp_pm's events group", errno);
+		goto out;
+	}
+	// A refusal's acknowledgement without a copy of the request, with the
+	// kernel's message.
+	setsockopt(rt->cmds, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+	setsockopt(rt->cmds, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	*fifo = 0;
+	*sched_err = 0;
+	if (prio > 0) {
+		struct sched_param sp = {.sched_priority = prio};
+		pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+		pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+		pthread_attr_setschedparam(&attr, &sp);
+		int e = pthread_create(&rt->thread, &attr, run, rt);
+		if (e == 0) {
+			*fifo = 1;
+			pthread_attr_destroy(&attr);
+			return rt;
+		}
+		// EPERM: no CAP_SYS_NICE (or RLIMIT_RTPRIO); run at the
+		// caller's scheduling instead, and say so.
+		*sched_err = e;
+		pthread_attr_destroy(&attr);
+		pthread_attr_init(&attr);
+	}
+	int e = pthread_create(&rt->thread, &attr, run, rt);
+	pthread_attr_destroy(&attr);
+	if (e == 0)
+		return rt;
+	fail(err, errlen, "starting the thread", e);
+out:
+	if (rt->events >= 0)
+		close(rt->events);
+	if (rt->cmds >= 0)
+		close(rt->cmds);
+	pthread_mutex_destroy(&rt->mu);
+	free(rt);
+	return NULL;
+}
+
+void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p) {
+	pthread_mutex_lock(&rt->mu);
+	rt->plan = *p;
+	rt->version++;
+	pthread_mutex_unlock(&rt->mu);
+}
+
+void gp_rt_stop(struct gp_rt *rt) {
+	atomic_store(&rt->stop, 1);
+	// Wake the thread in its recv: a datagram to its events socket from
+	// the commands socket (in the same namespace; the caller may be in
+	// another), which the socket filter lets through (its command byte is
+	// ESTABLISHED's) and the thread ignores (it is not mptcp_pm's).
+	struct sockaddr_nl self;
+	socklen_t len = sizeof self;
+	if (getsockname(rt->events, (struct sockaddr *)&self, &len) == 0) {
+		struct {
+			struct nlmsghdr h;
+			uint8_t cmd[4];
+		} wake = {.h = {.nlmsg_len = sizeof wake, .nlmsg_type = NLMSG_NOOP}, .cmd = {EVENT_ESTABLISHED}};
+		struct sockaddr_nl to = {.nl_family = AF_NETLINK, .nl_pid = self.nl_pid};
+		sendto(rt->cmds, &wake, sizeof wake, 0, (struct sockaddr *)&to, sizeof to);
+	}
+	pthread_join(rt->thread, NULL);
+	close(rt->events);
+	close(rt->cmds);
+	pthread_mutex_destroy(&rt->mu);
+	free(rt);
+}
