@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/rtcreate"
 	"github.com/urfave/cli/v2"
 )
 
@@ -44,6 +45,9 @@ func configCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := buildRefuses(file, p); err != nil {
+		return err
+	}
 	notes := p.Notes()
 	if jsonOutput(c) {
 		return printJSON(struct {
@@ -56,6 +60,16 @@ func configCheck(c *cli.Context) error {
 	fmt.Printf("ok: %s: %s\n", file, p.Summary())
 	for _, n := range notes {
 		fmt.Printf("note: %s\n", n)
+	}
+	return nil
+}
+
+// buildRefuses is what this build of gigapath cannot do of p (bad input,
+// exit 2): the real-time create thread is C, absent from a build without
+// cgo (the .deb's).
+func buildRefuses(file string, p *policy.Policy) error {
+	if p.Creates.Thread == policy.CreatesRealtime && !rtcreate.Supported {
+		return usageErrorf("%s: creates.thread: realtime needs a gigapath built with cgo (CGO_ENABLED=1 and a C compiler); this one was built without: use creates.thread: reader, or remove the key", file)
 	}
 	return nil
 }

@@ -206,3 +206,31 @@ func TestConfigDiff(t *testing.T) {
 		t.Errorf("config diff with a bad NEW: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// A gigapath built without cgo has no real-time create thread: config
+// check and run refuse a policy that asks for it as bad input (exit 2,
+// naming the file and the key), before touching anything; one built with
+// cgo accepts it.
+func TestRealtimeCreatesNeedCgo(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal("the go tool is not in PATH, the binary cannot be built")
+	}
+	nocgo := filepath.Join(t.TempDir(), "gigapath")
+	build := exec.Command(gobin, "build", "-o", nocgo, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	f := writeConfigFile(t, "rt.yaml", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\ncreates: {thread: realtime}\n")
+	const want = "creates.thread: realtime needs a gigapath built with cgo"
+	for _, args := range [][]string{{"config", "check", f}, {"run", "--config", f}} {
+		code, out, stderr := runConfigCLI(t, nocgo, args...)
+		if code != 2 || out != "" || !strings.Contains(stderr, want) || !strings.Contains(stderr, f) {
+			t.Errorf("%q without cgo: exit %d, stdout %q, stderr %q; want exit 2 naming %s and %q", args, code, out, stderr, f, want)
+		}
+	}
+	if code, out, stderr := runConfigCLI(t, buildGigapathForConfig(t), "config", "check", f); code != 0 || !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("config check with cgo: exit %d, stdout %q, stderr %q; want ok", code, out, stderr)
+	}
+}

@@ -80,6 +80,9 @@ func runDaemon(c *cli.Context) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
+	if err := buildRefuses(file, p); err != nil {
+		return err
+	}
 	if c.Bool("check") {
 		if ns := netnsName(c); ns != "" {
 			f, err := pathmgr.OpenNetNS(ns)

@@ -135,6 +135,13 @@ type Controller struct {
 	earlyPM   PM
 	early     atomic.Pointer[earlyPlan]
 	earlySent []earlyCreate
+	// rtc is the real-time create thread that sends them instead
+	// (creates.thread: realtime; rtcreates.go), nil without one;
+	// rtcFailed: it stopped, rtcTooBig: it cannot hold the plan, and
+	// rtLate holds its reports about connections not taken in yet.
+	rtc                  rtThread
+	rtcFailed, rtcTooBig bool
+	rtLate               map[uint32][]lateReport
 
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)

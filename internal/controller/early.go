@@ -73,7 +73,8 @@ const earlyPlanValid = 2 * tickEvery
 // plan where there are no early creates (the in-kernel PM, the server
 // side, or no reader's client).
 func (c *Controller) publishEarly() {
-	if c.earlyPM == nil || c.pol.PathManager != policy.PMUserspace || c.pol.Side == policy.SideServer {
+	if (c.earlyPM == nil && c.rtc == nil) || c.pol.PathManager != policy.PMUserspace || c.pol.Side == policy.SideServer {
+		c.publishRT(nil)
 		c.early.Store(nil)
 		return
 	}
@@ -117,12 +118,16 @@ func (c *Controller) publishEarly() {
 		p.ifs = append(p.ifs, ei)
 	}
 	c.saveIDs()
+	if c.rtc != nil {
+		p = c.publishRT(p) // nil if the thread cannot take it
+	}
 	c.early.Store(p)
 }
 
 // earlyCreates sends, on the reader's goroutine, the creates the published
 // plan gives each new connection in evs, and returns them; request (nil:
-// none) times each.
+// none) times each. With the real-time thread it sends none and returns
+// them as sent: the thread sends them (rtcreates.go).
 func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observer) []earlyCreate {
 	p := c.early.Load()
 	if p == nil || !c.now().Before(p.until) {
@@ -148,10 +153,13 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 			if ei.index == initial || !ep.Addr.IsValid() {
 				continue
 			}
-			start := time.Now()
-			err := c.earlyPM.CreateSubflow(ev.Token, ep, dst)
-			if request != nil {
-				request.Observe(time.Since(start).Seconds())
+			var err error
+			if c.rtc == nil {
+				start := time.Now()
+				err = c.earlyPM.CreateSubflow(ev.Token, ep, dst)
+				if request != nil {
+					request.Observe(time.Since(start).Seconds())
+				}
 			}
 			out = append(out, earlyCreate{event: n, ep: ep, err: err})
 		}
@@ -170,6 +178,7 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 // instead of backing off.
 func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at time.Time) {
 	dst := norm(cn.remote)
+	cn.assumed = c.rtc != nil && len(sent) > 0
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}
 		c.ls.creates.Inc()

@@ -731,3 +731,32 @@ func TestIntegrationHandover(t *testing.T) {
 	})
 	wait()
 }
+
+// With creates.thread: realtime a new connection's lte subflow comes from
+// the real-time thread: neither the reader nor the loop's pool sends a
+// create, and the loop's account has the subflow.
+func TestIntegrationRealtimeCreates(t *testing.T) {
+	const size = 24 << 20
+	e := setup(t, size)
+	b := e.bed
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "aggregate", sock) + "creates: {thread: realtime}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m})
+
+	wait := e.download(t, size)
+	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+		_, ok := hasFrom(subflows(t, b), b.LTEAddr)
+		return ok
+	})
+	if e, q := histCount(t, m, metrics.CreateSeconds, "stage", "early"), histCount(t, m, metrics.CreateSeconds, "stage", "queue"); e != 0 || q != 0 {
+		t.Errorf("%s counts %d early and %d queued creates, want none: the thread sends them", metrics.CreateSeconds, e, q)
+	}
+	if n := histCount(t, m, metrics.ReactionLatency); n != 1 {
+		t.Errorf("%s counts %d observations, want 1 (one connection, its subflow in the loop's account)", metrics.ReactionLatency, n)
+	}
+	wait()
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/internal/rtcreate"
 	"github.com/gigapath/gigapath/internal/status"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -56,6 +57,7 @@ type inputs struct {
 	dumps    <-chan dumpResult
 	net      <-chan netmon.Event
 	failures <-chan createFailure
+	rt       <-chan rtcreate.Report // the real-time create thread's (rtcreates.go)
 	health   <-chan healthBatch
 	notify   *notifier
 }
@@ -242,7 +244,21 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		pathmgr.EventSubEstablished, pathmgr.EventSubClosed, pathmgr.EventSubPriority); err != nil {
 		c.log.Debug("every path-manager event is read", "err", err)
 	}
-	if p.PathManager == policy.PMUserspace && p.Side != policy.SideServer {
+	if p.Creates.Thread == policy.CreatesRealtime && c.rtc == nil {
+		// The thread's sockets are its own: it reads ESTABLISHED itself.
+		th, err := c.startRT(p.Creates.Priority)
+		if err != nil {
+			return in, err
+		}
+		undo.push(func(stopMode) { th.Close() })
+		c.rtc = th
+	}
+	if c.rtc != nil {
+		rtCh := make(chan rtcreate.Report, 64)
+		in.rt = rtCh
+		rtc := c.rtc
+		g.Go(func() error { return readRT(ctx, rtc, rtCh) })
+	} else if p.PathManager == policy.PMUserspace && p.Side != policy.SideServer {
 		// The reader's own socket for a new connection's creates (early.go).
 		ec, err := pathmgr.Dial(pmcfg)
 		if err != nil {
@@ -433,7 +449,7 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 			return nil
 		}
 		b := pmBatch{events: evs, at: c.now()}
-		if c.earlyPM != nil {
+		if c.earlyPM != nil || c.rtc != nil {
 			b.early = c.earlyCreates(evs, early)
 		}
 		b.read = time.Now() // the loop's wait starts after the creates

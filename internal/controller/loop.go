@@ -32,6 +32,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 		select {
 		case <-ctx.Done():
 			c.early.Store(nil) // no creates for connections no loop takes in
+			c.publishRT(nil)
 			c.log.Info("stopping")
 			return nil, nil
 		case b := <-in.pm:
@@ -51,6 +52,10 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
 				c.requestResync("events_lost")
 			}
+		case r := <-in.rt:
+			t := ls.begin(inCreateFailure, time.Time{})
+			c.rtReport(r, c.now())
+			ls.end(inCreateFailure, t)
 		case f := <-in.failures:
 			t := ls.begin(inCreateFailure, time.Time{})
 			c.createFailed(f)
@@ -104,6 +109,7 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 			// The new binary takes in what this one leaves; the reader
 			// creates nothing for what the handoff does not carry.
 			c.early.Store(nil)
+			c.publishRT(nil)
 			u.handoff = c.makeHandoff()
 			return u, nil
 		}
@@ -121,6 +127,9 @@ func (c *Controller) tick() {
 		c.applyKernelPM()
 	}
 	c.syncListeners()
+	if len(c.rtLate) > 0 {
+		c.expireLate(c.now())
+	}
 	c.runDue(c.now())
 	c.refreshGauges()
 }
@@ -200,6 +209,9 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		}
 		c.m.Connections.Set(float64(len(c.conns)))
 		c.applyEarly(cn, c.earlySent, known, at)
+		if c.rtLate != nil {
+			c.takeLate(cn)
+		}
 		c.reconcileConn(cn)
 	case pathmgr.EventClosed:
 		c.dropConn(ev.Token)

@@ -56,6 +56,7 @@ status_socket: ""
 	"kernel":      strings.Replace(reloadClient, "path_manager: userspace", "path_manager: kernel\nlimits: {subflows: 4, add_addr_accepted: 4}", 1),
 	"peers":       strings.Replace(strings.ReplaceAll(reloadClient, "max_subflows: 2", "max_subflows: 1"), "peer_addresses: ignore", "peer_addresses: use", 1),
 	"routing-off": strings.Replace(reloadClient, "mode: managed", "mode: off", 1),
+	"realtime":    strings.Replace(reloadClient, "steering: aggregate", "steering: aggregate\ncreates: {thread: realtime, priority: 10}", 1),
 	"priority":    strings.Replace(reloadClient, "steering: aggregate", "steering: priority\npriority: {rtt_ms: 200, loss_percent: 5, reorder_percent: 30, hysteresis_percent: 20, hold: 5s}", 1),
 	"handover":    strings.Replace(reloadClient, "steering: aggregate", "steering: handover\nhandover: {rtt_ms: 500, loss_percent: 20, reorder_percent: 10, interval: 1s, failures: 3, hold: 3s}", 1),
 }
@@ -232,6 +233,9 @@ var reloadCases = map[string]reloadCase{
 		}},
 	"metrics.listen": {base: "client", replace: []string{`metrics: {listen: ""}`, `metrics: {listen: "127.0.0.1:9999"}`}},
 	"status_socket":  {base: "client", replace: []string{`status_socket: ""`, `status_socket: /run/gigapath-test.sock`}},
+	"creates.thread": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\ncreates: {thread: realtime}"},
+		diffKeys: []string{"creates.thread", "creates.priority"}}, // the priority defaults with the thread
+	"creates.priority": {base: "realtime", replace: []string{"priority: 10", "priority: 20"}},
 	// What the collector registered with the sockops program reads at
 	// each scrape: four subflows are above the new 3 (the default 1,024
 	// would export them one by one); the srtt histogram names their

@@ -59,8 +59,11 @@ type conn struct {
 	// the addresses the peer announces.
 	noJoinRemote bool
 	established  bool
-	estAt        time.Time // when this process saw ESTABLISHED (zero: adopted)
-	measured     bool      // reaction latency recorded
+	// assumed: the real-time thread's creates were taken as sent when the
+	// loop took the connection in (rtcreates.go).
+	assumed  bool
+	estAt    time.Time // when this process saw ESTABLISHED (zero: adopted)
+	measured bool      // reaction latency recorded
 	// The collections below are slices, nil while empty: a connection
 	// holds none, one or two entries in each, and a Go map with any
 	// entry costs a group of eight slots (BenchmarkStateMemory).

@@ -145,6 +145,7 @@ func Describe(old, new *Policy) []string {
 	change(d.StatusChanged, "status_socket", quoted(old.StatusSocket), quoted(new.StatusSocket))
 	change(d.LogChanged, "log", old.Log.Level+"/"+old.Log.Format, new.Log.Level+"/"+new.Log.Format)
 	change(d.LinkLocalChanged, "skip_link_local", old.SkipLinkLocal, new.SkipLinkLocal)
+	change(old.Creates != new.Creates, "creates", fmt.Sprintf("%+v", old.Creates), fmt.Sprintf("%+v", new.Creates))
 	if d.RelayChanged {
 		add("~ relay: changed (gigapath relay --config reads it when it starts; the daemon does not use it)")
 	}

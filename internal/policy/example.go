@@ -127,6 +127,14 @@ log:
 # Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
 skip_link_local: true
 
+# Which thread answers a new connection with its subflow creates (client
+# side, userspace PM): reader (the daemon's event reader, the default) or
+# realtime (a C thread at SCHED_FIFO: the second path sooner under bursts
+# of new connections; needs CAP_SYS_NICE or LimitRTPRIO, docs/deploy.md).
+#creates:
+#  thread: realtime
+#  priority: 10
+
 # The SOCKS5 relay's section: gigapath relay --config FILE reads it when
 # it starts (docs/relay.md); the daemon does not use it.
 #relay:

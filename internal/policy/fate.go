@@ -92,6 +92,8 @@ var fates = map[string]Fate{
 	"log.level":              Applied,
 	"log.format":             Applied,
 	"skip_link_local":        Applied,
+	"creates.thread":         Restart, // a thread the process starts with its sockets
+	"creates.priority":       Restart, // same
 
 	"relay": RelayOnly,
 }

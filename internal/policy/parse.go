@@ -89,6 +89,7 @@ type rawFile struct {
 	StatusSocket  *string        `yaml:"status_socket"`
 	Log           *rawLog        `yaml:"log"`
 	SkipLinkLocal *bool          `yaml:"skip_link_local"`
+	Creates       *rawCreates    `yaml:"creates"`
 	Relay         *relay.Config  `yaml:"relay"`
 }
 
@@ -178,6 +179,11 @@ type rawHandover struct {
 type rawMetrics struct {
 	Listen        *string `yaml:"listen"`
 	SubflowSeries *int    `yaml:"subflow_series"`
+}
+
+type rawCreates struct {
+	Thread   *string `yaml:"thread"`
+	Priority *int    `yaml:"priority"`
 }
 
 type rawLog struct {
@@ -724,6 +730,28 @@ func (c *checker) validate(r *rawFile) *Policy {
 		}
 		if r.Log.Format != "" {
 			p.Log.Format = string(oneOf(c, "log.format", &r.Log.Format, "text", "text", "json"))
+		}
+	}
+
+	p.Creates = Creates{Thread: CreatesReader}
+	if r.Creates != nil {
+		p.Creates.Thread = oneOf(c, "creates.thread", r.Creates.Thread, CreatesReader, CreatesReader, CreatesRealtime)
+		if r.Creates.Priority != nil {
+			if p.Creates.Thread != CreatesRealtime {
+				c.errorf("creates.priority", "only valid with creates.thread: realtime (the reader runs at the daemon's own scheduling)")
+			} else if n := *r.Creates.Priority; n < 1 || n > 99 {
+				c.errorf("creates.priority", "%d is out of range; use 1 to 99 (SCHED_FIFO priority)", n)
+			} else {
+				p.Creates.Priority = n
+			}
+		}
+		if p.Creates.Thread == CreatesRealtime {
+			if p.Creates.Priority == 0 {
+				p.Creates.Priority = DefaultCreatesPriority
+			}
+			if p.Side != SideClient || p.PathManager != PMUserspace {
+				c.errorf("creates.thread", "realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key")
+			}
 		}
 	}
 

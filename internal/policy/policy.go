@@ -169,6 +169,9 @@ type Policy struct {
 	StatusSocket        string       `json:"status_socket"` // empty disables the status socket
 	Log                 Log          `json:"log"`
 	SkipLinkLocal       bool         `json:"skip_link_local"`
+	// Creates is which thread answers a new connection with its
+	// SUBFLOW_CREATEs (client side, userspace PM).
+	Creates Creates `json:"creates"`
 	// Relay is the `relay:` section, nil when absent: the configuration of
 	// `gigapath relay --config FILE`, decoded as strictly as the rest. The
 	// daemon does not use it. Not in the JSON form: an upstream URL may
@@ -314,6 +317,32 @@ type Metrics struct {
 }
 
 // Log configures logging.
+// CreatesThread is the thread that sends a new connection's creates.
+type CreatesThread string
+
+// Create threads.
+const (
+	// CreatesReader: the daemon's event reader, in Go, at the daemon's
+	// scheduling (internal/controller/early.go).
+	CreatesReader CreatesThread = "reader"
+	// CreatesRealtime: a thread of its own, in C, at SCHED_FIFO
+	// (internal/rtcreate); for bursts of new connections. Needs a build
+	// with cgo and CAP_SYS_NICE (without it the thread runs at the
+	// daemon's scheduling, with a warning).
+	CreatesRealtime CreatesThread = "realtime"
+)
+
+// DefaultCreatesPriority is the realtime thread's SCHED_FIFO priority
+// unless creates.priority says otherwise: above every SCHED_OTHER thread,
+// below the kernel's threaded interrupts (50).
+const DefaultCreatesPriority = 10
+
+// Creates is the `creates:` section.
+type Creates struct {
+	Thread   CreatesThread `json:"thread"`
+	Priority int           `json:"priority,omitempty"` // SCHED_FIFO priority of the realtime thread
+}
+
 type Log struct {
 	Level  string `json:"level"`  // debug, info, warn, error
 	Format string `json:"format"` // text, json

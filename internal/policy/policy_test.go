@@ -56,6 +56,7 @@ func TestParseMinimal(t *testing.T) {
 		StatusSocket:  "/run/gigapath/status.sock",
 		Log:           Log{Level: "info", Format: "text"},
 		SkipLinkLocal: true,
+		Creates:       Creates{Thread: CreatesReader},
 	}
 	if d := cmp.Diff(want, p, addrEq); d != "" {
 		t.Errorf("minimal policy (-want +got):\n%s", d)
@@ -138,6 +139,17 @@ func TestRoutingShortForm(t *testing.T) {
 
 // TestParseErrors covers every bad-config class of the issue and more: the
 // message must name the line, the key path, the bad value and what is valid.
+func TestParseCreates(t *testing.T) {
+	p := mustParse(t, minimal+"creates:\n  thread: realtime\n")
+	if want := (Creates{Thread: CreatesRealtime, Priority: DefaultCreatesPriority}); p.Creates != want {
+		t.Errorf("creates = %+v, want %+v", p.Creates, want)
+	}
+	p = mustParse(t, minimal+"creates:\n  thread: realtime\n  priority: 30\n")
+	if want := (Creates{Thread: CreatesRealtime, Priority: 30}); p.Creates != want {
+		t.Errorf("creates = %+v, want %+v", p.Creates, want)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	const ifs = "interfaces:\n  - name: wifi0\n    role: wifi\n  - name: lte0\n    role: lte\n"
 	tests := []struct {
@@ -145,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 		want     []string
 	}{
 		{"unknown key at top", "path_manager: userspace\nsteerin: aggregate\n" + ifs,
-			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`}},
+			[]string{`line 2: steerin: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, creates, relay`}},
 		{"unknown key in interface", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    rol: wifi\n",
 			[]string{`line 3: interfaces[0].role: missing; use one of wifi, lte, ethernet, other`,
 				`line 4: interfaces[0].rol: unknown key; valid keys: name, match, role, backup, max_subflows, congestion, mark, gateway`}},
@@ -163,6 +175,16 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 7: interfaces[2].name: "wifi0" is already used by interfaces[0]; list each interface once`}},
 		{"bad address", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 10.0.0.300\n",
 			[]string{`line 9: announce[0].address: "10.0.0.300" is not an IP address; want e.g. 192.0.2.10 or 2001:db8::10`}},
+		{"realtime creates on a server", "side: server\npath_manager: userspace\ncreates:\n  thread: realtime\n" + ifs,
+			[]string{`line 4: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key`}},
+		{"realtime creates, in-kernel PM", "path_manager: kernel\ncreates:\n  thread: realtime\n" + ifs,
+			[]string{`line 3: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key`}},
+		{"bad creates thread", "path_manager: userspace\ncreates:\n  thread: fast\n" + ifs,
+			[]string{`line 3: creates.thread: "fast" is not valid; use one of reader, realtime`}},
+		{"bad creates priority", "path_manager: userspace\ncreates:\n  thread: realtime\n  priority: 100\n" + ifs,
+			[]string{`line 4: creates.priority: 100 is out of range; use 1 to 99 (SCHED_FIFO priority)`}},
+		{"creates priority for the reader", "path_manager: userspace\ncreates:\n  priority: 20\n" + ifs,
+			[]string{`line 3: creates.priority: only valid with creates.thread: realtime (the reader runs at the daemon's own scheduling)`}},
 		{"refuse on a client", "path_manager: userspace\ninitial_address_joins: refuse\n" + ifs,
 			[]string{`line 2: initial_address_joins: refuse is only valid with side: server (the C flag is sent by the end that accepts connections); use allow or remove the key`}},
 		{"bad initial_address_joins", "side: server\npath_manager: userspace\ninitial_address_joins: deny\n" + ifs,
@@ -259,7 +281,7 @@ func TestParseErrors(t *testing.T) {
 			[]string{`line 2: mapping key "path_manager" already defined at line 1`}},
 		{"several problems at once", "path_manager: userspace\nsteering: fast\nbogus: 1\ninterfaces:\n  - name: wifi0\n    role: 5g\n",
 			[]string{`line 2: steering: "fast" is not valid; use one of aggregate, active-standby, handover, priority`,
-				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, relay`,
+				`line 3: bogus: unknown key; valid keys: side, path_manager, steering, scheduler, path_cgroup, mptcpify, interfaces, peer_addresses, announce, initial_address_joins, limits, routing, priority, handover, metrics, status_socket, log, skip_link_local, creates, relay`,
 				`line 6: interfaces[0].role: "5g" is not valid; use one of wifi, lte, ethernet, other`}},
 	}
 	for _, tt := range tests {
@@ -509,6 +531,12 @@ interfaces:
 	}
 	if got := Describe(old, mustParse(t, minimal+"metrics: {subflow_series: 100000}\n")); !slices.Equal(got, []string{"~ metrics.subflow_series: 1024 -> 100000"}) {
 		t.Errorf("subflow_series described as %q", got)
+	}
+	if got, want := Describe(old, mustParse(t, minimal+"creates: {thread: realtime}\n")), []string{
+		"~ creates: {Thread:reader Priority:0} -> {Thread:realtime Priority:10}",
+		"! needs a restart: creates.thread, creates.priority",
+	}; !slices.Equal(got, want) {
+		t.Errorf("creates described as %q, want %q", got, want)
 	}
 	if got := Describe(old, mustParse(t, minimal)); len(got) != 0 {
 		t.Errorf("no change described as %q", got)

@@ -1,0 +1,162 @@
+package controller
+
+import (
+	"errors"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/rtcreate"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// fakeRT is the real-time thread as the controller sees it: the plans
+// published to it, in order.
+type fakeRT struct {
+	plans []*rtcreate.Plan
+	full  bool // Publish refuses a plan
+}
+
+func (f *fakeRT) Publish(p *rtcreate.Plan) error {
+	if p != nil && f.full {
+		return errors.New("too big")
+	}
+	f.plans = append(f.plans, p)
+	return nil
+}
+func (f *fakeRT) Read() (rtcreate.Report, error) { select {} }
+func (f *fakeRT) Close() error                   { return nil }
+
+// rtController is earlyController with the real-time thread instead of the
+// reader's socket.
+func rtController(t *testing.T, now *time.Time) (*Controller, *fakeKernel, *fakeRT) {
+	t.Helper()
+	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c.now = func() time.Time { return *now }
+	rt := &fakeRT{}
+	c.rtc = rt
+	c.publishEarly()
+	return c, k, rt
+}
+
+// The thread gets the loop's plan: lte0's endpoint, valid as long as the
+// reader's, with the addresses of the planned interfaces; the reader sends
+// nothing and takes the plan's creates as sent, and the loop, taking the
+// connection in, sends none of its own and has them pending.
+func TestRealtimeCreatesTakenAsSent(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, rt := rtController(t, &now)
+	p := rt.plans[len(rt.plans)-1]
+	if p == nil || len(p.Ifaces) != 2 || p.Valid != earlyPlanValid {
+		t.Fatalf("the thread's plan %+v, want wifi0's and lte0's endpoints for %v", p, earlyPlanValid)
+	}
+	for a, idx := range p.Addrs {
+		if !slices.ContainsFunc(p.Ifaces, func(i rtcreate.Iface) bool { return i.Index == idx }) {
+			t.Errorf("address %v of interface %d, which is not planned", a, idx)
+		}
+	}
+	sent := c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	if got := k.take(); len(got) != 0 || len(sent) != 1 || sent[0].err != nil {
+		t.Fatalf("the reader sent %q and took %+v as sent; want nothing sent, lte0's create taken", got, sent)
+	}
+	c.earlySent = sent
+	c.handlePM(newConnEvent, now)
+	if got := k.take(); len(got) != 0 {
+		t.Errorf("the loop sent %q after the thread's creates", got)
+	}
+	if cn := c.conns[newConnEvent.Token]; !cn.assumed || cn.pending.at(slot{3, fakeRemote}).IsZero() {
+		t.Errorf("lte0's create is not pending (assumed %v)", cn.assumed)
+	}
+}
+
+// A refusal reported before the reader's ESTABLISHED waits for it, then
+// backs the slot off as a refusal of the loop's own would; one after is
+// applied at once.
+func TestRealtimeRefusals(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		now := time.Unix(5000, 0)
+		c, k, _ := rtController(t, &now)
+		ep := c.early.Load().ifs[1].v4
+		refused := rtcreate.Report{Kind: rtcreate.Refused, Token: newConnEvent.Token, Local: ep, Remote: fakeRemote,
+			Err: &pathmgr.Error{Op: "subflow create", Message: "connect error: -99", Err: syscall.EADDRNOTAVAIL}}
+		if before {
+			c.rtReport(refused, now)
+		}
+		c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+		c.handlePM(newConnEvent, now)
+		if !before {
+			c.rtReport(refused, now)
+		}
+		cn := c.conns[newConnEvent.Token]
+		k1 := slot{ep.IfIndex, fakeRemote}
+		if !cn.pending.at(k1).IsZero() || cn.backoff.at(k1) != now.Add(retryBackoff) || len(c.rtLate) != 0 {
+			t.Errorf("before %v: pending %v, backoff %v (want until %v), late %v", before, cn.pending.at(k1), cn.backoff.at(k1), now.Add(retryBackoff), c.rtLate)
+		}
+		if got := k.take(); len(got) != 0 {
+			t.Errorf("before %v: the loop sent %q inside the back-off", before, got)
+		}
+		now = now.Add(retryBackoff)
+		c.tick()
+		if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+			t.Errorf("before %v: after the back-off the loop sent %q, want lte0's create", before, got)
+		}
+	}
+}
+
+// A connection the thread sent nothing for (its plan expired) gets the
+// loop's creates at once; one the loop created itself is left alone.
+func TestRealtimeNotSent(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	c.handlePM(newConnEvent, now)
+	c.rtReport(rtcreate.Report{Kind: rtcreate.NotSent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
+	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		t.Errorf("after not sent the loop sent %q, want lte0's create", got)
+	}
+	// Again: the loop's own create is pending, not the thread's.
+	c.rtReport(rtcreate.Report{Kind: rtcreate.NotSent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
+	if got := k.take(); len(got) != 0 {
+		t.Errorf("a second not sent made the loop send %q", got)
+	}
+}
+
+// A report whose connection never shows is dropped after rtLateFor.
+func TestRealtimeLateExpires(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, _, _ := rtController(t, &now)
+	c.rtReport(rtcreate.Report{Kind: rtcreate.NotSent, Token: 99, Remote: fakeRemote}, now)
+	now = now.Add(rtLateFor)
+	c.tick()
+	if len(c.rtLate) != 1 {
+		t.Fatalf("late reports %v, want the one, kept until rtLateFor has passed", c.rtLate)
+	}
+	now = now.Add(time.Second)
+	c.tick()
+	if len(c.rtLate) != 0 {
+		t.Errorf("late reports %v after rtLateFor", c.rtLate)
+	}
+}
+
+// A plan the thread cannot hold is withdrawn from the reader too, and so
+// is every plan once the thread has stopped: the loop sends the creates.
+func TestRealtimeWithdrawn(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, rt := rtController(t, &now)
+	rt.full = true
+	c.publishEarly()
+	if c.early.Load() != nil || rt.plans[len(rt.plans)-1] != nil {
+		t.Fatalf("a plan the thread refused: reader's %v, thread's %v", c.early.Load(), rt.plans[len(rt.plans)-1])
+	}
+	rt.full = false
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Failed, Err: errors.New("gone")}, now)
+	c.publishEarly()
+	if c.early.Load() != nil {
+		t.Fatal("a plan for the reader after the thread stopped")
+	}
+	c.handlePM(newConnEvent, now)
+	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		t.Errorf("without the thread the loop sent %q, want lte0's create", got)
+	}
+}
