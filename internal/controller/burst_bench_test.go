@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/svgplot"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -85,7 +86,9 @@ const (
 // their connections are served, with `perf record -g` into FILE-PID;
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
-// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch under that policy;
+// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch under that policy
+// (a thread already real-time keeps its own); BENCH_CREATES=realtime[:N]
+// gives the daemon the real-time create thread (benchCreates);
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
 // napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
 // connections per millisecond since its first dial (how many were
@@ -232,10 +235,29 @@ func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, 
 	if pol == example {
 		b.Fatal("the example policy has no status_socket line to replace")
 	}
-	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(pol+benchCreates(b)), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return cfg, sock, pol
+}
+
+// benchCreates is the creates section BENCH_CREATES asks for: unset, the
+// example's (the reader); "realtime" or "realtime:N", the real-time
+// create thread at SCHED_FIFO N (internal/rtcreate). It goes into the
+// userspace PM's policy only.
+func benchCreates(b *testing.B) string {
+	v := os.Getenv("BENCH_CREATES")
+	if v == "" {
+		return ""
+	}
+	kind, prio, _ := strings.Cut(v, ":")
+	if prio == "" {
+		prio = strconv.Itoa(policy.DefaultCreatesPriority)
+	}
+	if n, err := strconv.Atoi(prio); kind != "realtime" || err != nil || n < 1 || n > 99 {
+		b.Fatalf("BENCH_CREATES=%q: want realtime or realtime:N (N 1-99)", v)
+	}
+	return "creates: {thread: realtime, priority: " + prio + "}\n"
 }
 
 // The modes of BenchmarkBurst, each named once here.
@@ -771,7 +793,7 @@ func prepareContender(b *testing.B, pid int, gen *generator, obs *observer) {
 		renice(b, pid, n)
 	}
 	if s := os.Getenv("BURST_DAEMON_SCHED"); s != "" {
-		setSched(b, pid, s)
+		setSched(b, pid, "BURST_DAEMON_SCHED", s)
 	}
 	burstOnce(b, gen, obs, burstConns/4, nil)
 }
@@ -906,14 +928,14 @@ func eachThread(pid int, set func(tid int) error) (int, error) {
 // 6.12+: a shorter slice lets a waking thread preempt sooner), or "batch"
 // (SCHED_BATCH: a waking thread preempts no one), the last two keeping the
 // thread's nice.
-func setSched(b *testing.B, pid int, spec string) {
+func setSched(b *testing.B, pid int, env, spec string) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr}
 	switch kind {
 	case "fifo", "rr":
 		n, err := strconv.Atoi(arg)
 		if err != nil || n < 1 || n > 99 {
-			b.Fatalf("BURST_DAEMON_SCHED=%q: want a priority from 1 to 99", spec)
+			b.Fatalf("%s=%q: want a priority from 1 to 99", env, spec)
 		}
 		attr.Policy, attr.Priority = unix.SCHED_FIFO, uint32(n)
 		if kind == "rr" {
@@ -922,15 +944,19 @@ func setSched(b *testing.B, pid int, spec string) {
 	case "slice":
 		d, err := time.ParseDuration(arg)
 		if err != nil || d < 100*time.Microsecond || d > 100*time.Millisecond {
-			b.Fatalf("BURST_DAEMON_SCHED=%q: want a slice from 100us to 100ms", spec)
+			b.Fatalf("%s=%q: want a slice from 100us to 100ms", env, spec)
 		}
 		attr.Policy, attr.Runtime = unix.SCHED_NORMAL, uint64(d)
 	case "batch":
 		attr.Policy = unix.SCHED_BATCH
 	default:
-		b.Fatalf("BURST_DAEMON_SCHED=%q: want fifo:N, rr:N, slice:DURATION or batch", spec)
+		b.Fatalf("%s=%q: want fifo:N, rr:N, slice:DURATION or batch", env, spec)
 	}
 	tid, err := eachThread(pid, func(tid int) error {
+		// The daemon's real-time create thread keeps its own.
+		if cur, err := unix.SchedGetAttr(tid, 0); err == nil && (cur.Policy == unix.SCHED_FIFO || cur.Policy == unix.SCHED_RR) {
+			return nil
+		}
 		a := attr
 		if kind == "slice" || kind == "batch" {
 			// sched_setattr sets the nice too: keep what renice gave.
@@ -943,7 +969,7 @@ func setSched(b *testing.B, pid int, spec string) {
 		return unix.SchedSetAttr(tid, &a, 0)
 	})
 	if err != nil {
-		b.Fatalf("BURST_DAEMON_SCHED=%q for thread %d of process %d: %v", spec, tid, pid, err)
+		b.Fatalf("%s=%q for thread %d of process %d: %v", env, spec, tid, pid, err)
 	}
 }
 

@@ -34,7 +34,8 @@ import (
 // connection's first lte SUB_ESTABLISHED (when it reads the batch it came
 // in), measured from that ioctl. The daemon is the built binary with the
 // example policy (userspace PM, aggregate, managed routing), at nice
-// LINK_DAEMON_NICE (default -10, the unit's Nice=); LINK_HOGS (default 2)
+// LINK_DAEMON_NICE (default -10, the unit's Nice=), LINK_DAEMON_SCHED (as
+// BURST_DAEMON_SCHED), BENCH_CREATES (as BenchmarkBurst's); LINK_HOGS (default 2)
 // processes spin at nice 0 meanwhile, as busy applications would.
 // Reported: the share of connections that got their lte subflow within
 // linkUpWait (served), and p50/p99/max from link-up, a connection without
@@ -64,6 +65,9 @@ func BenchmarkLinkUpReaction(b *testing.B) {
 		}
 	})
 	renice(b, d.cmd.Process.Pid, strconv.Itoa(nice))
+	if s := os.Getenv("LINK_DAEMON_SCHED"); s != "" {
+		setSched(b, d.cmd.Process.Pid, "LINK_DAEMON_SCHED", s)
+	}
 
 	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
 	if err != nil {
