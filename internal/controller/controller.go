@@ -138,10 +138,13 @@ type Controller struct {
 	// rtc is the real-time create thread that sends them instead
 	// (creates.thread: realtime; rtcreates.go), nil without one;
 	// rtcFailed: it stopped, rtcTooBig: it cannot hold the plan, and
-	// rtLate holds its reports about connections not taken in yet.
+	// rtLate holds its reports about connections not taken in yet,
+	// rtAwait the connections assumed and not accounted for yet, since
+	// when.
 	rtc                  rtThread
 	rtcFailed, rtcTooBig bool
 	rtLate               map[uint32][]lateReport
+	rtAwait              map[uint32]time.Time
 
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)

@@ -178,10 +178,20 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 // instead of backing off.
 func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at time.Time) {
 	dst := norm(cn.remote)
-	cn.assumed = c.rtc != nil && len(sent) > 0
+	if c.rtc != nil && len(sent) > 0 {
+		// Taken as sent by the thread, which accounts for them
+		// (rtcreates.go), and counts them then.
+		cn.assumed = true
+		if c.rtAwait == nil {
+			c.rtAwait = map[uint32]time.Time{}
+		}
+		c.rtAwait[cn.token] = at
+	}
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}
-		c.ls.creates.Inc()
+		if !cn.assumed {
+			c.ls.creates.Inc()
+		}
 		if e.err != nil {
 			if known || !c.early.Load().has(e.ep) {
 				c.log.Debug("subflow create (early) refused, left to the loop", "token", cn.token, "local", e.ep.Addr, "remote", dst, "err", e.err)

@@ -755,6 +755,8 @@ func TestIntegrationRealtimeCreates(t *testing.T) {
 	if e, q := histCount(t, m, metrics.CreateSeconds, "stage", "early"), histCount(t, m, metrics.CreateSeconds, "stage", "queue"); e != 0 || q != 0 {
 		t.Errorf("%s counts %d early and %d queued creates, want none: the thread sends them", metrics.CreateSeconds, e, q)
 	}
+	// Counted once, from the thread's account of what it sent.
+	waitFor(t, b, "the thread's account", 5*time.Second, func() bool { return counter(t, m, metrics.Commands) == 1 })
 	if n := histCount(t, m, metrics.ReactionLatency); n != 1 {
 		t.Errorf("%s counts %d observations, want 1 (one connection, its subflow in the loop's account)", metrics.ReactionLatency, n)
 	}

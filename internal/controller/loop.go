@@ -127,8 +127,8 @@ func (c *Controller) tick() {
 		c.applyKernelPM()
 	}
 	c.syncListeners()
-	if len(c.rtLate) > 0 {
-		c.expireLate(c.now())
+	if len(c.rtLate) > 0 || len(c.rtAwait) > 0 {
+		c.expireRT(c.now())
 	}
 	c.runDue(c.now())
 	c.refreshGauges()

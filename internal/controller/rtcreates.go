@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/gigapath/gigapath/internal/rtcreate"
+	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Creates from the real-time thread (creates.thread: realtime).
@@ -16,14 +18,19 @@ import (
 // reader's early creates do (early.go), from a thread of its own: it reads
 // each new connection's ESTABLISHED on its own socket and sends the
 // creates of the plan publishEarly hands it. The reader, reading the same
-// events, sends nothing and takes the plan's creates as sent (earlyCreates
-// with no error), so the loop records them pending as it does the
-// reader's. What did not go as planned the thread reports, and the loop
-// corrects it (rtReport): a refusal is handled as the pool's are
-// (createFailed); a connection it sent nothing for (its plan had expired)
-// is reconciled at once, the loop sending the creates; lost events ask for
-// a resync. A report about a connection the loop has not taken in yet
-// waits in rtLate until it does (the thread may be ahead of the reader).
+// events, sends nothing and takes the plan's creates as sent, so that the
+// loop, taking the connection in, records them pending and sends none of
+// its own (the connection is assumed, and awaits the thread's account in
+// rtAwait). The thread then accounts for every connection it read: each
+// refusal, then the interfaces it sent a create from (or that no plan was
+// in force). The loop makes its pending creates what the thread sent
+// (applyRT): an assumed create the thread did not send (its plan had
+// changed, or expired) is dropped and the loop sends it; one it sent that
+// the loop did not assume becomes pending; a refusal backs off as the
+// loop's own would. An account that comes before the reader's ESTABLISHED
+// waits for it in rtLate. A connection whose account never comes (the
+// thread lost its event, or stopped) is treated after rtAwaitFor as one
+// the thread sent nothing for.
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
@@ -42,6 +49,11 @@ type lateReport struct {
 // any lag of the reader behind the thread, short enough that the reports
 // of connections that closed before the loop saw them do not pile up.
 const rtLateFor = 30 * time.Second
+
+// rtAwaitFor is how long an assumed connection waits for the thread's
+// account before the loop takes it as sent nothing: the thread, at
+// SCHED_FIFO, accounts within milliseconds unless it lost the event.
+const rtAwaitFor = 5 * time.Second
 
 // startRT starts the real-time thread in the managed namespace. A thread
 // the kernel did not let run at SCHED_FIFO still runs, and the log says
@@ -130,33 +142,70 @@ func (c *Controller) rtReport(r rtcreate.Report, at time.Time) {
 	case rtcreate.Failed:
 		c.log.Error("the create thread stopped; new connections' creates go through the loop", "err", r.Err)
 		c.rtcFailed = true
+		c.rtc.Close() // sends nothing more, whatever stopped it
 		c.publishEarly()
 		return
 	}
-	cn, ok := c.conns[r.Token]
-	if !ok || !cn.established {
-		if c.rtLate == nil {
-			c.rtLate = map[uint32][]lateReport{}
-		}
-		c.rtLate[r.Token] = append(c.rtLate[r.Token], lateReport{r, at})
+	// Until the reader's ESTABLISHED has been taken in (estAt), the
+	// loop has not assumed anything of the connection: an adoption from a
+	// dump (established, no estAt) is not that.
+	if cn, ok := c.conns[r.Token]; ok && !cn.estAt.IsZero() {
+		c.applyRT(cn, r, at)
 		return
 	}
-	c.applyRT(cn, r)
+	if c.rtLate == nil {
+		c.rtLate = map[uint32][]lateReport{}
+	}
+	c.rtLate[r.Token] = append(c.rtLate[r.Token], lateReport{r, at})
 }
 
 // applyRT applies a report about a connection the loop has taken in.
-func (c *Controller) applyRT(cn *conn, r rtcreate.Report) {
+func (c *Controller) applyRT(cn *conn, r rtcreate.Report, at time.Time) {
+	dst := norm(r.Remote)
 	switch r.Kind {
 	case rtcreate.Refused:
-		c.createFailed(createFailure{createJob{token: r.Token, local: r.Local, remote: r.Remote}, r.Err})
-	case rtcreate.NotSent:
-		if !cn.assumed {
-			return // the reader took nothing as sent: the loop has sent its own
+		c.ls.creates.Inc()
+		c.m.CommandErrors.WithLabelValues("subflow_create").Inc()
+		k := slot{r.Local.IfIndex, dst}
+		cn.pending.del(k)
+		// As applyEarly: the refusal of a create the loop would no
+		// longer send is not backed off; the loop sends its own.
+		if c.early.Load().hasCreate(r.Local) {
+			cn.backoff.set(k, at.Add(retryBackoff))
+			c.subflowFailed(r.Local.IfIndex, cn.token, r.Local.Addr, dst, r.Err.Error(), at)
+		} else {
+			c.log.Debug("subflow create (thread) refused, left to the loop", "token", cn.token, "local", r.Local.Addr, "remote", dst, "err", r.Err)
 		}
+		c.schedule(cn)
+	case rtcreate.NotSent, rtcreate.Sent:
+		c.rtAccount(cn, dst, r.Sent, at)
+	}
+}
+
+// rtAccount makes cn's pending creates to dst what the thread sent: from
+// the interfaces in sent.
+func (c *Controller) rtAccount(cn *conn, dst netip.AddrPort, sent []int, at time.Time) {
+	dropped := false
+	if cn.assumed {
+		cn.pending.deleteFunc(func(k slot, _ time.Time) bool {
+			if k.dst == dst && !slices.Contains(sent, k.ifindex) {
+				dropped = true
+				return true
+			}
+			return false
+		})
 		cn.assumed = false
-		dst := norm(r.Remote)
-		cn.pending.deleteFunc(func(k slot, _ time.Time) bool { return k.dst == dst })
-		c.log.Debug("subflow create (thread) not sent: no plan in force, the loop sends it", "token", r.Token)
+		delete(c.rtAwait, cn.token)
+	}
+	for _, idx := range sent {
+		c.ls.creates.Inc()
+		k := slot{idx, dst}
+		if _, ok := cn.pending.get(k); !ok && !slices.ContainsFunc(cn.subs, func(s *sub) bool { return s.ifindex == idx && norm(s.sf.Remote) == dst }) {
+			cn.pending.set(k, at) // sent by a plan the reader did not assume
+		}
+	}
+	if dropped {
+		c.log.Debug("subflow creates assumed and not sent by the thread: the loop sends them", "token", cn.token, "sent", sent)
 		c.reconcileConn(cn)
 	}
 }
@@ -169,16 +218,45 @@ func (c *Controller) takeLate(cn *conn) {
 	}
 	delete(c.rtLate, cn.token)
 	for _, l := range rs {
-		c.applyRT(cn, l.r)
+		c.applyRT(cn, l.r, l.at)
 	}
 }
 
-// expireLate drops the reports whose connection never came (it closed
-// before the reader saw it, or its events were lost: a resync's).
-func (c *Controller) expireLate(now time.Time) {
+// expireRT drops the reports whose connection never came (it closed
+// before the reader saw it, or its events were lost: a resync's), and
+// takes the connections whose account never came as sent nothing.
+func (c *Controller) expireRT(now time.Time) {
 	for tok, rs := range c.rtLate {
 		if now.Sub(rs[len(rs)-1].at) > rtLateFor {
 			delete(c.rtLate, tok)
 		}
 	}
+	for tok, since := range c.rtAwait {
+		if now.Sub(since) <= rtAwaitFor {
+			continue
+		}
+		cn, ok := c.conns[tok]
+		if !ok {
+			delete(c.rtAwait, tok)
+			continue
+		}
+		c.log.Debug("no account of the create thread for a connection: taken as sent nothing", "token", tok)
+		c.rtAccount(cn, norm(cn.remote), nil, now)
+	}
+}
+
+// hasCreate reports whether the plan (nil: none) still sends a create
+// from ep's address, id and interface (the thread's report has no flags).
+func (p *earlyPlan) hasCreate(ep pathmgr.Endpoint) bool {
+	if p == nil {
+		return false
+	}
+	for _, ei := range p.ifs {
+		for _, e := range [...]pathmgr.Endpoint{ei.v4, ei.v6} {
+			if e.Addr == ep.Addr && e.ID == ep.ID && e.IfIndex == ep.IfIndex {
+				return true
+			}
+		}
+	}
+	return false
 }

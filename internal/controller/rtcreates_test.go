@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/gigapath/gigapath/internal/rtcreate"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -14,8 +17,9 @@ import (
 // fakeRT is the real-time thread as the controller sees it: the plans
 // published to it, in order.
 type fakeRT struct {
-	plans []*rtcreate.Plan
-	full  bool // Publish refuses a plan
+	plans  []*rtcreate.Plan
+	full   bool // Publish refuses a plan
+	closed bool
 }
 
 func (f *fakeRT) Publish(p *rtcreate.Plan) error {
@@ -26,7 +30,7 @@ func (f *fakeRT) Publish(p *rtcreate.Plan) error {
 	return nil
 }
 func (f *fakeRT) Read() (rtcreate.Report, error) { select {} }
-func (f *fakeRT) Close() error                   { return nil }
+func (f *fakeRT) Close() error                   { f.closed = true; return nil }
 
 // rtController is earlyController with the real-time thread instead of the
 // reader's socket.
@@ -65,8 +69,88 @@ func TestRealtimeCreatesTakenAsSent(t *testing.T) {
 	if got := k.take(); len(got) != 0 {
 		t.Errorf("the loop sent %q after the thread's creates", got)
 	}
-	if cn := c.conns[newConnEvent.Token]; !cn.assumed || cn.pending.at(slot{3, fakeRemote}).IsZero() {
+	cn := c.conns[newConnEvent.Token]
+	if !cn.assumed || cn.pending.at(slot{3, fakeRemote}).IsZero() {
 		t.Errorf("lte0's create is not pending (assumed %v)", cn.assumed)
+	}
+	// The thread's account: it sent lte0's. Nothing changes but that the
+	// connection no longer awaits it, and the create is counted once.
+	before := counterValue(c.ls.creates)
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote, Sent: []int{3}}, now)
+	if got := k.take(); len(got) != 0 || cn.assumed || len(c.rtAwait) != 0 || cn.pending.at(slot{3, fakeRemote}).IsZero() {
+		t.Errorf("after the thread's account: sent %q, assumed %v, awaiting %v, lte0 pending %v", got, cn.assumed, c.rtAwait, cn.pending.at(slot{3, fakeRemote}))
+	}
+	if n := counterValue(c.ls.creates) - before; n != 1 {
+		t.Errorf("%v creates counted for the thread's one", n)
+	}
+}
+
+// The thread's account wins over what the reader assumed: an assumed
+// create it did not send (its plan had changed) is sent by the loop at
+// once; one it sent that the reader did not assume is pending, not sent
+// again.
+func TestRealtimeAccountWins(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	c.handlePM(newConnEvent, now)
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
+	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		t.Errorf("lte0's create assumed, not sent by the thread: the loop sent %q", got)
+	}
+
+	// No plan for the reader (withdrawn), one for the thread: the loop
+	// sends its own at once, the thread's account then adds nothing.
+	c2, k2, _ := rtController(t, &now)
+	c2.early.Store(nil)
+	ev := newConnEvent
+	ev.Token = 8
+	c2.earlySent = c2.earlyCreates([]pathmgr.Event{ev}, nil)
+	c2.handlePM(ev, now)
+	if got := k2.take(); len(got) != 1 {
+		t.Fatalf("without a plan the loop sent %q, want lte0's create", got)
+	}
+	c2.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: ev.Token, Remote: fakeRemote, Sent: []int{3}}, now)
+	c2.tick()
+	if got := k2.take(); len(got) != 0 || c2.conns[8].pending.at(slot{3, fakeRemote}).IsZero() {
+		t.Errorf("after the thread's account the loop sent %q; lte0 pending %v", got, c2.conns[8].pending.at(slot{3, fakeRemote}))
+	}
+}
+
+// A connection adopted from a dump before the reader's ESTABLISHED is not
+// yet assumed: the thread's report waits for the ESTABLISHED.
+func TestRealtimeReportWaitsForEstablished(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	cn := c.conn(newConnEvent.Token)
+	cn.established, cn.local, cn.remote = true, newConnEvent.Local, fakeRemote // as adoptOne leaves it
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
+	if len(c.rtLate) != 1 {
+		t.Fatalf("late reports %v, want the one waiting for the ESTABLISHED", c.rtLate)
+	}
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	c.handlePM(newConnEvent, now)
+	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") || len(c.rtLate) != 0 {
+		t.Errorf("the thread sent nothing: the loop sent %q (late %v), want lte0's create", got, c.rtLate)
+	}
+}
+
+// A connection whose account never comes (the thread lost its event) gets
+// the loop's creates after rtAwaitFor.
+func TestRealtimeAccountNeverComes(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	c.handlePM(newConnEvent, now)
+	now = now.Add(rtAwaitFor)
+	c.tick()
+	if got := k.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q while the account may still come", got)
+	}
+	now = now.Add(time.Second)
+	c.tick()
+	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") || len(c.rtAwait) != 0 {
+		t.Errorf("no account after %v: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor, got, c.rtAwait)
 	}
 }
 
@@ -152,11 +236,17 @@ func TestRealtimeWithdrawn(t *testing.T) {
 	rt.full = false
 	c.rtReport(rtcreate.Report{Kind: rtcreate.Failed, Err: errors.New("gone")}, now)
 	c.publishEarly()
-	if c.early.Load() != nil {
-		t.Fatal("a plan for the reader after the thread stopped")
+	if c.early.Load() != nil || !rt.closed {
+		t.Fatalf("after the thread failed: a plan for the reader %v, the thread closed %v", c.early.Load(), rt.closed)
 	}
 	c.handlePM(newConnEvent, now)
 	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
 		t.Errorf("without the thread the loop sent %q, want lte0's create", got)
 	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
 }

@@ -4,7 +4,7 @@
 // and for each sends the creates the published plan gives the connection,
 // each waiting for its acknowledgement, as the controller's early creates
 // do (internal/controller/early.go). It reports only what did not go as
-// planned.
+// planned, and for each connection what it sent.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/filter.h>
@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,10 +133,17 @@ static int resolve(int fd, uint16_t *family, uint32_t *group, char *err, int err
 }
 
 // report hands r to the loop. A blocking send: when the loop is behind,
-// the thread waits rather than lose a refusal; gp_rt_stop ends the wait by
-// closing the other end.
+// the thread waits rather than lose a report; gp_rt_stop ends the wait by
+// closing the other end (EPIPE). Short of memory (ENOBUFS, ENOMEM) it
+// tries again a millisecond later, for up to a second.
 static void report(struct gp_rt *rt, struct gp_report *r) {
-	while (send(rt->reports, r, sizeof *r, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+	for (int tries = 0; send(rt->reports, r, sizeof *r, MSG_NOSIGNAL) < 0; tries++) {
+		if (errno == EINTR)
+			continue;
+		if ((errno != ENOBUFS && errno != ENOMEM) || tries == 1000)
+			return; // the daemon stopped reading
+		struct timespec ms = {.tv_nsec = 1000000};
+		nanosleep(&ms, NULL);
 	}
 }
 
@@ -273,14 +281,18 @@ static void serve(struct gp_rt *rt, const struct gp_plan *p, const struct conn *
 		return;
 	}
 	int32_t init = initial(p, c);
+	struct gp_report done = {.kind = GP_SENT, .token = c->token, .family = c->family, .port = ntohs(c->dport)};
+	memcpy(done.remote, c->daddr, 16);
 	for (int i = 0; i < p->nifs; i++) {
 		const struct gp_ep *ep = c->family == AF_INET ? &p->ifs[i].v4 : &p->ifs[i].v6;
 		if (p->ifs[i].index == init || ep->family != c->family)
 			continue;
 		struct gp_report r = {0};
 		int err = create(rt, c, ep, p->ifs[i].index, r.msg);
-		if (!err)
+		if (!err) {
+			done.sent[done.nsent++] = p->ifs[i].index; // nifs <= GP_MAX_IFS
 			continue;
+		}
 		r.kind = GP_REFUSED;
 		r.id = ep->id;
 		r.family = c->family;
@@ -292,6 +304,7 @@ static void serve(struct gp_rt *rt, const struct gp_plan *p, const struct conn *
 		r.port = ntohs(c->dport);
 		report(rt, &r);
 	}
+	report(rt, &done);
 }
 
 static void *run(void *arg) {
@@ -300,6 +313,11 @@ static void *run(void *arg) {
 	struct gp_plan *plan = malloc(sizeof *plan);
 	uint64_t have = 0;
 	char ev[8192] __attribute__((aligned(4)));
+	// Signals are for the daemon's Go threads: a handler run on this
+	// thread would run at its priority.
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	if (!plan) {
 		struct gp_report r = {.kind = GP_FAILED, .err = ENOMEM};
 		snprintf(r.msg, sizeof r.msg, "the plan's memory");
@@ -388,8 +406,9 @@ struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, ch
 		goto out;
 	}
 	// A burst's events wait here while the thread creates: room for
-	// tens of thousands (SO_RCVBUF, capped by rmem_max, without
-	// CAP_NET_ADMIN).
+	// tens of thousands with CAP_NET_ADMIN (in the namespace's owning
+	// user namespace); without it SO_RCVBUF, capped by rmem_max, and an
+	// overrun then loses events (GP_LOST: the loop resyncs).
 	if (setsockopt(rt->events, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
 		setsockopt(rt->events, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 	// gp_rt_stop wakes the thread; should its wake-up be refused, the
@@ -444,6 +463,10 @@ out:
 void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p) {
 	pthread_mutex_lock(&rt->mu);
 	rt->plan = *p;
+	if (rt->plan.nifs < 0 || rt->plan.nifs > GP_MAX_IFS)
+		rt->plan.nifs = 0; // the Go side never publishes one: send nothing
+	if (rt->plan.naddrs < 0 || rt->plan.naddrs > GP_MAX_ADDRS)
+		rt->plan.naddrs = 0;
 	rt->version++;
 	pthread_mutex_unlock(&rt->mu);
 }
@@ -462,7 +485,10 @@ void gp_rt_stop(struct gp_rt *rt) {
 			uint8_t cmd[4];
 		} wake = {.h = {.nlmsg_len = sizeof wake, .nlmsg_type = NLMSG_NOOP}, .cmd = {EVENT_ESTABLISHED}};
 		struct sockaddr_nl to = {.nl_family = AF_NETLINK, .nl_pid = self.nl_pid};
-		sendto(rt->cmds, &wake, sizeof wake, 0, (struct sockaddr *)&to, sizeof to);
+		// Never waiting: a queue the thread no longer drains (it
+		// stopped on an error, or an overrun left it congested) would
+		// block a send; the receive timeout wakes the thread anyway.
+		sendto(rt->cmds, &wake, sizeof wake, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
 	}
 	pthread_join(rt->thread, NULL);
 	close(rt->events);

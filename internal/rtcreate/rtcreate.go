@@ -18,10 +18,10 @@
 //
 // The thread does what the loop has published (Publish): for each new
 // connection, a create from each planned interface other than the initial
-// subflow's. It reports only what did not go as planned (Read): a create
-// the kernel refused, a connection it sent nothing for (no plan in force),
-// events lost. Everything else stays the loop's, which reads the same
-// events on its own socket and takes the planned creates as sent.
+// subflow's. For each connection it reports (Read) the creates the kernel
+// refused, then the interfaces it sent a create from, or that no plan was
+// in force; and events lost. Everything else stays the loop's, which reads
+// the same events on its own socket.
 package rtcreate
 
 import (
@@ -84,6 +84,9 @@ const (
 	EventsLost
 	// Failed: the thread stopped (Err says why); nothing more is sent.
 	Failed
+	// Sent: connection Token (to Remote) got a create accepted from each
+	// interface in Sent (none: every one was refused, and said so).
+	Sent
 )
 
 func (k Kind) String() string {
@@ -96,6 +99,8 @@ func (k Kind) String() string {
 		return "events lost"
 	case Failed:
 		return "failed"
+	case Sent:
+		return "sent"
 	}
 	return fmt.Sprintf("kind %d", uint8(k))
 }
@@ -106,5 +111,6 @@ type Report struct {
 	Token  uint32
 	Local  pathmgr.Endpoint // Refused: the create's local endpoint (ID, Addr, IfIndex)
 	Remote netip.AddrPort
+	Sent   []int // Sent: the interfaces
 	Err    error
 }

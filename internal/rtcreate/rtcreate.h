@@ -38,20 +38,23 @@ struct gp_plan {
 	struct gp_addr addrs[GP_MAX_ADDRS];
 };
 
-// What the thread tells the loop: only what it did not do as planned.
+// What the thread tells the loop, for each connection it read: its
+// refusals, then what it sent (or that no plan was in force).
 enum {
 	GP_REFUSED = 1,  // the kernel refused a create: err, msg (extack)
 	GP_NOT_SENT = 2, // no plan in force: the connection got no create
 	GP_LOST = 3,     // events lost (receive buffer overrun): resync
 	GP_FAILED = 4,   // the thread stopped on an error: err, msg
+	GP_SENT = 5,     // the creates the kernel accepted: nsent interfaces in sent
 };
 
 struct gp_report {
-	uint8_t kind, id, family, pad;
+	uint8_t kind, id, family, nsent;
 	uint32_t token;
 	int32_t index, err;
 	uint8_t local[16], remote[16];
 	uint16_t port;
+	int32_t sent[GP_MAX_IFS];
 	char msg[GP_MSG];
 };
 

@@ -26,8 +26,9 @@ import (
 // Supported: this build has the thread.
 const Supported = true
 
-// reportBuffer is the room for reports the loop has not read yet; the
-// thread waits when it is full (a report is ~150 bytes).
+// reportBuffer is the room for reports the loop has not read yet, about
+// 5,000 connections' (SO_SNDBUFFORCE; without CAP_NET_ADMIN, SO_SNDBUF,
+// capped by wmem_max); the thread waits when it is full.
 const reportBuffer = 1 << 20
 
 // Thread is the running thread. Its methods are safe for concurrent use.
@@ -52,7 +53,10 @@ func Start(o Options) (*Thread, error) {
 		return nil, fmt.Errorf("rtcreate: reports socket: %w", err)
 	}
 	ours, theirs := fds[0], fds[1]
-	if err := unix.SetsockoptInt(theirs, unix.SOL_SOCKET, unix.SO_SNDBUF, reportBuffer); err != nil {
+	if unix.SetsockoptInt(theirs, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, reportBuffer) != nil {
+		err = unix.SetsockoptInt(theirs, unix.SOL_SOCKET, unix.SO_SNDBUF, reportBuffer)
+	}
+	if err != nil {
 		unix.Close(ours)
 		unix.Close(theirs)
 		return nil, fmt.Errorf("rtcreate: reports socket: %w", err)
@@ -184,11 +188,16 @@ func (t *Thread) Read() (Report, error) {
 	r := Report{Kind: Kind(cr.kind), Token: uint32(cr.token)}
 	msg := C.GoString(&cr.msg[0])
 	switch r.Kind {
-	case Refused, NotSent:
+	case Refused, NotSent, Sent:
 		r.Remote = netip.AddrPortFrom(getAddr(cr.family, cr.remote), uint16(cr.port))
-		if r.Kind == Refused {
+		switch r.Kind {
+		case Refused:
 			r.Local = pathmgr.Endpoint{ID: uint8(cr.id), Addr: getAddr(cr.family, cr.local), IfIndex: int(cr.index)}
 			r.Err = &pathmgr.Error{Op: "subflow create", Message: msg, Err: syscall.Errno(cr.err)}
+		case Sent:
+			for _, idx := range cr.sent[:min(int(cr.nsent), len(cr.sent))] {
+				r.Sent = append(r.Sent, int(idx))
+			}
 		}
 	case Failed:
 		r.Err = fmt.Errorf("rtcreate: %s: %w", msg, syscall.Errno(cr.err))

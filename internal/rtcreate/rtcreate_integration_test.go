@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -209,6 +210,12 @@ func TestIntegrationCreates(t *testing.T) {
 	if ss := b.cli.RunT(t, "ss", "-tnH", "state", "established", "src", b.cliLTE.String()); !strings.Contains(ss, want.String()) {
 		t.Errorf("ss shows no lte subflow to %v:\n%s", want, ss)
 	}
+	if r := nextReport(t, rep); r.Kind != rtcreate.Sent || r.Token != token || r.Remote != want || !slices.Equal(r.Sent, []int{b.lte}) {
+		t.Errorf("report = %+v, want %d to %v sent from lte0 (%d) only", r, token, want, b.lte)
+	}
+	if ss := b.cli.RunT(t, "ss", "-tnH", "state", "established", "src", b.cliWiFi.String(), "dst", want.String()); strings.Count(ss, "\n") != 1 {
+		t.Errorf("ss shows other than the one wifi subflow (the initial) to %v:\n%s", want, ss)
+	}
 
 	// A refusal: an endpoint whose address is not the namespace's. The
 	// report names the connection, the endpoint and the kernel's reason.
@@ -223,6 +230,9 @@ func TestIntegrationCreates(t *testing.T) {
 		t.Fatalf("report = %+v (%v), want %v's create from %v to %v refused with the kernel's error", r, r.Err, token, bogus, want)
 	}
 	t.Logf("refused: %v", r.Err)
+	if r := nextReport(t, rep); r.Kind != rtcreate.Sent || r.Token != token || len(r.Sent) != 0 {
+		t.Errorf("report = %+v, want %d sent nothing", r, token)
+	}
 
 	// No plan: the connection is reported, and gets nothing.
 	if err := th.Publish(nil); err != nil {
