@@ -57,7 +57,7 @@ type inputs struct {
 	dumps    <-chan dumpResult
 	net      <-chan netmon.Event
 	failures <-chan createFailure
-	rt       <-chan rtcreate.Report // the real-time create thread's (rtcreates.go)
+	rt       <-chan []rtcreate.Report // the real-time create thread's (rtcreates.go)
 	health   <-chan healthBatch
 	notify   *notifier
 }
@@ -254,7 +254,7 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		c.rtc = th
 	}
 	if c.rtc != nil {
-		rtCh := make(chan rtcreate.Report, 64)
+		rtCh := make(chan []rtcreate.Report, 64)
 		in.rt = rtCh
 		rtc := c.rtc
 		g.Go(func() error { return readRT(ctx, rtc, rtCh) })

@@ -52,9 +52,12 @@ func (c *Controller) loop(ctx context.Context, in inputs) (*upgrade, error) {
 				c.log.Warn("path-manager events lost (netlink buffer overrun), resynchronising")
 				c.requestResync("events_lost")
 			}
-		case r := <-in.rt:
+		case rs := <-in.rt:
 			t := ls.begin(inCreateFailure, time.Time{})
-			c.rtReport(r, c.now())
+			now := c.now()
+			for _, r := range rs {
+				c.rtReport(r, now)
+			}
 			ls.end(inCreateFailure, t)
 		case f := <-in.failures:
 			t := ls.begin(inCreateFailure, time.Time{})

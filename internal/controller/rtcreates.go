@@ -35,7 +35,7 @@ import (
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
 	Publish(*rtcreate.Plan) error
-	Read() (rtcreate.Report, error)
+	Read() ([]rtcreate.Report, error)
 	Close() error
 }
 
@@ -72,25 +72,26 @@ func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
 	return th, nil
 }
 
-// readRT passes the thread's reports to the loop until ctx ends (and then
-// stops the thread, which ends its read) or the thread is closed.
-func readRT(ctx context.Context, th rtThread, out chan<- rtcreate.Report) error {
+// readRT passes the thread's reports to the loop, a batch at a time,
+// until ctx ends (and then stops the thread, which ends its read) or the
+// thread is closed.
+func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report) error {
 	stop := context.AfterFunc(ctx, func() { th.Close() })
 	defer stop()
 	for {
-		r, err := th.Read()
+		rs, err := th.Read()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			r = rtcreate.Report{Kind: rtcreate.Failed, Err: err}
+			rs = []rtcreate.Report{{Kind: rtcreate.Failed, Err: err}}
 		}
 		select {
-		case out <- r:
+		case out <- rs:
 		case <-ctx.Done():
 			return nil
 		}
-		if r.Kind == rtcreate.Failed {
+		if rs[len(rs)-1].Kind == rtcreate.Failed {
 			return nil
 		}
 	}

@@ -29,8 +29,8 @@ func (f *fakeRT) Publish(p *rtcreate.Plan) error {
 	f.plans = append(f.plans, p)
 	return nil
 }
-func (f *fakeRT) Read() (rtcreate.Report, error) { select {} }
-func (f *fakeRT) Close() error                   { f.closed = true; return nil }
+func (f *fakeRT) Read() ([]rtcreate.Report, error) { select {} }
+func (f *fakeRT) Close() error                     { f.closed = true; return nil }
 
 // rtController is earlyController with the real-time thread instead of the
 // reader's socket.

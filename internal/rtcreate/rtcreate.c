@@ -44,6 +44,8 @@ struct gp_rt {
 	pthread_mutex_t mu; // guards plan and version
 	struct gp_plan plan;
 	uint64_t version;
+	int nbatch; // the thread's own: reports not sent yet
+	struct gp_report batch[GP_BATCH];
 };
 
 static void fail(char *err, int errlen, const char *what, int e) {
@@ -132,19 +134,33 @@ static int resolve(int fd, uint16_t *family, uint32_t *group, char *err, int err
 	return 0;
 }
 
-// report hands r to the loop. A blocking send: when the loop is behind,
-// the thread waits rather than lose a report; gp_rt_stop ends the wait by
-// closing the other end (EPIPE). Short of memory (ENOBUFS, ENOMEM) it
-// tries again a millisecond later, for up to a second.
-static void report(struct gp_rt *rt, struct gp_report *r) {
-	for (int tries = 0; send(rt->reports, r, sizeof *r, MSG_NOSIGNAL) < 0; tries++) {
+// flush hands the batched reports to the loop, in one message. A
+// blocking send: when the loop is behind, the thread waits rather than
+// lose a report; gp_rt_stop ends the wait by closing the other end
+// (EPIPE). Short of memory (ENOBUFS, ENOMEM) it tries again a millisecond
+// later, for up to a second.
+static void flush(struct gp_rt *rt) {
+	if (!rt->nbatch)
+		return;
+	for (int tries = 0; send(rt->reports, rt->batch, rt->nbatch * sizeof rt->batch[0], MSG_NOSIGNAL) < 0; tries++) {
 		if (errno == EINTR)
 			continue;
 		if ((errno != ENOBUFS && errno != ENOMEM) || tries == 1000)
-			return; // the daemon stopped reading
+			break; // the daemon stopped reading
 		struct timespec ms = {.tv_nsec = 1000000};
 		nanosleep(&ms, NULL);
 	}
+	rt->nbatch = 0;
+}
+
+// report batches r: the loop gets the batch when it is full or when the
+// thread has no event left to read (run), so that a burst's reports wake
+// the daemon once per batch, not once per connection, and take neither
+// the applications' CPU nor the thread's time while the burst lasts.
+static void report(struct gp_rt *rt, const struct gp_report *r) {
+	rt->batch[rt->nbatch++] = *r;
+	if (rt->nbatch == GP_BATCH || r->kind == GP_FAILED || r->kind == GP_LOST)
+		flush(rt);
 }
 
 // conn is what the thread reads of an ESTABLISHED event.
@@ -326,7 +342,11 @@ static void *run(void *arg) {
 	}
 	*plan = none;
 	while (!atomic_load(&rt->stop)) {
-		int n = recv(rt->events, ev, sizeof ev, 0);
+		int n = recv(rt->events, ev, sizeof ev, MSG_DONTWAIT);
+		if (n < 0 && errno == EAGAIN) {
+			flush(rt); // nothing queued: the loop gets what there is
+			n = recv(rt->events, ev, sizeof ev, 0);
+		}
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue; // EAGAIN: the receive timeout, to look at stop
@@ -358,6 +378,7 @@ static void *run(void *arg) {
 		pthread_mutex_unlock(&rt->mu);
 		serve(rt, plan, &c);
 	}
+	flush(rt);
 	free(plan);
 	return NULL;
 }

@@ -6,7 +6,8 @@
 
 #include <stdint.h>
 
-enum { GP_MAX_IFS = 8, GP_MAX_ADDRS = 32, GP_MSG = 96 };
+// GP_BATCH: reports per message of the thread's (see report in rtcreate.c).
+enum { GP_MAX_IFS = 8, GP_MAX_ADDRS = 32, GP_MSG = 96, GP_BATCH = 64 };
 
 // An endpoint a create uses: family 0 is none.
 struct gp_ep {
@@ -64,7 +65,8 @@ struct gp_rt;
 // namespace and starts it, at SCHED_FIFO prio if prio > 0. It returns NULL
 // and a message in err on failure. *fifo is 1 if the thread runs at
 // SCHED_FIFO, 0 if it was refused (*sched_err, an errno) and inherited
-// the caller's scheduling. The thread writes gp_reports to report_fd.
+// the caller's scheduling. The thread writes gp_reports to report_fd, up
+// to GP_BATCH in a message.
 struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, char *err, int errlen);
 void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p);
 // gp_rt_stop stops the thread, waits for it and frees rt.

@@ -173,18 +173,28 @@ func getAddr(family C.uint8_t, b [16]C.uint8_t) netip.Addr {
 	return netip.AddrFrom16(a)
 }
 
-// Read waits for the thread's next report. After Close it returns
-// os.ErrClosed.
-func (t *Thread) Read() (Report, error) {
-	var cr C.struct_gp_report
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&cr)), unsafe.Sizeof(cr))
+// Read waits for the thread's next reports: those it sent in one message,
+// a batch of up to 64 (it sends a batch when it is full or when the thread
+// has no event left to read). After Close it returns os.ErrClosed.
+func (t *Thread) Read() ([]Report, error) {
+	var batch [C.GP_BATCH]C.struct_gp_report
+	size := int(unsafe.Sizeof(batch[0]))
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&batch[0])), len(batch)*size)
 	n, err := t.reports.Read(b)
 	if err != nil {
-		return Report{}, err
+		return nil, err
 	}
-	if n != len(b) {
-		return Report{}, fmt.Errorf("rtcreate: a report of %d bytes, want %d", n, len(b))
+	if n == 0 || n%size != 0 {
+		return nil, fmt.Errorf("rtcreate: a message of %d bytes, want a multiple of %d", n, size)
 	}
+	out := make([]Report, 0, n/size)
+	for _, cr := range batch[:n/size] {
+		out = append(out, report(&cr))
+	}
+	return out, nil
+}
+
+func report(cr *C.struct_gp_report) Report {
 	r := Report{Kind: Kind(cr.kind), Token: uint32(cr.token)}
 	msg := C.GoString(&cr.msg[0])
 	switch r.Kind {
@@ -202,7 +212,7 @@ func (t *Thread) Read() (Report, error) {
 	case Failed:
 		r.Err = fmt.Errorf("rtcreate: %s: %w", msg, syscall.Errno(cr.err))
 	}
-	return r, nil
+	return r
 }
 
 // Close stops the thread and waits for it. Reports not read are dropped.

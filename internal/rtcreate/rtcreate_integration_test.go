@@ -136,11 +136,13 @@ func reports(th *rtcreate.Thread) <-chan rtcreate.Report {
 	go func() {
 		defer close(ch)
 		for {
-			r, err := th.Read()
+			rs, err := th.Read()
 			if err != nil {
 				return
 			}
-			ch <- r
+			for _, r := range rs {
+				ch <- r
+			}
 		}
 	}()
 	return ch

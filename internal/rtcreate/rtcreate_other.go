@@ -13,5 +13,5 @@ func Start(Options) (*Thread, error) { return nil, ErrUnsupported }
 
 func (*Thread) RealTime() (bool, error) { return false, ErrUnsupported }
 func (*Thread) Publish(*Plan) error     { return ErrUnsupported }
-func (*Thread) Read() (Report, error)   { return Report{}, ErrUnsupported }
+func (*Thread) Read() ([]Report, error) { return nil, ErrUnsupported }
 func (*Thread) Close() error            { return nil }
