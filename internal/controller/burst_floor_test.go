@@ -191,7 +191,7 @@ func buildCFloor(b *testing.B) string {
 		b.Fatalf("BURST_MODES: %s: CC=%q: %v", need, os.Getenv("CC"), err)
 	}
 	bin := filepath.Join(b.TempDir(), "burst_floor")
-	args := append(append([]string{}, cc[1:]...), "-O2", "-Wall", "-pthread", "-o", bin, filepath.Join("testdata", "burst_floor.c"))
+	args := append(append([]string{}, cc[1:]...), "-O2", "-Wall", "-pthread", "-I", filepath.Join("..", "rtcreate"), "-o", bin, filepath.Join("testdata", "burst_floor.c"))
 	if out, err := exec.Command(cc[0], args...).CombinedOutput(); err != nil {
 		b.Fatalf("floor-c: %s: %v\n%s\n(%s)", strings.Join(cc, " "), err, out, need)
 	}

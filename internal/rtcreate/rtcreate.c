@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nl.h"
 #include "rtcreate.h"
 
 // include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
@@ -55,88 +56,6 @@ struct gp_rt {
 
 static void fail(char *err, int errlen, const char *what, int e) {
 	snprintf(err, errlen, "%s: %s", what, strerror(e));
-}
-
-// put appends attribute type with len bytes of v at p, padded.
-static char *put(char *p, uint16_t type, const void *v, uint16_t len) {
-	struct nlattr *a = (struct nlattr *)p;
-	a->nla_type = type;
-	a->nla_len = NLA_HDRLEN + len;
-	memcpy(p + NLA_HDRLEN, v, len);
-	memset(p + NLA_HDRLEN + len, 0, NLA_ALIGN(len) - len);
-	return p + NLA_HDRLEN + NLA_ALIGN(len);
-}
-
-// EACH_ATTR walks the attributes in [from, to), stopping at the first that
-// does not fit.
-#define EACH_ATTR(a, from, to)                                                     \
-	for (struct nlattr *a = (struct nlattr *)(from);                           \
-	     (char *)a + NLA_HDRLEN <= (char *)(to) && a->nla_len >= NLA_HDRLEN && \
-	     (char *)a + a->nla_len <= (char *)(to);                                \
-	     a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
-#define ATTR_DATA(a) ((char *)(a) + NLA_HDRLEN)
-#define ATTR_LEN(a) ((size_t)((a)->nla_len - NLA_HDRLEN))
-
-// get copies attribute a's payload into v if it holds at least len bytes.
-static int get(const struct nlattr *a, void *v, size_t len) {
-	if (ATTR_LEN(a) < len)
-		return 0;
-	memcpy(v, ATTR_DATA(a), len);
-	return 1;
-}
-
-// resolve asks the generic netlink controller for mptcp_pm's family id and
-// the id of its events group.
-static int resolve(int fd, uint16_t *family, uint32_t *group, char *err, int errlen) {
-	char buf[8192] __attribute__((aligned(4)));
-	struct nlmsghdr *h = (struct nlmsghdr *)buf;
-	struct genlmsghdr *g = NLMSG_DATA(h);
-	memset(buf, 0, NLMSG_HDRLEN + GENL_HDRLEN);
-	h->nlmsg_type = GENL_ID_CTRL;
-	h->nlmsg_flags = NLM_F_REQUEST;
-	h->nlmsg_seq = 1;
-	g->cmd = CTRL_CMD_GETFAMILY;
-	g->version = 1;
-	h->nlmsg_len = put((char *)(g + 1), CTRL_ATTR_FAMILY_NAME, "mptcp_pm", sizeof "mptcp_pm") - buf;
-	if (send(fd, buf, h->nlmsg_len, 0) < 0) {
-		fail(err, errlen, "looking up mptcp_pm", errno);
-		return -1;
-	}
-	int n;
-	while ((n = recv(fd, buf, sizeof buf, 0)) < 0 && errno == EINTR) {
-	}
-	if (n < 0) {
-		fail(err, errlen, "looking up mptcp_pm", errno);
-		return -1;
-	}
-	if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_len > (uint32_t)n || h->nlmsg_type != GENL_ID_CTRL) {
-		snprintf(err, errlen, "the kernel has no mptcp_pm generic netlink family");
-		return -1;
-	}
-	EACH_ATTR(a, g + 1, buf + h->nlmsg_len) {
-		if (a->nla_type == CTRL_ATTR_FAMILY_ID)
-			get(a, family, 2);
-		if ((a->nla_type & NLA_TYPE_MASK) != CTRL_ATTR_MCAST_GROUPS)
-			continue;
-		EACH_ATTR(grp, ATTR_DATA(a), (char *)a + a->nla_len) {
-			uint32_t id = 0;
-			int events = 0;
-			EACH_ATTR(f, ATTR_DATA(grp), (char *)grp + grp->nla_len) {
-				if (f->nla_type == CTRL_ATTR_MCAST_GRP_ID)
-					get(f, &id, 4);
-				if (f->nla_type == CTRL_ATTR_MCAST_GRP_NAME && ATTR_LEN(f) >= sizeof "mptcp_pm_events" &&
-				    memcmp(ATTR_DATA(f), "mptcp_pm_events", sizeof "mptcp_pm_events") == 0)
-					events = 1;
-			}
-			if (events)
-				*group = id;
-		}
-	}
-	if (!*family || !*group) {
-		snprintf(err, errlen, "mptcp_pm has no events group");
-		return -1;
-	}
-	return 0;
 }
 
 // flush hands the batched reports to the loop, in one message. A
@@ -420,36 +339,17 @@ struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, ch
 		fail(err, errlen, "netlink socket", errno);
 		goto out;
 	}
-	if (resolve(rt->cmds, &rt->family, &group, err, errlen) < 0)
+	if (gp_resolve(rt->cmds, &rt->family, &group, err, errlen) < 0)
 		goto out;
-	// Only ESTABLISHED is queued: the generic netlink command byte, right
-	// after the netlink header, is the event type.
-	struct sock_filter only[] = {
-		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NLMSG_HDRLEN),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EVENT_ESTABLISHED, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
-		BPF_STMT(BPF_RET | BPF_K, 0),
-	};
-	struct sock_fprog prog = {sizeof only / sizeof only[0], only};
-	int one = 1, rcvbuf = 8 << 20;
-	if (setsockopt(rt->events, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) {
-		fail(err, errlen, "event filter", errno);
-		goto out;
-	}
-	// A burst's events wait here while the thread creates: room for
-	// tens of thousands with CAP_NET_ADMIN (in the namespace's owning
-	// user namespace); without it SO_RCVBUF, capped by rmem_max, and an
-	// overrun then loses events (GP_LOST: the loop resyncs).
-	if (setsockopt(rt->events, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
-		setsockopt(rt->events, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 	// gp_rt_stop wakes the thread; should its wake-up be refused, the
 	// thread still sees stop within a second.
 	struct timeval second = {.tv_sec = 1};
 	setsockopt(rt->events, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
-	if (setsockopt(rt->events, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
-		fail(err, errlen, "joining mptcp_pm's events group", errno);
+	// Without a forced buffer an overrun loses events sooner (GP_LOST:
+	// the loop resyncs).
+	int one = 1, forced = 0;
+	if (gp_only_established(rt->events, group, &forced, err, errlen) < 0)
 		goto out;
-	}
 	// A refusal's acknowledgement without a copy of the request, with the
 	// kernel's message.
 	setsockopt(rt->cmds, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);

@@ -28,6 +28,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "nl.h" // internal/rtcreate's: the benchmark builds with -I there
+
 // include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
 enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
 enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
@@ -51,76 +53,11 @@ static int genl_socket(void) {
 	return fd;
 }
 
-// put appends attribute type with len bytes of v at p, padded.
-static char *put(char *p, uint16_t type, const void *v, uint16_t len) {
-	struct nlattr *a = (struct nlattr *)p;
-	a->nla_type = type;
-	a->nla_len = NLA_HDRLEN + len;
-	memcpy(p + NLA_HDRLEN, v, len);
-	memset(p + NLA_HDRLEN + len, 0, NLA_ALIGN(len) - len);
-	return p + NLA_HDRLEN + NLA_ALIGN(len);
-}
-
-#define EACH_ATTR(a, from, to)                                             \
-	for (struct nlattr *a = (struct nlattr *)(from);                     \
-	     (char *)a + NLA_HDRLEN <= (char *)(to) && a->nla_len >= NLA_HDRLEN && \
-	     (char *)a + a->nla_len <= (char *)(to);                          \
-	     a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len)))
-#define ATTR_DATA(a) ((char *)(a) + NLA_HDRLEN)
-#define ATTR_LEN(a) ((size_t)((a)->nla_len - NLA_HDRLEN)) // EACH_ATTR: nla_len >= NLA_HDRLEN
-
-// get copies attribute a's payload into v if it holds at least len bytes.
-static int get(const struct nlattr *a, void *v, size_t len) {
-	if (ATTR_LEN(a) < len)
-		return 0;
-	memcpy(v, ATTR_DATA(a), len);
-	return 1;
-}
-
-// resolve asks the generic netlink controller for mptcp_pm's family id and
-// the id of its events group.
+// resolve asks for mptcp_pm's family id and events group (nl.h).
 static void resolve(int fd, uint16_t *family, uint32_t *group) {
-	static char buf[16384];
-	struct nlmsghdr *h = (struct nlmsghdr *)buf;
-	struct genlmsghdr *g = NLMSG_DATA(h);
-	memset(buf, 0, NLMSG_HDRLEN + GENL_HDRLEN);
-	h->nlmsg_type = GENL_ID_CTRL;
-	h->nlmsg_flags = NLM_F_REQUEST;
-	h->nlmsg_seq = 1;
-	g->cmd = CTRL_CMD_GETFAMILY;
-	g->version = 1;
-	h->nlmsg_len = put((char *)(g + 1), CTRL_ATTR_FAMILY_NAME, "mptcp_pm", sizeof "mptcp_pm") - buf;
-	if (send(fd, buf, h->nlmsg_len, 0) < 0)
-		die("family lookup");
-	int n = recv(fd, buf, sizeof buf, 0);
-	if (n < 0)
-		die("family lookup");
-	if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_len > (uint32_t)n || h->nlmsg_type != GENL_ID_CTRL) {
-		fprintf(stderr, "floor-c: the kernel has no mptcp_pm family\n");
-		exit(1);
-	}
-	EACH_ATTR(a, g + 1, buf + h->nlmsg_len) {
-		if (a->nla_type == CTRL_ATTR_FAMILY_ID)
-			get(a, family, 2);
-		if ((a->nla_type & NLA_TYPE_MASK) != CTRL_ATTR_MCAST_GROUPS)
-			continue;
-		EACH_ATTR(grp, ATTR_DATA(a), (char *)a + a->nla_len) {
-			uint32_t id = 0;
-			int events = 0;
-			EACH_ATTR(f, ATTR_DATA(grp), (char *)grp + grp->nla_len) {
-				if (f->nla_type == CTRL_ATTR_MCAST_GRP_ID)
-					get(f, &id, 4);
-				if (f->nla_type == CTRL_ATTR_MCAST_GRP_NAME &&
-				    ATTR_LEN(f) >= sizeof "mptcp_pm_events" &&
-				    memcmp(ATTR_DATA(f), "mptcp_pm_events", sizeof "mptcp_pm_events") == 0)
-					events = 1;
-			}
-			if (events)
-				*group = id;
-		}
-	}
-	if (!*family || !*group) {
-		fprintf(stderr, "floor-c: mptcp_pm has no events group\n");
+	char err[128];
+	if (gp_resolve(fd, family, group, err, sizeof err) < 0) {
+		fprintf(stderr, "floor-c: %s\n", err);
 		exit(1);
 	}
 }
@@ -168,22 +105,17 @@ int main(int argc, char **argv) {
 	uint16_t family = 0;
 	uint32_t group = 0;
 	resolve(cmds, &family, &group);
-	// Only ESTABLISHED is queued: the generic netlink command byte, right
-	// after the 16-byte netlink header, is the event type.
-	struct sock_filter only[] = {
-		BPF_STMT(BPF_LD | BPF_B | BPF_ABS, NLMSG_HDRLEN),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EVENT_ESTABLISHED, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
-		BPF_STMT(BPF_RET | BPF_K, 0),
-	};
-	struct sock_fprog prog = {sizeof only / sizeof only[0], only};
-	int one = 1, rcvbuf = 8 << 20;
-	if (setsockopt(events, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
-		die("event filter");
-	if (setsockopt(events, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
-		die("event buffer");
-	if (setsockopt(events, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0)
-		die("joining the events group");
+	// Only ESTABLISHED is queued, in a forced buffer (nl.h).
+	int one = 1, forced = 0;
+	char err[128];
+	if (gp_only_established(events, group, &forced, err, sizeof err) < 0) {
+		fprintf(stderr, "floor-c: %s\n", err);
+		return 1;
+	}
+	if (!forced) {
+		fprintf(stderr, "floor-c: event buffer: SO_RCVBUFFORCE refused\n");
+		return 1;
+	}
 	// A refusal's acknowledgement without a copy of the request.
 	setsockopt(cmds, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
 
