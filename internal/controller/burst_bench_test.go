@@ -235,7 +235,13 @@ func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, 
 	if pol == example {
 		b.Fatal("the example policy has no status_socket line to replace")
 	}
-	if err := os.WriteFile(cfg, []byte(pol+benchCreates(b)), 0o600); err != nil {
+	upol := pol
+	if c := benchCreates(b); c != "" {
+		if upol = strings.Replace(pol, "\ncreates:\n  thread: reader\n", "\n"+c, 1); upol == pol {
+			b.Fatal("the example policy has no creates section to replace")
+		}
+	}
+	if err := os.WriteFile(cfg, []byte(upol), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return cfg, sock, pol

@@ -127,13 +127,13 @@ log:
 # Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
 skip_link_local: true
 
-# Which thread answers a new connection with its subflow creates (client
-# side, userspace PM): reader (the daemon's event reader, the default) or
-# realtime (a C thread at SCHED_FIFO: the second path sooner under bursts
-# of new connections; needs CAP_SYS_NICE or LimitRTPRIO, docs/deploy.md).
-#creates:
-#  thread: realtime
-#  priority: 10
+# Which thread answers a new connection with its subflow creates: reader
+# (the daemon's event reader, the default) or, with side: client and
+# path_manager: userspace only, realtime (a C thread at SCHED_FIFO: the
+# second path sooner under bursts of new connections; needs CAP_SYS_NICE
+# or LimitRTPRIO, docs/deploy.md), e.g. thread: realtime and priority: 10.
+creates:
+  thread: reader
 
 # The SOCKS5 relay's section: gigapath relay --config FILE reads it when
 # it starts (docs/relay.md); the daemon does not use it.
