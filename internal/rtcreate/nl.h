@@ -10,6 +10,7 @@
 #include <linux/filter.h>
 #include <linux/genetlink.h>
 #include <linux/netlink.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,6 +96,51 @@ static int gp_resolve(int fd, uint16_t *family, uint32_t *group, char *err, int 
 		return -1;
 	}
 	return 0;
+}
+
+// include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers):
+// what a SUBFLOW_CREATE carries.
+enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
+enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
+enum { ADDR_FAMILY = 1, ADDR_ID = 2, ADDR_ADDR4 = 3, ADDR_ADDR6 = 4, ADDR_PORT = 5, ADDR_FLAGS = 6, ADDR_IF_IDX = 7 };
+
+// gp_put_create writes into req (256 bytes, 4-aligned) the SUBFLOW_CREATE
+// of connection token (family_id: mptcp_pm's) from local (id and flags
+// left out when 0, on ifindex) to remote:port (host order), both addresses
+// of family fam (4 or 16 bytes), and returns its length.
+static inline uint32_t gp_put_create(char *req, uint16_t family_id, uint32_t seq, uint32_t token, uint16_t fam,
+				     const void *local, uint8_t id, uint32_t flags, int32_t ifindex,
+				     const void *remote, uint16_t port) {
+	struct nlmsghdr *r = (struct nlmsghdr *)req;
+	struct genlmsghdr *g = NLMSG_DATA(r);
+	uint16_t alen = fam == AF_INET ? 4 : 16, atype = fam == AF_INET ? ADDR_ADDR4 : ADDR_ADDR6;
+	r->nlmsg_type = family_id;
+	r->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	r->nlmsg_seq = seq;
+	r->nlmsg_pid = 0;
+	g->cmd = CMD_SUBFLOW_CREATE;
+	g->version = 1;
+	g->reserved = 0;
+	char *p = put((char *)(g + 1), ATTR_TOKEN, &token, 4);
+	struct nlattr *nest = (struct nlattr *)p;
+	nest->nla_type = NLA_F_NESTED | ATTR_ADDR;
+	p += NLA_HDRLEN;
+	p = put(p, ADDR_FAMILY, &fam, 2);
+	p = put(p, atype, local, alen);
+	if (id)
+		p = put(p, ADDR_ID, &id, 1);
+	if (flags)
+		p = put(p, ADDR_FLAGS, &flags, 4);
+	p = put(p, ADDR_IF_IDX, &ifindex, 4);
+	nest->nla_len = p - (char *)nest;
+	nest = (struct nlattr *)p;
+	nest->nla_type = NLA_F_NESTED | ATTR_ADDR_REMOTE;
+	p += NLA_HDRLEN;
+	p = put(p, ADDR_FAMILY, &fam, 2);
+	p = put(p, atype, remote, alen);
+	p = put(p, ADDR_PORT, &port, 2);
+	nest->nla_len = p - (char *)nest;
+	return r->nlmsg_len = p - req;
 }
 
 // gp_only_established makes fd, a socket for the mptcp_pm events group,

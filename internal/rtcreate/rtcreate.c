@@ -27,10 +27,8 @@
 #include "nl.h"
 #include "rtcreate.h"
 
-// include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
-enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
-enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
-enum { ADDR_FAMILY = 1, ADDR_ID = 2, ADDR_ADDR4 = 3, ADDR_ADDR6 = 4, ADDR_PORT = 5, ADDR_FLAGS = 6, ADDR_IF_IDX = 7 };
+// include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers);
+// the command's are in nl.h.
 enum {
 	EV_TOKEN = 1, EV_FAMILY = 2, EV_SADDR4 = 5, EV_SADDR6 = 6, EV_DADDR4 = 7, EV_DADDR6 = 8,
 	EV_DPORT = 10, EV_FLAGS = 13, EV_IF_IDX = 15, EV_SERVER_SIDE = 18,
@@ -145,40 +143,9 @@ static int32_t initial(const struct gp_plan *p, const struct conn *c) {
 static int create(struct gp_rt *rt, const struct conn *c, const struct gp_ep *ep, int32_t ifindex, char *msg) {
 	char req[256] __attribute__((aligned(4)));
 	char ack[1024] __attribute__((aligned(4)));
-	struct nlmsghdr *r = (struct nlmsghdr *)req;
-	struct genlmsghdr *g = NLMSG_DATA(r);
-	uint16_t fam = c->family, port = ntohs(c->dport); // the event's port is big-endian, the command's host order
-	size_t alen = addrlen(fam);
-	uint16_t atype = fam == AF_INET ? ADDR_ADDR4 : ADDR_ADDR6;
-
-	r->nlmsg_type = rt->family;
-	r->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-	r->nlmsg_seq = ++rt->seq;
-	r->nlmsg_pid = 0;
-	g->cmd = CMD_SUBFLOW_CREATE;
-	g->version = 1;
-	g->reserved = 0;
-	char *p = put((char *)(g + 1), ATTR_TOKEN, &c->token, 4);
-	struct nlattr *nest = (struct nlattr *)p;
-	nest->nla_type = NLA_F_NESTED | ATTR_ADDR;
-	p += NLA_HDRLEN;
-	p = put(p, ADDR_FAMILY, &fam, 2);
-	p = put(p, atype, ep->addr, alen);
-	if (ep->id)
-		p = put(p, ADDR_ID, &ep->id, 1);
-	if (ep->flags)
-		p = put(p, ADDR_FLAGS, &ep->flags, 4);
-	p = put(p, ADDR_IF_IDX, &ifindex, 4);
-	nest->nla_len = p - (char *)nest;
-	nest = (struct nlattr *)p;
-	nest->nla_type = NLA_F_NESTED | ATTR_ADDR_REMOTE;
-	p += NLA_HDRLEN;
-	p = put(p, ADDR_FAMILY, &fam, 2);
-	p = put(p, atype, c->daddr, alen);
-	p = put(p, ADDR_PORT, &port, 2);
-	nest->nla_len = p - (char *)nest;
-	r->nlmsg_len = p - req;
-	while (send(rt->cmds, req, r->nlmsg_len, 0) < 0) {
+	uint16_t port = ntohs(c->dport); // the event's port is big-endian, the command's host order
+	uint32_t len = gp_put_create(req, rt->family, ++rt->seq, c->token, c->family, ep->addr, ep->id, ep->flags, ifindex, c->daddr, port);
+	while (send(rt->cmds, req, len, 0) < 0) {
 		if (errno != EINTR) {
 			snprintf(msg, GP_MSG, "sending the request: %s", strerror(errno));
 			return errno;

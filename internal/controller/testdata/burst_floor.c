@@ -31,9 +31,6 @@
 #include "nl.h" // internal/rtcreate's: the benchmark builds with -I there
 
 // include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
-enum { CMD_SUBFLOW_CREATE = 10, EVENT_ESTABLISHED = 2 };
-enum { ATTR_ADDR = 1, ATTR_TOKEN = 4, ATTR_ADDR_REMOTE = 6 };
-enum { ADDR_FAMILY = 1, ADDR_ID = 2, ADDR_ADDR4 = 3, ADDR_PORT = 5, ADDR_IF_IDX = 7 };
 enum { EV_TOKEN = 1, EV_FAMILY = 2, EV_DADDR4 = 7, EV_DPORT = 10 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -164,36 +161,9 @@ int main(int argc, char **argv) {
 			continue;
 		}
 
-		struct nlmsghdr *r = (struct nlmsghdr *)req;
-		struct genlmsghdr *g = NLMSG_DATA(r);
-		r->nlmsg_type = family;
-		r->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-		r->nlmsg_seq = ++seq;
-		r->nlmsg_pid = 0;
-		g->cmd = CMD_SUBFLOW_CREATE;
-		g->version = 1;
-		g->reserved = 0;
-		char *p = put((char *)(g + 1), ATTR_TOKEN, &token, 4);
-		uint16_t inet = AF_INET, port = ntohs(dport); // the event's port is big-endian, the command's host order
-		uint8_t id = 2;
-		int32_t ifi = ifindex;
-		struct nlattr *nest = (struct nlattr *)p;
-		nest->nla_type = NLA_F_NESTED | ATTR_ADDR;
-		p += NLA_HDRLEN;
-		p = put(p, ADDR_FAMILY, &inet, 2);
-		p = put(p, ADDR_ID, &id, 1);
-		p = put(p, ADDR_ADDR4, &lte, 4);
-		p = put(p, ADDR_IF_IDX, &ifi, 4);
-		nest->nla_len = p - (char *)nest;
-		nest = (struct nlattr *)p;
-		nest->nla_type = NLA_F_NESTED | ATTR_ADDR_REMOTE;
-		p += NLA_HDRLEN;
-		p = put(p, ADDR_FAMILY, &inet, 2);
-		p = put(p, ADDR_ADDR4, &daddr, 4);
-		p = put(p, ADDR_PORT, &port, 2);
-		nest->nla_len = p - (char *)nest;
-		r->nlmsg_len = p - req;
-		if (send(cmds, req, r->nlmsg_len, 0) < 0)
+		uint16_t port = ntohs(dport); // the event's port is big-endian, the command's host order
+		uint32_t len = gp_put_create(req, family, ++seq, token, AF_INET, &lte, 2, 0, ifindex, &daddr, port);
+		if (send(cmds, req, len, 0) < 0)
 			die("subflow create");
 		for (;;) {
 			int m = recv(cmds, ack, sizeof ack, 0);
