@@ -29,7 +29,6 @@ import (
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/svgplot"
 	"github.com/gigapath/gigapath/internal/testbed"
-	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // Burst benchmark parameters (BenchmarkBurst).
@@ -95,7 +94,9 @@ const (
 // established, the longest latency among them; connections without their
 // lte subflow are left out) and the round's start on CLOCK_MONOTONIC, to
 // find a stall in `perf record -k mono -e sched:sched_switch -g` or `perf
-// sched record -k mono`.
+// sched record -k mono`. BURST_OBSERVER=fifo makes the observer read in
+// blocking reads at SCHED_FIFO (BURST_OBSERVER_PRIO, default 50) rather
+// than through Go's poller at nice 0 (see observer).
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")
@@ -110,6 +111,7 @@ func BenchmarkBurst(b *testing.B) {
 	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
 	gen := startGenerator(b, bed, addr, addr)
 	obs := newObserver(b, bed)
+	b.Logf("the observer reads %s", obs.how)
 
 	dir := b.TempDir()
 	cfg, sock, pol := examplePolicy(b, bed, bin, dir)
@@ -648,116 +650,6 @@ func openBurst(ns *testbed.NetNS, remote string, n int) ([]net.Conn, error) {
 	}
 	wg.Wait()
 	return conns, errors.Join(errs...)
-}
-
-// observer is the independent event listener of the client namespace: per
-// connection, when it read the ESTABLISHED and the lte SUB_ESTABLISHED.
-type observer struct {
-	lte    netip.Addr
-	mu     sync.Mutex
-	est    map[uint32]time.Time
-	sub    map[uint32]time.Time
-	nclose int
-	lost   int
-}
-
-func newObserver(b *testing.B, bed *testbed.Bed) *observer {
-	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { el.Close() })
-	o := &observer{lte: bed.LTEAddr}
-	o.reset()
-	testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
-		now := time.Now()
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if err != nil {
-			o.lost++
-		}
-		for _, e := range evs {
-			switch {
-			case e.Type == pathmgr.EventEstablished:
-				o.est[e.Token] = now
-			case e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == o.lte:
-				if _, ok := o.sub[e.Token]; !ok {
-					o.sub[e.Token] = now
-				}
-			case e.Type == pathmgr.EventClosed:
-				o.nclose++
-			}
-		}
-		return true
-	})
-	return o
-}
-
-func (o *observer) reset() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.est, o.sub, o.nclose, o.lost = map[uint32]time.Time{}, map[uint32]time.Time{}, 0, 0
-}
-
-// served reports whether n connections have their lte subflow.
-func (o *observer) served(n int) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.sub) >= n
-}
-
-func (o *observer) closed() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.nclose
-}
-
-// result is the latency of every connection whose ESTABLISHED and lte
-// SUB_ESTABLISHED were both seen, the overruns, and the time from start
-// until the last lte subflow.
-func (o *observer) result(start time.Time) (lat []time.Duration, lost int, all time.Duration) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var last time.Time
-	for tok, s := range o.sub {
-		if s.After(last) {
-			last = s
-		}
-		if e, ok := o.est[tok]; ok {
-			lat = append(lat, s.Sub(e))
-		}
-	}
-	return lat, o.lost, last.Sub(start)
-}
-
-// timeline is the round's connections by when they were established, in
-// bins of bin from start: how many, and the longest latency among them; a
-// growing queue and a stall of the daemon look different in it.
-func (o *observer) timeline(start time.Time, bin time.Duration) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	type cell struct {
-		n   int
-		max time.Duration
-	}
-	var cells []cell
-	for tok, e := range o.est {
-		s, ok := o.sub[tok]
-		if !ok {
-			continue
-		}
-		i := max(0, int(e.Sub(start)/bin))
-		for len(cells) <= i {
-			cells = append(cells, cell{})
-		}
-		cells[i].n++
-		cells[i].max = max(cells[i].max, s.Sub(e))
-	}
-	var sb strings.Builder
-	for i, c := range cells {
-		fmt.Fprintf(&sb, " %d:%d/%.2f", i, c.n, float64(c.max)/float64(time.Millisecond))
-	}
-	return sb.String()
 }
 
 // kernelPMOn turns the client namespace to the in-kernel PM as a user
