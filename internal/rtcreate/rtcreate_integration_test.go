@@ -312,7 +312,7 @@ func startWithoutSysNice(t *testing.T, rtprio uint64) (fifo bool, err error) {
 	}
 	if err := unix.Setrlimit(unix.RLIMIT_RTPRIO, &unix.Rlimit{Cur: rtprio, Max: max(old.Max, rtprio)}); err != nil {
 		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("RLIMIT_RTPRIO %d: raising the hard limit (%d) needs CAP_SYS_RESOURCE, which this environment does not grant: %v", rtprio, old.Max, err)
+			t.Skipf("RLIMIT_RTPRIO %d: raising the hard limit (%d) needs CAP_SYS_RESOURCE, which this environment does not grant (the systemd pass, .ci/vmtest-systemd, checks the same rule through LimitRTPRIO=): %v", rtprio, old.Max, err)
 		}
 		t.Fatal(err)
 	}
