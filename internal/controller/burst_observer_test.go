@@ -35,16 +35,16 @@ import (
 // the tail it measured that way was its own: the thread had sent the
 // create, and the kernel established the subflow inside that call, a few
 // tens of µs after the ESTABLISHED, and the observer read the
-// SUB_ESTABLISHED 0.4-6 ms later (docs/benchmarks.md, "the observer's own
-// delay").
+// SUB_ESTABLISHED up to 1.5 ms later (the median over a round's slowest
+// 1 %; docs/benchmarks.md, "the observer's own delay").
 //
 // BURST_OBSERVER=fifo reads the way the create thread does: one event at
 // a time, in blocking reads on a thread of its own at SCHED_FIFO
 // (BURST_OBSERVER_PRIO, default 50: above the thread's 10, so that the
 // thread never delays a timestamp in the daemon's favour), with no poller
 // in between. It reads within microseconds, at a price: it preempts the
-// openers at each event, which costs the rounds with the thread about a
-// tenth of their rate against the in-kernel PM's.
+// openers at each event, which costs the rounds with the thread a tenth
+// to a fifth of their rate ratio to the in-kernel PM's.
 type observer struct {
 	lte    netip.Addr
 	how    string // how it reads, for the round's report
@@ -239,7 +239,7 @@ func eventToken(attrs []byte) (token uint32, local netip.Addr) {
 			token = ad.Uint32()
 		case pathmgr.AttrSourceAddr4, pathmgr.AttrSourceAddr6:
 			if a, ok := netip.AddrFromSlice(ad.Bytes()); ok {
-				local = a.Unmap()
+				local = a // not unmapped, as pathmgr's events: the same count as the poller's
 			}
 		}
 	}

@@ -67,7 +67,7 @@ func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
 		return nil, err
 	}
 	if fifo, err := th.RealTime(); !fifo {
-		c.log.Warn("the create thread runs at the daemon's scheduling, not real-time (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: docs/deploy/gigapath-realtime.conf)", "err", err)
+		c.log.Warn("the create thread runs at the daemon's scheduling, not real-time (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, the real-time drop-in of docs/deploy.md)", "err", err)
 	}
 	return th, nil
 }
