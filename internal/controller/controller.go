@@ -139,12 +139,14 @@ type Controller struct {
 	// (creates.thread: realtime; rtcreates.go), nil without one;
 	// rtcFailed: it stopped, rtcTooBig: it cannot hold the plan, and
 	// rtLate holds its reports about connections not taken in yet,
-	// rtAwait the connections assumed and not accounted for yet, since
-	// when.
+	// rtAwait the connections assumed and not accounted for yet; rtSeq
+	// counts the connections assumed, rtDone is the latest of them (in
+	// that count) the thread accounted for.
 	rtc                  rtThread
 	rtcFailed, rtcTooBig bool
 	rtLate               map[uint32][]lateReport
-	rtAwait              map[uint32]time.Time
+	rtAwait              map[uint32]rtWait
+	rtSeq, rtDone        uint64
 
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)

@@ -183,9 +183,10 @@ func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at tim
 		// (rtcreates.go), and counts them then.
 		cn.assumed = true
 		if c.rtAwait == nil {
-			c.rtAwait = map[uint32]time.Time{}
+			c.rtAwait = map[uint32]rtWait{}
 		}
-		c.rtAwait[cn.token] = at
+		c.rtSeq++
+		c.rtAwait[cn.token] = rtWait{since: at, seq: c.rtSeq}
 	}
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}

@@ -29,8 +29,9 @@ import (
 // the loop did not assume becomes pending; a refusal backs off as the
 // loop's own would. An account that comes before the reader's ESTABLISHED
 // waits for it in rtLate. A connection whose account never comes (the
-// thread lost its event, or stopped) is treated after rtAwaitFor as one
-// the thread sent nothing for.
+// thread lost its event, or stopped) is treated as one the thread sent
+// nothing for, once the thread has accounted for connections the loop
+// assumed after it (expireRT says why not by the clock alone).
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
@@ -50,10 +51,27 @@ type lateReport struct {
 // of connections that closed before the loop saw them do not pile up.
 const rtLateFor = 30 * time.Second
 
+// rtWait is an assumed connection's wait for the thread's account: since
+// when, and its place among the connections the loop assumed (rtSeq).
+type rtWait struct {
+	since time.Time
+	seq   uint64
+}
+
 // rtAwaitFor is how long an assumed connection waits for the thread's
-// account before the loop takes it as sent nothing: the thread, at
-// SCHED_FIFO, accounts within milliseconds unless it lost the event.
-const rtAwaitFor = 5 * time.Second
+// account at least before the loop takes it as sent nothing: the thread,
+// at SCHED_FIFO, accounts within milliseconds unless it lost the event.
+// rtAwaitMax is how long at most, when no later account comes either.
+const (
+	rtAwaitFor = 5 * time.Second
+	rtAwaitMax = 30 * time.Second
+)
+
+// rtReorder is how far apart the reader and the thread may see two
+// connections' ESTABLISHED, in connections: the kernel sends each event
+// to both sockets in turn, so only events sent at the same time from
+// different CPUs can reach them in different orders.
+const rtReorder = 8
 
 // startRT starts the real-time thread in the managed namespace. A thread
 // the kernel did not let run at SCHED_FIFO still runs, and the log says
@@ -196,7 +214,10 @@ func (c *Controller) rtAccount(cn *conn, dst netip.AddrPort, sent []int, at time
 			return false
 		})
 		cn.assumed = false
-		delete(c.rtAwait, cn.token)
+		if w, ok := c.rtAwait[cn.token]; ok {
+			c.rtDone = max(c.rtDone, w.seq)
+			delete(c.rtAwait, cn.token)
+		}
 	}
 	for _, idx := range sent {
 		c.ls.creates.Inc()
@@ -226,22 +247,35 @@ func (c *Controller) takeLate(cn *conn) {
 // expireRT drops the reports whose connection never came (it closed
 // before the reader saw it, or its events were lost: a resync's), and
 // takes the connections whose account never came as sent nothing.
+//
+// Not by the clock alone: a loop starved of CPU (the rest of the daemon
+// at nice 19 on a busy device) can take a connection in seconds after the
+// thread accounted for it, and find the clock past rtAwaitFor before it
+// has read that account; taken as sent nothing, the connection would get
+// a second create. The thread accounts in the order it reads events, the
+// reader's order but for rtReorder, and the loop reads its accounts in
+// that order: so an account is missing, not late, once the loop has read
+// the account of a connection it assumed rtReorder or more after it, or
+// when the thread has stopped. Without either, rtAwaitMax ends the wait.
 func (c *Controller) expireRT(now time.Time) {
 	for tok, rs := range c.rtLate {
 		if now.Sub(rs[len(rs)-1].at) > rtLateFor {
 			delete(c.rtLate, tok)
 		}
 	}
-	for tok, since := range c.rtAwait {
-		if now.Sub(since) <= rtAwaitFor {
+	for tok, w := range c.rtAwait {
+		age := now.Sub(w.since)
+		missing := c.rtcFailed || c.rtDone >= w.seq+rtReorder
+		if age <= rtAwaitFor || (!missing && age <= rtAwaitMax) {
 			continue
 		}
+		// Out of the wait first: rtDone counts the thread's accounts only.
+		delete(c.rtAwait, tok)
 		cn, ok := c.conns[tok]
 		if !ok {
-			delete(c.rtAwait, tok)
 			continue
 		}
-		c.log.Debug("no account of the create thread for a connection: taken as sent nothing", "token", tok)
+		c.log.Debug("no account of the create thread for a connection: taken as sent nothing", "token", tok, "waited", age)
 		c.rtAccount(cn, norm(cn.remote), nil, now)
 	}
 }

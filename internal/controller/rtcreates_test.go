@@ -135,13 +135,29 @@ func TestRealtimeReportWaitsForEstablished(t *testing.T) {
 	}
 }
 
+// assumeRT has the reader take connection token's creates as sent and
+// the loop take the connection in, as TestRealtimeCreatesTakenAsSent.
+func assumeRT(c *Controller, token uint32, now time.Time) {
+	ev := newConnEvent
+	ev.Token = token
+	c.earlySent = c.earlyCreates([]pathmgr.Event{ev}, nil)
+	c.handlePM(ev, now)
+}
+
 // A connection whose account never comes (the thread lost its event) gets
-// the loop's creates after rtAwaitFor.
+// the loop's creates once the thread has accounted for connections the
+// loop assumed after it, and not before rtAwaitFor.
 func TestRealtimeAccountNeverComes(t *testing.T) {
 	now := time.Unix(5000, 0)
 	c, k, _ := rtController(t, &now)
-	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
-	c.handlePM(newConnEvent, now)
+	assumeRT(c, newConnEvent.Token, now)
+	for tok := uint32(100); tok < 100+rtReorder; tok++ {
+		assumeRT(c, tok, now)
+		c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: tok, Remote: fakeRemote, Sent: []int{3}}, now)
+	}
+	if got := k.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q for connections the thread served", got)
+	}
 	now = now.Add(rtAwaitFor)
 	c.tick()
 	if got := k.take(); len(got) != 0 {
@@ -149,8 +165,61 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 	}
 	now = now.Add(time.Second)
 	c.tick()
-	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") || len(c.rtAwait) != 0 {
-		t.Errorf("no account after %v: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor, got, c.rtAwait)
+	if got := k.take(); !slices.Equal(got, []string{"create 3>" + fakeRemote.String() + " id 1 backup false"}) || len(c.rtAwait) != 0 {
+		t.Errorf("no account after %v, %d later ones read: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, rtReorder, got, c.rtAwait)
+	}
+}
+
+// A loop starved of CPU may take a connection in, and see its clock past
+// rtAwaitFor, before it has read the account the thread sent long ago: it
+// waits for an account of a later connection (or rtAwaitMax), so that the
+// account, read then, does not meet a create the loop sent meanwhile.
+func TestRealtimeAccountLateStarvedLoop(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	assumeRT(c, newConnEvent.Token, now)
+	// Fewer later accounts than the events can be reordered by: not
+	// proof that the thread passed this connection.
+	for tok := uint32(100); tok < 100+rtReorder-1; tok++ {
+		assumeRT(c, tok, now)
+		c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: tok, Remote: fakeRemote, Sent: []int{3}}, now)
+	}
+	now = now.Add(rtAwaitFor + 10*time.Second)
+	c.tick()
+	if got := k.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q before it read the thread's account", got)
+	}
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote, Sent: []int{3}}, now)
+	c.tick()
+	cn := c.conns[newConnEvent.Token]
+	if got := k.take(); len(got) != 0 || len(c.rtAwait) != 0 || cn.pending.at(slot{3, fakeRemote}).IsZero() {
+		t.Errorf("after the late account: the loop sent %q, awaiting %v, lte0 pending %v", got, c.rtAwait, cn.pending.at(slot{3, fakeRemote}))
+	}
+
+	// With no later account at all, rtAwaitMax ends the wait.
+	c2, k2, _ := rtController(t, &now)
+	assumeRT(c2, newConnEvent.Token, now)
+	now = now.Add(rtAwaitMax)
+	c2.tick()
+	if got := k2.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q before rtAwaitMax", got)
+	}
+	now = now.Add(time.Second)
+	c2.tick()
+	if got := k2.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		t.Errorf("no account at all after %v: the loop sent %q, want lte0's create", rtAwaitMax+time.Second, got)
+	}
+
+	// A thread that stopped accounts for nothing more: after rtAwaitFor
+	// the loop sends.
+	c3, k3, _ := rtController(t, &now)
+	assumeRT(c3, newConnEvent.Token, now)
+	c3.rtReport(rtcreate.Report{Kind: rtcreate.Failed, Err: errors.New("reading events")}, now)
+	k3.take()
+	now = now.Add(rtAwaitFor + time.Second)
+	c3.tick()
+	if got := k3.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		t.Errorf("the thread stopped: after %v the loop sent %q, want lte0's create", rtAwaitFor+time.Second, got)
 	}
 }
 
