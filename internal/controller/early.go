@@ -186,7 +186,9 @@ func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at tim
 			c.rtAwait = map[uint32]rtWait{}
 		}
 		c.rtSeq++
-		c.rtAwait[cn.token] = rtWait{since: at, seq: c.rtSeq}
+		// Since the loop took it in, not since the reader read it: a
+		// loop behind its reader has not read the account yet either.
+		c.rtAwait[cn.token] = rtWait{since: c.now(), seq: c.rtSeq}
 	}
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}

@@ -225,6 +225,17 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	smp := c.sampler
 	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps, smp) })
 
+	if p.Creates.Thread == policy.CreatesRealtime && c.rtc == nil {
+		// The thread's sockets are its own: it reads ESTABLISHED itself.
+		// Before the reader's, so that the reader assumes no connection
+		// whose event the thread never had (its account would never come).
+		th, err := c.startRT(p.Creates.Priority)
+		if err != nil {
+			return in, err
+		}
+		undo.push(func(stopMode) { th.Close() })
+		c.rtc = th
+	}
 	// Events first, so nothing between the inventory read and the loop is
 	// missed. With the in-kernel PM (path_manager needs a restart: fixed
 	// for this process), paced.
@@ -243,15 +254,6 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	if err := el.Only(pathmgr.EventEstablished, pathmgr.EventClosed, pathmgr.EventAnnounced, pathmgr.EventRemoved,
 		pathmgr.EventSubEstablished, pathmgr.EventSubClosed, pathmgr.EventSubPriority); err != nil {
 		c.log.Debug("every path-manager event is read", "err", err)
-	}
-	if p.Creates.Thread == policy.CreatesRealtime && c.rtc == nil {
-		// The thread's sockets are its own: it reads ESTABLISHED itself.
-		th, err := c.startRT(p.Creates.Priority)
-		if err != nil {
-			return in, err
-		}
-		undo.push(func(stopMode) { th.Close() })
-		c.rtc = th
 	}
 	if c.rtc != nil {
 		rtCh := make(chan []rtcreate.Report, 64)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -30,8 +31,9 @@ import (
 // loop's own would. An account that comes before the reader's ESTABLISHED
 // waits for it in rtLate. A connection whose account never comes (the
 // thread lost its event, or stopped) is treated as one the thread sent
-// nothing for, once the thread has accounted for connections the loop
-// assumed after it (expireRT says why not by the clock alone).
+// nothing for: not before rtAwaitFor, and then once the thread has
+// accounted for rtReorder connections the loop assumed after it, or has
+// stopped, or after rtAwaitMax (expireRT says why not by the clock alone).
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
@@ -46,10 +48,12 @@ type lateReport struct {
 	at time.Time
 }
 
-// rtLateFor is how long a report waits for its connection: longer than
-// any lag of the reader behind the thread, short enough that the reports
-// of connections that closed before the loop saw them do not pile up.
-const rtLateFor = 30 * time.Second
+// rtLateFor is how long a report waits for its connection: far longer
+// than any lag of the loop behind the thread, since a report dropped
+// while its connection is still to come would make the connection's
+// account look missing (expireRT); a report stays only when the reader
+// lost the connection's events, which also asks for a resync.
+const rtLateFor = 5 * time.Minute
 
 // rtWait is an assumed connection's wait for the thread's account: since
 // when, and its place among the connections the loop assumed (rtSeq).
@@ -70,8 +74,10 @@ const (
 // rtReorder is how far apart the reader and the thread may see two
 // connections' ESTABLISHED, in connections: the kernel sends each event
 // to both sockets in turn, so only events sent at the same time from
-// different CPUs can reach them in different orders.
-const rtReorder = 8
+// different CPUs can reach them in different orders. A margin, not a
+// bound (a preemptible kernel widens it); too small, it costs a create
+// sent twice, which converge closes.
+var rtReorder = uint64(max(8, 2*runtime.NumCPU()))
 
 // startRT starts the real-time thread in the managed namespace. A thread
 // the kernel did not let run at SCHED_FIFO still runs, and the log says

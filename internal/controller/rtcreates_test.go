@@ -151,7 +151,7 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 	now := time.Unix(5000, 0)
 	c, k, _ := rtController(t, &now)
 	assumeRT(c, newConnEvent.Token, now)
-	for tok := uint32(100); tok < 100+rtReorder; tok++ {
+	for tok := uint32(100); tok < 100+uint32(rtReorder); tok++ {
 		assumeRT(c, tok, now)
 		c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: tok, Remote: fakeRemote, Sent: []int{3}}, now)
 	}
@@ -168,6 +168,28 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 	if got := k.take(); !slices.Equal(got, []string{"create 3>" + fakeRemote.String() + " id 1 backup false"}) || len(c.rtAwait) != 0 {
 		t.Errorf("no account after %v, %d later ones read: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, rtReorder, got, c.rtAwait)
 	}
+
+	// The same with the later accounts read before their connections'
+	// ESTABLISHED (the loop behind the thread): they count once the
+	// connections are taken in.
+	c2, k2, _ := rtController(t, &now)
+	assumeRT(c2, newConnEvent.Token, now)
+	for tok := uint32(100); tok < 100+uint32(rtReorder); tok++ {
+		c2.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: tok, Remote: fakeRemote, Sent: []int{3}}, now)
+	}
+	now = now.Add(rtAwaitFor + time.Second)
+	c2.tick()
+	if got := k2.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q with the later accounts not yet applied", got)
+	}
+	c2.publishEarly() // as the loop's tick does: the plan is valid for two
+	for tok := uint32(100); tok < 100+uint32(rtReorder); tok++ {
+		assumeRT(c2, tok, now)
+	}
+	c2.tick()
+	if got := k2.take(); !slices.Equal(got, []string{"create 3>" + fakeRemote.String() + " id 1 backup false"}) {
+		t.Errorf("the later accounts taken in from rtLate: the loop sent %q, want lte0's create for the first connection only", got)
+	}
 }
 
 // A loop starved of CPU may take a connection in, and see its clock past
@@ -180,7 +202,7 @@ func TestRealtimeAccountLateStarvedLoop(t *testing.T) {
 	assumeRT(c, newConnEvent.Token, now)
 	// Fewer later accounts than the events can be reordered by: not
 	// proof that the thread passed this connection.
-	for tok := uint32(100); tok < 100+rtReorder-1; tok++ {
+	for tok := uint32(100); tok < 100+uint32(rtReorder)-1; tok++ {
 		assumeRT(c, tok, now)
 		c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: tok, Remote: fakeRemote, Sent: []int{3}}, now)
 	}
@@ -208,6 +230,16 @@ func TestRealtimeAccountLateStarvedLoop(t *testing.T) {
 	c2.tick()
 	if got := k2.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
 		t.Errorf("no account at all after %v: the loop sent %q, want lte0's create", rtAwaitMax+time.Second, got)
+	}
+
+	// The wait counts from when the loop took the connection in: a
+	// reader's ESTABLISHED read 40 s before the loop got to it is not a
+	// wait of 40 s for an account the loop has not read either.
+	c4, k4, _ := rtController(t, &now)
+	assumeRT(c4, newConnEvent.Token, now.Add(-40*time.Second))
+	c4.tick()
+	if got := k4.take(); len(got) != 0 {
+		t.Errorf("the loop sent %q as it took in a connection the reader read 40 s before", got)
 	}
 
 	// A thread that stopped accounts for nothing more: after rtAwaitFor
