@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -559,33 +560,60 @@ func TestIntegrationMPTCPSubflowLeavesByLTE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close() // ends the writer below on a failure
 	// Send until the lte subflow is established and has carried data
-	// (ss is the oracle), with a deadline.
-	buf := make([]byte, 32<<10)
-	var sent int64
+	// (ss is the oracle), with a deadline. The writer does not wait for
+	// ss: at one write per ss run (a process start, slower under load)
+	// the initial subflow never fills its window, and the scheduler may
+	// leave the lte subflow idle (seen in CI: 32 KiB on it, then nothing
+	// for 15 s).
+	var sent atomic.Int64
+	stopWrite, writeErr := make(chan struct{}), make(chan error, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-stopWrite:
+				writeErr <- nil
+				return
+			default:
+			}
+			n, err := conn.Write(buf)
+			sent.Add(int64(n))
+			if err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}()
 	deadline := time.Now().Add(15 * time.Second)
 	var ssOut string
 	for {
-		n, err := conn.Write(buf)
-		sent += int64(n)
-		if err != nil {
-			t.Fatalf("write after %d bytes: %v", sent, err)
-		}
 		ssOut, _ = tp.cli.Run("ss", "-tniH", "state", "established", "src", "10.81.2.2")
 		if strings.Contains(ssOut, "tcp-ulp-mptcp") && bytesAcked(ssOut) > 100000 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no established lte subflow carrying data within 15s; ss:\n%s\nip mptcp endpoint:\n%s", ssOut, tp.cli.RunT(t, "ip", "mptcp", "endpoint", "show"))
+		select {
+		case err := <-writeErr:
+			t.Fatalf("write after %d bytes: %v", sent.Load(), err)
+		default:
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no established lte subflow carrying data within 15s (%d bytes written); ss:\n%s\nip mptcp endpoint:\n%s", sent.Load(), ssOut, tp.cli.RunT(t, "ip", "mptcp", "endpoint", "show"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stopWrite)
+	if err := <-writeErr; err != nil {
+		t.Fatalf("write after %d bytes: %v", sent.Load(), err)
 	}
 	// The server sees that subflow arrive on lte0p.
 	if out := tp.srv.RunT(t, "ss", "-tniH", "state", "established", "dst", "10.81.2.2"); !strings.Contains(out, "10.81.2.2") {
 		t.Errorf("server has no subflow from the lte address:\n%s", out)
 	}
 	conn.Close()
-	if n := <-received; n != sent {
-		t.Errorf("server received %d bytes, client sent %d", n, sent)
+	if n := <-received; n != sent.Load() {
+		t.Errorf("server received %d bytes, client sent %d", n, sent.Load())
 	}
 	t.Logf("lte subflow: %s", strings.TrimSpace(ssOut))
 }
