@@ -44,6 +44,18 @@ func rtController(t *testing.T, now *time.Time) (*Controller, *fakeKernel, *fake
 	return c, k, rt
 }
 
+// assumeRT has the reader take connection token's creates as sent and
+// the loop take the connection in, as TestRealtimeCreatesTakenAsSent.
+func assumeRT(c *Controller, token uint32, now time.Time) {
+	ev := newConnEvent
+	ev.Token = token
+	c.earlySent = c.earlyCreates([]pathmgr.Event{ev}, nil)
+	c.handlePM(ev, now)
+}
+
+// lteCreate is the fake kernel's record of lte0's create to fakeRemote.
+var lteCreate = "create 3>" + fakeRemote.String() + " id 1 backup false"
+
 // The thread gets the loop's plan: lte0's endpoint, valid as long as the
 // reader's, with the addresses of the planned interfaces; the reader sends
 // nothing and takes the plan's creates as sent, and the loop, taking the
@@ -92,10 +104,9 @@ func TestRealtimeCreatesTakenAsSent(t *testing.T) {
 func TestRealtimeAccountWins(t *testing.T) {
 	now := time.Unix(5000, 0)
 	c, k, _ := rtController(t, &now)
-	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
-	c.handlePM(newConnEvent, now)
+	assumeRT(c, newConnEvent.Token, now)
 	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
-	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+	if got := k.take(); !slices.Contains(got, lteCreate) {
 		t.Errorf("lte0's create assumed, not sent by the thread: the loop sent %q", got)
 	}
 
@@ -128,20 +139,10 @@ func TestRealtimeReportWaitsForEstablished(t *testing.T) {
 	if len(c.rtLate) != 1 {
 		t.Fatalf("late reports %v, want the one waiting for the ESTABLISHED", c.rtLate)
 	}
-	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
-	c.handlePM(newConnEvent, now)
-	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") || len(c.rtLate) != 0 {
+	assumeRT(c, newConnEvent.Token, now)
+	if got := k.take(); !slices.Contains(got, lteCreate) || len(c.rtLate) != 0 {
 		t.Errorf("the thread sent nothing: the loop sent %q (late %v), want lte0's create", got, c.rtLate)
 	}
-}
-
-// assumeRT has the reader take connection token's creates as sent and
-// the loop take the connection in, as TestRealtimeCreatesTakenAsSent.
-func assumeRT(c *Controller, token uint32, now time.Time) {
-	ev := newConnEvent
-	ev.Token = token
-	c.earlySent = c.earlyCreates([]pathmgr.Event{ev}, nil)
-	c.handlePM(ev, now)
 }
 
 // A connection whose account never comes (the thread lost its event) gets
@@ -165,7 +166,7 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 	}
 	now = now.Add(time.Second)
 	c.tick()
-	if got := k.take(); !slices.Equal(got, []string{"create 3>" + fakeRemote.String() + " id 1 backup false"}) || len(c.rtAwait) != 0 {
+	if got := k.take(); !slices.Equal(got, []string{lteCreate}) || len(c.rtAwait) != 0 {
 		t.Errorf("no account after %v, %d later ones read: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, rtReorder, got, c.rtAwait)
 	}
 
@@ -187,7 +188,7 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 		assumeRT(c2, tok, now)
 	}
 	c2.tick()
-	if got := k2.take(); !slices.Equal(got, []string{"create 3>" + fakeRemote.String() + " id 1 backup false"}) {
+	if got := k2.take(); !slices.Equal(got, []string{lteCreate}) {
 		t.Errorf("the later accounts taken in from rtLate: the loop sent %q, want lte0's create for the first connection only", got)
 	}
 }
@@ -228,7 +229,7 @@ func TestRealtimeAccountLateStarvedLoop(t *testing.T) {
 	}
 	now = now.Add(time.Second)
 	c2.tick()
-	if got := k2.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+	if got := k2.take(); !slices.Contains(got, lteCreate) {
 		t.Errorf("no account at all after %v: the loop sent %q, want lte0's create", rtAwaitMax+time.Second, got)
 	}
 
@@ -250,7 +251,7 @@ func TestRealtimeAccountLateStarvedLoop(t *testing.T) {
 	k3.take()
 	now = now.Add(rtAwaitFor + time.Second)
 	c3.tick()
-	if got := k3.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+	if got := k3.take(); !slices.Contains(got, lteCreate) {
 		t.Errorf("the thread stopped: after %v the loop sent %q, want lte0's create", rtAwaitFor+time.Second, got)
 	}
 }
@@ -283,7 +284,7 @@ func TestRealtimeRefusals(t *testing.T) {
 		}
 		now = now.Add(retryBackoff)
 		c.tick()
-		if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+		if got := k.take(); !slices.Contains(got, lteCreate) {
 			t.Errorf("before %v: after the back-off the loop sent %q, want lte0's create", before, got)
 		}
 	}
@@ -294,10 +295,9 @@ func TestRealtimeRefusals(t *testing.T) {
 func TestRealtimeNotSent(t *testing.T) {
 	now := time.Unix(5000, 0)
 	c, k, _ := rtController(t, &now)
-	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
-	c.handlePM(newConnEvent, now)
+	assumeRT(c, newConnEvent.Token, now)
 	c.rtReport(rtcreate.Report{Kind: rtcreate.NotSent, Token: newConnEvent.Token, Remote: fakeRemote}, now)
-	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+	if got := k.take(); !slices.Contains(got, lteCreate) {
 		t.Errorf("after not sent the loop sent %q, want lte0's create", got)
 	}
 	// Again: the loop's own create is pending, not the thread's.
@@ -341,7 +341,7 @@ func TestRealtimeWithdrawn(t *testing.T) {
 		t.Fatalf("after the thread failed: a plan for the reader %v, the thread closed %v", c.early.Load(), rt.closed)
 	}
 	c.handlePM(newConnEvent, now)
-	if got := k.take(); !slices.Contains(got, "create 3>"+fakeRemote.String()+" id 1 backup false") {
+	if got := k.take(); !slices.Contains(got, lteCreate) {
 		t.Errorf("without the thread the loop sent %q, want lte0's create", got)
 	}
 }
