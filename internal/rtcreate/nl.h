@@ -1,8 +1,9 @@
 // Generic netlink helpers shared by the real-time create thread
 // (rtcreate.c) and BenchmarkBurst's floor in C
 // (internal/controller/testdata/burst_floor.c): building attributes,
-// walking them with bounds, and resolving the mptcp_pm family and its
-// events group. Static functions: each includer gets its own copy.
+// walking them with bounds, opening a socket, and resolving the mptcp_pm
+// family and its events group. Static functions: each includer gets its
+// own copy.
 #ifndef GIGAPATH_NL_H
 #define GIGAPATH_NL_H
 
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 // put appends attribute type with len bytes of v at p, padded.
 static inline char *put(char *p, uint16_t type, const void *v, uint16_t len) {
@@ -42,6 +44,20 @@ static inline int get(const struct nlattr *a, void *v, size_t len) {
 		return 0;
 	memcpy(v, ATTR_DATA(a), len);
 	return 1;
+}
+
+// gp_genl_socket opens a generic netlink socket, bound (the kernel picks
+// its port id): -1 with errno on failure.
+static inline int gp_genl_socket(void) {
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
 }
 
 // gp_resolve asks the generic netlink controller for mptcp_pm's family id and

@@ -279,18 +279,6 @@ static void *run(void *arg) {
 	return NULL;
 }
 
-static int genl_socket(void) {
-	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-		int e = errno;
-		close(fd);
-		errno = e;
-		return -1;
-	}
-	return fd;
-}
-
 struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, char *err, int errlen) {
 	struct gp_rt *rt = calloc(1, sizeof *rt);
 	if (!rt) {
@@ -298,8 +286,8 @@ struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, ch
 		return NULL;
 	}
 	rt->reports = report_fd;
-	rt->events = genl_socket();
-	rt->cmds = genl_socket();
+	rt->events = gp_genl_socket();
+	rt->cmds = gp_genl_socket();
 	pthread_mutex_init(&rt->mu, NULL);
 	uint32_t group = 0;
 	if (rt->events < 0 || rt->cmds < 0) {

@@ -43,9 +43,8 @@ static void die(const char *what) {
 }
 
 static int genl_socket(void) {
-	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+	int fd = gp_genl_socket();
+	if (fd < 0)
 		die("netlink socket");
 	return fd;
 }
