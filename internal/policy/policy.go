@@ -316,7 +316,6 @@ type Metrics struct {
 	SubflowSeries int `json:"subflow_series"`
 }
 
-// Log configures logging.
 // CreatesThread is the thread that sends a new connection's creates.
 type CreatesThread string
 
@@ -343,6 +342,7 @@ type Creates struct {
 	Priority int           `json:"priority,omitempty"` // SCHED_FIFO priority of the realtime thread
 }
 
+// Log configures logging.
 type Log struct {
 	Level  string `json:"level"`  // debug, info, warn, error
 	Format string `json:"format"` // text, json
