@@ -139,9 +139,10 @@ type Controller struct {
 	// (creates.thread: realtime; rtcreates.go), nil without one;
 	// rtcFailed: it stopped, rtcTooBig: it cannot hold the plan, and
 	// rtLate holds its reports about connections not taken in yet,
-	// rtAwait the connections assumed and not accounted for yet; rtSeq
-	// counts the connections assumed, rtDone is the latest of them (in
-	// that count) the thread accounted for.
+	// rtAwait the connections taken in whose ESTABLISHED the thread reads
+	// too (earlyServes) and not accounted for yet, assumed or not; rtSeq
+	// counts those connections, rtDone is the latest of them (in that
+	// count) the thread accounted for.
 	rtc                  rtThread
 	rtcFailed, rtcTooBig bool
 	rtLate               map[uint32][]lateReport

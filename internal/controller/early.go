@@ -135,9 +135,7 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 	}
 	var out []earlyCreate
 	for n, ev := range evs {
-		// A connection whose peer set the C flag is never joined at its
-		// remote address; the loop decides what it gets.
-		if ev.Type != pathmgr.EventEstablished || ev.ServerSide || ev.DenyJoinID0 || !ev.Remote.IsValid() {
+		if !earlyServes(ev) {
 			continue
 		}
 		dst := norm(ev.Remote)
@@ -167,6 +165,16 @@ func (c *Controller) earlyCreates(evs []pathmgr.Event, request prometheus.Observ
 	return out
 }
 
+// earlyServes reports whether ev is an ESTABLISHED whose connection gets
+// the early creates (those of the reader or the real-time thread, which
+// skips the same: internal/rtcreate/rtcreate.c, run). A connection whose
+// peer set the C flag is never joined at its remote address; the loop
+// decides what it gets, as it does for those the peer opened.
+func earlyServes(ev pathmgr.Event) bool {
+	return ev.Type == pathmgr.EventEstablished && !ev.ServerSide && !ev.DenyJoinID0 &&
+		ev.Token != 0 && ev.Remote.IsValid() && ev.Remote.Port() != 0
+}
+
 // applyEarly records, as the loop takes a connection in, the creates the
 // reader sent for it: each is pending, or its slot backs off after the
 // kernel's refusal, as create would have it. known says the loop had the
@@ -182,13 +190,6 @@ func (c *Controller) applyEarly(cn *conn, sent []earlyCreate, known bool, at tim
 		// Taken as sent by the thread, which accounts for them
 		// (rtcreates.go), and counts them then.
 		cn.assumed = true
-		if c.rtAwait == nil {
-			c.rtAwait = map[uint32]rtWait{}
-		}
-		c.rtSeq++
-		// Since the loop took it in, not since the reader read it: a
-		// loop behind its reader has not read the account yet either.
-		c.rtAwait[cn.token] = rtWait{since: c.now(), seq: c.rtSeq}
 	}
 	for _, e := range sent {
 		k := slot{e.ep.IfIndex, dst}

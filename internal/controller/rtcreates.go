@@ -32,8 +32,9 @@ import (
 // waits for it in rtLate. A connection whose account never comes (the
 // thread lost its event, or stopped) is treated as one the thread sent
 // nothing for: not before rtAwaitFor, and then once the thread has
-// accounted for rtReorder connections the loop assumed after it, or has
-// stopped, or after rtAwaitMax (expireRT says why not by the clock alone).
+// accounted for rtReorder connections the loop took in after it (assumed
+// or not: rtIntake), or has stopped, or after rtAwaitMax (expireRT says
+// why not by the clock alone).
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
@@ -210,6 +211,10 @@ func (c *Controller) applyRT(cn *conn, r rtcreate.Report, at time.Time) {
 // rtAccount makes cn's pending creates to dst what the thread sent: from
 // the interfaces in sent.
 func (c *Controller) rtAccount(cn *conn, dst netip.AddrPort, sent []int, at time.Time) {
+	if w, ok := c.rtAwait[cn.token]; ok {
+		c.rtDone = max(c.rtDone, w.seq)
+		delete(c.rtAwait, cn.token)
+	}
 	dropped := false
 	if cn.assumed {
 		cn.pending.deleteFunc(func(k slot, _ time.Time) bool {
@@ -220,10 +225,6 @@ func (c *Controller) rtAccount(cn *conn, dst netip.AddrPort, sent []int, at time
 			return false
 		})
 		cn.assumed = false
-		if w, ok := c.rtAwait[cn.token]; ok {
-			c.rtDone = max(c.rtDone, w.seq)
-			delete(c.rtAwait, cn.token)
-		}
 	}
 	for _, idx := range sent {
 		c.ls.creates.Inc()
@@ -236,6 +237,21 @@ func (c *Controller) rtAccount(cn *conn, dst netip.AddrPort, sent []int, at time
 		c.log.Debug("subflow creates assumed and not sent by the thread: the loop sends them", "token", cn.token, "sent", sent)
 		c.reconcileConn(cn)
 	}
+}
+
+// rtIntake puts a connection the loop takes in, whose ESTABLISHED the
+// thread reads too, in line for the thread's account: every such
+// connection, assumed or not, since the thread accounts for each (a
+// NotSent where it sent nothing), and each account read tells how far the
+// thread has come (expireRT). The wait is counted from now, not from the
+// reader's read: a loop behind its reader has not read the account yet
+// either.
+func (c *Controller) rtIntake(cn *conn) {
+	if c.rtAwait == nil {
+		c.rtAwait = map[uint32]rtWait{}
+	}
+	c.rtSeq++
+	c.rtAwait[cn.token] = rtWait{since: c.now(), seq: c.rtSeq}
 }
 
 // takeLate applies the reports that came before cn's ESTABLISHED.
@@ -261,7 +277,7 @@ func (c *Controller) takeLate(cn *conn) {
 // a second create. The thread accounts in the order it reads events, the
 // reader's order but for rtReorder, and the loop reads its accounts in
 // that order: so an account is missing, not late, once the loop has read
-// the account of a connection it assumed rtReorder or more after it, or
+// the account of a connection it took in rtReorder or more after it, or
 // when the thread has stopped. Without either, rtAwaitMax ends the wait.
 func (c *Controller) expireRT(now time.Time) {
 	for tok, rs := range c.rtLate {
@@ -278,7 +294,7 @@ func (c *Controller) expireRT(now time.Time) {
 		// Out of the wait first: rtDone counts the thread's accounts only.
 		delete(c.rtAwait, tok)
 		cn, ok := c.conns[tok]
-		if !ok {
+		if !ok || !cn.assumed {
 			continue
 		}
 		c.log.Debug("no account of the create thread for a connection: taken as sent nothing", "token", tok, "waited", age)

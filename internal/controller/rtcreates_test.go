@@ -193,6 +193,63 @@ func TestRealtimeAccountNeverComes(t *testing.T) {
 	}
 }
 
+// The thread accounts for every connection it reads, also those whose
+// creates the reader did not assume (its plan had been withdrawn): their
+// accounts tell the loop how far the thread has come just as well, so an
+// assumed connection's missing account is not waited for until
+// rtAwaitMax.
+func TestRealtimeAccountOrderNotAssumed(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	assumeRT(c, newConnEvent.Token, now)
+	c.early.Store(nil) // the reader's plan withdrawn: it assumes nothing more
+	for tok := uint32(100); tok < 100+uint32(rtReorder); tok++ {
+		assumeRT(c, tok, now)
+		if cn := c.conns[tok]; cn == nil || cn.assumed {
+			t.Fatalf("connection %d: taken in %v, assumed %v; want taken in, not assumed", tok, cn != nil, cn != nil && cn.assumed)
+		}
+		c.rtReport(rtcreate.Report{Kind: rtcreate.NotSent, Token: tok, Remote: fakeRemote}, now)
+	}
+	k.take() // the loop's own creates for those
+	if _, ok := c.rtAwait[newConnEvent.Token]; !ok || len(c.rtAwait) != 1 {
+		t.Fatalf("awaiting %v, want only the assumed connection %d", c.rtAwait, newConnEvent.Token)
+	}
+	now = now.Add(rtAwaitFor + time.Second)
+	c.tick()
+	if got := k.take(); !slices.Equal(got, []string{lteCreate}) || len(c.rtAwait) != 0 {
+		t.Errorf("no account after %v, %d later connections accounted for: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, rtReorder, got, c.rtAwait)
+	}
+}
+
+// A connection the reader assumed before the thread stopped, taken in
+// after the loop learnt of it: its account will never come, and the loop
+// sends its creates once rtAwaitFor has passed.
+func TestRealtimeAssumedAfterStop(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	c.earlySent = c.earlyCreates([]pathmgr.Event{newConnEvent}, nil)
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Failed, Err: errors.New("gone")}, now)
+	c.handlePM(newConnEvent, now)
+	if got := k.take(); len(got) != 0 {
+		t.Fatalf("the loop sent %q for a connection assumed sent", got)
+	}
+	// One the reader read after: not assumed, and with no account to
+	// wait for.
+	c.earlySent = nil
+	later := newConnEvent
+	later.Token = 100
+	c.handlePM(later, now)
+	k.take()
+	if _, ok := c.rtAwait[newConnEvent.Token]; !ok || len(c.rtAwait) != 1 {
+		t.Fatalf("awaiting %v, want only the assumed connection %d", c.rtAwait, newConnEvent.Token)
+	}
+	now = now.Add(rtAwaitFor + time.Second)
+	c.tick()
+	if got := k.take(); !slices.Equal(got, []string{lteCreate}) || len(c.rtAwait) != 0 {
+		t.Errorf("the thread stopped, %v later: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, got, c.rtAwait)
+	}
+}
+
 // A loop starved of CPU may take a connection in, and see its clock past
 // rtAwaitFor, before it has read the account the thread sent long ago: it
 // waits for an account of a later connection (or rtAwaitMax), so that the

@@ -263,7 +263,8 @@ static void *run(void *arg) {
 		    !parse(ev + NLMSG_HDRLEN + GENL_HDRLEN, ev + h->nlmsg_len, &c))
 			continue; // gp_rt_stop's wake-up, or an event no create answers (the loop reads its own)
 		// A connection the peer opened, or whose peer set the C flag,
-		// is the loop's to decide.
+		// is the loop's to decide. The controller expects an account of
+		// every other (earlyServes, internal/controller/early.go).
 		if (c.server_side || (c.flags & (EV_FLAG_SERVER_SIDE | EV_FLAG_DENY_JOIN_ID0)))
 			continue;
 		pthread_mutex_lock(&rt->mu);
