@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -97,6 +98,11 @@ func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
 	return th, nil
 }
 
+// errRTRead marks the Failed report readRT makes of a read error of the
+// report socket: unlike the thread's own (sent after every account before
+// it), reports may have been lost with it.
+var errRTRead = errors.New("reading the create thread's reports")
+
 // readRT passes the thread's reports to the loop, a batch at a time,
 // until ctx ends (and then stops the thread, which ends its read) or the
 // thread is closed.
@@ -109,7 +115,7 @@ func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report) erro
 			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			rs = []rtcreate.Report{{Kind: rtcreate.Failed, Err: err}}
+			rs = []rtcreate.Report{{Kind: rtcreate.Failed, Err: fmt.Errorf("%w: %w", errRTRead, err)}}
 		}
 		select {
 		case out <- rs:
@@ -170,6 +176,14 @@ func (c *Controller) rtReport(r rtcreate.Report, at time.Time) {
 		c.rtcFailed = true
 		c.rtc.Close() // sends nothing more, whatever stopped it
 		c.publishEarly()
+		if errors.Is(r.Err, errRTRead) {
+			// Accounts of creates it sent may be lost: those creates
+			// are in the kernel now that it is closed, and a dump
+			// shows their subflows (in any state) before expireRT
+			// takes the connections still awaiting as sent nothing,
+			// so the loop does not send them again.
+			c.requestResync("create_thread")
+		}
 		return
 	}
 	// Until the reader's ESTABLISHED has been taken in (estAt), the

@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"syscall"
 	"testing"
@@ -249,6 +251,39 @@ func TestRealtimeAssumedAfterStop(t *testing.T) {
 		t.Errorf("the thread stopped, %v later: the loop sent %q (awaiting %v), want lte0's create", rtAwaitFor+time.Second, got, c.rtAwait)
 	}
 }
+
+// A read error of the report socket may lose accounts: the loop closes
+// the thread and resyncs, and a create the thread had sent shows in the
+// dump (its subflow still in SYN_SENT), so the loop does not send it again
+// when the account's wait ends.
+func TestRealtimeReportsReadFails(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, rt := rtController(t, &now)
+	assumeRT(c, newConnEvent.Token, now)
+	k.conns = append(k.conns, pathmgr.Connection{Token: newConnEvent.Token, Local: newConnEvent.Local, Remote: fakeRemote, State: 1,
+		Subflows: []pathmgr.SubflowInfo{
+			{Local: newConnEvent.Local, Remote: fakeRemote, IfIndex: 2, State: 1},
+			{Local: netip.MustParseAddrPort("10.1.2.2:40200"), Remote: fakeRemote, IfIndex: 3, LocalID: 1, State: 2},
+		}})
+	out := make(chan []rtcreate.Report, 1)
+	if err := readRT(context.Background(), failingRT{rt}, out); err != nil {
+		t.Fatal(err)
+	}
+	c.rtReport((<-out)[0], now)
+	if !rt.closed {
+		t.Fatal("the thread is not closed after its reports could not be read")
+	}
+	now = now.Add(rtAwaitMax + time.Second)
+	c.tick()
+	if got := k.take(); len(got) != 0 || len(c.rtAwait) != 0 {
+		t.Errorf("after the reports' read failed: the loop sent %q (awaiting %v), want nothing: the thread's create shows in the dump", got, c.rtAwait)
+	}
+}
+
+// failingRT is a thread whose reports cannot be read.
+type failingRT struct{ *fakeRT }
+
+func (failingRT) Read() ([]rtcreate.Report, error) { return nil, syscall.EBADF }
 
 // A loop starved of CPU may take a connection in, and see its clock past
 // rtAwaitFor, before it has read the account the thread sent long ago: it
