@@ -85,7 +85,7 @@ const (
 // their connections are served, with `perf record -g` into FILE-PID;
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
-// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch under that policy
+// BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch|idle under that policy
 // (a thread already real-time keeps its own); BENCH_CREATES=realtime[:N]
 // gives the daemon the real-time create thread (benchCreates);
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
@@ -96,7 +96,10 @@ const (
 // find a stall in `perf record -k mono -e sched:sched_switch -g` or `perf
 // sched record -k mono`. BURST_OBSERVER=fifo makes the observer read in
 // blocking reads at SCHED_FIFO (BURST_OBSERVER_PRIO, default 50) rather
-// than through Go's poller at nice 0 (see observer).
+// than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
+// or idle gives the floors' rounds one more socket in the client's
+// mptcp_pm events group, reading every event: `gigapath monitor`, at nice
+// N or SCHED_IDLE (extraListener).
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")
@@ -169,11 +172,11 @@ func BenchmarkBurst(b *testing.B) {
 			defer undo()
 			return burstOnce(b, gen, obs, burstConns, nil)
 		},
-		modeFloor: func() burstRound { return floorRound(b, bed, gen, obs, modeFloor, "") },
+		modeFloor: func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloor, "") },
 	}
 	if slices.Contains(modes, modeFloorC) {
 		cFloor := buildCFloor(b)
-		rounds[modeFloorC] = func() burstRound { return floorRound(b, bed, gen, obs, modeFloorC, cFloor) }
+		rounds[modeFloorC] = func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloorC, cFloor) }
 	}
 	for _, m := range modes {
 		results[m] = &burstResult{}
@@ -823,9 +826,10 @@ func eachThread(pid int, set func(tid int) error) (int, error) {
 // "fifo:N" or "rr:N" (real-time priority N, as systemd's
 // CPUSchedulingPolicy= and CPUSchedulingPriority= do), or "slice:DURATION"
 // (SCHED_OTHER with EEVDF's custom slice, sched_attr.sched_runtime, Linux
-// 6.12+: a shorter slice lets a waking thread preempt sooner), or "batch"
-// (SCHED_BATCH: a waking thread preempts no one), the last two keeping the
-// thread's nice.
+// 6.12+: a shorter slice lets a waking thread preempt sooner), "batch"
+// (SCHED_BATCH: a waking thread preempts no one) or "idle" (SCHED_IDLE:
+// the thread runs only on a CPU nothing else wants), the last three
+// keeping the thread's nice.
 func setSched(b *testing.B, pid int, env, spec string) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr}
@@ -847,8 +851,10 @@ func setSched(b *testing.B, pid int, env, spec string) {
 		attr.Policy, attr.Runtime = unix.SCHED_NORMAL, uint64(d)
 	case "batch":
 		attr.Policy = unix.SCHED_BATCH
+	case "idle":
+		attr.Policy = unix.SCHED_IDLE
 	default:
-		b.Fatalf("%s=%q: want fifo:N, rr:N, slice:DURATION or batch", env, spec)
+		b.Fatalf("%s=%q: want fifo:N, rr:N, slice:DURATION, batch or idle", env, spec)
 	}
 	tid, err := eachThread(pid, func(tid int) error {
 		// The daemon's real-time create thread keeps its own.
@@ -856,7 +862,7 @@ func setSched(b *testing.B, pid int, env, spec string) {
 			return nil
 		}
 		a := attr
-		if kind == "slice" || kind == "batch" {
+		if kind == "slice" || kind == "batch" || kind == "idle" {
 			// sched_setattr sets the nice too: keep what renice gave.
 			prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 			if err != nil {

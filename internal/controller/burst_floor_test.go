@@ -3,6 +3,7 @@
 package controller_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -144,9 +146,10 @@ func floorHelper(spec string) int {
 // floorRound is one round of the floor (mode floor; floor-c with cFloor,
 // the C floor's binary): the client namespace on the userspace PM with the
 // lte source rule (as the in-kernel PM's rounds have it, without their
-// endpoint), the floor started at the daemon's priority, warmed by a
-// quarter burst as the daemon is, the round, and the floor stopped.
-func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer, mode, cFloor string) burstRound {
+// endpoint), the floor started at the daemon's priority, BURST_LISTENER's
+// listener (bin's), the floor warmed by a quarter burst as the daemon is,
+// the round, and the floor stopped.
+func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs *observer, mode, cFloor string) burstRound {
 	undo := lteSourceRule(b, bed, "userspace")
 	defer undo()
 	c := testbed.StartChildT(b, strings.TrimSpace(fmt.Sprintf("%s=%s %s %s", floorHelperEnv, bed.Client.Name, testbed.LTEIf, cFloor)), "ready", testWriter{b})
@@ -155,6 +158,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer, m
 	if err != nil || perr != nil {
 		b.Fatalf("%s: %q (%v), want its pid", mode, l, err)
 	}
+	defer extraListener(b, bed, bin, gen, obs)()
 	prepareContender(b, pid, gen, obs)
 	stopPerf := perfRecord(b, pid)
 	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, mode, stopPerf))
@@ -168,6 +172,68 @@ func floorRound(b *testing.B, bed *testbed.Bed, gen *generator, obs *observer, m
 	}
 	c.Close() // collected now, not when the benchmark ends
 	return r
+}
+
+// extraListener starts, when BURST_LISTENER asks for it, one more reader
+// of the client's mptcp_pm events: `bin monitor`, at nice N (nice:N) or
+// SCHED_IDLE (idle), its output dropped, once it has read an event. It
+// measures what one more socket in the events group costs a burst (the
+// kernel copies every event for each, some inside a create, under the
+// family's mutex; docs/benchmarks.md, "burst"). stop ends it.
+func extraListener(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs *observer) (stop func()) {
+	spec := os.Getenv("BURST_LISTENER")
+	if spec == "" {
+		return func() {}
+	}
+	kind, arg, _ := strings.Cut(spec, ":")
+	nice, err := strconv.Atoi(arg)
+	if (kind != "nice" || err != nil || nice < -20 || nice > 19) && spec != "idle" {
+		b.Fatalf("BURST_LISTENER=%q: want nice:N (N from -20 to 19) or idle", spec)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := bed.Client.Command(ctx, bin, "monitor")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("BURST_LISTENER: %v", err)
+	}
+	stop = func() {
+		cancel()
+		cmd.Wait()
+	}
+	if kind == "nice" {
+		if tid, err := eachThread(cmd.Process.Pid, func(tid int) error { return syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice) }); err != nil {
+			stop()
+			b.Fatalf("BURST_LISTENER: nice %d for thread %d: %v", nice, tid, err)
+		}
+	} else {
+		setSched(b, cmd.Process.Pid, "BURST_LISTENER", "idle")
+	}
+	// Subscribed once it prints an event: a small burst of its own.
+	first := make(chan error, 1)
+	go func() {
+		r := bufio.NewReader(out)
+		_, err := r.ReadString('\n')
+		first <- err
+		io.Copy(io.Discard, r)
+	}()
+	for range 50 {
+		burstOnce(b, gen, obs, 8, nil)
+		select {
+		case err := <-first:
+			if err != nil {
+				stop()
+				b.Fatalf("BURST_LISTENER: the monitor printed no event: %v", err)
+			}
+			return stop
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	stop()
+	b.Fatal("BURST_LISTENER: the monitor printed no event in 50 tries")
+	return nil
 }
 
 // buildCFloor compiles testdata/burst_floor.c with $CC (a command and
