@@ -25,11 +25,15 @@ type fakeKernel struct {
 	endpoints []pathmgr.Endpoint
 	epCmds    []string
 	conns     []pathmgr.Connection
-	ensured   map[int]routing.Path
-	cleanups  int
-	routers   []policy.Routing
-	scheds    []string
-	sysctls   map[string]string // file -> value; a file not in it reads as "1"
+	// connAddrs are the local addresses of each userspace-PM
+	// connection (ConnectionAddrs), connAddrsErr its error.
+	connAddrs    map[uint32][]pathmgr.Endpoint
+	connAddrsErr error
+	ensured      map[int]routing.Path
+	cleanups     int
+	routers      []policy.Routing
+	scheds       []string
+	sysctls      map[string]string // file -> value; a file not in it reads as "1"
 	// listening are the join listeners open, listenErr what opening one
 	// fails with.
 	listening map[netip.AddrPort]*fakeListener
@@ -125,7 +129,9 @@ func (k *fakeKernel) DeleteEndpoint(id uint8, addr netip.Addr) error {
 	k.epCmds = append(k.epCmds, fmt.Sprintf("del %d %s", id, addr))
 	return nil
 }
-func (k *fakeKernel) ConnectionAddrs(uint32) ([]pathmgr.Endpoint, error) { return nil, nil }
+func (k *fakeKernel) ConnectionAddrs(token uint32) ([]pathmgr.Endpoint, error) {
+	return k.connAddrs[token], k.connAddrsErr
+}
 
 func (k *fakeKernel) Connections(pathmgr.ListOptions) ([]pathmgr.Connection, error) {
 	return slices.Clone(k.conns), nil

@@ -579,6 +579,7 @@ func (c *Controller) dropConn(tok uint32) {
 		}
 		delete(c.conns, tok)
 	}
+	delete(c.rtAwait, tok) // no account of the real-time thread's is awaited
 }
 
 func (c *Controller) uncount(s *sub) {

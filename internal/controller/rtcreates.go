@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -31,11 +30,12 @@ import (
 // the loop did not assume becomes pending; a refusal backs off as the
 // loop's own would. An account that comes before the reader's ESTABLISHED
 // waits for it in rtLate. A connection whose account never comes (the
-// thread lost its event, or stopped) is treated as one the thread sent
-// nothing for: not before rtAwaitFor, and then once the thread has
-// accounted for rtReorder connections the loop took in after it (assumed
-// or not: rtIntake), or has stopped, or after rtAwaitMax (expireRT says
-// why not by the clock alone).
+// thread lost its event, or stopped, or the loop failed to read its
+// report) gets the kernel's account instead (rtSentByKernel): not before
+// rtAwaitFor, and then once the thread has accounted for rtReorder
+// connections the loop took in after it (assumed or not: rtIntake), or
+// has stopped, or after rtAwaitMax (expireRT says why not by the clock
+// alone).
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
@@ -57,17 +57,18 @@ type lateReport struct {
 // lost the connection's events, which also asks for a resync.
 const rtLateFor = 5 * time.Minute
 
-// rtWait is an assumed connection's wait for the thread's account: since
-// when, and its place among the connections the loop assumed (rtSeq).
+// rtWait is a connection's wait for the thread's account: since when, and
+// its place among the connections the thread accounts for (rtSeq).
 type rtWait struct {
 	since time.Time
 	seq   uint64
 }
 
 // rtAwaitFor is how long an assumed connection waits for the thread's
-// account at least before the loop takes it as sent nothing: the thread,
-// at SCHED_FIFO, accounts within milliseconds unless it lost the event.
-// rtAwaitMax is how long at most, when no later account comes either.
+// account at least before the loop asks the kernel instead
+// (rtSentByKernel): the thread, at SCHED_FIFO, accounts within
+// milliseconds unless it lost the event or the account was lost. rtAwaitMax
+// is how long at most, when no later account comes either.
 const (
 	rtAwaitFor = 5 * time.Second
 	rtAwaitMax = 30 * time.Second
@@ -98,11 +99,6 @@ func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
 	return th, nil
 }
 
-// errRTRead marks the Failed report readRT makes of a read error of the
-// report socket: unlike the thread's own (sent after every account before
-// it), reports may have been lost with it.
-var errRTRead = errors.New("reading the create thread's reports")
-
 // readRT passes the thread's reports to the loop, a batch at a time,
 // until ctx ends (and then stops the thread, which ends its read) or the
 // thread is closed.
@@ -115,7 +111,7 @@ func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report) erro
 			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
 				return nil
 			}
-			rs = []rtcreate.Report{{Kind: rtcreate.Failed, Err: fmt.Errorf("%w: %w", errRTRead, err)}}
+			rs = []rtcreate.Report{{Kind: rtcreate.Failed, Err: err}}
 		}
 		select {
 		case out <- rs:
@@ -176,14 +172,6 @@ func (c *Controller) rtReport(r rtcreate.Report, at time.Time) {
 		c.rtcFailed = true
 		c.rtc.Close() // sends nothing more, whatever stopped it
 		c.publishEarly()
-		if errors.Is(r.Err, errRTRead) {
-			// Accounts of creates it sent may be lost: those creates
-			// are in the kernel now that it is closed, and a dump
-			// shows their subflows (in any state) before expireRT
-			// takes the connections still awaiting as sent nothing,
-			// so the loop does not send them again.
-			c.requestResync("create_thread")
-		}
 		return
 	}
 	// Until the reader's ESTABLISHED has been taken in (estAt), the
@@ -282,13 +270,13 @@ func (c *Controller) takeLate(cn *conn) {
 
 // expireRT drops the reports whose connection never came (it closed
 // before the reader saw it, or its events were lost: a resync's), and
-// takes the connections whose account never came as sent nothing.
+// gives the connections whose account never came the kernel's.
 //
 // Not by the clock alone: a loop starved of CPU (the rest of the daemon
 // at nice 19 on a busy device) can take a connection in seconds after the
 // thread accounted for it, and find the clock past rtAwaitFor before it
-// has read that account; taken as sent nothing, the connection would get
-// a second create. The thread accounts in the order it reads events, the
+// has read that account; where the kernel cannot tell (before Linux 6.7),
+// the connection would get a second create. The thread accounts in the order it reads events, the
 // reader's order but for rtReorder, and the loop reads its accounts in
 // that order: so an account is missing, not late, once the loop has read
 // the account of a connection it took in rtReorder or more after it, or
@@ -311,9 +299,40 @@ func (c *Controller) expireRT(now time.Time) {
 		if !ok || !cn.assumed {
 			continue
 		}
-		c.log.Debug("no account of the create thread for a connection: taken as sent nothing", "token", tok, "waited", age)
-		c.rtAccount(cn, norm(cn.remote), nil, now)
+		sent := c.rtSentByKernel(cn)
+		c.log.Debug("no account of the create thread for a connection: the kernel's taken", "token", tok, "waited", age, "sent", sent)
+		c.rtAccount(cn, norm(cn.remote), sent, now)
 	}
+}
+
+// rtSentByKernel is what the kernel says was sent of cn's assumed creates,
+// whose account never came: the interfaces of its pending creates whose
+// local address the connection holds. The userspace PM adds a create's
+// address to the connection's list, and takes it out again when the
+// connect fails (GET_ADDR with the token, Linux 6.7 and later:
+// ConnectionAddrs). An account can go missing after the thread sent the
+// creates (its report lost with a read of the loop's that failed, say), and
+// a subflow still in its handshake shows nowhere else: taken as not sent,
+// it would get a second create. Where the kernel cannot say, nil: the
+// creates are taken as not sent, and a second subflow, if the thread had
+// sent one, is closed by converge.
+func (c *Controller) rtSentByKernel(cn *conn) []int {
+	eps, err := c.kpm.ConnectionAddrs(cn.token)
+	if err != nil {
+		c.log.Debug("the kernel's account of a connection's creates unknown", "token", cn.token, "err", err)
+		return nil
+	}
+	var sent []int
+	dst := norm(cn.remote)
+	for _, p := range cn.pending {
+		if p.key.dst != dst || slices.Contains(sent, p.key.ifindex) {
+			continue
+		}
+		if slices.ContainsFunc(eps, func(e pathmgr.Endpoint) bool { return c.ifindexOf(e.Addr, e.IfIndex) == p.key.ifindex }) {
+			sent = append(sent, p.key.ifindex)
+		}
+	}
+	return sent
 }
 
 // hasCreate reports whether the plan (nil: none) still sends a create
