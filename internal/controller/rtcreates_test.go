@@ -296,6 +296,17 @@ func TestRealtimeMissingAccountFromKernel(t *testing.T) {
 	}
 }
 
+// A connection that closes before its account no longer waits for it.
+func TestRealtimeClosedNotAwaited(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, _, _ := rtController(t, &now)
+	assumeRT(c, newConnEvent.Token, now)
+	c.handlePM(pathmgr.Event{Type: pathmgr.EventClosed, Token: newConnEvent.Token}, now)
+	if len(c.rtAwait) != 0 {
+		t.Errorf("awaiting %v after the connection closed, want nothing", c.rtAwait)
+	}
+}
+
 // failingRT is a thread whose reports cannot be read.
 type failingRT struct{ *fakeRT }
 
