@@ -213,7 +213,7 @@ func (c *Controller) handlePM(ev pathmgr.Event, at time.Time) {
 		c.m.Connections.Set(float64(len(c.conns)))
 		c.applyEarly(cn, c.earlySent, known, at)
 		// After the thread stopped, only an assumed connection (read
-		// before the loop knew) still waits, to be taken as sent nothing.
+		// before the loop knew) still waits, for the kernel's account.
 		if cn.assumed || (c.rtc != nil && !c.rtcFailed && earlyServes(ev)) {
 			c.rtIntake(cn)
 		}

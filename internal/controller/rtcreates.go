@@ -275,12 +275,13 @@ func (c *Controller) takeLate(cn *conn) {
 // Not by the clock alone: a loop starved of CPU (the rest of the daemon
 // at nice 19 on a busy device) can take a connection in seconds after the
 // thread accounted for it, and find the clock past rtAwaitFor before it
-// has read that account; where the kernel cannot tell (before Linux 6.7),
-// the connection would get a second create. The thread accounts in the order it reads events, the
-// reader's order but for rtReorder, and the loop reads its accounts in
-// that order: so an account is missing, not late, once the loop has read
-// the account of a connection it took in rtReorder or more after it, or
-// when the thread has stopped. Without either, rtAwaitMax ends the wait.
+// has read that account; where the kernel cannot tell (before Linux
+// 6.7), the connection would get a second create. The thread accounts in
+// the order it reads events, the reader's order but for rtReorder, and
+// the loop reads its accounts in that order: so an account is missing,
+// not late, once the loop has read the account of a connection it took
+// in rtReorder or more after it, or when the thread has stopped. Without
+// either, rtAwaitMax ends the wait.
 func (c *Controller) expireRT(now time.Time) {
 	for tok, rs := range c.rtLate {
 		if now.Sub(rs[len(rs)-1].at) > rtLateFor {
