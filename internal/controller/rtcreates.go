@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/gigapath/gigapath/internal/rtcreate"
@@ -288,40 +289,68 @@ func (c *Controller) expireRT(now time.Time) {
 			delete(c.rtLate, tok)
 		}
 	}
+	asked := 0
 	for tok, w := range c.rtAwait {
 		age := now.Sub(w.since)
 		missing := c.rtcFailed || c.rtDone >= w.seq+rtReorder
 		if age <= rtAwaitFor || (!missing && age <= rtAwaitMax) {
 			continue
 		}
-		// Out of the wait first: rtDone counts the thread's accounts only.
-		delete(c.rtAwait, tok)
 		cn, ok := c.conns[tok]
 		if !ok || !cn.assumed {
+			delete(c.rtAwait, tok)
 			continue
 		}
-		sent := c.rtSentByKernel(cn)
+		if asked == rtAskPerTick {
+			continue // the next tick's
+		}
+		asked++
+		sent, err := c.rtSentByKernel(cn)
+		switch {
+		case err == nil:
+		case errors.Is(err, pathmgr.ErrNotSupported):
+			sent = nil // the kernel cannot say: not sent
+		case errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENOENT):
+			// The kernel has no such connection: its CLOSED, which the
+			// reader has not passed on yet, settles it.
+			delete(c.rtAwait, tok)
+			continue
+		case age <= rtAwaitMax:
+			c.log.Debug("the kernel's account of a connection's creates not read, asking again", "token", tok, "err", err)
+			continue
+		default:
+			c.log.Warn("no account of a connection's creates, the thread's or the kernel's: taken as not sent", "token", tok, "err", err)
+			sent = nil
+		}
+		// Out of the wait first: rtDone counts the thread's accounts only.
+		delete(c.rtAwait, tok)
 		c.log.Debug("no account of the create thread for a connection: the kernel's taken", "token", tok, "waited", age, "sent", sent)
 		c.rtAccount(cn, norm(cn.remote), sent, now)
 	}
 }
 
+// rtAskPerTick is the most connections whose creates a tick asks the
+// kernel about (rtSentByKernel): each is a request the loop waits for, and
+// a thread that stopped in a burst leaves thousands to ask about.
+const rtAskPerTick = 64
+
 // rtSentByKernel is what the kernel says was sent of cn's assumed creates,
-// whose account never came: the interfaces of its pending creates whose
-// local address the connection holds. The userspace PM adds a create's
-// address to the connection's list, and takes it out again when the
-// connect fails (GET_ADDR with the token, Linux 6.7 and later:
-// ConnectionAddrs). An account can go missing after the thread sent the
-// creates (its report lost with a read of the loop's that failed, say), and
-// a subflow still in its handshake shows nowhere else: taken as not sent,
-// it would get a second create. Where the kernel cannot say, nil: the
-// creates are taken as not sent, and a second subflow, if the thread had
-// sent one, is closed by converge.
-func (c *Controller) rtSentByKernel(cn *conn) []int {
+// whose account never came: the interfaces of its pending creates that
+// the connection's local addresses name. The userspace PM adds a create's
+// address, with the interface the create gave, to the connection's list,
+// and takes it out again when the connect fails (GET_ADDR with the token,
+// Linux 6.7 and later: ConnectionAddrs). An account can go missing after
+// the thread sent the creates (its report lost with a read of the loop's
+// that failed, say), and a subflow still in its handshake shows nowhere
+// else: taken as not sent, it would get a second create. The list holds
+// an address once, whatever the remote: a create of the loop's own from
+// the same address to another remote keeps a refused one pending (until
+// pendingTimeout). An error (pathmgr.ErrNotSupported before Linux 6.7) is
+// expireRT's to judge.
+func (c *Controller) rtSentByKernel(cn *conn) ([]int, error) {
 	eps, err := c.kpm.ConnectionAddrs(cn.token)
 	if err != nil {
-		c.log.Debug("the kernel's account of a connection's creates unknown", "token", cn.token, "err", err)
-		return nil
+		return nil, err
 	}
 	var sent []int
 	dst := norm(cn.remote)
@@ -329,11 +358,18 @@ func (c *Controller) rtSentByKernel(cn *conn) []int {
 		if p.key.dst != dst || slices.Contains(sent, p.key.ifindex) {
 			continue
 		}
-		if slices.ContainsFunc(eps, func(e pathmgr.Endpoint) bool { return c.ifindexOf(e.Addr, e.IfIndex) == p.key.ifindex }) {
+		// The create's own interface, as the kernel keeps it: the
+		// address may have moved since (a modem that came back).
+		if slices.ContainsFunc(eps, func(e pathmgr.Endpoint) bool {
+			if e.IfIndex != 0 {
+				return e.IfIndex == p.key.ifindex
+			}
+			return c.ifindexOf(e.Addr, 0) == p.key.ifindex
+		}) {
 			sent = append(sent, p.key.ifindex)
 		}
 	}
-	return sent
+	return sent, nil
 }
 
 // hasCreate reports whether the plan (nil: none) still sends a create

@@ -254,20 +254,28 @@ func TestRealtimeAssumedAfterStop(t *testing.T) {
 // An account that never comes (here: lost with a read of the thread's
 // reports that failed) is the kernel's to give: a create the thread sent,
 // whose subflow may still be in its handshake, shows in the connection's
-// address list (GET_ADDR with the token), and the loop does not send it
-// again; one it did not send does not, and the loop sends it; where the
-// kernel cannot say (before Linux 6.7), the loop sends it too.
+// address list (GET_ADDR with the token) with the interface it was sent
+// from, and the loop does not send it again; one it did not send does
+// not, and the loop sends it, as where the kernel cannot say (before
+// Linux 6.7). A connection the kernel no longer has is left to its
+// CLOSED; a passing error is asked about again, up to rtAwaitMax.
 func TestRealtimeMissingAccountFromKernel(t *testing.T) {
 	lteAddr := pathmgr.Endpoint{ID: 1, Addr: fakeLTE.Addr(), IfIndex: 3}
 	for _, tc := range []struct {
 		name  string
 		addrs []pathmgr.Endpoint
 		err   error
-		want  []string
+		want  []string // at rtAwaitFor, and at rtAwaitMax
+		late  []string
 	}{
-		{"sent", []pathmgr.Endpoint{lteAddr}, nil, nil},
-		{"not sent", nil, nil, []string{lteCreate}},
-		{"the kernel cannot say", nil, pathmgr.ErrNotSupported, []string{lteCreate}},
+		{name: "sent", addrs: []pathmgr.Endpoint{lteAddr}},
+		// The address is wifi0's now (a modem that came back as
+		// another link): the kernel's interface is the create's.
+		{name: "sent, the address moved since", addrs: []pathmgr.Endpoint{{ID: 1, Addr: fakeWiFi.Addr(), IfIndex: 3}}},
+		{name: "not sent", want: []string{lteCreate}},
+		{name: "the kernel cannot say", addrs: []pathmgr.Endpoint{lteAddr}, err: pathmgr.ErrNotSupported, want: []string{lteCreate}},
+		{name: "the connection is gone", addrs: []pathmgr.Endpoint{lteAddr}, err: &pathmgr.Error{Op: "get_addr", Message: "invalid token", Err: syscall.EINVAL}},
+		{name: "a passing error", err: syscall.ENOBUFS, late: []string{lteCreate}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := time.Unix(5000, 0)
@@ -286,13 +294,45 @@ func TestRealtimeMissingAccountFromKernel(t *testing.T) {
 			now = now.Add(rtAwaitFor + time.Second)
 			c.tick()
 			cn := c.conns[newConnEvent.Token]
-			if got := k.take(); !slices.Equal(got, tc.want) || len(c.rtAwait) != 0 {
-				t.Errorf("the loop sent %q (awaiting %v), want %q", got, c.rtAwait, tc.want)
+			if got := k.take(); !slices.Equal(got, tc.want) {
+				t.Errorf("the loop sent %q, want %q", got, tc.want)
 			}
 			if tc.want == nil && cn.pending.at(slot{3, fakeRemote}).IsZero() {
 				t.Error("lte0's create is not pending, want the thread's kept pending")
 			}
+			if waiting := len(c.rtAwait) != 0; waiting != (tc.late != nil) {
+				t.Errorf("still awaiting an account: %v, want %v", waiting, tc.late != nil)
+			}
+			now = now.Add(rtAwaitMax)
+			c.tick()
+			if got := k.take(); !slices.Equal(got, tc.late) || len(c.rtAwait) != 0 {
+				t.Errorf("after rtAwaitMax the loop sent %q (awaiting %v), want %q", got, c.rtAwait, tc.late)
+			}
 		})
+	}
+}
+
+// A thread that stopped in a burst leaves every connection it had not
+// accounted for to the kernel's account: a tick asks about rtAskPerTick
+// of them, the next tick about the rest.
+func TestRealtimeKernelAskedPerTick(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	n := rtAskPerTick + 10
+	for tok := uint32(100); tok < 100+uint32(n); tok++ {
+		assumeRT(c, tok, now)
+	}
+	k.take()
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Failed, Err: errors.New("gone")}, now)
+	now = now.Add(rtAwaitFor + time.Second)
+	c.tick()
+	if got := len(k.take()); got != rtAskPerTick || len(c.rtAwait) != n-rtAskPerTick {
+		t.Fatalf("first tick: %d creates, %d still awaiting; want %d and %d", got, len(c.rtAwait), rtAskPerTick, n-rtAskPerTick)
+	}
+	now = now.Add(time.Second)
+	c.tick()
+	if got := len(k.take()); got != n-rtAskPerTick || len(c.rtAwait) != 0 {
+		t.Errorf("second tick: %d creates, %d still awaiting; want %d and none", got, len(c.rtAwait), n-rtAskPerTick)
 	}
 }
 
