@@ -223,8 +223,9 @@ func TestRealtimeAccountOrderNotAssumed(t *testing.T) {
 }
 
 // A connection the reader assumed before the thread stopped, taken in
-// after the loop learnt of it: its account will never come, and the loop
-// sends its creates once rtAwaitFor has passed.
+// after the loop learnt of it: its account will never come, and once
+// rtAwaitFor has passed the loop sends the creates the kernel does not
+// list (here, all).
 func TestRealtimeAssumedAfterStop(t *testing.T) {
 	now := time.Unix(5000, 0)
 	c, k, _ := rtController(t, &now)
@@ -265,8 +266,8 @@ func TestRealtimeMissingAccountFromKernel(t *testing.T) {
 		name  string
 		addrs []pathmgr.Endpoint
 		err   error
-		want  []string // at rtAwaitFor, and at rtAwaitMax
-		late  []string
+		want  []string // the loop's creates after rtAwaitFor
+		late  []string // and after rtAwaitMax
 	}{
 		{name: "sent", addrs: []pathmgr.Endpoint{lteAddr}},
 		// The address is wifi0's now (a modem that came back as
