@@ -142,11 +142,14 @@ type Controller struct {
 	// rtAwait the connections taken in whose ESTABLISHED the thread reads
 	// too (earlyServes) and not accounted for yet, assumed or not; rtSeq
 	// counts those connections, rtDone is the latest of them (in that
-	// count) the thread accounted for.
+	// count) the thread accounted for; rtSettled holds, since when, the
+	// connections whose creates the kernel's account settled and counted
+	// (expireRT), whose own account, should it come late, is dropped.
 	rtc                  rtThread
 	rtcFailed, rtcTooBig bool
 	rtLate               map[uint32][]lateReport
 	rtAwait              map[uint32]rtWait
+	rtSettled            map[uint32]time.Time
 	rtSeq, rtDone        uint64
 
 	// newRouter makes rt for the policy's routing settings.

@@ -130,7 +130,7 @@ func (c *Controller) tick() {
 		c.applyKernelPM()
 	}
 	c.syncListeners()
-	if len(c.rtLate) > 0 || len(c.rtAwait) > 0 {
+	if len(c.rtLate) > 0 || len(c.rtAwait) > 0 || len(c.rtSettled) > 0 {
 		c.expireRT(c.now())
 	}
 	c.runDue(c.now())

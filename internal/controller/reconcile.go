@@ -580,6 +580,7 @@ func (c *Controller) dropConn(tok uint32) {
 		delete(c.conns, tok)
 	}
 	delete(c.rtAwait, tok) // no account of the real-time thread's is awaited
+	delete(c.rtSettled, tok)
 }
 
 func (c *Controller) uncount(s *sub) {

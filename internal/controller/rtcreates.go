@@ -190,6 +190,15 @@ func (c *Controller) rtReport(r rtcreate.Report, at time.Time) {
 
 // applyRT applies a report about a connection the loop has taken in.
 func (c *Controller) applyRT(cn *conn, r rtcreate.Report, at time.Time) {
+	if _, ok := c.rtSettled[cn.token]; ok {
+		// Late: the kernel's account settled these creates, and counted
+		// them (expireRT). The account ends with its Sent or NotSent.
+		if r.Kind != rtcreate.Refused {
+			delete(c.rtSettled, cn.token)
+		}
+		c.log.Debug("an account of the create thread after the kernel's, dropped", "token", cn.token, "kind", r.Kind)
+		return
+	}
 	dst := norm(r.Remote)
 	switch r.Kind {
 	case rtcreate.Refused:
@@ -289,6 +298,11 @@ func (c *Controller) expireRT(now time.Time) {
 			delete(c.rtLate, tok)
 		}
 	}
+	for tok, at := range c.rtSettled {
+		if now.Sub(at) > rtLateFor {
+			delete(c.rtSettled, tok)
+		}
+	}
 	asked := 0
 	for tok, w := range c.rtAwait {
 		age := now.Sub(w.since)
@@ -326,6 +340,14 @@ func (c *Controller) expireRT(now time.Time) {
 		delete(c.rtAwait, tok)
 		c.log.Debug("no account of the create thread for a connection: the kernel's taken", "token", tok, "waited", age, "sent", sent)
 		c.rtAccount(cn, norm(cn.remote), sent, now)
+		if err == nil {
+			// Counted as the kernel says: a late account of the
+			// thread's would count them again.
+			if c.rtSettled == nil {
+				c.rtSettled = map[uint32]time.Time{}
+			}
+			c.rtSettled[tok] = now
+		}
 	}
 }
 

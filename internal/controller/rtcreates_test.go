@@ -337,6 +337,29 @@ func TestRealtimeKernelAskedPerTick(t *testing.T) {
 	}
 }
 
+// An account that comes after the kernel's (a loop starved past
+// rtAwaitMax, the thread's report not read yet) is dropped: the kernel's
+// settled the creates and counted them, once.
+func TestRealtimeLateAccountAfterKernel(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, k, _ := rtController(t, &now)
+	assumeRT(c, newConnEvent.Token, now)
+	k.connAddrs = map[uint32][]pathmgr.Endpoint{newConnEvent.Token: {{ID: 1, Addr: fakeLTE.Addr(), IfIndex: 3}}}
+	before := counterValue(c.ls.creates)
+	now = now.Add(rtAwaitMax + time.Second)
+	c.tick()
+	if got := k.take(); len(got) != 0 || counterValue(c.ls.creates)-before != 1 {
+		t.Fatalf("the kernel's account: the loop sent %q and counted %v creates, want nothing sent and the thread's one counted", got, counterValue(c.ls.creates)-before)
+	}
+	c.rtReport(rtcreate.Report{Kind: rtcreate.Sent, Token: newConnEvent.Token, Remote: fakeRemote, Sent: []int{3}}, now)
+	if n := counterValue(c.ls.creates) - before; n != 1 || len(c.rtSettled) != 0 {
+		t.Errorf("after the late account: %v creates counted (want 1), settled %v (want none)", n, c.rtSettled)
+	}
+	if got := k.take(); len(got) != 0 {
+		t.Errorf("after the late account the loop sent %q", got)
+	}
+}
+
 // A connection that closes before its account no longer waits for it.
 func TestRealtimeClosedNotAwaited(t *testing.T) {
 	now := time.Unix(5000, 0)
