@@ -99,7 +99,9 @@ const (
 // than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
 // or idle gives the floors' rounds one more socket in the client's
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
-// N or SCHED_IDLE (extraListener).
+// N or SCHED_IDLE (extraListener). Each contender's account gives the
+// CPU of its real-time threads apart and its minor page faults per
+// connection.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")
@@ -721,15 +723,15 @@ func perfRecord(b *testing.B, pid int) (stop func()) {
 // cpuMark is a contender's CPU account (procCPU, ctxSwitches, schedStat)
 // when a round began.
 type cpuMark struct {
-	pid       int
-	cpu       cpuTime
-	cs        int
-	ran, wait time.Duration
+	pid           int
+	cpu           cpuTime
+	cs            int
+	ran, wait, rt time.Duration
 }
 
 func markCPU(b *testing.B, pid int) cpuMark {
-	ran, wait := schedStat(b, pid)
-	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), ran, wait}
+	ran, wait, rt := schedStat(b, pid)
+	return cpuMark{pid, procCPU(b, pid), ctxSwitches(b, pid), ran, wait, rt}
 }
 
 // account is burstOnce's account of the contender (mode) for its log:
@@ -740,12 +742,12 @@ func markCPU(b *testing.B, pid int) cpuMark {
 func (m cpuMark) account(b *testing.B, mode string, stop func()) func(opened int) string {
 	return func(n int) string {
 		stop()
-		ran, wait := schedStat(b, m.pid)
-		ran, wait = ran-m.ran, wait-m.wait
+		ran, wait, rt := schedStat(b, m.pid)
+		ran, wait, rt = ran-m.ran, wait-m.wait, rt-m.rt
 		cpu, cs := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs
-		return fmt.Sprintf("\n\t%s CPU until the round was served: %v on a CPU (%.1f µs per connection; user %v system %v), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch)",
-			mode, ran.Round(time.Microsecond), float64(ran.Nanoseconds())/1e3/float64(n), cpu.user, cpu.sys, float64(cs)/float64(n),
-			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond))
+		return fmt.Sprintf("\n\t%s CPU until the round was served: %v on a CPU (%.1f µs per connection, %.1f of them in real-time threads; user %v system %v), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch), %.2f minor page faults per connection",
+			mode, ran.Round(time.Microsecond), float64(ran.Nanoseconds())/1e3/float64(n), float64(rt.Nanoseconds())/1e3/float64(n), cpu.user, cpu.sys, float64(cs)/float64(n),
+			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond), float64(cpu.minflt)/float64(n))
 	}
 }
 
@@ -774,8 +776,9 @@ func ctxSwitches(b *testing.B, pid int) int {
 
 // schedStat is how long the threads of pid have run on a CPU and been
 // runnable without one (schedstat's first two fields, summed over the
-// threads alive now).
-func schedStat(b *testing.B, pid int) (ran, wait time.Duration) {
+// threads alive now), and how long of ran its real-time threads ran
+// (SCHED_FIFO or SCHED_RR now: the daemon's create thread, the floor).
+func schedStat(b *testing.B, pid int) (ran, wait, rt time.Duration) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		b.Fatal(err)
@@ -787,9 +790,18 @@ func schedStat(b *testing.B, pid int) (ran, wait time.Duration) {
 			w, _ := strconv.ParseInt(f[1], 10, 64)
 			ran += time.Duration(r)
 			wait += time.Duration(w)
+			if tid, _ := strconv.Atoi(t.Name()); realTime(tid) {
+				rt += time.Duration(r)
+			}
 		}
 	}
-	return ran, wait
+	return ran, wait, rt
+}
+
+// realTime reports whether thread tid is at SCHED_FIFO or SCHED_RR.
+func realTime(tid int) bool {
+	a, err := unix.SchedGetAttr(tid, 0)
+	return err == nil && (a.Policy == unix.SCHED_FIFO || a.Policy == unix.SCHED_RR)
 }
 
 // renice sets the nice value of every thread of pid (nice is per thread

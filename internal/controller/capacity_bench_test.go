@@ -259,16 +259,25 @@ func procCPU(tb testing.TB, pid int) cpuTime {
 	}
 	s := string(raw)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// fields after the command: state(0) ... utime(11) stime(12)
+	// fields after the command: state(0) ... minflt(7) ... utime(11) stime(12)
+	mf, _ := strconv.ParseInt(f[7], 10, 64)
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const hz = 100 // USER_HZ
-	return cpuTime{time.Duration(ut) * time.Second / hz, time.Duration(st) * time.Second / hz}
+	return cpuTime{time.Duration(ut) * time.Second / hz, time.Duration(st) * time.Second / hz, mf}
 }
 
-type cpuTime struct{ user, sys time.Duration }
+// cpuTime is a process's user and system time, and its minor page faults
+// (each a page-table update: on a guest with shadow page tables, a trap to
+// the hypervisor; docs/benchmarks.md, "burst").
+type cpuTime struct {
+	user, sys time.Duration
+	minflt    int64
+}
 
-func (a cpuTime) sub(b cpuTime) cpuTime { return cpuTime{a.user - b.user, a.sys - b.sys} }
+func (a cpuTime) sub(b cpuTime) cpuTime {
+	return cpuTime{a.user - b.user, a.sys - b.sys, a.minflt - b.minflt}
+}
 
 // procRSS is the process's resident set in bytes.
 func procRSS(tb testing.TB, pid int) int64 {
