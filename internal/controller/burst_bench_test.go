@@ -99,9 +99,10 @@ const (
 // than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
 // or idle gives the floors' rounds one more socket in the client's
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
-// N or SCHED_IDLE (extraListener). Each contender's account gives the
-// CPU of its real-time threads apart and its minor page faults per
-// connection.
+// N or SCHED_IDLE (extraListener); BURST_BACKGROUND=churn@P or spin@P
+// (P as BURST_LISTENER's) runs a load beside them: page-table work or
+// computing (backgroundLoad). Each contender's account gives its minor
+// page faults per connection.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")

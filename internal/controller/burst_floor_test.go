@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
@@ -147,8 +149,8 @@ func floorHelper(spec string) int {
 // the C floor's binary): the client namespace on the userspace PM with the
 // lte source rule (as the in-kernel PM's rounds have it, without their
 // endpoint), the floor started at the daemon's priority, BURST_LISTENER's
-// listener (bin's), the floor warmed by a quarter burst as the daemon is,
-// the round, and the floor stopped.
+// listener (bin's) and BURST_BACKGROUND's load, the floor warmed by a
+// quarter burst as the daemon is, the round, and the floor stopped.
 func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs *observer, mode, cFloor string) burstRound {
 	undo := lteSourceRule(b, bed, "userspace")
 	defer undo()
@@ -159,6 +161,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs 
 		b.Fatalf("%s: %q (%v), want its pid", mode, l, err)
 	}
 	defer extraListener(b, bed, bin, gen, obs)()
+	defer backgroundLoad(b)()
 	prepareContender(b, pid, gen, obs)
 	stopPerf := perfRecord(b, pid)
 	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, mode, stopPerf))
@@ -186,14 +189,7 @@ func extraListener(b *testing.B, bed *testbed.Bed, bin string, gen *generator, o
 	if spec == "" {
 		return func() {}
 	}
-	var sched []string
-	if kind, arg, _ := strings.Cut(spec, ":"); kind == "nice" {
-		if n, err := strconv.Atoi(arg); err == nil && n >= -20 && n <= 19 {
-			sched = []string{"nice", "-n", arg}
-		}
-	} else if spec == "idle" {
-		sched = []string{"chrt", "--idle", "0"}
-	}
+	sched := schedPrefix(spec)
 	if sched == nil {
 		b.Fatalf("BURST_LISTENER=%q: want nice:N (N from -20 to 19) or idle", spec)
 	}
@@ -228,6 +224,110 @@ func extraListener(b *testing.B, bed *testbed.Bed, bin string, gen *generator, o
 	}
 	b.Fatal("BURST_LISTENER: the monitor wrote no event in 50 tries")
 	return nil
+}
+
+// schedPrefix is the command that runs another at the priority spec
+// names: nice:N (nice(1), N from -20 to 19) or idle (chrt(1),
+// SCHED_IDLE); nil for any other spec.
+func schedPrefix(spec string) []string {
+	if kind, arg, _ := strings.Cut(spec, ":"); kind == "nice" {
+		if n, err := strconv.Atoi(arg); err == nil && n >= -20 && n <= 19 {
+			return []string{"nice", "-n", arg}
+		}
+	} else if spec == "idle" {
+		return []string{"chrt", "--idle", "0"}
+	}
+	return nil
+}
+
+// BURST_BACKGROUND=KIND@PRIORITY (KIND churn, churn:KIB or spin,
+// PRIORITY as BURST_LISTENER's: nice:N or idle) runs a load beside the
+// floors' rounds, as a process of its own (this test binary in helper
+// mode), to tell what of a daemon's rest costs a burst: its CPU, or its
+// page-table work.
+//   - churn: every millisecond, map 64 KiB (churn:KIB: KIB KiB, 4 to
+//     65,536), write a byte to each page, unmap it (16 page faults and a
+//     TLB flush a millisecond);
+//   - spin: every millisecond, compute for 130 µs (about 13% of a CPU,
+//     more than the daemon's rest takes in a round), no system call.
+const backgroundHelperEnv = "GIGAPATH_BURST_BACKGROUND" // KIND PRIORITY
+
+// backgroundHelper is the load's main: it puts itself at its priority
+// (running itself again under nice or chrt, with the same pid and
+// output), answers "ready" and runs until its input ends.
+func backgroundHelper(spec string) int {
+	kind, prio, _ := strings.Cut(spec, " ")
+	sched := schedPrefix(prio)
+	size, ok := backgroundSize(kind)
+	if !ok || sched == nil {
+		fmt.Fprintf(os.Stderr, "%s=%q: want churn, churn:KIB or spin, then nice:N or idle\n", backgroundHelperEnv, spec)
+		return 2
+	}
+	const atPriority = "GIGAPATH_BURST_BACKGROUND_AT"
+	if os.Getenv(atPriority) == "" {
+		path, err := exec.LookPath(sched[0])
+		if err == nil {
+			err = syscall.Exec(path, append(sched, os.Args...), append(os.Environ(), atPriority+"=1"))
+		}
+		fmt.Fprintln(os.Stderr, "background:", err)
+		return 1
+	}
+	go func() {
+		io.Copy(io.Discard, os.Stdin) // the benchmark's signal to stop
+		os.Exit(0)
+	}()
+	fmt.Println("ready")
+	for {
+		if size > 0 {
+			m, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "churn:", err)
+				return 1
+			}
+			for i := 0; i < size; i += os.Getpagesize() {
+				m[i] = 1
+			}
+			if err := unix.Munmap(m); err != nil {
+				fmt.Fprintln(os.Stderr, "churn:", err)
+				return 1
+			}
+		} else {
+			for end := time.Now().Add(130 * time.Microsecond); time.Now().Before(end); {
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// backgroundSize is how much a load of kind maps each millisecond (0:
+// spin), and whether kind is one.
+func backgroundSize(kind string) (int, bool) {
+	switch k, arg, has := strings.Cut(kind, ":"); {
+	case kind == "spin":
+		return 0, true
+	case k == "churn" && !has:
+		return 64 << 10, true
+	case k == "churn":
+		n, err := strconv.Atoi(arg)
+		return n << 10, err == nil && n >= 4 && n <= 65536
+	}
+	return 0, false
+}
+
+// backgroundLoad starts BURST_BACKGROUND's load, if asked for, until stop
+// (or the benchmark's end, should it fail).
+func backgroundLoad(b *testing.B) (stop func()) {
+	spec := os.Getenv("BURST_BACKGROUND")
+	if spec == "" {
+		return func() {}
+	}
+	kind, prio, _ := strings.Cut(spec, "@")
+	if _, ok := backgroundSize(kind); !ok || schedPrefix(prio) == nil {
+		b.Fatalf("BURST_BACKGROUND=%q: want churn@PRIORITY, churn:KIB@PRIORITY (KIB from 4 to 65536) or spin@PRIORITY, PRIORITY nice:N (N from -20 to 19) or idle", spec)
+	}
+	c := testbed.StartChildT(b, backgroundHelperEnv+"="+kind+" "+prio, "ready", testWriter{b})
+	b.Cleanup(c.Close)
+	return c.Close
 }
 
 // buildCFloor compiles testdata/burst_floor.c with $CC (a command and

@@ -59,6 +59,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(floorHelperEnv); spec != "" {
 		os.Exit(floorHelper(spec)) // BenchmarkBurst's floor
 	}
+	if spec := os.Getenv(backgroundHelperEnv); spec != "" {
+		os.Exit(backgroundHelper(spec)) // BenchmarkBurst's background load
+	}
 	dir, err := os.MkdirTemp("", "gigapath-state-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
