@@ -99,10 +99,11 @@ const (
 // than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
 // or idle gives the floors' rounds one more socket in the client's
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
-// N or SCHED_IDLE (extraListener); BURST_BACKGROUND=churn@P or spin@P
-// (P as BURST_LISTENER's) runs a load beside them: page-table work or
-// computing (backgroundLoad). Each contender's account gives its minor
-// page faults per connection.
+// N or SCHED_IDLE (extraListener); BURST_LOAD=churn@P, fault@P or
+// spin@P (P as BURST_LISTENER's) runs a load beside them: page faults and
+// unmaps, page faults, or computing (startLoad). Each contender's account
+// gives the CPU of its real-time threads apart and its minor page faults
+// per connection.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")
@@ -778,7 +779,9 @@ func ctxSwitches(b *testing.B, pid int) int {
 // schedStat is how long the threads of pid have run on a CPU and been
 // runnable without one (schedstat's first two fields, summed over the
 // threads alive now), and how long of ran its real-time threads ran
-// (SCHED_FIFO or SCHED_RR now: the daemon's create thread, the floor).
+// (SCHED_FIFO or SCHED_RR now: the daemon's create thread, the floor). A
+// thread is classed by its policy when read, with all it ran: the
+// benchmark sets policies (prepareContender) before its first read.
 func schedStat(b *testing.B, pid int) (ran, wait, rt time.Duration) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
@@ -871,7 +874,7 @@ func setSched(b *testing.B, pid int, env, spec string) {
 	}
 	tid, err := eachThread(pid, func(tid int) error {
 		// The daemon's real-time create thread keeps its own.
-		if cur, err := unix.SchedGetAttr(tid, 0); err == nil && (cur.Policy == unix.SCHED_FIFO || cur.Policy == unix.SCHED_RR) {
+		if realTime(tid) {
 			return nil
 		}
 		a := attr

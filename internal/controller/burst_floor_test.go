@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,7 +150,7 @@ func floorHelper(spec string) int {
 // the C floor's binary): the client namespace on the userspace PM with the
 // lte source rule (as the in-kernel PM's rounds have it, without their
 // endpoint), the floor started at the daemon's priority, BURST_LISTENER's
-// listener (bin's) and BURST_BACKGROUND's load, the floor warmed by a
+// listener (bin's) and BURST_LOAD's load, the floor warmed by a
 // quarter burst as the daemon is, the round, and the floor stopped.
 func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs *observer, mode, cFloor string) burstRound {
 	undo := lteSourceRule(b, bed, "userspace")
@@ -161,7 +162,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs 
 		b.Fatalf("%s: %q (%v), want its pid", mode, l, err)
 	}
 	defer extraListener(b, bed, bin, gen, obs)()
-	defer backgroundLoad(b)()
+	defer startLoad(b)()
 	prepareContender(b, pid, gen, obs)
 	stopPerf := perfRecord(b, pid)
 	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, mode, stopPerf))
@@ -240,94 +241,147 @@ func schedPrefix(spec string) []string {
 	return nil
 }
 
-// BURST_BACKGROUND=KIND@PRIORITY (KIND churn, churn:KIB or spin,
-// PRIORITY as BURST_LISTENER's: nice:N or idle) runs a load beside the
-// floors' rounds, as a process of its own (this test binary in helper
-// mode), to tell what of a daemon's rest costs a burst: its CPU, or its
-// page-table work.
-//   - churn: every millisecond, map 64 KiB (churn:KIB: KIB KiB, 4 to
-//     65,536), write a byte to each page, unmap it (16 page faults and a
-//     TLB flush a millisecond);
-//   - spin: every millisecond, compute for 130 µs (about 13% of a CPU,
-//     more than the daemon's rest takes in a round), no system call.
-const backgroundHelperEnv = "GIGAPATH_BURST_BACKGROUND" // KIND PRIORITY
+// BURST_LOAD=KIND@PRIORITY runs a load beside the floors' rounds, as a
+// process of its own (this test binary in helper mode), to tell what of a
+// daemon's rest costs a burst: its CPU, its page faults, or its unmaps.
+// Each kind does its work, then sleeps 1 ms (at SCHED_IDLE on busy CPUs,
+// longer):
+//   - churn (churn:KIB): map 64 KiB (KIB KiB, 4 to 65,536), write a byte
+//     to each page, unmap it: page faults and a TLB flush;
+//   - fault (fault:KIB): write a byte to each page of the next 8 KiB
+//     (KIB KiB) of a mapping kept (1 GiB, then from its start again,
+//     the pages already there): page faults, no unmap;
+//   - spin: compute for 100 µs, no system call.
+//
+// PRIORITY is as BURST_LISTENER's (nice:N or idle). When the round ends
+// the load reports what it did (loops, its CPU, its page faults), and the
+// round fails if it stopped before.
+const loadHelperEnv = "GIGAPATH_BURST_LOAD" // KIND PRIORITY
 
-// backgroundHelper is the load's main: it puts itself at its priority
-// (running itself again under nice or chrt, with the same pid and
-// output), answers "ready" and runs until its input ends.
-func backgroundHelper(spec string) int {
-	kind, prio, _ := strings.Cut(spec, " ")
+// burstLoad is a parsed BURST_LOAD kind.
+type burstLoad struct {
+	kind string // churn, fault or spin
+	size int    // bytes a loop maps (churn) or touches (fault)
+}
+
+// parseLoad parses BURST_LOAD's KIND@PRIORITY: the load and the command
+// that runs another at PRIORITY.
+func parseLoad(spec string) (burstLoad, []string, error) {
+	kind, prio, _ := strings.Cut(spec, "@")
+	k, arg, has := strings.Cut(kind, ":")
+	l := burstLoad{kind: k}
+	switch {
+	case k == "spin" && !has:
+	case (k == "churn" || k == "fault") && !has:
+		l.size = map[string]int{"churn": 64 << 10, "fault": 8 << 10}[k]
+	case k == "churn" || k == "fault":
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 4 || n > 65536 {
+			return l, nil, fmt.Errorf("%s: want KIB from 4 to 65536", kind)
+		}
+		l.size = n << 10
+	default:
+		return l, nil, fmt.Errorf("%q: want churn, churn:KIB, fault, fault:KIB or spin", kind)
+	}
 	sched := schedPrefix(prio)
-	size, ok := backgroundSize(kind)
-	if !ok || sched == nil {
-		fmt.Fprintf(os.Stderr, "%s=%q: want churn, churn:KIB or spin, then nice:N or idle\n", backgroundHelperEnv, spec)
+	if sched == nil {
+		return l, nil, fmt.Errorf("priority %q: want nice:N (N from -20 to 19) or idle", prio)
+	}
+	return l, sched, nil
+}
+
+// loadHelper is the load's main (spec: KIND@PRIORITY). It puts itself at
+// its priority (running itself again under nice or chrt, with the same
+// pid and output), answers "ready", works until its input ends, then
+// answers "done LOOPS USER_US SYS_US MINFLT": what it did since ready.
+func loadHelper(spec string) int {
+	l, sched, err := parseLoad(spec)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s=%q: %v\n", loadHelperEnv, spec, err)
 		return 2
 	}
-	const atPriority = "GIGAPATH_BURST_BACKGROUND_AT"
+	const atPriority = "GIGAPATH_BURST_LOAD_AT"
 	if os.Getenv(atPriority) == "" {
 		path, err := exec.LookPath(sched[0])
 		if err == nil {
 			err = syscall.Exec(path, append(sched, os.Args...), append(os.Environ(), atPriority+"=1"))
 		}
-		fmt.Fprintln(os.Stderr, "background:", err)
+		fmt.Fprintln(os.Stderr, "load:", err)
 		return 1
 	}
+	var kept []byte
+	if l.kind == "fault" {
+		if kept, err = unix.Mmap(-1, 0, 1<<30, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE); err != nil {
+			fmt.Fprintln(os.Stderr, "load:", err)
+			return 1
+		}
+	}
+	var loops atomic.Int64
+	var ready unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ready)
 	go func() {
 		io.Copy(io.Discard, os.Stdin) // the benchmark's signal to stop
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		fmt.Printf("done %d %d %d %d\n", loops.Load(), (ru.Utime.Nano()-ready.Utime.Nano())/1e3,
+			(ru.Stime.Nano()-ready.Stime.Nano())/1e3, ru.Minflt-ready.Minflt)
 		os.Exit(0)
 	}()
 	fmt.Println("ready")
+	page, at := os.Getpagesize(), 0
 	for {
-		if size > 0 {
-			m, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		switch l.kind {
+		case "churn":
+			m, err := unix.Mmap(-1, 0, l.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "churn:", err)
+				fmt.Fprintln(os.Stderr, "load:", err)
 				return 1
 			}
-			for i := 0; i < size; i += os.Getpagesize() {
+			for i := 0; i < l.size; i += page {
 				m[i] = 1
 			}
 			if err := unix.Munmap(m); err != nil {
-				fmt.Fprintln(os.Stderr, "churn:", err)
+				fmt.Fprintln(os.Stderr, "load:", err)
 				return 1
 			}
-		} else {
-			for end := time.Now().Add(130 * time.Microsecond); time.Now().Before(end); {
+		case "fault":
+			for i := 0; i < l.size; i += page {
+				kept[(at+i)%len(kept)] = 1
+			}
+			at = (at + l.size) % len(kept)
+		case "spin":
+			for end := time.Now().Add(100 * time.Microsecond); time.Now().Before(end); {
 			}
 		}
+		loops.Add(1)
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// backgroundSize is how much a load of kind maps each millisecond (0:
-// spin), and whether kind is one.
-func backgroundSize(kind string) (int, bool) {
-	switch k, arg, has := strings.Cut(kind, ":"); {
-	case kind == "spin":
-		return 0, true
-	case k == "churn" && !has:
-		return 64 << 10, true
-	case k == "churn":
-		n, err := strconv.Atoi(arg)
-		return n << 10, err == nil && n >= 4 && n <= 65536
-	}
-	return 0, false
-}
-
-// backgroundLoad starts BURST_BACKGROUND's load, if asked for, until stop
-// (or the benchmark's end, should it fail).
-func backgroundLoad(b *testing.B) (stop func()) {
-	spec := os.Getenv("BURST_BACKGROUND")
+// startLoad starts BURST_LOAD's load, if asked for; stop ends it and
+// gives what it did (its "done" line, logged with the round), or fails
+// the benchmark if it stopped before.
+func startLoad(b *testing.B) (stop func()) {
+	spec := os.Getenv("BURST_LOAD")
 	if spec == "" {
 		return func() {}
 	}
-	kind, prio, _ := strings.Cut(spec, "@")
-	if _, ok := backgroundSize(kind); !ok || schedPrefix(prio) == nil {
-		b.Fatalf("BURST_BACKGROUND=%q: want churn@PRIORITY, churn:KIB@PRIORITY (KIB from 4 to 65536) or spin@PRIORITY, PRIORITY nice:N (N from -20 to 19) or idle", spec)
+	if _, _, err := parseLoad(spec); err != nil {
+		b.Fatalf("BURST_LOAD=%q: %v", spec, err)
 	}
-	c := testbed.StartChildT(b, backgroundHelperEnv+"="+kind+" "+prio, "ready", testWriter{b})
-	b.Cleanup(c.Close)
-	return c.Close
+	c := testbed.StartChildT(b, loadHelperEnv+"="+spec, "ready", testWriter{b})
+	return func() {
+		c.In.Close()
+		l, err := c.Line()
+		if err != nil || !strings.HasPrefix(l, "done ") {
+			b.Fatalf("BURST_LOAD=%q stopped before the round's end: %q (%v)", spec, l, err)
+		}
+		var loops, user, sys, minflt int64
+		fmt.Sscanf(l, "done %d %d %d %d", &loops, &user, &sys, &minflt)
+		b.Logf("BURST_LOAD=%s: %d loops, CPU %v user %v system, %d page faults, from its warm-up to the round's end", spec, loops,
+			time.Duration(user)*time.Microsecond, time.Duration(sys)*time.Microsecond, minflt)
+		c.Close()
+	}
 }
 
 // buildCFloor compiles testdata/burst_floor.c with $CC (a command and

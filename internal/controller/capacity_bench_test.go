@@ -253,13 +253,7 @@ func closeAll(conns []net.Conn) {
 
 // procCPU is the process's user and system CPU time.
 func procCPU(tb testing.TB, pid int) cpuTime {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// fields after the command: state(0) ... minflt(7) ... utime(11) stime(12)
+	f := procStatFields(tb, pid)
 	mf, _ := strconv.ParseInt(f[7], 10, 64)
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
@@ -267,9 +261,21 @@ func procCPU(tb testing.TB, pid int) cpuTime {
 	return cpuTime{time.Duration(ut) * time.Second / hz, time.Duration(st) * time.Second / hz, mf}
 }
 
+// procStatFields is /proc/PID/stat's fields after the command (which is
+// in parentheses and may hold spaces): state is [0], minflt [7], utime
+// [11], stime [12], nice [16], policy [38] (proc(5)'s field numbers less
+// three).
+func procStatFields(tb testing.TB, pid int) []string {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := string(raw)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+}
+
 // cpuTime is a process's user and system time, and its minor page faults
-// (each a page-table update: on a guest with shadow page tables, a trap to
-// the hypervisor; docs/benchmarks.md, "burst").
+// (page-table updates; docs/benchmarks.md, "burst").
 type cpuTime struct {
 	user, sys time.Duration
 	minflt    int64

@@ -59,8 +59,8 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(floorHelperEnv); spec != "" {
 		os.Exit(floorHelper(spec)) // BenchmarkBurst's floor
 	}
-	if spec := os.Getenv(backgroundHelperEnv); spec != "" {
-		os.Exit(backgroundHelper(spec)) // BenchmarkBurst's background load
+	if spec := os.Getenv(loadHelperEnv); spec != "" {
+		os.Exit(loadHelper(spec)) // BenchmarkBurst's load beside the floor
 	}
 	dir, err := os.MkdirTemp("", "gigapath-state-")
 	if err != nil {
