@@ -99,9 +99,9 @@ const (
 // than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
 // or idle gives the floors' rounds one more socket in the client's
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
-// N or SCHED_IDLE (extraListener); BURST_LOAD=churn@P, fault@P or
-// spin@P (P as BURST_LISTENER's) runs a load beside them: page faults and
-// unmaps, page faults, or computing (startLoad). Each contender's account
+// N or SCHED_IDLE (extraListener); BURST_LOAD=churn[:KIB]@P,
+// fault[:KIB]@P or spin[:US]@P (P as BURST_LISTENER's) runs a load beside
+// them: page faults and unmaps, page faults, or computing (startLoad). Each contender's account
 // gives the CPU of its real-time threads apart and its minor page faults
 // per connection.
 func BenchmarkBurst(b *testing.B) {

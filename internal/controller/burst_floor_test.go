@@ -246,22 +246,27 @@ func schedPrefix(spec string) []string {
 // daemon's rest costs a burst: its CPU, its page faults, or its unmaps.
 // Each kind does its work, then sleeps 1 ms (at SCHED_IDLE on busy CPUs,
 // longer):
-//   - churn (churn:KIB): map 64 KiB (KIB KiB, 4 to 65,536), write a byte
-//     to each page, unmap it: page faults and a TLB flush;
+//   - churn (churn:KIB): map 64 KiB (KIB KiB), write a byte to each
+//     page, unmap it: page faults and a TLB flush;
 //   - fault (fault:KIB): write a byte to each page of the next 8 KiB
-//     (KIB KiB) of a mapping kept (1 GiB, then from its start again,
-//     the pages already there): page faults, no unmap;
-//   - spin: compute for 100 µs, no system call.
+//     (KIB KiB) of a mapping kept (1 GiB; at its end the pages are
+//     dropped, MADV_DONTNEED, and it starts again): page faults, no
+//     unmap;
+//   - spin (spin:US): compute for 100 µs (US µs, 1 to 100,000), no
+//     system call.
 //
-// PRIORITY is as BURST_LISTENER's (nice:N or idle). When the round ends
-// the load reports what it did (loops, its CPU, its page faults), and the
-// round fails if it stopped before.
-const loadHelperEnv = "GIGAPATH_BURST_LOAD" // KIND PRIORITY
+// KIB is a whole number of pages, up to 65,536; the mappings take no huge
+// pages (a fault is a page's). PRIORITY is as BURST_LISTENER's (nice:N, N
+// added to the benchmark's own, or idle). When the round ends the load
+// reports what it did (loops, its CPU, its page faults), and the round
+// fails if it stopped before.
+const loadHelperEnv = "GIGAPATH_BURST_LOAD" // KIND@PRIORITY
 
 // burstLoad is a parsed BURST_LOAD kind.
 type burstLoad struct {
-	kind string // churn, fault or spin
-	size int    // bytes a loop maps (churn) or touches (fault)
+	kind string        // churn, fault or spin
+	size int           // bytes a loop maps (churn) or touches (fault)
+	spin time.Duration // how long a spin loop computes
 }
 
 // parseLoad parses BURST_LOAD's KIND@PRIORITY: the load and the command
@@ -269,19 +274,23 @@ type burstLoad struct {
 func parseLoad(spec string) (burstLoad, []string, error) {
 	kind, prio, _ := strings.Cut(spec, "@")
 	k, arg, has := strings.Cut(kind, ":")
-	l := burstLoad{kind: k}
+	l := burstLoad{kind: k, size: map[string]int{"churn": 64 << 10, "fault": 8 << 10}[k], spin: 100 * time.Microsecond}
+	n, err := strconv.Atoi(arg)
+	pageKiB := os.Getpagesize() >> 10
 	switch {
-	case k == "spin" && !has:
-	case (k == "churn" || k == "fault") && !has:
-		l.size = map[string]int{"churn": 64 << 10, "fault": 8 << 10}[k]
-	case k == "churn" || k == "fault":
-		n, err := strconv.Atoi(arg)
-		if err != nil || n < 4 || n > 65536 {
-			return l, nil, fmt.Errorf("%s: want KIB from 4 to 65536", kind)
+	case k != "churn" && k != "fault" && k != "spin":
+		return l, nil, fmt.Errorf("%q: want churn, churn:KIB, fault, fault:KIB, spin or spin:US", kind)
+	case !has:
+	case k == "spin":
+		if err != nil || n < 1 || n > 100000 {
+			return l, nil, fmt.Errorf("%s: want US from 1 to 100000", kind)
+		}
+		l.spin = time.Duration(n) * time.Microsecond
+	default:
+		if err != nil || n < pageKiB || n > 65536 || n%pageKiB != 0 {
+			return l, nil, fmt.Errorf("%s: want KIB a multiple of the page (%d KiB), up to 65536", kind, pageKiB)
 		}
 		l.size = n << 10
-	default:
-		return l, nil, fmt.Errorf("%q: want churn, churn:KIB, fault, fault:KIB or spin", kind)
 	}
 	sched := schedPrefix(prio)
 	if sched == nil {
@@ -309,11 +318,22 @@ func loadHelper(spec string) int {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		return 1
 	}
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 1
+	}
+	// A page's fault each, not a huge page's every 512.
+	mapping := func(size, flags int) ([]byte, error) {
+		m, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|flags)
+		if err == nil {
+			err = unix.Madvise(m, unix.MADV_NOHUGEPAGE)
+		}
+		return m, err
+	}
 	var kept []byte
 	if l.kind == "fault" {
-		if kept, err = unix.Mmap(-1, 0, 1<<30, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE); err != nil {
-			fmt.Fprintln(os.Stderr, "load:", err)
-			return 1
+		if kept, err = mapping(1<<30, unix.MAP_NORESERVE); err != nil {
+			return fail(err)
 		}
 	}
 	var loops atomic.Int64
@@ -332,25 +352,29 @@ func loadHelper(spec string) int {
 	for {
 		switch l.kind {
 		case "churn":
-			m, err := unix.Mmap(-1, 0, l.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+			m, err := mapping(l.size, 0)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "load:", err)
-				return 1
+				return fail(err)
 			}
 			for i := 0; i < l.size; i += page {
 				m[i] = 1
 			}
 			if err := unix.Munmap(m); err != nil {
-				fmt.Fprintln(os.Stderr, "load:", err)
-				return 1
+				return fail(err)
 			}
 		case "fault":
-			for i := 0; i < l.size; i += page {
-				kept[(at+i)%len(kept)] = 1
+			if at+l.size > len(kept) {
+				if err := unix.Madvise(kept, unix.MADV_DONTNEED); err != nil {
+					return fail(err)
+				}
+				at = 0
 			}
-			at = (at + l.size) % len(kept)
+			for i := 0; i < l.size; i += page {
+				kept[at+i] = 1
+			}
+			at += l.size
 		case "spin":
-			for end := time.Now().Add(100 * time.Microsecond); time.Now().Before(end); {
+			for end := time.Now().Add(l.spin); time.Now().Before(end); {
 			}
 		}
 		loops.Add(1)
@@ -359,8 +383,8 @@ func loadHelper(spec string) int {
 }
 
 // startLoad starts BURST_LOAD's load, if asked for; stop ends it and
-// gives what it did (its "done" line, logged with the round), or fails
-// the benchmark if it stopped before.
+// logs what it did (its "done" line), or fails the benchmark if it had
+// stopped before or does not answer.
 func startLoad(b *testing.B) (stop func()) {
 	spec := os.Getenv("BURST_LOAD")
 	if spec == "" {
@@ -372,15 +396,26 @@ func startLoad(b *testing.B) (stop func()) {
 	c := testbed.StartChildT(b, loadHelperEnv+"="+spec, "ready", testWriter{b})
 	return func() {
 		c.In.Close()
-		l, err := c.Line()
-		if err != nil || !strings.HasPrefix(l, "done ") {
-			b.Fatalf("BURST_LOAD=%q stopped before the round's end: %q (%v)", spec, l, err)
+		type line struct {
+			l   string
+			err error
+		}
+		got := make(chan line, 1)
+		go func() { l, err := c.Line(); got <- line{l, err} }()
+		var r line
+		select {
+		case r = <-got:
+		case <-time.After(10 * time.Second):
+			r.err = errors.New("no answer in 10 s")
+		}
+		c.Close()
+		if r.err != nil || !strings.HasPrefix(r.l, "done ") {
+			b.Fatalf("BURST_LOAD=%q stopped before the round's end: %q (%v)", spec, r.l, r.err)
 		}
 		var loops, user, sys, minflt int64
-		fmt.Sscanf(l, "done %d %d %d %d", &loops, &user, &sys, &minflt)
+		fmt.Sscanf(r.l, "done %d %d %d %d", &loops, &user, &sys, &minflt)
 		b.Logf("BURST_LOAD=%s: %d loops, CPU %v user %v system, %d page faults, from its warm-up to the round's end", spec, loops,
 			time.Duration(user)*time.Microsecond, time.Duration(sys)*time.Microsecond, minflt)
-		c.Close()
 	}
 }
 

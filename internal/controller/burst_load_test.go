@@ -31,17 +31,22 @@ func TestSchedPrefix(t *testing.T) {
 
 func TestParseLoad(t *testing.T) {
 	for spec, want := range map[string]burstLoad{
-		"spin@idle":        {"spin", 0},
-		"churn@nice:19":    {"churn", 64 << 10},
-		"churn:8@idle":     {"churn", 8 << 10},
-		"fault@idle":       {"fault", 8 << 10},
-		"fault:65536@idle": {"fault", 64 << 20},
+		"spin@idle":        {"spin", 0, 100 * time.Microsecond},
+		"spin:500@nice:19": {"spin", 0, 500 * time.Microsecond},
+		"churn@nice:19":    {"churn", 64 << 10, 100 * time.Microsecond},
+		"churn:8@idle":     {"churn", 8 << 10, 100 * time.Microsecond},
+		"fault@idle":       {"fault", 8 << 10, 100 * time.Microsecond},
+		"fault:65536@idle": {"fault", 64 << 20, 100 * time.Microsecond},
 	} {
 		if got, sched, err := parseLoad(spec); err != nil || got != want || sched == nil {
 			t.Errorf("parseLoad(%q) = %+v, %q, %v; want %+v", spec, got, sched, err, want)
 		}
 	}
-	for _, spec := range []string{"churn:2@idle", "churn:x@idle", "spin:4@idle", "churn", "churn@fifo:10", "@idle", ""} {
+	bad := []string{"churn:x@idle", "churn:131072@idle", "spin:0@idle", "spin:x@idle", "churn", "churn@fifo:10", "@idle", ""}
+	if page := os.Getpagesize() >> 10; page > 1 {
+		bad = append(bad, fmt.Sprintf("churn:%d@idle", page+1), fmt.Sprintf("fault:%d@idle", page/2))
+	}
+	for _, spec := range bad {
 		if _, _, err := parseLoad(spec); err == nil {
 			t.Errorf("parseLoad(%q): no error", spec)
 		}
@@ -61,15 +66,18 @@ func TestLoadHelper(t *testing.T) {
 	self := procStatFields(t, os.Getpid())
 	base, _ := strconv.Atoi(self[16])
 	basePolicy, _ := strconv.Atoi(self[38])
+	page := os.Getpagesize()
 	for _, tc := range []struct {
 		spec         string
 		policy, nice int
-		faults       bool
+		pages        int // new pages a loop writes; -1: none (spin)
 	}{
-		{"churn:8@nice:5", basePolicy, min(base+5, 19), true},
-		{"fault@nice:5", basePolicy, min(base+5, 19), true},
-		{"spin@nice:19", basePolicy, 19, false},
-		{"churn@idle", 5, base, true}, // SCHED_IDLE; chrt keeps the nice
+		{"churn:16@nice:5", basePolicy, min(base+5, 19), max(1, 16<<10/page)},
+		{"fault:16@nice:5", basePolicy, min(base+5, 19), max(1, 16<<10/page)},
+		{"spin@nice:5", basePolicy, min(base+5, 19), -1},
+		// SCHED_IDLE (chrt keeps the nice): it may not run at all on
+		// busy CPUs, so only its policy is checked.
+		{"churn@idle", 5, base, 0},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
 			if tc.policy == 5 {
@@ -103,22 +111,39 @@ func TestLoadHelper(t *testing.T) {
 			if policy != tc.policy || nice != tc.nice {
 				t.Errorf("policy %d nice %d, want %d and %d", policy, nice, tc.policy, tc.nice)
 			}
-			time.Sleep(100 * time.Millisecond)
+			if tc.pages == 0 {
+				return // the deferred Kill ends it
+			}
+			// Until it has run 30 ms of CPU since it was ready (some
+			// 100 loops), however busy the machine is; utime and stime
+			// are [11] and [12], in 10 ms ticks.
+			ticks := func() int {
+				f := procStatFields(t, cmd.Process.Pid)
+				u, _ := strconv.Atoi(f[11])
+				s, _ := strconv.Atoi(f[12])
+				return u + s
+			}
+			t0 := ticks()
+			for deadline := time.Now().Add(20 * time.Second); ticks() < t0+3; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the load ran %d ticks in 20 s at nice %d", ticks()-t0, tc.nice)
+				}
+			}
 			in.Close() // its signal to stop
 			if !sc.Scan() {
 				t.Fatalf("no done line: %v", sc.Err())
 			}
 			var loops, user, sys, minflt int64
-			if n, _ := fmt.Sscanf(sc.Text(), "done %d %d %d %d", &loops, &user, &sys, &minflt); n != 4 || loops == 0 {
-				t.Errorf("%q: want done LOOPS USER SYS MINFLT, some loops", sc.Text())
+			if n, _ := fmt.Sscanf(sc.Text(), "done %d %d %d %d", &loops, &user, &sys, &minflt); n != 4 || loops < 20 {
+				t.Errorf("%q: want done LOOPS USER SYS MINFLT, 20 loops or more", sc.Text())
 			}
-			// Each churn or fault loop writes at least two new pages;
-			// spin's touch none (what the runtime faults meanwhile is
-			// far less than a page a loop).
-			if tc.faults && minflt < 2*loops {
-				t.Errorf("%d loops, %d page faults: the load does not fault", loops, minflt)
+			// A churn or fault loop faults each page it writes; spin's
+			// fault none (the runtime's own faults meanwhile, a few
+			// dozen, are fewer than its loops).
+			if tc.pages > 0 && minflt < int64(tc.pages)*loops {
+				t.Errorf("%d loops, %d page faults: want %d a loop", loops, minflt, tc.pages)
 			}
-			if !tc.faults && minflt >= loops {
+			if tc.pages < 0 && minflt >= loops {
 				t.Errorf("%d loops, %d page faults: spin faults", loops, minflt)
 			}
 			if err := cmd.Wait(); err != nil {
