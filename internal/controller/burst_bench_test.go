@@ -101,9 +101,9 @@ const (
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
 // N or SCHED_IDLE (extraListener); BURST_LOAD=churn[:KIB]@P,
 // fault[:KIB]@P or spin[:US]@P (P as BURST_LISTENER's) runs a load beside
-// them: page faults and unmaps, page faults, or computing (startLoad). Each contender's account
-// gives the CPU of its real-time threads apart and its minor page faults
-// per connection.
+// them: page faults and unmaps, page faults, or computing (startLoad).
+// Each contender's account gives the CPU of its real-time threads apart
+// and its minor page faults per connection.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	rx := os.Getenv("BURST_RX")

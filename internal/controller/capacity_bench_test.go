@@ -251,7 +251,8 @@ func closeAll(conns []net.Conn) {
 	}
 }
 
-// procCPU is the process's user and system CPU time.
+// procCPU is the process's user and system CPU time, and its minor page
+// faults.
 func procCPU(tb testing.TB, pid int) cpuTime {
 	f := procStatFields(tb, pid)
 	mf, _ := strconv.ParseInt(f[7], 10, 64)
