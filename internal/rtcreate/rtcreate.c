@@ -35,9 +35,9 @@ enum {
 };
 enum { EV_FLAG_DENY_JOIN_ID0 = 1, EV_FLAG_SERVER_SIDE = 2 };
 
-// idleFlush (ms): how long without events before the thread sends the
-// reports it holds (report).
-enum { idleFlush = 2 };
+// holdMax: the most reports the thread holds (report); GP_BATCH of them
+// go in a message.
+enum { holdMax = 1024 };
 
 struct gp_rt {
 	int events, cmds, reports;
@@ -45,43 +45,63 @@ struct gp_rt {
 	uint32_t seq;
 	pthread_t thread;
 	atomic_int stop;
+	int pause_ms;         // gp_rt_start's: the reports go after a pause that long
+	int64_t hold_ns;      // or once the first held is that old (report)
+	_Atomic int64_t last; // CLOCK_MONOTONIC ns of the last connection taken (gp_rt_busy)
 	pthread_mutex_t mu; // guards plan and version
 	struct gp_plan plan;
 	uint64_t version;
-	int nbatch; // the thread's own: reports not sent yet
-	struct gp_report batch[GP_BATCH];
+	// The thread's own: the reports not sent yet, and when the first of
+	// them was made.
+	int nbatch;
+	int64_t held_since;
+	struct gp_report batch[holdMax];
 };
+
+static int64_t mono_ns(void) {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
 
 static void fail(char *err, int errlen, const char *what, int e) {
 	snprintf(err, errlen, "%s: %s", what, strerror(e));
 }
 
-// flush hands the batched reports to the loop, in one message. A
+// flush hands the held reports to the loop, GP_BATCH to a message. A
 // blocking send: when the loop is behind, the thread waits rather than
 // lose a report; gp_rt_stop ends the wait by closing the other end
 // (EPIPE). Short of memory (ENOBUFS, ENOMEM) it tries again a millisecond
-// later, for up to a second.
+// later, for up to a second, then drops the message.
 static void flush(struct gp_rt *rt) {
-	if (!rt->nbatch)
-		return;
-	for (int tries = 0; send(rt->reports, rt->batch, rt->nbatch * sizeof rt->batch[0], MSG_NOSIGNAL) < 0; tries++) {
-		if (errno == EINTR)
-			continue;
-		if ((errno != ENOBUFS && errno != ENOMEM) || tries == 1000)
-			break; // the daemon stopped reading
-		struct timespec ms = {.tv_nsec = 1000000};
-		nanosleep(&ms, NULL);
+	for (int off = 0; off < rt->nbatch; off += GP_BATCH) {
+		int n = rt->nbatch - off < GP_BATCH ? rt->nbatch - off : GP_BATCH;
+		for (int tries = 0; send(rt->reports, rt->batch + off, n * sizeof rt->batch[0], MSG_NOSIGNAL) < 0; tries++) {
+			if (errno == EINTR)
+				continue;
+			if ((errno != ENOBUFS && errno != ENOMEM) || tries == 1000)
+				break; // the daemon stopped reading
+			struct timespec ms = {.tv_nsec = 1000000};
+			nanosleep(&ms, NULL);
+		}
 	}
 	rt->nbatch = 0;
 }
 
-// report batches r: the loop gets the batch when it is full or when no
-// event has come for idleFlush (run), so that a burst's reports wake the
-// daemon once per batch, not once per connection, and take neither the
-// applications' CPU nor the thread's time while the burst lasts.
+// report holds r until the burst it belongs to is over: the thread hands
+// its reports over when no event has come for its pause (run), or, as one
+// comes, once the first it holds is hold_ns old, or when holdMax are
+// held, and at once a failure or a loss. The daemon then takes in a
+// burst's accounts (and, waiting for them, its connections' events: the
+// controller's awaitBurst) after it, and takes no CPU from the
+// applications and the thread while it lasts (docs/benchmarks.md,
+// "burst").
 static void report(struct gp_rt *rt, const struct gp_report *r) {
+	int64_t now = mono_ns();
+	if (!rt->nbatch)
+		rt->held_since = now;
 	rt->batch[rt->nbatch++] = *r;
-	if (rt->nbatch == GP_BATCH || r->kind == GP_FAILED || r->kind == GP_LOST)
+	if (rt->nbatch == holdMax || r->kind == GP_FAILED || r->kind == GP_LOST || now - rt->held_since >= rt->hold_ns)
 		flush(rt);
 }
 
@@ -179,9 +199,9 @@ static int create(struct gp_rt *rt, const struct conn *c, const struct gp_ep *ep
 
 // serve sends the creates the plan gives the connection of one ESTABLISHED.
 static void serve(struct gp_rt *rt, const struct gp_plan *p, const struct conn *c) {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec >= p->deadline) {
+	int64_t now = mono_ns();
+	atomic_store_explicit(&rt->last, now, memory_order_relaxed);
+	if (now >= p->deadline) {
 		struct gp_report r = {.kind = GP_NOT_SENT, .token = c->token, .family = c->family, .port = ntohs(c->dport)};
 		memcpy(r.remote, c->daddr, 16);
 		report(rt, &r);
@@ -237,9 +257,9 @@ static void *run(void *arg) {
 		if (n < 0 && errno == EAGAIN) {
 			// Nothing queued. In a burst the next event is usually
 			// a fraction of a millisecond away: the reports wait
-			// for a pause (idleFlush) rather than go one by one.
+			// for a pause rather than go one by one.
 			struct pollfd p = {.fd = rt->events, .events = POLLIN};
-			if (rt->nbatch && poll(&p, 1, idleFlush) == 0)
+			if (rt->nbatch && poll(&p, 1, rt->pause_ms) == 0)
 				flush(rt);
 			n = recv(rt->events, ev, sizeof ev, 0);
 		}
@@ -280,13 +300,16 @@ static void *run(void *arg) {
 	return NULL;
 }
 
-struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, char *err, int errlen) {
+struct gp_rt *gp_rt_start(int prio, int report_fd, int pause_ms, int hold_ms, int *fifo, int *sched_err, char *err, int errlen) {
 	struct gp_rt *rt = calloc(1, sizeof *rt);
 	if (!rt) {
 		fail(err, errlen, "starting", ENOMEM);
 		return NULL;
 	}
 	rt->reports = report_fd;
+	rt->pause_ms = pause_ms;
+	rt->hold_ns = (int64_t)hold_ms * 1000000;
+	atomic_init(&rt->last, INT64_MIN / 2); // long ago: not busy
 	rt->events = gp_genl_socket();
 	rt->cmds = gp_genl_socket();
 	pthread_mutex_init(&rt->mu, NULL);
@@ -356,6 +379,10 @@ void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p) {
 		rt->plan.naddrs = 0;
 	rt->version++;
 	pthread_mutex_unlock(&rt->mu);
+}
+
+int gp_rt_busy(struct gp_rt *rt) {
+	return mono_ns() - atomic_load_explicit(&rt->last, memory_order_relaxed) < (int64_t)rt->pause_ms * 1000000;
 }
 
 void gp_rt_stop(struct gp_rt *rt) {

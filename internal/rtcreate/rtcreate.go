@@ -22,8 +22,11 @@
 // connection, a create from each planned interface other than the initial
 // subflow's. For each connection it reports (Read) the creates the kernel
 // refused, then the interfaces it sent a create from, or that no plan was
-// in force; and events lost. Everything else stays the loop's, which reads
-// the same events on its own socket.
+// in force; and events lost. It holds its reports while a burst lasts
+// (Options.Pause, Hold) and says whether one does (Busy), so that the
+// daemon can leave its own work on the burst's connections until after
+// it. Everything else stays the loop's, which reads the same events on
+// its own socket.
 package rtcreate
 
 import (
@@ -47,6 +50,41 @@ type Options struct {
 	// Priority is the thread's SCHED_FIFO priority, 1-99; 0 leaves it at
 	// the scheduling of the thread that starts it.
 	Priority int
+	// Pause is how long the thread waits for another connection before
+	// it hands over the reports it holds: while connections keep coming
+	// it holds them (Read, Busy). Whole milliseconds up to an hour; 0:
+	// DefaultPause.
+	Pause time.Duration
+	// Hold is how long at most it holds a report while connections keep
+	// coming (it looks as each comes); 0: DefaultHold.
+	Hold time.Duration
+}
+
+// The thread's defaults. A burst's connections come a fraction of a
+// millisecond apart: DefaultPause is a pause between bursts. DefaultHold
+// bounds how far the daemon's account may lag behind a burst that does
+// not pause, well within the seconds its loop waits for an account
+// (internal/controller/rtcreates.go).
+const (
+	DefaultPause = 2 * time.Millisecond
+	DefaultHold  = time.Second
+)
+
+// pauseHold checks and defaults o's Pause and Hold, in milliseconds.
+func (o Options) pauseHold() (pause, hold int, err error) {
+	p, h := o.Pause, o.Hold
+	if p == 0 {
+		p = DefaultPause
+	}
+	if h == 0 {
+		h = DefaultHold
+	}
+	for _, d := range []time.Duration{p, h} {
+		if d < time.Millisecond || d > time.Hour || d%time.Millisecond != 0 {
+			return 0, 0, fmt.Errorf("rtcreate: pause %v, hold %v: want whole milliseconds from 1ms to 1h", o.Pause, o.Hold)
+		}
+	}
+	return int(p / time.Millisecond), int(h / time.Millisecond), nil
 }
 
 // Iface is an interface a new connection gets a subflow on, with the

@@ -66,9 +66,14 @@ struct gp_rt;
 // and a message in err on failure. *fifo is 1 if the thread runs at
 // SCHED_FIFO, 0 if it was refused (*sched_err, an errno) and inherited
 // the caller's scheduling. The thread writes gp_reports to report_fd, up
-// to GP_BATCH in a message.
-struct gp_rt *gp_rt_start(int prio, int report_fd, int *fifo, int *sched_err, char *err, int errlen);
+// to GP_BATCH in a message, when no event has come for pause_ms, or, as
+// an event comes, once the first it holds is hold_ms old (report, in
+// rtcreate.c).
+struct gp_rt *gp_rt_start(int prio, int report_fd, int pause_ms, int hold_ms, int *fifo, int *sched_err, char *err, int errlen);
 void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p);
+// gp_rt_busy is 1 if the thread took a connection within its pause: it
+// holds its reports for more.
+int gp_rt_busy(struct gp_rt *rt);
 // gp_rt_stop stops the thread, waits for it and frees rt.
 void gp_rt_stop(struct gp_rt *rt);
 

@@ -48,6 +48,10 @@ func Start(o Options) (*Thread, error) {
 	if o.Priority < 0 || o.Priority > 99 {
 		return nil, fmt.Errorf("rtcreate: priority %d: want 1-99, or 0 for none", o.Priority)
 	}
+	pause, hold, err := o.pauseHold()
+	if err != nil {
+		return nil, err
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("rtcreate: reports socket: %w", err)
@@ -70,7 +74,7 @@ func Start(o Options) (*Thread, error) {
 	start := func() error {
 		var fifo, serr C.int
 		var msg [256]C.char
-		t.rt = C.gp_rt_start(C.int(o.Priority), C.int(theirs), &fifo, &serr, &msg[0], C.int(len(msg)))
+		t.rt = C.gp_rt_start(C.int(o.Priority), C.int(theirs), C.int(pause), C.int(hold), &fifo, &serr, &msg[0], C.int(len(msg)))
 		if t.rt == nil {
 			return fmt.Errorf("rtcreate: %s", C.GoString(&msg[0]))
 		}
@@ -174,8 +178,10 @@ func getAddr(family C.uint8_t, b [16]C.uint8_t) netip.Addr {
 }
 
 // Read waits for the thread's next reports: those it sent in one message,
-// a batch of up to 64 (it sends a batch when it is full or when the thread
-// has no event left to read). After Close it returns os.ErrClosed.
+// up to 64. The thread holds its reports while a burst lasts and sends
+// them when it pauses (Options.Pause), or, as a connection comes, once
+// the first it holds is Options.Hold old. After Close it returns
+// os.ErrClosed.
 func (t *Thread) Read() ([]Report, error) {
 	var batch [C.GP_BATCH]C.struct_gp_report
 	size := int(unsafe.Sizeof(batch[0]))
@@ -213,6 +219,15 @@ func report(cr *C.struct_gp_report) Report {
 		r.Err = fmt.Errorf("rtcreate: %s: %w", msg, syscall.Errno(cr.err))
 	}
 	return r
+}
+
+// Busy reports whether the thread took a new connection within its pause
+// (Options.Pause): it is in a burst, and holds its reports for more. False
+// after Close.
+func (t *Thread) Busy() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rt != nil && C.gp_rt_busy(t.rt) != 0
 }
 
 // Close stops the thread and waits for it. Reports not read are dropped.

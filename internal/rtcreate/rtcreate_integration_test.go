@@ -278,6 +278,105 @@ func TestIntegrationCreates(t *testing.T) {
 	}
 }
 
+// batches passes each of the thread's messages of reports to a channel,
+// with when it was read, until the thread is closed.
+type batch struct {
+	rs []rtcreate.Report
+	at time.Time
+}
+
+func batches(th *rtcreate.Thread) <-chan batch {
+	ch := make(chan batch, 64)
+	go func() {
+		defer close(ch)
+		for {
+			rs, err := th.Read()
+			if err != nil {
+				return
+			}
+			ch <- batch{rs, time.Now()}
+		}
+	}()
+	return ch
+}
+
+// The thread holds its reports while connections keep coming, each
+// within its pause of the last: a burst's reports come after it, in one
+// message (up to 64), and the thread is busy until then. Hold bounds how
+// long: connections that keep coming get their reports before they stop.
+func TestIntegrationHoldsReports(t *testing.T) {
+	b := newBed(t)
+	th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { th.Close() })
+	if th.Busy() {
+		t.Error("busy before any connection")
+	}
+	rep := batches(th)
+	if err := th.Publish(b.plan(b.lteEP)); err != nil {
+		t.Fatal(err)
+	}
+	var tokens []uint32
+	for range 5 {
+		token := b.dial(t)
+		tokens = append(tokens, token)
+		// Its lte subflow: the thread took it.
+		b.wait(t, pathmgr.EventSubEstablished, func(e pathmgr.Event) bool { return e.Token == token })
+		if !th.Busy() {
+			t.Fatalf("not busy after connection %d, within its pause", len(tokens))
+		}
+	}
+	dialed := time.Now()
+	select {
+	case bt := <-rep:
+		// Each dial waits for its ESTABLISHED (a few milliseconds):
+		// a report before the pause went by comes from a thread that
+		// does not hold them.
+		if len(bt.rs) != len(tokens) || bt.at.Before(dialed) {
+			t.Fatalf("%d reports in the first message, read %v after the last connection; want all %d, after it", len(bt.rs), bt.at.Sub(dialed), len(tokens))
+		}
+		for i, r := range bt.rs {
+			if r.Kind != rtcreate.Sent || r.Token != tokens[i] {
+				t.Errorf("report %d = %+v, want connection %d sent", i, r, tokens[i])
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reports within 10s")
+	}
+	if th.Busy() {
+		t.Error("busy after its pause, its reports handed over")
+	}
+	th.Close()
+
+	t.Run("Hold", func(t *testing.T) {
+		th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 5 * time.Second, Hold: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { th.Close() })
+		rep := batches(th)
+		if err := th.Publish(b.plan(b.lteEP)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for n := 0; ; n++ {
+			select {
+			case bt := <-rep:
+				t.Logf("%d reports %v after the first connection, while connection %d was dialled", len(bt.rs), bt.at.Sub(start), n)
+				return
+			default:
+			}
+			if n == 200 {
+				t.Fatalf("no reports while 200 connections came within 5 s of each other in %v (hold 200ms)", time.Since(start))
+			}
+			b.dial(t)
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
 func TestIntegrationPlanLimits(t *testing.T) {
 	b := newBed(t)
 	th := start(t, b, 0)
@@ -293,6 +392,11 @@ func TestIntegrationPlanLimits(t *testing.T) {
 	}
 	if _, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Priority: 100}); err == nil || !strings.Contains(err.Error(), "1-99") {
 		t.Errorf("Start(priority 100) = %v, want an error naming 1-99", err)
+	}
+	for _, o := range []rtcreate.Options{{Pause: time.Microsecond}, {Pause: 1500 * time.Microsecond}, {Hold: -time.Second}, {Hold: 2 * time.Hour}} {
+		if _, err := rtcreate.Start(o); err == nil || !strings.Contains(err.Error(), "whole milliseconds from 1ms to 1h") {
+			t.Errorf("Start(pause %v, hold %v) = %v, want an error naming what is valid", o.Pause, o.Hold, err)
+		}
 	}
 	if _, err := rtcreate.Start(rtcreate.Options{NetNS: "/nonexistent"}); err == nil {
 		t.Error("Start in a namespace that does not exist: no error")

@@ -14,4 +14,5 @@ func Start(Options) (*Thread, error) { return nil, ErrUnsupported }
 func (*Thread) RealTime() (bool, error) { return false, ErrUnsupported }
 func (*Thread) Publish(*Plan) error     { return ErrUnsupported }
 func (*Thread) Read() ([]Report, error) { return nil, ErrUnsupported }
+func (*Thread) Busy() bool              { return false }
 func (*Thread) Close() error            { return nil }
