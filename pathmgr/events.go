@@ -17,6 +17,11 @@ import (
 // missed.
 var ErrEventsLost = errors.New("events lost: netlink receive buffer overrun")
 
+// ReceiveBatch is the most events one Receive returns: it reads every
+// datagram already queued, up to this many, before it returns. A Receive
+// that returns this many may have left more queued.
+const ReceiveBatch = 256
+
 // EventType is the kind of a path-manager event (enum mptcp_event_type).
 type EventType uint8
 

@@ -20,10 +20,6 @@ import (
 // connections produce several events each.
 const eventBufferBytes = 8 << 20
 
-// eventBatch is the most events one Receive returns: it reads every
-// datagram already queued, up to this many, before it returns.
-const eventBatch = 256
-
 // EventListener receives the path manager's events on a socket of its own
 // (a socket that also sends requests would see events interleaved with
 // replies). Receive must not be called concurrently.
@@ -209,7 +205,7 @@ func (l *EventListener) taken() []Event {
 // once, where a closure would be allocated per call), reading into evs
 // and rerr.
 func (l *EventListener) readBatch(fd uintptr) bool {
-	for len(l.evs) < eventBatch {
+	for len(l.evs) < ReceiveBatch {
 		n, errno := recvDatagram(fd, l.buf, false)
 		switch {
 		case errno == unix.EINTR:

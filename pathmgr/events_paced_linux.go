@@ -113,7 +113,7 @@ func (l *EventListener) receivePaced(ctx context.Context) ([]Event, error) {
 			return nil, err
 		}
 	}
-	p.last, p.full = time.Now(), len(l.evs) >= eventBatch
+	p.last, p.full = time.Now(), len(l.evs) >= ReceiveBatch
 	return l.taken(), l.rerr
 }
 

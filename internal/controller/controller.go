@@ -145,7 +145,10 @@ type Controller struct {
 	// count) the thread accounted for; rtSettled holds, since when, the
 	// connections whose creates the kernel's account settled and counted
 	// (expireRT), whose own account, should it come late, is dropped.
+	// rtFlushed wakes the events reader waiting for a burst of the
+	// thread's to end (awaitBurst) when its reports come (readRT).
 	rtc                  rtThread
+	rtFlushed            chan struct{}
 	rtcFailed, rtcTooBig bool
 	rtLate               map[uint32][]lateReport
 	rtAwait              map[uint32]rtWait

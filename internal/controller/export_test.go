@@ -58,6 +58,6 @@ func ReadFollowed(dir string, ns uint64) (map[uint64]struct{}, error) {
 	return readFollowed(followedFile(dir, ns), boot)
 }
 
-// KernelPMEventPace is the least time between two reads of events with
-// path_manager: kernel.
-const KernelPMEventPace = kernelPMEventPace
+// EventPace is the least time between two reads of events with
+// path_manager: kernel or the create thread.
+const EventPace = eventPace

@@ -22,7 +22,7 @@ import (
 )
 
 // With path_manager: kernel the daemon reads the path manager's events
-// paced (controller.KernelPMEventPace): 100 connections opened at once,
+// paced (controller.EventPace): 100 connections opened at once,
 // each given its lte subflow by the kernel, all reach the daemon's
 // account (its status), in at most one batch of events per pace over the
 // time they took rather than about one per event (docs/benchmarks.md,
@@ -101,8 +101,8 @@ func TestIntegrationKernelPMPacedEvents(t *testing.T) {
 	// Reads in the window at least a pace apart (none is a full batch of
 	// 256 events, after which the next read would not wait), and one made
 	// before it that the loop counted in it.
-	if most := uint64(took/controller.KernelPMEventPace) + 2; read > most {
-		t.Fatalf("%d batches of events in %v: paced every %v, at most %d", read, took, controller.KernelPMEventPace, most)
+	if most := uint64(took/controller.EventPace) + 2; read > most {
+		t.Fatalf("%d batches of events in %v: paced every %v, at most %d", read, took, controller.EventPace, most)
 	}
 	t.Logf("%d connections' events in %d batches over %v", n, read, took.Round(time.Millisecond))
 }

@@ -238,10 +238,11 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	}
 	// Events first, so nothing between the inventory read and the loop is
 	// missed. With the in-kernel PM (path_manager needs a restart: fixed
-	// for this process), paced.
+	// for this process) or the create thread, paced: a new connection's
+	// creates do not wait for the reader.
 	var el *pathmgr.EventListener
-	if p.PathManager == policy.PMKernel {
-		el, err = pathmgr.ListenEventsPaced(pmcfg, kernelPMEventPace)
+	if p.PathManager == policy.PMKernel || c.rtc != nil {
+		el, err = pathmgr.ListenEventsPaced(pmcfg, eventPace)
 	} else {
 		el, err = pathmgr.ListenEvents(pmcfg)
 	}
@@ -259,7 +260,9 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 		rtCh := make(chan []rtcreate.Report, 64)
 		in.rt = rtCh
 		rtc := c.rtc
-		g.Go(func() error { return readRT(ctx, rtc, rtCh) })
+		c.rtFlushed = make(chan struct{}, 1)
+		flushed := c.rtFlushed
+		g.Go(func() error { return readRT(ctx, rtc, rtCh, flushed) })
 	} else if p.PathManager == policy.PMUserspace && p.Side != policy.SideServer {
 		// The reader's own socket for a new connection's creates (early.go).
 		ec, err := pathmgr.Dial(pmcfg)
@@ -432,21 +435,29 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	return in, nil
 }
 
-// kernelPMEventPace is the least time, with path_manager: kernel, between
-// two reads of the path manager's events. The kernel opens the subflows
-// itself there, so the events only keep the daemon's account (status,
-// metrics, health): in a burst, reading each as it comes would cost a
-// wake-up per event, CPU the kernel's path manager and the applications
-// lack (pathmgr.ListenEventsPaced; docs/benchmarks.md, "burst").
-const kernelPMEventPace = 5 * time.Millisecond
+// eventPace is the least time between two reads of the path manager's
+// events with path_manager: kernel or the create thread. The kernel, or
+// the thread, opens a new connection's subflows, so the events only keep
+// the daemon's account (status, metrics, health, what the loop does
+// next): in a burst, reading each as it comes would cost a wake-up per
+// event, CPU the kernel's path manager, the thread and the applications
+// lack (pathmgr.ListenEventsPaced; docs/benchmarks.md, "burst"). With the
+// thread the reader also waits for a burst to end (awaitBurst).
+const eventPace = 5 * time.Millisecond
 
 // readEvents passes the kernel's path-manager events to the loop until ctx
 // ends (nil) or the socket fails (its error), each batch with the creates
 // it sent for the new connections in it (early.go).
 func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, out chan<- pmBatch) error {
 	early := c.m.CreateSeconds.WithLabelValues("early")
+	var read time.Time // when Receive last returned
+	more := false      // and may have left events queued
 	for {
+		if c.rtc != nil && !more {
+			c.awaitBurst(ctx, read.Add(rtDeferMax), c.rtFlushed)
+		}
 		evs, err := el.Receive(ctx)
+		read, more = time.Now(), len(evs) >= pathmgr.ReceiveBatch
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -42,6 +42,7 @@ import (
 type rtThread interface {
 	Publish(*rtcreate.Plan) error
 	Read() ([]rtcreate.Report, error)
+	Busy() bool
 	Close() error
 }
 
@@ -83,6 +84,44 @@ const (
 // sent twice, which converge closes.
 var rtReorder = uint64(max(8, 2*runtime.NumCPU()))
 
+// rtDeferMax is how long at most the events reader waits for a burst of
+// the thread's to end (awaitBurst) after its last read: the most the
+// loop's account of new connections lags behind a burst that goes on,
+// well within rtAwaitFor.
+const rtDeferMax = time.Second
+
+// awaitBurst holds the events reader back while the thread is in a burst
+// (Busy: it took a connection within its pause, and holds its reports),
+// until the thread pauses and hands its reports over (readRT then wakes
+// it through flushed), and at most until until (rtDeferMax after the
+// reader's last read). The thread sends a burst's creates; the loop's
+// account of the burst's connections, their events and the thread's
+// reports, then waits for its end, and takes no CPU from the applications
+// and the thread while it lasts (docs/benchmarks.md, "burst"). The
+// reader's socket is paced, out of Go's poller (eventPace), so the events
+// queued meanwhile wake nothing.
+func (c *Controller) awaitBurst(ctx context.Context, until time.Time, flushed <-chan struct{}) {
+	var timeout <-chan time.Time
+	for c.rtc.Busy() {
+		if timeout == nil {
+			left := time.Until(until)
+			if left <= 0 {
+				return
+			}
+			t := time.NewTimer(left)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-flushed:
+		case <-timeout:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // startRT starts the real-time thread in the managed namespace. A thread
 // the kernel did not let run at SCHED_FIFO still runs, and the log says
 // why.
@@ -102,8 +141,9 @@ func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
 
 // readRT passes the thread's reports to the loop, a batch at a time,
 // until ctx ends (and then stops the thread, which ends its read) or the
-// thread is closed.
-func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report) error {
+// thread is closed. After each batch it wakes awaitBurst (flushed, never
+// waiting on it).
+func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report, flushed chan<- struct{}) error {
 	stop := context.AfterFunc(ctx, func() { th.Close() })
 	defer stop()
 	for {
@@ -118,6 +158,10 @@ func readRT(ctx context.Context, th rtThread, out chan<- []rtcreate.Report) erro
 		case out <- rs:
 		case <-ctx.Done():
 			return nil
+		}
+		select {
+		case flushed <- struct{}{}:
+		default:
 		}
 		if rs[len(rs)-1].Kind == rtcreate.Failed {
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ type fakeRT struct {
 	plans  []*rtcreate.Plan
 	full   bool // Publish refuses a plan
 	closed bool
+	busy   atomic.Bool // in a burst (Busy)
 }
 
 func (f *fakeRT) Publish(p *rtcreate.Plan) error {
@@ -31,6 +33,7 @@ func (f *fakeRT) Publish(p *rtcreate.Plan) error {
 	return nil
 }
 func (f *fakeRT) Read() ([]rtcreate.Report, error) { select {} }
+func (f *fakeRT) Busy() bool                       { return f.busy.Load() }
 func (f *fakeRT) Close() error                     { f.closed = true; return nil }
 
 // rtController is earlyController with the real-time thread instead of the
@@ -285,7 +288,7 @@ func TestRealtimeMissingAccountFromKernel(t *testing.T) {
 			k.connAddrs = map[uint32][]pathmgr.Endpoint{newConnEvent.Token: tc.addrs}
 			k.connAddrsErr = tc.err
 			out := make(chan []rtcreate.Report, 1)
-			if err := readRT(context.Background(), failingRT{rt}, out); err != nil {
+			if err := readRT(context.Background(), failingRT{rt}, out, make(chan struct{}, 1)); err != nil {
 				t.Fatal(err)
 			}
 			c.rtReport((<-out)[0], now)
@@ -369,6 +372,74 @@ func TestRealtimeClosedNotAwaited(t *testing.T) {
 	if len(c.rtAwait) != 0 {
 		t.Errorf("awaiting %v after the connection closed, want nothing", c.rtAwait)
 	}
+}
+
+// The events reader waits while the thread is in a burst: until the
+// thread hands its reports over (readRT wakes it) and is no longer busy,
+// or until its deadline (rtDeferMax after its last read), or its context
+// ends. A thread not in a burst does not hold it.
+func TestRealtimeReaderAwaitsBurst(t *testing.T) {
+	now := time.Unix(5000, 0)
+	c, _, rt := rtController(t, &now)
+	flushed := make(chan struct{}, 1)
+	never := time.Now().Add(time.Hour)
+	await := func(ctx context.Context, until time.Time) <-chan struct{} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.awaitBurst(ctx, until, flushed)
+		}()
+		return done
+	}
+	returned := func(done <-chan struct{}, within time.Duration) bool {
+		select {
+		case <-done:
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+
+	if !returned(await(context.Background(), never), 10*time.Second) {
+		t.Fatal("the reader held back by a thread not in a burst")
+	}
+
+	rt.busy.Store(true)
+	done := await(context.Background(), never)
+	if returned(done, 50*time.Millisecond) {
+		t.Fatal("the reader went on while the thread was in its burst, before its deadline")
+	}
+	// Reports handed over while the burst goes on (the thread's hold
+	// was up): the reader waits on.
+	flushed <- struct{}{}
+	if returned(done, 50*time.Millisecond) {
+		t.Fatal("the reader went on at a hand-over in the burst")
+	}
+	// The burst over, its reports come: readRT wakes the reader.
+	rt.busy.Store(false)
+	out := make(chan []rtcreate.Report, 1)
+	go readRT(t.Context(), oneBatchRT{rt}, out, flushed)
+	if !returned(done, 10*time.Second) {
+		t.Fatal("the reader still held back after the burst's reports came")
+	}
+
+	rt.busy.Store(true)
+	if !returned(await(context.Background(), time.Now().Add(50*time.Millisecond)), 10*time.Second) {
+		t.Error("the reader held back past its deadline")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done = await(ctx, never)
+	cancel()
+	if !returned(done, 10*time.Second) {
+		t.Error("the reader held back after its context ended")
+	}
+}
+
+// oneBatchRT is a thread each of whose reads returns a batch.
+type oneBatchRT struct{ *fakeRT }
+
+func (oneBatchRT) Read() ([]rtcreate.Report, error) {
+	return []rtcreate.Report{{Kind: rtcreate.Sent, Token: 1}}, nil
 }
 
 // failingRT is a thread whose reports cannot be read.
