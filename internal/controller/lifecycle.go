@@ -445,19 +445,33 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 // thread the reader also waits for a burst to end (awaitBurst).
 const eventPace = 5 * time.Millisecond
 
+// readAgain says whether a Receive that returned n events and err may
+// have left more queued, which the reader then reads at once: a full
+// batch, or a loss (the kernel queues nothing more on the socket until it
+// is empty).
+func readAgain(n int, err error) bool {
+	return n >= pathmgr.ReceiveBatch || errors.Is(err, pathmgr.ErrEventsLost)
+}
+
 // readEvents passes the kernel's path-manager events to the loop until ctx
 // ends (nil) or the socket fails (its error), each batch with the creates
 // it sent for the new connections in it (early.go).
 func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, out chan<- pmBatch) error {
 	early := c.m.CreateSeconds.WithLabelValues("early")
-	var read time.Time // when Receive last returned
-	more := false      // and may have left events queued
+	// When Receive last returned, the create thread's count then, and
+	// whether to read again at once.
+	var read time.Time
+	var taken uint64
+	again := false
 	for {
-		if c.rtc != nil && !more {
-			c.awaitBurst(ctx, read.Add(rtDeferMax), c.rtFlushed)
+		if c.rtc != nil && !again {
+			c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
+		}
+		if c.rtc != nil {
+			taken = c.rtc.Taken()
 		}
 		evs, err := el.Receive(ctx)
-		read, more = time.Now(), len(evs) >= pathmgr.ReceiveBatch
+		read, again = time.Now(), readAgain(len(evs), err)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -43,6 +43,7 @@ type rtThread interface {
 	Publish(*rtcreate.Plan) error
 	Read() ([]rtcreate.Report, error)
 	Busy() bool
+	Taken() uint64
 	Close() error
 }
 
@@ -69,7 +70,9 @@ type rtWait struct {
 // rtAwaitFor is how long an assumed connection waits for the thread's
 // account at least before the loop asks the kernel instead
 // (rtSentByKernel): the thread, at SCHED_FIFO, accounts within
-// milliseconds unless it lost the event or the account was lost. rtAwaitMax
+// milliseconds of a burst's end, or a second into one that goes on
+// (rtcreate.DefaultHold), unless it lost the event or the account was
+// lost. rtAwaitMax
 // is how long at most, when no later account comes either.
 const (
 	rtAwaitFor = 5 * time.Second
@@ -84,25 +87,33 @@ const (
 // sent twice, which converge closes.
 var rtReorder = uint64(max(8, 2*runtime.NumCPU()))
 
-// rtDeferMax is how long at most the events reader waits for a burst of
-// the thread's to end (awaitBurst) after its last read: the most the
-// loop's account of new connections lags behind a burst that goes on,
-// well within rtAwaitFor.
-const rtDeferMax = time.Second
+// How long at most the events reader waits for a burst of the thread's to
+// end (awaitBurst) after its last read: rtDeferMax, well within
+// rtAwaitFor, and rtDeferConns connections taken by the thread. The
+// thread hands its reports over at the latest when it holds 1,024
+// (internal/rtcreate), which wakes the reader: at most about 2,000
+// connections come between two reads, 8,000 events at four each, well
+// within what the reader's socket holds (pathmgr: about 20,000).
+const (
+	rtDeferMax   = time.Second
+	rtDeferConns = 1024
+)
 
 // awaitBurst holds the events reader back while the thread is in a burst
-// (Busy: it took a connection within its pause, and holds its reports),
-// until the thread pauses and hands its reports over (readRT then wakes
-// it through flushed), and at most until until (rtDeferMax after the
-// reader's last read). The thread sends a burst's creates; the loop's
-// account of the burst's connections, their events and the thread's
-// reports, then waits for its end, and takes no CPU from the applications
-// and the thread while it lasts (docs/benchmarks.md, "burst"). The
-// reader's socket is paced, out of Go's poller (eventPace), so the events
-// queued meanwhile wake nothing.
-func (c *Controller) awaitBurst(ctx context.Context, until time.Time, flushed <-chan struct{}) {
+// (Busy: it took a connection, a plan in force for it, within its pause,
+// and holds its reports), until the thread pauses and hands its reports
+// over (readRT then wakes it through flushed), and at most until until
+// (rtDeferMax after the reader's last read) or until the thread has taken
+// rtDeferConns connections since that read (mark, its Taken then). The
+// thread sends a burst's creates; the loop's account, of the burst's
+// connections and of every other path-manager event meanwhile, then waits
+// for its end, and takes no CPU from the applications and the thread
+// while it lasts (docs/benchmarks.md, "burst"). The reader's socket is
+// paced, out of Go's poller (eventPace), so the events queued meanwhile
+// wake nothing.
+func (c *Controller) awaitBurst(ctx context.Context, until time.Time, mark uint64, flushed <-chan struct{}) {
 	var timeout <-chan time.Time
-	for c.rtc.Busy() {
+	for c.rtc.Busy() && c.rtc.Taken()-mark < rtDeferConns {
 		if timeout == nil {
 			left := time.Until(until)
 			if left <= 0 {

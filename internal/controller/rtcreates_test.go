@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -22,7 +23,8 @@ type fakeRT struct {
 	plans  []*rtcreate.Plan
 	full   bool // Publish refuses a plan
 	closed bool
-	busy   atomic.Bool // in a burst (Busy)
+	busy   atomic.Bool   // in a burst (Busy)
+	taken  atomic.Uint64 // Taken
 }
 
 func (f *fakeRT) Publish(p *rtcreate.Plan) error {
@@ -34,6 +36,7 @@ func (f *fakeRT) Publish(p *rtcreate.Plan) error {
 }
 func (f *fakeRT) Read() ([]rtcreate.Report, error) { select {} }
 func (f *fakeRT) Busy() bool                       { return f.busy.Load() }
+func (f *fakeRT) Taken() uint64                    { return f.taken.Load() }
 func (f *fakeRT) Close() error                     { f.closed = true; return nil }
 
 // rtController is earlyController with the real-time thread instead of the
@@ -387,7 +390,7 @@ func TestRealtimeReaderAwaitsBurst(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			c.awaitBurst(ctx, until, flushed)
+			c.awaitBurst(ctx, until, 0, flushed)
 		}()
 		return done
 	}
@@ -432,6 +435,41 @@ func TestRealtimeReaderAwaitsBurst(t *testing.T) {
 	cancel()
 	if !returned(done, 10*time.Second) {
 		t.Error("the reader held back after its context ended")
+	}
+	// Past rtDeferConns connections since its last read, woken by the
+	// thread's hand-over of a full hold, it reads: the events of a long
+	// burst stay within what its socket holds.
+	done = await(context.Background(), never)
+	rt.taken.Store(rtDeferConns - 1)
+	flushed <- struct{}{}
+	if returned(done, 50*time.Millisecond) {
+		t.Fatal("the reader went on before rtDeferConns connections")
+	}
+	rt.taken.Store(rtDeferConns)
+	flushed <- struct{}{}
+	if !returned(done, 10*time.Second) {
+		t.Error("the reader held back past rtDeferConns connections")
+	}
+}
+
+// After a full batch, or a loss (the kernel then queues nothing until the
+// socket is empty), the reader reads again at once.
+func TestReadAgain(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		err  error
+		want bool
+	}{
+		{0, nil, false},
+		{pathmgr.ReceiveBatch - 1, nil, false},
+		{pathmgr.ReceiveBatch, nil, true},
+		{3, fmt.Errorf("receive: %w", pathmgr.ErrEventsLost), true},
+		{0, pathmgr.ErrEventsLost, true},
+		{3, errors.New("decode"), false},
+	} {
+		if got := readAgain(tc.n, tc.err); got != tc.want {
+			t.Errorf("readAgain(%d, %v) = %v, want %v", tc.n, tc.err, got, tc.want)
+		}
 	}
 }
 

@@ -45,9 +45,14 @@ struct gp_rt {
 	uint32_t seq;
 	pthread_t thread;
 	atomic_int stop;
-	int pause_ms;         // gp_rt_start's: the reports go after a pause that long
-	int64_t hold_ns;      // or once the first held is that old (report)
-	_Atomic int64_t last; // CLOCK_MONOTONIC ns of the last connection taken (gp_rt_busy)
+	int pause_ms;    // gp_rt_start's: the reports go after a pause that long
+	int64_t hold_ns; // or once the first held is that old (report)
+	// For gp_rt_busy and gp_rt_taken: when the thread last took a
+	// connection a plan was in force for (CLOCK_MONOTONIC ns), how many
+	// it took, and how many reports it holds (with the one it is making).
+	_Atomic int64_t last;
+	_Atomic uint64_t taken;
+	atomic_int held;
 	pthread_mutex_t mu; // guards plan and version
 	struct gp_plan plan;
 	uint64_t version;
@@ -72,20 +77,24 @@ static void fail(char *err, int errlen, const char *what, int e) {
 // blocking send: when the loop is behind, the thread waits rather than
 // lose a report; gp_rt_stop ends the wait by closing the other end
 // (EPIPE). Short of memory (ENOBUFS, ENOMEM) it tries again a millisecond
-// later, for up to a second, then drops the message.
+// later, for up to a second over the whole flush, then drops what is left
+// (the loop then asks the kernel: rtSentByKernel).
 static void flush(struct gp_rt *rt) {
+	int tries = 0;
 	for (int off = 0; off < rt->nbatch; off += GP_BATCH) {
 		int n = rt->nbatch - off < GP_BATCH ? rt->nbatch - off : GP_BATCH;
-		for (int tries = 0; send(rt->reports, rt->batch + off, n * sizeof rt->batch[0], MSG_NOSIGNAL) < 0; tries++) {
+		while (send(rt->reports, rt->batch + off, n * sizeof rt->batch[0], MSG_NOSIGNAL) < 0) {
 			if (errno == EINTR)
 				continue;
-			if ((errno != ENOBUFS && errno != ENOMEM) || tries == 1000)
-				break; // the daemon stopped reading
+			if ((errno != ENOBUFS && errno != ENOMEM) || ++tries > 1000)
+				goto out; // the daemon stopped reading, or no memory for a second
 			struct timespec ms = {.tv_nsec = 1000000};
 			nanosleep(&ms, NULL);
 		}
 	}
+out:
 	rt->nbatch = 0;
+	atomic_store_explicit(&rt->held, 0, memory_order_relaxed);
 }
 
 // report holds r until the burst it belongs to is over: the thread hands
@@ -101,6 +110,7 @@ static void report(struct gp_rt *rt, const struct gp_report *r) {
 	if (!rt->nbatch)
 		rt->held_since = now;
 	rt->batch[rt->nbatch++] = *r;
+	atomic_store_explicit(&rt->held, rt->nbatch, memory_order_relaxed);
 	if (rt->nbatch == holdMax || r->kind == GP_FAILED || r->kind == GP_LOST || now - rt->held_since >= rt->hold_ns)
 		flush(rt);
 }
@@ -200,13 +210,17 @@ static int create(struct gp_rt *rt, const struct conn *c, const struct gp_ep *ep
 // serve sends the creates the plan gives the connection of one ESTABLISHED.
 static void serve(struct gp_rt *rt, const struct gp_plan *p, const struct conn *c) {
 	int64_t now = mono_ns();
-	atomic_store_explicit(&rt->last, now, memory_order_relaxed);
 	if (now >= p->deadline) {
 		struct gp_report r = {.kind = GP_NOT_SENT, .token = c->token, .family = c->family, .port = ntohs(c->dport)};
 		memcpy(r.remote, c->daddr, 16);
 		report(rt, &r);
 		return;
 	}
+	// A burst the thread serves (gp_rt_busy); one it sends nothing for
+	// is the loop's to serve, which must not wait for it.
+	atomic_store_explicit(&rt->last, now, memory_order_relaxed);
+	atomic_fetch_add_explicit(&rt->taken, 1, memory_order_relaxed);
+	atomic_store_explicit(&rt->held, rt->nbatch + 1, memory_order_relaxed);
 	int32_t init = initial(p, c);
 	struct gp_report done = {.kind = GP_SENT, .token = c->token, .family = c->family, .port = ntohs(c->dport)};
 	memcpy(done.remote, c->daddr, 16);
@@ -277,6 +291,10 @@ static void *run(void *arg) {
 				break;
 			continue;
 		}
+		// Events the thread skips (the loop's connections) keep it
+		// from pausing: its hold still bounds how long it holds.
+		if (rt->nbatch && mono_ns() - rt->held_since >= rt->hold_ns)
+			flush(rt);
 		struct nlmsghdr *h = (struct nlmsghdr *)ev;
 		struct conn c;
 		if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_type != rt->family || h->nlmsg_len > (uint32_t)n ||
@@ -382,8 +400,11 @@ void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p) {
 }
 
 int gp_rt_busy(struct gp_rt *rt) {
-	return mono_ns() - atomic_load_explicit(&rt->last, memory_order_relaxed) < (int64_t)rt->pause_ms * 1000000;
+	return atomic_load_explicit(&rt->held, memory_order_relaxed) > 0 &&
+	       mono_ns() - atomic_load_explicit(&rt->last, memory_order_relaxed) < (int64_t)rt->pause_ms * 1000000;
 }
+
+uint64_t gp_rt_taken(struct gp_rt *rt) { return atomic_load_explicit(&rt->taken, memory_order_relaxed); }
 
 void gp_rt_stop(struct gp_rt *rt) {
 	atomic_store(&rt->stop, 1);

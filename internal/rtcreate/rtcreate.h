@@ -71,9 +71,11 @@ struct gp_rt;
 // rtcreate.c).
 struct gp_rt *gp_rt_start(int prio, int report_fd, int pause_ms, int hold_ms, int *fifo, int *sched_err, char *err, int errlen);
 void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p);
-// gp_rt_busy is 1 if the thread took a connection within its pause: it
-// holds its reports for more.
+// gp_rt_busy is 1 if the thread took a connection within its pause, a
+// plan in force for it, and holds reports: it waits for more.
 int gp_rt_busy(struct gp_rt *rt);
+// gp_rt_taken counts the connections the thread took with a plan in force.
+uint64_t gp_rt_taken(struct gp_rt *rt);
 // gp_rt_stop stops the thread, waits for it and frees rt.
 void gp_rt_stop(struct gp_rt *rt);
 

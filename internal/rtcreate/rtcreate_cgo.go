@@ -221,13 +221,24 @@ func report(cr *C.struct_gp_report) Report {
 	return r
 }
 
-// Busy reports whether the thread took a new connection within its pause
-// (Options.Pause): it is in a burst, and holds its reports for more. False
-// after Close.
+// Busy reports whether the thread is in a burst: it took a new
+// connection within its pause (Options.Pause), a plan in force for it,
+// and holds reports, waiting for more. False after Close.
 func (t *Thread) Busy() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.rt != nil && C.gp_rt_busy(t.rt) != 0
+}
+
+// Taken counts the new connections the thread took with a plan in force
+// (those it sent creates for, or tried to). Zero after Close.
+func (t *Thread) Taken() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rt == nil {
+		return 0
+	}
+	return uint64(C.gp_rt_taken(t.rt))
 }
 
 // Close stops the thread and waits for it. Reports not read are dropped.

@@ -302,11 +302,13 @@ func batches(th *rtcreate.Thread) <-chan batch {
 
 // The thread holds its reports while connections keep coming, each
 // within its pause of the last: a burst's reports come after it, in one
-// message (up to 64), and the thread is busy until then. Hold bounds how
-// long: connections that keep coming get their reports before they stop.
+// message (up to 64), and the thread is busy until then, and counts them.
+// A connection it sends nothing for (no plan) makes it neither. Hold
+// bounds how long: connections that keep coming, served or skipped (the
+// peer opened them), get their reports before they stop.
 func TestIntegrationHoldsReports(t *testing.T) {
 	b := newBed(t)
-	th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 400 * time.Millisecond})
+	th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,33 +350,64 @@ func TestIntegrationHoldsReports(t *testing.T) {
 	if th.Busy() {
 		t.Error("busy after its pause, its reports handed over")
 	}
+	if n := th.Taken(); n != uint64(len(tokens)) {
+		t.Errorf("Taken() = %d, want %d", n, len(tokens))
+	}
+	if err := th.Publish(nil); err != nil {
+		t.Fatal(err)
+	}
+	b.dial(t)
+	if r := (<-rep).rs[0]; r.Kind != rtcreate.NotSent {
+		t.Fatalf("report %+v, want not sent", r)
+	}
+	if th.Busy() || th.Taken() != uint64(len(tokens)) {
+		t.Errorf("busy %v, taken %d after a connection it sent nothing for; want false, %d", th.Busy(), th.Taken(), len(tokens))
+	}
 	th.Close()
 
-	t.Run("Hold", func(t *testing.T) {
-		th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 5 * time.Second, Hold: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { th.Close() })
-		rep := batches(th)
-		if err := th.Publish(b.plan(b.lteEP)); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		for n := 0; ; n++ {
-			select {
-			case bt := <-rep:
-				t.Logf("%d reports %v after the first connection, while connection %d was dialled", len(bt.rs), bt.at.Sub(start), n)
-				return
-			default:
+	// A listener on the client for connections the server opens: the
+	// thread skips them (the loop's to decide).
+	testbed.ServeT(t, b.cli, "tcp", b.cliWiFi.String()+":"+strconv.Itoa(port+1), true, testbed.Sink)
+	for _, skipped := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Hold", true: "HoldWhileSkipping"}[skipped], func(t *testing.T) {
+			th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 5 * time.Second, Hold: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if n == 200 {
-				t.Fatalf("no reports while 200 connections came within 5 s of each other in %v (hold 200ms)", time.Since(start))
+			t.Cleanup(func() { th.Close() })
+			rep := batches(th)
+			if err := th.Publish(b.plan(b.lteEP)); err != nil {
+				t.Fatal(err)
 			}
-			b.dial(t)
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+			start := time.Now()
+			for n := 0; ; n++ {
+				select {
+				case bt := <-rep:
+					t.Logf("%d reports %v after the first connection, while connection %d was opened", len(bt.rs), bt.at.Sub(start), n)
+					if bt.at.Sub(start) < 200*time.Millisecond {
+						t.Errorf("reports %v after the first connection, before its hold (200ms)", bt.at.Sub(start))
+					}
+					// It holds nothing more (it skips what came
+					// since): its burst is over.
+					if skipped && th.Busy() {
+						t.Error("busy after it handed over all it held")
+					}
+					return
+				default:
+				}
+				if n == 200 {
+					t.Fatalf("no reports while 200 connections came within 5 s of each other in %v (hold 200ms)", time.Since(start))
+				}
+				if n > 0 && skipped {
+					c := testbed.DialMPTCPT(t, b.srv, "tcp", "", net.JoinHostPort(b.cliWiFi.String(), strconv.Itoa(port+1)))
+					testbed.KeepSending(t, c)
+				} else {
+					b.dial(t)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
 }
 
 func TestIntegrationPlanLimits(t *testing.T) {

@@ -15,4 +15,5 @@ func (*Thread) RealTime() (bool, error) { return false, ErrUnsupported }
 func (*Thread) Publish(*Plan) error     { return ErrUnsupported }
 func (*Thread) Read() ([]Report, error) { return nil, ErrUnsupported }
 func (*Thread) Busy() bool              { return false }
+func (*Thread) Taken() uint64           { return 0 }
 func (*Thread) Close() error            { return nil }
