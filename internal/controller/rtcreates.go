@@ -36,7 +36,9 @@ import (
 // rtAwaitFor, and then once the thread has accounted for rtReorder
 // connections the loop took in after it (assumed or not: rtIntake), or
 // has stopped, or after rtAwaitMax (expireRT says why not by the clock
-// alone).
+// alone). In a burst the thread holds its accounts until the burst ends
+// (or a second into it), and the reader waits for them (awaitBurst): the
+// loop takes the burst in after it.
 
 // rtThread is the thread as the controller uses it (a fake in tests).
 type rtThread interface {
