@@ -144,3 +144,26 @@ func TestIntegrationPacedBacklog(t *testing.T) {
 		t.Fatalf("Only on a closed listener: %v; want os.ErrClosed", err)
 	}
 }
+
+// TestIntegrationPacedAfterLoss: after a receive-buffer overrun the kernel
+// queues nothing more on the socket until it is read empty, so a paced
+// listener reads on at once after a loss, as after a full batch, rather
+// than wait out its interval (here an hour) dropping events meanwhile.
+func TestIntegrationPacedAfterLoss(t *testing.T) {
+	ns, l := listenWith(t, "ploss", pacedEvery(time.Hour))
+	setReadBuffer(t, l, 1) // a few KiB: a few dozen events fill it
+	openCloseListeners(t, ns, 25000, 200)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := l.Receive(ctx)
+	for err == nil {
+		_, err = l.Receive(ctx)
+	}
+	if !errors.Is(err, ErrEventsLost) {
+		t.Fatalf("Receive after 400 events into a tiny buffer: %v; want ErrEventsLost", err)
+	}
+	evs, err := l.Receive(ctx)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("Receive after the loss: %d events, %v; want what was queued, at once", len(evs), err)
+	}
+}

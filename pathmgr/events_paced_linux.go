@@ -18,8 +18,9 @@ import (
 // in-kernel path manager opens their subflows, say. Its Receive returns
 // events (or a receive error) at most once per every, with everything
 // queued meanwhile up to a batch (256), and between calls no event wakes
-// anything. After a full batch the next call does not wait: a backlog is
-// read at once.
+// anything. After a full batch, or a loss (ErrEventsLost: the kernel
+// then queues nothing more until the socket is read empty), the next call
+// does not wait: a backlog is read at once.
 //
 // A listener's socket is otherwise in the Go runtime's poller, which
 // waits edge-triggered: every datagram that arrives while the poller's
@@ -113,7 +114,9 @@ func (l *EventListener) receivePaced(ctx context.Context) ([]Event, error) {
 			return nil, err
 		}
 	}
-	p.last, p.full = time.Now(), len(l.evs) >= ReceiveBatch
+	// A full batch may have left more queued; after a loss the kernel
+	// queues nothing until the socket is read empty: read on at once.
+	p.last, p.full = time.Now(), len(l.evs) >= ReceiveBatch || errors.Is(l.rerr, ErrEventsLost)
 	return l.taken(), l.rerr
 }
 

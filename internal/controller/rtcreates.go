@@ -93,9 +93,12 @@ var rtReorder = uint64(max(8, 2*runtime.NumCPU()))
 // end (awaitBurst) after its last read: rtDeferMax, well within
 // rtAwaitFor, and rtDeferConns connections taken by the thread. The
 // thread hands its reports over at the latest when it holds 1,024
-// (internal/rtcreate), which wakes the reader: at most about 2,000
-// connections come between two reads, 8,000 events at four each, well
-// within what the reader's socket holds (pathmgr: about 20,000).
+// (internal/rtcreate), which wakes the reader: it serves at most about
+// 2,000 connections between two reads, 8,000 events at four each, well
+// within what the reader's socket holds with SO_RCVBUFFORCE (pathmgr:
+// about 20,000; the events of connections it skips, and closes, come on
+// top). Without CAP_NET_ADMIN the buffer is rmem_max's, a few hundred
+// events: a loss asks for a resync, and the reader reads on at once.
 const (
 	rtDeferMax   = time.Second
 	rtDeferConns = 1024

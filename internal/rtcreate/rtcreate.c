@@ -83,6 +83,9 @@ static void flush(struct gp_rt *rt) {
 	int tries = 0;
 	for (int off = 0; off < rt->nbatch; off += GP_BATCH) {
 		int n = rt->nbatch - off < GP_BATCH ? rt->nbatch - off : GP_BATCH;
+		// Held no more once sent: none as the last message goes, which
+		// wakes the loop's reader (awaitBurst), which then asks.
+		atomic_store_explicit(&rt->held, rt->nbatch - off - n, memory_order_relaxed);
 		while (send(rt->reports, rt->batch + off, n * sizeof rt->batch[0], MSG_NOSIGNAL) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -292,9 +295,14 @@ static void *run(void *arg) {
 			continue;
 		}
 		// Events the thread skips (the loop's connections) keep it
-		// from pausing: its hold still bounds how long it holds.
-		if (rt->nbatch && mono_ns() - rt->held_since >= rt->hold_ns)
-			flush(rt);
+		// from pausing: what it holds goes once it has served none for
+		// its pause (it is no longer busy) or at its hold.
+		if (rt->nbatch) {
+			int64_t now = mono_ns();
+			if (now - atomic_load_explicit(&rt->last, memory_order_relaxed) >= (int64_t)rt->pause_ms * 1000000 ||
+			    now - rt->held_since >= rt->hold_ns)
+				flush(rt);
+		}
 		struct nlmsghdr *h = (struct nlmsghdr *)ev;
 		struct conn c;
 		if (n < (int)(NLMSG_HDRLEN + GENL_HDRLEN) || h->nlmsg_type != rt->family || h->nlmsg_len > (uint32_t)n ||

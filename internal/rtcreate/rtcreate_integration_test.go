@@ -135,14 +135,32 @@ func reports(th *rtcreate.Thread) <-chan rtcreate.Report {
 	ch := make(chan rtcreate.Report, 16)
 	go func() {
 		defer close(ch)
+		for b := range batches(th) {
+			for _, r := range b.rs {
+				ch <- r
+			}
+		}
+	}()
+	return ch
+}
+
+// batch is one of the thread's messages of reports, and when it was read.
+type batch struct {
+	rs []rtcreate.Report
+	at time.Time
+}
+
+// batches passes the thread's messages to a channel until it is closed.
+func batches(th *rtcreate.Thread) <-chan batch {
+	ch := make(chan batch, 64)
+	go func() {
+		defer close(ch)
 		for {
 			rs, err := th.Read()
 			if err != nil {
 				return
 			}
-			for _, r := range rs {
-				ch <- r
-			}
+			ch <- batch{rs, time.Now()}
 		}
 	}()
 	return ch
@@ -278,37 +296,16 @@ func TestIntegrationCreates(t *testing.T) {
 	}
 }
 
-// batches passes each of the thread's messages of reports to a channel,
-// with when it was read, until the thread is closed.
-type batch struct {
-	rs []rtcreate.Report
-	at time.Time
-}
-
-func batches(th *rtcreate.Thread) <-chan batch {
-	ch := make(chan batch, 64)
-	go func() {
-		defer close(ch)
-		for {
-			rs, err := th.Read()
-			if err != nil {
-				return
-			}
-			ch <- batch{rs, time.Now()}
-		}
-	}()
-	return ch
-}
-
 // The thread holds its reports while connections keep coming, each
 // within its pause of the last: a burst's reports come after it, in one
 // message (up to 64), and the thread is busy until then, and counts them.
-// A connection it sends nothing for (no plan) makes it neither. Hold
-// bounds how long: connections that keep coming, served or skipped (the
-// peer opened them), get their reports before they stop.
+// A connection it sends nothing for (no plan) makes it neither. While
+// connections keep coming, their reports come at the hold, served or
+// skipped (the peer opened them), or once it has served none for its
+// pause.
 func TestIntegrationHoldsReports(t *testing.T) {
 	b := newBed(t)
-	th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: time.Second})
+	th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: time.Second, Hold: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,20 +354,40 @@ func TestIntegrationHoldsReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.dial(t)
-	if r := (<-rep).rs[0]; r.Kind != rtcreate.NotSent {
-		t.Fatalf("report %+v, want not sent", r)
+	// Within its pause of that connection: not busy.
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if th.Busy() {
+			t.Fatal("busy after a connection it sent nothing for")
+		}
 	}
-	if th.Busy() || th.Taken() != uint64(len(tokens)) {
-		t.Errorf("busy %v, taken %d after a connection it sent nothing for; want false, %d", th.Busy(), th.Taken(), len(tokens))
+	select {
+	case bt := <-rep:
+		if r := bt.rs[0]; r.Kind != rtcreate.NotSent {
+			t.Fatalf("report %+v, want not sent", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report within 10s")
+	}
+	if th.Taken() != uint64(len(tokens)) {
+		t.Errorf("taken %d after a connection it sent nothing for; want %d", th.Taken(), len(tokens))
 	}
 	th.Close()
 
 	// A listener on the client for connections the server opens: the
 	// thread skips them (the loop's to decide).
 	testbed.ServeT(t, b.cli, "tcp", b.cliWiFi.String()+":"+strconv.Itoa(port+1), true, testbed.Sink)
-	for _, skipped := range []bool{false, true} {
-		t.Run(map[bool]string{false: "Hold", true: "HoldWhileSkipping"}[skipped], func(t *testing.T) {
-			th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: 5 * time.Second, Hold: 200 * time.Millisecond})
+	for _, tc := range []struct {
+		name        string
+		pause, hold time.Duration
+		skipped     bool
+	}{
+		{"Hold", 5 * time.Second, 200 * time.Millisecond, false},
+		{"HoldWhileSkipping", 5 * time.Second, 200 * time.Millisecond, true},
+		{"PauseWhileSkipping", 200 * time.Millisecond, 30 * time.Second, true},
+	} {
+		skipped := tc.skipped
+		t.Run(tc.name, func(t *testing.T) {
+			th, err := rtcreate.Start(rtcreate.Options{NetNS: b.cli.Path(), Pause: tc.pause, Hold: tc.hold})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -385,7 +402,7 @@ func TestIntegrationHoldsReports(t *testing.T) {
 				case bt := <-rep:
 					t.Logf("%d reports %v after the first connection, while connection %d was opened", len(bt.rs), bt.at.Sub(start), n)
 					if bt.at.Sub(start) < 200*time.Millisecond {
-						t.Errorf("reports %v after the first connection, before its hold (200ms)", bt.at.Sub(start))
+						t.Errorf("reports %v after the first connection, before 200ms", bt.at.Sub(start))
 					}
 					// It holds nothing more (it skips what came
 					// since): its burst is over.
@@ -396,7 +413,7 @@ func TestIntegrationHoldsReports(t *testing.T) {
 				default:
 				}
 				if n == 200 {
-					t.Fatalf("no reports while 200 connections came within 5 s of each other in %v (hold 200ms)", time.Since(start))
+					t.Fatalf("no reports while 200 connections came, each within its pause (%v) of the last, in %v (hold %v)", tc.pause, time.Since(start), tc.hold)
 				}
 				if n > 0 && skipped {
 					c := testbed.DialMPTCPT(t, b.srv, "tcp", "", net.JoinHostPort(b.cliWiFi.String(), strconv.Itoa(port+1)))
