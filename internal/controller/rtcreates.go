@@ -74,8 +74,8 @@ type rtWait struct {
 // (rtSentByKernel): the thread, at SCHED_FIFO, accounts within
 // milliseconds of a burst's end, or a second into one that goes on
 // (rtcreate.DefaultHold), unless it lost the event or the account was
-// lost. rtAwaitMax
-// is how long at most, when no later account comes either.
+// lost. rtAwaitMax is how long at most, when no later account comes
+// either.
 const (
 	rtAwaitFor = 5 * time.Second
 	rtAwaitMax = 30 * time.Second
