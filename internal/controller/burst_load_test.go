@@ -3,14 +3,16 @@
 package controller_test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
 )
 
 func TestSchedPrefix(t *testing.T) {
@@ -85,40 +87,24 @@ func TestLoadHelper(t *testing.T) {
 					t.Skip("chrt(1) is not installed (util-linux)")
 				}
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), loadHelperEnv+"="+tc.spec)
-			cmd.Stderr = os.Stderr
-			cmd.WaitDelay = 10 * time.Second
-			in, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			sc := bufio.NewScanner(out)
-			if !sc.Scan() || sc.Text() != "ready" {
-				t.Fatalf("%q, want ready", sc.Text())
-			}
-			f := procStatFields(t, cmd.Process.Pid)
+			c := testbed.StartChildT(t, loadHelperEnv+"="+tc.spec, "ready", os.Stderr)
+			f := procStatFields(t, c.Pid)
 			policy, _ := strconv.Atoi(f[38])
 			nice, _ := strconv.Atoi(f[16])
 			if policy != tc.policy || nice != tc.nice {
 				t.Errorf("policy %d nice %d, want %d and %d", policy, nice, tc.policy, tc.nice)
 			}
 			if tc.pages == 0 {
-				return // the deferred Kill ends it
+				// At SCHED_IDLE on busy CPUs it may never read the
+				// end of its input: killed, for the cleanup to reap.
+				syscall.Kill(c.Pid, syscall.SIGKILL)
+				return
 			}
 			// Until it has run 30 ms of CPU since it was ready (some
 			// 100 loops), however busy the machine is; utime and stime
 			// are [11] and [12], in 10 ms ticks.
 			ticks := func() int {
-				f := procStatFields(t, cmd.Process.Pid)
+				f := procStatFields(t, c.Pid)
 				u, _ := strconv.Atoi(f[11])
 				s, _ := strconv.Atoi(f[12])
 				return u + s
@@ -129,13 +115,14 @@ func TestLoadHelper(t *testing.T) {
 					t.Fatalf("the load ran %d ticks in 20 s at nice %d", ticks()-t0, tc.nice)
 				}
 			}
-			in.Close() // its signal to stop
-			if !sc.Scan() {
-				t.Fatalf("no done line: %v", sc.Err())
+			c.In.Close() // its signal to stop
+			done, err := c.Line()
+			if err != nil {
+				t.Fatalf("no done line: %v", err)
 			}
 			var loops, user, sys, minflt int64
-			if n, _ := fmt.Sscanf(sc.Text(), "done %d %d %d %d", &loops, &user, &sys, &minflt); n != 4 || loops < 20 {
-				t.Errorf("%q: want done LOOPS USER SYS MINFLT, 20 loops or more", sc.Text())
+			if n, _ := fmt.Sscanf(done, "done %d %d %d %d", &loops, &user, &sys, &minflt); n != 4 || loops < 20 {
+				t.Errorf("%q: want done LOOPS USER SYS MINFLT, 20 loops or more", done)
 			}
 			// A churn or fault loop faults each page it writes; spin's
 			// fault none (the runtime's own faults meanwhile, a few
@@ -146,7 +133,7 @@ func TestLoadHelper(t *testing.T) {
 			if tc.pages < 0 && minflt >= loops {
 				t.Errorf("%d loops, %d page faults: spin faults", loops, minflt)
 			}
-			if err := cmd.Wait(); err != nil {
+			if err := c.Close(); err != nil {
 				t.Error(err)
 			}
 		})

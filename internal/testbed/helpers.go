@@ -323,15 +323,22 @@ func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duratio
 type Child struct {
 	In  io.WriteCloser
 	Out *bufio.Scanner
+	Pid int
 	// end closes In and waits for the child's exit (killing it after
-	// childGrace); once, from Close or the test's cleanup.
-	end func()
+	// childGrace); once, from Close or the test's cleanup. waitErr is
+	// what the wait returned.
+	end     func()
+	waitErr error
 }
 
 // Close ends the child now rather than at the test's end: its input is
 // closed and its exit waited for (one still running childGrace later is
-// killed and fails the test). Read what it says at the end first.
-func (c *Child) Close() { c.end() }
+// killed and fails the test). It returns how the child exited (nil: with
+// status 0). Read what it says at the end first.
+func (c *Child) Close() error {
+	c.end()
+	return c.waitErr
+}
 
 // childGrace is how long a child has to exit once its input is closed
 // (one holding 9,000 connections closes them all first), and how long its
@@ -368,10 +375,11 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 		cancel()
 		tb.Fatal(err)
 	}
-	end := sync.OnceFunc(func() {
+	c := &Child{In: in, Out: bufio.NewScanner(out), Pid: cmd.Process.Pid}
+	c.end = sync.OnceFunc(func() {
 		in.Close()
 		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		go func() { c.waitErr = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(childGrace):
@@ -381,8 +389,7 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 		}
 		cancel()
 	})
-	tb.Cleanup(end)
-	c := &Child{In: in, Out: bufio.NewScanner(out), end: end}
+	tb.Cleanup(c.end)
 	if l, err := c.Line(); err != nil || l != ready {
 		tb.Fatalf("helper %s: first line %q (%v), want %q", env, l, err, ready)
 	}
