@@ -464,10 +464,10 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 	var taken uint64
 	again := false
 	for {
-		if c.rtc != nil && !again {
-			c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
-		}
 		if c.rtc != nil {
+			if !again {
+				c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
+			}
 			taken = c.rtc.Taken()
 		}
 		evs, err := el.Receive(ctx)
