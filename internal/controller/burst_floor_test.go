@@ -49,6 +49,11 @@ import (
 // this bed, whatever it is written in.
 const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname [C-floor-binary]
 
+// helperAnswer bounds how long the floor and BURST_LOAD's load have to
+// answer (their pid once started, their account once their input
+// closed): a hung helper fails the round rather than hanging it.
+const helperAnswer = 10 * time.Second
+
 // floorHelper is the floor's main. It answers "ready", then "pid PID",
 // and runs until its input ends; it then prints how many creates the
 // kernel refused, and why the first was.
@@ -156,7 +161,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs 
 	undo := lteSourceRule(b, bed, "userspace")
 	defer undo()
 	c := testbed.StartChildT(b, strings.TrimSpace(fmt.Sprintf("%s=%s %s %s", floorHelperEnv, bed.Client.Name, testbed.LTEIf, cFloor)), "ready", testWriter{b})
-	l, err := c.Line()
+	l, err := c.LineWithin(helperAnswer)
 	pid, perr := strconv.Atoi(strings.TrimPrefix(l, "pid "))
 	if err != nil || perr != nil {
 		b.Fatalf("%s: %q (%v), want its pid", mode, l, err)
@@ -167,7 +172,7 @@ func floorRound(b *testing.B, bed *testbed.Bed, bin string, gen *generator, obs 
 	stopPerf := perfRecord(b, pid)
 	r := burstOnce(b, gen, obs, burstConns, markCPU(b, pid).account(b, mode, stopPerf))
 	c.In.Close()
-	l, err = c.Line()
+	l, err = c.LineWithin(helperAnswer)
 	if err != nil || !strings.HasPrefix(l, "refused ") {
 		b.Fatalf("%s: %q (%v)", mode, l, err)
 	}
@@ -396,24 +401,13 @@ func startLoad(b *testing.B) (stop func()) {
 	c := testbed.StartChildT(b, loadHelperEnv+"="+spec, "ready", testWriter{b})
 	return func() {
 		c.In.Close()
-		type line struct {
-			l   string
-			err error
-		}
-		got := make(chan line, 1)
-		go func() { l, err := c.Line(); got <- line{l, err} }()
-		var r line
-		select {
-		case r = <-got:
-		case <-time.After(10 * time.Second):
-			r.err = errors.New("no answer in 10 s")
-		}
+		l, err := c.LineWithin(helperAnswer)
 		c.Close()
-		if r.err != nil || !strings.HasPrefix(r.l, "done ") {
-			b.Fatalf("BURST_LOAD=%q stopped before the round's end: %q (%v)", spec, r.l, r.err)
+		if err != nil || !strings.HasPrefix(l, "done ") {
+			b.Fatalf("BURST_LOAD=%q stopped before the round's end: %q (%v)", spec, l, err)
 		}
 		var loops, user, sys, minflt int64
-		fmt.Sscanf(r.l, "done %d %d %d %d", &loops, &user, &sys, &minflt)
+		fmt.Sscanf(l, "done %d %d %d %d", &loops, &user, &sys, &minflt)
 		b.Logf("BURST_LOAD=%s: %d loops, CPU %v user %v system, %d page faults, from its warm-up to the round's end", spec, loops,
 			time.Duration(user)*time.Microsecond, time.Duration(sys)*time.Microsecond, minflt)
 	}

@@ -115,8 +115,12 @@ func TestLoadHelper(t *testing.T) {
 					t.Fatalf("the load ran %d ticks in 20 s at nice %d", ticks()-t0, tc.nice)
 				}
 			}
+			// It answers once its input closes, not before.
+			if l, err := c.LineWithin(100 * time.Millisecond); err == nil {
+				t.Errorf("%q before its input closed", l)
+			}
 			c.In.Close() // its signal to stop
-			done, err := c.Line()
+			done, err := c.LineWithin(helperAnswer)
 			if err != nil {
 				t.Fatalf("no done line: %v", err)
 			}

@@ -329,6 +329,7 @@ type Child struct {
 	// what the wait returned.
 	end     func()
 	waitErr error
+	pending chan childLine // a read LineWithin stopped waiting for
 }
 
 // Close ends the child now rather than at the test's end: its input is
@@ -396,8 +397,40 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 	return c
 }
 
+// LineWithin is Line bounded by d: a child that says nothing in d is an
+// error that names d. The read it gave up waiting for goes on; the next
+// Line or LineWithin takes its line.
+func (c *Child) LineWithin(d time.Duration) (string, error) {
+	if c.pending == nil {
+		ch := make(chan childLine, 1)
+		go func() { l, err := c.scan(); ch <- childLine{l, err} }()
+		c.pending = ch
+	}
+	select {
+	case r := <-c.pending:
+		c.pending = nil
+		return r.l, r.err
+	case <-time.After(d):
+		return "", fmt.Errorf("helper (pid %d) said nothing in %v", c.Pid, d)
+	}
+}
+
 // Line reads the child's next line; an error when its output ended.
 func (c *Child) Line() (string, error) {
+	if c.pending != nil {
+		r := <-c.pending
+		c.pending = nil
+		return r.l, r.err
+	}
+	return c.scan()
+}
+
+type childLine struct {
+	l   string
+	err error
+}
+
+func (c *Child) scan() (string, error) {
 	if !c.Out.Scan() {
 		if err := c.Out.Err(); err != nil {
 			return "", err
