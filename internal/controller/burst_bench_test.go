@@ -96,7 +96,12 @@ const (
 // find a stall in `perf record -k mono -e sched:sched_switch -g` or `perf
 // sched record -k mono`. BURST_OBSERVER=fifo makes the observer read in
 // blocking reads at SCHED_FIFO (BURST_OBSERVER_PRIO, default 50) rather
-// than through Go's poller at nice 0 (see observer). BURST_LISTENER=nice:N
+// than through Go's poller at nice 0 (see observer); BURST_OBSERVER=alternate
+// has both, in turn (the real-time one first) for as many ops as there
+// are modes (-benchtime of twice the modes or more), and takes the
+// latencies from the real-time observer's rounds and the rates from the
+// poller's, each from the observer that disturbs it least; each one's
+// figure for the other's is reported too (-by-poller, -by-fifo). BURST_LISTENER=nice:N
 // or idle gives the floors' rounds one more socket in the client's
 // mptcp_pm events group, reading every event: `gigapath monitor`, at nice
 // N or SCHED_IDLE (extraListener); BURST_LOAD=churn[:KIB]@P,
@@ -117,8 +122,11 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
 	gen := startGenerator(b, bed, addr, addr)
-	obs := newObserver(b, bed)
-	b.Logf("the observer reads %s", obs.how)
+	observers := newObservers(b, bed)
+	obs := observers[0] // the rounds' observer; BURST_OBSERVER=alternate swaps it
+	for _, o := range observers {
+		b.Logf("the %s observer reads %s", o.kind, o.how)
+	}
 
 	dir := b.TempDir()
 	cfg, sock, pol := examplePolicy(b, bed, bin, dir)
@@ -162,7 +170,6 @@ func BenchmarkBurst(b *testing.B) {
 		return r
 	}
 
-	results := map[string]*burstResult{}
 	rounds := map[string]func() burstRound{
 		modeDaemon: func() burstRound { return daemonRound(modeDaemon, cfg) },
 		modeDaemonKernel: func() burstRound {
@@ -182,22 +189,61 @@ func BenchmarkBurst(b *testing.B) {
 		cFloor := buildCFloor(b)
 		rounds[modeFloorC] = func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloorC, cFloor) }
 	}
-	for _, m := range modes {
-		results[m] = &burstResult{}
+	byObserver := map[string]map[string]*burstResult{}
+	for _, o := range observers {
+		byObserver[o.kind] = map[string]*burstResult{}
+		for _, m := range modes {
+			byObserver[o.kind][m] = &burstResult{}
+		}
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		// With two observers, each reads as many ops in a row as there
+		// are modes, so that each sees every mode come first.
+		if o := observers[i/len(modes)%len(observers)]; o != obs {
+			if err := errors.Join(obs.mute(true), o.mute(false)); err != nil {
+				b.Fatal(err)
+			}
+			obs.reset() // muted: an event it counts from now on fails the run (below)
+			obs = o
+		}
 		// Each mode first in turn (with two: alternated).
 		order := append(slices.Clone(modes[i%len(modes):]), modes[:i%len(modes)]...)
 		for _, mode := range order {
 			r := rounds[mode]()
-			results[mode].add(r)
-			b.Logf("round %d %s: %s; load average %s", i, mode, r, testbed.LoadAverage())
+			byObserver[obs.kind][mode].add(r)
+			b.Logf("round %d %s (the %s observer): %s; load average %s", i, mode, obs.kind, r, testbed.LoadAverage())
+		}
+		for _, o := range observers {
+			if n := o.counted(); o != obs && n > 0 {
+				b.Fatalf("op %d: the muted %s observer counted %d events", i, o.kind, n)
+			}
 		}
 	}
 	b.StopTimer()
 
-	k := results[modeKernel]
+	// Each figure from the observer that disturbs it least: latencies
+	// from the real-time one, which reads each event at once; rates
+	// from the poller, which does not preempt the openers at each event
+	// (observer). With one observer, both from it.
+	results, rates := byObserver[observers[0].kind], byObserver[observers[len(observers)-1].kind]
+	if rates[modeKernel].opened == 0 {
+		rates = results // too few ops for the second observer's turn (the probe with b.N 1)
+		if len(observers) > 1 {
+			b.Logf("%d ops: rates from the %s observer, none for the %s's turn", b.N, observers[0].kind, observers[1].kind)
+		}
+	} else if len(observers) > 1 {
+		for _, name := range modes {
+			if name == modeKernel {
+				continue
+			}
+			// Each observer's figure for the other's too: what each
+			// costs the other's.
+			b.ReportMetric(pct99(rates[name])/pct99(rates[modeKernel]), "p99-"+name+"/kernel-by-poller")
+			b.ReportMetric(results[name].servedRate()/results[modeKernel].servedRate(), "served-rate-"+name+"/kernel-by-fifo")
+		}
+	}
+	k, kr := results[modeKernel], rates[modeKernel]
 	legend := map[string]cdfSeries{
 		modeDaemon:       {"gigapath run (userspace PM)", "#1f77b4", nil},
 		modeDaemonKernel: {"gigapath run (path_manager: kernel)", "#9467bd", nil},
@@ -213,13 +259,18 @@ func BenchmarkBurst(b *testing.B) {
 		b.ReportMetric(us(0.9), name+"-p90-µs")
 		b.ReportMetric(us(0.99), name+"-p99-µs")
 		b.ReportMetric(us(1), name+"-max-µs")
-		b.ReportMetric(r.openRate(), name+"-open-conn/s")
-		b.ReportMetric(r.servedRate(), name+"-served-conn/s")
-		b.ReportMetric(float64(r.served)/float64(r.opened), name+"-served")
+		rr := rates[name]
+		b.ReportMetric(rr.openRate(), name+"-open-conn/s")
+		b.ReportMetric(rr.servedRate(), name+"-served-conn/s")
+		served, opened := r.served, r.opened
+		if rr != r {
+			served, opened = served+rr.served, opened+rr.opened
+		}
+		b.ReportMetric(float64(served)/float64(opened), name+"-served")
 		if name != modeKernel {
-			b.ReportMetric(float64(pct(r.lat, 0.99))/float64(pct(k.lat, 0.99)), "p99-"+name+"/kernel")
-			b.ReportMetric(r.servedRate()/k.servedRate(), "served-rate-"+name+"/kernel")
-			b.ReportMetric(r.openRate()/k.openRate(), "open-rate-"+name+"/kernel")
+			b.ReportMetric(pct99(r)/pct99(k), "p99-"+name+"/kernel")
+			b.ReportMetric(rr.servedRate()/kr.servedRate(), "served-rate-"+name+"/kernel")
+			b.ReportMetric(rr.openRate()/kr.openRate(), "open-rate-"+name+"/kernel")
 		}
 		s := legend[name]
 		s.v = r.lat
@@ -433,6 +484,9 @@ func (t *burstResult) add(r burstRound) {
 
 func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.Seconds() }
 func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Seconds() }
+
+// pct99 is t's 99th percentile latency in ns.
+func pct99(t *burstResult) float64 { return float64(pct(t.lat, 0.99)) }
 
 // burstOnce opens a burst of n connections, waits (up to 20 s) for every
 // connection's lte subflow, then closes the connections and waits for the

@@ -44,10 +44,24 @@ import (
 // thread never delays a timestamp in the daemon's favour), with no poller
 // in between. It reads within microseconds, at a price: it preempts the
 // openers at each event, which costs the rounds with the thread a tenth
-// to a fifth of their rate ratio to the in-kernel PM's.
+// to a fifth of their rate ratio to the in-kernel PM's. An ESTABLISHED
+// then wakes two real-time threads, the observer and the create thread:
+// one preempts the opener that emitted it, the other is sent to the
+// other CPU (an IPI; on this paravirtualised host each wake-up costs
+// the opener several µs), where the kernel PM's worker is woken on the
+// opener's own CPU; and the SUB_ESTABLISHED the create thread emits wakes
+// the observer again (docs/benchmarks.md, "the observer's price").
+// BURST_OBSERVER=alternate takes each figure from the observer that
+// disturbs it least.
 type observer struct {
-	lte    netip.Addr
-	how    string // how it reads, for the round's report
+	lte  netip.Addr
+	kind string // observePoller or observeFIFO
+	how  string // how it reads, for the round's report
+	// mute(true) has the kernel drop every event before the observer's
+	// socket (a socket filter: no wake-up, no room taken), mute(false)
+	// lets its events through again; BURST_OBSERVER=alternate mutes
+	// the observer whose turn it is not.
+	mute   func(on bool) error
 	mu     sync.Mutex
 	est    map[uint32]time.Time
 	sub    map[uint32]time.Time
@@ -55,14 +69,40 @@ type observer struct {
 	lost   int
 }
 
-func newObserver(b *testing.B, bed *testbed.Bed) *observer {
-	o := &observer{lte: bed.LTEAddr}
-	o.reset()
+// Observers, each named once here: how an observer reads.
+const (
+	observePoller = "poller"
+	observeFIFO   = "fifo"
+)
+
+// newObservers makes the observers BURST_OBSERVER asks for: poller (the
+// default) or fifo, one; alternate, both, the poller's muted (observer.mute).
+func newObservers(b *testing.B, bed *testbed.Bed) []*observer {
 	switch how := os.Getenv("BURST_OBSERVER"); how {
-	case "", "poller":
+	case "", observePoller:
+		return []*observer{newObserver(b, bed, observePoller)}
+	case observeFIFO:
+		return []*observer{newObserver(b, bed, observeFIFO)}
+	case "alternate":
+		obs := []*observer{newObserver(b, bed, observeFIFO), newObserver(b, bed, observePoller)}
+		if err := obs[1].mute(true); err != nil {
+			b.Fatal(err)
+		}
+		return obs
+	default:
+		b.Fatalf("BURST_OBSERVER=%q: want poller (the default), fifo or alternate", how)
+		return nil
+	}
+}
+
+func newObserver(b *testing.B, bed *testbed.Bed, kind string) *observer {
+	o := &observer{lte: bed.LTEAddr, kind: kind}
+	o.reset()
+	switch kind {
+	case observePoller:
 		o.how = "through Go's poller at nice 0"
 		o.viaPoller(b, bed)
-	case "fifo":
+	case observeFIFO:
 		prio := 50
 		if s := os.Getenv("BURST_OBSERVER_PRIO"); s != "" {
 			n, err := strconv.Atoi(s)
@@ -72,8 +112,6 @@ func newObserver(b *testing.B, bed *testbed.Bed) *observer {
 			prio = n
 		}
 		o.blocking(b, bed, prio)
-	default:
-		b.Fatalf("BURST_OBSERVER=%q: want poller (the default) or fifo", how)
 	}
 	return o
 }
@@ -98,6 +136,12 @@ func (o *observer) viaPoller(b *testing.B, bed *testbed.Bed) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { el.Close() })
+	o.mute = func(on bool) error {
+		if on {
+			return el.Only(0) // MPTCP_EVENT_UNSPEC, which the kernel never sends
+		}
+		return el.Only() // every event, as before
+	}
 	testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
 		now := time.Now()
 		o.mu.Lock()
@@ -160,11 +204,18 @@ func (o *observer) blocking(b *testing.B, bed *testbed.Bed, prio int) {
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 		}
+		none := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		o.mute = func(on bool) error {
+			f := filter
+			if on {
+				f = none
+			}
+			return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]})
+		}
 		if err := errors.Join(
 			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}),
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20),
-			unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
-				&unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}),
+			o.mute(false),
 			unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)),
 		); err != nil {
 			unix.Close(fd)
@@ -250,6 +301,13 @@ func (o *observer) reset() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.est, o.sub, o.nclose, o.lost = map[uint32]time.Time{}, map[uint32]time.Time{}, 0, 0
+}
+
+// counted is how many events it counted since its reset.
+func (o *observer) counted() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.est) + len(o.sub) + o.nclose
 }
 
 // served reports whether n connections have their lte subflow.
