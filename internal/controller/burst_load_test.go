@@ -3,6 +3,7 @@
 package controller_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -116,8 +117,8 @@ func TestLoadHelper(t *testing.T) {
 				}
 			}
 			// It answers once its input closes, not before.
-			if l, err := c.LineWithin(100 * time.Millisecond); err == nil {
-				t.Errorf("%q before its input closed", l)
+			if l, err := c.LineWithin(100 * time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%q (%v) before its input closed, want nothing", l, err)
 			}
 			c.In.Close() // its signal to stop
 			done, err := c.LineWithin(helperAnswer)

@@ -319,7 +319,8 @@ func WaitQuiet(tb TB, maxBusy float64, limit time.Duration) (waited time.Duratio
 // Child is a process of the running test binary in a helper mode of its
 // own (an environment variable its TestMain looks for), for load that
 // must not share the test's process or its open-file limit. The test
-// writes it lines on In and reads its answers from Out.
+// writes it lines on In and reads its answers with Line or LineWithin
+// (or from Out), from one goroutine.
 type Child struct {
 	In  io.WriteCloser
 	Out *bufio.Scanner
@@ -398,8 +399,9 @@ func StartChildT(tb TB, env, ready string, stderr io.Writer) *Child {
 }
 
 // LineWithin is Line bounded by d: a child that says nothing in d is an
-// error that names d. The read it gave up waiting for goes on; the next
-// Line or LineWithin takes its line.
+// error that names d and wraps os.ErrDeadlineExceeded. The read it gave
+// up waiting for goes on; the next Line or LineWithin takes its line (so
+// Out is not to be read directly after it).
 func (c *Child) LineWithin(d time.Duration) (string, error) {
 	if c.pending == nil {
 		ch := make(chan childLine, 1)
@@ -411,7 +413,7 @@ func (c *Child) LineWithin(d time.Duration) (string, error) {
 		c.pending = nil
 		return r.l, r.err
 	case <-time.After(d):
-		return "", fmt.Errorf("helper (pid %d) said nothing in %v", c.Pid, d)
+		return "", fmt.Errorf("helper (pid %d) said nothing in %v: %w", c.Pid, d, os.ErrDeadlineExceeded)
 	}
 }
 
