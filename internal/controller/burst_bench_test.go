@@ -98,7 +98,7 @@ const (
 // blocking reads at SCHED_FIFO (BURST_OBSERVER_PRIO, default 50) rather
 // than through Go's poller at nice 0 (see observer); BURST_OBSERVER=alternate
 // has both, in turn (the real-time one first) for as many ops as there
-// are modes (-benchtime of twice the modes or more), and takes the
+// are modes (-benchtime of a multiple of twice the modes), and takes the
 // latencies from the real-time observer's rounds and the rates from the
 // poller's, each from the observer that disturbs it least; each one's
 // figure for the other's is reported too (-by-poller, -by-fifo). BURST_LISTENER=nice:N
@@ -123,6 +123,12 @@ func BenchmarkBurst(b *testing.B) {
 	addr := netip.AddrPortFrom(bed.ProxyAddr, burstPort).String()
 	gen := startGenerator(b, bed, addr, addr)
 	observers := newObservers(b, bed)
+	// Each observer has as many ops in a row as there are modes, so that
+	// it sees each mode come first equally often: the ops must come in
+	// whole turns of both (Go's first call, with b.N 1, has the first).
+	if turn := len(observers) * len(modes); turn > len(modes) && b.N > 1 && b.N%turn != 0 {
+		b.Fatalf("BURST_OBSERVER=alternate: %d ops, want a multiple of %d (-benchtime=%dx)", b.N, turn, 2*turn)
+	}
 	obs := observers[0] // the rounds' observer; BURST_OBSERVER=alternate swaps it
 	for _, o := range observers {
 		b.Logf("the %s observer reads %s", o.kind, o.how)
@@ -198,13 +204,16 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		// With two observers, each reads as many ops in a row as there
-		// are modes, so that each sees every mode come first.
 		if o := observers[i/len(modes)%len(observers)]; o != obs {
 			if err := errors.Join(obs.mute(true), o.mute(false)); err != nil {
 				b.Fatal(err)
 			}
-			obs.reset() // muted: an event it counts from now on fails the run (below)
+			// The events its socket had queued it reads at once (the
+			// real-time one, at worst, after its 100 ms receive
+			// timeout). Muted, an event it counts from then on fails
+			// the run.
+			time.Sleep(250 * time.Millisecond)
+			obs.reset()
 			obs = o
 		}
 		// Each mode first in turn (with two: alternated).
@@ -228,10 +237,7 @@ func BenchmarkBurst(b *testing.B) {
 	// (observer). With one observer, both from it.
 	results, rates := byObserver[observers[0].kind], byObserver[observers[len(observers)-1].kind]
 	if rates[modeKernel].opened == 0 {
-		rates = results // too few ops for the second observer's turn (the probe with b.N 1)
-		if len(observers) > 1 {
-			b.Logf("%d ops: rates from the %s observer, none for the %s's turn", b.N, observers[0].kind, observers[1].kind)
-		}
+		rates = results // Go's first call, b.N 1: no turn for the second observer
 	} else if len(observers) > 1 {
 		for _, name := range modes {
 			if name == modeKernel {

@@ -48,7 +48,7 @@ import (
 // then wakes two real-time threads, the observer and the create thread:
 // one preempts the opener that emitted it, the other is sent to the
 // other CPU (an IPI; on this paravirtualised host each wake-up costs
-// the opener several µs), where the kernel PM's worker is woken on the
+// the opener several µs), whereas the kernel PM's worker is woken on the
 // opener's own CPU; and the SUB_ESTABLISHED the create thread emits wakes
 // the observer again (docs/benchmarks.md, "the observer's price").
 // BURST_OBSERVER=alternate takes each figure from the observer that
@@ -57,16 +57,19 @@ type observer struct {
 	lte  netip.Addr
 	kind string // observePoller or observeFIFO
 	how  string // how it reads, for the round's report
-	// mute(true) has the kernel drop every event before the observer's
-	// socket (a socket filter: no wake-up, no room taken), mute(false)
-	// lets its events through again; BURST_OBSERVER=alternate mutes
-	// the observer whose turn it is not.
-	mute   func(on bool) error
-	mu     sync.Mutex
-	est    map[uint32]time.Time
-	sub    map[uint32]time.Time
-	nclose int
-	lost   int
+	// mute(true) stops the kernel queueing events on the observer's
+	// socket, mute(false) lets them come again; BURST_OBSERVER=alternate
+	// mutes the observer whose turn it is not. The real-time one leaves
+	// the events group; the poller's socket (pathmgr's, which cannot
+	// leave it) drops them in its socket filter, so the kernel still
+	// copies each event for it and runs the filter, but no wake-up.
+	mute     func(on bool) error
+	realtime bool // the fifo observer got SCHED_FIFO
+	mu       sync.Mutex
+	est      map[uint32]time.Time
+	sub      map[uint32]time.Time
+	nclose   int
+	lost     int
 }
 
 // Observers, each named once here: how an observer reads.
@@ -85,6 +88,9 @@ func newObservers(b *testing.B, bed *testbed.Bed) []*observer {
 		return []*observer{newObserver(b, bed, observeFIFO)}
 	case "alternate":
 		obs := []*observer{newObserver(b, bed, observeFIFO), newObserver(b, bed, observePoller)}
+		if !obs[0].realtime {
+			b.Fatalf("BURST_OBSERVER=alternate: the real-time observer reads %s", obs[0].how)
+		}
 		if err := obs[1].mute(true); err != nil {
 			b.Fatal(err)
 		}
@@ -204,19 +210,20 @@ func (o *observer) blocking(b *testing.B, bed *testbed.Bed, prio int) {
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0},
 			{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
 		}
-		none := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+		// Muted, it leaves the events group: the kernel copies it nothing.
 		o.mute = func(on bool) error {
-			f := filter
+			opt := unix.NETLINK_ADD_MEMBERSHIP
 			if on {
-				f = none
+				opt = unix.NETLINK_DROP_MEMBERSHIP
 			}
-			return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]})
+			return unix.SetsockoptInt(fd, unix.SOL_NETLINK, opt, int(group))
 		}
 		if err := errors.Join(
 			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}),
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20),
+			unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+				&unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}),
 			o.mute(false),
-			unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(group)),
 		); err != nil {
 			unix.Close(fd)
 			return err
@@ -235,6 +242,7 @@ func (o *observer) blocking(b *testing.B, bed *testbed.Bed, prio int) {
 		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
 			started <- fmt.Sprintf("in blocking reads on a thread of its own, at nice 0: SCHED_FIFO %d refused (%v)", prio, err)
 		} else {
+			o.realtime = true
 			started <- fmt.Sprintf("in blocking reads on a thread of its own at SCHED_FIFO %d", prio)
 		}
 		buf := make([]byte, 8192)
