@@ -168,6 +168,9 @@ func TestIntegrationCLIDemoKilled(t *testing.T) {
 	t.Setenv("GIGAPATH_TESTBED_STATE", filepath.Join(dir, "testbed.json"))
 	t.Setenv("GIGAPATH_DEMO_STATE", demoState)
 	cmd := exec.Command(pmBinary(t), "demo", "--size-mb", "500", "--wifi-rate", "10mbit", "--lte-rate", "10mbit")
+	// Killed, it cannot remove its temporary directory (the daemon's
+	// policy and socket): it makes it in the test's, which goes.
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
