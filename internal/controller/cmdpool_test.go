@@ -21,10 +21,15 @@ type poolPM struct {
 	mu      sync.Mutex
 	created []uint32
 	gate    chan struct{}
+	atGate  chan struct{} // told, if not full, as a create comes to the gate
 }
 
 func (r *poolPM) CreateSubflow(token uint32, _ pathmgr.Endpoint, _ netip.AddrPort) error {
 	if r.gate != nil {
+		select {
+		case r.atGate <- struct{}{}:
+		default:
+		}
 		<-r.gate
 	}
 	r.mu.Lock()
@@ -159,8 +164,8 @@ func TestCreateFailedBacksOff(t *testing.T) {
 // Close lets the create in flight finish and drops the queued ones: the
 // daemon is stopping and its routing is about to go.
 func TestAsyncPMCloseDropsQueued(t *testing.T) {
-	gate := make(chan struct{})
-	w := &poolPM{gate: gate}
+	gate, atGate := make(chan struct{}), make(chan struct{}, 1)
+	w := &poolPM{gate: gate, atGate: atGate}
 	a, err := newAsyncPM(&poolPM{}, 1, func() (PM, func() error, error) { return w, func() error { return nil }, nil }, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -169,11 +174,16 @@ func TestAsyncPMCloseDropsQueued(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		a.CreateSubflow(uint32(i), pathmgr.Endpoint{}, remote)
 	}
-	// The worker holds the first create at the gate; wait until the other
-	// four are queued behind it.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(a.jobs) != 4 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	// The worker holds the first create at the gate, the other four
+	// queued behind it. (Until the create is at the gate the worker may
+	// still look at done: a Close then would drop it too.)
+	select {
+	case <-atGate:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no create came to the gate")
+	}
+	if n := len(a.jobs); n != 4 {
+		t.Fatalf("%d creates queued behind the first, want 4", n)
 	}
 	closed := make(chan struct{})
 	go func() { a.Close(); close(closed) }()
