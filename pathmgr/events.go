@@ -22,6 +22,15 @@ var ErrEventsLost = errors.New("events lost: netlink receive buffer overrun")
 // that returns this many may have left more queued.
 const ReceiveBatch = 256
 
+// MoreQueued says whether a Receive that returned n events and err may
+// have left events queued: a full batch (ReceiveBatch), or a loss
+// (ErrEventsLost: the kernel then queues nothing more on the socket until
+// it is read empty). A reader that waits between its reads, as a paced
+// listener does, reads on at once after such a Receive.
+func MoreQueued(n int, err error) bool {
+	return n >= ReceiveBatch || errors.Is(err, ErrEventsLost)
+}
+
 // EventType is the kind of a path-manager event (enum mptcp_event_type).
 type EventType uint8
 

@@ -114,9 +114,7 @@ func (l *EventListener) receivePaced(ctx context.Context) ([]Event, error) {
 			return nil, err
 		}
 	}
-	// A full batch may have left more queued; after a loss the kernel
-	// queues nothing until the socket is read empty: read on at once.
-	p.last, p.full = time.Now(), len(l.evs) >= ReceiveBatch || errors.Is(l.rerr, ErrEventsLost)
+	p.last, p.full = time.Now(), MoreQueued(len(l.evs), l.rerr)
 	return l.taken(), l.rerr
 }
 

@@ -445,14 +445,6 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 // thread the reader also waits for a burst to end (awaitBurst).
 const eventPace = 5 * time.Millisecond
 
-// readAgain says whether a Receive that returned n events and err may
-// have left more queued, which the reader then reads at once: a full
-// batch, or a loss (the kernel queues nothing more on the socket until it
-// is empty).
-func readAgain(n int, err error) bool {
-	return n >= pathmgr.ReceiveBatch || errors.Is(err, pathmgr.ErrEventsLost)
-}
-
 // readEvents passes the kernel's path-manager events to the loop until ctx
 // ends (nil) or the socket fails (its error), each batch with the creates
 // it sent for the new connections in it (early.go).
@@ -471,7 +463,7 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 			taken = c.rtc.Taken()
 		}
 		evs, err := el.Receive(ctx)
-		read, again = time.Now(), readAgain(len(evs), err)
+		read, again = time.Now(), pathmgr.MoreQueued(len(evs), err)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -449,27 +448,6 @@ func TestRealtimeReaderAwaitsBurst(t *testing.T) {
 	flushed <- struct{}{}
 	if !returned(done, 10*time.Second) {
 		t.Error("the reader held back past rtDeferConns connections")
-	}
-}
-
-// After a full batch, or a loss (the kernel then queues nothing until the
-// socket is empty), the reader reads again at once.
-func TestReadAgain(t *testing.T) {
-	for _, tc := range []struct {
-		n    int
-		err  error
-		want bool
-	}{
-		{0, nil, false},
-		{pathmgr.ReceiveBatch - 1, nil, false},
-		{pathmgr.ReceiveBatch, nil, true},
-		{3, fmt.Errorf("receive: %w", pathmgr.ErrEventsLost), true},
-		{0, pathmgr.ErrEventsLost, true},
-		{3, errors.New("decode"), false},
-	} {
-		if got := readAgain(tc.n, tc.err); got != tc.want {
-			t.Errorf("readAgain(%d, %v) = %v, want %v", tc.n, tc.err, got, tc.want)
-		}
 	}
 }
 
