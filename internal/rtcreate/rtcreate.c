@@ -69,6 +69,16 @@ static int64_t mono_ns(void) {
 	return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
+// served_none says whether the thread has taken no connection for its
+// pause by now: a burst of its is over (gp_rt_busy, run).
+static int served_none(struct gp_rt *rt, int64_t now) {
+	return now - atomic_load_explicit(&rt->last, memory_order_relaxed) >= (int64_t)rt->pause_ms * 1000000;
+}
+
+// held_too_long says whether the first report the thread holds is its
+// hold old by now (report, run).
+static int held_too_long(const struct gp_rt *rt, int64_t now) { return now - rt->held_since >= rt->hold_ns; }
+
 static void fail(char *err, int errlen, const char *what, int e) {
 	snprintf(err, errlen, "%s: %s", what, strerror(e));
 }
@@ -114,7 +124,7 @@ static void report(struct gp_rt *rt, const struct gp_report *r) {
 		rt->held_since = now;
 	rt->batch[rt->nbatch++] = *r;
 	atomic_store_explicit(&rt->held, rt->nbatch, memory_order_relaxed);
-	if (rt->nbatch == holdMax || r->kind == GP_FAILED || r->kind == GP_LOST || now - rt->held_since >= rt->hold_ns)
+	if (rt->nbatch == holdMax || r->kind == GP_FAILED || r->kind == GP_LOST || held_too_long(rt, now))
 		flush(rt);
 }
 
@@ -299,8 +309,7 @@ static void *run(void *arg) {
 		// its pause (it is no longer busy) or at its hold.
 		if (rt->nbatch) {
 			int64_t now = mono_ns();
-			if (now - atomic_load_explicit(&rt->last, memory_order_relaxed) >= (int64_t)rt->pause_ms * 1000000 ||
-			    now - rt->held_since >= rt->hold_ns)
+			if (served_none(rt, now) || held_too_long(rt, now))
 				flush(rt);
 		}
 		struct nlmsghdr *h = (struct nlmsghdr *)ev;
@@ -408,8 +417,7 @@ void gp_rt_publish(struct gp_rt *rt, const struct gp_plan *p) {
 }
 
 int gp_rt_busy(struct gp_rt *rt) {
-	return atomic_load_explicit(&rt->held, memory_order_relaxed) > 0 &&
-	       mono_ns() - atomic_load_explicit(&rt->last, memory_order_relaxed) < (int64_t)rt->pause_ms * 1000000;
+	return atomic_load_explicit(&rt->held, memory_order_relaxed) > 0 && !served_none(rt, mono_ns());
 }
 
 uint64_t gp_rt_taken(struct gp_rt *rt) { return atomic_load_explicit(&rt->taken, memory_order_relaxed); }
