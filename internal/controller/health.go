@@ -47,12 +47,37 @@ const rcvRTTMinSegs = 10
 // (largest smoothed RTT; bytes on the wire and retransmitted since the
 // previous sample) and the receive side (largest valid rcv_rtt, see
 // rcvRTTValid; data segments and out-of-order packets received since the
-// previous sample).
+// previous sample; bypassed, the connections whose peer passed over their
+// subflows through the interface, see bypassedBy).
 type ifTotals struct {
 	rtt        time.Duration
 	sent, retr uint64
 	rxRTT      time.Duration
 	segs, ooo  uint64
+	bypassed   int
+}
+
+// bypassRatio: a connection's backup subflow that received at least
+// rcvRTTMinSegs data segments in a window, and more than bypassRatio times
+// what each of its other subflows received, says that the peer passed
+// over those (bypassedBy).
+const bypassRatio = 10
+
+// bypassedBy reports whether a subflow that received segs data segments
+// in a window was passed over by the peer, which sent backupSegs on a
+// backup subflow of the same connection meanwhile. A Linux peer sends on a
+// subflow we flagged backup only when none of the others can take data:
+// each is stale (retransmission timeouts without progress) or gone; then
+// it moves what they held there too. A path that loses most of what is
+// sent on it ends there within a second or two, and from then on this
+// side receives nothing on it to tell its loss by: only the RTO's
+// retransmissions, a few a second (the testbed, 100 % loss on wifi during
+// a download: 4 in 6 s, and 2.7 MB a second on the lte backup). The ratio
+// leaves out the moment the peer takes a new flag in (an MP_PRIO on its
+// way: both subflows carry data then) and a peer whose scheduler spreads
+// data without regard for the flag.
+func bypassedBy(segs, backupSegs uint64) bool {
+	return backupSegs >= rcvRTTMinSegs && segs*bypassRatio < backupSegs
 }
 
 // healthAgg turns health samples into per-interface totals since the
@@ -62,6 +87,7 @@ type ifTotals struct {
 type healthAgg struct {
 	prev   map[pathmgr.Subflow]rxCount // subflow → counters at the previous sample
 	prevAt time.Time                   // when prev was taken
+	conn   []connRx                    // add's, kept for its memory
 }
 
 func newHealthAgg() *healthAgg { return &healthAgg{prev: map[pathmgr.Subflow]rxCount{}} }
@@ -73,7 +99,14 @@ func (a *healthAgg) add(list []subflowSample, ifindexOf func(netip.Addr, int) in
 	rx := make(map[pathmgr.Subflow]rxCount, len(a.prev))
 	window := now.Sub(a.prevAt)
 	a.prevAt = now
+	// The subflows of the connection being read: a sample holds each
+	// connection's together.
+	conn := a.conn[:0]
 	for _, s := range list {
+		if len(conn) > 0 && s.conn != conn[0].conn {
+			countBypassed(conn, per)
+			conn = conn[:0]
+		}
 		idx := ifindexOf(s.sf.Local.Addr(), s.ifindex)
 		t := per[idx]
 		if t == nil {
@@ -100,18 +133,58 @@ func (a *healthAgg) add(list []subflowSample, ifindexOf func(netip.Addr, int) in
 			t.sent += cur.wire - prev.wire
 			t.retr += cur.retr - prev.retr
 		}
-		if cur.segs <= prev.segs || cur.ooo < prev.ooo {
+		if cur.segs < prev.segs || cur.ooo < prev.ooo {
 			continue
 		}
 		d := cur.segs - prev.segs
+		if s.conn != 0 {
+			conn = append(conn, connRx{conn: s.conn, ifindex: idx, backup: s.backup, segs: uint64(d)})
+		}
+		if d == 0 {
+			continue
+		}
 		t.segs += uint64(d)
 		t.ooo += uint64(cur.ooo - prev.ooo)
 		if s.rcvRTT > t.rxRTT && rcvRTTValid(s.rcvRTT, d, window) {
 			t.rxRTT = s.rcvRTT
 		}
 	}
+	countBypassed(conn, per)
+	a.conn = conn[:0]
 	a.prev = rx
 	return per
+}
+
+// connRx is what a subflow of a known connection (subflowSample.conn)
+// received in the window: for countBypassed.
+type connRx struct {
+	conn, ifindex int
+	backup        bool
+	segs          uint64
+}
+
+// countBypassed counts, in per, the connection of the subflows in conn
+// against each interface through which the peer passed over its subflows
+// (bypassedBy): each not flagged backup received next to nothing while a
+// backup one took the data.
+func countBypassed(conn []connRx, per map[int]*ifTotals) {
+	var most, backup uint64 // the most any non-backup subflow, and any backup one, received
+	for _, r := range conn {
+		if r.backup {
+			backup = max(backup, r.segs)
+		} else {
+			most = max(most, r.segs)
+		}
+	}
+	if !bypassedBy(most, backup) {
+		return
+	}
+	for n, r := range conn {
+		counted := slices.ContainsFunc(conn[:n], func(o connRx) bool { return !o.backup && o.ifindex == r.ifindex })
+		if !r.backup && !counted {
+			per[r.ifindex].bypassed++ // once per interface for the connection
+		}
+	}
 }
 
 // applyHealth folds a sample into the controller's own aggregate and
@@ -150,7 +223,8 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 		if h.rx {
 			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
 		}
-		if h.tx || h.rx {
+		h.bypassed = a.bypassed
+		if h.tx || h.rx || h.bypassed > 0 {
 			h.update(thr, now)
 		} else {
 			// No data through it either way since the last sample (a
@@ -161,7 +235,8 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 		}
 		if was != h.unhealthy {
 			c.log.Info("path health", "interface", i.name, "unhealthy", h.unhealthy,
-				"rtt", h.rtt, "loss_percent", h.loss, "rcv_rtt", h.rxRTT, "reorder_percent", h.reorder)
+				"rtt", h.rtt, "loss_percent", h.loss, "rcv_rtt", h.rxRTT, "reorder_percent", h.reorder,
+				"bypassed_by_peer", h.bypassed)
 		}
 	}
 }
@@ -180,10 +255,13 @@ func (h *health) update(t *thresholds, now time.Time) {
 	// A path that has just taken over a bulk transfer fills its own queue
 	// for a moment: its first window's reorder share says so, not that it
 	// is lossy (1 run in 5 marked lte unhealthy right after the switch).
-	reorderCounts := now.Sub(h.tookOver) >= takeoverGrace
+	// Nor does the peer's passing over it count then: the peer learns of
+	// the new primary from an MP_PRIO, and sends on the old one until then.
+	settled := now.Sub(h.tookOver) >= takeoverGrace
 	check := func(cut float64) bool {
 		return h.tx && (above(float64(h.rtt), rtt, cut) || above(h.loss, lossMax, cut)) ||
-			h.rx && (above(float64(h.rxRTT), rtt, cut) || reorderCounts && above(h.reorder, reorderMax, cut))
+			h.rx && (above(float64(h.rxRTT), rtt, cut) || settled && above(h.reorder, reorderMax, cut)) ||
+			settled && h.bypassed > 0
 	}
 	bad := check(0)
 	good := !check(hyst / 100)

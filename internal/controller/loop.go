@@ -149,8 +149,13 @@ func (c *Controller) healthSample(b healthBatch) {
 	}
 	before := c.unhealthyIfaces()
 	c.applyTotals(b.per, b.at)
+	primary := 0
 	if p, ok := c.strat.(*priority); ok {
 		p.observe(c.available(), b.at)
+		primary = p.primary
+	}
+	if c.sampler != nil {
+		c.sampler.primary.Store(int64(primary))
 	}
 	// Steering reads only which interfaces are unhealthy: connections need
 	// a look only when that changed.

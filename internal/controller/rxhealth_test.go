@@ -25,11 +25,11 @@ func healthCtl(t *testing.T, p *policy.Policy) (*Controller, *iface, *iface) {
 }
 
 // conns is the health sample of the subflows, as the sock_diag source
-// reads them.
+// reads them, each of a connection of its own.
 func conns(sfs ...pathmgr.SubflowInfo) []subflowSample {
 	out := make([]subflowSample, len(sfs))
 	for i, sf := range sfs {
-		out[i] = sampleOf(sf)
+		out[i] = sampleOf(i+1, sf)
 	}
 	return out
 }
@@ -257,5 +257,119 @@ func TestHealthSendChurn(t *testing.T) {
 	// 110 kB + 100 kB on the wire, 10 kB of it retransmitted: 4.8 %.
 	if got := w.health.loss; got < 4.7 || got > 4.8 {
 		t.Errorf("loss %.2f %%, want 10000/210000 = 4.76 %%", got)
+	}
+}
+
+// A peer that finds the primary path stale sends on the backup instead,
+// and this side then receives next to nothing on the primary to judge it
+// by. That is evidence against the primary only within one connection
+// (the sock_diag source says which subflows are one's): a connection with
+// a backup subflow alone, downloading while the primary's connections are
+// idle, is not; nor is a backup that took a tenth or less of what went
+// through the primary, or less than rcvRTTMinSegs; nor the moment after a
+// takeover, while the peer has not had the MP_PRIO yet.
+func TestHealthPassedOver(t *testing.T) {
+	p := testPolicy(t, "priority")
+	p.Priority.Hold = time.Second
+	c, w, l := healthCtl(t, p)
+	w.up, l.up = true, true
+	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
+	now := time.Unix(1000, 0)
+	pr := c.strat.(*priority)
+	pr.observe(c.available(), now)
+	// Connection 1: a wifi subflow, and an lte one flagged backup.
+	// Connection 2: an lte subflow alone (flagged backup as well).
+	var w1, l1, l2 uint32 = 5000, 100, 100
+	sample := func(dw1, dl1, dl2 uint32) {
+		t.Helper()
+		w1, l1, l2 = w1+dw1, l1+dl1, l2+dl2
+		lteSub := func(port string, segs uint32) pathmgr.SubflowInfo {
+			sf := rxSub("10.0.3.1:"+port, l.index, segs, 0, 0)
+			sf.Backup = true
+			return sf
+		}
+		now = now.Add(time.Second)
+		c.applyHealth([]subflowSample{
+			sampleOf(1, rxSub("10.0.2.1:40000", w.index, w1, 0, 0)), sampleOf(1, lteSub("40001", l1)),
+			sampleOf(2, lteSub("40002", l2)),
+		}, now)
+	}
+	sample(0, 0, 0) // the baseline
+	for _, s := range []struct {
+		what          string
+		dw1, dl1, dl2 uint32
+	}{
+		{"an lte-only connection downloading, the wifi one idle", 0, 0, 3000},
+		{"the backup 10 times what the primary took, no more", 300, 3000, 0},
+		{"the backup below rcvRTTMinSegs", 0, rcvRTTMinSegs - 1, 0},
+		{"a download on wifi", 3000, 0, 0},
+	} {
+		sample(s.dw1, s.dl1, s.dl2)
+		if w.health.bypassed != 0 || w.health.unhealthy {
+			t.Fatalf("%s: wifi %+v, want not bypassed, healthy", s.what, w.health)
+		}
+	}
+	// The peer passed over wifi: a retransmission or two there, the
+	// download on lte.
+	sample(2, 3000, 0)
+	if w.health.bypassed != 1 || !w.health.unhealthy || l.health.bypassed != 0 {
+		t.Fatalf("wifi passed over: wifi %+v, lte %+v; want wifi bypassed by 1 connection, unhealthy", w.health, l.health)
+	}
+	// lte took over; wifi turned backup. Back to wifi after hold, and the
+	// peer still sends on lte for a moment: that does not count.
+	pr.observe(c.available(), now)
+	if pr.primary != l.index {
+		t.Fatalf("primary %d, want lte", pr.primary)
+	}
+	w.health = health{}
+	pr.observe(c.available(), now)
+	if pr.primary != w.index {
+		t.Fatalf("primary %d, want wifi again", pr.primary)
+	}
+	sample(0, 3000, 0) // 1 s after wifi took over
+	if w.health.bypassed != 1 || w.health.unhealthy {
+		t.Fatalf("1 s after the takeover: wifi %+v, want bypassed but healthy (takeoverGrace)", w.health)
+	}
+	sample(0, 3000, 0)
+	if !w.health.unhealthy {
+		t.Fatalf("2 s after the takeover: wifi %+v, want unhealthy", w.health)
+	}
+}
+
+// The sampler asks for a dump (whose connections) when the telemetry's
+// totals look as if the peer passed over the primary, and not otherwise.
+func TestSamplerPassedOver(t *testing.T) {
+	s := newSampler(nil, time.Now, nil)
+	per := func(wifi, lte uint64) map[int]*ifTotals {
+		return map[int]*ifTotals{2: {segs: wifi}, 3: {segs: lte}}
+	}
+	if s.passedOver(per(0, 3000)) {
+		t.Fatal("no primary (not priority steering): want no dump")
+	}
+	s.primary.Store(2)
+	for i, c := range []struct {
+		per  map[int]*ifTotals
+		want bool
+	}{
+		{per(0, 3000), true},
+		{per(299, 3000), true},
+		{per(300, 3000), false},
+		{per(3000, 0), false},
+		{per(0, rcvRTTMinSegs-1), false},
+		{map[int]*ifTotals{3: {segs: 3000}}, true}, // no subflow through the primary sampled
+	} {
+		if got := s.passedOver(c.per); got != c.want {
+			t.Errorf("case %d, primary wifi: passedOver %v, want %v", i, got, c.want)
+		}
+	}
+}
+
+// A connection with two subflows through the interface passed over (two
+// destinations) counts once against it.
+func TestCountBypassedOncePerInterface(t *testing.T) {
+	per := map[int]*ifTotals{2: {}, 3: {}}
+	countBypassed([]connRx{{conn: 1, ifindex: 2, segs: 1}, {conn: 1, ifindex: 2}, {conn: 1, ifindex: 3, backup: true, segs: 500}}, per)
+	if per[2].bypassed != 1 || per[3].bypassed != 0 {
+		t.Fatalf("bypassed: wifi %d, lte %d; want 1 and 0", per[2].bypassed, per[3].bypassed)
 	}
 }

@@ -17,6 +17,11 @@ import (
 type subflowSample struct {
 	sf      pathmgr.Subflow
 	ifindex int // the kernel's, 0 when the source does not say
+	// conn tells the sample's connections apart (1, 2, ...: the same
+	// number for the subflows of one), and backup is the subflow's local
+	// backup flag; conn is 0 when the source does not say (telemetry).
+	conn   int
+	backup bool
 	// smoothed RTT of what this host sends, and the receiver's RTT
 	// estimate (tcpi_rcv_rtt) of what it receives
 	rtt, rcvRTT              time.Duration
@@ -65,6 +70,12 @@ type sampler struct {
 	// addrs maps local addresses to interface indexes, as the loop last
 	// published them (publishAddrs).
 	addrs atomic.Pointer[map[netip.Addr]int]
+	// primary is priority steering's primary interface as the loop last
+	// saw it (0: none, or another mode); pair, set by the sampler's
+	// goroutine, says that the next sample must pair subflows with their
+	// connections (passedOver).
+	primary atomic.Int64
+	pair    bool
 	// active: sampling is on. shared is the resync's latest inventory
 	// dump, left here while sampling is on: a sample that needs sock_diag
 	// takes it when it is at most an interval old instead of dumping
@@ -209,6 +220,7 @@ func (s *sampler) run(ctx context.Context) error {
 			if b.err == nil {
 				b.per = s.agg.add(b.subs, s.ifindexOf, b.at)
 				b.subs = nil
+				s.pair = b.source == sourceTelemetry && s.passedOver(b.per)
 			}
 			b.read = time.Now()
 			t.Reset(nextSampleIn(every, b.read.Sub(start)))
@@ -229,7 +241,13 @@ func (s *sampler) run(ctx context.Context) error {
 // program; then the dump is the one that sees every subflow), from
 // sock_diag otherwise.
 func (s *sampler) sample() healthBatch {
-	if pp := s.tel.Load(); pp != nil {
+	pp := s.tel.Load()
+	if pp != nil && s.pair {
+		d := s.fromDiag(pp)
+		d.fellBack = "a backup path received data the primary did not: the dump tells whose connections"
+		return d
+	}
+	if pp != nil {
 		start := time.Now()
 		stats, err := pp.AppendTelemetry(s.telBuf)
 		// Read again by the next sample (only subs leave this goroutine),
@@ -271,6 +289,30 @@ func (s *sampler) sample() healthBatch {
 }
 
 const tcpEstablished = 1
+
+// passedOver reports whether a sample's totals look as if the peer passed
+// over the primary for a backup path (bypassedBy, by interface). The
+// telemetry map does not say which subflows belong to one connection, and
+// connections with no subflow through the primary (an application bound
+// to the lte interface) would look the same: the next sample, read from
+// a sock_diag dump, which does, tells (healthAgg.countBypassed). While it
+// holds every sample is a dump, within sampleShare.
+func (s *sampler) passedOver(per map[int]*ifTotals) bool {
+	primary := int(s.primary.Load())
+	if primary == 0 {
+		return false
+	}
+	var on uint64
+	if t := per[primary]; t != nil {
+		on = t.segs
+	}
+	for idx, t := range per {
+		if idx != primary && bypassedBy(on, t.segs) {
+			return true
+		}
+	}
+	return false
+}
 
 // ifindexOf is the interface of a local address as the loop last
 // published the addresses; hint (the source's) when none has it.
@@ -319,17 +361,18 @@ func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 		n += len(k.Subflows)
 	}
 	b.subs = make([]subflowSample, 0, n)
-	for _, k := range list {
+	for n, k := range list {
 		for _, sf := range k.Subflows {
-			b.subs = append(b.subs, sampleOf(sf))
+			b.subs = append(b.subs, sampleOf(n+1, sf))
 		}
 	}
 	s.took(sourceSockDiag, time.Since(start))
 	return b
 }
 
-// sampleOf is a subflow's sample from the sock_diag inventory.
-func sampleOf(sf pathmgr.SubflowInfo) subflowSample {
-	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
+// sampleOf is the sample of a subflow of the sock_diag inventory's conn-th
+// connection.
+func sampleOf(conn int, sf pathmgr.SubflowInfo) subflowSample {
+	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, conn: conn, backup: sf.Backup, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
 		bytesAcked: sf.BytesAcked, bytesRetrans: sf.BytesRetrans, dataSegsIn: sf.DataSegsIn, rcvOOOPack: sf.RcvOOOPack}
 }

@@ -28,6 +28,7 @@ func (c *Controller) snapshot() status.Snapshot {
 			si.RcvRTT = i.health.rxRTT.String()
 		}
 		si.Reorder = i.health.reorder
+		si.BypassedByPeer = i.health.bypassed
 		s.Interfaces = append(s.Interfaces, si)
 	}
 	slices.SortFunc(s.Interfaces, func(a, b status.Interface) int { return a.Index - b.Index })

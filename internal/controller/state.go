@@ -249,11 +249,14 @@ type health struct {
 	// of the bytes sent) and receive side (rcv_rtt, out-of-order share of
 	// the data segments received) of the last sample that had data in that
 	// direction; tx and rx say whether the last sample had any.
-	rtt       time.Duration
-	loss      float64
-	rxRTT     time.Duration
-	reorder   float64
-	tx, rx    bool
+	rtt     time.Duration
+	loss    float64
+	rxRTT   time.Duration
+	reorder float64
+	tx, rx  bool
+	// bypassed: in the last sample, the connections whose peer passed over
+	// their subflows through this path for a backup one (bypassedBy).
+	bypassed  int
 	unhealthy bool
 	goodSince time.Time // first sample below the recovery thresholds
 	since     time.Time // became unhealthy

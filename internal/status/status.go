@@ -44,10 +44,13 @@ type Interface struct {
 	Addrs   []netip.Addr `json:"addrs"`
 	RTT     string       `json:"rtt,omitempty"`
 	Loss    float64      `json:"loss_percent,omitempty"`
-	// Receive side of the health sample: the receiver's RTT estimate and
-	// the out-of-order share of the data segments received.
-	RcvRTT  string  `json:"rcv_rtt,omitempty"`
-	Reorder float64 `json:"reorder_percent,omitempty"`
+	// Receive side of the health sample: the receiver's RTT estimate, the
+	// out-of-order share of the data segments received, and the
+	// connections whose peer sent on a backup subflow while it passed over
+	// theirs through this interface.
+	RcvRTT         string  `json:"rcv_rtt,omitempty"`
+	Reorder        float64 `json:"reorder_percent,omitempty"`
+	BypassedByPeer int     `json:"bypassed_by_peer,omitempty"`
 }
 
 // Connection is one tracked MPTCP connection.
