@@ -35,8 +35,8 @@ func rcvRTTValid(rcvRTT time.Duration, segs uint32, window time.Duration) bool {
 }
 
 // takeoverGrace is how long the reorder share of a path that just became
-// the primary does not count: two 1 s samples, so the first full window
-// under its new load is skipped.
+// the primary, and the peer's passing it over, do not count: two 1 s
+// samples, so the first full window under its new load is skipped.
 const takeoverGrace = 2 * time.Second
 
 // rcvRTTMinSegs: segments per rcv_rtt for the estimate to count (see
@@ -54,7 +54,10 @@ type ifTotals struct {
 	sent, retr uint64
 	rxRTT      time.Duration
 	segs, ooo  uint64
-	bypassed   int
+	// bypassed, and what the backup subflows of those connections
+	// received
+	bypassed     int
+	bypassedSegs uint64
 }
 
 // bypassRatio: a connection's backup subflow that received at least
@@ -181,8 +184,9 @@ func countBypassed(conn []connRx, per map[int]*ifTotals) {
 	}
 	for n, r := range conn {
 		counted := slices.ContainsFunc(conn[:n], func(o connRx) bool { return !o.backup && o.ifindex == r.ifindex })
-		if !r.backup && !counted {
-			per[r.ifindex].bypassed++ // once per interface for the connection
+		if !r.backup && !counted { // once per interface for the connection
+			per[r.ifindex].bypassed++
+			per[r.ifindex].bypassedSegs += backup
 		}
 	}
 }
@@ -199,8 +203,9 @@ func (c *Controller) applyHealth(list []subflowSample, now time.Time) {
 // the send side (largest smoothed RTT, retransmitted share of the bytes
 // acknowledged or retransmitted) and the receive side (largest rcv_rtt of
 // the subflows that received enough data, out-of-order share of the data
-// segments received). A direction without data in the window gives no
-// evidence.
+// segments received, the peer passing it over for a backup). A direction
+// without data in the window gives no evidence, unless the peer passed
+// the path over.
 func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 	thr := c.strat.thresholds()
 	if thr == nil {
@@ -223,7 +228,15 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 		if h.rx {
 			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
 		}
-		h.bypassed = a.bypassed
+		// The peer passed the path over for the backup only if what it
+		// sent there dwarfs all the path received (bypassedBy), not just
+		// a connection's: a lone connection stuck on lte (a peer whose
+		// scheduler ignores the flag, an MP_PRIO lost) while the others
+		// download through wifi is not.
+		h.bypassed = 0
+		if thr.bypass && bypassedBy(a.segs, a.bypassedSegs) {
+			h.bypassed = a.bypassed
+		}
 		if h.tx || h.rx || h.bypassed > 0 {
 			h.update(thr, now)
 		} else {
@@ -244,9 +257,9 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 // update applies the thresholds of the steering mode with hysteresis to
 // the directions that carried data (h.tx, h.rx): the path is bad when
 // either direction is bad (RTT above rtt, or send loss above loss_percent,
-// or receive reorder share above reorder_percent; a threshold of 0 is off)
-// and good when every direction with data is below the thresholds lowered
-// by the hysteresis.
+// or receive reorder share above reorder_percent; a threshold of 0 is off;
+// or the peer passed it over, h.bypassed) and good when every direction
+// with data is below the thresholds lowered by the hysteresis.
 func (h *health) update(t *thresholds, now time.Time) {
 	rttMax, lossMax, reorderMax, hold, hyst, failuresNeeded := t.rtt, t.loss, t.reorder, t.hold, t.hysteresis, max(t.failures, 1)
 	// above reports whether v crosses max lowered by the fraction cut.
@@ -261,7 +274,7 @@ func (h *health) update(t *thresholds, now time.Time) {
 	check := func(cut float64) bool {
 		return h.tx && (above(float64(h.rtt), rtt, cut) || above(h.loss, lossMax, cut)) ||
 			h.rx && (above(float64(h.rxRTT), rtt, cut) || settled && above(h.reorder, reorderMax, cut)) ||
-			settled && h.bypassed > 0
+			settled && t.bypass && h.bypassed > 0
 	}
 	bad := check(0)
 	good := !check(hyst / 100)

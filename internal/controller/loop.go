@@ -149,18 +149,27 @@ func (c *Controller) healthSample(b healthBatch) {
 	}
 	before := c.unhealthyIfaces()
 	c.applyTotals(b.per, b.at)
-	primary := 0
 	if p, ok := c.strat.(*priority); ok {
 		p.observe(c.available(), b.at)
-		primary = p.primary
 	}
-	if c.sampler != nil {
-		c.sampler.primary.Store(int64(primary))
-	}
+	c.publishPrimary()
 	// Steering reads only which interfaces are unhealthy: connections need
 	// a look only when that changed.
 	if !slices.Equal(before, c.unhealthyIfaces()) {
 		c.reconcileAll()
+	}
+}
+
+// publishPrimary tells the sampler priority steering's primary (none in
+// another mode), by which it knows when to pair subflows with their
+// connections (sampler.passedOver).
+func (c *Controller) publishPrimary() {
+	primary := 0
+	if p, ok := c.strat.(*priority); ok {
+		primary = p.primary
+	}
+	if c.sampler != nil {
+		c.sampler.primary.Store(int64(primary))
 	}
 }
 

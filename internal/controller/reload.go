@@ -91,6 +91,7 @@ func (c *Controller) reload(p *policy.Policy) error {
 			}
 		}
 		c.strat = next
+		c.publishPrimary()
 		if c.sampler != nil {
 			c.sampler.setEvery(c.sampleEvery())
 		}

@@ -79,8 +79,8 @@ func waitSteadyWiFi(t *testing.T, b *testbed.Bed) {
 }
 
 // A path that loses everything during a download: the proxy's MPTCP finds
-// the wifi subflow stale within a second and sends on the lte backup
-// instead, and the phone receives nothing on wifi to judge its loss by
+// the wifi subflow stale (within about a second here) and sends on the lte
+// backup instead, and the phone receives nothing on wifi to judge its loss by
 // (no out-of-order share, no rcv_rtt). That the peer passed over wifi
 // for the backup must demote it (bypassedBy). The same happens, now and
 // then, at 20 % loss (TestIntegrationPriorityDownloadLoss failed so in CI:

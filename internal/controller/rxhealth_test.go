@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -266,8 +267,9 @@ func TestHealthSendChurn(t *testing.T) {
 // (the sock_diag source says which subflows are one's): a connection with
 // a backup subflow alone, downloading while the primary's connections are
 // idle, is not; nor is a backup that took a tenth or less of what went
-// through the primary, or less than rcvRTTMinSegs; nor the moment after a
-// takeover, while the peer has not had the MP_PRIO yet.
+// through the primary, or less than rcvRTTMinSegs; nor one connection
+// stuck on the backup while another downloads through the primary; nor
+// the moment after a takeover, while the peer has not had the MP_PRIO yet.
 func TestHealthPassedOver(t *testing.T) {
 	p := testPolicy(t, "priority")
 	p.Priority.Hold = time.Second
@@ -277,62 +279,101 @@ func TestHealthPassedOver(t *testing.T) {
 	now := time.Unix(1000, 0)
 	pr := c.strat.(*priority)
 	pr.observe(c.available(), now)
-	// Connection 1: a wifi subflow, and an lte one flagged backup.
-	// Connection 2: an lte subflow alone (flagged backup as well).
-	var w1, l1, l2 uint32 = 5000, 100, 100
-	sample := func(dw1, dl1, dl2 uint32) {
+	// Connection 1: a wifi subflow and an lte one, the one not primary
+	// flagged backup (by the peer, to start with). Connection 2: an lte
+	// subflow alone, flagged backup too. Connection 3: a wifi subflow
+	// alone. The sample holds connection 1 last.
+	var w1, l1, l2, w3 uint32 = 5000, 100, 100, 100
+	wifiPrimary := true
+	sample := func(dw1, dl1, dl2, dw3 uint32) {
 		t.Helper()
-		w1, l1, l2 = w1+dw1, l1+dl1, l2+dl2
-		lteSub := func(port string, segs uint32) pathmgr.SubflowInfo {
+		w1, l1, l2, w3 = w1+dw1, l1+dl1, l2+dl2, w3+dw3
+		wifi := func(port string, segs uint32) pathmgr.SubflowInfo {
+			sf := rxSub("10.0.2.1:"+port, w.index, segs, 0, 0)
+			sf.State, sf.Backup = tcpEstablished, !wifiPrimary
+			return sf
+		}
+		lte := func(port string, segs uint32) pathmgr.SubflowInfo {
 			sf := rxSub("10.0.3.1:"+port, l.index, segs, 0, 0)
-			sf.Backup = true
+			sf.State, sf.BackupRemote = tcpEstablished, wifiPrimary
 			return sf
 		}
 		now = now.Add(time.Second)
 		c.applyHealth([]subflowSample{
-			sampleOf(1, rxSub("10.0.2.1:40000", w.index, w1, 0, 0)), sampleOf(1, lteSub("40001", l1)),
-			sampleOf(2, lteSub("40002", l2)),
+			sampleOf(2, lte("40002", l2)), sampleOf(3, wifi("40003", w3)),
+			sampleOf(1, wifi("40000", w1)), sampleOf(1, lte("40001", l1)),
 		}, now)
 	}
-	sample(0, 0, 0) // the baseline
+	sample(0, 0, 0, 0) // the baseline
 	for _, s := range []struct {
-		what          string
-		dw1, dl1, dl2 uint32
+		what               string
+		dw1, dl1, dl2, dw3 uint32
 	}{
-		{"an lte-only connection downloading, the wifi one idle", 0, 0, 3000},
-		{"the backup 10 times what the primary took, no more", 300, 3000, 0},
-		{"the backup below rcvRTTMinSegs", 0, rcvRTTMinSegs - 1, 0},
-		{"a download on wifi", 3000, 0, 0},
+		{"an lte-only connection downloading, the wifi ones idle", 0, 0, 3000, 0},
+		{"the backup 10 times what the primary took, no more", 300, 3000, 0, 0},
+		{"the backup below rcvRTTMinSegs", 0, rcvRTTMinSegs - 1, 0, 0},
+		{"a connection on the backup, another downloading through wifi", 0, 3000, 0, 3000},
+		{"a download on wifi", 3000, 0, 0, 0},
 	} {
-		sample(s.dw1, s.dl1, s.dl2)
+		sample(s.dw1, s.dl1, s.dl2, s.dw3)
 		if w.health.bypassed != 0 || w.health.unhealthy {
 			t.Fatalf("%s: wifi %+v, want not bypassed, healthy", s.what, w.health)
 		}
 	}
 	// The peer passed over wifi: a retransmission or two there, the
 	// download on lte.
-	sample(2, 3000, 0)
+	sample(2, 3000, 0, 0)
 	if w.health.bypassed != 1 || !w.health.unhealthy || l.health.bypassed != 0 {
 		t.Fatalf("wifi passed over: wifi %+v, lte %+v; want wifi bypassed by 1 connection, unhealthy", w.health, l.health)
 	}
-	// lte took over; wifi turned backup. Back to wifi after hold, and the
-	// peer still sends on lte for a moment: that does not count.
+	// lte takes over, wifi turns backup; wifi is idle for hold, then the
+	// primary again. The peer still sends on lte for a moment: that does
+	// not count within takeoverGrace.
 	pr.observe(c.available(), now)
 	if pr.primary != l.index {
 		t.Fatalf("primary %d, want lte", pr.primary)
 	}
-	w.health = health{}
+	wifiPrimary = false
+	sample(0, 3000, 0, 0)
+	sample(0, 3000, 0, 0)
 	pr.observe(c.available(), now)
-	if pr.primary != w.index {
-		t.Fatalf("primary %d, want wifi again", pr.primary)
+	if w.health.unhealthy || pr.primary != w.index {
+		t.Fatalf("wifi idle for hold: %+v, primary %d; want healthy, the primary again", w.health, pr.primary)
 	}
-	sample(0, 3000, 0) // 1 s after wifi took over
+	wifiPrimary = true
+	sample(0, 3000, 0, 0) // 1 s after wifi took over
 	if w.health.bypassed != 1 || w.health.unhealthy {
 		t.Fatalf("1 s after the takeover: wifi %+v, want bypassed but healthy (takeoverGrace)", w.health)
 	}
-	sample(0, 3000, 0)
+	sample(0, 3000, 0, 0)
 	if !w.health.unhealthy {
 		t.Fatalf("2 s after the takeover: wifi %+v, want unhealthy", w.health)
+	}
+}
+
+// reorder_percent 0 turns the peer's passing a path over off with the
+// reorder share; a subflow not established is no part of its connection.
+func TestHealthPassedOverOff(t *testing.T) {
+	for _, c := range []struct {
+		what    string
+		reorder float64
+		state   pathmgr.TCPState
+	}{{"reorder_percent 0", 0, tcpEstablished}, {"the wifi subflow in syn-sent", 30, 2}} {
+		p := testPolicy(t, "priority")
+		p.Priority.ReorderPercent = c.reorder
+		ctl, w, l := healthCtl(t, p)
+		now := time.Unix(1000, 0)
+		for _, segs := range []uint32{100, 3100} {
+			wifi := rxSub("10.0.2.1:40000", w.index, 5000, 0, 0)
+			wifi.State = c.state
+			lte := rxSub("10.0.3.1:40001", l.index, segs, 0, 0)
+			lte.State, lte.Backup = tcpEstablished, true
+			now = now.Add(time.Second)
+			ctl.applyHealth([]subflowSample{sampleOf(1, wifi), sampleOf(1, lte)}, now)
+		}
+		if w.health.bypassed != 0 || w.health.unhealthy {
+			t.Errorf("%s: wifi %+v, want not bypassed, healthy", c.what, w.health)
+		}
 	}
 }
 
@@ -345,6 +386,13 @@ func TestSamplerPassedOver(t *testing.T) {
 	}
 	if s.passedOver(per(0, 3000)) {
 		t.Fatal("no primary (not priority steering): want no dump")
+	}
+	s.primary.Store(2)
+	if s.pairNext(healthBatch{err: errors.New("sock_diag: no mptcp_diag"), per: per(0, 3000)}) {
+		t.Fatal("after a failed sample: want no dump (a kernel without mptcp_diag fails every one)")
+	}
+	if !s.pairNext(healthBatch{source: sourceSockDiag, per: per(0, 3000)}) {
+		t.Fatal("a dump that confirms the bypass: want the next sample a dump too")
 	}
 	s.primary.Store(2)
 	for i, c := range []struct {

@@ -18,8 +18,10 @@ type subflowSample struct {
 	sf      pathmgr.Subflow
 	ifindex int // the kernel's, 0 when the source does not say
 	// conn tells the sample's connections apart (1, 2, ...: the same
-	// number for the subflows of one), and backup is the subflow's local
-	// backup flag; conn is 0 when the source does not say (telemetry).
+	// number for the subflows of one, which the sample holds together),
+	// and backup says that the peer's scheduler takes the subflow for a
+	// backup (either end flagged it); conn is 0 when the source does not
+	// say (telemetry), or the subflow is not established.
 	conn   int
 	backup bool
 	// smoothed RTT of what this host sends, and the receiver's RTT
@@ -220,8 +222,8 @@ func (s *sampler) run(ctx context.Context) error {
 			if b.err == nil {
 				b.per = s.agg.add(b.subs, s.ifindexOf, b.at)
 				b.subs = nil
-				s.pair = b.source == sourceTelemetry && s.passedOver(b.per)
 			}
+			s.pair = s.pairNext(b)
 			b.read = time.Now()
 			t.Reset(nextSampleIn(every, b.read.Sub(start)))
 			select {
@@ -289,6 +291,12 @@ func (s *sampler) sample() healthBatch {
 }
 
 const tcpEstablished = 1
+
+// pairNext says whether the sample after b must pair subflows with their
+// connections: as long as the totals look as if the peer passed over the
+// primary, a dump's that confirmed it too; not after a failed sample (a
+// kernel without mptcp_diag fails every dump).
+func (s *sampler) pairNext(b healthBatch) bool { return b.err == nil && s.passedOver(b.per) }
 
 // passedOver reports whether a sample's totals look as if the peer passed
 // over the primary for a backup path (bypassedBy, by interface). The
@@ -361,9 +369,9 @@ func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 		n += len(k.Subflows)
 	}
 	b.subs = make([]subflowSample, 0, n)
-	for n, k := range list {
+	for i, k := range list {
 		for _, sf := range k.Subflows {
-			b.subs = append(b.subs, sampleOf(n+1, sf))
+			b.subs = append(b.subs, sampleOf(i+1, sf))
 		}
 	}
 	s.took(sourceSockDiag, time.Since(start))
@@ -371,8 +379,13 @@ func (s *sampler) fromDiag(pp *pathpolicy.PathPolicy) healthBatch {
 }
 
 // sampleOf is the sample of a subflow of the sock_diag inventory's conn-th
-// connection.
+// connection. One that is not established (a join the kernel still
+// retries, one closing) is no part of its connection's: the peer sends
+// nothing on it either way (healthAgg.countBypassed).
 func sampleOf(conn int, sf pathmgr.SubflowInfo) subflowSample {
-	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, conn: conn, backup: sf.Backup, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
+	if sf.State != tcpEstablished {
+		conn = 0
+	}
+	return subflowSample{sf: sf.Subflow(), ifindex: sf.IfIndex, conn: conn, backup: sf.Backup || sf.BackupRemote, rtt: sf.RTT, rcvRTT: sf.RcvRTT,
 		bytesAcked: sf.BytesAcked, bytesRetrans: sf.BytesRetrans, dataSegsIn: sf.DataSegsIn, rcvOOOPack: sf.RcvOOOPack}
 }

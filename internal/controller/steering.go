@@ -28,9 +28,13 @@ type strategy interface {
 
 // thresholds judge a path's health samples (health.update).
 type thresholds struct {
-	rtt        time.Duration
-	loss       float64 // send side, percent; 0: off
-	reorder    float64 // receive side, percent; 0: off
+	rtt     time.Duration
+	loss    float64 // send side, percent; 0: off
+	reorder float64 // receive side, percent; 0: off
+	// bypass: the peer passing a path over counts against it
+	// (bypassedBy); only priority keeps a backup subflow beside the
+	// primary's, and reorder_percent 0 turns it off with the reorder share.
+	bypass     bool
 	hysteresis float64 // percent the thresholds are lowered by to recover
 	hold       time.Duration
 	failures   int           // bad samples in a row that make a path unhealthy
@@ -50,7 +54,7 @@ func strategyFor(p *policy.Policy) strategy {
 			hold: h.Hold, failures: h.Failures, every: every}}
 	case policy.SteerPriority:
 		r := p.Priority
-		return &priority{thr: thresholds{rtt: r.RTT, loss: r.LossPercent, reorder: r.ReorderPercent,
+		return &priority{thr: thresholds{rtt: r.RTT, loss: r.LossPercent, reorder: r.ReorderPercent, bypass: r.ReorderPercent > 0,
 			hysteresis: r.HysteresisPercent, hold: r.Hold, failures: 1, every: time.Second}}
 	default:
 		return byFlag{}
