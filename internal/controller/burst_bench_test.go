@@ -68,7 +68,12 @@ const (
 //     the least a userspace path manager does, for the lower bound of
 //     the daemon's latency on this bed;
 //   - floor-c (in BURST_MODES; needs a C compiler): the same floor in C,
-//     without Go's runtime.
+//     without Go's runtime;
+//   - floor-rt (in BURST_MODES; needs a C compiler): the daemon's own
+//     real-time create thread (internal/rtcreate) in a C process without
+//     Go, at BENCH_CREATES's priority; with BURST_FLOOR_RT=backlog beside
+//     a socket that takes every event and is read as the daemon's loop
+//     reads its own (testdata/burst_floor_rt.c).
 //
 // BURST_MODES (default daemon,kernel; kernel is required) picks the
 // modes; each comes first in turn from round to round. Reported per mode:
@@ -196,8 +201,19 @@ func BenchmarkBurst(b *testing.B) {
 		modeFloor: func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloor, "") },
 	}
 	if slices.Contains(modes, modeFloorC) {
-		cFloor := buildCFloor(b)
+		cFloor := buildCFloor(b, modeFloorC, "burst_floor")
 		rounds[modeFloorC] = func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloorC, cFloor) }
+	}
+	if slices.Contains(modes, modeFloorRT) {
+		rt := buildCFloor(b, modeFloorRT, "burst_floor_rt") + " " + strconv.Itoa(benchCreatesPriority(b))
+		switch v := os.Getenv("BURST_FLOOR_RT"); v {
+		case "":
+		case "backlog":
+			rt += " backlog"
+		default:
+			b.Fatalf("BURST_FLOOR_RT=%q: want backlog or nothing", v)
+		}
+		rounds[modeFloorRT] = func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloorRT, rt) }
 	}
 	byObserver := map[string]map[string]*burstResult{}
 	for _, o := range observers {
@@ -259,6 +275,7 @@ func BenchmarkBurst(b *testing.B) {
 		modeKernel:       {"in-kernel PM", "#d62728", nil},
 		modeFloor:        {"floor: the least a userspace PM does", "#2ca02c", nil},
 		modeFloorC:       {"the floor in C", "#17becf", nil},
+		modeFloorRT:      {"the daemon's create thread, without Go", "#bcbd22", nil},
 	}
 	var series []cdfSeries
 	for _, name := range modes {
@@ -321,18 +338,28 @@ func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, 
 // create thread at SCHED_FIFO N (internal/rtcreate). It goes into the
 // userspace PM's policy only.
 func benchCreates(b *testing.B) string {
-	v := os.Getenv("BENCH_CREATES")
-	if v == "" {
+	if os.Getenv("BENCH_CREATES") == "" {
 		return ""
 	}
-	kind, prio, _ := strings.Cut(v, ":")
-	if prio == "" {
-		prio = strconv.Itoa(policy.DefaultCreatesPriority)
+	return "creates: {thread: realtime, priority: " + strconv.Itoa(benchCreatesPriority(b)) + "}\n"
+}
+
+// benchCreatesPriority is BENCH_CREATES's real-time priority (N, else the
+// policy's default), which floor-rt's thread takes too.
+func benchCreatesPriority(b *testing.B) int {
+	v := os.Getenv("BENCH_CREATES")
+	if v == "" {
+		return policy.DefaultCreatesPriority
 	}
-	if n, err := strconv.Atoi(prio); kind != "realtime" || err != nil || n < 1 || n > 99 {
+	kind, prio, _ := strings.Cut(v, ":")
+	n, err := policy.DefaultCreatesPriority, error(nil)
+	if prio != "" {
+		n, err = strconv.Atoi(prio)
+	}
+	if kind != "realtime" || err != nil || n < 1 || n > 99 {
 		b.Fatalf("BENCH_CREATES=%q: want realtime or realtime:N (N 1-99)", v)
 	}
-	return "creates: {thread: realtime, priority: " + prio + "}\n"
+	return n
 }
 
 // The modes of BenchmarkBurst, each named once here.
@@ -342,9 +369,10 @@ const (
 	modeKernel       = "kernel"
 	modeFloor        = "floor"
 	modeFloorC       = "floor-c"
+	modeFloorRT      = "floor-rt"
 )
 
-var burstModeNames = []string{modeDaemon, modeDaemonKernel, modeKernel, modeFloor, modeFloorC}
+var burstModeNames = []string{modeDaemon, modeDaemonKernel, modeKernel, modeFloor, modeFloorC, modeFloorRT}
 
 // napiReceive makes both ends of the wifi and lte links receive in a NAPI
 // thread of their own (threaded NAPI, on veth only with GRO on and, for

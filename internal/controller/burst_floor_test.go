@@ -47,7 +47,12 @@ import (
 // time, its create and the create's acknowledgement, then the next. At
 // the same priority that is the least any userspace path manager pays on
 // this bed, whatever it is written in.
-const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname [C-floor-binary]
+//
+// floor-rt (BURST_MODES=...,floor-rt) is the daemon's own create thread
+// (internal/rtcreate's C, testdata/burst_floor_rt.c) in a process of its
+// own without Go, at the daemon's real-time priority (BENCH_CREATES's):
+// what the Go process around the thread adds.
+const floorHelperEnv = "GIGAPATH_BURST_FLOOR" // client-ns lte-ifname [C-floor-binary [arg...]]
 
 // helperAnswer bounds how long the floor and BURST_LOAD's load have to
 // answer (their pid once started, their account once their input
@@ -59,16 +64,16 @@ const helperAnswer = 10 * time.Second
 // kernel refused, and why the first was.
 func floorHelper(spec string) int {
 	f := strings.Fields(spec)
-	if len(f) != 2 && len(f) != 3 {
-		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns lte-ifname [C-floor-binary]\n", floorHelperEnv, spec)
+	if len(f) < 2 {
+		fmt.Fprintf(os.Stderr, "%s=%q: want client-ns lte-ifname [C-floor-binary [arg...]]\n", floorHelperEnv, spec)
 		return 2
 	}
-	if len(f) == 3 {
+	if len(f) > 2 {
 		// The C floor takes this process's place (its pid, its input and
 		// output) in the client namespace.
 		ip, err := exec.LookPath("ip")
 		if err == nil {
-			err = syscall.Exec(ip, []string{"ip", "netns", "exec", f[0], f[2], f[1]}, os.Environ())
+			err = syscall.Exec(ip, append([]string{"ip", "netns", "exec", f[0], f[2], f[1]}, f[3:]...), os.Environ())
 		}
 		fmt.Fprintln(os.Stderr, "floor-c:", err)
 		return 1
@@ -151,8 +156,9 @@ func floorHelper(spec string) int {
 	return 0
 }
 
-// floorRound is one round of the floor (mode floor; floor-c with cFloor,
-// the C floor's binary): the client namespace on the userspace PM with the
+// floorRound is one round of the floor (mode floor; floor-c and floor-rt
+// with cFloor, the C floor's binary and its arguments after the lte
+// interface's name): the client namespace on the userspace PM with the
 // lte source rule (as the in-kernel PM's rounds have it, without their
 // endpoint), the floor started at the daemon's priority, BURST_LISTENER's
 // listener (bin's) and BURST_LOAD's load, the floor warmed by a
@@ -413,11 +419,11 @@ func startLoad(b *testing.B) (stop func()) {
 	}
 }
 
-// buildCFloor compiles testdata/burst_floor.c with $CC (a command and
-// its arguments), or the first of cc, gcc and clang on the PATH, into a
-// temporary directory.
-func buildCFloor(b *testing.B) string {
-	const need = "floor-c needs a C compiler and the kernel's headers (Debian: apt-get install gcc linux-libc-dev)"
+// buildCFloor compiles testdata/NAME.c (burst_floor, burst_floor_rt) with
+// $CC (a command and its arguments), or the first of cc, gcc and clang on
+// the PATH, into a temporary directory, for mode.
+func buildCFloor(b testing.TB, mode, name string) string {
+	need := mode + " needs a C compiler and the kernel's headers (Debian: apt-get install gcc linux-libc-dev)"
 	cc := strings.Fields(os.Getenv("CC"))
 	if len(cc) == 0 {
 		for _, c := range []string{"cc", "gcc", "clang"} {
@@ -433,10 +439,18 @@ func buildCFloor(b *testing.B) string {
 	if _, err := exec.LookPath(cc[0]); err != nil {
 		b.Fatalf("BURST_MODES: %s: CC=%q: %v", need, os.Getenv("CC"), err)
 	}
-	bin := filepath.Join(b.TempDir(), "burst_floor")
-	args := append(append([]string{}, cc[1:]...), "-O2", "-Wall", "-pthread", "-I", filepath.Join("..", "rtcreate"), "-o", bin, filepath.Join("testdata", "burst_floor.c"))
+	bin := filepath.Join(b.TempDir(), name)
+	args := append(append([]string{}, cc[1:]...), "-O2", "-Wall", "-pthread", "-I", filepath.Join("..", "rtcreate"), "-o", bin, filepath.Join("testdata", name+".c"))
 	if out, err := exec.Command(cc[0], args...).CombinedOutput(); err != nil {
-		b.Fatalf("floor-c: %s: %v\n%s\n(%s)", strings.Join(cc, " "), err, out, need)
+		b.Fatalf("%s: %s: %v\n%s\n(%s)", mode, strings.Join(cc, " "), err, out, need)
 	}
 	return bin
+}
+
+// The floors in C build (the benchmark builds them only when asked for):
+// burst_floor_rt.c compiles internal/rtcreate's C in, so a change there
+// must keep it building.
+func TestBurstFloorsBuild(t *testing.T) {
+	buildCFloor(t, modeFloorC, "burst_floor")
+	buildCFloor(t, modeFloorRT, "burst_floor_rt")
 }

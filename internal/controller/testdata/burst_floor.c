@@ -14,11 +14,9 @@
 // and why the first was.
 #define _GNU_SOURCE
 #include <errno.h>
-#include <ifaddrs.h>
 #include <linux/filter.h>
 #include <linux/genetlink.h>
 #include <linux/netlink.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "burst_floor.h"
 #include "nl.h" // internal/rtcreate's: the benchmark builds with -I there
 
 // include/uapi/linux/mptcp_pm.h (pathmgr/uapi.go has the same numbers).
@@ -83,16 +82,9 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "usage: %s LTE-IFNAME\n", argv[0]);
 		return 2;
 	}
-	int ifindex = if_nametoindex(argv[1]);
-	struct in_addr lte = {0};
-	struct ifaddrs *ifs;
-	if (getifaddrs(&ifs) < 0)
-		die("getifaddrs");
-	for (struct ifaddrs *i = ifs; i; i = i->ifa_next)
-		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, argv[1]) == 0)
-			lte = ((struct sockaddr_in *)i->ifa_addr)->sin_addr;
-	freeifaddrs(ifs);
-	if (!ifindex || !lte.s_addr) {
+	int ifindex;
+	struct in_addr lte;
+	if (!lte_of(argv[1], &ifindex, &lte)) {
 		fprintf(stderr, "floor-c: %s has no IPv4 address\n", argv[1]);
 		return 1;
 	}
