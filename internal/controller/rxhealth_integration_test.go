@@ -23,20 +23,7 @@ import (
 // loss is gone wifi is the primary again, and the download loses no byte.
 // ss in the phone's namespace is the oracle for the backup flags.
 func TestIntegrationPriorityDownloadLoss(t *testing.T) {
-	const size = 96 << 20
-	e := setup(t, size) // the server sends: a download
-	b := e.bed
-	sock := filepath.Join(t.TempDir(), "status.sock")
-	// Defaults but hold, so the test does not wait 5 s per recovery.
-	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  hold: 1s\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-
-	wait := e.download(t, size)
-	waitSteadyWiFi(t, b)
+	b, wait := priorityDownload(t)
 	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
 		t.Fatal(err)
 	}
@@ -48,16 +35,30 @@ func TestIntegrationPriorityDownloadLoss(t *testing.T) {
 	wait()
 }
 
-// waitSteadyWiFi waits, at the start of a download, until wifi has been the
-// primary for a steady 3 s. A healthy download stays on wifi: the receive
-// side must not keep a clean path unhealthy. On this testbed the first
-// seconds of the download hold a genuine loss burst on wifi (slow start
-// overshooting the 40 Mbit tbf around the time the lte subflow joins: one
-// window of 38-85 % out of order, seen alike from sock_diag and from the
-// telemetry map, and with no sockops program loaded at all), which may
-// demote wifi for hold (1 s).
-func waitSteadyWiFi(t *testing.T, b *testbed.Bed) {
+// priorityDownload starts the phone's daemon under priority steering
+// (defaults but hold, 1 s, so that a test does not wait 5 s per recovery)
+// and a 96 MiB download from the proxy, and waits until wifi has been the
+// primary for a steady 3 s. It returns the bed, and the wait for the
+// download's end, which checks every byte. A healthy download stays on
+// wifi: the receive side must not keep a clean path unhealthy. On this
+// testbed the first seconds of the download hold a genuine loss burst on
+// wifi (slow start overshooting the 40 Mbit tbf around the time the lte
+// subflow joins: one window of 38-85 % out of order, seen alike from
+// sock_diag and from the telemetry map, and with no sockops program loaded
+// at all), which may demote wifi for hold.
+func priorityDownload(t *testing.T) (b *testbed.Bed, wait func()) {
 	t.Helper()
+	const size = 96 << 20
+	e := setup(t, size) // the server sends: a download
+	b = e.bed
+	sock := filepath.Join(t.TempDir(), "status.sock")
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  hold: 1s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	wait = e.download(t, size)
 	waitPrimary(t, b, "wifi active, lte backup", true, 10*time.Second)
 	steady, deadline := time.Time{}, time.Now().Add(15*time.Second)
 	for {
@@ -76,6 +77,7 @@ func waitSteadyWiFi(t *testing.T, b *testbed.Bed) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return b, wait
 }
 
 // A path that loses everything during a download: the proxy's MPTCP finds
@@ -86,19 +88,7 @@ func waitSteadyWiFi(t *testing.T, b *testbed.Bed) {
 // then, at 20 % loss (TestIntegrationPriorityDownloadLoss failed so in CI:
 // 6 retransmissions in 15 s, most of the download on lte).
 func TestIntegrationPriorityDownloadBlackhole(t *testing.T) {
-	const size = 96 << 20
-	e := setup(t, size)
-	b := e.bed
-	sock := filepath.Join(t.TempDir(), "status.sock")
-	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  hold: 1s\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-
-	wait := e.download(t, size)
-	waitSteadyWiFi(t, b)
+	b, wait := priorityDownload(t)
 	if err := b.SetLoss(testbed.WiFi, 100); err != nil {
 		t.Fatal(err)
 	}

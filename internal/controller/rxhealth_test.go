@@ -42,6 +42,19 @@ func rxSub(local string, ifindex int, segs, ooo uint32, rcvRTT time.Duration) pa
 		IfIndex: ifindex, RTT: time.Millisecond, DataSegsIn: segs, RcvOOOPack: ooo, RcvRTT: rcvRTT}
 }
 
+// priorityCtl is healthCtl under priority steering, both interfaces up
+// with an address, wifi the primary as of now.
+func priorityCtl(t *testing.T, p *policy.Policy) (c *Controller, w, l *iface, pr *priority, now time.Time) {
+	t.Helper()
+	c, w, l = healthCtl(t, p)
+	w.up, l.up = true, true
+	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
+	now = time.Unix(1000, 0)
+	pr = c.strat.(*priority)
+	pr.observe(c.available(), now)
+	return c, w, l, pr, now
+}
+
 // A download-only path: nothing is sent, so the send side gives no
 // evidence, and the receive side alone decides. The reorder share is
 // delta(rcv_ooopack)/delta(data_segs_in) over the window.
@@ -205,12 +218,7 @@ func TestHealthReceiveSideHandoverFailures(t *testing.T) {
 func TestHealthTakeoverGrace(t *testing.T) {
 	p := testPolicy(t, "priority")
 	p.Priority.ReorderPercent, p.Priority.Hold = 30, time.Second
-	c, w, l := healthCtl(t, p)
-	w.up, l.up = true, true
-	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
-	now := time.Unix(1000, 0)
-	pr := c.strat.(*priority)
-	pr.observe(c.available(), now)
+	c, w, l, pr, now := priorityCtl(t, p)
 	if pr.primary != w.index || !w.health.tookOver.IsZero() {
 		t.Fatalf("first primary %d (tookOver %v): want wifi, no takeover at start", pr.primary, w.health.tookOver)
 	}
@@ -273,12 +281,7 @@ func TestHealthSendChurn(t *testing.T) {
 func TestHealthPassedOver(t *testing.T) {
 	p := testPolicy(t, "priority")
 	p.Priority.Hold = time.Second
-	c, w, l := healthCtl(t, p)
-	w.up, l.up = true, true
-	w.addrs, l.addrs = []netip.Addr{netip.MustParseAddr("10.0.2.1")}, []netip.Addr{netip.MustParseAddr("10.0.3.1")}
-	now := time.Unix(1000, 0)
-	pr := c.strat.(*priority)
-	pr.observe(c.available(), now)
+	c, w, l, pr, now := priorityCtl(t, p)
 	// Connection 1: a wifi subflow and an lte one, the one not primary
 	// flagged backup (by the peer, to start with). Connection 2: an lte
 	// subflow alone, flagged backup too. Connection 3: a wifi subflow
