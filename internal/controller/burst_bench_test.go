@@ -71,7 +71,8 @@ const (
 //     without Go's runtime;
 //   - floor-rt (in BURST_MODES; needs a C compiler): the daemon's own
 //     real-time create thread (internal/rtcreate) in a C process without
-//     Go, at BENCH_CREATES's priority; with BURST_FLOOR_RT=backlog beside
+//     Go, at BENCH_CREATES's priority (the policy's default without it,
+//     when the daemon runs without the thread); with BURST_FLOOR_RT=backlog beside
 //     a socket that takes every event and is read as the daemon's loop
 //     reads its own (testdata/burst_floor_rt.c).
 //
@@ -206,12 +207,8 @@ func BenchmarkBurst(b *testing.B) {
 	}
 	if slices.Contains(modes, modeFloorRT) {
 		rt := buildCFloor(b, modeFloorRT, "burst_floor_rt") + " " + strconv.Itoa(benchCreatesPriority(b))
-		switch v := os.Getenv("BURST_FLOOR_RT"); v {
-		case "":
-		case "backlog":
+		if os.Getenv("BURST_FLOOR_RT") == "backlog" {
 			rt += " backlog"
-		default:
-			b.Fatalf("BURST_FLOOR_RT=%q: want backlog or nothing", v)
 		}
 		rounds[modeFloorRT] = func() burstRound { return floorRound(b, bed, bin, gen, obs, modeFloorRT, rt) }
 	}
@@ -401,11 +398,11 @@ func napiReceive(b *testing.B, bed *testbed.Bed) {
 
 // burstModes is BURST_MODES (default daemon,kernel): each of
 // burstModeNames at most once, kernel among them, since the others are
-// measured against it.
+// measured against it. It also checks BURST_FLOOR_RT, before any setup.
 func burstModes(b *testing.B) []string {
 	v := os.Getenv("BURST_MODES")
 	if v == "" {
-		return []string{modeDaemon, modeKernel}
+		v = modeDaemon + "," + modeKernel
 	}
 	modes := strings.Split(v, ",")
 	seen := map[string]bool{}
@@ -420,6 +417,12 @@ func burstModes(b *testing.B) []string {
 	}
 	if !seen[modeKernel] {
 		b.Fatalf("BURST_MODES=%q: kernel is required: the other modes are measured against it", v)
+	}
+	switch f := os.Getenv("BURST_FLOOR_RT"); {
+	case f != "" && f != "backlog":
+		b.Fatalf("BURST_FLOOR_RT=%q: want backlog or nothing", f)
+	case f != "" && !seen[modeFloorRT]:
+		b.Fatalf("BURST_FLOOR_RT is for mode %s, which BURST_MODES=%q lacks", modeFloorRT, v)
 	}
 	return modes
 }

@@ -75,7 +75,7 @@ func floorHelper(spec string) int {
 		if err == nil {
 			err = syscall.Exec(ip, append([]string{"ip", "netns", "exec", f[0], f[2], f[1]}, f[3:]...), os.Environ())
 		}
-		fmt.Fprintln(os.Stderr, "floor-c:", err)
+		fmt.Fprintln(os.Stderr, "the C floor:", err)
 		return 1
 	}
 	runtime.GOMAXPROCS(1) // as a client's daemon runs

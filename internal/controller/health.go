@@ -54,8 +54,8 @@ type ifTotals struct {
 	sent, retr uint64
 	rxRTT      time.Duration
 	segs, ooo  uint64
-	// bypassed, and what the backup subflows of those connections
-	// received
+	// bypassed, and the sum over those connections of what the backup
+	// subflow that received most received
 	bypassed     int
 	bypassedSegs uint64
 }
@@ -69,13 +69,14 @@ const bypassRatio = 10
 // bypassedBy reports whether a subflow that received segs data segments
 // in a window was passed over by the peer, which sent backupSegs on a
 // backup subflow of the same connection meanwhile. A Linux peer sends on a
-// subflow we flagged backup only when none of the others can take data:
+// subflow flagged backup (by either end) only when no other is active:
 // each is stale (retransmission timeouts without progress) or gone; then
 // it moves what they held there too. A path that loses most of what is
 // sent on it ends there within a second or two, and from then on this
-// side receives nothing on it to tell its loss by: only the RTO's
-// retransmissions, a few a second (the testbed, 100 % loss on wifi during
-// a download: 4 in 6 s, and 2.7 MB a second on the lte backup). The ratio
+// side receives nothing on it to tell its loss by: only the subflow's
+// retransmissions, a few in several seconds (the testbed, 100 % loss on
+// wifi during a download: 4 in 6 s, and 2.7 MB a second on the lte
+// backup). The ratio
 // leaves out the moment the peer takes a new flag in (an MP_PRIO on its
 // way: both subflows carry data then) and a peer whose scheduler spreads
 // data without regard for the flag.
@@ -103,10 +104,11 @@ func (a *healthAgg) add(list []subflowSample, ifindexOf func(netip.Addr, int) in
 	window := now.Sub(a.prevAt)
 	a.prevAt = now
 	// The subflows of the connection being read: a sample holds each
-	// connection's together.
+	// connection's together (one not established among them, conn 0,
+	// neither ends nor joins the group).
 	conn := a.conn[:0]
 	for _, s := range list {
-		if len(conn) > 0 && s.conn != conn[0].conn {
+		if s.conn != 0 && len(conn) > 0 && s.conn != conn[0].conn {
 			countBypassed(conn, per)
 			conn = conn[:0]
 		}
@@ -228,7 +230,8 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 		if h.rx {
 			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
 		}
-		// The peer passed the path over for the backup only if what it
+		// (h.bypassed is 0 where the mode does not count it.) The peer
+		// passed the path over for the backup only if what it
 		// sent there dwarfs all the path received (bypassedBy), not just
 		// a connection's: a lone connection stuck on lte (a peer whose
 		// scheduler ignores the flag, an MP_PRIO lost) while the others
@@ -274,7 +277,7 @@ func (h *health) update(t *thresholds, now time.Time) {
 	check := func(cut float64) bool {
 		return h.tx && (above(float64(h.rtt), rtt, cut) || above(h.loss, lossMax, cut)) ||
 			h.rx && (above(float64(h.rxRTT), rtt, cut) || settled && above(h.reorder, reorderMax, cut)) ||
-			settled && t.bypass && h.bypassed > 0
+			settled && h.bypassed > 0
 	}
 	bad := check(0)
 	good := !check(hyst / 100)

@@ -161,11 +161,12 @@ func (c *Controller) healthSample(b healthBatch) {
 }
 
 // publishPrimary tells the sampler priority steering's primary (none in
-// another mode), by which it knows when to pair subflows with their
-// connections (sampler.passedOver).
+// another mode, nor with the peer's passing a path over turned off), by
+// which it knows when to pair subflows with their connections
+// (sampler.passedOver).
 func (c *Controller) publishPrimary() {
 	primary := 0
-	if p, ok := c.strat.(*priority); ok {
+	if p, ok := c.strat.(*priority); ok && p.thr.bypass {
 		primary = p.primary
 	}
 	if c.sampler != nil {

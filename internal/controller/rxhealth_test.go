@@ -2,6 +2,7 @@ package controller
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -354,29 +355,65 @@ func TestHealthPassedOver(t *testing.T) {
 	}
 }
 
-// reorder_percent 0 turns the peer's passing a path over off with the
-// reorder share; a subflow not established is no part of its connection.
-func TestHealthPassedOverOff(t *testing.T) {
+// The peer's passing a path over: off with reorder_percent 0, and under
+// handover (which keeps no backup subflow beside the primary's); a subflow
+// not established is no part of its connection, whether it is the
+// connection's only one through the path (no evidence) or sits among the
+// others in the sample (the evidence stands).
+func TestHealthPassedOverEdges(t *testing.T) {
+	const synSent = 2
 	for _, c := range []struct {
-		what    string
-		reorder float64
-		state   pathmgr.TCPState
-	}{{"reorder_percent 0", 0, tcpEstablished}, {"the wifi subflow in syn-sent", 30, 2}} {
-		p := testPolicy(t, "priority")
+		what, steering string
+		reorder        float64
+		wifi           []pathmgr.TCPState // the connection's wifi subflows, in the sample's order
+		want           int
+	}{
+		{"reorder_percent 0", "priority", 0, []pathmgr.TCPState{tcpEstablished}, 0},
+		{"handover", "handover", 30, []pathmgr.TCPState{tcpEstablished}, 0},
+		{"the only wifi subflow in syn-sent", "priority", 30, []pathmgr.TCPState{synSent}, 0},
+		{"a wifi join in syn-sent among the subflows", "priority", 30, []pathmgr.TCPState{tcpEstablished, synSent}, 1},
+	} {
+		p := testPolicy(t, c.steering)
 		p.Priority.ReorderPercent = c.reorder
 		ctl, w, l := healthCtl(t, p)
 		now := time.Unix(1000, 0)
 		for _, segs := range []uint32{100, 3100} {
-			wifi := rxSub("10.0.2.1:40000", w.index, 5000, 0, 0)
-			wifi.State = c.state
-			lte := rxSub("10.0.3.1:40001", l.index, segs, 0, 0)
+			var list []subflowSample
+			for n, st := range c.wifi {
+				wifi := rxSub(fmt.Sprintf("10.0.2.1:%d", 40000+n), w.index, 5000, 0, 0)
+				wifi.State = st
+				list = append(list, sampleOf(1, wifi))
+			}
+			lte := rxSub("10.0.3.1:40009", l.index, segs, 0, 0)
 			lte.State, lte.Backup = tcpEstablished, true
 			now = now.Add(time.Second)
-			ctl.applyHealth([]subflowSample{sampleOf(1, wifi), sampleOf(1, lte)}, now)
+			ctl.applyHealth(append(list, sampleOf(1, lte)), now)
 		}
-		if w.health.bypassed != 0 || w.health.unhealthy {
-			t.Errorf("%s: wifi %+v, want not bypassed, healthy", c.what, w.health)
+		if w.health.bypassed != c.want || w.health.unhealthy != (c.want > 0) {
+			t.Errorf("%s: wifi %+v, want bypassed by %d", c.what, w.health, c.want)
 		}
+	}
+}
+
+// The loop tells the sampler the primary under priority, and none with
+// the check off or in another mode.
+func TestPublishPrimary(t *testing.T) {
+	c, w, _, pr, _ := priorityCtl(t, testPolicy(t, "priority"))
+	c.sampler = newSampler(nil, time.Now, nil)
+	c.publishPrimary()
+	if got := c.sampler.primary.Load(); got != int64(w.index) {
+		t.Fatalf("priority: primary %d published, want wifi's %d", got, w.index)
+	}
+	pr.thr.bypass = false // reorder_percent 0
+	c.publishPrimary()
+	if got := c.sampler.primary.Load(); got != 0 {
+		t.Fatalf("the check off: primary %d published, want none", got)
+	}
+	pr.thr.bypass = true
+	c.strat = strategyFor(testPolicy(t, "aggregate"))
+	c.publishPrimary()
+	if got := c.sampler.primary.Load(); got != 0 {
+		t.Fatalf("aggregate: primary %d published, want none", got)
 	}
 }
 
@@ -397,7 +434,6 @@ func TestSamplerPassedOver(t *testing.T) {
 	if !s.pairNext(healthBatch{source: sourceSockDiag, per: per(0, 3000)}) {
 		t.Fatal("a dump that confirms the bypass: want the next sample a dump too")
 	}
-	s.primary.Store(2)
 	for i, c := range []struct {
 		per  map[int]*ifTotals
 		want bool

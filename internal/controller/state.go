@@ -254,8 +254,9 @@ type health struct {
 	rxRTT   time.Duration
 	reorder float64
 	tx, rx  bool
-	// bypassed: in the last sample, the connections whose peer passed over
-	// their subflows through this path for a backup one (bypassedBy).
+	// bypassed: in the last sample that had the path, the connections
+	// whose peer passed over their subflows through it for a backup one
+	// (bypassedBy).
 	bypassed  int
 	unhealthy bool
 	goodSince time.Time // first sample below the recovery thresholds

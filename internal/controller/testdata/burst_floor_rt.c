@@ -9,38 +9,47 @@
 // network namespace; the thread runs at SCHED_FIFO PRIO, as the daemon's
 // at creates.priority. With backlog, a second socket takes every event
 // of the group, as the daemon's loop does, and is read as the loop reads
-// it: not while the thread is busy with a burst (the controller's
-// awaitBurst), every 5 ms otherwise (pathmgr.ListenEventsPaced). Like burst_floor.c it prints "ready" and "pid PID",
+// it (backlog). Like burst_floor.c it prints "ready" and "pid PID",
 // runs until its input ends, then prints how many creates the kernel
-// refused and why the first was; other accounts of the thread's (a
-// connection with no plan, events lost, the thread failed) go to stderr
-// at the end, each a connection the round counts as not served.
+// refused and why the first was. Events lost or a connection with no plan
+// go to stderr (the round counts their connections as not served); if
+// the thread stopped on an error, it says so and exits 1.
 #define _GNU_SOURCE
 #include "burst_floor.h"
 #include "rtcreate.c" // internal/rtcreate's: the benchmark builds with -I there
 
-static int refused, other; // the accounts' thread's until it ends
-static char first[128], first_other[160];
+static int refused, lost, failed; // the accounts' thread's until it ends
+static char first[128], why_failed[160];
 
-// backlog is the loop's events socket without the loop: every event
-// queued while a burst lasts, read after it; until ending is set.
-static atomic_int ending;
-static void *backlog(void *arg) {
-	struct gp_rt *rt = arg;
+// backlog_socket opens the loop's events socket without the loop: it
+// takes every event of the group, in pathmgr's buffer (eventBufferBytes,
+// forced where it may be, as pathmgr does). -1 and a message on failure.
+static int backlog_socket(void) {
 	uint16_t family;
 	uint32_t group;
-	char err[128];
-	int fd = gp_genl_socket(), size = 8 << 20; // pathmgr's eventBufferBytes
+	char err[128] = "";
+	int fd = gp_genl_socket(), size = 8 << 20;
 	if (fd < 0 || gp_resolve(fd, &family, &group, err, sizeof err) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0 ||
 	    setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
 		fprintf(stderr, "floor-rt: the backlog's socket: %s %s\n", err, strerror(errno));
-		exit(1);
+		return -1;
 	}
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+	return fd;
+}
+
+// backlog reads the backlog's socket as the loop reads its own: not while
+// the thread is busy with a burst (the controller's awaitBurst), every
+// 5 ms otherwise (pathmgr.ListenEventsPaced); until ending is set.
+static atomic_int ending;
+static struct gp_rt *backlog_rt;
+static void *backlog(void *arg) {
+	int fd = *(int *)arg;
 	static char buf[1 << 16];
 	while (!atomic_load(&ending)) {
 		usleep(5000);
-		if (gp_rt_busy(rt))
+		if (gp_rt_busy(backlog_rt))
 			continue;
 		int n;
 		while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0 || (n < 0 && (errno == ENOBUFS || errno == EINTR))) {
@@ -59,8 +68,10 @@ static void *accounts(void *arg) {
 		for (int i = 0; i < n / (ssize_t)sizeof r[0]; i++) {
 			if (r[i].kind == GP_REFUSED && refused++ == 0)
 				snprintf(first, sizeof first, "%s", r[i].msg[0] ? r[i].msg : strerror(r[i].err));
-			else if (r[i].kind != GP_SENT && r[i].kind != GP_REFUSED && other++ == 0)
-				snprintf(first_other, sizeof first_other, "report kind %d: %s %s", r[i].kind, r[i].msg, strerror(r[i].err));
+			else if (r[i].kind == GP_LOST || r[i].kind == GP_NOT_SENT)
+				lost++;
+			else if (r[i].kind == GP_FAILED && failed++ == 0)
+				snprintf(why_failed, sizeof why_failed, "%s: %s", r[i].msg, strerror(r[i].err));
 		}
 	}
 	return NULL;
@@ -82,7 +93,7 @@ int main(int argc, char **argv) {
 		perror("floor-rt: socketpair");
 		return 1;
 	}
-	char err[256];
+	char err[256] = "";
 	int fifo = 0, serr = 0;
 	// The pause and hold are rtcreate's defaults (DefaultPause, DefaultHold).
 	struct gp_rt *rt = gp_rt_start(atoi(argv[2]), sp[1], 2, 1000, &fifo, &serr, err, sizeof err);
@@ -100,8 +111,12 @@ int main(int argc, char **argv) {
 	plan.ifs[0].v4.id = 2;
 	memcpy(plan.ifs[0].v4.addr, &lte, 4);
 	gp_rt_publish(rt, &plan);
+	int bfd = argc == 4 ? backlog_socket() : -1;
+	if (argc == 4 && bfd < 0)
+		return 1;
+	backlog_rt = rt;
 	pthread_t t, bl;
-	if (pthread_create(&t, NULL, accounts, &sp[0]) != 0 || (argc == 4 && pthread_create(&bl, NULL, backlog, rt) != 0)) {
+	if (pthread_create(&t, NULL, accounts, &sp[0]) != 0 || (argc == 4 && pthread_create(&bl, NULL, backlog, &bfd) != 0)) {
 		fprintf(stderr, "floor-rt: starting a thread\n");
 		return 1;
 	}
@@ -120,8 +135,12 @@ int main(int argc, char **argv) {
 	gp_rt_stop(rt);
 	close(sp[1]);
 	pthread_join(t, NULL);
-	if (other)
-		fprintf(stderr, "floor-rt: %d connections not served as planned, the first: %s\n", other, first_other);
+	if (lost)
+		fprintf(stderr, "floor-rt: %d reports of events lost or connections without a plan\n", lost);
+	if (failed) {
+		fprintf(stderr, "floor-rt: the thread stopped: %s\n", why_failed);
+		return 1;
+	}
 	printf("refused %d \"%s\"\n", refused, first);
 	return 0;
 }
