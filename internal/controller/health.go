@@ -76,10 +76,9 @@ const bypassRatio = 10
 // side receives nothing on it to tell its loss by: only the subflow's
 // retransmissions, a few in several seconds (the testbed, 100 % loss on
 // wifi during a download: 4 in 6 s, and 2.7 MB a second on the lte
-// backup). The ratio
-// leaves out the moment the peer takes a new flag in (an MP_PRIO on its
-// way: both subflows carry data then) and a peer whose scheduler spreads
-// data without regard for the flag.
+// backup). The ratio leaves out the moment the peer takes a new flag in
+// (an MP_PRIO on its way: both subflows carry data then) and a peer whose
+// scheduler spreads data without regard for the flag.
 func bypassedBy(segs, backupSegs uint64) bool {
 	return backupSegs >= rcvRTTMinSegs && segs*bypassRatio < backupSegs
 }
@@ -230,12 +229,12 @@ func (c *Controller) applyTotals(per map[int]*ifTotals, now time.Time) {
 		if h.rx {
 			h.rxRTT, h.reorder = a.rxRTT, 100*float64(a.ooo)/float64(a.segs)
 		}
-		// (h.bypassed is 0 where the mode does not count it.) The peer
-		// passed the path over for the backup only if what it
+		// The peer passed the path over for the backup only if what it
 		// sent there dwarfs all the path received (bypassedBy), not just
 		// a connection's: a lone connection stuck on lte (a peer whose
 		// scheduler ignores the flag, an MP_PRIO lost) while the others
-		// download through wifi is not.
+		// download through wifi is not. Where the mode does not count
+		// it (thr.bypass), h.bypassed stays 0.
 		h.bypassed = 0
 		if thr.bypass && bypassedBy(a.segs, a.bypassedSegs) {
 			h.bypassed = a.bypassed
