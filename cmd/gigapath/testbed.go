@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/gigapath/gigapath/internal/demo"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -231,13 +232,16 @@ func testbedDown(c *cli.Context) error {
 		return err
 	}
 	// A demo killed before it could clean up (SIGKILL) leaves its bed
-	// recorded in demo.StateFile.
+	// recorded in demo.StateFile, and its daemons' files in demo.WorkDir.
 	if d, derr := testbed.Load(demoStateFile()); derr == nil {
 		if err := d.Close(); err != nil {
 			errs = append(errs, err)
 		} else {
 			fmt.Fprintf(os.Stderr, "removed the demo's %s\n", nsNames(d))
 			os.Remove(demoStateFile())
+			if err := os.RemoveAll(demo.WorkDir(demoStateFile())); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if c.Bool("all") {

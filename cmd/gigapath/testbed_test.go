@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/demo"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
 
@@ -168,21 +169,26 @@ func TestIntegrationCLIDemoKilled(t *testing.T) {
 	t.Setenv("GIGAPATH_TESTBED_STATE", filepath.Join(dir, "testbed.json"))
 	t.Setenv("GIGAPATH_DEMO_STATE", demoState)
 	cmd := exec.Command(pmBinary(t), "demo", "--size-mb", "500", "--wifi-rate", "10mbit", "--lte-rate", "10mbit")
-	// Killed, it cannot remove its temporary directory (the daemon's
-	// policy and socket): it makes it in the test's, which goes.
-	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Killed once its daemon runs: the daemon's policy and socket are in
+	// the demo's work directory.
+	work := demo.WorkDir(demoState)
 	var b *testbed.Bed
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		var err error
-		if b, err = testbed.Load(demoState); err == nil {
-			break
+		b, err = testbed.Load(demoState)
+		if err == nil {
+			socks, _ := filepath.Glob(filepath.Join(work, "*", "status.sock"))
+			if len(socks) > 0 {
+				break
+			}
+			err = fmt.Errorf("no status socket in %s yet", work)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the demo did not record its bed in %s: %v", demoState, err)
+			t.Fatalf("the demo did not record its bed in %s and start its daemon: %v", demoState, err)
 		}
 	}
 	t.Cleanup(func() { b.Close() })
@@ -203,6 +209,9 @@ func TestIntegrationCLIDemoKilled(t *testing.T) {
 	}
 	if _, err := os.Stat(demoState); !os.IsNotExist(err) {
 		t.Errorf("demo state file left: %v", err)
+	}
+	if _, err := os.Stat(work); !os.IsNotExist(err) {
+		t.Errorf("the demo's work directory left: %v", err)
 	}
 }
 

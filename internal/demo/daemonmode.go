@@ -45,14 +45,14 @@ func mainDefaults(bed *testbed.Bed, l testbed.Link) error {
 
 // startDaemon runs `gigapath run` in the client namespace and waits until
 // it has installed its source rule for the lte address.
-func startDaemon(ctx context.Context, bed *testbed.Bed, bin string) (stop func(), err error) {
-	dir, err := os.MkdirTemp("", "gigapath-demo-")
+func startDaemon(ctx context.Context, bed *testbed.Bed, bin, stateFile string) (stop func(), err error) {
+	dir, done, err := workDir(stateFile)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			done()
 		}
 	}()
 	cfg := filepath.Join(dir, "policy.yaml")
@@ -78,7 +78,7 @@ func startDaemon(ctx context.Context, bed *testbed.Bed, bin string) (stop func()
 	if err != nil {
 		return nil, err
 	}
-	return func() { p.stop(); os.RemoveAll(dir) }, nil
+	return func() { p.stop(); done() }, nil
 }
 
 // fleetNodePolicy is every node's policy for `gigapath run`: one file,
@@ -119,8 +119,8 @@ status_socket: %s
 // startFleetDaemons runs `gigapath run` on every node (fleetNodePolicy)
 // and on the client, each ready once its status socket answers (after
 // its first reconciliation; a node has set the C flag by then).
-func startFleetDaemons(ctx context.Context, bed *testbed.Bed, bin string) (stop func(), err error) {
-	dir, err := os.MkdirTemp("", "gigapath-demo-")
+func startFleetDaemons(ctx context.Context, bed *testbed.Bed, bin, stateFile string) (stop func(), err error) {
+	dir, done, err := workDir(stateFile)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func startFleetDaemons(ctx context.Context, bed *testbed.Bed, bin string) (stop 
 		for _, p := range procs {
 			p.stop()
 		}
-		os.RemoveAll(dir)
+		done()
 	}
 	defer func() {
 		if err != nil {

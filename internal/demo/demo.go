@@ -32,6 +32,26 @@ import (
 // testbed down` finds it after a crash.
 const StateFile = "/run/gigapath/demo.json"
 
+// WorkDir is where a demo that records its bed in stateFile keeps its
+// daemons' files (policy, status socket) while it runs, each demo in a
+// directory of its own there: beside the record, so that `gigapath
+// testbed down` removes them with the bed of a demo that was killed.
+func WorkDir(stateFile string) string { return stateFile + ".d" }
+
+// workDir makes a demo's directory in WorkDir(stateFile); done removes it,
+// and WorkDir too once no demo has one there.
+func workDir(stateFile string) (dir string, done func(), err error) {
+	parent := WorkDir(stateFile)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", nil, err
+	}
+	// Short: the status socket's path must fit a sockaddr_un.
+	if dir, err = os.MkdirTemp(parent, ""); err != nil {
+		return "", nil, err
+	}
+	return dir, func() { os.RemoveAll(dir); os.Remove(parent) }, nil
+}
+
 // Ports used inside the bed's namespaces.
 const (
 	originPort = 8080
@@ -170,7 +190,7 @@ func Run(ctx context.Context, o Options) (s *Summary, err error) {
 	daemon := false
 	pm := ""
 	if o.Binary != "" {
-		stopDaemon, err := startDaemon(ctx, bed, o.Binary)
+		stopDaemon, err := startDaemon(ctx, bed, o.Binary, o.StateFile)
 		switch {
 		case err == nil:
 			defer stopDaemon()

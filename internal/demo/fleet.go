@@ -127,10 +127,10 @@ const (
 // lte subflow goes to the address the node announces). Without one, or
 // when the daemons do not start, the in-kernel PM does the same job (the
 // reference docs/fleet.md compares with), and the summary says why.
-func nodePathManager(ctx context.Context, bed *testbed.Bed, bin string) (pm string, stop func(), err error) {
+func nodePathManager(ctx context.Context, bed *testbed.Bed, bin, stateFile string) (pm string, stop func(), err error) {
 	why := "no gigapath binary"
 	if bin != "" {
-		stop, err := startFleetDaemons(ctx, bed, bin)
+		stop, err := startFleetDaemons(ctx, bed, bin, stateFile)
 		if err == nil {
 			return fleetPMDaemons, stop, nil
 		}
@@ -174,7 +174,7 @@ func RunFleet(ctx context.Context, o FleetOptions) (s *FleetSummary, err error) 
 			err = cerr
 		}
 	}()
-	pm, stopPM, err := nodePathManager(ctx, bed, o.Binary)
+	pm, stopPM, err := nodePathManager(ctx, bed, o.Binary, o.StateFile)
 	if err != nil {
 		return nil, err
 	}
