@@ -72,9 +72,10 @@ const (
 //   - floor-rt (in BURST_MODES; needs a C compiler): the daemon's own
 //     real-time create thread (internal/rtcreate) in a C process without
 //     Go, at BENCH_CREATES's priority (the policy's default without it,
-//     when the daemon runs without the thread); with BURST_FLOOR_RT=backlog beside
-//     a socket that takes every event and is read as the daemon's loop
-//     reads its own (testdata/burst_floor_rt.c).
+//     when the daemon runs without the thread); with
+//     BURST_FLOOR_RT=backlog beside a socket that takes every event and
+//     is read as the daemon's loop reads its own
+//     (testdata/burst_floor_rt.c).
 //
 // BURST_MODES (default daemon,kernel; kernel is required) picks the
 // modes; each comes first in turn from round to round. Reported per mode:

@@ -23,36 +23,27 @@ import (
 // loss is gone wifi is the primary again, and the download loses no byte.
 // ss in the phone's namespace is the oracle for the backup flags.
 func TestIntegrationPriorityDownloadLoss(t *testing.T) {
-	b, wait := priorityDownload(t)
-	if err := b.SetLoss(testbed.WiFi, 20); err != nil {
-		t.Fatal(err)
-	}
-	waitPrimary(t, b, "lte active, wifi backup under 20% wifi loss (download)", false, 15*time.Second)
-	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
-		t.Fatal(err)
-	}
-	// For longer than hold and the takeover's grace: a wifi still bad
-	// would be given traffic again after hold, and demoted again.
-	waitSteadyWiFi(t, b, "after the loss ended", 4*time.Second)
-	wait()
+	priorityDownloadLoss(t, 20, 15*time.Second)
 }
 
-// priorityDownload starts the phone's daemon under priority steering
+// priorityDownloadLoss starts the phone's daemon under priority steering
 // (defaults but hold, 1 s, so that a test does not wait 5 s per recovery)
 // and a 96 MiB download from the proxy, and waits until wifi has been the
-// primary for a steady 3 s. It returns the bed, and the wait for the
-// download's end, which checks every byte. A healthy download stays on
+// primary for a steady 3 s. Then it sets percent loss on wifi and wants
+// lte active, wifi backup within within; ends the loss and wants wifi the
+// primary again, steady; and wants every byte downloaded. A healthy
+// download stays on
 // wifi: the receive side must not keep a clean path unhealthy. On this
 // testbed the first seconds of the download hold a genuine loss burst on
 // wifi (slow start overshooting the 40 Mbit tbf around the time the lte
 // subflow joins: one window of 38-85 % out of order, seen alike from
 // sock_diag and from the telemetry map, and with no sockops program loaded
 // at all), which may demote wifi for hold.
-func priorityDownload(t *testing.T) (b *testbed.Bed, wait func()) {
+func priorityDownloadLoss(t *testing.T, percent float64, within time.Duration) {
 	t.Helper()
 	const size = 96 << 20
 	e := setup(t, size) // the server sends: a download
-	b = e.bed
+	b := e.bed
 	sock := filepath.Join(t.TempDir(), "status.sock")
 	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "priority", sock) + "priority:\n  hold: 1s\n"))
 	if err != nil {
@@ -60,9 +51,19 @@ func priorityDownload(t *testing.T) (b *testbed.Bed, wait func()) {
 	}
 	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	wait = e.download(t, size)
+	wait := e.download(t, size)
 	waitSteadyWiFi(t, b, "a clean download", 3*time.Second)
-	return b, wait
+	if err := b.SetLoss(testbed.WiFi, percent); err != nil {
+		t.Fatal(err)
+	}
+	waitPrimary(t, b, fmt.Sprintf("lte active, wifi backup under %v%% wifi loss (download)", percent), false, within)
+	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
+		t.Fatal(err)
+	}
+	// For longer than hold and the takeover's grace: a wifi still bad
+	// would be given traffic again after hold, and demoted again.
+	waitSteadyWiFi(t, b, "after the loss ended", 4*time.Second)
+	wait()
 }
 
 // waitSteadyWiFi waits until wifi has been the primary, lte backup, for a
@@ -97,16 +98,5 @@ func waitSteadyWiFi(t *testing.T, b *testbed.Bed, what string, d time.Duration) 
 // then, at 20 % loss (TestIntegrationPriorityDownloadLoss failed so in CI:
 // 6 retransmissions in 15 s, most of the download on lte).
 func TestIntegrationPriorityDownloadBlackhole(t *testing.T) {
-	b, wait := priorityDownload(t)
-	if err := b.SetLoss(testbed.WiFi, 100); err != nil {
-		t.Fatal(err)
-	}
-	waitPrimary(t, b, "lte active, wifi backup with wifi losing everything (download)", false, 10*time.Second)
-	if err := b.SetLoss(testbed.WiFi, 0); err != nil {
-		t.Fatal(err)
-	}
-	// For longer than hold and the takeover's grace: a wifi still bad
-	// would be given traffic again after hold, and demoted again.
-	waitSteadyWiFi(t, b, "after the loss ended", 4*time.Second)
-	wait()
+	priorityDownloadLoss(t, 100, 10*time.Second)
 }
