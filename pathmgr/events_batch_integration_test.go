@@ -258,3 +258,42 @@ func BenchmarkReceive(b *testing.B) {
 		}
 	}
 }
+
+// TestIntegrationEventsBacklog: Backlog counts what the events not yet
+// received take of the socket's buffer, and the buffer's size: nothing
+// queued at first, more with each event the kernel sends, nothing again
+// once every event is received; the limit the forced buffer's (root).
+func TestIntegrationEventsBacklog(t *testing.T) { eachListener(t, testEventsBacklog) }
+
+func testEventsBacklog(t *testing.T, listen listenFunc) {
+	ns, l := listenWith(t, "backlog", listen)
+	queued, limit, err := l.Backlog()
+	if err != nil || queued != 0 || limit < eventBufferBytes {
+		t.Fatalf("Backlog of a new listener: %d of %d (%v); want 0 of at least %d (SO_RCVBUFFORCE)", queued, limit, err, eventBufferBytes)
+	}
+	openCloseListeners(t, ns, 21600, 5)
+	few, _, err := l.Backlog()
+	if err != nil || few == 0 {
+		t.Fatalf("Backlog after 10 events: %d (%v); want more than 0", few, err)
+	}
+	openCloseListeners(t, ns, 21605, 5)
+	if more, _, err := l.Backlog(); err != nil || more <= few {
+		t.Fatalf("Backlog after 10 more events: %d (%v); want more than %d", more, err, few)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for got := 0; got < 20; {
+		evs, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatalf("after %d of 20 events: %v", got, err)
+		}
+		got += len(evs)
+	}
+	if queued, _, err := l.Backlog(); err != nil || queued != 0 {
+		t.Errorf("Backlog with every event received: %d (%v); want 0", queued, err)
+	}
+	l.Close()
+	if _, _, err := l.Backlog(); err == nil {
+		t.Error("Backlog of a closed listener: no error")
+	}
+}

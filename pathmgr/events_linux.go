@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
@@ -272,6 +273,29 @@ func eventFilter(types []EventType) []unix.SockFilter {
 		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
 		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // accept, whole
 	)
+}
+
+// Backlog returns how much of the listener's receive buffer the events
+// not yet received take, and how much it holds before the kernel drops
+// events (ErrEventsLost), in the kernel's own count (SO_MEMINFO: the
+// buffers queued, not the bytes of the events). A reader that puts off
+// its reads, as the daemon does while its create thread serves a burst,
+// looks here for the room left.
+func (l *EventListener) Backlog() (queued, limit int, err error) {
+	var m [unix.SK_MEMINFO_VARS]uint32
+	var errno unix.Errno
+	cerr := l.control(func(fd uintptr) {
+		size := uint32(unsafe.Sizeof(m))
+		_, _, errno = unix.RawSyscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&m[0])), uintptr(unsafe.Pointer(&size)), 0)
+	})
+	if cerr == nil && errno != 0 {
+		cerr = errno
+	}
+	if cerr != nil {
+		return 0, 0, fmt.Errorf("pathmgr: events socket's backlog: %w", cerr)
+	}
+	return int(m[unix.SK_MEMINFO_RMEM_ALLOC]), int(m[unix.SK_MEMINFO_RCVBUF]), nil
 }
 
 // Close releases the socket; a blocked Receive returns.
