@@ -457,7 +457,7 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 	again := false
 	for {
 		if c.rtc != nil {
-			if !again {
+			if awaitFirst(again, el) {
 				c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
 			}
 			taken = c.rtc.Taken()
@@ -484,6 +484,30 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 			return nil
 		}
 	}
+}
+
+// awaitFirst says whether the events reader waits for a burst of the
+// create thread's to end (awaitBurst) before its next read: always when
+// it read all that was queued, and with more queued (again) while the
+// events take at most half the socket's buffer. A reader still busy with
+// the last burst's events (its closes, say) when the next began, read on
+// at once, took in that burst event by event while it lasted, the CPU
+// the wait is there to leave to it: about 1,500 reads a round of
+// BenchmarkBurst, and a twentieth of the rate (docs/benchmarks.md,
+// "burst"). The other half holds what a wait lets come: rtDeferConns
+// connections, a few events each, well within it with SO_RCVBUFFORCE.
+// Without the socket's account (an error), the reader reads on.
+func awaitFirst(again bool, el backlogger) bool {
+	if !again {
+		return true
+	}
+	queued, limit, err := el.Backlog()
+	return err == nil && queued <= limit/2
+}
+
+// backlogger is what awaitFirst asks of the events listener.
+type backlogger interface {
+	Backlog() (queued, limit int, err error)
 }
 
 // sampleEvery is the health sampling interval of the steering mode (0:

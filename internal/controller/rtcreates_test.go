@@ -621,3 +621,33 @@ func counterValue(c prometheus.Counter) float64 {
 	c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+// fakeBacklog is an events listener's Backlog.
+type fakeBacklog struct {
+	queued, limit int
+	err           error
+}
+
+func (f fakeBacklog) Backlog() (int, int, error) { return f.queued, f.limit, f.err }
+
+// The events reader waits for the thread's burst before its next read
+// when it read all that was queued, and with more queued while the events
+// take at most half its socket's buffer; not when they take more, nor
+// without the socket's account.
+func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
+	for _, c := range []struct {
+		again bool
+		b     fakeBacklog
+		want  bool
+	}{
+		{false, fakeBacklog{err: errors.New("no account")}, true},
+		{true, fakeBacklog{queued: 0, limit: 1000}, true},
+		{true, fakeBacklog{queued: 500, limit: 1000}, true},
+		{true, fakeBacklog{queued: 501, limit: 1000}, false},
+		{true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, false},
+	} {
+		if got := awaitFirst(c.again, c.b); got != c.want {
+			t.Errorf("awaitFirst(again %v, backlog %+v) = %v, want %v", c.again, c.b, got, c.want)
+		}
+	}
+}
