@@ -812,8 +812,9 @@ func prepareContender(b *testing.B, pid int, gen *generator, obs *observer) {
 // mode's round follows at once: nothing else runs between them. A process
 // started there (a scrape's curl, by ip netns exec in the client's
 // namespace) cost the round after it about a tenth of its rate, and for
-// seconds after; after a warm-up nothing of it was seen (docs/benchmarks.md,
-// "burst", 2026-12-06 03:00 UTC).
+// seconds after; before a warm-up it cost nothing seen (docs/benchmarks.md,
+// "burst", "Since (2026-12-06, 03:00-04:05 UTC)"). A pause there costs
+// too: nothing may wait between the two.
 func warmUp(b *testing.B, gen *generator, obs *observer) {
 	burstOnce(b, gen, obs, burstConns/4, nil)
 }

@@ -493,10 +493,11 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 // the last burst's events (its closes, say) when the next began, read on
 // at once, took in that burst event by event while it lasted, the CPU
 // the wait is there to leave to it: about 1,500 reads a round of
-// BenchmarkBurst, and a twentieth of the rate (docs/benchmarks.md,
-// "burst"). The other half holds what a wait lets come: rtDeferConns
-// connections, a few events each, well within it with SO_RCVBUFFORCE.
-// Without the socket's account (an error), the reader reads on.
+// BenchmarkBurst, 6-259 since (docs/benchmarks.md, "burst", "Since
+// (2026-12-06, 03:00-04:05 UTC)"). The other half holds what a wait
+// lets come: rtDeferConns connections, a few events each, well within
+// it with SO_RCVBUFFORCE. Without the socket's account (an error), the
+// reader reads on.
 func awaitFirst(again bool, el backlogger) bool {
 	if !again {
 		return true
