@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 // TestIntegrationReceiveBatch queues 200 real events (MPTCP listeners
@@ -262,14 +263,19 @@ func BenchmarkReceive(b *testing.B) {
 // TestIntegrationEventsBacklog: Backlog counts what the events not yet
 // received take of the socket's buffer, and the buffer's size: nothing
 // queued at first, more with each event the kernel sends, nothing again
-// once every event is received; the limit the forced buffer's (root).
+// once every event is received; the limit SO_RCVBUF's.
 func TestIntegrationEventsBacklog(t *testing.T) { eachListener(t, testEventsBacklog) }
 
 func testEventsBacklog(t *testing.T, listen listenFunc) {
 	ns, l := listenWith(t, "backlog", listen)
 	queued, limit, err := l.Backlog()
-	if err != nil || queued != 0 || limit < eventBufferBytes {
-		t.Fatalf("Backlog of a new listener: %d of %d (%v); want 0 of at least %d (SO_RCVBUFFORCE)", queued, limit, err, eventBufferBytes)
+	var rcvbuf int
+	var serr error
+	if cerr := l.control(func(fd uintptr) { rcvbuf, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	if err != nil || queued != 0 || limit != rcvbuf || limit <= 0 {
+		t.Fatalf("Backlog of a new listener: %d of %d (%v); want 0 of SO_RCVBUF's %d", queued, limit, err, rcvbuf)
 	}
 	openCloseListeners(t, ns, 21600, 5)
 	few, _, err := l.Backlog()

@@ -820,7 +820,9 @@ func warmUp(b *testing.B, gen *generator, obs *observer) {
 }
 
 // perfRecord runs `perf record -g` on pid when BURST_PERF names a file
-// prefix; stop ends it and waits for it.
+// prefix; stop ends it and waits for it. Its start (a process, and 300 ms
+// for perf to attach) comes between the warm-up and the round, which
+// slows the round (warmUp): a profiled run's rates are not the others'.
 func perfRecord(b *testing.B, pid int) (stop func()) {
 	prefix := os.Getenv("BURST_PERF")
 	if prefix == "" {

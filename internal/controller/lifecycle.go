@@ -455,15 +455,17 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 	var read time.Time
 	var taken uint64
 	again := false
+	var bw burstWait
 	for {
 		if c.rtc != nil {
-			if awaitFirst(again, el) {
+			if bw.before(again, el) {
 				c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
 			}
 			taken = c.rtc.Taken()
 		}
 		evs, err := el.Receive(ctx)
 		read, again = time.Now(), pathmgr.MoreQueued(len(evs), err)
+		bw.after(len(evs), err)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -486,27 +488,51 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 	}
 }
 
-// awaitFirst says whether the events reader waits for a burst of the
-// create thread's to end (awaitBurst) before its next read: always when
-// it read all that was queued, and with more queued (again) while the
-// events take at most half the socket's buffer. A reader still busy with
-// the last burst's events (its closes, say) when the next began, read on
-// at once, took in that burst event by event while it lasted, the CPU
-// the wait is there to leave to it: about 1,500 reads a round of
-// BenchmarkBurst, 6-259 since (docs/benchmarks.md, "burst", "Since
-// (2026-12-06, 03:00-04:05 UTC)"). The other half holds what a wait
-// lets come: rtDeferConns connections, a few events each, well within
-// it with SO_RCVBUFFORCE. Without the socket's account (an error), the
-// reader reads on.
-func awaitFirst(again bool, el backlogger) bool {
+// burstWait is when the events reader waits for a burst of the create
+// thread's to end (awaitBurst) before its next read. After a read that
+// found the socket empty, always. With events still queued (the last
+// read was full), once per backlog, while they take at most a quarter
+// of the socket's buffer: the rest, about 15,000 events with
+// SO_RCVBUFFORCE, holds what a wait lets come (about 8,000 at most,
+// rtDeferConns, with closes and skipped connections on top), and the
+// account waits once, not once per batch. Never after a loss until the
+// socket is read empty: the kernel drops every event for it until then,
+// without a word. A reader still busy with the last burst's events (its
+// closes, say) when the next began read that burst while it lasted,
+// the CPU the wait is there to leave to the thread and the applications
+// (docs/benchmarks.md, "burst", "Since (2026-12-06, 03:00-04:05 UTC)").
+type burstWait struct {
+	draining bool // a read found events lost, and none since found the socket empty
+	waited   bool // waited with events queued, and no read since found the socket empty
+}
+
+// before says whether to wait before the next read; again: the last read
+// was full or found events lost (pathmgr.MoreQueued). Without the
+// socket's account (an error) the reader reads on.
+func (w *burstWait) before(again bool, el backlogger) bool {
 	if !again {
 		return true
 	}
+	if w.draining || w.waited {
+		return false
+	}
 	queued, limit, err := el.Backlog()
-	return err == nil && queued <= limit/2
+	if err != nil || queued > limit/4 {
+		return false
+	}
+	w.waited = true
+	return true
 }
 
-// backlogger is what awaitFirst asks of the events listener.
+// after takes in a read's outcome: n events, err.
+func (w *burstWait) after(n int, err error) {
+	lost := errors.Is(err, pathmgr.ErrEventsLost)
+	empty := n < pathmgr.ReceiveBatch && !lost
+	w.draining = lost || (w.draining && !empty)
+	w.waited = w.waited && !empty
+}
+
+// backlogger is what burstWait asks of the events listener.
 type backlogger interface {
 	Backlog() (queued, limit int, err error)
 }

@@ -97,8 +97,10 @@ var rtReorder = uint64(max(8, 2*runtime.NumCPU()))
 // 2,000 connections between two reads, 8,000 events at four each, well
 // within what the reader's socket holds with SO_RCVBUFFORCE (pathmgr:
 // about 20,000; the events of connections it skips, and closes, come on
-// top). Without CAP_NET_ADMIN the buffer is rmem_max's, a few hundred
-// events: a loss asks for a resync, and the reader reads on at once.
+// top; burstWait waits with events queued only while they take at most a
+// quarter of it). Without CAP_NET_ADMIN the buffer is rmem_max's, a few
+// hundred events: a loss asks for a resync, and the reader reads on at
+// once until the socket is empty.
 const (
 	rtDeferMax   = time.Second
 	rtDeferConns = 1024

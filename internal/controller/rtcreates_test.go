@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -631,23 +632,34 @@ type fakeBacklog struct {
 func (f fakeBacklog) Backlog() (int, int, error) { return f.queued, f.limit, f.err }
 
 // The events reader waits for the thread's burst before its next read
-// when it read all that was queued, and with more queued while the events
-// take at most half its socket's buffer; not when they take more, nor
-// without the socket's account.
+// when it found the socket empty; with events still queued once per
+// backlog, while they take at most a quarter of its socket's buffer; not
+// when they take more, nor without the socket's account, nor after a
+// loss until a read finds the socket empty.
 func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
-	for _, c := range []struct {
-		again bool
-		b     fakeBacklog
-		want  bool
-	}{
-		{false, fakeBacklog{err: errors.New("no account")}, true},
-		{true, fakeBacklog{queued: 0, limit: 1000}, true},
-		{true, fakeBacklog{queued: 500, limit: 1000}, true},
-		{true, fakeBacklog{queued: 501, limit: 1000}, false},
-		{true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, false},
-	} {
-		if got := awaitFirst(c.again, c.b); got != c.want {
-			t.Errorf("awaitFirst(again %v, backlog %+v) = %v, want %v", c.again, c.b, got, c.want)
+	room := fakeBacklog{queued: 250, limit: 1000}
+	full, partial := pathmgr.ReceiveBatch, pathmgr.ReceiveBatch-1
+	lost := fmt.Errorf("read: %w", pathmgr.ErrEventsLost)
+	var w burstWait
+	step := func(what string, again bool, b fakeBacklog, want bool) {
+		t.Helper()
+		if got := w.before(again, b); got != want {
+			t.Errorf("%s: wait %v, want %v (state %+v)", what, got, want, w)
 		}
 	}
+	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, true)
+	step("events queued, a quarter of the buffer", true, room, true)
+	w.after(full, nil)
+	step("events queued, waited already in this backlog", true, room, false)
+	w.after(partial, nil)
+	step("events queued again after the socket was read empty", true, room, true)
+	w = burstWait{}
+	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, false)
+	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, false)
+	w.after(partial, lost)
+	step("events lost", true, room, false)
+	w.after(full, nil)
+	step("events lost, a full read since", true, room, false)
+	w.after(partial, nil)
+	step("events lost, the socket read empty since", true, room, true)
 }
