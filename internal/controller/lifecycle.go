@@ -458,8 +458,8 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 	var bw burstWait
 	for {
 		if c.rtc != nil {
-			if bw.before(again, el) {
-				c.awaitBurst(ctx, read.Add(rtDeferMax), taken, c.rtFlushed)
+			if until, wait := bw.before(again, el, read); wait {
+				c.awaitBurst(ctx, until, taken, c.rtFlushed)
 			}
 			taken = c.rtc.Taken()
 		}
@@ -489,39 +489,51 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 }
 
 // burstWait is when the events reader waits for a burst of the create
-// thread's to end (awaitBurst) before its next read. After a read that
-// found the socket empty, always. With events still queued (the last
-// read was full), once per backlog, while they take at most a quarter
-// of the socket's buffer: the rest, about 15,000 events with
-// SO_RCVBUFFORCE, holds what a wait lets come (about 8,000 at most,
-// rtDeferConns, with closes and skipped connections on top), and the
-// account waits once, not once per batch. Never after a loss until the
-// socket is read empty: the kernel drops every event for it until then,
-// without a word. A reader still busy with the last burst's events (its
-// closes, say) when the next began read that burst while it lasted,
-// the CPU the wait is there to leave to the thread and the applications
-// (docs/benchmarks.md, "burst", "Since (2026-12-06, 03:00-04:05 UTC)").
+// thread's to end (awaitBurst) before its next read, and until when.
+// After a read that found the socket empty, always, until rtDeferMax
+// after that read. With events still queued (the last read was full),
+// while they take at most a quarter of the socket's buffer (the rest,
+// about 15,000 events with SO_RCVBUFFORCE, holds what a wait lets come:
+// about 8,000 at most, rtDeferConns, with closes and skipped connections
+// on top), and within rtDeferMax of the first such wait: the account of
+// a backlog lags by about a second at most, not a second per batch.
+// Never after a loss until a read finds the socket empty: the kernel
+// drops every event for it until then, without a word. A reader still
+// busy with the last burst's events (its closes, say) when the next
+// began read that burst while it lasted, the CPU the wait is there to
+// leave to the thread and the applications (docs/benchmarks.md,
+// "burst", "Since (2026-12-06, 03:00-04:05 UTC)").
 type burstWait struct {
-	draining bool // a read found events lost, and none since found the socket empty
-	waited   bool // waited with events queued, and no read since found the socket empty
+	draining bool      // a read found events lost, and none since found the socket empty
+	since    time.Time // the last read before the first wait with events queued; zero: none since the socket was empty
 }
 
-// before says whether to wait before the next read; again: the last read
-// was full or found events lost (pathmgr.MoreQueued). Without the
-// socket's account (an error) the reader reads on.
-func (w *burstWait) before(again bool, el backlogger) bool {
+// before says whether to wait before the next read, and until when;
+// again: the last read, which returned at read, was full or found events
+// lost (pathmgr.MoreQueued). Without the socket's account (an error) the
+// reader reads on.
+func (w *burstWait) before(again bool, el backlogger, read time.Time) (until time.Time, wait bool) {
+	until = read.Add(rtDeferMax)
 	if !again {
-		return true
+		return until, true
 	}
-	if w.draining || w.waited {
-		return false
+	if w.draining {
+		return time.Time{}, false
+	}
+	if w.since.IsZero() {
+		w.since = read
+	}
+	if end := w.since.Add(rtDeferMax); end.Before(until) {
+		until = end
+	}
+	if !read.Before(until) {
+		return time.Time{}, false
 	}
 	queued, limit, err := el.Backlog()
 	if err != nil || queued > limit/4 {
-		return false
+		return time.Time{}, false
 	}
-	w.waited = true
-	return true
+	return until, true
 }
 
 // after takes in a read's outcome: n events, err.
@@ -529,7 +541,9 @@ func (w *burstWait) after(n int, err error) {
 	lost := errors.Is(err, pathmgr.ErrEventsLost)
 	empty := n < pathmgr.ReceiveBatch && !lost
 	w.draining = lost || (w.draining && !empty)
-	w.waited = w.waited && !empty
+	if empty {
+		w.since = time.Time{}
+	}
 }
 
 // backlogger is what burstWait asks of the events listener.

@@ -631,35 +631,42 @@ type fakeBacklog struct {
 
 func (f fakeBacklog) Backlog() (int, int, error) { return f.queued, f.limit, f.err }
 
-// The events reader waits for the thread's burst before its next read
-// when it found the socket empty; with events still queued once per
-// backlog, while they take at most a quarter of its socket's buffer; not
-// when they take more, nor without the socket's account, nor after a
-// loss until a read finds the socket empty.
+// The events reader waits for the thread's burst before its next read,
+// until rtDeferMax after it, when it found the socket empty; with events
+// still queued, while they take at most a quarter of its socket's buffer
+// and within rtDeferMax of the first such wait; not when they take
+// more, nor without the socket's account, nor after a loss until a read
+// finds the socket empty.
 func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
 	room := fakeBacklog{queued: 250, limit: 1000}
 	full, partial := pathmgr.ReceiveBatch, pathmgr.ReceiveBatch-1
 	lost := fmt.Errorf("read: %w", pathmgr.ErrEventsLost)
+	t0 := time.Unix(5000, 0)
 	var w burstWait
-	step := func(what string, again bool, b fakeBacklog, want bool) {
+	step := func(what string, again bool, b fakeBacklog, read time.Time, wantWait bool, wantUntil time.Time) {
 		t.Helper()
-		if got := w.before(again, b); got != want {
-			t.Errorf("%s: wait %v, want %v (state %+v)", what, got, want, w)
+		until, wait := w.before(again, b, read)
+		if wait != wantWait || (wait && !until.Equal(wantUntil)) {
+			t.Errorf("%s: wait %v until %v, want %v until %v (state %+v)", what, wait, until.Sub(t0), wantWait, wantUntil.Sub(t0), w)
 		}
 	}
-	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, true)
-	step("events queued, a quarter of the buffer", true, room, true)
+	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, t0, true, t0.Add(rtDeferMax))
+	step("events queued, a quarter of the buffer", true, room, t0, true, t0.Add(rtDeferMax))
 	w.after(full, nil)
-	step("events queued, waited already in this backlog", true, room, false)
+	later := t0.Add(rtDeferMax / 2)
+	step("events queued, within rtDeferMax of the first wait", true, room, later, true, t0.Add(rtDeferMax))
+	w.after(full, nil)
+	step("events queued, rtDeferMax after the first wait", true, room, t0.Add(rtDeferMax), false, time.Time{})
 	w.after(partial, nil)
-	step("events queued again after the socket was read empty", true, room, true)
+	step("events queued again after the socket was read empty", true, room, later, true, later.Add(rtDeferMax))
 	w = burstWait{}
-	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, false)
-	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, false)
+	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, t0, false, time.Time{})
+	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, t0, false, time.Time{})
+	w = burstWait{}
 	w.after(partial, lost)
-	step("events lost", true, room, false)
+	step("events lost", true, room, t0, false, time.Time{})
 	w.after(full, nil)
-	step("events lost, a full read since", true, room, false)
+	step("events lost, a full read since", true, room, t0, false, time.Time{})
 	w.after(partial, nil)
-	step("events lost, the socket read empty since", true, room, true)
+	step("events lost, the socket read empty since", true, room, t0, true, t0.Add(rtDeferMax))
 }
