@@ -465,7 +465,7 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 		}
 		evs, err := el.Receive(ctx)
 		read, again = time.Now(), pathmgr.MoreQueued(len(evs), err)
-		bw.after(len(evs), err)
+		bw.after(len(evs), err, read)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -494,18 +494,19 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 // after that read. With events still queued (the last read was full),
 // while they take at most a quarter of the socket's buffer (the rest,
 // about 15,000 events with SO_RCVBUFFORCE, holds what a wait lets come:
-// about 8,000 at most, rtDeferConns, with closes and skipped connections
-// on top), and within rtDeferMax of the first such wait: the account of
-// a backlog lags by about a second at most, not a second per batch.
-// Never after a loss until a read finds the socket empty: the kernel
-// drops every event for it until then, without a word. A reader still
-// busy with the last burst's events (its closes, say) when the next
-// began read that burst while it lasted, the CPU the wait is there to
-// leave to the thread and the applications (docs/benchmarks.md,
-// "burst", "Since (2026-12-06, 03:00-04:05 UTC)").
+// about 8,000 at most, some 2,000 connections, with closes and skipped
+// connections on top), and never past rtDeferMax after the read that
+// last found the socket empty: an event waits for its read about a
+// second at most, plus the reading of what came before it. Never after
+// a loss until a read finds the socket empty: the kernel drops every
+// event for it until then, without a word. A reader still busy with the
+// last burst's events (its closes, say) when the next began read that
+// burst while it lasted, the CPU the wait is there to leave to the
+// thread and the applications (docs/benchmarks.md, "burst", "Since
+// (2026-12-06, 03:00-04:05 UTC)").
 type burstWait struct {
 	draining bool      // a read found events lost, and none since found the socket empty
-	since    time.Time // the last read before the first wait with events queued; zero: none since the socket was empty
+	empty    time.Time // when the last read that found the socket empty returned (zero: none yet)
 }
 
 // before says whether to wait before the next read, and until when;
@@ -520,11 +521,8 @@ func (w *burstWait) before(again bool, el backlogger, read time.Time) (until tim
 	if w.draining {
 		return time.Time{}, false
 	}
-	if w.since.IsZero() {
-		w.since = read
-	}
-	if end := w.since.Add(rtDeferMax); end.Before(until) {
-		until = end
+	if !w.empty.IsZero() && w.empty.Add(rtDeferMax).Before(until) {
+		until = w.empty.Add(rtDeferMax)
 	}
 	if !read.Before(until) {
 		return time.Time{}, false
@@ -536,13 +534,13 @@ func (w *burstWait) before(again bool, el backlogger, read time.Time) (until tim
 	return until, true
 }
 
-// after takes in a read's outcome: n events, err.
-func (w *burstWait) after(n int, err error) {
+// after takes in a read's outcome: n events, err, returned at read.
+func (w *burstWait) after(n int, err error, read time.Time) {
 	lost := errors.Is(err, pathmgr.ErrEventsLost)
 	empty := n < pathmgr.ReceiveBatch && !lost
 	w.draining = lost || (w.draining && !empty)
 	if empty {
-		w.since = time.Time{}
+		w.empty = read
 	}
 }
 

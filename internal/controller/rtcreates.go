@@ -110,7 +110,7 @@ const (
 // (Busy: it took a connection, a plan in force for it, within its pause,
 // and holds its reports), until the thread pauses and hands its reports
 // over (readRT then wakes it through flushed), and at most until until
-// (rtDeferMax after the reader's last read) or until the thread has taken
+// (rtDeferMax after the reader's last read, or sooner: burstWait) or until the thread has taken
 // rtDeferConns connections since that read (mark, its Taken then). The
 // thread sends a burst's creates; the loop's account, of the burst's
 // connections and of every other path-manager event meanwhile, then waits

@@ -634,14 +634,15 @@ func (f fakeBacklog) Backlog() (int, int, error) { return f.queued, f.limit, f.e
 // The events reader waits for the thread's burst before its next read,
 // until rtDeferMax after it, when it found the socket empty; with events
 // still queued, while they take at most a quarter of its socket's buffer
-// and within rtDeferMax of the first such wait; not when they take
-// more, nor without the socket's account, nor after a loss until a read
-// finds the socket empty.
+// and within rtDeferMax of the read that last found the socket empty;
+// not when they take more, nor without the socket's account, nor after a
+// loss until a read finds the socket empty.
 func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
 	room := fakeBacklog{queued: 250, limit: 1000}
 	full, partial := pathmgr.ReceiveBatch, pathmgr.ReceiveBatch-1
 	lost := fmt.Errorf("read: %w", pathmgr.ErrEventsLost)
 	t0 := time.Unix(5000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	var w burstWait
 	step := func(what string, again bool, b fakeBacklog, read time.Time, wantWait bool, wantUntil time.Time) {
 		t.Helper()
@@ -650,23 +651,21 @@ func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
 			t.Errorf("%s: wait %v until %v, want %v until %v (state %+v)", what, wait, until.Sub(t0), wantWait, wantUntil.Sub(t0), w)
 		}
 	}
-	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, t0, true, t0.Add(rtDeferMax))
-	step("events queued, a quarter of the buffer", true, room, t0, true, t0.Add(rtDeferMax))
-	w.after(full, nil)
-	later := t0.Add(rtDeferMax / 2)
-	step("events queued, within rtDeferMax of the first wait", true, room, later, true, t0.Add(rtDeferMax))
-	w.after(full, nil)
-	step("events queued, rtDeferMax after the first wait", true, room, t0.Add(rtDeferMax), false, time.Time{})
-	w.after(partial, nil)
-	step("events queued again after the socket was read empty", true, room, later, true, later.Add(rtDeferMax))
-	w = burstWait{}
-	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, t0, false, time.Time{})
-	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, t0, false, time.Time{})
-	w = burstWait{}
-	w.after(partial, lost)
-	step("events lost", true, room, t0, false, time.Time{})
-	w.after(full, nil)
-	step("events lost, a full read since", true, room, t0, false, time.Time{})
-	w.after(partial, nil)
-	step("events lost, the socket read empty since", true, room, t0, true, t0.Add(rtDeferMax))
+	step("the first read", true, room, at(0), true, at(rtDeferMax))
+	w.after(partial, nil, at(0))
+	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, at(0), true, at(rtDeferMax))
+	w.after(full, nil, at(rtDeferMax/2))
+	step("events queued, a quarter of the buffer, within rtDeferMax of the empty read", true, room, at(rtDeferMax/2), true, at(rtDeferMax))
+	w.after(full, nil, at(rtDeferMax))
+	step("events queued, rtDeferMax after the empty read", true, room, at(rtDeferMax), false, time.Time{})
+	w.after(partial, nil, at(3*rtDeferMax/2))
+	step("the socket read empty again", true, room, at(3*rtDeferMax/2), true, at(5*rtDeferMax/2))
+	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, at(3*rtDeferMax/2), false, time.Time{})
+	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, at(3*rtDeferMax/2), false, time.Time{})
+	w.after(partial, lost, at(2*rtDeferMax))
+	step("events lost", true, room, at(2*rtDeferMax), false, time.Time{})
+	w.after(full, nil, at(2*rtDeferMax))
+	step("events lost, a full read since", true, room, at(2*rtDeferMax), false, time.Time{})
+	w.after(partial, nil, at(2*rtDeferMax))
+	step("events lost, the socket read empty since", true, room, at(2*rtDeferMax), true, at(3*rtDeferMax))
 }
