@@ -319,9 +319,12 @@ func TestIntegrationSIGTERMDrain(t *testing.T) {
 		<-release
 		c.Write([]byte("after SIGTERM"))
 	}()
-	port := freePort(t)
-	cmd := exec.Command(bin, "relay", "--listen", "127.0.0.1:"+port, "--allow-dest", "127.0.0.0/8", "--drain-timeout", "20s")
-	var stderr bytes.Buffer
+	// Port 0, the address from the relay's log: a port picked free
+	// beforehand and polled until something answers can answer before
+	// the relay listens (another process took it meanwhile, or a dial
+	// from the ephemeral range connected to itself).
+	cmd := exec.Command(bin, "relay", "--listen", "127.0.0.1:0", "--allow-dest", "127.0.0.0/8", "--drain-timeout", "20s")
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -334,7 +337,7 @@ func TestIntegrationSIGTERMDrain(t *testing.T) {
 			t.Logf("relay stderr:\n%s", stderr.String())
 		}
 	}()
-	addr := waitTCP(t, "127.0.0.1:"+port)
+	addr := listeningAddr(t, &stderr, exited)
 	c := dial(t, addr)
 	if _, err := relay.ClientHandshake(c, "", "", mustAddr(t, ln.Addr().String())); err != nil {
 		t.Fatal(err)
@@ -432,4 +435,44 @@ func TestIntegrationUDPChainThroughTestbed(t *testing.T) {
 		!regexp.MustCompile(`gigapath_relay_connections_total\{transport="mptcp"\} [2-9]`).MatchString(proxy) {
 		t.Errorf("proxy relay metrics do not show MPTCP control connections and the datagrams relayed:\n%s", proxy)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a process's output is copied into while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listeningRE = regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
+
+// listeningAddr waits (10 s at most) for the relay's "relay listening"
+// line in its log and returns the address in it; it fails if the relay
+// exits first.
+func listeningAddr(t *testing.T, log *lockedBuffer, exited <-chan error) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if m := listeningRE.FindStringSubmatch(log.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("relay exited (%v) before it listened", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatal("relay did not log that it listens within 10 s")
+	return ""
 }

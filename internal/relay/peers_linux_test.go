@@ -110,8 +110,13 @@ func freePort(t testing.TB) string {
 func waitTCP(t testing.TB, addr string) string {
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", addr); err == nil {
+			// A dial from the port it dials (both in the ephemeral
+			// range) connects to itself, nobody listening.
+			self := c.LocalAddr().String() == c.RemoteAddr().String()
 			c.Close()
-			return addr
+			if !self {
+				return addr
+			}
 		}
 		time.Sleep(30 * time.Millisecond)
 	}
