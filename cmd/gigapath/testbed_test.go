@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -224,7 +223,7 @@ func TestIntegrationCLIDemoInterrupted(t *testing.T) {
 	demoState := filepath.Join(dir, "demo.json")
 	t.Setenv("GIGAPATH_DEMO_STATE", demoState)
 	cmd := exec.Command(pmBinary(t), "demo", "--size-mb", "500", "--wifi-rate", "10mbit", "--lte-rate", "10mbit")
-	stderr := &tbSyncBuffer{}
+	stderr := &testbed.LockedBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -280,22 +279,4 @@ func TestIntegrationCLIDemoInterrupted(t *testing.T) {
 	if _, err := os.Stat(demoState); !os.IsNotExist(err) {
 		t.Errorf("demo state file left: %v", err)
 	}
-}
-
-// tbSyncBuffer is a strings.Builder safe to read while a command writes it.
-type tbSyncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *tbSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *tbSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

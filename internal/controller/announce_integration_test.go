@@ -60,7 +60,7 @@ status_socket: ""
 	}
 	_, stop := runController(t, controller.Config{Policy: p, NetNS: b.Proxy.Name})
 
-	mon := &lockedBuf{}
+	mon := &testbed.LockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := b.Client.Command(ctx, "ip", "mptcp", "monitor")
 	cmd.Stdout = mon

@@ -54,7 +54,7 @@ log: {level: debug}
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	m := metrics.New()
 	ctl, _ := runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m, Logger: controller.NewLogger(log, p.Log)})
 	if !strings.Contains(log.String(), `msg="next hop" interface=lte0 table=`) || !strings.Contains(log.String(), "next_hop=on-link why=") {

@@ -37,7 +37,7 @@ func TestIntegrationMptcpifyWarnsAndRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuf
+	var logs testbed.LockedBuffer
 	ctl, err := controller.New(controller.Config{Policy: p, NetNS: b.Client.Name, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func TestIntegrationNetnsExecCgroup(t *testing.T) {
 	attached := func() int { return len(sockops()) }
 	mounts := cgroup2Mounts(t)
 
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	d := startDaemonCmd(t, b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-", "--state-dir", dir), sock, log)
 	waitFor(t, b, "the daemon ready", 10*time.Second, func() bool { return strings.Contains(log.String(), "gigapath running") })
 	if !strings.Contains(log.String(), "mounted a cgroup v2 for the daemon's own use") {

@@ -3,13 +3,11 @@
 package controller_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gigapath/gigapath/ebpf/sched"
@@ -17,23 +15,6 @@ import (
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/testbed"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // schedPolicy is basePolicy (active-standby, status socket in dir) with
 // scheduler: name.
@@ -56,7 +37,7 @@ func TestIntegrationSchedulerUnsupportedWarns(t *testing.T) {
 	}
 	b := testbed.UpT(t, testbed.Spec{})
 	before := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.scheduler"))
-	var logs lockedBuf
+	var logs testbed.LockedBuffer
 	dir := t.TempDir()
 	ctl, err := controller.New(controller.Config{Policy: schedPolicy(t, dir, "gp_minrtt"), NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -118,7 +99,7 @@ func TestIntegrationSchedulerUnsupportedWarns(t *testing.T) {
 // schedulers are registered.
 func TestIntegrationSchedulerUnknownFails(t *testing.T) {
 	b := testbed.UpT(t, testbed.Spec{})
-	var logs lockedBuf
+	var logs testbed.LockedBuffer
 	ctl, err := controller.New(controller.Config{Policy: schedPolicy(t, t.TempDir(), "nosuchsched"), NetNS: b.Client.Name,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

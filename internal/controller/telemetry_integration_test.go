@@ -30,7 +30,7 @@ type telemetryBed struct {
 	b          *testbed.Bed
 	bin, cfg   string
 	sock       string
-	log        *lockedBuf
+	log        *testbed.LockedBuffer
 	d          *daemon
 	serverPort int
 }
@@ -40,7 +40,7 @@ func newTelemetryBed(t *testing.T) *telemetryBed {
 	if errPolicy, _ := pathpolicy.Supported(); errPolicy != nil {
 		t.Skipf("sockops program cannot load here: %v", errPolicy)
 	}
-	e := &telemetryBed{b: testbed.UpT(t, testbed.Spec{}), log: &lockedBuf{}, serverPort: 5203}
+	e := &telemetryBed{b: testbed.UpT(t, testbed.Spec{}), log: &testbed.LockedBuffer{}, serverPort: 5203}
 	b := e.b
 	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyWiFiAddr.String(), "dev", testbed.WiFiIf, "metric", "100")
 	b.Client.MustRun("ip", "route", "add", "default", "via", b.ProxyLTEAddr.String(), "dev", testbed.LTEIf, "metric", "200")

@@ -97,7 +97,7 @@ func upgradeVsRestart(b *testing.B, n int) {
 		}
 		return true
 	})()
-	rmon := &lockedBuf{}
+	rmon := &testbed.LockedBuffer{}
 	mctx, mcancel := context.WithCancel(context.Background())
 	mon := bed.Client.Command(mctx, "ip", "monitor", "rule")
 	mon.Stdout = rmon

@@ -135,7 +135,7 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	}
 	pmBefore := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
 
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	d := startDaemonW(t, b, bin, cfg, sock, log, "--metrics-listen", "-")
 	if pm := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager")); pm != "userspace" {
 		t.Fatalf("path_manager %q with the daemon running", pm)
@@ -170,8 +170,8 @@ func TestIntegrationUpgradeInPlace(t *testing.T) {
 	})
 
 	// Independent witnesses of what happens in the kernel from now on.
-	monitor := func(args ...string) *lockedBuf {
-		out := &lockedBuf{}
+	monitor := func(args ...string) *testbed.LockedBuffer {
+		out := &testbed.LockedBuffer{}
 		ctx, cancel := context.WithCancel(context.Background())
 		cmd := b.Client.Command(ctx, "ip", args...)
 		cmd.Stdout = out
@@ -325,7 +325,7 @@ func TestIntegrationUpgradeKeepsBPF(t *testing.T) {
 	sock, cfg := congestionPolicy(t, dir, cg)
 	attached := sockopsOn(t, cg)
 
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	// --netns rather than `ip netns exec`, which mounts a sysfs of its own
 	// without the cgroup v2 file system.
 	d := startDaemonCmd(t, exec.Command(bin, "--netns", b.Client.Name, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
@@ -446,7 +446,7 @@ func TestIntegrationUpgradeKeepsMptcpify(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)+"mptcpify: ["+cg+"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	d := startDaemonCmd(t, exec.Command(bin, "--netns", ns.Name, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
 	waitFor(t, nil, "mptcpify attached", 20*time.Second, func() bool {
 		return strings.Contains(log.String(), "mptcpify attached")
@@ -541,7 +541,7 @@ func TestIntegrationStopDuringUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			pmBefore := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
-			log := &lockedBuf{}
+			log := &testbed.LockedBuffer{}
 			var d *daemon
 			if name == "during the check" {
 				// A copy of our own, so that the wrapper can take its place.
@@ -634,7 +634,7 @@ func TestIntegrationUpgradeServerKeepsListener(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	d := startDaemonCmd(t, b.Proxy.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-"), sock, log)
 	announced := netip.AddrPortFrom(b.ProxyLTEAddr, 7443)
 	listener := func() string {
@@ -733,7 +733,7 @@ func TestIntegrationUpgradeWhileProfiling(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(pol), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuf{}
+	log := &testbed.LockedBuffer{}
 	cmd := b.Client.Command(context.Background(), bin, "run", "--config", cfg, "--metrics-listen", "-")
 	cmd.Env = append(os.Environ(), "GIGAPATH_PROFILE_DIR="+prof)
 	d := startDaemonCmd(t, cmd, sock, log)

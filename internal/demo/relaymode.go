@@ -3,7 +3,6 @@
 package demo
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,26 +27,9 @@ const localRelayAddr = "127.0.0.1:1080"
 type relayProc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testbed.LockedBuffer
 	done chan struct{}
 	err  error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.TrimSpace(l.b.String())
 }
 
 // startRelay runs `bin relay args...` in n and waits until it accepts on
@@ -81,7 +62,7 @@ func startProc(ctx context.Context, n *testbed.NetNS, bin string, args []string,
 // startProcEnv is startProc with env (KEY=VALUE) added to the process's
 // environment.
 func startProcEnv(ctx context.Context, n *testbed.NetNS, bin string, args, env []string, ready func() error) (*relayProc, error) {
-	p := &relayProc{name: n.Name, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &relayProc{name: n.Name, out: &testbed.LockedBuffer{}, done: make(chan struct{})}
 	p.cmd = n.Command(context.Background(), bin, args...)
 	if env != nil {
 		p.cmd.Env = append(os.Environ(), env...)

@@ -1,17 +1,16 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"gopkg.in/yaml.v3"
 )
 
@@ -75,7 +74,7 @@ func TestCredentialsFile(t *testing.T) {
 
 // The upstream's password never reaches the logs.
 func TestUpstreamNotLogged(t *testing.T) {
-	var buf logBuf
+	var buf testbed.LockedBuffer
 	s, err := New(Config{Listen: "127.0.0.1:0", Upstream: "socks5://u:hunter2@192.0.2.1:1080"}, slog.New(slog.NewTextHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -95,24 +94,6 @@ func TestUpstreamNotLogged(t *testing.T) {
 	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), "192.0.2.1:1080") {
 		t.Errorf("log: %s", buf.String())
 	}
-}
-
-// logBuf is a bytes.Buffer safe for a logger in another goroutine.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 func writeFile(t *testing.T, name, s string) {

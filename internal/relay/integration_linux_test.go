@@ -69,15 +69,15 @@ func TestMain(m *testing.M) {
 // proc is a process started in a namespace, killed in t.Cleanup.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *testbed.LockedBuffer
 	done   chan error
 }
 
 func start(t testing.TB, ns *testbed.NetNS, args ...string) *proc {
 	t.Helper()
 	cmd := ns.Command(context.Background(), args[0], args[1:]...)
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
+	p := &proc{cmd: cmd, stderr: &testbed.LockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", args, err)
 	}
@@ -90,17 +90,6 @@ func start(t testing.TB, ns *testbed.NetNS, args ...string) *proc {
 		}
 	})
 	return p
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 // waitListen waits until something listens on TCP port in ns.
@@ -324,7 +313,7 @@ func TestIntegrationSIGTERMDrain(t *testing.T) {
 	// the relay listens (another process took it meanwhile, or a dial
 	// from the ephemeral range connected to itself).
 	cmd := exec.Command(bin, "relay", "--listen", "127.0.0.1:0", "--allow-dest", "127.0.0.0/8", "--drain-timeout", "20s")
-	var stderr lockedBuffer
+	var stderr testbed.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -437,31 +426,12 @@ func TestIntegrationUDPChainThroughTestbed(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer a process's output is copied into while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 var listeningRE = regexp.MustCompile(`msg="relay listening" addr=(\S+)`)
 
 // listeningAddr waits (10 s at most) for the relay's "relay listening"
 // line in its log and returns the address in it; it fails if the relay
 // exits first.
-func listeningAddr(t *testing.T, log *lockedBuffer, exited <-chan error) string {
+func listeningAddr(t *testing.T, log *testbed.LockedBuffer, exited <-chan error) string {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		if m := listeningRE.FindStringSubmatch(log.String()); m != nil {
