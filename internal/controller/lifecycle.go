@@ -450,22 +450,19 @@ const eventPace = 5 * time.Millisecond
 // it sent for the new connections in it (early.go).
 func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, out chan<- pmBatch) error {
 	early := c.m.CreateSeconds.WithLabelValues("early")
-	// When Receive last returned, the create thread's count then, and
-	// whether to read again at once.
-	var read time.Time
+	// The create thread's count when Receive was last called, and when
+	// the reader waits for the thread's burst.
 	var taken uint64
-	again := false
 	var bw burstWait
 	for {
 		if c.rtc != nil {
-			if until, wait := bw.before(again, el, read); wait {
+			if until, wait := bw.before(el); wait {
 				c.awaitBurst(ctx, until, taken, c.rtFlushed)
 			}
 			taken = c.rtc.Taken()
 		}
 		evs, err := el.Receive(ctx)
-		read, again = time.Now(), pathmgr.MoreQueued(len(evs), err)
-		bw.after(len(evs), err, read)
+		bw.after(len(evs), err, time.Now())
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -505,17 +502,17 @@ func (c *Controller) readEvents(ctx context.Context, el *pathmgr.EventListener, 
 // thread and the applications (docs/benchmarks.md, "burst", "Since
 // (2026-12-06, 03:00-04:05 UTC)").
 type burstWait struct {
+	read     time.Time // when the last read returned (zero: none yet)
+	more     bool      // it was full or found events lost (pathmgr.MoreQueued)
 	draining bool      // a read found events lost, and none since found the socket empty
 	empty    time.Time // when the last read that found the socket empty returned (zero: none yet)
 }
 
-// before says whether to wait before the next read, and until when;
-// again: the last read, which returned at read, was full or found events
-// lost (pathmgr.MoreQueued). Without the socket's account (an error) the
-// reader reads on.
-func (w *burstWait) before(again bool, el backlogger, read time.Time) (until time.Time, wait bool) {
-	until = read.Add(rtDeferMax)
-	if !again {
+// before says whether to wait before the next read, and until when.
+// Without the socket's account (an error) the reader reads on.
+func (w *burstWait) before(el backlogger) (until time.Time, wait bool) {
+	until = w.read.Add(rtDeferMax)
+	if !w.more {
 		return until, true
 	}
 	if w.draining {
@@ -524,7 +521,7 @@ func (w *burstWait) before(again bool, el backlogger, read time.Time) (until tim
 	if !w.empty.IsZero() && w.empty.Add(rtDeferMax).Before(until) {
 		until = w.empty.Add(rtDeferMax)
 	}
-	if !read.Before(until) {
+	if !w.read.Before(until) {
 		return time.Time{}, false
 	}
 	queued, limit, err := el.Backlog()
@@ -536,10 +533,9 @@ func (w *burstWait) before(again bool, el backlogger, read time.Time) (until tim
 
 // after takes in a read's outcome: n events, err, returned at read.
 func (w *burstWait) after(n int, err error, read time.Time) {
-	lost := errors.Is(err, pathmgr.ErrEventsLost)
-	empty := n < pathmgr.ReceiveBatch && !lost
-	w.draining = lost || (w.draining && !empty)
-	if empty {
+	w.read, w.more = read, pathmgr.MoreQueued(n, err)
+	w.draining = errors.Is(err, pathmgr.ErrEventsLost) || (w.draining && w.more)
+	if !w.more {
 		w.empty = read
 	}
 }

@@ -644,28 +644,30 @@ func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
 	t0 := time.Unix(5000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	var w burstWait
-	step := func(what string, again bool, b fakeBacklog, read time.Time, wantWait bool, wantUntil time.Time) {
+	step := func(what string, b fakeBacklog, wantWait bool, wantUntil time.Time) {
 		t.Helper()
-		until, wait := w.before(again, b, read)
+		until, wait := w.before(b)
 		if wait != wantWait || (wait && !until.Equal(wantUntil)) {
 			t.Errorf("%s: wait %v until %v, want %v until %v (state %+v)", what, wait, until.Sub(t0), wantWait, wantUntil.Sub(t0), w)
 		}
 	}
-	step("the first read", true, room, at(0), true, at(rtDeferMax))
+	w.after(full, nil, at(0))
+	step("the first read, full", room, true, at(rtDeferMax))
 	w.after(partial, nil, at(0))
-	step("the socket read empty", false, fakeBacklog{err: errors.New("no account")}, at(0), true, at(rtDeferMax))
+	step("the socket read empty", fakeBacklog{err: errors.New("no account")}, true, at(rtDeferMax))
 	w.after(full, nil, at(rtDeferMax/2))
-	step("events queued, a quarter of the buffer, within rtDeferMax of the empty read", true, room, at(rtDeferMax/2), true, at(rtDeferMax))
+	step("events queued, a quarter of the buffer, within rtDeferMax of the empty read", room, true, at(rtDeferMax))
 	w.after(full, nil, at(rtDeferMax))
-	step("events queued, rtDeferMax after the empty read", true, room, at(rtDeferMax), false, time.Time{})
+	step("events queued, rtDeferMax after the empty read", room, false, time.Time{})
 	w.after(partial, nil, at(3*rtDeferMax/2))
-	step("the socket read empty again", true, room, at(3*rtDeferMax/2), true, at(5*rtDeferMax/2))
-	step("events queued, more than a quarter", true, fakeBacklog{queued: 251, limit: 1000}, at(3*rtDeferMax/2), false, time.Time{})
-	step("events queued, no account", true, fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, at(3*rtDeferMax/2), false, time.Time{})
+	step("the socket read empty again", room, true, at(5*rtDeferMax/2))
+	w.after(full, nil, at(3*rtDeferMax/2))
+	step("events queued, more than a quarter", fakeBacklog{queued: 251, limit: 1000}, false, time.Time{})
+	step("events queued, no account", fakeBacklog{queued: 0, limit: 1000, err: errors.New("no account")}, false, time.Time{})
 	w.after(partial, lost, at(2*rtDeferMax))
-	step("events lost", true, room, at(2*rtDeferMax), false, time.Time{})
+	step("events lost", room, false, time.Time{})
 	w.after(full, nil, at(2*rtDeferMax))
-	step("events lost, a full read since", true, room, at(2*rtDeferMax), false, time.Time{})
+	step("events lost, a full read since", room, false, time.Time{})
 	w.after(partial, nil, at(2*rtDeferMax))
-	step("events lost, the socket read empty since", true, room, at(2*rtDeferMax), true, at(3*rtDeferMax))
+	step("events lost, the socket read empty since", room, true, at(3*rtDeferMax))
 }
