@@ -876,9 +876,11 @@ func (m cpuMark) account(b *testing.B, mode string, stop func()) func(opened int
 		ran, wait, rt, rtWait := schedStat(b, m.pid)
 		ran, wait, rt, rtWait = ran-m.ran, wait-m.wait, rt-m.rt, rtWait-m.rtWait
 		cpu, cs := procCPU(b, m.pid).sub(m.cpu), ctxSwitches(b, m.pid)-m.cs
-		return fmt.Sprintf("\n\t%s CPU until the round was served: %v on a CPU (%.1f µs per connection, %.1f of them in real-time threads; user %v system %v), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch; %v of it in real-time threads), %.2f minor page faults per connection",
+		const mib = 1 << 20
+		return fmt.Sprintf("\n\t%s CPU until the round was served: %v on a CPU (%.1f µs per connection, %.1f of them in real-time threads; user %v system %v), %.1f context switches per connection, runnable but waiting for a CPU %v (%v per switch; %v of it in real-time threads), %.2f minor page faults per connection; resident %.1f MiB, at most %.1f MiB so far",
 			mode, ran.Round(time.Microsecond), float64(ran.Nanoseconds())/1e3/float64(n), float64(rt.Nanoseconds())/1e3/float64(n), cpu.user, cpu.sys, float64(cs)/float64(n),
-			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond), rtWait.Round(time.Microsecond), float64(cpu.minflt)/float64(n))
+			wait.Round(time.Millisecond), (wait / time.Duration(max(cs, 1))).Round(time.Microsecond), rtWait.Round(time.Microsecond), float64(cpu.minflt)/float64(n),
+			float64(procRSS(b, m.pid))/mib, float64(procStatusBytes(b, m.pid, "VmHWM"))/mib)
 	}
 }
 

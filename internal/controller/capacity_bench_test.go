@@ -287,18 +287,22 @@ func (a cpuTime) sub(b cpuTime) cpuTime {
 }
 
 // procRSS is the process's resident set in bytes.
-func procRSS(tb testing.TB, pid int) int64 {
+func procRSS(tb testing.TB, pid int) int64 { return procStatusBytes(tb, pid, "VmRSS") }
+
+// procStatusBytes is a size in /proc/PID/status (VmRSS, VmHWM: the
+// resident set's peak) in bytes.
+func procStatusBytes(tb testing.TB, pid int, field string) int64 {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	for _, l := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field+":" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}
 	}
-	tb.Fatal("no VmRSS")
+	tb.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
