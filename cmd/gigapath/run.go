@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"syscall"
@@ -16,15 +18,29 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// daemonGCPercent is a server's GOGC unless the environment sets one.
+// The daemon's GOGC by its side, unless the environment sets one.
+//
 // A proxy's heap is mostly long-lived connection state (~2.3 KB per
 // connection at 50,000), and at the runtime's default of 100 the heap may
 // grow to twice that before a collection: 4.6 KB of RSS per connection,
 // over the 4 KiB a proxy's daemon may take (docs/benchmarks.md, "a
 // carrier proxy's load": 2.7 KB at 50 in another run; the runs were not
 // side by side, so the CPU the extra collections cost is not measured).
-// A client's heap is small: it keeps the default.
-const daemonGCPercent = 50
+//
+// A client's heap is small, a few MiB, and at 100 a burst of new
+// connections (their events, the create thread's accounts, the loop's
+// state) brings one or two collections while it lasts, whose marking
+// takes CPU from the applications and the create thread. At 400 (a first
+// collection at 16 MiB rather than 4, then at five times the live heap
+// rather than twice) none came in a burst of 1,250 connections: the
+// daemon's Go threads took about 2 µs of CPU per connection in the burst
+// rather than 5.5, and it served at 0.982 of the in-kernel PM's rate
+// rather than 0.937, on average over 23 alternated runs of each
+// (docs/benchmarks.md, "burst", "Since (2026-12-06, 07:08-07:30 UTC)").
+const (
+	serverGCPercent = 50
+	clientGCPercent = 400
+)
 
 // A client's daemon runs on one P (GOMAXPROCS=1) unless the environment
 // sets GOMAXPROCS. Its work is the reaction to each new connection: the
@@ -94,19 +110,18 @@ func runDaemon(c *cli.Context) error {
 		return nil
 	}
 	log := controller.NewLogger(os.Stderr, p.Log)
-	gogc := os.Getenv("GOGC")
-	if gogc == "" {
-		gogc = "100"
+	if os.Getenv("GOGC") == "" {
 		if p.Side == policy.SideServer {
-			debug.SetGCPercent(daemonGCPercent)
-			gogc = strconv.Itoa(daemonGCPercent)
+			debug.SetGCPercent(serverGCPercent)
+		} else {
+			debug.SetGCPercent(clientGCPercent)
 		}
 	}
 	if os.Getenv("GOMAXPROCS") == "" && p.Side == policy.SideClient {
 		runtime.GOMAXPROCS(1)
 	}
-	log.Info("Go runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gogc,
-		"why", "a client runs on one P, a server with GOGC 50, unless GOMAXPROCS or GOGC is set (docs/daemon.md)")
+	log.Info("Go runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "gogc", gcPercent(),
+		"why", "a client runs on one P with GOGC 400, a server with GOGC 50, unless GOMAXPROCS or GOGC is set (docs/daemon.md)")
 	stopProfiles, err := startProfiles()
 	if err != nil {
 		return err
@@ -216,4 +231,19 @@ func runDaemon(c *cli.Context) error {
 	err = ctl.Run(ctx)
 	cancel()
 	return err
+}
+
+// gcPercent is the collector's GOGC in effect ("off": none), as the
+// runtime reports it.
+func gcPercent() string {
+	m := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 {
+		return "unknown"
+	}
+	if v := m[0].Value.Uint64(); v <= math.MaxInt32 {
+		return strconv.FormatUint(v, 10)
+	}
+	return "off" // GOGC=off: the runtime reports -1
+
 }

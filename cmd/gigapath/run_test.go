@@ -42,7 +42,8 @@ func TestRunBadConfigExit2(t *testing.T) {
 
 // The daemon sets the Go runtime by its side unless the environment does,
 // and says so: a client (also a policy without side:) on one P with the
-// default GOGC, a server with GOGC 50 and every P. The namespace does not
+// GOGC 400, a server with GOGC 50 and every P (the collector's setting as
+// the runtime reports it). The namespace does not
 // exist, so the daemon stops (exit 1) right after the line.
 func TestRunGoRuntimeBySide(t *testing.T) {
 	absent := fmt.Sprintf("gp-absent-%d", os.Getpid())
@@ -52,10 +53,11 @@ func TestRunGoRuntimeBySide(t *testing.T) {
 		env        []string
 		want       string
 	}{
-		{"no side", ifs, nil, "gomaxprocs=1 gogc=100"},
-		{"client", "side: client\n" + ifs, nil, "gomaxprocs=1 gogc=100"},
+		{"no side", ifs, nil, "gomaxprocs=1 gogc=400"},
+		{"client", "side: client\n" + ifs, nil, "gomaxprocs=1 gogc=400"},
 		{"server", "side: server\n" + ifs, nil, fmt.Sprintf("gomaxprocs=%d gogc=50", runtime.NumCPU())},
 		{"client, environment", "side: client\n" + ifs, []string{"GOMAXPROCS=2", "GOGC=80"}, "gomaxprocs=2 gogc=80"},
+		{"server, collector off", "side: server\n" + ifs, []string{"GOGC=off"}, fmt.Sprintf("gomaxprocs=%d gogc=off", runtime.NumCPU())},
 	} {
 		f := filepath.Join(t.TempDir(), "p.yaml")
 		if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
