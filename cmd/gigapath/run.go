@@ -32,11 +32,14 @@ import (
 // state) brings one or two collections while it lasts, whose marking
 // takes CPU from the applications and the create thread. At 400 (a first
 // collection at 16 MiB rather than 4, then at five times the live heap
-// rather than twice) none came in a burst of 1,250 connections: the
-// daemon's Go threads took about 2 µs of CPU per connection in the burst
-// rather than 5.5, and it served at 0.982 of the in-kernel PM's rate
-// rather than 0.937, on average over 23 alternated runs of each
-// (docs/benchmarks.md, "burst", "Since (2026-12-06, 07:08-07:30 UTC)").
+// rather than twice; nothing caps it but GOMEMLIMIT, if set) none came in
+// the benchmark's 250-connection warm-up and 1,000-connection burst: the
+// daemon's Go threads took 2.0 µs of CPU per connection in the burst
+// rather than 5.4, in every batch, and it served at 0.982 of the in-kernel
+// PM's rate rather than 0.937 on average over 23 alternated runs of each,
+// from batch to batch between -0.036 and +0.074 (its create thread alone
+// rose by 0.019 in the same runs) (docs/benchmarks.md, "burst", "Since
+// (2026-12-06, 07:08-07:30 UTC)").
 const (
 	serverGCPercent = 50
 	clientGCPercent = 400
@@ -50,7 +53,7 @@ const (
 // connections 1.9-2.6 context switches and 74-87 µs of CPU per connection
 // instead of 5.3 and 120 µs in the runs with two (docs/benchmarks.md,
 // "burst"; separate runs on a shared machine, not alternated in one). A
-// server's daemon keeps the default: it decodes dumps of tens of
+// server's daemon keeps every P: it decodes dumps of tens of
 // thousands of connections off the loop, which on one P would hold the
 // loop up to a time slice. A policy without `side:` is a client's.
 
@@ -110,6 +113,12 @@ func runDaemon(c *cli.Context) error {
 		return nil
 	}
 	log := controller.NewLogger(os.Stderr, p.Log)
+	if v := os.Getenv("GOGC"); v != "" && v != "off" {
+		if _, err := strconv.ParseInt(v, 10, 32); err != nil {
+			// The runtime takes such a value for 100, silently.
+			log.Warn("GOGC is neither a whole number nor off: the Go runtime uses 100", "GOGC", v)
+		}
+	}
 	if os.Getenv("GOGC") == "" {
 		if p.Side == policy.SideServer {
 			debug.SetGCPercent(serverGCPercent)
@@ -245,5 +254,4 @@ func gcPercent() string {
 		return strconv.FormatUint(v, 10)
 	}
 	return "off" // GOGC=off: the runtime reports -1
-
 }

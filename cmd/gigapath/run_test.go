@@ -58,6 +58,8 @@ func TestRunGoRuntimeBySide(t *testing.T) {
 		{"server", "side: server\n" + ifs, nil, fmt.Sprintf("gomaxprocs=%d gogc=50", runtime.NumCPU())},
 		{"client, environment", "side: client\n" + ifs, []string{"GOMAXPROCS=2", "GOGC=80"}, "gomaxprocs=2 gogc=80"},
 		{"server, collector off", "side: server\n" + ifs, []string{"GOGC=off"}, fmt.Sprintf("gomaxprocs=%d gogc=off", runtime.NumCPU())},
+		// The runtime takes a value it cannot read for 100: said so.
+		{"client, environment unreadable", "side: client\n" + ifs, []string{"GOGC=OFF"}, `gomaxprocs=1 gogc=100`},
 	} {
 		f := filepath.Join(t.TempDir(), "p.yaml")
 		if err := os.WriteFile(f, []byte(tc.yaml), 0o644); err != nil {
@@ -77,6 +79,10 @@ func TestRunGoRuntimeBySide(t *testing.T) {
 		}
 		if !strings.Contains(string(out), `msg="Go runtime" `+tc.want) {
 			t.Errorf("%s: no %q in the log:\n%s", tc.name, tc.want, out)
+		}
+		warned := strings.Contains(string(out), `msg="GOGC is neither a whole number nor off: the Go runtime uses 100" GOGC=OFF`)
+		if want := tc.name == "client, environment unreadable"; warned != want {
+			t.Errorf("%s: warned of GOGC %v, want %v:\n%s", tc.name, warned, want, out)
 		}
 	}
 }
