@@ -92,7 +92,7 @@ const (
 // BURST_PROFILE=DIR runs the daemon with GIGAPATH_PROFILE_DIR=DIR (CPU
 // and heap profiles; with BURST_DAEMON_ENV=GIGAPATH_PROFILE=trace an
 // execution trace instead); BURST_DAEMON_ENV="K=V ..." adds to the
-// daemon's environment (GOGC=400, GOMAXPROCS=4 for experiments);
+// daemon's environment (GOGC=100, GOMAXPROCS=4 for experiments);
 // BURST_PERF=FILE records the daemon's and the floor's rounds, until
 // their connections are served, with `perf record -g` into FILE-PID;
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
@@ -119,8 +119,9 @@ const (
 // N or SCHED_IDLE (extraListener); BURST_LOAD=churn[:KIB]@P,
 // fault[:KIB]@P or spin[:US]@P (P as BURST_LISTENER's) runs a load beside
 // them: page faults and unmaps, page faults, or computing (startLoad).
-// Each contender's account gives the CPU of its real-time threads apart
-// and its minor page faults per connection.
+// Each contender's account gives the CPU of its real-time threads apart,
+// its minor page faults per connection, and its resident memory at the
+// round's end and its peak so far.
 func BenchmarkBurst(b *testing.B) {
 	modes := burstModes(b)
 	if os.Getenv("BURST_OBSERVER") == "alternate" {
