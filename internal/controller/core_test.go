@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -23,7 +24,7 @@ func pathmgrSubflow(local netip.AddrPort) pathmgr.Subflow {
 func TestCoreHandoverHoldOnInjectedClock(t *testing.T) {
 	now := time.Unix(5000, 0)
 	yaml := strings.Replace(reloadClient, "steering: aggregate", "steering: handover\nhandover: {hold: 3s}", 1)
-	c, k, cn := fakeController(t, yaml, &syncBuf{})
+	c, k, cn := fakeController(t, yaml, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return now }
 
 	// wifi up and healthy from the start: no lte subflow under handover.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -26,7 +27,7 @@ var newConnEvent = pathmgr.Event{Type: pathmgr.EventEstablished, Token: 7,
 // published.
 func earlyController(t *testing.T, yaml string, now *time.Time) (*Controller, *fakeKernel) {
 	t.Helper()
-	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	c, k, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return *now }
 	c.ifs[2].availSince = now.Add(-time.Second)
 	c.earlyPM = k
@@ -49,7 +50,7 @@ func TestEarlyCreatesAreTheLoops(t *testing.T) {
 			// The loop alone, never a plan published (the ids as the
 			// loop hands them out without one).
 			now := time.Unix(5000, 0)
-			loop, lk, _ := fakeController(t, yaml, &syncBuf{})
+			loop, lk, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 			loop.now = func() time.Time { return now }
 			loop.ifs[2].availSince = now.Add(-time.Second)
 			loop.handlePM(newConnEvent, now)
@@ -138,7 +139,7 @@ func TestEarlyCreateRefused(t *testing.T) {
 func TestEarlyCreatesForAnAdoptedConnection(t *testing.T) {
 	now := time.Unix(5000, 0)
 	for _, refuse := range []bool{true, false} {
-		log := &syncBuf{}
+		log := &testbed.LockedBuffer{}
 		c, k, cn := fakeController(t, reloadClient, log)
 		c.now = func() time.Time { return now }
 		c.earlyPM = k

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -16,7 +17,7 @@ import (
 //
 //	go test -run '^$' -bench ConnectionEvents -benchmem ./internal/controller
 func BenchmarkConnectionEvents(b *testing.B) {
-	c, k, _ := fakeController(b, reloadClient, &syncBuf{})
+	c, k, _ := fakeController(b, reloadClient, &testbed.LockedBuffer{})
 	c.pm = nopPM{}
 	_ = k
 	now := time.Now()

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/routing"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -167,15 +167,6 @@ func (r fakeRouter) Prune([]int) error           { return nil }
 func (r fakeRouter) Cleanup() error              { r.k.cleanups++; clear(r.k.ensured); return nil }
 func (r fakeRouter) Close() error                { return nil }
 
-// syncBuf is a log destination tests read while the controller writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // The fake namespace: wifi0 (2, 10.1.1.2, default route via 10.1.1.1),
 // lte0 (3, 10.1.2.2 and fe80::2) and eth0 (4, 10.1.4.2), all up.
 var (
@@ -201,7 +192,7 @@ func fakeNetState() netmon.State {
 // established connection: a client one (wifi initial subflow, lte
 // subflow, a peer address announced) or, with side: server, an accepted
 // one.
-func fakeController(t testing.TB, yaml string, log *syncBuf) (*Controller, *fakeKernel, *conn) {
+func fakeController(t testing.TB, yaml string, log *testbed.LockedBuffer) (*Controller, *fakeKernel, *conn) {
 	t.Helper()
 	p, err := policy.Parse([]byte(yaml))
 	if err != nil {

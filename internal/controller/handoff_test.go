@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -84,7 +85,7 @@ func (k *countingKPM) ConnectionAddrs(uint32) ([]pathmgr.Endpoint, error) {
 // connection the handoff does not know is still asked about.
 func TestHandoffCarriesAnnouncements(t *testing.T) {
 	yaml := reloadBases["server"]
-	old, _, _ := fakeController(t, yaml, &syncBuf{})
+	old, _, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 	if len(old.conns[1].ann) == 0 {
 		t.Fatal("the fake server connection was announced nothing")
 	}
@@ -92,7 +93,7 @@ func TestHandoffCarriesAnnouncements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	c, k, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 	ck := &countingKPM{fakeKernel: k}
 	c.kpm = ck
 	clear(c.conns)

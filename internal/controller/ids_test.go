@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gigapath/gigapath/internal/netmon"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -68,7 +69,7 @@ func fakeCtlNet(t *testing.T, policyYAML string, links map[int]string, dir strin
 		st.Links[idx] = netmon.Link{Index: idx, Name: name, AdminUp: true, OperUp: true}
 		st.Addrs[idx] = []netmon.Addr{{Index: idx, Prefix: netip.MustParsePrefix(fmt.Sprintf("10.2.%d.2/24", idx))}}
 	}
-	c, k, _ := fakeController(t, policyYAML, &syncBuf{})
+	c, k, _ := fakeController(t, policyYAML, &testbed.LockedBuffer{})
 	// Forget the fake namespace fakeController set up.
 	c.conns, c.ids = map[uint32]*conn{}, newIDAlloc()
 	k.endpoints, k.epCmds, k.cmds = nil, nil, nil

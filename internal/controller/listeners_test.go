@@ -11,6 +11,7 @@ import (
 
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -24,7 +25,7 @@ func TestJoinListeners(t *testing.T) {
 	now := time.Unix(7000, 0)
 	yaml := strings.Replace(reloadBases["server"], "announce:\n  - interface: lte0\n  - address: 192.0.2.50\n",
 		"announce:\n  - interface: lte0\n    port: 1081\n  - address: 192.0.2.50\n  - address: 192.0.2.60\n    port: 1082\n", 1)
-	log := &syncBuf{}
+	log := &testbed.LockedBuffer{}
 	c, k, _ := fakeController(t, yaml, log)
 	c.now = func() time.Time { return now }
 	// lte0 has 10.1.2.2 and fe80::2 in the fake namespace, and the
@@ -97,7 +98,7 @@ func TestKernelPMAnnounce(t *testing.T) {
 	yaml := strings.Replace(reloadBases["server"], "path_manager: userspace", "path_manager: kernel", 1)
 	yaml = strings.Replace(yaml, "announce:\n  - interface: lte0\n  - address: 192.0.2.50\n",
 		"announce:\n  - interface: lte0\n    port: 1081\n  - address: 10.1.4.2\n", 1)
-	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	c, k, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 	want := []string{"add 1 10.1.2.2 port 1081 dev 3 flags signal", "add 2 10.1.4.2 dev 4"}
 	if got := slices.Sorted(slices.Values(k.epCmds)); !slices.Equal(got, want) {
 		t.Errorf("endpoints %q, want %q", got, want)

@@ -13,6 +13,7 @@ import (
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/netmon"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -477,7 +478,7 @@ func TestFailingDestinationYieldsItsPlace(t *testing.T) {
 func TestCFlagNoJoinToRemote(t *testing.T) {
 	peers := reloadBases["peers"] // peer_addresses: use, max_subflows 1
 	for _, cflag := range []bool{true, false} {
-		c, k, _ := fakeController(t, peers, &syncBuf{})
+		c, k, _ := fakeController(t, peers, &testbed.LockedBuffer{})
 		const tok = 42
 		wifi := netip.MustParseAddrPort("10.1.1.2:41000")
 		ev := pathmgr.Event{Token: tok, Local: wifi, Remote: fakeRemote, IfIndex: 2, DenyJoinID0: cflag}

@@ -14,6 +14,7 @@ import (
 	"github.com/gigapath/gigapath/ebpf/pathpolicy"
 	"github.com/gigapath/gigapath/internal/metrics"
 	"github.com/gigapath/gigapath/internal/policy"
+	"github.com/gigapath/gigapath/internal/testbed"
 )
 
 // Bases for TestReloadEveryKey: a client, and variants for the keys that
@@ -67,7 +68,7 @@ status_socket: ""
 type reloadCase struct {
 	base     string
 	replace  []string // old, new, old, new, ...
-	check    func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf)
+	check    func(t *testing.T, c *Controller, k *fakeKernel, log *testbed.LockedBuffer)
 	diffKeys []string // the keys the change shows as, when not the key itself
 }
 
@@ -86,11 +87,11 @@ var reloadCases = map[string]reloadCase{
 	"path_manager": {base: "client", replace: []string{"path_manager: userspace", "path_manager: kernel"}},
 	"steering": {base: "client", replace: []string{"steering: aggregate", "steering: active-standby"},
 		diffKeys: []string{"steering", "interfaces[].backup"}, // lte's default backup follows the mode
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "backup "+fakeLTE.String()+" true") // lte is backup under active-standby
 		}},
 	"scheduler": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\nscheduler: redundant"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if !slices.Equal(k.scheds, []string{"redundant"}) {
 				t.Errorf("schedulers selected %q, want redundant", k.scheds)
 			}
@@ -98,53 +99,53 @@ var reloadCases = map[string]reloadCase{
 	"path_cgroup": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\npath_cgroup: gigapath/x"}},
 	"mptcpify":    {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\nmptcpify: [app.service]"}},
 	"interfaces": {base: "client", replace: []string{"routing:", "  - name: eth0\n    role: ethernet\nrouting:"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if _, ok := c.ifs[4]; !ok {
 				t.Errorf("eth0 added to the policy: interfaces %v", c.ifs)
 			}
 			hasCmd(t, k, "create 4>10.0.0.1:443 id 2 backup false")
 		}},
 	"interfaces[].name": {base: "client", replace: []string{"name: lte0", "name: eth0"}, diffKeys: []string{"interfaces"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if _, ok := c.ifs[4]; !ok || c.ifs[3] != nil {
 				t.Errorf("interfaces after renaming lte0 to eth0: %v", c.ifs)
 			}
 			hasCmd(t, k, "create 4>10.0.0.1:443 id 2 backup false")
 		}},
 	"interfaces[].match": {base: "client", replace: []string{"name: lte0", `match: "lte*"`}, diffKeys: []string{"interfaces"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if i := c.ifs[3]; i == nil || i.pol.Match != "lte*" {
 				t.Errorf("lte0 under match lte*: %+v", i)
 			}
 		}},
 	"interfaces[].role": {base: "client", replace: []string{"role: lte", "role: other"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if s := c.snapshot(); s.Interfaces[1].Role != "other" {
 				t.Errorf("status shows lte0 as %q, want other", s.Interfaces[1].Role)
 			}
 		}},
 	"interfaces[].backup": {base: "client", replace: []string{"role: lte", "role: lte\n    backup: true"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "backup "+fakeLTE.String()+" true")
 		}},
 	"interfaces[].max_subflows": {base: "peers", replace: []string{"role: lte\n    max_subflows: 1", "role: lte\n    max_subflows: 2"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "create 3>"+fakePeer.String()+" id 1 backup false")
 		}},
 	"interfaces[].congestion": {base: "client", replace: []string{"role: lte", "role: lte\n    congestion: cubic"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if pp := c.pathPolicies()[netip.MustParseAddr("10.1.2.2")]; pp.Congestion != "cubic" {
 				t.Errorf("lte0's socket policy %+v, want cubic", pp)
 			}
 		}},
 	"interfaces[].mark": {base: "client", replace: []string{"role: lte", "role: lte\n    mark: 7"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if pp := c.pathPolicies()[netip.MustParseAddr("10.1.2.2")]; pp.Mark != 7 {
 				t.Errorf("lte0's socket policy %+v, want mark 7", pp)
 			}
 		}},
 	"interfaces[].gateway": {base: "client", replace: []string{"role: lte", "role: lte\n    gateway: 10.1.2.1"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, log *testbed.LockedBuffer) {
 			if gw := k.ensured[3].Gateway4; gw != netip.MustParseAddr("10.1.2.1") {
 				t.Errorf("lte0's table default via %v, want 10.1.2.1", gw)
 			}
@@ -153,58 +154,58 @@ var reloadCases = map[string]reloadCase{
 			}
 		}},
 	"peer_addresses": {base: "client", replace: []string{"peer_addresses: ignore", "peer_addresses: use"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "create 2>"+fakePeer.String()+" id 2 backup false", "create 3>"+fakePeer.String()+" id 1 backup false")
 		}},
 	"announce": {base: "server", replace: []string{"  - address: 192.0.2.50\n", "  - address: 192.0.2.50\n  - address: 192.0.2.60\n"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "announce 192.0.2.60:0")
 		}},
 	"announce[].address": {base: "server", replace: []string{"address: 192.0.2.50", "address: 192.0.2.51"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "announce 192.0.2.51:0", "remove 2")
 		}},
 	"announce[].interface": {base: "server", replace: []string{"interface: lte0", "interface: eth0"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "announce 10.1.4.2:0", "remove 1")
 		}},
 	"announce[].port": {base: "server", replace: []string{"address: 192.0.2.50", "address: 192.0.2.50\n    port: 8443"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			hasCmd(t, k, "announce 192.0.2.50:8443", "remove 2")
 		}},
 	"initial_address_joins": {base: "server", replace: []string{"side: server", "side: server\ninitial_address_joins: refuse"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if v := k.sysctls[joinsSysctl]; v != "0" {
 				t.Errorf("%s = %q after the reload to refuse, want 0", joinsKey, v)
 			}
 		}},
 	"limits.subflows": {base: "kernel", replace: []string{"subflows: 4,", "subflows: 2,"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if l := k.limits[len(k.limits)-1]; l != "subflows 2 add_addr_accepted 4" {
 				t.Errorf("limits set to %q", l)
 			}
 		}},
 	"limits.add_addr_accepted": {base: "kernel", replace: []string{"add_addr_accepted: 4", "add_addr_accepted: 1"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if l := k.limits[len(k.limits)-1]; l != "subflows 4 add_addr_accepted 1" {
 				t.Errorf("limits set to %q", l)
 			}
 		}},
 	// off -> managed: a reload used to keep routing off.
 	"routing.mode": {base: "routing-off", replace: []string{"mode: off", "mode: managed"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if c.rt == nil || len(k.routers) != 1 || len(k.ensured) != 2 {
 				t.Errorf("routing off -> managed: manager %v, made %v, tables %v", c.rt, k.routers, k.ensured)
 			}
 		}},
 	"routing.table_base": {base: "client", replace: []string{"mode: managed", "mode: managed\n  table_base: 2000"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if k.cleanups != 1 || len(k.routers) != 1 || k.routers[0].TableBase != 2000 || len(k.ensured) != 2 {
 				t.Errorf("table_base 2000: cleanups %d, managers made %v, tables %v", k.cleanups, k.routers, k.ensured)
 			}
 		}},
 	"routing.rule_priority": {base: "client", replace: []string{"mode: managed", "mode: managed\n  rule_priority: 500"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if k.cleanups != 1 || len(k.routers) != 1 || k.routers[0].RulePriority != 500 {
 				t.Errorf("rule_priority 500: cleanups %d, managers made %v", k.cleanups, k.routers)
 			}
@@ -221,7 +222,7 @@ var reloadCases = map[string]reloadCase{
 	"handover.hold":               thrCase("handover", "hold: 3s", "hold: 4s", func(th *thresholds) bool { return th.hold == 4*time.Second }),
 	// The health sampling interval: a reload used to keep the old tick.
 	"handover.interval": {base: "handover", replace: []string{"interval: 1s", "interval: 250ms"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			select {
 			case d := <-c.sampler.every:
 				if d != 250*time.Millisecond {
@@ -241,7 +242,7 @@ var reloadCases = map[string]reloadCase{
 	// would export them one by one); the srtt histogram names their
 	// interfaces.
 	"metrics.subflow_series": {base: "client", replace: []string{`metrics: {listen: ""}`, `metrics: {listen: "", subflow_series: 3}`},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			src := fakeTelemetry{fakeWiFi, fakeLTE, netip.MustParseAddrPort("10.1.4.2:40002"), netip.MustParseAddrPort("192.0.2.9:40003")}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(c.newPathPolicyCollector(src))
@@ -270,14 +271,14 @@ var reloadCases = map[string]reloadCase{
 			}
 		}},
 	"log.level": {base: "client", replace: []string{"level: info", "level: debug"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, log *testbed.LockedBuffer) {
 			c.log.Debug("probe after the reload")
 			if !strings.Contains(log.String(), "probe after the reload") {
 				t.Errorf("log.level debug: a debug line is not written:\n%s", log)
 			}
 		}},
 	"log.format": {base: "client", replace: []string{"format: text", "format: json"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, log *testbed.LockedBuffer) {
 			c.log.Info("probe after the reload")
 			if !strings.Contains(log.String(), `{"time":`) || !strings.Contains(log.String(), `"msg":"probe after the reload"`) {
 				t.Errorf("log.format json: not JSON:\n%s", log)
@@ -285,7 +286,7 @@ var reloadCases = map[string]reloadCase{
 		}},
 	// A reload used to keep link-local addresses out.
 	"skip_link_local": {base: "client", replace: []string{"skip_link_local: true", "skip_link_local: false"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if !slices.Contains(c.ifs[3].addrs, netip.MustParseAddr("fe80::2")) {
 				t.Errorf("lte0's addresses %v, want fe80::2 among them", c.ifs[3].addrs)
 			}
@@ -294,7 +295,7 @@ var reloadCases = map[string]reloadCase{
 			}
 		}},
 	"relay": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\nrelay: {listen: 127.0.0.1:1080}"},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, log *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, log *testbed.LockedBuffer) {
 			if !strings.Contains(log.String(), "restart the relay to apply it") {
 				t.Errorf("the reload does not say the relay reads the section at its start:\n%s", log)
 			}
@@ -319,7 +320,7 @@ func (fakeTelemetry) SendShares() ([]pathpolicy.PathShare, error) {
 
 func thrCase(base, old, new string, ok func(*thresholds) bool) reloadCase {
 	return reloadCase{base: base, replace: []string{old, new},
-		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *syncBuf) {
+		check: func(t *testing.T, c *Controller, k *fakeKernel, _ *testbed.LockedBuffer) {
 			if th := c.strat.thresholds(); th == nil || !ok(th) {
 				t.Errorf("%s -> %s: thresholds %+v", old, new, th)
 			}
@@ -352,7 +353,7 @@ func TestReloadEveryKey(t *testing.T) {
 			if err != nil {
 				t.Fatalf("changed policy:\n%s\n%v", next, err)
 			}
-			log := &syncBuf{}
+			log := &testbed.LockedBuffer{}
 			c, k, _ := fakeController(t, base, log)
 			old := c.pol
 			want := tc.diffKeys
@@ -394,13 +395,13 @@ func TestReloadEveryKey(t *testing.T) {
 // A log change with a logger the controller cannot switch (a caller's
 // own) is refused rather than accepted and ignored.
 func TestReloadLogNeedsNewLogger(t *testing.T) {
-	c, _, _ := fakeController(t, reloadClient, &syncBuf{})
+	c, _, _ := fakeController(t, reloadClient, &testbed.LockedBuffer{})
 	c.log = c.log.With() // still NewLogger's
 	np, _ := policy.Parse([]byte(strings.Replace(reloadClient, "level: info", "level: warn", 1)))
 	if err := c.reload(np); err != nil {
 		t.Fatalf("NewLogger's logger: %v", err)
 	}
-	c2, _, _ := fakeController(t, reloadClient, &syncBuf{})
+	c2, _, _ := fakeController(t, reloadClient, &testbed.LockedBuffer{})
 	c2.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	np2, _ := policy.Parse([]byte(strings.Replace(reloadClient, "level: info", "level: warn", 1)))
 	if err := c2.reload(np2); err == nil || !strings.Contains(err.Error(), "log") || !strings.Contains(err.Error(), "needs a restart") {
@@ -417,7 +418,7 @@ func TestInitialJoinsRestored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, k, _ := fakeController(t, refuse, &syncBuf{})
+	c, k, _ := fakeController(t, refuse, &testbed.LockedBuffer{})
 	if err := c.applyInitialJoins(); err != nil { // as Run does
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func TestInitialJoinsRestored(t *testing.T) {
 	}
 
 	// Someone set it to 2 meanwhile: the stop leaves it.
-	c2, k2, _ := fakeController(t, refuse, &syncBuf{})
+	c2, k2, _ := fakeController(t, refuse, &testbed.LockedBuffer{})
 	c2.applyInitialJoins()
 	k2.sysctls[joinsSysctl] = "2"
 	c2.restoreInitialJoins()
@@ -442,7 +443,7 @@ func TestInitialJoinsRestored(t *testing.T) {
 
 	// Started by an upgrade: the sysctl is already 0, the predecessor
 	// found 1, and that is what a stop restores.
-	c3, k3, _ := fakeController(t, refuse, &syncBuf{})
+	c3, k3, _ := fakeController(t, refuse, &testbed.LockedBuffer{})
 	k3.sysctls[joinsSysctl] = "0"
 	c3.joinsWas = "1" // from the handoff
 	c3.applyInitialJoins()

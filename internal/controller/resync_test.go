@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -52,7 +53,7 @@ func runSweep(t *testing.T, c *Controller) int {
 func sweepController(t testing.TB, yaml string) (c *Controller, k *fakeKernel, now time.Time) {
 	t.Helper()
 	now = time.Unix(7000, 0)
-	c, k, _ = fakeController(t, yaml, &syncBuf{})
+	c, k, _ = fakeController(t, yaml, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return now }
 	c.sweeps = true
 	return c, k, now

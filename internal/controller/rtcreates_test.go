@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gigapath/gigapath/internal/rtcreate"
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -43,7 +44,7 @@ func (f *fakeRT) Close() error                     { f.closed = true; return nil
 // reader's socket.
 func rtController(t *testing.T, now *time.Time) (*Controller, *fakeKernel, *fakeRT) {
 	t.Helper()
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c, k, _ := fakeController(t, reloadClient, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return *now }
 	rt := &fakeRT{}
 	c.rtc = rt

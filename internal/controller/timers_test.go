@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
@@ -42,7 +43,7 @@ func (r refusingPM) CreateSubflow(tok uint32, l pathmgr.Endpoint, dst netip.Addr
 // the tick, and no other connection is touched on the way.
 func TestTickServesDueTimersOnly(t *testing.T) {
 	now := time.Unix(7000, 0)
-	c, k, _ := fakeController(t, reloadClient, &syncBuf{})
+	c, k, _ := fakeController(t, reloadClient, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return now }
 	const bad = 1000 + 500
 	c.pm = refusingPM{k, bad}
@@ -82,7 +83,7 @@ func BenchmarkTick(b *testing.B) {
 	for _, n := range []int{1000, 50000} {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			now := time.Unix(7000, 0)
-			c, k, _ := fakeController(b, reloadClient, &syncBuf{})
+			c, k, _ := fakeController(b, reloadClient, &testbed.LockedBuffer{})
 			c.now = func() time.Time { return now }
 			adoptMany(c, n, now)
 			c.reconcileAll()
@@ -106,7 +107,7 @@ func BenchmarkTick(b *testing.B) {
 // destroys, an adopt that replaces a connection's subflows, closes.
 func TestSubflowCountsFollowChanges(t *testing.T) {
 	now := time.Unix(7000, 0)
-	c, k, cn := fakeController(t, reloadClient, &syncBuf{})
+	c, k, cn := fakeController(t, reloadClient, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return now }
 	recount := func() map[int]int {
 		m := map[int]int{}
@@ -157,7 +158,7 @@ func TestSubflowCountsFollowChanges(t *testing.T) {
 func TestHealthSampleReconcilesOnChangeOnly(t *testing.T) {
 	now := time.Unix(7000, 0)
 	yaml := strings.Replace(reloadClient, "steering: aggregate", "steering: priority", 1)
-	c, k, _ := fakeController(t, yaml, &syncBuf{})
+	c, k, _ := fakeController(t, yaml, &testbed.LockedBuffer{})
 	c.now = func() time.Time { return now }
 	adoptMany(c, 100, now)
 	c.reconcileAll()
