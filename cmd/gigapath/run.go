@@ -113,17 +113,17 @@ func runDaemon(c *cli.Context) error {
 		return nil
 	}
 	log := controller.NewLogger(os.Stderr, p.Log)
-	if v := os.Getenv("GOGC"); v != "" && v != "off" {
-		if _, err := strconv.ParseInt(v, 10, 32); err != nil {
-			// The runtime takes such a value for 100, silently.
-			log.Warn("GOGC is neither a whole number nor off: the Go runtime uses 100", "GOGC", v)
-		}
-	}
-	if os.Getenv("GOGC") == "" {
+	switch gogc := os.Getenv("GOGC"); {
+	case gogc == "":
 		if p.Side == policy.SideServer {
 			debug.SetGCPercent(serverGCPercent)
 		} else {
 			debug.SetGCPercent(clientGCPercent)
+		}
+	case gogc != "off":
+		if _, err := strconv.ParseInt(gogc, 10, 32); err != nil {
+			// The runtime takes such a value for 100, silently.
+			log.Warn("GOGC is neither a whole number nor off: the Go runtime uses 100", "GOGC", gogc)
 		}
 	}
 	if os.Getenv("GOMAXPROCS") == "" && p.Side == policy.SideClient {
