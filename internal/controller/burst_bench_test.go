@@ -84,8 +84,12 @@ const (
 // BURST_MODES (default daemon,kernel; kernel is required) picks the
 // modes; each comes first in turn from round to round. Reported per mode:
 // p50/p90/p99/max latency, open-conn/s (connections opened per second of
-// the burst) and served-conn/s (connections per second from the first
-// dial until the last lte subflow), and each one's ratios to the kernel's.
+// the burst), served-conn/s (connections per second from the first dial
+// until the last lte subflow), host-cpu-µs/conn (the host's CPU time over
+// that span per connection: the openers', the server's and the
+// observer's, the same in every mode, and the path manager's, in the
+// contender or the kernel's workers; readHost), and each one's ratios to
+// the kernel's.
 //
 // BURST_PLOT=FILE.svg writes the latency CDF of every mode (a relative
 // FILE is from internal/controller, where go test runs);
@@ -299,6 +303,7 @@ func BenchmarkBurst(b *testing.B) {
 		rr := rates[name]
 		b.ReportMetric(rr.openRate(), name+"-open-conn/s")
 		b.ReportMetric(rr.servedRate(), name+"-served-conn/s")
+		b.ReportMetric(rr.hostPerConn(), name+"-host-cpu-µs/conn")
 		served, opened := r.served, r.opened
 		if rr != r {
 			served, opened = served+rr.served, opened+rr.opened
@@ -308,6 +313,7 @@ func BenchmarkBurst(b *testing.B) {
 			b.ReportMetric(pct99(r)/pct99(k), "p99-"+name+"/kernel")
 			b.ReportMetric(rr.servedRate()/kr.servedRate(), "served-rate-"+name+"/kernel")
 			b.ReportMetric(rr.openRate()/kr.openRate(), "open-rate-"+name+"/kernel")
+			b.ReportMetric(rr.hostPerConn()/kr.hostPerConn(), "host-cpu-"+name+"/kernel")
 		}
 		s := legend[name]
 		s.v = r.lat
@@ -449,12 +455,14 @@ type burstRound struct {
 	open, all      time.Duration // opening the burst; first dial until the last lte subflow
 	lost           int           // event overruns the observer saw
 	stages         string        // the contender's own account (CPU; the daemon's /metrics)
+	host           time.Duration // the host's CPU time from the first dial until served (readHost)
 }
 
 func (r burstRound) String() string {
-	return fmt.Sprintf("%d/%d served, p50 %v p90 %v p99 %v max %v, opened in %v (%.0f/s), all served after %v, observer overruns %d",
+	return fmt.Sprintf("%d/%d served, p50 %v p90 %v p99 %v max %v, opened in %v (%.0f/s), all served after %v, host CPU %.0f µs per connection, observer overruns %d",
 		r.served, r.opened, pct(r.lat, .5), pct(r.lat, .9), pct(r.lat, .99), pct(r.lat, 1),
-		r.open.Round(time.Millisecond), float64(r.opened)/r.open.Seconds(), r.all.Round(time.Millisecond), r.lost) + r.stages
+		r.open.Round(time.Millisecond), float64(r.opened)/r.open.Seconds(), r.all.Round(time.Millisecond),
+		float64(r.host.Microseconds())/float64(max(r.opened, 1)), r.lost) + r.stages
 }
 
 // daemonStages is where the daemon says the time went, from its /metrics
@@ -524,9 +532,9 @@ func histQuantiles(text, name, label string) (n int, p50, p99 string) {
 
 // burstResult pools the rounds of one mode.
 type burstResult struct {
-	lat            []time.Duration
-	opened, served int
-	open, all      time.Duration
+	lat             []time.Duration
+	opened, served  int
+	open, all, host time.Duration
 }
 
 func (t *burstResult) add(r burstRound) {
@@ -535,6 +543,7 @@ func (t *burstResult) add(r burstRound) {
 	t.served += r.served
 	t.open += r.open
 	t.all += r.all
+	t.host += r.host
 }
 
 // wholeTurns reports whether -benchtime asks for a number of ops (Nx)
@@ -547,6 +556,11 @@ func wholeTurns(turn int) bool {
 
 func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.Seconds() }
 func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Seconds() }
+
+// hostPerConn is the host's CPU time per connection opened, in µs.
+func (t *burstResult) hostPerConn() float64 {
+	return float64(t.host.Microseconds()) / float64(max(t.opened, 1))
+}
 
 // pct99 is t's 99th percentile latency in ns.
 func pct99(t *burstResult) float64 { return float64(pct(t.lat, 0.99)) }
@@ -561,12 +575,14 @@ func pct99(t *burstResult) float64 { return float64(pct(t.lat, 0.99)) }
 // SUB_CLOSED, which the daemon reads and the floor does not.
 func burstOnce(b *testing.B, gen *generator, obs *observer, n int, account func(opened int) string) burstRound {
 	obs.reset()
+	host := readHost(b)
 	opened, start, open := gen.open(b, n)
 	r := burstRound{opened: opened, open: open}
 	deadline := time.Now().Add(20 * time.Second)
 	for !obs.served(opened) && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
+	r.host = readHost(b).busySince(host)
 	r.lat, r.lost, r.all = obs.result(start)
 	if account != nil {
 		r.stages = account(opened)
@@ -1142,4 +1158,50 @@ func TestCDFSVG(t *testing.T) {
 			t.Errorf("legend lacks %q", want)
 		}
 	}
+}
+
+// hostClock is a reading of the host's CPUs: when, how many, and how
+// long they have been idle, waiting for I/O or taken by the hypervisor
+// (idle, iowait and steal of /proc/stat's cpu line) since boot.
+type hostClock struct {
+	at   time.Time
+	cpus int
+	idle time.Duration
+}
+
+// readHost reads the host's CPUs. /proc/stat counts in USER_HZ ticks of
+// 10 ms; its idle time comes from the kernel's idle accounting, not from
+// sampling at the scheduler's tick as its busy counters do, so the busy
+// time between two readings (busySince) is within 10 ms a CPU.
+func readHost(b *testing.B) hostClock {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := hostClock{at: time.Now()}
+	lines := strings.Split(string(raw), "\n")
+	f := strings.Fields(lines[0])
+	if len(f) < 9 || f[0] != "cpu" {
+		b.Fatalf("/proc/stat begins %q, want the cpu line", lines[0])
+	}
+	for _, i := range []int{4, 5, 8} { // user nice system idle iowait irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat's cpu line %q: %v", lines[0], err)
+		}
+		const userHZ = 100
+		h.idle += time.Duration(v) * time.Second / userHZ
+	}
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "cpu") {
+			h.cpus++
+		}
+	}
+	return h
+}
+
+// busySince is the CPU time the host's work took since the reading h0:
+// every CPU's wall time less what it idled (or lost to the hypervisor).
+func (h hostClock) busySince(h0 hostClock) time.Duration {
+	return time.Duration(h.cpus)*h.at.Sub(h0.at) - (h.idle - h0.idle)
 }
