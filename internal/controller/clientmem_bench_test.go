@@ -1,0 +1,282 @@
+//go:build linux
+
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gigapath/gigapath/internal/testbed"
+	"github.com/gigapath/gigapath/pathmgr"
+)
+
+// BenchmarkClientMemory: what a client's daemon holds over a long run of
+// connections that come and go, with the collector it sets for itself
+// (GOGC 400, cmd/gigapath/run.go) and with the Go runtime's default
+// (GOGC=100 in its environment), one after the other in every op, in
+// turn first, on the same bed and the same load. The daemon is the built
+// binary (userspace PM, aggregate, wifi0 + lte0, managed routing). The
+// load opens CLIENT_MEMORY_RATE MPTCP connections a second (default 300)
+// to an echo server for CLIENT_MEMORY_SECONDS (default 60); each sends a
+// byte and waits for its echo, and CLIENT_MEMORY_LIVE of them (default
+// 256) stay open, the oldest closed as a new one opens. Every 2 s the
+// benchmark reads the daemon's VmRSS and its Go heap in use
+// (go_memstats_heap_inuse_bytes on /metrics). Reported per variant: the
+// resident set's last and highest sample and its peak (VmHWM), the
+// heap's highest sample, the collections over the run, the daemon's CPU
+// and minor page faults per connection (medians over the ops); and the
+// ratios of the two. An independent event
+// listener checks that the daemon served the connections (their lte
+// subflow established).
+func BenchmarkClientMemory(b *testing.B) {
+	secs := envInt(b, "CLIENT_MEMORY_SECONDS", 60, 10, 3600)
+	// A closed connection's lte subflow holds its port in TIME_WAIT for
+	// 60 s, and a subflow's bind skips such ports (tcp_tw_reuse is for
+	// connect only): at 500 a second the bed's lte address ran out of
+	// ports, so the default keeps 60 s of closes within the half of the
+	// port range that bind tries first (manyConnsBed: 10000-65000).
+	rate := envInt(b, "CLIENT_MEMORY_RATE", 300, 1, 400)
+	live := envInt(b, "CLIENT_MEMORY_LIVE", 256, 8, 4096)
+	if b.N == 1 && wholeTurns(2) {
+		return // Go's first call: with -benchtime=2x and up the ops come in the next one
+	}
+	b.StopTimer()
+	bin := buildBinary(b)
+	bed, stopEcho := echoBed(b)
+	defer stopEcho()
+	// The closes leave their client ends in TIME_WAIT for a minute: let
+	// a new connection's connect take a port from one.
+	bed.Client.MustRun("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+
+	type variant struct {
+		name string
+		env  []string
+		gogc float64 // what its /metrics must report
+	}
+	variants := []variant{{"own", nil, 400}, {"gogc100", []string{"GOGC=100"}, 100}}
+	res := map[string][]clientMem{}
+	for i := 0; i < b.N; i++ {
+		order := slices.Clone(variants)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, v := range order {
+			r := clientMemory(b, bed, bin, v.env, time.Duration(secs)*time.Second, rate, live)
+			if r.gogc != v.gogc {
+				b.Fatalf("%s: the daemon ran at GOGC %v (go_gc_gogc_percent), want %v", v.name, r.gogc, v.gogc)
+			}
+			b.Logf("op %d, %s (GOGC %v): %d connections opened (%.0f/s), %d served; RSS last %.1f MiB, highest sample %.1f MiB, peak (VmHWM) %.1f MiB; heap in use highest %.1f MiB; %d collections; CPU %.1f µs and %.2f minor page faults per connection",
+				i, v.name, r.gogc, r.opened, float64(r.opened)/float64(secs), r.served, mib(r.rssLast), mib(r.rssMax), mib(r.hwm), mib(r.heapMax), r.gcs, r.cpuPerConn, r.minfltPerConn)
+			res[v.name] = append(res[v.name], r)
+		}
+	}
+	med := func(name string, f func(clientMem) float64) float64 {
+		var v []float64
+		for _, r := range res[name] {
+			v = append(v, f(r))
+		}
+		slices.Sort(v)
+		return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
+	}
+	for _, m := range []struct {
+		unit string
+		f    func(clientMem) float64
+	}{
+		{"RSS-last-MiB", func(r clientMem) float64 { return mib(r.rssLast) }},
+		{"RSS-peak-MiB", func(r clientMem) float64 { return mib(r.hwm) }},
+		{"heap-max-MiB", func(r clientMem) float64 { return mib(r.heapMax) }},
+		{"GCs", func(r clientMem) float64 { return float64(r.gcs) }},
+		{"cpu-µs/conn", func(r clientMem) float64 { return r.cpuPerConn }},
+		{"minflt/conn", func(r clientMem) float64 { return r.minfltPerConn }},
+	} {
+		own, def := med("own", m.f), med("gogc100", m.f)
+		b.ReportMetric(own, "own-"+m.unit)
+		b.ReportMetric(def, "gogc100-"+m.unit)
+		if def > 0 {
+			b.ReportMetric(own/def, m.unit+"-own/gogc100")
+		}
+	}
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// clientMem is one daemon's account over one run of BenchmarkClientMemory.
+type clientMem struct {
+	gogc                 float64 // go_gc_gogc_percent
+	opened, served       int
+	rssLast, rssMax, hwm int64
+	heapMax              int64
+	gcs                  int
+	cpuPerConn           float64 // µs
+	minfltPerConn        float64 // minor page faults
+}
+
+func clientMemory(b *testing.B, bed *testbed.Bed, bin string, env []string, dur time.Duration, rate, live int) clientMem {
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "status.sock")
+	cfg := filepath.Join(dir, "policy.yaml")
+	pol := fmt.Sprintf(basePolicy, "aggregate", sock)
+	pol = strings.Replace(pol, "level: debug", "level: warn", 1)
+	pol = strings.Replace(pol, `listen: ""`, `listen: "127.0.0.1:9464"`, 1)
+	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") })
+	cmd.Env = append(cmd.Env, env...)
+	d := startDaemonCmd(b, cmd, sock, testWriter{b})
+	pid := d.cmd.Process.Pid
+	defer d.term(b)
+
+	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer el.Close()
+	var mu sync.Mutex
+	served, lost := 0, 0
+	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
+
+	var r clientMem
+	heap := func() int64 {
+		v, ok := scrapedValue(scrape(b, bed.Client, 9464), "go_memstats_heap_inuse_bytes")
+		if !ok {
+			b.Fatal("no go_memstats_heap_inuse_bytes on the daemon's /metrics")
+		}
+		return int64(v)
+	}
+	gcs := func() int {
+		v, ok := scrapedValue(scrape(b, bed.Client, 9464), "go_gc_duration_seconds_count")
+		if !ok {
+			b.Fatal("no go_gc_duration_seconds_count on the daemon's /metrics")
+		}
+		return int(v)
+	}
+	gc0 := gcs()
+	r.gogc, _ = scrapedValue(scrape(b, bed.Client, 9464), "go_gc_gogc_percent")
+	cpu0 := procCPU(b, pid)
+
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	tokens := make(chan struct{}, rate)
+	go func() {
+		t := time.NewTicker(time.Second / time.Duration(rate))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				close(tokens)
+				return
+			case <-t.C:
+				select {
+				case tokens <- struct{}{}:
+				default: // the openers are behind: this token is lost
+				}
+			}
+		}
+	}()
+	const workers = 8
+	var wg sync.WaitGroup
+	var omu sync.Mutex
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bed.Client.Do(func() error {
+				var dl net.Dialer
+				dl.SetMultipathTCP(true)
+				dl.KeepAlive = -1
+				var held []net.Conn
+				defer func() { closeAll(held) }()
+				for range tokens {
+					c, err := dl.Dial("tcp", netip.AddrPortFrom(bed.ProxyAddr, 7002).String())
+					if err != nil {
+						b.Errorf("dial: %v", err)
+						return nil
+					}
+					held = append(held, c)
+					if _, err := c.Write([]byte{1}); err != nil {
+						b.Errorf("write: %v", err)
+						return nil
+					}
+					if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+						b.Errorf("echo: %v", err)
+						return nil
+					}
+					omu.Lock()
+					r.opened++
+					omu.Unlock()
+					if len(held) > live/workers {
+						held[0].Close()
+						held = held[1:]
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	b.StartTimer()
+	tick := time.NewTicker(2 * time.Second)
+sample:
+	for {
+		select {
+		case <-ctx.Done():
+			break sample
+		case <-tick.C:
+			r.rssMax = max(r.rssMax, procRSS(b, pid))
+			r.heapMax = max(r.heapMax, heap())
+		}
+	}
+	tick.Stop()
+	wg.Wait()
+	b.StopTimer()
+	if b.Failed() {
+		return r
+	}
+	r.rssLast = procRSS(b, pid)
+	r.rssMax = max(r.rssMax, r.rssLast)
+	r.hwm = procStatusBytes(b, pid, "VmHWM")
+	r.heapMax = max(r.heapMax, heap())
+	r.gcs = gcs() - gc0
+	cpu := procCPU(b, pid).sub(cpu0)
+	r.cpuPerConn = float64((cpu.user + cpu.sys).Microseconds()) / float64(max(r.opened, 1))
+	r.minfltPerConn = float64(cpu.minflt) / float64(max(r.opened, 1))
+	// The last connections' lte subflows may still be on their way.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		r.served = served
+		mu.Unlock()
+		if r.served >= r.opened || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r.served < r.opened*99/100 {
+		b.Fatalf("the daemon served %d of %d connections (their lte subflow established); the event listener lost events %d times", r.served, r.opened, lost)
+	}
+	return r
+}
+
+// scrapedValue is the value of the first series named name (no labels) in
+// a /metrics text.
+func scrapedValue(text, name string) (float64, bool) {
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
