@@ -85,11 +85,13 @@ const (
 // modes; each comes first in turn from round to round. Reported per mode:
 // p50/p90/p99/max latency, open-conn/s (connections opened per second of
 // the burst), served-conn/s (connections per second from the first dial
-// until the last lte subflow), host-cpu-µs/conn (the host's CPU time over
-// that span per connection: the openers', the server's and the
-// observer's, the same in every mode, and the path manager's, in the
-// contender or the kernel's workers; readHost), and each one's ratios to
-// the kernel's.
+// until the last lte subflow), host-cpu-µs/conn (the host's CPU time per
+// connection from just before the burst is asked for until the observer
+// has seen it served: the openers', the server's and the observer's,
+// and the path manager's, in the contender or the kernel's workers; and
+// whatever else runs then: BURST_LOAD's and BURST_LISTENER's processes
+// in the floors' rounds, BURST_PERF's perf; readHost), and each one's
+// ratios to the kernel's.
 //
 // BURST_PLOT=FILE.svg writes the latency CDF of every mode (a relative
 // FILE is from internal/controller, where go test runs);
@@ -549,9 +551,8 @@ func (t *burstResult) add(r burstRound) {
 // wholeTurns reports whether -benchtime asks for a number of ops (Nx)
 // that is a multiple of turn.
 func wholeTurns(turn int) bool {
-	v := flag.Lookup("test.benchtime").Value.String()
-	n, err := strconv.Atoi(strings.TrimSuffix(v, "x"))
-	return strings.HasSuffix(v, "x") && err == nil && n > 0 && n%turn == 0
+	n := fixedOps()
+	return n > 0 && n%turn == 0
 }
 
 func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.Seconds() }
@@ -1170,9 +1171,12 @@ type hostClock struct {
 }
 
 // readHost reads the host's CPUs. /proc/stat counts in USER_HZ ticks of
-// 10 ms; its idle time comes from the kernel's idle accounting, not from
-// sampling at the scheduler's tick as its busy counters do, so the busy
-// time between two readings (busySince) is within 10 ms a CPU.
+// 10 ms. On a NO_HZ kernel (this host's: CONFIG_NO_HZ_IDLE) its idle time
+// comes from the idle accounting, not from sampling at the scheduler's
+// tick as its busy counters do, so the busy time between two readings
+// (busySince) is within about 10 ms: 10 µs a connection in a round of
+// 1,000, the size of the differences between modes, which only the
+// figures over many rounds tell apart.
 func readHost(b *testing.B) hostClock {
 	raw, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -1189,7 +1193,6 @@ func readHost(b *testing.B) hostClock {
 		if err != nil {
 			b.Fatalf("/proc/stat's cpu line %q: %v", lines[0], err)
 		}
-		const userHZ = 100
 		h.idle += time.Duration(v) * time.Second / userHZ
 	}
 	for _, l := range lines[1:] {

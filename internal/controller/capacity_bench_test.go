@@ -75,15 +75,7 @@ func daemonCapacity(b *testing.B, n int) {
 	bed, stopEcho := echoBed(b)
 	defer stopEcho()
 
-	dir := b.TempDir()
-	sock := filepath.Join(dir, "status.sock")
-	cfg := filepath.Join(dir, "policy.yaml")
-	pol := fmt.Sprintf(basePolicy, "aggregate", sock)
-	pol = strings.Replace(pol, "level: debug", "level: warn", 1)
-	pol = strings.Replace(pol, `listen: ""`, `listen: "127.0.0.1:9464"`, 1)
-	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	cfg, sock := warnPolicy(b)
 	// The daemon logs warnings only (log level warn). ip netns exec execs
 	// the binary, so the command's pid is the daemon's.
 	d := startDaemonW(b, bed, bin, cfg, sock, testWriter{b})
@@ -163,6 +155,22 @@ func daemonCapacity(b *testing.B, n int) {
 		float64((cpu.user+cpu.sys).Microseconds())/float64(n), float64(rss)/(1<<20), resyncs, lost, genTime.Round(time.Millisecond), float64(n)/genTime.Seconds())
 }
 
+// warnPolicy writes basePolicy (aggregate) at log level warn, with its
+// /metrics on 127.0.0.1:9464, into a new temporary directory: the
+// policy's file and its status socket.
+func warnPolicy(b *testing.B) (cfg, sock string) {
+	dir := b.TempDir()
+	sock = filepath.Join(dir, "status.sock")
+	cfg = filepath.Join(dir, "policy.yaml")
+	pol := fmt.Sprintf(basePolicy, "aggregate", sock)
+	pol = strings.Replace(pol, "level: debug", "level: warn", 1)
+	pol = strings.Replace(pol, `listen: ""`, `listen: "127.0.0.1:9464"`, 1)
+	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return cfg, sock
+}
+
 // manyConnsBed builds a bed for many connections: a main-table default
 // route via wifi, raised MPTCP limits on the proxy, a wide local port
 // range, a deep accept queue.
@@ -217,25 +225,18 @@ func openEchoConns(b *testing.B, bed *testbed.Bed, n int) []net.Conn {
 		go func() {
 			defer wg.Done()
 			bed.Client.Do(func() error {
-				var dl net.Dialer
+				dl := net.Dialer{Timeout: echoTimeout}
 				dl.SetMultipathTCP(true)
+				addr := netip.AddrPortFrom(bed.ProxyAddr, 7002).String()
 				for i := 0; i < per; i++ {
-					c, err := dl.Dial("tcp", netip.AddrPortFrom(bed.ProxyAddr, 7002).String())
+					c, err := echoConn(&dl, addr)
 					if err != nil {
-						b.Errorf("dial: %v", err)
+						b.Error(err)
 						return nil
 					}
 					cmu.Lock()
 					conns = append(conns, c)
 					cmu.Unlock()
-					if _, err := c.Write([]byte{1}); err != nil {
-						b.Errorf("write: %v", err)
-						return nil
-					}
-					if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-						b.Errorf("echo: %v", err)
-						return nil
-					}
 				}
 				return nil
 			})
@@ -243,6 +244,30 @@ func openEchoConns(b *testing.B, bed *testbed.Bed, n int) []net.Conn {
 	}
 	wg.Wait()
 	return conns
+}
+
+// echoTimeout bounds each step of echoConn.
+const echoTimeout = 10 * time.Second
+
+// echoConn dials the echo server at addr with dl (whose Timeout bounds
+// the dial), sends a byte and waits for its echo (each within
+// echoTimeout), so that the connection is ESTABLISHED.
+func echoConn(dl *net.Dialer, addr string) (net.Conn, error) {
+	c, err := dl.Dial("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(echoTimeout))
+	if _, err := c.Write([]byte{1}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("write to %s: %w", addr, err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("echo from %s: %w", addr, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
 }
 
 func closeAll(conns []net.Conn) {
@@ -258,9 +283,11 @@ func procCPU(tb testing.TB, pid int) cpuTime {
 	mf, _ := strconv.ParseInt(f[7], 10, 64)
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	const hz = 100 // USER_HZ
-	return cpuTime{time.Duration(ut) * time.Second / hz, time.Duration(st) * time.Second / hz, mf}
+	return cpuTime{time.Duration(ut) * time.Second / userHZ, time.Duration(st) * time.Second / userHZ, mf}
 }
+
+// userHZ is the clock tick /proc counts CPU time in (USER_HZ).
+const userHZ = 100
 
 // procStatFields is /proc/PID/stat's fields after the command (which is
 // in parentheses and may hold spaces): state is [0], minflt [7], utime
