@@ -91,23 +91,43 @@ func latencies(b *testing.B, bed *testbed.Bed, port, n int) []time.Duration {
 	return slices.Clone(lat)
 }
 
-// countLTESubflows counts, under mu, the SUB_ESTABLISHED events of lte
-// subflows el reports into served and its receive errors (lost events)
-// into lost, until the returned stop is called or the benchmark ends.
-func countLTESubflows(b *testing.B, bed *testbed.Bed, el *pathmgr.EventListener, mu *sync.Mutex, served, lost *int) (stop func()) {
-	return testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
-		mu.Lock()
-		defer mu.Unlock()
+// lteWatch counts what an mptcp_pm event listener of its own in the
+// client namespace sees: the lte subflows established, and its receive
+// errors (events lost).
+type lteWatch struct {
+	mu           sync.Mutex
+	served, lost int
+}
+
+// watchLTESubflows starts an lteWatch; stop ends it and closes its
+// listener (the benchmark's end does too).
+func watchLTESubflows(b *testing.B, bed *testbed.Bed) (w *lteWatch, stop func()) {
+	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w = &lteWatch{}
+	stopCollect := testbed.Collect(b, el.Receive, func(evs []pathmgr.Event, err error) bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
 		if err != nil {
-			*lost++
+			w.lost++
 		}
 		for _, e := range evs {
 			if e.Type == pathmgr.EventSubEstablished && e.Local.Addr() == bed.LTEAddr {
-				*served++
+				w.served++
 			}
 		}
 		return true
 	})
+	return w, func() { stopCollect(); el.Close() }
+}
+
+// counts is how many lte subflows were established and events lost so far.
+func (w *lteWatch) counts() (served, lost int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.served, w.lost
 }
 
 func pct(d []time.Duration, p float64) time.Duration {
@@ -168,14 +188,8 @@ func BenchmarkChurn(b *testing.B) {
 	echoServer(b, bed, 7001)
 	stop := benchController(b, bed)
 	defer stop()
-	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer el.Close()
-	var mu sync.Mutex
-	served, lost := 0, 0
-	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
+	watch, stopWatch := watchLTESubflows(b, bed)
+	defer stopWatch()
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -210,18 +224,14 @@ func BenchmarkChurn(b *testing.B) {
 	total := len(conns)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		mu.Lock()
-		s := served
-		mu.Unlock()
-		if s >= total {
+		if s, _ := watch.counts(); s >= total {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	el2 := time.Since(start)
 	b.StopTimer()
-	mu.Lock()
-	defer mu.Unlock()
+	served, lost := watch.counts()
 	for _, c := range conns {
 		c.Close()
 	}

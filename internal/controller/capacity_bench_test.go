@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
-	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // pyEcho is an MPTCP echo server that keeps every connection open; it runs
@@ -82,14 +81,8 @@ func daemonCapacity(b *testing.B, n int) {
 	pid := d.cmd.Process.Pid
 
 	// Independent observer.
-	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer el.Close()
-	var mu sync.Mutex
-	served, lost := 0, 0
-	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
+	watch, stopWatch := watchLTESubflows(b, bed)
+	defer stopWatch()
 
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		b.Fatal(err)
@@ -107,10 +100,7 @@ func daemonCapacity(b *testing.B, n int) {
 	if b.Failed() {
 		return
 	}
-	mu.Lock()
-	early := served
-	mu.Unlock()
-	if early != 0 {
+	if early, _ := watch.counts(); early != 0 {
 		b.Fatalf("%d lte subflows appeared while the daemon was stopped", early)
 	}
 
@@ -124,9 +114,7 @@ func daemonCapacity(b *testing.B, n int) {
 	deadline := start.Add(120 * time.Second)
 	var s int
 	for {
-		mu.Lock()
-		s = served
-		mu.Unlock()
+		s, _ = watch.counts()
 		if s >= n || time.Now().After(deadline) {
 			break
 		}
@@ -142,6 +130,7 @@ func daemonCapacity(b *testing.B, n int) {
 	time.Sleep(time.Second)
 	rss := procRSS(b, pid)
 	resyncs := scrapeCounter(b, bed, "gigapath_resyncs_total", 9464)
+	_, lost := watch.counts()
 	ssOut := bed.Client.MustRun("ss", "-HMn", "state", "established")
 	live := strings.Count(ssOut, "\n")
 

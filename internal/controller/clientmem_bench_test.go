@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gigapath/gigapath/internal/testbed"
-	"github.com/gigapath/gigapath/pathmgr"
 )
 
 // BenchmarkClientMemory: what a client's daemon holds over a long run of
@@ -141,14 +140,8 @@ func clientMemory(b *testing.B, bed *testbed.Bed, bin string, env []string, gogc
 	pid := d.cmd.Process.Pid
 	defer d.term(b)
 
-	el, err := pathmgr.ListenEvents(&pathmgr.Config{NetNS: bed.Client.Name})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer el.Close()
-	var mu sync.Mutex
-	served, lost := 0, 0
-	defer countLTESubflows(b, bed, el, &mu, &served, &lost)() // before el.Close
+	watch, stopWatch := watchLTESubflows(b, bed)
+	defer stopWatch()
 
 	var r clientMem
 	heap := func() int64 {
@@ -262,19 +255,16 @@ sample:
 	r.cpuPerConn = float64((cpu.user + cpu.sys).Microseconds()) / float64(max(r.opened, 1))
 	r.minfltPerConn = float64(cpu.minflt) / float64(max(r.opened, 1))
 	// The last connections' lte subflows may still be on their way.
-	var lostNow int
+	var lost int
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		mu.Lock()
-		r.served, lostNow = served, lost
-		mu.Unlock()
-		if r.served >= r.opened || time.Now().After(deadline) {
+		if r.served, lost = watch.counts(); r.served >= r.opened || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if r.served < r.opened || lostNow > 0 {
-		b.Fatalf("the daemon served %d of %d connections (their lte subflow established, as the event listener saw it; it lost events %d times)", r.served, r.opened, lostNow)
+	if r.served < r.opened || lost > 0 {
+		b.Fatalf("the daemon served %d of %d connections (their lte subflow established, as the event listener saw it; it lost events %d times)", r.served, r.opened, lost)
 	}
 	return r
 }
