@@ -105,7 +105,10 @@ const (
 // (as systemd's Nice= does), every thread of them, and
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch|idle under that policy
 // (a thread already real-time keeps its own); BENCH_CREATES=realtime[:N]
-// gives the daemon the real-time create thread (benchCreates);
+// gives the daemon the real-time create thread (benchCreates), and
+// BURST_DAEMON_NO_RT=1 takes its right to SCHED_FIFO away (prlimit and
+// setpriv: no CAP_SYS_NICE, RLIMIT_RTPRIO 0), so that the thread runs at
+// the daemon's scheduling;
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
 // napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
 // connections per millisecond since its first dial (how many were
@@ -178,7 +181,15 @@ func BenchmarkBurst(b *testing.B) {
 	// daemonRound starts `gigapath run --config cfg`, warms it up, runs a
 	// round and stops the daemon.
 	daemonRound := func(mode, cfg string) burstRound {
-		cmd := bed.Client.Command(context.Background(), bin, "run", "--config", cfg)
+		args := []string{bin, "run", "--config", cfg}
+		if os.Getenv("BURST_DAEMON_NO_RT") != "" {
+			// No right to SCHED_FIFO, as under the packaged unit
+			// without its realtime drop-in: the create thread runs at
+			// the daemon's scheduling (this process still sets the
+			// daemon's nice from outside).
+			args = append([]string{"prlimit", "--rtprio=0:0", "--", "setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"}, args...)
+		}
+		cmd := bed.Client.Command(context.Background(), args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), env...)
 		d := startDaemonCmd(b, cmd, sock, testWriter{b})
 		// Scrapes (the daemon serves them, curl runs in the namespace)
