@@ -106,9 +106,10 @@ const (
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch|idle under that policy
 // (a thread already real-time keeps its own); BENCH_CREATES=realtime[:N]
 // gives the daemon the real-time create thread (benchCreates), and
-// BURST_DAEMON_NO_RT=1 takes its right to SCHED_FIFO away (prlimit and
-// setpriv: no CAP_SYS_NICE, RLIMIT_RTPRIO 0), so that the thread runs at
-// the daemon's scheduling;
+// BURST_DAEMON_NO_RT=1 takes the daemon's right to SCHED_FIFO away
+// (prlimit and setpriv: no CAP_SYS_NICE, RLIMIT_RTPRIO 0), so that the
+// thread runs at the daemon's scheduling (not with a real-time
+// BURST_DAEMON_SCHED);
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
 // napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
 // connections per millisecond since its first dial (how many were
@@ -178,11 +179,18 @@ func BenchmarkBurst(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	noRT := os.Getenv("BURST_DAEMON_NO_RT") == "1"
+	if noRT {
+		if sched := os.Getenv("BURST_DAEMON_SCHED"); strings.HasPrefix(sched, "fifo") || strings.HasPrefix(sched, "rr") {
+			b.Fatalf("BURST_DAEMON_NO_RT=1 with BURST_DAEMON_SCHED=%s: this process would give the daemon's threads the real-time class that BURST_DAEMON_NO_RT takes away", sched)
+		}
+		b.Logf("BURST_DAEMON_NO_RT=1: the daemon runs without the right to SCHED_FIFO (no CAP_SYS_NICE, RLIMIT_RTPRIO 0)")
+	}
 	// daemonRound starts `gigapath run --config cfg`, warms it up, runs a
 	// round and stops the daemon.
 	daemonRound := func(mode, cfg string) burstRound {
 		args := []string{bin, "run", "--config", cfg}
-		if os.Getenv("BURST_DAEMON_NO_RT") != "" {
+		if noRT {
 			// No right to SCHED_FIFO, as under the packaged unit
 			// without its realtime drop-in: the create thread runs at
 			// the daemon's scheduling (this process still sets the
