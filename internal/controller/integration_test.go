@@ -186,9 +186,7 @@ func (e *env) download(t *testing.T, size int) func() {
 	}
 	return func() {
 		t.Helper()
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("client: %v (the connection broke)", err)
-		}
+		e.waitClient(t, cmd)
 		f := strings.Fields(out.String())
 		if len(f) != 2 {
 			t.Fatalf("client output %q", out.String())
@@ -202,6 +200,32 @@ func (e *env) download(t *testing.T, size int) func() {
 		if f[0] != fmt.Sprint(size) || f[1] != sha {
 			t.Fatalf("received %s bytes sha256 %s; server sent %d bytes sha256 %s", f[0], f[1], size, sha)
 		}
+	}
+}
+
+// transferTimeout bounds a test transfer (tens of MiB, a few seconds on
+// the bed, flaps included).
+const transferTimeout = 2 * time.Minute
+
+// waitClient waits for a transfer's client to exit. One that has not
+// after transferTimeout fails the test with both ends' MPTCP sockets and
+// subflows (ss -tniM), so that a stalled transfer is seen for what it is
+// rather than hanging the test binary until go test's timeout.
+func (e *env) waitClient(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("client: %v (the connection broke)", err)
+		}
+	case <-time.After(transferTimeout):
+		cli, _ := e.bed.Client.Run("ss", "-tniM")
+		prx, _ := e.bed.Proxy.Run("ss", "-tniM")
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the transfer did not end within %v; client's sockets:\n%s\nproxy's sockets:\n%s", transferTimeout, cli, prx)
 	}
 }
 
@@ -545,9 +569,7 @@ func (e *env) upload(t *testing.T, size int) func() {
 	}
 	return func() {
 		t.Helper()
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("client: %v (the connection broke)", err)
-		}
+		e.waitClient(t, cmd)
 		var got string
 		select {
 		case got = <-e.sent:
