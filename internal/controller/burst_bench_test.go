@@ -483,7 +483,7 @@ func (r burstRound) String() string {
 	return fmt.Sprintf("%d/%d served, p50 %v p90 %v p99 %v max %v, opened in %v (%.0f/s), all served after %v, host CPU %.0f µs per connection, observer overruns %d",
 		r.served, r.opened, pct(r.lat, .5), pct(r.lat, .9), pct(r.lat, .99), pct(r.lat, 1),
 		r.open.Round(time.Millisecond), float64(r.opened)/r.open.Seconds(), r.all.Round(time.Millisecond),
-		float64(r.host.Microseconds())/float64(max(r.opened, 1)), r.lost) + r.stages
+		usPerConn(r.host, r.opened), r.lost) + r.stages
 }
 
 // daemonStages is where the daemon says the time went, from its /metrics
@@ -578,8 +578,11 @@ func (t *burstResult) openRate() float64   { return float64(t.opened) / t.open.S
 func (t *burstResult) servedRate() float64 { return float64(t.served) / t.all.Seconds() }
 
 // hostPerConn is the host's CPU time per connection opened, in µs.
-func (t *burstResult) hostPerConn() float64 {
-	return float64(t.host.Microseconds()) / float64(max(t.opened, 1))
+func (t *burstResult) hostPerConn() float64 { return usPerConn(t.host, t.opened) }
+
+// usPerConn is d per connection of n, in µs (d itself for none).
+func usPerConn(d time.Duration, n int) float64 {
+	return float64(d.Microseconds()) / float64(max(n, 1))
 }
 
 // pct99 is t's 99th percentile latency in ns.
@@ -1207,7 +1210,7 @@ func readHost(b *testing.B) hostClock {
 	if len(f) < 9 || f[0] != "cpu" {
 		b.Fatalf("/proc/stat begins %q, want the cpu line", lines[0])
 	}
-	for _, i := range []int{4, 5, 8} { // user nice system idle iowait irq softirq steal
+	for _, i := range []int{4, 5, 8} { // idle, iowait, steal (after user nice system; irq softirq between)
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
 			b.Fatalf("/proc/stat's cpu line %q: %v", lines[0], err)

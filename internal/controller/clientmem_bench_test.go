@@ -144,22 +144,18 @@ func clientMemory(b *testing.B, bed *testbed.Bed, bin string, env []string, gogc
 	defer stopWatch()
 
 	var r clientMem
-	heap := func() int64 {
-		v, ok := scrapedValue(scrape(b, bed.Client, 9464), "go_memstats_heap_inuse_bytes")
+	// metric is a series of the daemon's /metrics (no labels).
+	metric := func(name string) float64 {
+		v, ok := scrapedValue(scrape(b, bed.Client, 9464), name)
 		if !ok {
-			b.Fatal("no go_memstats_heap_inuse_bytes on the daemon's /metrics")
+			b.Fatalf("no %s on the daemon's /metrics", name)
 		}
-		return int64(v)
+		return v
 	}
-	gcs := func() int {
-		v, ok := scrapedValue(scrape(b, bed.Client, 9464), "go_gc_duration_seconds_count")
-		if !ok {
-			b.Fatal("no go_gc_duration_seconds_count on the daemon's /metrics")
-		}
-		return int(v)
-	}
+	heap := func() int64 { return int64(metric("go_memstats_heap_inuse_bytes")) }
+	gcs := func() int { return int(metric("go_gc_duration_seconds_count")) }
 	gc0 := gcs()
-	if r.gogc, _ = scrapedValue(scrape(b, bed.Client, 9464), "go_gc_gogc_percent"); r.gogc != gogc {
+	if r.gogc = metric("go_gc_gogc_percent"); r.gogc != gogc {
 		b.Fatalf("the daemon runs at GOGC %v (go_gc_gogc_percent), want %v", r.gogc, gogc)
 	}
 	cpu0 := procCPU(b, pid)
@@ -252,7 +248,7 @@ sample:
 	r.heapMax = max(r.heapMax, heap())
 	r.gcs = gcs() - gc0
 	cpu := procCPU(b, pid).sub(cpu0)
-	r.cpuPerConn = float64((cpu.user + cpu.sys).Microseconds()) / float64(max(r.opened, 1))
+	r.cpuPerConn = usPerConn(cpu.user+cpu.sys, r.opened)
 	r.minfltPerConn = float64(cpu.minflt) / float64(max(r.opened, 1))
 	// The last connections' lte subflows may still be on their way.
 	var lost int
