@@ -48,7 +48,7 @@ func configCheck(c *cli.Context) error {
 	if err := buildRefuses(file, p); err != nil {
 		return err
 	}
-	notes := p.Notes()
+	notes := append(p.Notes(), buildNotes(p)...)
 	if jsonOutput(c) {
 		return printJSON(struct {
 			OK     bool           `json:"ok"`
@@ -66,10 +66,19 @@ func configCheck(c *cli.Context) error {
 
 // buildRefuses is what this build of gigapath cannot do of p (bad input,
 // exit 2): the real-time create thread is C, absent from a build without
-// cgo (the .deb's).
+// cgo (the .deb is built with it).
 func buildRefuses(file string, p *policy.Policy) error {
 	if p.Creates.Thread == policy.CreatesRealtime && !rtcreate.Supported {
-		return usageErrorf("%s: creates.thread: realtime needs a gigapath built with cgo (CGO_ENABLED=1 and a C compiler); this one was built without: use creates.thread: reader, or remove the key", file)
+		return usageErrorf("%s: creates.thread: realtime needs a gigapath built with cgo (CGO_ENABLED=1 and a C compiler); this one was built without: use creates.thread: auto (the event reader in this build) or reader, or remove the key", file)
+	}
+	return nil
+}
+
+// buildNotes is what this build does of p otherwise than p's reader may
+// expect: without cgo, creates.thread: auto is the event reader.
+func buildNotes(p *policy.Policy) []string {
+	if p.Threaded() && p.Creates.Thread == policy.CreatesAuto && !rtcreate.Supported {
+		return []string{"creates.thread: auto: this gigapath was built without cgo and has no real-time create thread: the event reader sends new connections' creates, which under a burst get their second path later (docs/benchmarks.md, \"burst\")"}
 	}
 	return nil
 }

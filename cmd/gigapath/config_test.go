@@ -210,7 +210,8 @@ func TestConfigDiff(t *testing.T) {
 // A gigapath built without cgo has no real-time create thread: config
 // check and run refuse a policy that asks for it as bad input (exit 2,
 // naming the file and the key), before touching anything; one built with
-// cgo accepts it.
+// cgo accepts it. The default, auto, is valid in both, and check notes
+// what it is without cgo.
 func TestRealtimeCreatesNeedCgo(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -230,7 +231,18 @@ func TestRealtimeCreatesNeedCgo(t *testing.T) {
 			t.Errorf("%q without cgo: exit %d, stdout %q, stderr %q; want exit 2 naming %s and %q", args, code, out, stderr, f, want)
 		}
 	}
-	if code, out, stderr := runConfigCLI(t, buildGigapathForConfig(t), "config", "check", f); code != 0 || !strings.HasPrefix(out, "ok: ") {
+	cgo := buildGigapathForConfig(t)
+	if code, out, stderr := runConfigCLI(t, cgo, "config", "check", f); code != 0 || !strings.HasPrefix(out, "ok: ") {
 		t.Errorf("config check with cgo: exit %d, stdout %q, stderr %q; want ok", code, out, stderr)
+	}
+	// The default, auto, is valid in both; without cgo it is the event
+	// reader, and check says so.
+	auto := writeConfigFile(t, "auto.yaml", "path_manager: userspace\ninterfaces:\n  - name: wifi0\n    role: wifi\n")
+	const note = "note: creates.thread: auto: this gigapath was built without cgo and has no real-time create thread: the event reader sends"
+	if code, out, stderr := runConfigCLI(t, nocgo, "config", "check", auto); code != 0 || !strings.HasPrefix(out, "ok: ") || !strings.Contains(out, note) {
+		t.Errorf("config check of auto without cgo: exit %d, stdout %q, stderr %q; want ok and %q", code, out, stderr, note)
+	}
+	if code, out, stderr := runConfigCLI(t, cgo, "config", "check", auto); code != 0 || !strings.HasPrefix(out, "ok: ") || strings.Contains(out, "creates.thread") {
+		t.Errorf("config check of auto with cgo: exit %d, stdout %q, stderr %q; want ok and no note", code, out, stderr)
 	}
 }

@@ -44,6 +44,9 @@ func showStatus(c *cli.Context) error {
 	if s.NetNS != "" {
 		fmt.Printf("netns: %s\n", s.NetNS)
 	}
+	if s.Creates != "" {
+		fmt.Printf("creates: %s\n", s.Creates)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nINTERFACE\tROLE\tSTATE\tBACKUP\tHEALTH\tADDRESSES")
 	for _, i := range s.Interfaces {

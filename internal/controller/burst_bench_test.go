@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,12 +105,13 @@ const (
 // BURST_DAEMON_NICE=N runs the daemon and the floor at nice N
 // (as systemd's Nice= does), every thread of them, and
 // BURST_DAEMON_SCHED=fifo:N|rr:N|slice:DURATION|batch|idle under that policy
-// (a thread already real-time keeps its own); BENCH_CREATES=realtime[:N]
-// gives the daemon the real-time create thread (benchCreates), and
+// (a thread already real-time keeps its own); BENCH_CREATES=reader or
+// realtime[:N] sets the daemon's creates.thread (benchCreates; unset:
+// the default, auto), and
 // BURST_DAEMON_NO_RT=1 takes the daemon's right to SCHED_FIFO away
-// (prlimit and setpriv: no CAP_SYS_NICE, RLIMIT_RTPRIO 0), so that the
-// thread runs at the daemon's scheduling (not with a real-time
-// BURST_DAEMON_SCHED);
+// (withoutRT), as the packaged unit's norealtime drop-in does: auto is
+// then the reader, and a realtime thread runs at the daemon's scheduling
+// (not with a real-time BURST_DAEMON_SCHED);
 // BURST_RX=napi receives on the wifi and lte links in NAPI threads (see
 // napiReceive; needs ethtool); BURST_TIMELINE=1 logs each round's
 // connections per millisecond since its first dial (how many were
@@ -191,15 +193,16 @@ func BenchmarkBurst(b *testing.B) {
 	daemonRound := func(mode, cfg string) burstRound {
 		args := []string{bin, "run", "--config", cfg}
 		if noRT {
-			// No right to SCHED_FIFO, as under the packaged unit
-			// without its realtime drop-in: the create thread runs at
-			// the daemon's scheduling (this process still sets the
+			// As under the packaged unit with its norealtime drop-in:
+			// auto is the reader, a realtime thread runs at the
+			// daemon's scheduling (this process still sets the
 			// daemon's nice from outside).
-			args = append([]string{"prlimit", "--rtprio=0:0", "--", "setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"}, args...)
+			args = append(withoutRT(), args...)
 		}
 		cmd := bed.Client.Command(context.Background(), args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), env...)
 		d := startDaemonCmd(b, cmd, sock, testWriter{b})
+		b.Logf("daemon: creates by the %s", d.creates)
 		// Scrapes (the daemon serves them, curl runs in the namespace)
 		// outside the CPU window, and before the warm-up (warmUp).
 		gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)
@@ -361,7 +364,7 @@ func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, 
 	}
 	upol := pol
 	if c := benchCreates(b); c != "" {
-		if upol = strings.Replace(pol, "\ncreates:\n  thread: reader\n", "\n"+c, 1); upol == pol {
+		if upol = createsSection.ReplaceAllLiteralString(pol, c); upol == pol {
 			b.Fatal("the example policy has no creates section to replace")
 		}
 	}
@@ -371,13 +374,22 @@ func examplePolicy(b *testing.B, bed *testbed.Bed, bin, dir string) (cfg, sock, 
 	return cfg, sock, pol
 }
 
-// benchCreates is the creates section BENCH_CREATES asks for: unset, the
-// example's (the reader); "realtime" or "realtime:N", the real-time
-// create thread at SCHED_FIFO N (internal/rtcreate). It goes into the
-// userspace PM's policy only.
+// createsSection is the example policy's creates section, its indented
+// lines included.
+var createsSection = regexp.MustCompile(`(?m)^creates:\n(?:  .*\n)*`)
+
+// benchCreates is the creates section BENCH_CREATES asks for: unset,
+// the example's (auto: the real-time thread where it runs at SCHED_FIFO,
+// else the reader; the daemon's status says which, and the benchmark
+// logs it); "reader", the event reader; "realtime" or "realtime:N", the
+// real-time create thread at SCHED_FIFO N (internal/rtcreate) even
+// without the right to it. It goes into the userspace PM's policy only.
 func benchCreates(b *testing.B) string {
-	if os.Getenv("BENCH_CREATES") == "" {
+	switch v := os.Getenv("BENCH_CREATES"); {
+	case v == "":
 		return ""
+	case v == "reader":
+		return "creates:\n  thread: reader\n"
 	}
 	return "creates: {thread: realtime, priority: " + strconv.Itoa(benchCreatesPriority(b)) + "}\n"
 }
@@ -386,7 +398,7 @@ func benchCreates(b *testing.B) string {
 // policy's default), which floor-rt's thread takes too.
 func benchCreatesPriority(b *testing.B) int {
 	v := os.Getenv("BENCH_CREATES")
-	if v == "" {
+	if v == "" || v == "reader" {
 		return policy.DefaultCreatesPriority
 	}
 	kind, prio, _ := strings.Cut(v, ":")
@@ -395,7 +407,7 @@ func benchCreatesPriority(b *testing.B) int {
 		n, err = strconv.Atoi(prio)
 	}
 	if kind != "realtime" || err != nil || n < 1 || n > 99 {
-		b.Fatalf("BENCH_CREATES=%q: want realtime or realtime:N (N 1-99)", v)
+		b.Fatalf("BENCH_CREATES=%q: want reader, realtime or realtime:N (N 1-99), or unset for the policy's default", v)
 	}
 	return n
 }

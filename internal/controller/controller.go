@@ -136,7 +136,7 @@ type Controller struct {
 	early     atomic.Pointer[earlyPlan]
 	earlySent []earlyCreate
 	// rtc is the real-time create thread that sends them instead
-	// (creates.thread: realtime; rtcreates.go), nil without one;
+	// (creates.thread: realtime or auto; rtcreates.go), nil without one;
 	// rtcFailed: it stopped, rtcTooBig: it cannot hold the plan, and
 	// rtLate holds its reports about connections not taken in yet,
 	// rtAwait the connections taken in whose ESTABLISHED the thread reads
@@ -154,6 +154,9 @@ type Controller struct {
 	rtAwait              map[uint32]rtWait
 	rtSettled            map[uint32]time.Time
 	rtSeq, rtDone        uint64
+	// createsBy says who sends new connections' creates, for status
+	// (startCreates); empty where nobody does.
+	createsBy string
 
 	// newRouter makes rt for the policy's routing settings.
 	newRouter func(policy.Routing) (router, error)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -317,8 +318,15 @@ log:
 
 func startController(t *testing.T, b *testbed.Bed, steering string) (*controller.Controller, *metrics.Metrics, string) {
 	t.Helper()
+	return startControllerWith(t, b, steering, "")
+}
+
+// startControllerWith is startController with more of the policy (keys
+// basePolicy does not have).
+func startControllerWith(t *testing.T, b *testbed.Bed, steering, more string) (*controller.Controller, *metrics.Metrics, string) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "status.sock")
-	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, steering, sock)))
+	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, steering, sock) + more))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +352,9 @@ func TestIntegrationUserspaceClient(t *testing.T) {
 	const size = 24 << 20
 	e := setup(t, size)
 	b := e.bed
-	_, m, _ := startController(t, b, "aggregate")
+	// The reader's creates: the default (auto) has the real-time thread
+	// send them here (TestIntegrationRealtimeCreates, TestIntegrationCreatesAuto).
+	_, m, _ := startControllerWith(t, b, "aggregate", "creates: {thread: reader}\n")
 
 	rules, _ := b.Client.Run("ip", "rule", "show")
 	if !strings.Contains(rules, "from "+b.LTEAddr.String()+" lookup") {
@@ -761,13 +771,7 @@ func TestIntegrationRealtimeCreates(t *testing.T) {
 	const size = 24 << 20
 	e := setup(t, size)
 	b := e.bed
-	sock := filepath.Join(t.TempDir(), "status.sock")
-	p, err := policy.Parse([]byte(fmt.Sprintf(basePolicy, "aggregate", sock) + "creates: {thread: realtime}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := metrics.New()
-	runController(t, controller.Config{Policy: p, NetNS: b.Client.Name, Metrics: m})
+	_, m, _ := startControllerWith(t, b, "aggregate", "creates: {thread: realtime}\n")
 
 	wait := e.download(t, size)
 	waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
@@ -783,4 +787,71 @@ func TestIntegrationRealtimeCreates(t *testing.T) {
 		t.Errorf("%s counts %d observations, want 1 (one connection, its subflow in the loop's account)", metrics.ReactionLatency, n)
 	}
 	wait()
+}
+
+// The built daemon with the policy's default, creates.thread: auto: with
+// the right to SCHED_FIFO (root's CAP_SYS_NICE here; the packaged unit's
+// RLIMIT_RTPRIO 10 in .ci/systemd-guest) one of its threads runs at
+// SCHED_FIFO 10 and sends the creates; without it (withoutRT: what
+// docs/deploy/gigapath-norealtime.conf leaves) the event reader sends
+// them and the log says why. status says which, ps (the oracle) each
+// thread's class; each gives a new connection its lte subflow.
+func TestIntegrationCreatesAuto(t *testing.T) {
+	for _, tool := range []string{"prlimit", "setpriv", "ps"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: .ci/install-deps installs util-linux and procps", tool)
+		}
+	}
+	const size = 8 << 20
+	e := setup(t, size)
+	b := e.bed
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name    string
+		wrap    []string // what the daemon is started under
+		creates string   // status's
+		fifo    string   // ps -L's classes that must be there ("FF 10") or not ("")
+		log     string
+	}{
+		{"with SCHED_FIFO", nil, "real-time thread, SCHED_FIFO 10", "FF 10", "creates are sent by the real-time thread"},
+		{"without SCHED_FIFO", withoutRT(), "event reader", "", "not the real-time thread: it cannot run at SCHED_FIFO"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "status.sock")
+			cfg := filepath.Join(dir, "gigapath.yaml")
+			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append(append(tc.wrap, bin), "run", "--config", cfg, "--metrics-listen", "-", "--state-dir", dir)
+			log := &testbed.LockedBuffer{}
+			d := startDaemonCmd(t, b.Client.Command(context.Background(), args[0], args[1:]...), sock, log)
+			defer d.term(t)
+			if d.creates != tc.creates {
+				t.Errorf("status says creates %q, want %q", d.creates, tc.creates)
+			}
+			out, err := exec.Command("ps", "-L", "-o", "cls=,rtprio=", "-p", strconv.Itoa(d.cmd.Process.Pid)).Output()
+			if err != nil {
+				t.Fatalf("ps: %v", err)
+			}
+			var fifo []string
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if f := strings.Fields(l); len(f) == 2 && f[0] == "FF" {
+					fifo = append(fifo, f[0]+" "+f[1])
+				}
+			}
+			if want := []string{tc.fifo}; tc.fifo == "" && len(fifo) != 0 || tc.fifo != "" && !slices.Equal(fifo, want) {
+				t.Errorf("threads at SCHED_FIFO: %q, want %q (ps -L:\n%s)", fifo, tc.fifo, out)
+			}
+			if !strings.Contains(log.String(), tc.log) {
+				t.Errorf("the log lacks %q:\n%s", tc.log, log)
+			}
+			wait := e.download(t, size)
+			waitFor(t, b, "an established lte subflow", 10*time.Second, func() bool {
+				_, ok := hasFrom(subflows(t, b), b.LTEAddr)
+				return ok
+			})
+			wait()
+		})
+	}
 }

@@ -225,16 +225,18 @@ func (c *Controller) open(ctx context.Context, g *errgroup.Group, undo *undoStac
 	smp := c.sampler
 	g.Go(func() error { return c.inventoryReader(ctx, c.dumpReq, dumps, smp) })
 
-	if p.Creates.Thread == policy.CreatesRealtime && c.rtc == nil {
+	if c.rtc == nil {
 		// The thread's sockets are its own: it reads ESTABLISHED itself.
 		// Before the reader's, so that the reader assumes no connection
 		// whose event the thread never had (its account would never come).
-		th, err := c.startRT(p.Creates.Priority)
+		th, err := c.startCreates(p, rtcreate.Supported)
 		if err != nil {
 			return in, err
 		}
-		undo.push(func(stopMode) { th.Close() })
-		c.rtc = th
+		if th != nil {
+			undo.push(func(stopMode) { th.Close() })
+			c.rtc = th
+		}
 	}
 	// Events first, so nothing between the inventory read and the loop is
 	// missed. With the in-kernel PM (path_manager needs a restart: fixed

@@ -234,8 +234,8 @@ var reloadCases = map[string]reloadCase{
 		}},
 	"metrics.listen": {base: "client", replace: []string{`metrics: {listen: ""}`, `metrics: {listen: "127.0.0.1:9999"}`}},
 	"status_socket":  {base: "client", replace: []string{`status_socket: ""`, `status_socket: /run/gigapath-test.sock`}},
-	"creates.thread": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\ncreates: {thread: realtime}"},
-		diffKeys: []string{"creates.thread", "creates.priority"}}, // the priority defaults with the thread
+	"creates.thread": {base: "client", replace: []string{"steering: aggregate", "steering: aggregate\ncreates: {thread: reader}"},
+		diffKeys: []string{"creates.thread", "creates.priority"}}, // the reader has no priority
 	"creates.priority": {base: "realtime", replace: []string{"priority: 10", "priority: 20"}},
 	// What the collector registered with the sockops program reads at
 	// each scrape: four subflows are above the new 3 (the default 1,024

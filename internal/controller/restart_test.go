@@ -36,6 +36,9 @@ type daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error
+	// creates: who sends new connections' creates, as its status said
+	// when it answered first (startDaemonCmd).
+	creates string
 }
 
 // term sends the daemon SIGTERM and waits (10 s at most) until it has
@@ -72,9 +75,10 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daem
 	end := time.Now().Add(10 * time.Second)
 	for time.Now().Before(end) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := status.Query(ctx, sock)
+		s, err := status.Query(ctx, sock)
 		cancel()
 		if err == nil {
+			d.creates = s.Creates
 			return d
 		}
 		select {
@@ -85,6 +89,16 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daem
 	}
 	t.Fatal("daemon's status socket never answered")
 	return nil
+}
+
+// withoutRT is the command prefix that runs a daemon without the right to
+// SCHED_FIFO, as the packaged unit with its norealtime drop-in: no
+// CAP_SYS_NICE, RLIMIT_RTPRIO 0. (The unit's own right, RLIMIT_RTPRIO 10
+// without CAP_SYS_NICE, cannot be made here: raising the limit takes
+// CAP_SYS_RESOURCE, which this host's root lacks; .ci/systemd-guest runs
+// it under systemd.)
+func withoutRT() []string {
+	return []string{"prlimit", "--rtprio=0:0", "--", "setpriv", "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"}
 }
 
 // spawnDaemon starts cmd (a `gigapath run`) with its output going to w; it

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -10,11 +11,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/rtcreate"
 	"github.com/gigapath/gigapath/pathmgr"
 )
 
-// Creates from the real-time thread (creates.thread: realtime).
+// Creates from the real-time thread (creates.thread: realtime, or auto
+// where the thread can run at SCHED_FIFO: startCreates).
 //
 // The thread (internal/rtcreate, in C at SCHED_FIFO) does what the
 // reader's early creates do (early.go), from a thread of its own: it reads
@@ -140,22 +143,77 @@ func (c *Controller) awaitBurst(ctx context.Context, until time.Time, mark uint6
 	}
 }
 
-// startRT starts the real-time thread in the managed namespace. A thread
-// the kernel did not let run at SCHED_FIFO still runs, and the log says
-// why.
-func (c *Controller) startRT(prio int) (*rtcreate.Thread, error) {
-	th, err := rtcreate.Start(rtcreate.Options{NetNS: c.cfg.NetNS, Priority: prio})
+// newRT is the thread as startCreates starts it: RealTime says whether
+// it runs at SCHED_FIFO, and if not, why.
+type newRT interface {
+	rtThread
+	RealTime() (bool, error)
+}
+
+// startRT starts the real-time thread in the managed namespace
+// (rtcreate.Start; a variable for the tests).
+var startRT = func(o rtcreate.Options) (newRT, error) {
+	th, err := rtcreate.Start(o)
 	if err != nil {
-		if errors.Is(err, rtcreate.ErrUnsupported) {
-			return nil, errors.New("creates.thread: realtime: this gigapath was built without cgo; build it with CGO_ENABLED=1 (and a C compiler), or use creates.thread: reader")
-		}
 		return nil, err
-	}
-	if fifo, err := th.RealTime(); !fifo {
-		c.log.Warn("the create thread runs at the daemon's scheduling, not real-time (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, the real-time drop-in of docs/deploy.md)", "err", err)
 	}
 	return th, nil
 }
+
+// startCreates decides at the start who sends a new connection's creates
+// (creates.thread), and starts the real-time thread if that is it: nil
+// is the event reader (early.go). With auto, the thread only where it
+// runs at SCHED_FIFO: without it the thread measured no better than the
+// reader under a burst (docs/benchmarks.md, "burst"), and the reader is
+// the simpler path. supported is rtcreate.Supported (the tests'
+// stand-in). c.createsBy says who, for status.
+func (c *Controller) startCreates(p *policy.Policy, supported bool) (rtThread, error) {
+	c.createsBy = ""
+	if !p.Threaded() {
+		return nil, nil // the daemon sends no creates at a connection's start
+	}
+	// auto's fallback, loud: the second paths come later under a burst.
+	// Writing reader says it is meant.
+	fallback := func(why string, args ...any) (rtThread, error) {
+		c.createsBy = createsByReader
+		c.log.Warn("new connections' creates are sent by the event reader, not the real-time thread: "+why+" (creates.thread: auto; write reader to mean it)", args...)
+		return nil, nil
+	}
+	switch {
+	case p.Creates.Thread == policy.CreatesReader:
+		c.createsBy = createsByReader
+		c.log.Info("new connections' creates are sent by the event reader (creates.thread: reader)")
+		return nil, nil
+	case p.Creates.Thread == policy.CreatesAuto && !supported:
+		return fallback("this build has none (built without cgo)")
+	}
+	th, err := startRT(rtcreate.Options{NetNS: c.cfg.NetNS, Priority: p.Creates.Priority})
+	switch {
+	case errors.Is(err, rtcreate.ErrUnsupported):
+		// config check and run refuse it first (cmd/gigapath, buildRefuses).
+		return nil, errors.New("creates.thread: realtime: this gigapath was built without cgo; build it with CGO_ENABLED=1 (and a C compiler), or use creates.thread: auto or reader")
+	case err != nil && p.Creates.Thread == policy.CreatesAuto:
+		return fallback("it did not start", "err", err)
+	case err != nil:
+		return nil, err
+	}
+	fifo, why := th.RealTime()
+	switch {
+	case fifo:
+		c.createsBy = fmt.Sprintf("real-time thread, SCHED_FIFO %d", p.Creates.Priority)
+		c.log.Info("new connections' creates are sent by the real-time thread", "sched_fifo", p.Creates.Priority)
+		return th, nil
+	case p.Creates.Thread == policy.CreatesAuto:
+		th.Close()
+		return fallback("it cannot run at SCHED_FIFO (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, which the unit of docs/deploy.md grants)", "err", why)
+	}
+	c.createsBy = "real-time thread, at the daemon's scheduling"
+	c.log.Warn("the create thread runs at the daemon's scheduling, not real-time (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, which the unit of docs/deploy.md grants)", "err", why)
+	return th, nil
+}
+
+// createsByReader is status's word for the event reader's creates.
+const createsByReader = "event reader"
 
 // readRT passes the thread's reports to the loop, a batch at a time,
 // until ctx ends (and then stops the thread, which ends its read) or the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -671,4 +672,98 @@ func TestRealtimeReaderAwaitsWithEventsQueued(t *testing.T) {
 	step("events lost, a full read since", room, false, time.Time{})
 	w.after(partial, nil, at(2*rtDeferMax))
 	step("events lost, the socket read empty since", room, true, at(3*rtDeferMax))
+}
+
+// startedRT is a thread as startRT returns it: at SCHED_FIFO or not.
+type startedRT struct {
+	fakeRT
+	fifo bool
+}
+
+func (s *startedRT) RealTime() (bool, error) {
+	if s.fifo {
+		return true, nil
+	}
+	return false, syscall.EPERM
+}
+
+// startCreates decides who sends new connections' creates: auto takes
+// the thread only where it runs at SCHED_FIFO and otherwise falls back
+// to the reader, saying why; realtime keeps the thread at any
+// scheduling; reader and a daemon that sends no creates start none.
+func TestStartCreates(t *testing.T) {
+	auto, reader := reloadClient, reloadClient+"creates: {thread: reader}\n"
+	realtime := reloadClient + "creates: {thread: realtime, priority: 20}\n"
+	for _, tc := range []struct {
+		name, policy string
+		supported    bool
+		fifo         bool  // the started thread's
+		startErr     error // startRT's
+		wantThread   bool
+		wantStarted  bool // startRT called
+		wantBy, log  string
+		wantErr      string
+	}{
+		{name: "auto", policy: auto, supported: true, fifo: true,
+			wantThread: true, wantStarted: true, wantBy: "real-time thread, SCHED_FIFO 10", log: "level=INFO msg=\"new connections' creates are sent by the real-time thread\" sched_fifo=10"},
+		{name: "auto without SCHED_FIFO", policy: auto, supported: true,
+			wantStarted: true, wantBy: "event reader", log: "level=WARN msg=\"new connections' creates are sent by the event reader, not the real-time thread: it cannot run at SCHED_FIFO"},
+		{name: "auto without cgo", policy: auto,
+			wantBy: "event reader", log: "not the real-time thread: this build has none (built without cgo) (creates.thread: auto; write reader to mean it)"},
+		{name: "auto, the thread fails", policy: auto, supported: true, startErr: errors.New("no socket"),
+			wantStarted: true, wantBy: "event reader", log: "not the real-time thread: it did not start (creates.thread: auto; write reader to mean it)\" err=\"no socket\""},
+		{name: "reader", policy: reader, supported: true,
+			wantBy: "event reader", log: "level=INFO msg=\"new connections' creates are sent by the event reader (creates.thread: reader)\""},
+		{name: "realtime", policy: realtime, supported: true, fifo: true,
+			wantThread: true, wantStarted: true, wantBy: "real-time thread, SCHED_FIFO 20"},
+		{name: "realtime without SCHED_FIFO", policy: realtime, supported: true,
+			wantThread: true, wantStarted: true, wantBy: "real-time thread, at the daemon's scheduling", log: "level=WARN msg=\"the create thread runs at the daemon's scheduling"},
+		{name: "realtime, the thread fails", policy: realtime, supported: true, startErr: errors.New("no socket"),
+			wantStarted: true, wantErr: "no socket"},
+		{name: "server", policy: reloadBases["server"], supported: true, fifo: true},
+		{name: "in-kernel PM", policy: reloadBases["kernel"], supported: true, fifo: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log testbed.LockedBuffer
+			c, _, _ := fakeController(t, tc.policy, &log)
+			var started *startedRT
+			defer func(orig func(rtcreate.Options) (newRT, error)) { startRT = orig }(startRT)
+			startRT = func(o rtcreate.Options) (newRT, error) {
+				if tc.startErr != nil {
+					started = &startedRT{}
+					return nil, tc.startErr
+				}
+				if o.Priority != c.pol.Creates.Priority {
+					t.Errorf("started at priority %d, want the policy's %d", o.Priority, c.pol.Creates.Priority)
+				}
+				started = &startedRT{fifo: tc.fifo}
+				return started, nil
+			}
+			th, err := c.startCreates(c.pol, tc.supported)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (th != nil) != tc.wantThread || (started != nil) != tc.wantStarted {
+				t.Errorf("thread %v (started: %v), want a thread %v (started: %v)", th, started != nil, tc.wantThread, tc.wantStarted)
+			}
+			if started != nil && th == nil && tc.startErr == nil && !started.closed {
+				t.Error("a thread started and not used was not closed")
+			}
+			if c.createsBy != tc.wantBy {
+				t.Errorf("createsBy %q, want %q", c.createsBy, tc.wantBy)
+			}
+			if got := c.snapshot().Creates; got != tc.wantBy {
+				t.Errorf("status says creates %q, want %q", got, tc.wantBy)
+			}
+			if !strings.Contains(log.String(), tc.log) {
+				t.Errorf("log:\n%s\nwant %q", log.String(), tc.log)
+			}
+		})
+	}
 }

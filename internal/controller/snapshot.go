@@ -13,7 +13,7 @@ import (
 func (c *Controller) snapshot() status.Snapshot {
 	pj, _ := json.Marshal(c.pol)
 	s := status.Snapshot{Time: c.now(), PID: os.Getpid(), Version: buildinfo.Version(), Started: processStart,
-		NetNS: c.cfg.NetNS, Policy: pj, Summary: c.pol.Summary()}
+		NetNS: c.cfg.NetNS, Policy: pj, Summary: c.pol.Summary(), Creates: c.createsBy}
 	var primary *iface
 	if _, ok := c.strat.(*priority); ok {
 		primary = primaryOf(c.available())

@@ -127,13 +127,19 @@ log:
 # Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
 skip_link_local: true
 
-# Which thread answers a new connection with its subflow creates: reader
-# (the daemon's event reader, the default) or, with side: client and
-# path_manager: userspace only, realtime (a C thread at SCHED_FIFO: the
-# second path sooner under bursts of new connections; needs CAP_SYS_NICE
-# or LimitRTPRIO, docs/deploy.md), e.g. thread: realtime and priority: 10.
+# Which thread answers a new connection with its subflow creates (client
+# side, path_manager: userspace; elsewhere the key has nothing to do).
+# auto: a C thread at SCHED_FIFO priority 10 where it can run there (a
+# build with cgo and CAP_SYS_NICE or LimitRTPRIO, which the packaged unit
+# grants: docs/deploy.md), else the daemon's event reader; the log says
+# which and why. reader: always the event reader. realtime: always the
+# thread, at the daemon's own scheduling when SCHED_FIFO is refused.
+# Under a burst of new connections only the thread at SCHED_FIFO gives
+# them their second path about as fast as the in-kernel PM
+# (docs/benchmarks.md, "burst").
 creates:
-  thread: reader
+  thread: auto
+  priority: 10            # SCHED_FIFO priority of the thread (1-99)
 
 # The SOCKS5 relay's section: gigapath relay --config FILE reads it when
 # it starts (docs/relay.md); the daemon does not use it.

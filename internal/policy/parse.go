@@ -733,28 +733,25 @@ func (c *checker) validate(r *rawFile) *Policy {
 		}
 	}
 
-	p.Creates = Creates{Thread: CreatesReader}
+	p.Creates = Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}
 	if r.Creates != nil {
-		p.Creates.Thread = oneOf(c, "creates.thread", r.Creates.Thread, CreatesReader, CreatesReader, CreatesRealtime)
+		p.Creates.Thread = oneOf(c, "creates.thread", r.Creates.Thread, CreatesAuto, CreatesAuto, CreatesReader, CreatesRealtime)
+		if p.Creates.Thread == CreatesReader {
+			p.Creates.Priority = 0
+		}
 		if r.Creates.Priority != nil {
-			if p.Creates.Thread != CreatesRealtime {
-				c.errorf("creates.priority", "only valid with creates.thread: realtime (the reader runs at the daemon's own scheduling)")
+			if p.Creates.Thread == CreatesReader {
+				c.errorf("creates.priority", "only valid with creates.thread: auto or realtime (the reader runs at the daemon's own scheduling)")
 			} else if n := *r.Creates.Priority; n < 1 || n > 99 {
 				c.errorf("creates.priority", "%d is out of range; use 1 to 99 (SCHED_FIFO priority)", n)
 			} else {
 				p.Creates.Priority = n
 			}
 		}
-		if p.Creates.Thread == CreatesRealtime {
-			if p.Creates.Priority == 0 {
-				p.Creates.Priority = DefaultCreatesPriority
-			}
-			if p.Side != SideClient || p.PathManager != PMUserspace {
-				c.errorf("creates.thread", "realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key")
-			}
+		if p.Creates.Thread == CreatesRealtime && !p.Threaded() {
+			c.errorf("creates.thread", "realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use auto or reader, or remove the key")
 		}
 	}
-
 	// relay: the section of `gigapath relay --config`, checked here as
 	// far as it can be without reading its credentials file.
 	if r.Relay != nil {

@@ -321,13 +321,20 @@ type CreatesThread string
 
 // Create threads.
 const (
+	// CreatesAuto, the default: the realtime thread where it can run at
+	// SCHED_FIFO (a client on the userspace PM, a build with cgo, the
+	// right to the real-time class), else the reader; the daemon decides
+	// at its start and logs which and why (internal/controller/rtcreates.go).
+	// The thread helps only at SCHED_FIFO: without it, it measured no
+	// better than the reader (docs/benchmarks.md, "burst").
+	CreatesAuto CreatesThread = "auto"
 	// CreatesReader: the daemon's event reader, in Go, at the daemon's
 	// scheduling (internal/controller/early.go).
 	CreatesReader CreatesThread = "reader"
 	// CreatesRealtime: a thread of its own, in C, at SCHED_FIFO
 	// (internal/rtcreate); for bursts of new connections. Needs a build
-	// with cgo and CAP_SYS_NICE (without it the thread runs at the
-	// daemon's scheduling, with a warning).
+	// with cgo; without the right to SCHED_FIFO it runs at the daemon's
+	// scheduling, with a warning.
 	CreatesRealtime CreatesThread = "realtime"
 )
 
@@ -339,7 +346,14 @@ const DefaultCreatesPriority = 10
 // Creates is the `creates:` section.
 type Creates struct {
 	Thread   CreatesThread `json:"thread"`
-	Priority int           `json:"priority,omitempty"` // SCHED_FIFO priority of the realtime thread
+	Priority int           `json:"priority,omitempty"` // SCHED_FIFO priority of the realtime thread (auto, realtime)
+}
+
+// Threaded reports whether a client on the userspace PM is what p is
+// for: the only daemon that sends new connections' creates, and so the
+// only one the realtime thread can serve.
+func (p *Policy) Threaded() bool {
+	return p.Side == SideClient && p.PathManager == PMUserspace
 }
 
 // Log configures logging.

@@ -56,7 +56,7 @@ func TestParseMinimal(t *testing.T) {
 		StatusSocket:  "/run/gigapath/status.sock",
 		Log:           Log{Level: "info", Format: "text"},
 		SkipLinkLocal: true,
-		Creates:       Creates{Thread: CreatesReader},
+		Creates:       Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority},
 	}
 	if d := cmp.Diff(want, p, addrEq); d != "" {
 		t.Errorf("minimal policy (-want +got):\n%s", d)
@@ -140,13 +140,27 @@ func TestRoutingShortForm(t *testing.T) {
 // TestParseErrors covers every bad-config class of the issue and more: the
 // message must name the line, the key path, the bad value and what is valid.
 func TestParseCreates(t *testing.T) {
-	p := mustParse(t, minimal+"creates:\n  thread: realtime\n")
-	if want := (Creates{Thread: CreatesRealtime, Priority: DefaultCreatesPriority}); p.Creates != want {
-		t.Errorf("creates = %+v, want %+v", p.Creates, want)
-	}
-	p = mustParse(t, minimal+"creates:\n  thread: realtime\n  priority: 30\n")
-	if want := (Creates{Thread: CreatesRealtime, Priority: 30}); p.Creates != want {
-		t.Errorf("creates = %+v, want %+v", p.Creates, want)
+	const server = "side: server\npath_manager: userspace\ninterfaces:\n  - name: eth0\n    role: wifi\n"
+	const kernelPM = "path_manager: kernel\ninterfaces:\n  - name: eth0\n    role: wifi\n"
+	for _, tc := range []struct {
+		in   string
+		want Creates
+	}{
+		{minimal, Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
+		{minimal + "creates: {}\n", Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
+		{minimal + "creates: {priority: 20}\n", Creates{Thread: CreatesAuto, Priority: 20}},
+		{minimal + "creates:\n  thread: realtime\n", Creates{Thread: CreatesRealtime, Priority: DefaultCreatesPriority}},
+		{minimal + "creates:\n  thread: realtime\n  priority: 30\n", Creates{Thread: CreatesRealtime, Priority: 30}},
+		{minimal + "creates:\n  thread: reader\n", Creates{Thread: CreatesReader}},
+		// Nothing for a thread to do: auto stays what the file says (the
+		// daemon uses no thread: internal/controller, createsThread).
+		{server, Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
+		{server + "creates: {thread: auto, priority: 20}\n", Creates{Thread: CreatesAuto, Priority: 20}},
+		{kernelPM, Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
+	} {
+		if p := mustParse(t, tc.in); p.Creates != tc.want {
+			t.Errorf("%q: creates = %+v, want %+v", tc.in, p.Creates, tc.want)
+		}
 	}
 }
 
@@ -176,15 +190,15 @@ func TestParseErrors(t *testing.T) {
 		{"bad address", "side: server\npath_manager: userspace\n" + ifs + "announce:\n  - address: 10.0.0.300\n",
 			[]string{`line 9: announce[0].address: "10.0.0.300" is not an IP address; want e.g. 192.0.2.10 or 2001:db8::10`}},
 		{"realtime creates on a server", "side: server\npath_manager: userspace\ncreates:\n  thread: realtime\n" + ifs,
-			[]string{`line 4: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key`}},
+			[]string{`line 4: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use auto or reader, or remove the key`}},
 		{"realtime creates, in-kernel PM", "path_manager: kernel\ncreates:\n  thread: realtime\n" + ifs,
-			[]string{`line 3: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use reader or remove the key`}},
+			[]string{`line 3: creates.thread: realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use auto or reader, or remove the key`}},
 		{"bad creates thread", "path_manager: userspace\ncreates:\n  thread: fast\n" + ifs,
-			[]string{`line 3: creates.thread: "fast" is not valid; use one of reader, realtime`}},
+			[]string{`line 3: creates.thread: "fast" is not valid; use one of auto, reader, realtime`}},
 		{"bad creates priority", "path_manager: userspace\ncreates:\n  thread: realtime\n  priority: 100\n" + ifs,
 			[]string{`line 4: creates.priority: 100 is out of range; use 1 to 99 (SCHED_FIFO priority)`}},
-		{"creates priority for the reader", "path_manager: userspace\ncreates:\n  priority: 20\n" + ifs,
-			[]string{`line 3: creates.priority: only valid with creates.thread: realtime (the reader runs at the daemon's own scheduling)`}},
+		{"creates priority for the reader", "path_manager: userspace\ncreates:\n  thread: reader\n  priority: 20\n" + ifs,
+			[]string{`line 4: creates.priority: only valid with creates.thread: auto or realtime (the reader runs at the daemon's own scheduling)`}},
 		{"refuse on a client", "path_manager: userspace\ninitial_address_joins: refuse\n" + ifs,
 			[]string{`line 2: initial_address_joins: refuse is only valid with side: server (the C flag is sent by the end that accepts connections); use allow or remove the key`}},
 		{"bad initial_address_joins", "side: server\npath_manager: userspace\ninitial_address_joins: deny\n" + ifs,
@@ -532,8 +546,8 @@ interfaces:
 	if got := Describe(old, mustParse(t, minimal+"metrics: {subflow_series: 100000}\n")); !slices.Equal(got, []string{"~ metrics.subflow_series: 1024 -> 100000"}) {
 		t.Errorf("subflow_series described as %q", got)
 	}
-	if got, want := Describe(old, mustParse(t, minimal+"creates: {thread: realtime}\n")), []string{
-		"~ creates: {Thread:reader Priority:0} -> {Thread:realtime Priority:10}",
+	if got, want := Describe(old, mustParse(t, minimal+"creates: {thread: reader}\n")), []string{
+		"~ creates: {Thread:auto Priority:10} -> {Thread:reader Priority:0}",
 		"! needs a restart: creates.thread, creates.priority",
 	}; !slices.Equal(got, want) {
 		t.Errorf("creates described as %q, want %q", got, want)

@@ -23,13 +23,19 @@ type Snapshot struct {
 	PID  int       `json:"pid"`
 	// Version is the running binary's (buildinfo.Version); Started is
 	// when it started: an upgrade in place keeps the PID, not these.
-	Version     string          `json:"version,omitempty"`
-	Started     time.Time       `json:"started,omitempty"`
-	NetNS       string          `json:"netns,omitempty"`
-	Policy      json.RawMessage `json:"policy"`
-	Summary     string          `json:"summary"`
-	Interfaces  []Interface     `json:"interfaces"`
-	Connections []Connection    `json:"connections"`
+	Version string          `json:"version,omitempty"`
+	Started time.Time       `json:"started,omitempty"`
+	NetNS   string          `json:"netns,omitempty"`
+	Policy  json.RawMessage `json:"policy"`
+	Summary string          `json:"summary"`
+	// Creates is who sends a new connection's creates, as the daemon
+	// decided at its start (creates.thread): "event reader", or
+	// "real-time thread, SCHED_FIFO 10", or the thread "at the daemon's
+	// scheduling"; absent where the daemon sends none (server side, the
+	// in-kernel PM).
+	Creates     string       `json:"creates,omitempty"`
+	Interfaces  []Interface  `json:"interfaces"`
+	Connections []Connection `json:"connections"`
 }
 
 // Interface is one interface the policy applies to.
