@@ -202,7 +202,9 @@ func BenchmarkBurst(b *testing.B) {
 		cmd := bed.Client.Command(context.Background(), args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), env...)
 		d := startDaemonCmd(b, cmd, sock, testWriter{b})
-		b.Logf("daemon: creates by the %s", d.creates)
+		if d.creates != "" {
+			b.Logf("daemon: creates by the %s", d.creates)
+		}
 		// Scrapes (the daemon serves them, curl runs in the namespace)
 		// outside the CPU window, and before the warm-up (warmUp).
 		gc0 := scrapeCounter(b, bed, "go_gc_duration_seconds_count", 9477)

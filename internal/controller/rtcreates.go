@@ -179,36 +179,45 @@ func (c *Controller) startCreates(p *policy.Policy, supported bool) (rtThread, e
 		c.log.Warn("new connections' creates are sent by the event reader, not the real-time thread: "+why+" (creates.thread: auto; write reader to mean it)", args...)
 		return nil, nil
 	}
-	switch {
-	case p.Creates.Thread == policy.CreatesReader:
+	auto := p.Creates.Thread == policy.CreatesAuto
+	switch p.Creates.Thread {
+	case policy.CreatesReader:
 		c.createsBy = createsByReader
 		c.log.Info("new connections' creates are sent by the event reader (creates.thread: reader)")
 		return nil, nil
-	case p.Creates.Thread == policy.CreatesAuto && !supported:
-		return fallback("this build has none (built without cgo)")
+	case policy.CreatesAuto:
+		if !supported {
+			return fallback("this build has none (built without cgo)")
+		}
+	case policy.CreatesRealtime:
+	default:
+		return nil, fmt.Errorf("creates.thread: %q: want auto, reader or realtime", p.Creates.Thread)
 	}
 	th, err := startRT(rtcreate.Options{NetNS: c.cfg.NetNS, Priority: p.Creates.Priority})
 	switch {
+	case err != nil && auto:
+		return fallback("it did not start", "err", err)
 	case errors.Is(err, rtcreate.ErrUnsupported):
 		// config check and run refuse it first (cmd/gigapath, buildRefuses).
 		return nil, errors.New("creates.thread: realtime: this gigapath was built without cgo; build it with CGO_ENABLED=1 (and a C compiler), or use creates.thread: auto or reader")
-	case err != nil && p.Creates.Thread == policy.CreatesAuto:
-		return fallback("it did not start", "err", err)
 	case err != nil:
 		return nil, err
 	}
+	// What it takes, in a warning: a daemon upgraded in place keeps the
+	// sandbox and limits it started with (an older unit's).
+	const right = "needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority and no seccomp filter against it: systemd's LimitRTPRIO= and RestrictRealtime=no, which the unit of docs/deploy.md has; a daemon upgraded in place keeps the ones it started with"
 	fifo, why := th.RealTime()
 	switch {
 	case fifo:
 		c.createsBy = fmt.Sprintf("real-time thread, SCHED_FIFO %d", p.Creates.Priority)
 		c.log.Info("new connections' creates are sent by the real-time thread", "sched_fifo", p.Creates.Priority)
 		return th, nil
-	case p.Creates.Thread == policy.CreatesAuto:
+	case auto:
 		th.Close()
-		return fallback("it cannot run at SCHED_FIFO (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, which the unit of docs/deploy.md grants)", "err", why)
+		return fallback("it cannot run at SCHED_FIFO ("+right+")", "err", why)
 	}
 	c.createsBy = "real-time thread, at the daemon's scheduling"
-	c.log.Warn("the create thread runs at the daemon's scheduling, not real-time (needs CAP_SYS_NICE, or RLIMIT_RTPRIO up to creates.priority: systemd's LimitRTPRIO=, which the unit of docs/deploy.md grants)", "err", why)
+	c.log.Warn("the create thread runs at the daemon's scheduling, not real-time ("+right+")", "err", why)
 	return th, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/gigapath/gigapath/internal/policy"
 	"github.com/gigapath/gigapath/internal/rtcreate"
 	"github.com/gigapath/gigapath/internal/testbed"
 	"github.com/gigapath/gigapath/pathmgr"
@@ -696,6 +697,7 @@ func TestStartCreates(t *testing.T) {
 	realtime := reloadClient + "creates: {thread: realtime, priority: 20}\n"
 	for _, tc := range []struct {
 		name, policy string
+		thread       policy.CreatesThread // set on the parsed policy: a Policy not made by Parse
 		supported    bool
 		fifo         bool  // the started thread's
 		startErr     error // startRT's
@@ -715,11 +717,12 @@ func TestStartCreates(t *testing.T) {
 		{name: "reader", policy: reader, supported: true,
 			wantBy: "event reader", log: "level=INFO msg=\"new connections' creates are sent by the event reader (creates.thread: reader)\""},
 		{name: "realtime", policy: realtime, supported: true, fifo: true,
-			wantThread: true, wantStarted: true, wantBy: "real-time thread, SCHED_FIFO 20"},
+			wantThread: true, wantStarted: true, wantBy: "real-time thread, SCHED_FIFO 20", log: "level=INFO msg=\"new connections' creates are sent by the real-time thread\" sched_fifo=20"},
 		{name: "realtime without SCHED_FIFO", policy: realtime, supported: true,
 			wantThread: true, wantStarted: true, wantBy: "real-time thread, at the daemon's scheduling", log: "level=WARN msg=\"the create thread runs at the daemon's scheduling"},
 		{name: "realtime, the thread fails", policy: realtime, supported: true, startErr: errors.New("no socket"),
 			wantStarted: true, wantErr: "no socket"},
+		{name: "a thread Parse would refuse", policy: realtime, thread: "fast", supported: true, wantErr: `creates.thread: "fast": want auto, reader or realtime`},
 		{name: "server", policy: reloadBases["server"], supported: true, fifo: true},
 		{name: "in-kernel PM", policy: reloadBases["kernel"], supported: true, fifo: true},
 	} {
@@ -739,6 +742,9 @@ func TestStartCreates(t *testing.T) {
 				started = &startedRT{fifo: tc.fifo}
 				return started, nil
 			}
+			if tc.thread != "" {
+				c.pol.Creates.Thread = tc.thread
+			}
 			th, err := c.startCreates(c.pol, tc.supported)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -752,8 +758,8 @@ func TestStartCreates(t *testing.T) {
 			if (th != nil) != tc.wantThread || (started != nil) != tc.wantStarted {
 				t.Errorf("thread %v (started: %v), want a thread %v (started: %v)", th, started != nil, tc.wantThread, tc.wantStarted)
 			}
-			if started != nil && th == nil && tc.startErr == nil && !started.closed {
-				t.Error("a thread started and not used was not closed")
+			if started != nil && tc.startErr == nil && started.closed != (th == nil) {
+				t.Errorf("the thread started was closed: %v, used: %v", started.closed, th != nil)
 			}
 			if c.createsBy != tc.wantBy {
 				t.Errorf("createsBy %q, want %q", c.createsBy, tc.wantBy)

@@ -97,7 +97,13 @@ func Compare(old, new *Policy) Diff {
 	d.LinkLocalChanged = old.SkipLinkLocal != new.SkipLinkLocal
 	d.RelayChanged = !reflect.DeepEqual(old.Relay, new.Relay)
 	d.Keys = changedKeys(old, new)
+	// Where no daemon sends a connection's creates, before or after,
+	// creates has nothing to restart (Threaded).
+	idle := !old.Threaded() && !new.Threaded()
 	for _, k := range d.Keys {
+		if idle && strings.HasPrefix(k, "creates.") {
+			continue
+		}
 		if f, ok := FateOf(k); !ok || f == Restart {
 			d.NeedsRestart = append(d.NeedsRestart, k)
 		}

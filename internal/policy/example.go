@@ -127,8 +127,9 @@ log:
 # Ignore link-local addresses (fe80::/10, 169.254.0.0/16).
 skip_link_local: true
 
-# Which thread answers a new connection with its subflow creates (client
-# side, path_manager: userspace; elsewhere the key has nothing to do).
+# Which thread answers a new connection with its subflow creates (a
+# client on the userspace PM; elsewhere auto and reader do nothing, and
+# realtime is an error).
 # auto: a C thread at SCHED_FIFO priority 10 where it can run there (a
 # build with cgo and CAP_SYS_NICE or LimitRTPRIO, which the packaged unit
 # grants: docs/deploy.md), else the daemon's event reader; the log says
@@ -139,7 +140,7 @@ skip_link_local: true
 # (docs/benchmarks.md, "burst").
 creates:
   thread: auto
-  priority: 10            # SCHED_FIFO priority of the thread (1-99)
+  #priority: 10           # SCHED_FIFO priority of the thread (1-99; auto and realtime only)
 
 # The SOCKS5 relay's section: gigapath relay --config FILE reads it when
 # it starts (docs/relay.md); the daemon does not use it.

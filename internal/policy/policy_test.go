@@ -153,7 +153,7 @@ func TestParseCreates(t *testing.T) {
 		{minimal + "creates:\n  thread: realtime\n  priority: 30\n", Creates{Thread: CreatesRealtime, Priority: 30}},
 		{minimal + "creates:\n  thread: reader\n", Creates{Thread: CreatesReader}},
 		// Nothing for a thread to do: auto stays what the file says (the
-		// daemon uses no thread: internal/controller, createsThread).
+		// daemon uses no thread: internal/controller, startCreates).
 		{server, Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
 		{server + "creates: {thread: auto, priority: 20}\n", Creates{Thread: CreatesAuto, Priority: 20}},
 		{kernelPM, Creates{Thread: CreatesAuto, Priority: DefaultCreatesPriority}},
@@ -551,6 +551,14 @@ interfaces:
 		"! needs a restart: creates.thread, creates.priority",
 	}; !slices.Equal(got, want) {
 		t.Errorf("creates described as %q, want %q", got, want)
+	}
+	// A server sends no connection's creates: the key changes nothing
+	// that needs a restart.
+	const server = "side: server\npath_manager: userspace\ninterfaces:\n  - name: eth0\n    role: wifi\n"
+	if got, want := Describe(mustParse(t, server), mustParse(t, server+"creates: {thread: reader}\n")), []string{
+		"~ creates: {Thread:auto Priority:10} -> {Thread:reader Priority:0}",
+	}; !slices.Equal(got, want) {
+		t.Errorf("a server's creates described as %q, want %q", got, want)
 	}
 	if got := Describe(old, mustParse(t, minimal)); len(got) != 0 {
 		t.Errorf("no change described as %q", got)

@@ -1,7 +1,8 @@
 // Package rtcreate sends a new MPTCP connection's SUBFLOW_CREATEs from a
 // thread outside Go's runtime, at real-time priority: the daemon's answer
-// to bursts of new connections (`creates: {thread: realtime}` in the
-// policy; docs/benchmarks.md, "burst", says what it buys and costs).
+// to bursts of new connections (`creates.thread: auto`, the policy's
+// default, where it runs at SCHED_FIFO, or `realtime`; docs/benchmarks.md,
+// "burst", says what it buys and costs).
 //
 // Why a thread of its own, in C: every SUBFLOW_CREATE is served under the
 // generic netlink mutex, one at a time, and the kernel connects the

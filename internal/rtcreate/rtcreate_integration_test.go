@@ -456,8 +456,8 @@ func TestIntegrationPlanLimits(t *testing.T) {
 // startWithoutSysNice starts a thread from an OS thread without
 // CAP_SYS_NICE (the created thread inherits the creator's capabilities),
 // under RLIMIT_RTPRIO rtprio, as a daemon under the systemd unit
-// (CapabilityBoundingSet without it; LimitRTPRIO from the realtime
-// drop-in, docs/deploy.md).
+// (CapabilityBoundingSet without it; the unit's LimitRTPRIO=10,
+// docs/deploy.md).
 func startWithoutSysNice(t *testing.T, rtprio uint64) (fifo bool, err error) {
 	t.Helper()
 	var old unix.Rlimit
