@@ -752,6 +752,7 @@ func (c *checker) validate(r *rawFile) *Policy {
 			c.errorf("creates.thread", "realtime is only valid with side: client and path_manager: userspace (the thread answers new connections with the userspace PM's creates); use auto or reader, or remove the key")
 		}
 	}
+
 	// relay: the section of `gigapath relay --config`, checked here as
 	// far as it can be without reading its credentials file.
 	if r.Relay != nil {

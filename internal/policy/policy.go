@@ -349,9 +349,9 @@ type Creates struct {
 	Priority int           `json:"priority,omitempty"` // SCHED_FIFO priority of the realtime thread (auto, realtime)
 }
 
-// Threaded reports whether a client on the userspace PM is what p is
-// for: the only daemon that sends new connections' creates, and so the
-// only one the realtime thread can serve.
+// Threaded reports whether p is a client's on the userspace PM: the only
+// daemon that sends new connections' creates, and so the only one a
+// create thread (creates.thread) serves.
 func (p *Policy) Threaded() bool {
 	return p.Side == SideClient && p.PathManager == PMUserspace
 }
