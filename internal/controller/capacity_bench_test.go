@@ -145,15 +145,16 @@ func daemonCapacity(b *testing.B, n int) {
 }
 
 // warnPolicy writes basePolicy (aggregate) at log level warn, with its
-// /metrics on 127.0.0.1:9464, into a new temporary directory: the
-// policy's file and its status socket.
+// /metrics on 127.0.0.1:9464 and BENCH_CREATES's creates section
+// (benchCreates; unset: the default), into a new temporary directory:
+// the policy's file and its status socket.
 func warnPolicy(b *testing.B) (cfg, sock string) {
 	dir := b.TempDir()
 	sock = filepath.Join(dir, "status.sock")
 	cfg = filepath.Join(dir, "policy.yaml")
 	pol := fmt.Sprintf(basePolicy, "aggregate", sock)
 	pol = strings.Replace(pol, "level: debug", "level: warn", 1)
-	pol = strings.Replace(pol, `listen: ""`, `listen: "127.0.0.1:9464"`, 1)
+	pol = strings.Replace(pol, `listen: ""`, `listen: "127.0.0.1:9464"`, 1) + benchCreates(b)
 	if err := os.WriteFile(cfg, []byte(pol), 0o600); err != nil {
 		b.Fatal(err)
 	}

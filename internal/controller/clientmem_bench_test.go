@@ -139,6 +139,7 @@ func clientMemory(b *testing.B, bed *testbed.Bed, bin string, env []string, gogc
 	d := startDaemonCmd(b, cmd, sock, testWriter{b})
 	pid := d.cmd.Process.Pid
 	defer d.term(b)
+	b.Logf("daemon: creates by the %s", d.creates)
 
 	watch, stopWatch := watchLTESubflows(b, bed)
 	defer stopWatch()
