@@ -818,11 +818,7 @@ func TestIntegrationCreatesAuto(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			sock := filepath.Join(dir, "status.sock")
-			cfg := filepath.Join(dir, "gigapath.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			cfg, sock := writeBasePolicy(t, dir)
 			args := append(append(tc.wrap, bin), "run", "--config", cfg, "--metrics-listen", "-", "--state-dir", dir)
 			log := &testbed.LockedBuffer{}
 			d := startDaemonCmd(t, b.Client.Command(context.Background(), args[0], args[1:]...), sock, log)

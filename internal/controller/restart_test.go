@@ -91,6 +91,18 @@ func startDaemonCmd(t testing.TB, cmd *exec.Cmd, sock string, w io.Writer) *daem
 	return nil
 }
 
+// writeBasePolicy writes basePolicy (aggregate, its status socket in
+// dir) to dir/gigapath.yaml, for a daemon started as a process: the
+// file and the socket's path.
+func writeBasePolicy(t testing.TB, dir string) (cfg, sock string) {
+	t.Helper()
+	sock, cfg = filepath.Join(dir, "status.sock"), filepath.Join(dir, "gigapath.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, sock
+}
+
 // withoutRT is the command prefix that runs a daemon without the right to
 // SCHED_FIFO, as the packaged unit with its norealtime drop-in: no
 // CAP_SYS_NICE, RLIMIT_RTPRIO 0. (The unit's own right, RLIMIT_RTPRIO 10
@@ -129,11 +141,7 @@ func TestIntegrationRestartAdopts(t *testing.T) {
 	e := setup(t, size)
 	b := e.bed
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "status.sock")
-	cfg := filepath.Join(dir, "gigapath.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg, sock := writeBasePolicy(t, dir)
 	d := startDaemon(t, b, bin, cfg, sock)
 
 	wait := e.download(t, size)

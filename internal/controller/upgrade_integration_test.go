@@ -535,11 +535,7 @@ func TestIntegrationStopDuringUpgrade(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := testbed.UpT(t, testbed.Spec{})
 			dir := t.TempDir()
-			sock := filepath.Join(dir, "status.sock")
-			cfg := filepath.Join(dir, "gigapath.yaml")
-			if err := os.WriteFile(cfg, []byte(fmt.Sprintf(basePolicy, "aggregate", sock)), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			cfg, sock := writeBasePolicy(t, dir)
 			pmBefore := strings.TrimSpace(b.Client.MustRun("sysctl", "-n", "net.mptcp.path_manager"))
 			log := &testbed.LockedBuffer{}
 			var d *daemon
